@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * l3kv/doc.h - the zero-parse document format.
+ *
+ * A document is one contiguous, 8-byte aligned buffer that is both the in-memory and
+ * the wire form of a JSON value. Readers look values up in place; writers change them in
+ * place where they fit and append where they do not. The byte layout is drawn in
+ * src/doc/format.h; docs/document-format.md explains the design.
+ *
+ * Buffers are caller owned. A mutation that needs more room than `cap` returns -ENOBUFS,
+ * sets d->need to the capacity it would need, and changes nothing: grow the buffer
+ * (l3_doc_heap_grow() for malloc'd buffers) and call again.
+ *
+ * Every function except l3_doc_verify() assumes a verified buffer: check untrusted bytes
+ * (network, disk, shared memory seen by a tool) with l3_doc_verify() first.
+ *
+ * Thread safety: none inside; callers serialise writers and keep readers off a buffer
+ * while it is being changed (the store's document lock does that).
+ */
+#ifndef L3KV_DOC_H
+#define L3KV_DOC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/** Value types as seen through the API. */
+typedef enum {
+    L3_DOC_NULL = 0,
+    L3_DOC_BOOL,
+    L3_DOC_INT,    /* int64 */
+    L3_DOC_DOUBLE, /* a number that round-trips exactly through a double */
+    L3_DOC_BIGNUM, /* any other JSON number, kept exactly as its decimal text */
+    L3_DOC_STRING,
+    L3_DOC_OBJECT,
+    L3_DOC_ARRAY,
+    L3_DOC_TYPE_MAX
+} l3_doc_type_t;
+
+/** Default and hard maximum nesting depth accepted by the parser and verify(). */
+#define L3_DOC_DEFAULT_MAX_DEPTH 512
+#define L3_DOC_HARD_MAX_DEPTH 4096
+/** Slot offset of the root value (always valid in a verified document). */
+#define L3_DOC_ROOT 32u
+
+/** Where and why a parse or a verification failed. msg is a static string. */
+typedef struct {
+    size_t offset;
+    const char *msg;
+} l3_doc_error_t;
+
+/** A handle on a document buffer being read or changed. */
+typedef struct l3_doc {
+    uint8_t *buf; /* the document; 8-byte aligned */
+    size_t cap;   /* bytes usable at buf */
+    size_t need;  /* set with -ENOBUFS: capacity the failed call needs */
+    /* Optional undo journal: called with the address and length of bytes below the
+     * document's used mark just before they are overwritten (appends past the mark are
+     * undone by restoring the header). The store uses it for crash recovery. */
+    void (*undo)(void *undo_ctx, const void *addr, size_t len);
+    void *undo_ctx;
+} l3_doc_t;
+
+/** A read-only view of one value. Pointers point into the document buffer. */
+typedef struct {
+    l3_doc_type_t type;
+    uint32_t slot; /* offset of the value's slot */
+    union {
+        bool b;
+        int64_t i;
+        double d;
+        struct {
+            const char *ptr; /* not NUL terminated */
+            uint32_t len;
+        } str;              /* STRING and BIGNUM (decimal text) */
+        uint32_t count;     /* OBJECT (live members), ARRAY (elements) */
+    };
+} l3_doc_val_t;
+
+/** Path syntax: JSON Pointer (RFC 6901, "/a/b/0"), dotted ("a.b.0"), or auto (pointer if it starts with '/'). */
+enum { L3_DOC_PATH_AUTO = 0, L3_DOC_PATH_POINTER = 1, L3_DOC_PATH_DOTTED = 2 };
+
+/* Flags for the set family. */
+#define L3_DOC_SET_PATH_POINTER 0x01u /* path syntax, as above (default auto) */
+#define L3_DOC_SET_PATH_DOTTED 0x02u
+#define L3_DOC_SET_NO_CREATE 0x04u /* the target must exist (ENOTFOUND otherwise) */
+#define L3_DOC_SET_SAME_TYPE 0x08u /* an existing target must have the same type (ETYPE otherwise) */
+#define L3_DOC_SET_INSERT 0x10u    /* array index: insert before it (JSON Patch "add") instead of replacing */
+#define L3_DOC_SET_MUST_EXIST_PARENT 0 /* (always: parents are never created implicitly) */
+
+/* ---------------------------------------------------------------- parse / serialize */
+
+typedef struct {
+    unsigned max_depth; /* 0 = L3_DOC_DEFAULT_MAX_DEPTH; capped at L3_DOC_HARD_MAX_DEPTH */
+} l3_doc_parse_opts_t;
+
+/**
+ * Parse strict RFC 8259 JSON text into a new malloc'd document.
+ * Duplicate object keys: the last value wins, at the first key's position.
+ * Returns 0 and sets *ret_buf (free() it) and *ret_len; or L3_ESYNTAX / L3_EDEPTH /
+ * L3_ETOOBIG / -ENOMEM with *err filled (byte offset into json). Does not block.
+ */
+int l3_doc_from_json(const char *json, size_t len, const l3_doc_parse_opts_t *opts, uint8_t **ret_buf,
+                     size_t *ret_len, l3_doc_error_t *err);
+
+/** Growable output buffer for serialisation. Zero-initialise; free(b->ptr) when done. */
+typedef struct {
+    char *ptr;
+    size_t len;
+    size_t cap;
+} l3_buf_t;
+
+/** Ensure room for `extra` more bytes. 0 or -ENOMEM. */
+int l3_buf_reserve(l3_buf_t *b, size_t extra);
+
+/**
+ * Append the value at `slot` (L3_DOC_ROOT for the whole document) as compact JSON:
+ * minimal escaping, doubles in shortest round-trip form, object keys in insertion order.
+ * 0 or -ENOMEM.
+ */
+int l3_doc_to_json(const uint8_t *buf, uint32_t slot, l3_buf_t *out);
+
+/** Check strict JSON syntax without building anything. 0 or L3_ESYNTAX/L3_EDEPTH with *err. */
+int l3_doc_check_json(const char *json, size_t len, const l3_doc_parse_opts_t *opts, l3_doc_error_t *err);
+
+/* ---------------------------------------------------------------- verification, header */
+
+/**
+ * Validate untrusted bytes: magic, version, sizes, every offset bounds checked, alignment,
+ * types, UTF-8 of strings, number text of bignums, index consistency, no shared or cyclic
+ * nodes, depth. O(len). 0 or L3_ECORRUPT with *err (err may be NULL).
+ */
+int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err);
+
+/** Bytes in use (the length to copy or send). */
+size_t l3_doc_size(const uint8_t *buf);
+/** Bytes inside the used size that no value references any more. */
+size_t l3_doc_garbage(const uint8_t *buf);
+/** LSN of the document's last change (0 for a fresh one); the store keeps it. */
+uint64_t l3_doc_lsn(const uint8_t *buf);
+void l3_doc_set_lsn(l3_doc_t *d, uint64_t lsn);
+
+/** Create an empty document (root null) in d->buf. 0 or -ENOBUFS. */
+int l3_doc_init(l3_doc_t *d);
+
+/* ---------------------------------------------------------------- reading */
+
+/** Resolve a path (syntax per L3_DOC_PATH_*; "" is the root) to a slot. 0, L3_EPATH or L3_ENOTFOUND. */
+int l3_doc_lookup(const uint8_t *buf, const char *path, size_t len, int syntax, uint32_t *ret_slot);
+/** Look up one member of the object at `slot` by key. 0, L3_ETYPE (not an object) or L3_ENOTFOUND. */
+int l3_doc_obj_find(const uint8_t *buf, uint32_t slot, const char *key, size_t klen, uint32_t *ret_slot);
+/** Slot of element `idx` of the array at `slot`. 0, L3_ETYPE or L3_ENOTFOUND. */
+int l3_doc_arr_at(const uint8_t *buf, uint32_t slot, uint64_t idx, uint32_t *ret_slot);
+/** Describe the value at a slot. */
+void l3_doc_val(const uint8_t *buf, uint32_t slot, l3_doc_val_t *ret);
+/** Look up a path and describe the value. */
+int l3_doc_get(const uint8_t *buf, const char *path, size_t len, int syntax, l3_doc_val_t *ret);
+
+/** Iterate over an object's live members in insertion order. *inout_pos starts at 0.
+ *  Returns 1 with key/slot set, 0 at the end, L3_ETYPE if `slot` is not an object. */
+int l3_doc_obj_next(const uint8_t *buf, uint32_t slot, uint32_t *inout_pos, const char **ret_key,
+                    uint32_t *ret_klen, uint32_t *ret_slot);
+
+/* ---------------------------------------------------------------- writing */
+
+/** A scalar to store. For STRING/BIGNUM, str/len (string bytes must be valid UTF-8; bignum valid JSON number text). */
+typedef struct {
+    l3_doc_type_t type; /* NULL, BOOL, INT, DOUBLE, BIGNUM, STRING; OBJECT/ARRAY mean empty {} / [] */
+    union {
+        bool b;
+        int64_t i;
+        double d;
+        struct {
+            const char *ptr;
+            size_t len;
+        } str;
+    };
+} l3_doc_scalar_t;
+
+/**
+ * Fast path: overwrite the INT at `slot` with v, one aligned 8-byte store. The slot must
+ * hold an INT (L3_ETYPE otherwise). Never grows the document.
+ */
+int l3_doc_slot_set_int(l3_doc_t *d, uint32_t slot, int64_t v);
+
+/**
+ * Set the value at `path` (flags L3_DOC_SET_*). The parent must exist; a missing last
+ * object key is added at the end; an array index equal to the length (or "-") appends.
+ * Ints, doubles and bools are overwritten in place; a string that fits its slot is
+ * overwritten in place; anything else is appended and the old bytes counted as garbage.
+ * Returns 0, -ENOBUFS (d->need set, nothing changed), L3_EPATH, L3_ENOTFOUND, L3_ETYPE,
+ * L3_ERANGE, L3_ETOOBIG. On success *ret_slot (may be NULL) is the value's slot.
+ */
+int l3_doc_set(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v,
+               uint32_t *ret_slot);
+
+/** Set `path` to a copy of the value at `src_slot` of the verified document `src`. Same returns as l3_doc_set. */
+int l3_doc_set_copy(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const uint8_t *src,
+                    uint32_t src_slot, uint32_t *ret_slot);
+
+/** Parse JSON text and set `path` to it. Also returns L3_ESYNTAX/L3_EDEPTH with *err. */
+int l3_doc_set_json(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const char *json, size_t jlen,
+                    l3_doc_error_t *err);
+
+/** Remove the value at path (object member or array element; not the root). 0, -ENOBUFS, L3_EPATH, L3_ENOTFOUND. */
+int l3_doc_delete(l3_doc_t *d, const char *path, size_t plen, unsigned flags);
+
+/** Atomically add `delta` to the INT at path; *ret_new gets the result. L3_ETYPE if not an int, L3_ERANGE on overflow. */
+int l3_doc_incr(l3_doc_t *d, const char *path, size_t plen, unsigned flags, int64_t delta, int64_t *ret_new);
+
+/* ---------------------------------------------------------------- compaction and statistics */
+
+/** True when garbage is large enough that compaction pays (more than a quarter of the used bytes and >= 4 KiB). */
+bool l3_doc_should_compact(const uint8_t *buf);
+/** Upper bound of the compacted size of buf. */
+size_t l3_doc_compact_bound(const uint8_t *buf);
+/** Rewrite buf into dst (dst_cap >= l3_doc_compact_bound) with no garbage; keeps order and LSN. 0 or -ENOBUFS. */
+int l3_doc_compact(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret_len);
+
+typedef struct {
+    size_t used;      /* bytes in use */
+    size_t garbage;   /* unreferenced bytes inside `used` */
+    size_t objects;   /* object nodes */
+    size_t arrays;    /* array nodes */
+    size_t scalars;   /* scalar values (strings included) */
+    size_t max_depth; /* deepest nesting (root = 0) */
+} l3_doc_stats_t;
+
+void l3_doc_stats(const uint8_t *buf, l3_doc_stats_t *ret);
+
+/* ---------------------------------------------------------------- malloc-backed convenience */
+
+/** Allocate an empty document with at least cap bytes. 0 or -ENOMEM. Free with l3_doc_heap_free. */
+int l3_doc_heap_new(l3_doc_t *d, size_t cap);
+/** Adopt a malloc'd buffer (e.g. from l3_doc_from_json) of `len` bytes. */
+void l3_doc_heap_adopt(l3_doc_t *d, uint8_t *buf, size_t len);
+/** realloc so that cap >= d->need (at least doubling). 0 or -ENOMEM. */
+int l3_doc_heap_grow(l3_doc_t *d);
+/** Compact in place (new allocation) if l3_doc_should_compact. 0 or -ENOMEM. */
+int l3_doc_heap_maybe_compact(l3_doc_t *d);
+void l3_doc_heap_free(l3_doc_t *d);
+
+/** Run a mutation, growing a heap document on -ENOBUFS, then compacting if garbage warrants it. */
+#define L3_DOC_HEAP_DO(d, call)                                                                               \
+    ({                                                                                                        \
+        int rc__;                                                                                             \
+        while ((rc__ = (call)) == -ENOBUFS && l3_doc_heap_grow(d) == 0)                                       \
+            ;                                                                                                 \
+        if (rc__ >= 0)                                                                                        \
+            (void)l3_doc_heap_maybe_compact(d);                                                               \
+        rc__;                                                                                                 \
+    })
+
+/* ---------------------------------------------------------------- patches (RFC 7396, RFC 6902) */
+
+/**
+ * Apply a JSON Merge Patch (RFC 7396) to the heap document d. Not atomic on its own:
+ * apply to a copy when failure must leave the original untouched. 0, L3_ESYNTAX (err set),
+ * -ENOMEM, L3_ETOOBIG.
+ */
+int l3_doc_merge_patch(l3_doc_t *d, const char *patch, size_t len, l3_doc_error_t *err);
+
+/**
+ * Apply a JSON Patch (RFC 6902: add, remove, replace, move, copy, test) to the heap
+ * document d. On failure d may be partly changed: apply to a copy. 0, L3_ESYNTAX (patch
+ * text or shape, err->msg says which), L3_EPATH, L3_ENOTFOUND, L3_ETYPE (a failed "test"
+ * returns L3_ETYPE with err->msg "test failed"), -ENOMEM.
+ */
+int l3_doc_json_patch(l3_doc_t *d, const char *patch, size_t len, l3_doc_error_t *err);
+
+#endif /* L3KV_DOC_H */

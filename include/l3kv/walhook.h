@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * l3kv/walhook.h - the contract between the store (which mutates documents) and the WAL
+ * (which makes mutations durable). The store calls the hook while it still holds the
+ * document's lock, after the mutation is applied in memory and before it is visible as
+ * committed; a non-zero return makes the store roll the mutation back and return that
+ * code, so WAL order equals apply order per key (ARCHITECTURE invariant 3).
+ *
+ * The payload is opaque to the WAL: the store encodes it (l3_store_encode_*) and decodes
+ * it again on replay (l3_store_replay). The WAL only frames, checksums and orders it.
+ */
+#ifndef L3KV_WALHOOK_H
+#define L3KV_WALHOOK_H
+
+#include <stdint.h>
+
+typedef enum {
+    L3_WALOP_NONE = 0,
+    L3_WALOP_PUT = 1,    /* payload: the complete binary document */
+    L3_WALOP_DELETE = 2, /* payload: empty */
+    L3_WALOP_SET = 3,    /* payload: store-encoded path + scalar (set_int/str/..., incr result) */
+    L3_WALOP_MERGE = 4,  /* payload: merge patch JSON text */
+    L3_WALOP_PATCH = 5,  /* payload: JSON Patch text */
+    L3_WALOP_MAX
+} l3_walop_t;
+
+typedef struct {
+    uint8_t op;        /* l3_walop_t */
+    uint64_t lsn;      /* the new version of the document; global, strictly increasing */
+    const void *key;
+    uint32_t klen;
+    const void *payload;
+    uint32_t plen;
+} l3_wal_rec_t;
+
+/**
+ * Called under the document lock. Return 0 when the record is in the WAL ring (or the
+ * configured durability level is otherwise satisfied for "buffered"), or a negative code:
+ * -EAGAIN (ring full after a bounded wait: the caller answers 503), -ENOSPC / -EIO (the WAL
+ * cannot keep writes: 507 / 503). Must not block for long.
+ */
+typedef int (*l3_wal_hook_fn)(void *ctx, const l3_wal_rec_t *rec);
+
+#endif
