@@ -1,0 +1,619 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * patch.c - JSON Merge Patch (RFC 7396) and JSON Patch (RFC 6902) applied to a heap document.
+ *
+ * Owns: l3_doc_merge_patch(), l3_doc_json_patch() and the semantic value comparison that the
+ * JSON Patch "test" operation needs. Runs in whichever process calls it (server workers on
+ * PATCH, the l3kv-doc tool, tests); it is a pure function of its inputs apart from the
+ * document it changes.
+ *
+ * How: the patch text is parsed with the project's own strict parser (l3_doc_from_json) into
+ * a second, read-only document. That keeps one definition of valid JSON across the product
+ * (RFC 8259, UTF-8, depth limit, byte offsets in errors), keeps big integers and long decimals
+ * exact, and lets values be copied node by node with l3_doc_set_copy() instead of being
+ * re-parsed. The target is changed only through the public document API, addressed by JSON
+ * Pointer paths that are rebuilt for every step (keys escaped ~ -> ~0, / -> ~1), so no slot
+ * of the target is held across a mutation: mutations may grow (realloc) or compact the
+ * buffer (L3_DOC_HEAP_DO), which moves every slot.
+ *
+ * Concurrency: none; the caller serialises access to the document like for any mutation.
+ *
+ * Invariants:
+ *   P1. Slots are only kept for the patch document, which is never changed; slots of the
+ *       target are looked up again after every mutation.
+ *   P2. A value moved or copied inside the target is first serialised to JSON and then
+ *       stored, so the source bytes are never read while the same buffer is being written
+ *       (and "move" can remove before it adds, as RFC 6902 4.4 requires).
+ *   P3. Replacing the root (path "") builds a new buffer and keeps the document's LSN and
+ *       undo hook.
+ *   P4. Neither function is atomic: on failure the document may hold the effect of earlier
+ *       steps. Callers that need all-or-nothing apply to a copy (the header says so).
+ *
+ * Errors: shape errors of a JSON Patch (not an array, member missing or of the wrong type,
+ * unknown op) are L3_ESYNTAX; err->offset is then the byte offset of the failing operation
+ * in the patch text, as for every other failure of an operation. A failed "test" is L3_ETYPE
+ * with err->msg "test failed".
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "l3kv/doc.h"
+#include "l3kv/error.h"
+
+/* ---------------------------------------------------------------- small helpers */
+
+static int set_err(l3_doc_error_t *err, size_t off, const char *msg, int rc)
+{
+    if (err) {
+        err->offset = off;
+        err->msg = msg;
+    }
+    return rc;
+}
+
+/* A failed heap grow leaves -ENOBUFS from the mutation: report it as the allocation failure it is. */
+static int heap_rc(int rc)
+{
+    return rc == -ENOBUFS ? -ENOMEM : rc;
+}
+
+/* Append one key to a JSON Pointer: '/' then the key with ~ -> ~0 and / -> ~1. */
+static int path_push(l3_buf_t *path, const char *key, size_t klen)
+{
+    size_t extra = 1;
+    for (size_t i = 0; i < klen; i++)
+        extra += (key[i] == '~' || key[i] == '/') ? 2 : 1;
+    if (l3_buf_reserve(path, extra + 1) < 0)
+        return -ENOMEM;
+    char *o = path->ptr + path->len;
+    *o++ = '/';
+    for (size_t i = 0; i < klen; i++) {
+        if (key[i] == '~') {
+            *o++ = '~';
+            *o++ = '0';
+        } else if (key[i] == '/') {
+            *o++ = '~';
+            *o++ = '1';
+        } else {
+            *o++ = key[i];
+        }
+    }
+    path->len = (size_t)(o - path->ptr);
+    path->ptr[path->len] = '\0';
+    return 0;
+}
+
+/* ---------------------------------------------------------------- root replacement */
+
+/* Replace the whole document with the value encoded in json (P3). */
+static int replace_root_json(l3_doc_t *d, const char *json, size_t len)
+{
+    l3_doc_parse_opts_t opts = {.max_depth = L3_DOC_HARD_MAX_DEPTH};
+    l3_doc_error_t e;
+    uint8_t *nbuf;
+    size_t nlen;
+    int rc = l3_doc_from_json(json, len, &opts, &nbuf, &nlen, &e);
+    if (rc < 0)
+        return rc == L3_ESYNTAX ? -EINVAL : rc; /* the text came from our own serializer */
+    uint64_t lsn = l3_doc_lsn(d->buf);
+    void (*undo)(void *, const void *, size_t) = d->undo;
+    void *undo_ctx = d->undo_ctx;
+    l3_doc_heap_free(d);
+    l3_doc_heap_adopt(d, nbuf, nlen);
+    d->undo = undo;
+    d->undo_ctx = undo_ctx;
+    l3_doc_set_lsn(d, lsn);
+    return 0;
+}
+
+/* Replace the whole document with a copy of the value at slot of src (src may be d->buf). */
+static int replace_root(l3_doc_t *d, const uint8_t *src, uint32_t slot)
+{
+    l3_buf_t js = {0};
+    int rc = l3_doc_to_json(src, slot, &js);
+    if (rc == 0)
+        rc = replace_root_json(d, js.ptr, js.len);
+    free(js.ptr);
+    return rc;
+}
+
+/* Store a copy of src's value at path (pointer syntax) with the given extra set flags. */
+static int store_copy(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const uint8_t *src,
+                      uint32_t slot)
+{
+    if (plen == 0)
+        return replace_root(d, src, slot);
+    int rc = L3_DOC_HEAP_DO(d, l3_doc_set_copy(d, path, plen, L3_DOC_SET_PATH_POINTER | flags, src, slot, NULL));
+    return heap_rc(rc);
+}
+
+/* Store the JSON text json at path (pointer syntax). */
+static int store_json(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const char *json, size_t jlen)
+{
+    if (plen == 0)
+        return replace_root_json(d, json, jlen);
+    l3_doc_error_t e;
+    int rc = L3_DOC_HEAP_DO(d, l3_doc_set_json(d, path, plen, L3_DOC_SET_PATH_POINTER | flags, json, jlen, &e));
+    return heap_rc(rc);
+}
+
+/* ---------------------------------------------------------------- RFC 7396 merge patch */
+
+/*
+ * MergePatch(target at path, patch value at pslot). path is a NUL-terminated JSON Pointer in
+ * a growable buffer; it is extended for members and restored before returning.
+ */
+static int merge_at(l3_doc_t *d, l3_buf_t *path, const uint8_t *p, uint32_t pslot)
+{
+    l3_doc_val_t pv;
+    l3_doc_val(p, pslot, &pv);
+    if (pv.type != L3_DOC_OBJECT)
+        return store_copy(d, path->ptr, path->len, 0, p, pslot);
+
+    /* The target must be an object: anything else (or nothing) becomes {}. */
+    uint32_t tslot;
+    int rc = l3_doc_lookup(d->buf, path->ptr, path->len, L3_DOC_PATH_POINTER, &tslot);
+    l3_doc_val_t tv = {.type = L3_DOC_NULL};
+    if (rc == 0)
+        l3_doc_val(d->buf, tslot, &tv);
+    else if (rc != L3_ENOTFOUND)
+        return rc;
+    if (rc == L3_ENOTFOUND || tv.type != L3_DOC_OBJECT) {
+        if (path->len == 0) {
+            rc = replace_root_json(d, "{}", 2);
+        } else {
+            l3_doc_scalar_t obj = {.type = L3_DOC_OBJECT};
+            rc = heap_rc(
+                L3_DOC_HEAP_DO(d, l3_doc_set(d, path->ptr, path->len, L3_DOC_SET_PATH_POINTER, &obj, NULL)));
+        }
+        if (rc < 0)
+            return rc;
+    }
+
+    size_t base = path->len;
+    uint32_t pos = 0, vslot, klen;
+    const char *key;
+    while ((rc = l3_doc_obj_next(p, pslot, &pos, &key, &klen, &vslot)) == 1) {
+        path->len = base;
+        if ((rc = path_push(path, key, klen)) < 0)
+            break;
+        l3_doc_val_t v;
+        l3_doc_val(p, vslot, &v);
+        if (v.type == L3_DOC_NULL) {
+            rc = heap_rc(L3_DOC_HEAP_DO(d, l3_doc_delete(d, path->ptr, path->len, L3_DOC_SET_PATH_POINTER)));
+            if (rc == L3_ENOTFOUND)
+                rc = 0;
+        } else {
+            rc = merge_at(d, path, p, vslot);
+        }
+        if (rc < 0)
+            break;
+    }
+    path->len = base;
+    path->ptr[base] = '\0';
+    return rc < 0 ? rc : 0;
+}
+
+int l3_doc_merge_patch(l3_doc_t *d, const char *patch, size_t len, l3_doc_error_t *err)
+{
+    uint8_t *p = NULL;
+    size_t plen;
+    l3_buf_t path = {0};
+    int rc = l3_doc_from_json(patch, len, NULL, &p, &plen, err);
+    if (rc < 0)
+        return rc;
+    if (l3_buf_reserve(&path, 64) < 0) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    path.ptr[0] = '\0';
+    rc = merge_at(d, &path, p, L3_DOC_ROOT);
+    if (rc < 0)
+        set_err(err, 0, l3_strerror(rc), rc);
+out:
+    free(path.ptr);
+    free(p);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- semantic equality ("test") */
+
+/* A JSON number as 0.D1D2...Dn x 10^exp with D1 != 0 and Dn != 0; zero has n == 0. */
+typedef struct {
+    bool neg;
+    char *dig;
+    size_t n;
+    int64_t exp;
+} decimal_t;
+
+#define EXP_LIMIT ((int64_t)1 << 60) /* exponents are clamped here; no real document comes close */
+
+/* Normalise valid JSON number text. 0 or -ENOMEM. */
+static int decimal_parse(const char *s, size_t len, decimal_t *ret)
+{
+    decimal_t r = {.dig = malloc(len + 1)};
+    if (!r.dig)
+        return -ENOMEM;
+    size_t i = 0, intdigits = 0;
+    if (i < len && s[i] == '-') {
+        r.neg = true;
+        i++;
+    }
+    for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, intdigits++)
+        r.dig[r.n++] = s[i];
+    if (i < len && s[i] == '.')
+        for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+            r.dig[r.n++] = s[i];
+    int64_t e = 0;
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        bool eneg = false;
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-'))
+            eneg = s[i++] == '-';
+        for (; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+            if (e < EXP_LIMIT)
+                e = e * 10 + (s[i] - '0');
+        if (eneg)
+            e = -e;
+    }
+    /* Strip leading zeros (each moves the point left) and trailing zeros. */
+    size_t lead = 0;
+    while (lead < r.n && r.dig[lead] == '0')
+        lead++;
+    r.exp = e + (int64_t)intdigits - (int64_t)lead;
+    memmove(r.dig, r.dig + lead, r.n - lead);
+    r.n -= lead;
+    while (r.n > 0 && r.dig[r.n - 1] == '0')
+        r.n--;
+    if (r.n == 0) {
+        r.neg = false;
+        r.exp = 0;
+    }
+    *ret = r;
+    return 0;
+}
+
+/* Number text of an INT, DOUBLE (exact decimal expansion) or BIGNUM, normalised. */
+static int decimal_of(const l3_doc_val_t *v, decimal_t *ret)
+{
+    char tmp[1100]; /* a double's exact expansion has at most 767 significant digits */
+    int n;
+    switch (v->type) {
+    case L3_DOC_INT:
+        n = snprintf(tmp, sizeof(tmp), "%" PRId64, v->i);
+        return decimal_parse(tmp, (size_t)n, ret);
+    case L3_DOC_DOUBLE:
+        n = snprintf(tmp, sizeof(tmp), "%.800e", v->d);
+        return decimal_parse(tmp, (size_t)n, ret);
+    default:
+        return decimal_parse(v->str.ptr, v->str.len, ret);
+    }
+}
+
+static bool is_number(l3_doc_type_t t)
+{
+    return t == L3_DOC_INT || t == L3_DOC_DOUBLE || t == L3_DOC_BIGNUM;
+}
+
+static int numbers_equal(const l3_doc_val_t *a, const l3_doc_val_t *b)
+{
+    if (a->type == L3_DOC_INT && b->type == L3_DOC_INT)
+        return a->i == b->i;
+    if (a->type == L3_DOC_DOUBLE && b->type == L3_DOC_DOUBLE)
+        return a->d == b->d;
+    decimal_t x, y;
+    if (decimal_of(a, &x) < 0)
+        return -ENOMEM;
+    if (decimal_of(b, &y) < 0) {
+        free(x.dig);
+        return -ENOMEM;
+    }
+    int eq = x.neg == y.neg && x.exp == y.exp && x.n == y.n && memcmp(x.dig, y.dig, x.n) == 0;
+    free(x.dig);
+    free(y.dig);
+    return eq;
+}
+
+/* 1 if the values are equal as JSON (objects unordered, numbers by value), 0 if not, -ENOMEM. */
+static int values_equal(const uint8_t *a, uint32_t sa, const uint8_t *b, uint32_t sb)
+{
+    l3_doc_val_t va, vb;
+    l3_doc_val(a, sa, &va);
+    l3_doc_val(b, sb, &vb);
+    if (is_number(va.type) && is_number(vb.type))
+        return numbers_equal(&va, &vb);
+    if (va.type != vb.type)
+        return 0;
+    switch (va.type) {
+    case L3_DOC_NULL:
+        return 1;
+    case L3_DOC_BOOL:
+        return va.b == vb.b;
+    case L3_DOC_STRING:
+        return va.str.len == vb.str.len && memcmp(va.str.ptr, vb.str.ptr, va.str.len) == 0;
+    case L3_DOC_ARRAY:
+        if (va.count != vb.count)
+            return 0;
+        for (uint32_t i = 0; i < va.count; i++) {
+            uint32_t ea, eb;
+            if (l3_doc_arr_at(a, sa, i, &ea) < 0 || l3_doc_arr_at(b, sb, i, &eb) < 0)
+                return 0;
+            int rc = values_equal(a, ea, b, eb);
+            if (rc != 1)
+                return rc;
+        }
+        return 1;
+    case L3_DOC_OBJECT: {
+        if (va.count != vb.count)
+            return 0;
+        uint32_t pos = 0, klen, ma, mb;
+        const char *key;
+        int rc;
+        while ((rc = l3_doc_obj_next(a, sa, &pos, &key, &klen, &ma)) == 1) {
+            if (l3_doc_obj_find(b, sb, key, klen, &mb) < 0)
+                return 0;
+            if ((rc = values_equal(a, ma, b, mb)) != 1)
+                return rc;
+        }
+        return rc < 0 ? 0 : 1;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* ---------------------------------------------------------------- RFC 6902 JSON Patch */
+
+/* Byte offset of element idx of the (valid) top-level JSON array in s; 0 if not found. */
+static size_t element_offset(const char *s, size_t len, uint32_t idx)
+{
+    size_t depth = 0;
+    uint32_t n = 0;
+    bool in_str = false, want = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+            continue;
+        }
+        if (want && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+            if (n == idx)
+                return i;
+            want = false;
+        }
+        switch (c) {
+        case '"':
+            in_str = true;
+            break;
+        case '[':
+        case '{':
+            if (++depth == 1)
+                want = true;
+            break;
+        case ']':
+        case '}':
+            depth--;
+            break;
+        case ',':
+            if (depth == 1) {
+                n++;
+                want = true;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    return 0;
+}
+
+typedef enum { OP_ADD, OP_REMOVE, OP_REPLACE, OP_MOVE, OP_COPY, OP_TEST } op_t;
+
+/* A string member of an operation object: 0, or L3_ENOTFOUND / L3_ESYNTAX (wrong type). */
+static int op_string(const uint8_t *p, uint32_t op, const char *name, const char **ret_ptr, size_t *ret_len)
+{
+    uint32_t s;
+    int rc = l3_doc_obj_find(p, op, name, strlen(name), &s);
+    if (rc < 0)
+        return L3_ENOTFOUND;
+    l3_doc_val_t v;
+    l3_doc_val(p, s, &v);
+    if (v.type != L3_DOC_STRING)
+        return L3_ESYNTAX;
+    *ret_ptr = v.str.ptr;
+    *ret_len = v.str.len;
+    return 0;
+}
+
+/* Message for a failed mutation or lookup at "path" (which = "path" or "from"). */
+static const char *path_msg(int rc, bool from)
+{
+    switch (rc) {
+    case L3_ENOTFOUND:
+        return from ? "\"from\" does not exist" : "\"path\" (or its parent) does not exist";
+    case L3_EPATH:
+        return from ? "\"from\" is not a valid JSON Pointer" : "\"path\" is not a valid JSON Pointer";
+    case L3_ERANGE:
+        return "array index out of range";
+    case L3_ETYPE:
+        return "path goes through a value that is not an object or array";
+    default:
+        return l3_strerror(rc);
+    }
+}
+
+/* Apply one operation; *ret_msg gets a static description on failure. */
+static int apply_op(l3_doc_t *d, const uint8_t *p, uint32_t op, const char **ret_msg)
+{
+    l3_doc_val_t ov;
+    l3_doc_val(p, op, &ov);
+    if (ov.type != L3_DOC_OBJECT) {
+        *ret_msg = "operation is not an object";
+        return L3_ESYNTAX;
+    }
+
+    const char *name, *path, *from = NULL;
+    size_t nlen, plen, flen = 0;
+    int rc = op_string(p, op, "op", &name, &nlen);
+    if (rc < 0) {
+        *ret_msg = rc == L3_ENOTFOUND ? "operation has no \"op\"" : "\"op\" is not a string";
+        return L3_ESYNTAX;
+    }
+    static const struct {
+        const char *name;
+        op_t op;
+    } ops[] = {{"add", OP_ADD},   {"remove", OP_REMOVE}, {"replace", OP_REPLACE},
+               {"move", OP_MOVE}, {"copy", OP_COPY},     {"test", OP_TEST}};
+    size_t k;
+    for (k = 0; k < sizeof(ops) / sizeof(ops[0]); k++)
+        if (strlen(ops[k].name) == nlen && memcmp(ops[k].name, name, nlen) == 0)
+            break;
+    if (k == sizeof(ops) / sizeof(ops[0])) {
+        *ret_msg = "unknown \"op\"";
+        return L3_ESYNTAX;
+    }
+    op_t kind = ops[k].op;
+
+    rc = op_string(p, op, "path", &path, &plen);
+    if (rc < 0) {
+        *ret_msg = rc == L3_ENOTFOUND ? "operation has no \"path\"" : "\"path\" is not a string";
+        return L3_ESYNTAX;
+    }
+    if (plen > 0 && path[0] != '/') {
+        *ret_msg = "\"path\" is not a JSON Pointer";
+        return L3_EPATH;
+    }
+    uint32_t value = 0;
+    if (kind == OP_ADD || kind == OP_REPLACE || kind == OP_TEST) {
+        if (l3_doc_obj_find(p, op, "value", 5, &value) < 0) {
+            *ret_msg = "operation has no \"value\"";
+            return L3_ESYNTAX;
+        }
+    }
+    if (kind == OP_MOVE || kind == OP_COPY) {
+        rc = op_string(p, op, "from", &from, &flen);
+        if (rc < 0) {
+            *ret_msg = rc == L3_ENOTFOUND ? "operation has no \"from\"" : "\"from\" is not a string";
+            return L3_ESYNTAX;
+        }
+        if (flen > 0 && from[0] != '/') {
+            *ret_msg = "\"from\" is not a JSON Pointer";
+            return L3_EPATH;
+        }
+    }
+
+    uint32_t slot;
+    switch (kind) {
+    case OP_ADD:
+        rc = store_copy(d, path, plen, L3_DOC_SET_INSERT, p, value);
+        *ret_msg = path_msg(rc, false);
+        return rc;
+
+    case OP_REMOVE:
+        if (plen == 0) {
+            *ret_msg = "cannot remove the root";
+            return L3_EPATH;
+        }
+        rc = heap_rc(L3_DOC_HEAP_DO(d, l3_doc_delete(d, path, plen, L3_DOC_SET_PATH_POINTER)));
+        *ret_msg = path_msg(rc, false);
+        return rc;
+
+    case OP_REPLACE:
+        rc = l3_doc_lookup(d->buf, path, plen, L3_DOC_PATH_POINTER, &slot);
+        if (rc < 0) {
+            *ret_msg = path_msg(rc, false);
+            return rc;
+        }
+        rc = store_copy(d, path, plen, L3_DOC_SET_NO_CREATE, p, value);
+        *ret_msg = path_msg(rc, false);
+        return rc;
+
+    case OP_TEST:
+        rc = l3_doc_lookup(d->buf, path, plen, L3_DOC_PATH_POINTER, &slot);
+        if (rc < 0) {
+            *ret_msg = path_msg(rc, false);
+            return rc;
+        }
+        rc = values_equal(d->buf, slot, p, value);
+        if (rc == 0) {
+            *ret_msg = "test failed";
+            return L3_ETYPE;
+        }
+        *ret_msg = "out of memory";
+        return rc < 0 ? rc : 0;
+
+    case OP_MOVE:
+    case OP_COPY: {
+        rc = l3_doc_lookup(d->buf, from, flen, L3_DOC_PATH_POINTER, &slot);
+        if (rc < 0) {
+            *ret_msg = path_msg(rc, true);
+            return rc;
+        }
+        if (kind == OP_MOVE) {
+            if (plen == flen && memcmp(path, from, flen) == 0)
+                return 0; /* moving a value onto itself changes nothing */
+            if (plen > flen && memcmp(path, from, flen) == 0 && path[flen] == '/') {
+                *ret_msg = "cannot move a value into one of its own children";
+                return L3_EPATH;
+            }
+        }
+        /* P2: take the value out as text, then (move) remove it, then add it. */
+        l3_buf_t js = {0};
+        rc = l3_doc_to_json(d->buf, slot, &js);
+        if (rc == 0 && kind == OP_MOVE) {
+            /* "from" is not the root here: the root cannot move into its own child. */
+            rc = heap_rc(L3_DOC_HEAP_DO(d, l3_doc_delete(d, from, flen, L3_DOC_SET_PATH_POINTER)));
+            if (rc < 0)
+                *ret_msg = path_msg(rc, true);
+        }
+        if (rc == 0) {
+            rc = store_json(d, path, plen, L3_DOC_SET_INSERT, js.ptr, js.len);
+            if (rc < 0)
+                *ret_msg = path_msg(rc, false);
+        } else if (rc == -ENOMEM) {
+            *ret_msg = "out of memory";
+        }
+        free(js.ptr);
+        return rc;
+    }
+    }
+    return L3_ESYNTAX;
+}
+
+int l3_doc_json_patch(l3_doc_t *d, const char *patch, size_t len, l3_doc_error_t *err)
+{
+    uint8_t *p = NULL;
+    size_t plen;
+    int rc = l3_doc_from_json(patch, len, NULL, &p, &plen, err);
+    if (rc < 0)
+        return rc;
+    l3_doc_val_t root;
+    l3_doc_val(p, L3_DOC_ROOT, &root);
+    if (root.type != L3_DOC_ARRAY) {
+        rc = set_err(err, 0, "patch is not an array", L3_ESYNTAX);
+        goto out;
+    }
+    for (uint32_t i = 0; i < root.count; i++) {
+        uint32_t op;
+        const char *msg = NULL;
+        rc = l3_doc_arr_at(p, L3_DOC_ROOT, i, &op);
+        if (rc == 0)
+            rc = apply_op(d, p, op, &msg);
+        if (rc < 0) {
+            if (!msg || rc == -ENOMEM)
+                msg = l3_strerror(rc);
+            set_err(err, element_offset(patch, len, i), msg, rc);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(p);
+    return rc;
+}
