@@ -34,11 +34,11 @@
 typedef struct l3_scale_params {
     uint32_t interval_ms; /**< measurement period (default 100) */
     uint32_t horizon_ms;  /**< how far ahead the forecast looks (default 500) */
-    double q_depth;       /**< process noise of depth, req^2 per second (default 4) */
-    double q_rate;        /**< process noise of the rate, (req/s)^2 per second (default 200) */
+    double q_depth;       /**< process noise of depth, req^2 per second (default 1) */
+    double q_rate;        /**< process noise of the rate, (req/s)^2 per second (default 50) */
     double r;             /**< measurement noise variance, req^2 (default 9: sigma 3 req) */
     double capacity;      /**< req one worker handles comfortably, in flight + queued (default 8) */
-    double down_fill;     /**< scale down only to a count that would be at most this full, (0,1] (default 0.75) */
+    double down_fill;     /**< scale down only to a count that would be at most this full, (0,1] (default 0.9) */
     unsigned min_workers; /**< lower clamp, >= 1 (default 1) */
     unsigned max_workers; /**< upper clamp, <= L3_SCALE_WORKERS_LIMIT (default 16) */
     uint32_t cooldown_ms; /**< a low estimate must last this long before scaling down (default 3000) */
