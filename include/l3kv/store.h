@@ -1,0 +1,300 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * l3kv/store.h - the multi-process document store in a shared-memory arena.
+ *
+ * One arena (shm_open "/l3kv-<name>", MAP_SHARED) holds the allocator, the key index, every
+ * document (l3kv/doc.h format), a process table with one undo record per process, the
+ * WAL ring region and the metrics region. The supervisor creates it; forked children
+ * inherit the handle and call l3_store_proc_register() before their first operation;
+ * l3kv-inspect attaches read-only. The byte layout is in l3kv/layout.h, the design in
+ * docs/store.md.
+ *
+ * Every operation is atomic per document: readers never see a half-written document, and
+ * a process killed at any instruction leaves each document fully before or fully after
+ * its mutation (the next locker repairs it from the dead process's undo record).
+ * Every document carries an LSN from one global counter; mutations return the new one.
+ *
+ * Handles are process-local and used by one thread at a time (l3_store_clone() gives a
+ * thread its own handle and process slot). Functions return >= 0 on success or a
+ * negative code: -errno or L3_E* (l3kv/error.h). Common codes:
+ *   -ENOENT        the key does not exist
+ *   -ENAMETOOLONG  key longer than L3_STORE_KEY_MAX (or empty: -EINVAL)
+ *   -ENOSPC        the arena is full; nothing changed (HTTP 507)
+ *   -ESTALE        If-Match version given and the document's LSN differs (HTTP 412)
+ *   -ETIMEDOUT     a lock was not obtained within the lock timeout (HTTP 503)
+ *   -EPERM         handle not registered in this process (call l3_store_proc_register after fork)
+ *   -EROFS         handle attached read-only
+ *   L3_ESYNTAX, L3_EDEPTH (bad JSON, *err set), L3_EPATH, L3_ENOTFOUND, L3_ETYPE,
+ *   L3_ERANGE (from the document layer), L3_ECORRUPT (binary document failed verify)
+ *   any non-zero value returned by the WAL hook (the mutation is rolled back)
+ */
+#ifndef L3KV_STORE_H
+#define L3KV_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "l3kv/doc.h"
+#include "l3kv/walhook.h"
+
+/** Longest key in bytes. Keys are arbitrary bytes, 1..L3_STORE_KEY_MAX long. */
+#define L3_STORE_KEY_MAX 1024u
+
+/** Defaults used for zero fields of l3_store_opts_t. */
+#define L3_STORE_DEFAULT_ARENA_BYTES (1ull << 30)     /* virtual: sparse file, pages touched on use */
+#define L3_STORE_DEFAULT_WAL_RING_BYTES (20ull << 20) /* the WAL ring region */
+#define L3_STORE_DEFAULT_MAX_PROCS 64u
+#define L3_STORE_DEFAULT_OBS_BYTES (64u << 10)
+#define L3_STORE_DEFAULT_UNDO_BYTES (256u << 10) /* per process slot */
+#define L3_STORE_DEFAULT_LOCK_TIMEOUT_MS 10000u
+
+typedef struct l3_store l3_store_t;
+
+typedef struct {
+    /* Instance name: [A-Za-z0-9._-], 1..48 chars. The shared memory object is "/l3kv-<name>"
+     * (/dev/shm/l3kv-<name>), and /dev/shm/l3kv-pid-<supervisor pid> is a symlink to it so
+     * tools can find the instance by pid. NULL = "l3kv.<pid>". */
+    const char *name;
+    size_t arena_bytes;    /* total mapping; 0 = L3_STORE_DEFAULT_ARENA_BYTES */
+    size_t wal_ring_bytes; /* WAL ring region; 0 = default */
+    uint32_t max_procs;    /* process table slots; 0 = default */
+    size_t obs_bytes;      /* metrics region; 0 = default */
+    size_t undo_bytes;     /* undo record per process slot; 0 = default */
+    uint32_t nstripes;     /* index lock stripes (power of two); 0 = 1024 */
+    uint32_t lock_timeout_ms; /* 0 = default; a lock not obtained in time gives -ETIMEDOUT */
+    bool replace;          /* remove a stale shm object of the same name instead of failing with -EEXIST */
+} l3_store_opts_t;
+
+/* ---------------------------------------------------------------- lifetime, processes */
+
+/**
+ * Create and format a new arena (supervisor). The calling process is registered in slot 0
+ * with role L3_STORE_ROLE_SUPERVISOR. Verifies that robust process-shared mutexes work.
+ * Returns 0, -EEXIST (name in use and !replace), -EINVAL, -ENOMEM, -ENOTSUP (no robust
+ * mutexes), other -errno from shm_open/ftruncate/mmap. Blocks only briefly.
+ */
+int l3_store_create(const l3_store_opts_t *opts, l3_store_t **ret);
+
+#define L3_STORE_ATTACH_READONLY 0x1u /* PROT_READ mapping; only the inspection functions work */
+
+/**
+ * Attach to an existing arena by name (name != NULL), else by supervisor pid (pid > 0),
+ * else the only instance on the machine. Checks magic, layout word and header CRC.
+ * A read-write attach must call l3_store_proc_register() before operating.
+ * Returns 0, -ENOENT (no such instance), -EMLINK (several instances and no selector),
+ * L3_ECORRUPT (bad header), -EPROTO (layout version mismatch), -errno.
+ */
+int l3_store_attach(const char *name, pid_t pid, unsigned flags, l3_store_t **ret);
+
+/** Unmap and free the handle (does not unregister: see l3_store_proc_unregister). NULL ok. */
+void l3_store_close(l3_store_t *st);
+
+/** Remove the shared memory name and the pid link (supervisor at shutdown). Mappings stay valid. */
+int l3_store_unlink(l3_store_t *st);
+
+typedef enum {
+    L3_STORE_ROLE_NONE = 0,
+    L3_STORE_ROLE_SUPERVISOR = 1,
+    L3_STORE_ROLE_WORKER = 2,
+    L3_STORE_ROLE_WRITER = 3,
+    L3_STORE_ROLE_TOOL = 4,
+    L3_STORE_ROLE_MAX
+} l3_store_role_t;
+
+/**
+ * Claim a process slot for this process (after fork, before the first operation).
+ * *ret_slot (may be NULL) gets the slot index. Slots of dead processes are swept.
+ * Returns 0, -ENOSPC (table full), -EROFS.
+ */
+int l3_store_proc_register(l3_store_t *st, int role, uint32_t *ret_slot);
+
+/** Release this handle's slot (graceful exit). 0 or -EPERM. */
+int l3_store_proc_unregister(l3_store_t *st);
+
+/** Update this process's heartbeat (cheap; the server may call it once per loop turn). */
+void l3_store_proc_heartbeat(l3_store_t *st);
+
+/**
+ * Supervisor, after waitpid() reported `pid` dead: repair every lock the process held
+ * (rolling back its unfinished mutation from its undo record) and free its slots.
+ * Returns the number of slots released (>= 0), or -ETIMEDOUT.
+ */
+int l3_store_proc_reap(l3_store_t *st, pid_t pid);
+
+/**
+ * A second handle on the same mapping with its own process slot, for another thread of
+ * this process. Close it with l3_store_close (after l3_store_proc_unregister).
+ */
+int l3_store_clone(l3_store_t *st, int role, l3_store_t **ret);
+
+/** Slot index of this handle, or -EPERM when unregistered. */
+int l3_store_proc_slot(const l3_store_t *st);
+
+/* ---------------------------------------------------------------- shared regions */
+
+/** The WAL ring region (wal_ring_bytes, page aligned, zero at creation, owned by src/wal). */
+void *l3_store_wal_region(l3_store_t *st, size_t *ret_len);
+/** The metrics region (obs_bytes, page aligned, zero at creation, owned by src/obs). */
+void *l3_store_obs_region(l3_store_t *st, size_t *ret_len);
+/** Instance name (without "/l3kv-"). */
+const char *l3_store_name(const l3_store_t *st);
+
+/* ---------------------------------------------------------------- reading */
+
+/* Path flags for reads reuse the syntax bits of the set flags: L3_DOC_SET_PATH_POINTER,
+ * L3_DOC_SET_PATH_DOTTED, neither = auto (pointer if it starts with '/'). */
+
+/**
+ * Append the document (or, when plen > 0, the value at `path`) as JSON to *out.
+ * *ret_lsn (may be NULL) gets the document's LSN. Returns 0, -ENOENT, L3_EPATH,
+ * L3_ENOTFOUND, -ENOMEM. Holds the document's lock while serialising.
+ */
+int l3_store_get_json(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
+                      l3_buf_t *out, uint64_t *ret_lsn);
+
+/** Copy the binary document into a new malloc'd buffer (*ret_buf, free()). 0, -ENOENT, -ENOMEM. */
+int l3_store_get_bin(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
+                     uint64_t *ret_lsn);
+
+/** LSN of a document without copying it. 0, -ENOENT. */
+int l3_store_get_lsn(l3_store_t *st, const void *key, size_t klen, uint64_t *ret_lsn);
+
+/* ---------------------------------------------------------------- writing
+ * if_match: 0 = unconditional; otherwise the document must exist with exactly this LSN
+ * (-ESTALE if it differs, -ENOENT if absent). ret_lsn (may be NULL) gets the new LSN. */
+
+/** Store a JSON document (parsed outside the lock). 0; L3_ESYNTAX/L3_EDEPTH with *err (may be NULL). */
+int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen, uint64_t if_match,
+                      uint64_t *ret_lsn, l3_doc_error_t *err);
+
+/** Store a binary document after l3_doc_verify(). 0; L3_ECORRUPT with *err (may be NULL). */
+int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t *doc, size_t len,
+                     uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err);
+
+/** Delete a document. 0, -ENOENT. */
+int l3_store_delete(l3_store_t *st, const void *key, size_t klen, uint64_t if_match, uint64_t *ret_lsn);
+
+/**
+ * Set the value at `path` to a scalar (flags: L3_DOC_SET_*). The document must exist.
+ * In place where the document layer allows; grows (copy to a larger block, atomic publish)
+ * when it does not fit. 0, -ENOENT, L3_EPATH, L3_ENOTFOUND, L3_ETYPE, L3_ERANGE, -ENOSPC.
+ */
+int l3_store_set(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
+                 const l3_doc_scalar_t *v, uint64_t if_match, uint64_t *ret_lsn);
+
+/** Fast path: set an existing INT at path (L3_ETYPE if it is not an INT; one 8-byte store). */
+int l3_store_set_int(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
+                     int64_t v, uint64_t *ret_lsn);
+
+/** Add delta to the INT at path; *ret_new (may be NULL) gets the result. L3_ETYPE, L3_ERANGE on overflow. */
+int l3_store_incr(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
+                  int64_t delta, int64_t *ret_new, uint64_t *ret_lsn);
+
+/**
+ * Apply a JSON Merge Patch (RFC 7396) atomically (to a private copy, then publish).
+ * A missing document is treated as null, so the patch creates it (return 1 then, else 0).
+ */
+int l3_store_merge_patch(l3_store_t *st, const void *key, size_t klen, const char *patch, size_t len,
+                         uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err);
+
+/** Apply a JSON Patch (RFC 6902) atomically. -ENOENT if the document is missing. */
+int l3_store_json_patch(l3_store_t *st, const void *key, size_t klen, const char *patch, size_t len,
+                        uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err);
+
+/* ---------------------------------------------------------------- listing and scanning */
+
+/** Called per key; return 0 to continue, non-zero to stop (that value is returned). */
+typedef int (*l3_store_key_fn)(void *ctx, const void *key, size_t klen, uint64_t lsn);
+
+/**
+ * List keys starting with prefix (plen 0 = all), in index order (not sorted), at most
+ * `limit` keys per call (0 = no limit). *inout_cursor starts at 0 and is 0 again when the
+ * listing is complete. Keys added or removed during a listing may or may not appear;
+ * a key present throughout appears at least once. Returns the number of keys reported.
+ */
+int l3_store_keys(l3_store_t *st, const void *prefix, size_t plen, uint64_t *inout_cursor, size_t limit,
+                  l3_store_key_fn fn, void *ctx);
+
+/** Called per document with a private, consistent copy (valid during the call). Non-zero stops. */
+typedef int (*l3_store_scan_fn)(void *ctx, const void *key, size_t klen, const uint8_t *doc, size_t len,
+                                uint64_t lsn);
+
+/**
+ * Visit every document whose key starts with prefix (checkpoints, dumps). Each document
+ * is copied under its lock, then `fn` runs without any lock held. Documents created during
+ * the scan may be missed (their LSN is above the LSN read at the start: *ret_start_lsn).
+ * Returns 0, the callback's non-zero value, or -errno.
+ */
+int l3_store_scan(l3_store_t *st, const void *prefix, size_t plen, l3_store_scan_fn fn, void *ctx,
+                  uint64_t *ret_start_lsn);
+
+/* ---------------------------------------------------------------- WAL */
+
+/** Install the hook called under the document lock after each mutation (NULL = none). */
+void l3_store_set_wal_hook(l3_store_t *st, l3_wal_hook_fn fn, void *ctx);
+
+/**
+ * Apply one WAL record during recovery (no hook is called). Skipped (returns 0) when the
+ * document's LSN >= rec->lsn, so replay is idempotent; the document gets rec->lsn.
+ * Raises the LSN floor to rec->lsn. Returns 0, 1 when skipped, L3_ECORRUPT (bad payload),
+ * -ENOSPC.
+ */
+int l3_store_replay(l3_store_t *st, const l3_wal_rec_t *rec);
+
+/** Make new LSNs start above `lsn` (after recovery). Never lowers the counter. */
+void l3_store_set_lsn_floor(l3_store_t *st, uint64_t lsn);
+/** The last LSN handed out. */
+uint64_t l3_store_last_lsn(const l3_store_t *st);
+
+/**
+ * Encode / decode the payload of an L3_WALOP_SET record (used by the store itself; exposed
+ * for tools and tests). Format (little endian): u8 version=1, u8 scalar type, u16 flags,
+ * u32 path length, path bytes, then the value: INT/DOUBLE 8 bytes, BOOL 1 byte, NULL /
+ * OBJECT / ARRAY nothing, STRING/BIGNUM u32 length + bytes.
+ * encode: 0 with a malloc'd *ret_buf; decode: 0 with pointers into `buf`, or L3_ECORRUPT.
+ */
+int l3_store_encode_set(const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v, uint8_t **ret_buf,
+                        size_t *ret_len);
+int l3_store_decode_set(const uint8_t *buf, size_t len, const char **ret_path, size_t *ret_plen, unsigned *ret_flags,
+                        l3_doc_scalar_t *ret_v);
+
+/* ---------------------------------------------------------------- statistics, checking */
+
+typedef struct {
+    uint64_t keys;           /* documents */
+    uint64_t doc_bytes;      /* sum of l3_doc_size() */
+    uint64_t heap_bytes;     /* allocator heap size */
+    uint64_t used_bytes;     /* bytes in allocated blocks (headers included) */
+    uint64_t free_bytes;     /* bytes in free blocks */
+    uint64_t used_blocks;
+    uint64_t free_blocks;
+    uint64_t largest_free;   /* biggest single free block */
+    double fragmentation;    /* 1 - largest_free / free_bytes (0 = one free extent) */
+    uint64_t last_lsn;
+    uint64_t repairs;        /* locks recovered from dead owners */
+    uint64_t rollbacks;      /* mutations undone (repairs, hook failures, errors) */
+    uint64_t grows;          /* documents moved to a larger block */
+    uint64_t compactions;    /* documents rewritten without garbage */
+    uint32_t procs;          /* registered process slots */
+    uint32_t nstripes;
+    uint64_t index_slots;    /* hash table slots over all stripes */
+} l3_store_stats_t;
+
+/** Counters (read without locks; approximate while writers run). 0. */
+int l3_store_stats(l3_store_t *st, l3_store_stats_t *ret);
+
+/** Report line callback for l3_store_check (one problem or progress line per call). */
+typedef void (*l3_store_report_fn)(void *ctx, const char *line);
+
+/**
+ * Verify every structure without taking locks (works on read-only attachments): header
+ * CRC, allocator block chain and free lists, index tables and entries, every document
+ * with l3_doc_verify() on a private copy. Structures changing under a running server are
+ * re-read up to `retries` times before being reported. Returns the number of problems
+ * found (0 = sound) or -errno.
+ */
+int l3_store_check(l3_store_t *st, unsigned retries, l3_store_report_fn fn, void *ctx);
+
+#endif /* L3KV_STORE_H */
