@@ -13,12 +13,17 @@
  *     cur < min ───────────────────────────────▶ UP_MIN          target = min
  *     cur > max ───────────────────────────────▶ DOWN_MAX        target = max
  *     measurement invalid / no estimate yet ───▶ HOLD_INVALID    target = cur
- *     up = ceil(pred / cap) > cur ─┬─ cur = max ▶ HOLD_AT_MAX
- *                                  └──────────▶ UP_PREDICTED     target = min(up, cur+step, max)
- *     down = ceil(max(est, pred) / (cap*fill))
+ *     pred - m*sd > cur*cap ───┬─ cur = max ───▶ HOLD_AT_MAX
+ *     (up = ceil(pred / cap))   └──────────────▶ UP_PREDICTED     target = min(up, cur+step, max)
+ *     down = ceil((max(est, pred) + m*sd) / (cap*fill)), at least min
  *       down < cur ─┬─ low for < cooldown ─────▶ HOLD_COOLDOWN   (low period runs)
  *                   └─ low for >= cooldown ────▶ DOWN_SUSTAINED  target = peak(down) over the period
  *       otherwise ─────────────────────────────▶ HOLD            (low period ends)
+ *
+ * est = filtered depth, pred = forecast horizon_ms ahead, sd = its standard deviation,
+ * m = margin, cap = capacity, fill = down_fill. The margin makes both directions demand
+ * statistical evidence: noise has to move the forecast by m*sd past a boundary before it
+ * counts, which is what keeps a noisy steady load from toggling a worker on and off.
  *
  * Invariants:
  *   P1. Every returned target lies in [min_workers, max_workers].
@@ -50,6 +55,7 @@ void l3_scale_params_default(l3_scale_params_t *ret_params)
         .r = 9.0,
         .capacity = 8.0,
         .down_fill = 0.9,
+        .margin = 1.5,
         .min_workers = 1,
         .max_workers = 16,
         .cooldown_ms = 3000,
@@ -80,6 +86,8 @@ int l3_scale_params_validate(const l3_scale_params_t *p, const char **ret_msg)
         msg = "autoscale.capacity must be a finite number > 0";
     else if (!finite_pos(p->down_fill) || p->down_fill > 1)
         msg = "autoscale.down_fill must be in (0, 1]";
+    else if (!isfinite(p->margin) || p->margin < 0 || p->margin > 10)
+        msg = "autoscale.margin must be in [0, 10]";
     else if (p->min_workers < 1)
         msg = "min_workers must be >= 1";
     else if (p->max_workers > L3_SCALE_WORKERS_LIMIT)
@@ -178,7 +186,9 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
     if (!valid)
         sc->invalid++;
 
-    double pred = l3_kalman_forecast(&sc->kf, p->horizon_ms / 1000.0, NULL);
+    double var = 0;
+    double pred = l3_kalman_forecast(&sc->kf, p->horizon_ms / 1000.0, &var);
+    double sd = var > 0 ? sqrt(var) : 0;
     double est = sc->kf.ready ? sc->kf.x[0] : 0;
     d.estimate = est;
     d.rate = sc->kf.ready ? sc->kf.x[1] : 0;
@@ -200,7 +210,7 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
         sc->low = false; /* P2 */
     } else {
         unsigned up = workers_for(pred, p->capacity);
-        if (up > cur) {
+        if (up > cur && pred - p->margin * sd > cur * p->capacity) {
             sc->low = false;
             if (cur >= p->max_workers) {
                 d.reason = L3_SCALE_HOLD_AT_MAX;
@@ -218,7 +228,7 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
                          cur * p->capacity);
             }
         } else {
-            double demand = est > pred ? est : pred;
+            double demand = (est > pred ? est : pred) + p->margin * sd;
             unsigned down = workers_for(demand, p->capacity * p->down_fill);
             if (down < p->min_workers)
                 down = p->min_workers;
