@@ -132,6 +132,10 @@ int l3_doc_check_json(const char *json, size_t len, const l3_doc_parse_opts_t *o
  */
 int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err);
 
+/** Compute the document's CRC-32C and set its SEALED flag, for a copy leaving the process
+ *  (binary transfer, snapshot): verify() then checks the checksum. Any change unseals. */
+void l3_doc_seal(uint8_t *buf);
+
 /** Bytes in use (the length to copy or send). */
 size_t l3_doc_size(const uint8_t *buf);
 /** Bytes inside the used size that no value references any more. */

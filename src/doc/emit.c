@@ -1,0 +1,357 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * emit.c - document -> JSON text.
+ *
+ * Owns: l3_doc_to_json, l3_buf_reserve, the shortest round-trip double printer.
+ * Runs in any process; reads a verified document, writes a caller's l3_buf_t.
+ *
+ * Output is compact RFC 8259 JSON: object members in insertion order; strings escaped
+ * minimally ('"', '\\' and control characters; UTF-8 passes through); doubles printed
+ * in the shortest form that parses back to the same double, always with a '.' or an
+ * exponent so they stay doubles; BIGNUMs exactly as stored.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "format.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+int l3_buf_reserve(l3_buf_t *b, size_t extra)
+{
+    if (b->len + extra <= b->cap)
+        return 0;
+    size_t ncap = b->cap ? b->cap * 2 : 256;
+    while (ncap < b->len + extra)
+        ncap *= 2;
+    char *n = realloc(b->ptr, ncap);
+    if (!n)
+        return -ENOMEM;
+    b->ptr = n;
+    b->cap = ncap;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ numbers */
+
+static const char digits2[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                              "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                              "8081828384858687888990919293949596979899";
+
+/* Write u in decimal ending at end (exclusive); returns the start. */
+static inline char *u64_rev(uint64_t u, char *end)
+{
+    while (u >= 100) {
+        unsigned r = (unsigned)(u % 100);
+        u /= 100;
+        end -= 2;
+        memcpy(end, digits2 + 2 * r, 2);
+    }
+    if (u >= 10) {
+        end -= 2;
+        memcpy(end, digits2 + 2 * u, 2);
+    } else {
+        *--end = (char)('0' + u);
+    }
+    return end;
+}
+
+static inline size_t fmt_i64(int64_t v, char *out)
+{
+    char tmp[24];
+    char *e = tmp + sizeof(tmp);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    char *s = u64_rev(u, e);
+    if (v < 0)
+        *--s = '-';
+    size_t n = (size_t)(e - s);
+    memcpy(out, s, n);
+    return n;
+}
+
+static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                             1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+size_t l3_doc__fmt_double(double d, char *out)
+{
+    char *o = out;
+    if (signbit(d)) {
+        *o++ = '-';
+        d = -d;
+    }
+    if (d == 0) {
+        memcpy(o, "0.0", 3);
+        return (size_t)(o - out) + 3;
+    }
+    /* Fast path: d == n / 10^k exactly as IEEE division (so the text "n.frac" parses
+     * back to d) for the smallest k; covers the common decimal values. */
+    if (d < 1e15 && d >= 1e-7) {
+        for (int k = 0; k <= 17 && k <= 22; k++) {
+            double m = d * p10[k];
+            if (m >= 9007199254740992.0)
+                break;
+            double r = nearbyint(m);
+            uint64_t n = (uint64_t)r;
+            if ((double)n / p10[k] != d)
+                continue;
+            /* print n with k decimals */
+            char tmp[32];
+            char *e = tmp + sizeof(tmp);
+            char *s = u64_rev(n, e);
+            size_t nd = (size_t)(e - s);
+            if (k == 0) {
+                memcpy(o, s, nd);
+                o += nd;
+                memcpy(o, ".0", 2);
+                return (size_t)(o - out) + 2;
+            }
+            if (nd > (size_t)k) {
+                memcpy(o, s, nd - (size_t)k);
+                o += nd - (size_t)k;
+                *o++ = '.';
+                memcpy(o, s + nd - (size_t)k, (size_t)k);
+                o += k;
+            } else {
+                *o++ = '0';
+                *o++ = '.';
+                for (size_t z = nd; z < (size_t)k; z++)
+                    *o++ = '0';
+                memcpy(o, s, nd);
+                o += nd;
+            }
+            return (size_t)(o - out);
+        }
+    }
+    /* General path: the fewest %.*e digits that parse back to d. */
+    char tmp[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, d);
+        if (strtod(tmp, NULL) == d)
+            break;
+    }
+    /* tmp is "D[.DDD]e[+-]XX": rewrite as plain decimal when the exponent is modest */
+    char *epos = strchr(tmp, 'e');
+    int exp10 = atoi(epos + 1);
+    char dig[20];
+    size_t nd = 0;
+    for (char *c = tmp; c < epos; c++)
+        if (*c != '.')
+            dig[nd++] = *c;
+    while (nd > 1 && dig[nd - 1] == '0')
+        nd--;
+    if (exp10 >= 0 && exp10 < 21) {
+        /* integer part has exp10+1 digits */
+        size_t ip = (size_t)exp10 + 1;
+        for (size_t i = 0; i < ip; i++)
+            *o++ = i < nd ? dig[i] : '0';
+        *o++ = '.';
+        if (nd > ip) {
+            memcpy(o, dig + ip, nd - ip);
+            o += nd - ip;
+        } else {
+            *o++ = '0';
+        }
+    } else if (exp10 < 0 && exp10 >= -7) {
+        *o++ = '0';
+        *o++ = '.';
+        for (int z = -1; z > exp10; z--)
+            *o++ = '0';
+        memcpy(o, dig, nd);
+        o += nd;
+    } else {
+        *o++ = dig[0];
+        if (nd > 1) {
+            *o++ = '.';
+            memcpy(o, dig + 1, nd - 1);
+            o += nd - 1;
+        }
+        o += sprintf(o, "e%d", exp10);
+    }
+    return (size_t)(o - out);
+}
+
+/* ------------------------------------------------------------------ strings */
+
+static const char hexd[] = "0123456789abcdef";
+
+/* Append a JSON string; room for 6*len + 2 bytes must be reserved. */
+static inline char *put_string(char *o, const uint8_t *s, size_t len)
+{
+    const uint8_t *end = s + len;
+    *o++ = '"';
+    for (;;) {
+#if defined(__SSE2__)
+        while (end - s >= 16) {
+            __m128i c = _mm_loadu_si128((const __m128i *)(const void *)s);
+            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(c, _mm_set1_epi8('"')),
+                                                  _mm_cmpeq_epi8(c, _mm_set1_epi8('\\'))),
+                                     _mm_cmplt_epi8(c, _mm_set1_epi8(0x20)));
+            unsigned mask = (unsigned)_mm_movemask_epi8(m) & ~(unsigned)_mm_movemask_epi8(c);
+            _mm_storeu_si128((__m128i *)(void *)o, c);
+            if (mask == 0) {
+                s += 16;
+                o += 16;
+                continue;
+            }
+            unsigned k = (unsigned)__builtin_ctz(mask);
+            s += k;
+            o += k;
+            break;
+        }
+#endif
+        while (s < end && *s != '"' && *s != '\\' && *s >= 0x20)
+            *o++ = (char)*s++;
+        if (s >= end)
+            break;
+        uint8_t c = *s++;
+        *o++ = '\\';
+        switch (c) {
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hexd[c >> 4];
+            *o++ = hexd[c & 15];
+            break;
+        }
+    }
+    *o++ = '"';
+    return o;
+}
+
+/* ------------------------------------------------------------------ values */
+
+#define RESERVE(n)                                                                                           \
+    do {                                                                                                     \
+        if (l3_buf_reserve(out, (n)))                                                                        \
+            return -ENOMEM;                                                                                  \
+    } while (0)
+
+static int emit(const uint8_t *buf, uint64_t val, uint8_t type, l3_buf_t *out)
+{
+    switch (type) {
+    case L3_DOC_NULL:
+        RESERVE(4);
+        memcpy(out->ptr + out->len, "null", 4);
+        out->len += 4;
+        return 0;
+    case L3_DOC_BOOL:
+        RESERVE(5);
+        if (val) {
+            memcpy(out->ptr + out->len, "true", 4);
+            out->len += 4;
+        } else {
+            memcpy(out->ptr + out->len, "false", 5);
+            out->len += 5;
+        }
+        return 0;
+    case L3_DOC_INT:
+        RESERVE(24);
+        out->len += fmt_i64((int64_t)val, out->ptr + out->len);
+        return 0;
+    case L3_DOC_DOUBLE: {
+        double d;
+        memcpy(&d, &val, 8);
+        RESERVE(40);
+        out->len += l3_doc__fmt_double(d, out->ptr + out->len);
+        return 0;
+    }
+    case L3_DOC_BIGNUM: {
+        const dstr_t *s = AT(buf, (uint32_t)val, dstr_t);
+        RESERVE(s->len);
+        memcpy(out->ptr + out->len, s + 1, s->len);
+        out->len += s->len;
+        return 0;
+    }
+    case L3_DOC_STRING: {
+        const dstr_t *s = AT(buf, (uint32_t)val, dstr_t);
+        RESERVE((size_t)s->len * 6 + 18);
+        char *o = put_string(out->ptr + out->len, (const uint8_t *)(s + 1), s->len);
+        out->len = (size_t)(o - out->ptr);
+        return 0;
+    }
+    case L3_DOC_ARRAY: {
+        const darr_t *a = AT(buf, (uint32_t)val, darr_t);
+        RESERVE(2);
+        out->ptr[out->len++] = '[';
+        const dslot_t *it = a->count ? AT(buf, a->ioff, dslot_t) : NULL;
+        for (uint32_t i = 0; i < a->count; i++) {
+            if (i) {
+                RESERVE(1);
+                out->ptr[out->len++] = ',';
+            }
+            int rc = emit(buf, it[i].val, it[i].type, out);
+            if (rc)
+                return rc;
+        }
+        RESERVE(1);
+        out->ptr[out->len++] = ']';
+        return 0;
+    }
+    case L3_DOC_OBJECT: {
+        const dobj_t *ob = AT(buf, (uint32_t)val, dobj_t);
+        RESERVE(2);
+        out->ptr[out->len++] = '{';
+        const dentry_t *e = ob->n ? AT(buf, ob->eoff, dentry_t) : NULL;
+        bool first = true;
+        for (uint32_t i = 0; i < ob->n; i++) {
+            if (e[i].type == T_DELETED)
+                continue;
+            RESERVE((size_t)e[i].klen * 6 + 20);
+            char *o = out->ptr + out->len;
+            if (!first)
+                *o++ = ',';
+            first = false;
+            o = put_string(o, l3_doc__ekey(buf, &e[i]), e[i].klen);
+            *o++ = ':';
+            out->len = (size_t)(o - out->ptr);
+            int rc = emit(buf, e[i].val, e[i].type, out);
+            if (rc)
+                return rc;
+        }
+        RESERVE(1);
+        out->ptr[out->len++] = '}';
+        return 0;
+    }
+    default:
+        return -EINVAL;
+    }
+}
+
+int l3_doc_to_json(const uint8_t *buf, uint32_t slot, l3_buf_t *out)
+{
+    const dslot_t *s = AT(buf, slot, dslot_t);
+    size_t mark = out->len;
+    if (slot == L3_DOC_ROOT && l3_buf_reserve(out, HDR(buf)->dh_used + 64))
+        return -ENOMEM;
+    int rc = emit(buf, s->val, s->type, out);
+    if (rc)
+        out->len = mark;
+    return rc;
+}

@@ -1,0 +1,308 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * verify.c - validation of untrusted document bytes.
+ *
+ * Owns: l3_doc_verify. Runs in any process (server on binary PUT and recovery, the
+ * inspector on shared memory it does not trust). Reads only; allocates a bitmap.
+ *
+ * After l3_doc_verify() returns 0, every other function in src/doc may follow the
+ * buffer's offsets without checks. It proves:
+ *  V1 header: magic, version, 48 <= used <= len, used and offsets multiples of 8,
+ *     garbage <= used, CRC when the SEALED flag is set;
+ *  V2 every node, entry array, hash table, string block and name lies inside
+ *     [48, used) and no two of them overlap (a granule bitmap) - so there are no cycles
+ *     and no shared storage a write through one value could corrupt another through;
+ *  V3 types are valid, doubles finite, bools 0/1, strings valid UTF-8, BIGNUM text a
+ *     valid JSON number; depth <= L3_DOC_HARD_MAX_DEPTH;
+ *  V4 objects: count <= n <= cap, count equals the live entries, names hash to their
+ *     stored hash; the hash table (if any) has a power-of-two size > cap, indexes every
+ *     live entry exactly once, and every entry sits where linear probing finds it.
+ * Cost O(len).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "format.h"
+#include "l3kv/error.h"
+
+typedef struct {
+    const uint8_t *buf;
+    uint32_t used;
+    uint64_t *map; /* one bit per 8-byte granule */
+    const char *msg;
+    size_t at;
+} vctx_t;
+
+static int bad(vctx_t *v, uint64_t at, const char *msg)
+{
+    v->msg = msg;
+    v->at = (size_t)at;
+    return L3_ECORRUPT;
+}
+
+/* Claim [off, off+len) for one structure (V2). */
+static int claim(vctx_t *v, uint64_t off, uint64_t len, const char *what)
+{
+    if (off % 8 || off < DOC_DATA_OFF || len > v->used || off > v->used - len)
+        return bad(v, off, what);
+    for (uint64_t g = off / 8; g < (off + len + 7) / 8; g++) {
+        uint64_t bit = 1ull << (g & 63);
+        if (v->map[g >> 6] & bit)
+            return bad(v, off, "overlapping or shared storage");
+        v->map[g >> 6] |= bit;
+    }
+    return 0;
+}
+
+static bool number_text_valid(const char *s, size_t len)
+{
+    size_t i = 0;
+    if (i < len && s[i] == '-')
+        i++;
+    if (i >= len)
+        return false;
+    if (s[i] == '0') {
+        i++;
+    } else if (s[i] >= '1' && s[i] <= '9') {
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+    } else {
+        return false;
+    }
+    if (i < len && s[i] == '.') {
+        i++;
+        size_t st = i;
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == st)
+            return false;
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-'))
+            i++;
+        size_t st = i;
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == st)
+            return false;
+    }
+    return i == len;
+}
+
+static int walk(vctx_t *v, uint64_t val, uint8_t type, unsigned depth, uint64_t where);
+
+static int check_string(vctx_t *v, uint64_t off, bool bignum)
+{
+    if (off % 8 || off < DOC_DATA_OFF || off > (uint64_t)v->used - 8)
+        return bad(v, off, "string offset out of bounds");
+    const dstr_t *s = AT(v->buf, (uint32_t)off, const dstr_t);
+    if (s->cap % 8 || s->len > s->cap)
+        return bad(v, off, "bad string length");
+    int rc = claim(v, off, 8 + (uint64_t)s->cap, "string out of bounds");
+    if (rc)
+        return rc;
+    const uint8_t *p = (const uint8_t *)(s + 1);
+    if (bignum ? !number_text_valid((const char *)p, s->len) : !l3_doc__utf8_valid(p, s->len))
+        return bad(v, off, bignum ? "invalid number text" : "invalid UTF-8 in string");
+    return 0;
+}
+
+static int check_object(vctx_t *v, uint64_t off, unsigned depth)
+{
+    int rc = claim(v, off, sizeof(dobj_t), "object node out of bounds");
+    if (rc)
+        return rc;
+    const dobj_t *o = AT(v->buf, (uint32_t)off, const dobj_t);
+    uint32_t n = o->n, cap = o->cap, hcap = o->hcap;
+    if (o->count > n || n > cap)
+        return bad(v, off, "bad object counts");
+    if (cap && (rc = claim(v, o->eoff, (uint64_t)cap * sizeof(dentry_t), "object entries out of bounds")))
+        return rc;
+    if (hcap) {
+        if ((hcap & (hcap - 1)) || hcap <= cap)
+            return bad(v, off, "bad object hash table size");
+        if ((rc = claim(v, o->hoff, a8((uint64_t)hcap * 4), "object hash table out of bounds")))
+            return rc;
+    }
+    const dentry_t *e = cap ? AT(v->buf, o->eoff, const dentry_t) : NULL;
+    uint32_t seed = HDR(v->buf)->dh_seed;
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (e[i].type == T_DELETED)
+            continue;
+        live++;
+        if (e[i].klen > KEY_INLINE_MAX &&
+            (rc = claim(v, e[i].koff, a8(e[i].klen), "member name out of bounds")))
+            return rc;
+        const uint8_t *k = l3_doc__ekey(v->buf, &e[i]);
+        if (!l3_doc__utf8_valid(k, e[i].klen))
+            return bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "invalid UTF-8 in member name");
+        if (e[i].hash != l3_doc__hash(seed, k, e[i].klen))
+            return bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "member name hash mismatch");
+        if ((rc = walk(v, e[i].val, e[i].type, depth + 1, o->eoff + (uint64_t)i * sizeof(dentry_t))))
+            return rc;
+    }
+    if (live != o->count)
+        return bad(v, off, "object count does not match its members");
+    if (!hcap)
+        return 0;
+    /* V4: hash table */
+    const uint32_t *ht = AT(v->buf, o->hoff, const uint32_t);
+    uint32_t mask = hcap - 1;
+    uint8_t *seen = calloc(n ? n : 1, 1);
+    if (!seen)
+        return -ENOMEM;
+    uint32_t empty = UINT32_MAX, indexed_live = 0;
+    for (uint32_t i = 0; i < hcap; i++) {
+        uint32_t ix = ht[i];
+        if (ix == 0) {
+            if (empty == UINT32_MAX)
+                empty = i;
+            continue;
+        }
+        if (ix > n || seen[ix - 1]) {
+            free(seen);
+            return bad(v, o->hoff + (uint64_t)i * 4, "bad hash table slot");
+        }
+        seen[ix - 1] = 1;
+        if (e[ix - 1].type != T_DELETED)
+            indexed_live++;
+    }
+    free(seen);
+    if (indexed_live != live || empty == UINT32_MAX)
+        return bad(v, o->hoff, "hash table does not index every member");
+    /* each entry must lie in the probe run that starts at or after its home slot */
+    uint32_t run_start = (empty + 1) & mask;
+    for (uint32_t k = 1; k <= hcap; k++) {
+        uint32_t i = (empty + k) & mask;
+        uint32_t ix = ht[i];
+        if (ix == 0) {
+            run_start = (i + 1) & mask;
+            continue;
+        }
+        uint32_t home = e[ix - 1].hash & mask;
+        if (((home - run_start) & mask) > ((i - run_start) & mask))
+            return bad(v, o->hoff + (uint64_t)i * 4, "hash table entry out of probe order");
+    }
+    return 0;
+}
+
+static int check_array(vctx_t *v, uint64_t off, unsigned depth)
+{
+    int rc = claim(v, off, sizeof(darr_t), "array node out of bounds");
+    if (rc)
+        return rc;
+    const darr_t *a = AT(v->buf, (uint32_t)off, const darr_t);
+    if (a->count > a->cap)
+        return bad(v, off, "bad array counts");
+    if (!a->cap)
+        return 0;
+    if ((rc = claim(v, a->ioff, (uint64_t)a->cap * sizeof(dslot_t), "array items out of bounds")))
+        return rc;
+    const dslot_t *it = AT(v->buf, a->ioff, const dslot_t);
+    for (uint32_t i = 0; i < a->count; i++)
+        if ((rc = walk(v, it[i].val, it[i].type, depth + 1, a->ioff + (uint64_t)i * sizeof(dslot_t))))
+            return rc;
+    return 0;
+}
+
+static int walk(vctx_t *v, uint64_t val, uint8_t type, unsigned depth, uint64_t where)
+{
+    if (depth > L3_DOC_HARD_MAX_DEPTH)
+        return bad(v, where, "nesting too deep");
+    switch (type) {
+    case L3_DOC_NULL:
+        return val == 0 ? 0 : bad(v, where, "bad null");
+    case L3_DOC_BOOL:
+        return val <= 1 ? 0 : bad(v, where, "bad bool");
+    case L3_DOC_INT:
+        return 0;
+    case L3_DOC_DOUBLE: {
+        double d;
+        memcpy(&d, &val, 8);
+        return isfinite(d) ? 0 : bad(v, where, "non-finite double");
+    }
+    case L3_DOC_STRING:
+        return check_string(v, val, false);
+    case L3_DOC_BIGNUM:
+        return check_string(v, val, true);
+    case L3_DOC_OBJECT:
+        return val > UINT32_MAX ? bad(v, where, "bad offset") : check_object(v, val, depth);
+    case L3_DOC_ARRAY:
+        return val > UINT32_MAX ? bad(v, where, "bad offset") : check_array(v, val, depth);
+    default:
+        return bad(v, where, "bad value type");
+    }
+}
+
+int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
+{
+    vctx_t v = {.buf = buf};
+    int rc;
+    if (!buf || ((uintptr_t)buf & 7)) {
+        rc = bad(&v, 0, "buffer not 8-byte aligned");
+        goto out;
+    }
+    if (len < DOC_DATA_OFF) {
+        rc = bad(&v, 0, "too short for a document");
+        goto out;
+    }
+    const dhdr_t *h = HDR(buf);
+    if (h->dh_magic != L3_DOC_MAGIC) {
+        rc = bad(&v, 0, "bad magic");
+        goto out;
+    }
+    if (h->dh_version != L3_DOC_FORMAT_VERSION) {
+        rc = bad(&v, 4, "unsupported format version");
+        goto out;
+    }
+    if (h->dh_used < DOC_DATA_OFF || h->dh_used > len || h->dh_used % 8) {
+        rc = bad(&v, 8, "bad used size");
+        goto out;
+    }
+    if (h->dh_garbage > h->dh_used) {
+        rc = bad(&v, 12, "bad garbage size");
+        goto out;
+    }
+    if (h->dh_flags & ~(uint16_t)L3_DOC_FLAG_SEALED) {
+        rc = bad(&v, 6, "unknown flags");
+        goto out;
+    }
+    if (h->dh_flags & L3_DOC_FLAG_SEALED) {
+        dhdr_t tmp = *h;
+        tmp.dh_flags = 0;
+        tmp.dh_crc = 0;
+        uint32_t c = l3_crc32c(0, &tmp, sizeof(tmp));
+        c = l3_crc32c(c, buf + sizeof(tmp), h->dh_used - sizeof(tmp));
+        if (c != h->dh_crc) {
+            rc = bad(&v, 28, "checksum mismatch");
+            goto out;
+        }
+    }
+    v.used = h->dh_used;
+    v.map = calloc((v.used / 8 + 63) / 64 + 1, 8);
+    if (!v.map)
+        return -ENOMEM;
+    const dslot_t *root = AT(buf, L3_DOC_ROOT, const dslot_t);
+    rc = walk(&v, root->val, root->type, 0, L3_DOC_ROOT);
+    free(v.map);
+out:
+    if (rc && err) {
+        err->offset = v.at;
+        err->msg = v.msg ? v.msg : l3_strerror(rc);
+    }
+    return rc;
+}
+
+void l3_doc_seal(uint8_t *buf)
+{
+    dhdr_t *h = HDR(buf);
+    h->dh_flags = 0;
+    h->dh_crc = 0;
+    uint32_t c = l3_crc32c(0, buf, h->dh_used);
+    h->dh_crc = c;
+    h->dh_flags = L3_DOC_FLAG_SEALED;
+}
