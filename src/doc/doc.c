@@ -167,9 +167,9 @@ static int path_next(pathit_t *it, const char **tok, size_t *tlen)
         return 1;
     }
     const char *s = it->p;
-    const char *e = memchr(s, '.', (size_t)(it->end - s));
-    if (!e)
-        e = it->end;
+    const char *e = s;
+    while (e < it->end && *e != '.')
+        e++;
     if (e == s)
         return L3_EPATH; /* empty segment */
     if (e < it->end && e + 1 == it->end)
@@ -209,14 +209,33 @@ static uint32_t obj_index(const uint8_t *buf, const dobj_t *o, const void *key, 
     if (o->hcap) {
         const uint32_t *ht = AT(buf, o->hoff, const uint32_t);
         uint32_t mask = o->hcap - 1, h = hash & mask;
+        /* short names are compared as two words against a zero-padded copy (inline
+         * names are stored zero padded) instead of calling memcmp */
+        uint64_t k0 = 0;
+        uint32_t k1 = 0;
+        if (klen <= KEY_INLINE_MAX) {
+            uint8_t pad[16] = {0};
+            memcpy(pad, key, klen);
+            memcpy(&k0, pad, 8);
+            memcpy(&k1, pad + 8, 4);
+        }
         for (uint32_t probes = 0; probes < o->hcap; probes++) {
             uint32_t ix = ht[h];
             if (ix == 0)
                 return 0;
             const dentry_t *e = &ents[ix - 1];
-            if (e->hash == hash && e->klen == klen && e->type != T_DELETED &&
-                memcmp(l3_doc__ekey(buf, e), key, klen) == 0)
-                return ix;
+            if (e->hash == hash && e->klen == klen && e->type != T_DELETED) {
+                if (klen <= KEY_INLINE_MAX) {
+                    uint64_t e0;
+                    uint32_t e1;
+                    memcpy(&e0, e->kin, 8);
+                    memcpy(&e1, e->kin + 8, 4);
+                    if (e0 == k0 && e1 == k1)
+                        return ix;
+                } else if (memcmp(buf + e->koff, key, klen) == 0) {
+                    return ix;
+                }
+            }
             h = (h + 1) & mask;
         }
         return 0;
@@ -948,6 +967,32 @@ int l3_doc_slot_set_int(l3_doc_t *d, uint32_t slot, int64_t v)
 int l3_doc_set(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v,
                uint32_t *ret_slot)
 {
+    if (v->type == L3_DOC_INT || v->type == L3_DOC_DOUBLE || v->type == L3_DOC_BOOL) {
+        /* hot path (D4): an existing scalar of the same type is one aligned store */
+        int syntax = (flags & L3_DOC_SET_PATH_POINTER) ? L3_DOC_PATH_POINTER
+                     : (flags & L3_DOC_SET_PATH_DOTTED) ? L3_DOC_PATH_DOTTED
+                                                        : L3_DOC_PATH_AUTO;
+        uint32_t slot;
+        if (l3_doc_lookup(d->buf, path, plen, syntax, &slot) == 0) {
+            dslot_t *s = AT(d->buf, slot, dslot_t);
+            if (s->type == (uint8_t)v->type) {
+                uint64_t x;
+                if (v->type == L3_DOC_INT)
+                    x = (uint64_t)v->i;
+                else if (v->type == L3_DOC_BOOL)
+                    x = v->b ? 1 : 0;
+                else
+                    memcpy(&x, &v->d, 8);
+                unseal(d);
+                if (d->undo)
+                    d->undo(d->undo_ctx, &s->val, 8);
+                __atomic_store_n(&s->val, x, __ATOMIC_RELAXED);
+                if (ret_slot)
+                    *ret_slot = slot;
+                return 0;
+            }
+        }
+    }
     newval_t nv = {.sc = v};
     return set_common(d, path, plen, flags, &nv, ret_slot);
 }

@@ -137,9 +137,14 @@ static inline uint32_t l3_doc__hash(uint32_t seed, const void *key, size_t len)
         k += 8;
         len -= 8;
     }
-    if (len) {
-        uint64_t w = 0;
-        memcpy(&w, k, len);
+    if (len >= 4) {
+        /* two overlapping 4-byte loads cover 4..7 bytes without a byte loop */
+        uint32_t a, b;
+        memcpy(&a, k, 4);
+        memcpy(&b, k + len - 4, 4);
+        h = (h ^ ((uint64_t)a << 32 | b)) * 0x9FB21C651E98DF25ull;
+    } else if (len) {
+        uint64_t w = (uint64_t)k[0] << 16 | (uint64_t)k[len >> 1] << 8 | k[len - 1];
         h = (h ^ w) * 0x9FB21C651E98DF25ull;
     }
     h ^= h >> 33;
