@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * obs.h - server metrics kept in shared memory.
+ *
+ * Each worker slot owns one cacheline-aligned block of counters that only that worker's
+ * process writes (relaxed atomic adds: single writer, no locks). Anyone who maps the
+ * region (every worker serving /metrics, the supervisor, the inspector) sums the slots
+ * with relaxed loads; totals are stale-tolerant by design. The byte layout is drawn in
+ * src/obs/metrics.c.
+ */
+#ifndef L3KV_OBS_H
+#define L3KV_OBS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/** Routes whose handler time is measured separately. */
+typedef enum {
+    L3_OBS_R_GET = 0,  /* GET/HEAD /kv/{key} */
+    L3_OBS_R_PUT,      /* PUT /kv/{key} */
+    L3_OBS_R_DELETE,   /* DELETE /kv/{key} */
+    L3_OBS_R_POST,     /* POST /kv/{key}?op= */
+    L3_OBS_R_PATCH,    /* PATCH /kv/{key} */
+    L3_OBS_R_LIST,     /* GET /kv/?prefix= */
+    L3_OBS_R_HEALTH,   /* GET /kv/health */
+    L3_OBS_R_METRICS,  /* GET /metrics, /kv/metrics */
+    L3_OBS_R_OTHER,    /* /dashboard, 404s, 405s, ... */
+    L3_OBS_R_MAX
+} l3_obs_route_t;
+
+/** Handler-time histogram: values < 16 ns exact, then 8 buckets per power of two up to 2^32 ns. */
+#define L3_OBS_NBUCKETS 240
+
+/** Per-slot counters (the slot's worker is the only writer). */
+typedef struct {
+    int32_t os_pid;            /* pid of the worker now in the slot, 0 if none (supervisor writes) */
+    uint32_t os_state;         /* l3_obs_slot_state: supervisor writes */
+    int64_t os_active_conns;   /* gauge: open connections (worker; reset to 0 by the supervisor after death) */
+    uint64_t os_accepted;      /* connections accepted */
+    uint64_t os_bytes_rx;      /* bytes read above TLS */
+    uint64_t os_bytes_tx;      /* bytes written above TLS */
+    uint64_t os_requests;      /* requests answered */
+    uint64_t os_err4xx;        /* responses with status 400-499 */
+    uint64_t os_err5xx;        /* responses with status 500-599 */
+    uint64_t os_restarts;      /* times the slot's worker was replaced after a crash (supervisor writes) */
+    uint64_t os_pad[7];        /* to 128 bytes */
+    struct {
+        uint64_t rt_count;
+        uint64_t rt_ns_total;
+        uint64_t rt_hist[L3_OBS_NBUCKETS];
+    } os_route[L3_OBS_R_MAX];
+} __attribute__((aligned(64))) l3_obs_slot_t;
+
+enum { L3_OBS_SLOT_EMPTY = 0, L3_OBS_SLOT_RUNNING = 1, L3_OBS_SLOT_RETIRING = 2 };
+
+typedef struct l3_obs {
+    struct l3_obs_hdr *hdr;
+    l3_obs_slot_t *slots;
+    uint32_t nslots;
+} l3_obs_t;
+
+/** Bytes a region for `nslots` worker slots needs (multiple of 4096). */
+size_t l3_obs_region_size(uint32_t nslots);
+/** Format a zeroed region at `base` (len >= l3_obs_region_size). 0 or -EINVAL. */
+int l3_obs_format(void *base, size_t len, uint32_t nslots, uint64_t start_wall_ns);
+/** Attach to a formatted region (checks magic/version/sizes). 0 or -EBADMSG. */
+int l3_obs_attach(l3_obs_t *o, void *base, size_t len);
+
+/** Slot of a worker; NULL for an out-of-range index. */
+static inline l3_obs_slot_t *l3_obs_slot(const l3_obs_t *o, uint32_t idx)
+{
+    return idx < o->nslots ? &o->slots[idx] : NULL;
+}
+
+/** Single-writer relaxed add. */
+static inline void l3_obs_add(uint64_t *ctr, uint64_t v)
+{
+    __atomic_store_n(ctr, __atomic_load_n(ctr, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
+
+/** Bucket index of a duration in ns. */
+static inline unsigned l3_obs_bucket(uint64_t ns)
+{
+    if (ns < 16)
+        return (unsigned)ns;
+    unsigned e = 63u - (unsigned)__builtin_clzll(ns);
+    if (e > 31)
+        return L3_OBS_NBUCKETS - 1;
+    unsigned sub = (unsigned)(ns >> (e - 3)) & 7u;
+    return 16u + (e - 4u) * 8u + sub;
+}
+/** Lower bound (inclusive) and upper bound (exclusive) of a bucket, in ns. */
+void l3_obs_bucket_range(unsigned idx, uint64_t *ret_lo, uint64_t *ret_hi);
+
+/** Record one answered request in the caller's slot. */
+void l3_obs_record(l3_obs_slot_t *s, l3_obs_route_t route, int status, uint64_t handler_ns);
+
+/** Supervisor-maintained system figures. */
+void l3_obs_set_workers(const l3_obs_t *o, uint32_t nworkers);
+
+/** Sums across all slots. */
+typedef struct {
+    int64_t active_conns;
+    uint64_t accepted, bytes_rx, bytes_tx, requests, err4xx, err5xx, restarts;
+    uint32_t workers;
+    uint64_t start_wall_ns;
+    struct {
+        uint64_t count, ns_total, median_ns, p99_ns;
+    } route[L3_OBS_R_MAX];
+} l3_obs_totals_t;
+
+void l3_obs_totals(const l3_obs_t *o, l3_obs_totals_t *ret);
+
+/** Quantile (0..1) of a summed histogram, interpolated inside its bucket. */
+uint64_t l3_obs_quantile(const uint64_t *hist, uint64_t count, double q);
+
+/** Name of a route as used in JSON ("get", "put", ...). */
+const char *l3_obs_route_name(l3_obs_route_t r);
+
+/**
+ * Render the /metrics JSON document into a malloc'd buffer (*ret, *ret_len).
+ * `extra` (may be NULL) is a JSON object text inserted as member "store". 0 or -ENOMEM.
+ */
+int l3_obs_render_json(const l3_obs_t *o, const char *version, const char *extra, char **ret, size_t *ret_len);
+/** Render the legacy /kv/metrics text ("name value" lines). 0 or -ENOMEM. */
+int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len);
+/** The static /dashboard HTML page. */
+const char *l3_obs_dashboard_html(size_t *ret_len);
+
+#endif

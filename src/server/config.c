@@ -1,0 +1,331 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.c - config.json parsing and validation (jansson).
+ *
+ * Runs once in the supervisor before anything else; workers inherit the struct by fork.
+ * Table driven: every accepted key has one row (dotted name, type, bounds, offset into
+ * l3_srv_config_t). Unknown keys and values of the wrong type or out of range are errors
+ * naming the key. Aliases (min_threads = min_workers, max_threads = max_workers) map to the
+ * same field; giving both with different values is an error.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "config.h"
+
+typedef enum { T_STR, T_U32, T_U64, T_DBL, T_DUR, T_LEVEL, T_SECTION } ktype_t;
+
+typedef struct {
+    const char *name; /* dotted */
+    ktype_t type;
+    size_t off;
+    double min, max;
+} key_t_;
+
+#define O(f) offsetof(l3_srv_config_t, f)
+static const key_t_ keys[] = {
+    {"server", T_SECTION, 0, 0, 0},
+    {"server.address", T_STR, O(server.address), 0, 0},
+    {"server.port", T_U32, O(server.port), 0, 65535},
+    {"server.min_threads", T_U32, O(server.min_workers), 1, L3_SRV_MAX_WORKERS},
+    {"server.min_workers", T_U32, O(server.min_workers), 1, L3_SRV_MAX_WORKERS},
+    {"server.max_threads", T_U32, O(server.max_workers), 1, L3_SRV_MAX_WORKERS},
+    {"server.max_workers", T_U32, O(server.max_workers), 1, L3_SRV_MAX_WORKERS},
+    {"server.max_body_bytes", T_U64, O(server.max_body_bytes), 1, (double)(UINT64_C(1) << 32)},
+    {"server.max_connections", T_U32, O(server.max_connections), 1, 1000000},
+    {"server.idle_timeout_ms", T_U32, O(server.idle_timeout_ms), 100, 3600000},
+    {"server.shutdown_timeout_ms", T_U32, O(server.shutdown_timeout_ms), 0, 3600000},
+    {"server.tls", T_SECTION, 0, 0, 0},
+    {"server.tls.cert", T_STR, O(server.tls_cert), 0, 0},
+    {"server.tls.key", T_STR, O(server.tls_key), 0, 0},
+    {"storage", T_SECTION, 0, 0, 0},
+    {"storage.data_dir", T_STR, O(storage.data_dir), 0, 0},
+    {"storage.wal_path", T_STR, O(storage.wal_path), 0, 0},
+    {"storage.arena_bytes", T_U64, O(storage.arena_bytes), 1 << 20, (double)(UINT64_C(1) << 46)},
+    {"storage.wal_buffer_bytes", T_U64, O(storage.wal_buffer_bytes), 1 << 16, (double)(UINT64_C(1) << 40)},
+    {"storage.durability", T_DUR, O(storage.durability), 0, 0},
+    {"storage.flush_interval_ms", T_U32, O(storage.flush_interval_ms), 0, 3600000},
+    {"storage.checkpoint_bytes", T_U64, O(storage.checkpoint_bytes), 1 << 16, (double)(UINT64_C(1) << 50)},
+    {"autoscale", T_SECTION, 0, 0, 0},
+    {"autoscale.interval_ms", T_U32, O(autoscale.interval_ms), 10, 3600000},
+    {"autoscale.horizon_ms", T_U32, O(autoscale.horizon_ms), 0, 3600000},
+    {"autoscale.process_noise", T_DBL, O(autoscale.process_noise), 0, 1e12},
+    {"autoscale.measurement_noise", T_DBL, O(autoscale.measurement_noise), 0, 1e12},
+    {"autoscale.worker_capacity", T_DBL, O(autoscale.worker_capacity), 1e-9, 1e12},
+    {"autoscale.cooldown_ms", T_U32, O(autoscale.cooldown_ms), 0, 3600000},
+    {"log", T_SECTION, 0, 0, 0},
+    {"log.level", T_LEVEL, O(log.level), 0, 0},
+    {"log.file", T_STR, O(log.file), 0, 0},
+};
+#undef O
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+const char *l3_srv_durability_name(l3_srv_durability_t d)
+{
+    return d == L3_DURABILITY_FSYNC ? "fsync" : "buffered";
+}
+
+static int set_str(char **dst, const char *v)
+{
+    char *s = strdup(v);
+    if (s == NULL)
+        return -ENOMEM;
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+int l3_srv_config_defaults(l3_srv_config_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1)
+        ncpu = 1;
+    c->server.port = 8080;
+    c->server.min_workers = ncpu >= 2 ? 2 : 1;
+    c->server.max_workers = (uint32_t)(ncpu * 2 > L3_SRV_MAX_WORKERS ? L3_SRV_MAX_WORKERS : ncpu * 2);
+    if (c->server.max_workers < c->server.min_workers)
+        c->server.max_workers = c->server.min_workers;
+    c->server.max_body_bytes = 64ull << 20;
+    c->server.max_connections = 10000;
+    c->server.idle_timeout_ms = 30000;
+    c->server.shutdown_timeout_ms = 10000;
+    c->storage.arena_bytes = 1ull << 30;
+    c->storage.wal_buffer_bytes = 20ull << 20;
+    c->storage.durability = L3_DURABILITY_BUFFERED;
+    c->storage.flush_interval_ms = 10;
+    c->storage.checkpoint_bytes = 256ull << 20;
+    c->autoscale.interval_ms = 1000;
+    c->autoscale.horizon_ms = 5000;
+    c->autoscale.process_noise = 1.0;
+    c->autoscale.measurement_noise = 4.0;
+    c->autoscale.worker_capacity = 50000.0;
+    c->autoscale.cooldown_ms = 10000;
+    c->log.level = L3_LOG_INFO;
+    if (set_str(&c->server.address, "0.0.0.0") || set_str(&c->storage.data_dir, "data") ||
+        set_str(&c->storage.wal_path, "")) {
+        l3_srv_config_free(c);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void l3_srv_config_free(l3_srv_config_t *c)
+{
+    free(c->server.address);
+    free(c->server.tls_cert);
+    free(c->server.tls_key);
+    free(c->storage.data_dir);
+    free(c->storage.wal_path);
+    free(c->log.file);
+    memset(c, 0, sizeof(*c));
+}
+
+static int fail(char *errbuf, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *errbuf, size_t errlen, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (errlen > 0)
+        vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static const key_t_ *find_key(const char *name)
+{
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* Remembers which alias set a field, to reject conflicting duplicates. */
+typedef struct {
+    const char *min_alias, *max_alias;
+} seen_t;
+
+static int apply(l3_srv_config_t *c, const key_t_ *k, json_t *v, seen_t *seen, char *errbuf, size_t errlen)
+{
+    char *base = (char *)c;
+    switch (k->type) {
+    case T_STR:
+        if (!json_is_string(v))
+            return fail(errbuf, errlen, -EINVAL, "config: '%s' must be a string", k->name);
+        if (strlen(json_string_value(v)) != json_string_length(v))
+            return fail(errbuf, errlen, -EINVAL, "config: '%s' must not contain NUL", k->name);
+        return set_str((char **)(base + k->off), json_string_value(v));
+    case T_U32:
+    case T_U64: {
+        if (!json_is_integer(v))
+            return fail(errbuf, errlen, -EINVAL, "config: '%s' must be an integer in %.0f..%.0f", k->name, k->min,
+                        k->max);
+        json_int_t n = json_integer_value(v);
+        if ((double)n < k->min || (double)n > k->max)
+            return fail(errbuf, errlen, -ERANGE, "config: '%s' = %lld is out of range %.0f..%.0f", k->name,
+                        (long long)n, k->min, k->max);
+        if (k->type == T_U32) {
+            uint32_t *dst = (uint32_t *)(base + k->off);
+            const char **alias = NULL;
+            if (dst == &c->server.min_workers)
+                alias = &seen->min_alias;
+            else if (dst == &c->server.max_workers)
+                alias = &seen->max_alias;
+            if (alias != NULL) {
+                if (*alias != NULL && *dst != (uint32_t)n)
+                    return fail(errbuf, errlen, -EINVAL, "config: '%s' conflicts with '%s'", k->name, *alias);
+                *alias = k->name;
+            }
+            *dst = (uint32_t)n;
+        } else {
+            *(uint64_t *)(base + k->off) = (uint64_t)n;
+        }
+        return 0;
+    }
+    case T_DBL: {
+        if (!json_is_number(v))
+            return fail(errbuf, errlen, -EINVAL, "config: '%s' must be a number", k->name);
+        double d = json_number_value(v);
+        if (!(d >= k->min && d <= k->max))
+            return fail(errbuf, errlen, -ERANGE, "config: '%s' = %g is out of range %g..%g", k->name, d, k->min,
+                        k->max);
+        *(double *)(base + k->off) = d;
+        return 0;
+    }
+    case T_DUR: {
+        const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+        if (s != NULL && strcmp(s, "buffered") == 0)
+            c->storage.durability = L3_DURABILITY_BUFFERED;
+        else if (s != NULL && strcmp(s, "fsync") == 0)
+            c->storage.durability = L3_DURABILITY_FSYNC;
+        else
+            return fail(errbuf, errlen, -EINVAL, "config: '%s' must be \"buffered\" or \"fsync\"", k->name);
+        return 0;
+    }
+    case T_LEVEL: {
+        const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+        for (unsigned i = 0; s != NULL && i < 4; i++)
+            if (strcmp(s, level_names[i]) == 0) {
+                c->log.level = (l3_log_level_t)i;
+                return 0;
+            }
+        return fail(errbuf, errlen, -EINVAL, "config: '%s' must be one of \"debug\", \"info\", \"warn\", \"error\"",
+                    k->name);
+    }
+    case T_SECTION:
+        break;
+    }
+    return -EINVAL;
+}
+
+static int walk(l3_srv_config_t *c, json_t *obj, const char *prefix, seen_t *seen, char *errbuf, size_t errlen)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach(obj, name, v)
+    {
+        char full[256];
+        int n = snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", name);
+        if (n < 0 || (size_t)n >= sizeof(full))
+            return fail(errbuf, errlen, -EINVAL, "config: key name too long under '%s'", prefix);
+        const key_t_ *k = find_key(full);
+        if (k == NULL)
+            return fail(errbuf, errlen, -EINVAL, "config: unknown key '%s'", full);
+        int rc;
+        if (k->type == T_SECTION) {
+            if (!json_is_object(v))
+                return fail(errbuf, errlen, -EINVAL, "config: '%s' must be an object", full);
+            rc = walk(c, v, full, seen, errbuf, errlen);
+        } else {
+            rc = apply(c, k, v, seen, errbuf, errlen);
+        }
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int check(const l3_srv_config_t *c, char *errbuf, size_t errlen)
+{
+    if (c->server.min_workers > c->server.max_workers)
+        return fail(errbuf, errlen, -EINVAL, "config: 'server.min_threads' (%u) exceeds 'server.max_threads' (%u)",
+                    c->server.min_workers, c->server.max_workers);
+    if ((c->server.tls_cert == NULL) != (c->server.tls_key == NULL))
+        return fail(errbuf, errlen, -EINVAL, "config: 'server.tls' needs both 'cert' and 'key'");
+    if (c->server.address[0] == '\0')
+        return fail(errbuf, errlen, -EINVAL, "config: 'server.address' is empty");
+    return 0;
+}
+
+int l3_srv_config_parse(l3_srv_config_t *c, const char *text, size_t len, char *errbuf, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        return fail(errbuf, errlen, -EINVAL, "config: invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                    jerr.text);
+    int rc;
+    seen_t seen = {0};
+    if (!json_is_object(root))
+        rc = fail(errbuf, errlen, -EINVAL, "config: top level must be an object");
+    else
+        rc = walk(c, root, "", &seen, errbuf, errlen);
+    json_decref(root);
+    if (rc == 0)
+        rc = check(c, errbuf, errlen);
+    return rc;
+}
+
+int l3_srv_config_load(l3_srv_config_t *c, const char *path, bool must_exist, bool *ret_missing, char *errbuf,
+                       size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (ret_missing != NULL)
+        *ret_missing = false;
+    if (f == NULL) {
+        int e = errno;
+        if (e == ENOENT && !must_exist) {
+            if (ret_missing != NULL)
+                *ret_missing = true;
+            return check(c, errbuf, errlen);
+        }
+        return fail(errbuf, errlen, -e, "config: cannot open %s: %s", path, strerror(e));
+    }
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0;
+    for (;;) {
+        if (cap - len < 4096) {
+            if (cap > (16u << 20)) {
+                rc = fail(errbuf, errlen, -EFBIG, "config: %s is larger than 16 MiB", path);
+                break;
+            }
+            char *n = realloc(text, cap ? cap * 2 : 8192);
+            if (n == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            text = n;
+            cap = cap ? cap * 2 : 8192;
+        }
+        size_t got = fread(text + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) {
+            if (ferror(f))
+                rc = fail(errbuf, errlen, -EIO, "config: cannot read %s", path);
+            break;
+        }
+    }
+    fclose(f);
+    if (rc == 0)
+        rc = l3_srv_config_parse(c, text, len, errbuf, errlen);
+    free(text);
+    return rc;
+}

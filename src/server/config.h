@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.h - the l3kv configuration (config.json) as a validated struct.
+ *
+ * Every key the server, the store, the WAL and the autoscaler read is parsed and checked
+ * here, at start-up, so a typo fails fast with a message naming the key. See
+ * docs/server.md for the meaning and default of each key.
+ */
+#ifndef L3KV_SRV_CONFIG_H
+#define L3KV_SRV_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/** Hard cap of worker processes (and of listening sockets). */
+#define L3_SRV_MAX_WORKERS 64
+
+typedef enum { L3_DURABILITY_BUFFERED = 0, L3_DURABILITY_FSYNC = 1 } l3_srv_durability_t;
+typedef enum { L3_LOG_DEBUG = 0, L3_LOG_INFO, L3_LOG_WARN, L3_LOG_ERROR } l3_log_level_t;
+
+typedef struct {
+    struct {
+        char *address;           /* "0.0.0.0" */
+        uint32_t port;           /* 8080; 0 = pick a free port (logged) */
+        uint32_t min_workers;    /* min_threads / min_workers */
+        uint32_t max_workers;    /* max_threads / max_workers */
+        uint64_t max_body_bytes; /* 64 MiB */
+        uint32_t max_connections; /* per server, spread over workers; beyond it: 503 */
+        uint32_t idle_timeout_ms; /* HTTP/1 request and keep-alive idle timeout */
+        uint32_t shutdown_timeout_ms; /* bound on the graceful drain */
+        char *tls_cert;          /* NULL = no TLS */
+        char *tls_key;           /* with tls_cert: the port speaks TLS (ALPN h2, http/1.1) */
+    } server;
+    struct {
+        char *data_dir;          /* "data" */
+        char *wal_path;          /* "" = <data_dir>/l3kv.wal */
+        uint64_t arena_bytes;
+        uint64_t wal_buffer_bytes;
+        l3_srv_durability_t durability;
+        uint32_t flush_interval_ms;
+        uint64_t checkpoint_bytes;
+    } storage;
+    struct {
+        uint32_t interval_ms;
+        uint32_t horizon_ms;
+        double process_noise;
+        double measurement_noise;
+        double worker_capacity;
+        uint32_t cooldown_ms;
+    } autoscale;
+    struct {
+        l3_log_level_t level;
+        char *file;              /* NULL = stderr only */
+    } log;
+} l3_srv_config_t;
+
+/** Fill *c with the built-in defaults (strings are malloc'd). 0 or -ENOMEM. */
+int l3_srv_config_defaults(l3_srv_config_t *c);
+
+/**
+ * Load `path` over the defaults. If `path` does not exist and `must_exist` is false,
+ * keeps the defaults and sets *ret_missing. On error returns a negative code and writes a
+ * message naming the offending key into errbuf.
+ */
+int l3_srv_config_load(l3_srv_config_t *c, const char *path, bool must_exist, bool *ret_missing, char *errbuf,
+                       size_t errlen);
+
+/** Parse configuration from JSON text (same rules as _load). */
+int l3_srv_config_parse(l3_srv_config_t *c, const char *text, size_t len, char *errbuf, size_t errlen);
+
+void l3_srv_config_free(l3_srv_config_t *c);
+
+const char *l3_srv_durability_name(l3_srv_durability_t d);
+
+#endif

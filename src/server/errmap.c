@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * errmap.c - the one place that decides which HTTP status a failure becomes
+ * (docs/api.md has the table). Pure functions; runs in workers.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "errmap.h"
+#include "l3kv/error.h"
+
+const char *l3_srv_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    case 507: return "Insufficient Storage";
+    default: return "Status";
+    }
+}
+
+void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, l3_srv_errinfo_t *ret)
+{
+    int st = 500;
+    const char *e = "internal";
+    switch (rc) {
+    case L3_ESYNTAX: st = 400; e = "invalid_json"; break;
+    case L3_EDEPTH: st = 400; e = "too_deep"; break;
+    case L3_EPATH: st = 400; e = "bad_path"; break;
+    case L3_ENOTFOUND:
+        st = ctx == L3_CTX_READ ? 404 : 409;
+        e = "path_not_found";
+        break;
+    case L3_ETYPE: st = 409; e = "type_conflict"; break;
+    case L3_ERANGE: st = 400; e = "bad_value"; break;
+    case L3_ECORRUPT: st = 400; e = "invalid_document"; break;
+    case L3_ETOOBIG: st = 413; e = "too_large"; break;
+    case -ENOENT: st = 404; e = "not_found"; break;
+    case -ENAMETOOLONG: st = 414; e = "key_too_long"; break;
+    case -EINVAL: st = 400; e = "bad_request"; break;
+    case -ENOSPC: st = 507; e = "arena_full"; break;
+    case -ESTALE: st = 412; e = "precondition_failed"; break;
+    case -ETIMEDOUT:
+    case -EAGAIN:
+    case -EBUSY: st = 503; e = "overloaded"; break;
+    case -ENOMEM: st = 503; e = "out_of_memory"; break;
+    case -EIO: st = 503; e = "io_error"; break;
+    default: break;
+    }
+    ret->status = st;
+    ret->reason = l3_srv_reason(st);
+    ret->error = e;
+}
+
+size_t l3_srv_err_json(char *buf, size_t cap, const char *error, const char *detail)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    if (cap < 64) {
+        if (cap > 0)
+            buf[0] = '\0';
+        return 0;
+    }
+    int w = snprintf(buf, cap, "{\"error\":\"%s\",\"detail\":\"", error);
+    if (w < 0 || (size_t)w >= cap)
+        return 0;
+    n = (size_t)w;
+    for (const unsigned char *p = (const unsigned char *)(detail ? detail : ""); *p; p++) {
+        if (n + 8 >= cap)
+            break;
+        if (*p == '"' || *p == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)*p;
+        } else if (*p < 0x20 || *p >= 0x7f) { /* keep the body ASCII: escape controls and non-ASCII bytes */
+            if (*p >= 0x80) {
+                buf[n++] = '?';
+                continue;
+            }
+            buf[n++] = '\\';
+            buf[n++] = 'u';
+            buf[n++] = '0';
+            buf[n++] = '0';
+            buf[n++] = hex[*p >> 4];
+            buf[n++] = hex[*p & 15];
+        } else {
+            buf[n++] = (char)*p;
+        }
+    }
+    buf[n++] = '"';
+    buf[n++] = '}';
+    buf[n++] = '\n';
+    buf[n] = '\0';
+    return n;
+}

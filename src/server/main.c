@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - the l3kv executable: command line, configuration, then the supervisor.
+ *
+ * Runs in the supervisor process before any fork. Usage: l3kv [--help] [--version]
+ * [config_path]. Without an argument it reads ./config.json if present and otherwise runs
+ * with the built-in defaults; a path given explicitly must exist.
+ *
+ * Integration points (the supervisor API in server.h):
+ *   l3_srv_add_role(&srv, "wal writer", fn, arg)  fork a child role, restarted on crash;
+ *   l3_srv_set_tick(&srv, fn, arg)                 periodic decision of the worker count
+ *                                                  (every autoscale.interval_ms);
+ *   l3_srv_set_workers(&srv, n)                    scale up (fork) / down (graceful retire).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "l3kv-config.h"
+#include "server.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: l3kv [--help] [--version] [config_path]\n"
+            "\n"
+            "Persistent HTTP key-value store for JSON documents.\n"
+            "\n"
+            "  config_path   JSON configuration (default: ./config.json; built-in defaults\n"
+            "                are used when that file does not exist)\n"
+            "  --help        show this text\n"
+            "  --version     print the version\n"
+            "\n"
+            "Defaults: listen on 0.0.0.0:8080, data in ./data. Every key is described in\n"
+            "docs/server.md. Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reopens logs.\n");
+}
+
+static l3_srv_t srv;
+
+int main(int argc, char **argv)
+{
+    const char *path = "config.json";
+    bool explicit_path = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+            printf("l3kv %s\n", L3KV_VERSION);
+            return 0;
+        }
+        if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            fprintf(stderr, "l3kv: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+        if (explicit_path) {
+            fprintf(stderr, "l3kv: only one config path may be given\n");
+            usage(stderr);
+            return 2;
+        }
+        path = argv[i];
+        explicit_path = true;
+    }
+
+    char err[512] = "";
+    bool missing = false;
+    if (l3_srv_config_defaults(&srv.cfg) != 0) {
+        L3_LOG(L3_LOG_ERROR, "out of memory");
+        return 1;
+    }
+    if (l3_srv_config_load(&srv.cfg, path, explicit_path, &missing, err, sizeof(err)) != 0) {
+        L3_LOG(L3_LOG_ERROR, "%s: %s", path, err);
+        return 2;
+    }
+    L3_LOG(L3_LOG_INFO, "l3kv %s starting (%s)", L3KV_VERSION,
+           missing ? "no config.json: built-in defaults" : path);
+    if (l3_srv_init(&srv, path) != 0)
+        return 1;
+    int code = l3_srv_run(&srv);
+    l3_srv_config_free(&srv.cfg);
+    return code;
+}

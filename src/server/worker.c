@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * worker.c - one HTTP worker process: a libh2o evloop serving the listening sockets the
+ * control block assigns to its slot.
+ *
+ * Process: forked by the supervisor; one thread. Everything here is process-local
+ * except the store (shared arena, per-document locks) and this slot's metrics block
+ * (single writer: this process).
+ *
+ * Life cycle:
+ *   start  -> register in the store, build the h2o context, start the 100 ms ticker,
+ *             read_start the sockets assigned to this slot
+ *   tick   -> re-read the control block when sc_gen changed (adopt or drop sockets),
+ *             account bytes of open connections, heartbeat, SIGHUP log reopen
+ *   stop   -> (SIGTERM/SIGINT, or the slot marked RETIRING) stop reading every listener,
+ *             request h2o shutdown (GOAWAY / Connection: close), evict idle keep-alive
+ *             connections after 1 s, wait for open connections up to
+ *             server.shutdown_timeout_ms, unregister from the store, _exit(0).
+ * A retiring worker never closes a socket's last reference: the supervisor keeps every
+ * listening fd open, so connections queued on a socket this worker served wait for the
+ * worker that adopts it instead of being reset.
+ *
+ * Invariants: listeners[i] is read_started iff this slot serves socket i and we are not
+ * stopping or paused after EMFILE; active_conns equals the number of accepted sockets
+ * whose on_close has not run.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <h2o.h>
+#include <openssl/ssl.h>
+
+#include "l3kv-config.h"
+#include "server.h"
+
+/* Slack above server.max_body_bytes given to h2o's own limit: bodies up to it reach the
+ * handler, which answers a clean JSON 413 on every protocol; HTTP/1 bodies announced
+ * larger are refused by h2o before they are read, so memory stays bounded. */
+#define ENTITY_SLACK (1u << 20)
+
+static h2o_globalconf_t globalconf;
+
+int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
+{
+    h2o_config_init(&globalconf);
+    globalconf.server_name = h2o_iovec_init(H2O_STRLIT("l3kv/" L3KV_VERSION));
+    globalconf.max_request_entity_size = (size_t)srv->cfg.server.max_body_bytes + ENTITY_SLACK;
+    globalconf.http1.req_timeout = srv->cfg.server.idle_timeout_ms;
+    globalconf.http2.idle_timeout = srv->cfg.server.idle_timeout_ms;
+    globalconf.http2.graceful_shutdown_timeout = srv->cfg.server.shutdown_timeout_ms;
+    h2o_hostconf_t *host = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h));
+    h->on_req = l3_srv_on_req;
+    srv->h2o_globalconf = &globalconf;
+
+    if (srv->cfg.server.tls_cert != NULL) {
+        SSL_CTX *c = SSL_CTX_new(TLS_server_method());
+        if (c == NULL) {
+            snprintf(errbuf, errlen, "tls: SSL_CTX_new failed");
+            return -ENOMEM;
+        }
+        SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+        if (SSL_CTX_use_certificate_chain_file(c, srv->cfg.server.tls_cert) != 1) {
+            snprintf(errbuf, errlen, "config: 'server.tls.cert': cannot load %s", srv->cfg.server.tls_cert);
+            SSL_CTX_free(c);
+            return -EINVAL;
+        }
+        if (SSL_CTX_use_PrivateKey_file(c, srv->cfg.server.tls_key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(c) != 1) {
+            snprintf(errbuf, errlen, "config: 'server.tls.key': cannot load %s or it does not match the certificate",
+                     srv->cfg.server.tls_key);
+            SSL_CTX_free(c);
+            return -EINVAL;
+        }
+        h2o_ssl_register_alpn_protocols(c, h2o_alpn_protocols);
+        srv->ssl_ctx = c;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- per-process state */
+
+typedef struct conn {
+    h2o_socket_t *sock;
+    size_t rx, tx; /* bytes already added to the slot counters */
+    struct conn *prev, *next;
+} conn_t;
+
+static l3_srv_t *srv;
+static uint32_t my_slot;
+static h2o_context_t ctx;
+static h2o_accept_ctx_t accept_ctx;
+static h2o_socket_t *listeners[L3_SRV_MAX_WORKERS];
+static bool reading[L3_SRV_MAX_WORKERS];
+static bool paused; /* after EMFILE */
+static bool stopping;
+static uint32_t seen_gen;
+static int64_t active_conns;
+static conn_t conns = {.prev = &conns, .next = &conns};
+static volatile sig_atomic_t stop_flag, hup_flag;
+static h2o_timeout_t tick_timeout, pause_timeout;
+static h2o_timeout_entry_t tick_entry, pause_entry;
+
+l3_srv_env_t l3_srv_env;
+
+static void on_signal(int sig)
+{
+    if (sig == SIGHUP)
+        hup_flag = 1;
+    else
+        stop_flag = 1;
+}
+
+static void set_active(void)
+{
+    __atomic_store_n(&l3_srv_env.obs->os_active_conns, active_conns, __ATOMIC_RELAXED);
+}
+
+static void account(conn_t *c)
+{
+    size_t r = c->sock->bytes_read, w = c->sock->bytes_written;
+    if (r > c->rx) {
+        l3_obs_add(&l3_srv_env.obs->os_bytes_rx, r - c->rx);
+        c->rx = r;
+    }
+    if (w > c->tx) {
+        l3_obs_add(&l3_srv_env.obs->os_bytes_tx, w - c->tx);
+        c->tx = w;
+    }
+}
+
+/* h2o calls on_close after do_dispose_socket(); in the evloop the socket memory is
+ * only released later in the loop, so its byte counters are still readable here. */
+static void on_conn_close(void *data)
+{
+    conn_t *c = data;
+    account(c);
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    free(c);
+    --active_conns;
+    set_active();
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+static void start_reading(uint32_t i)
+{
+    h2o_socket_read_start(listeners[i], on_accept);
+}
+
+static void apply_assignment(void)
+{
+    for (uint32_t i = 0; i < srv->nsock; i++) {
+        bool want = !stopping && !paused && l3_srv_ctl_serves(srv->ctl, my_slot, i);
+        if (listeners[i] == NULL || want == reading[i])
+            continue;
+        if (want)
+            start_reading(i);
+        else
+            h2o_socket_read_stop(listeners[i]);
+        reading[i] = want;
+    }
+}
+
+static void on_unpause(h2o_timeout_entry_t *e)
+{
+    paused = false;
+    apply_assignment();
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    if (err != NULL)
+        return;
+    h2o_socket_t *sock = h2o_evloop_socket_accept(listener); /* accept4; sets TCP_NODELAY */
+    if (sock == NULL) {
+        if ((errno == EMFILE || errno == ENFILE) && !paused) {
+            /* The listener stays readable: stop polling it for 100 ms instead of spinning. */
+            L3_LOG(L3_LOG_WARN, "worker %u: accept: %s; pausing accepts for 100 ms", my_slot, strerror(errno));
+            paused = true;
+            apply_assignment();
+            if (!h2o_timeout_is_linked(&pause_entry))
+                h2o_timeout_link(ctx.loop, &pause_timeout, &pause_entry);
+        }
+        return; /* EAGAIN: another worker took it */
+    }
+    conn_t *c = malloc(sizeof(*c));
+    if (c == NULL) {
+        h2o_socket_close(sock);
+        return;
+    }
+    c->sock = sock;
+    c->rx = c->tx = 0;
+    c->next = conns.next;
+    c->prev = &conns;
+    conns.next->prev = c;
+    conns.next = c;
+    ++active_conns;
+    set_active();
+    l3_obs_add(&l3_srv_env.obs->os_accepted, 1);
+    sock->on_close.cb = on_conn_close;
+    sock->on_close.data = c;
+    h2o_accept(&accept_ctx, sock);
+}
+
+static void on_tick(h2o_timeout_entry_t *e)
+{
+    uint32_t gen = __atomic_load_n(&srv->ctl->sc_gen, __ATOMIC_ACQUIRE);
+    if (gen != seen_gen) {
+        seen_gen = gen;
+        if (__atomic_load_n(&srv->ctl->sc_state[my_slot], __ATOMIC_ACQUIRE) == L3_OBS_SLOT_RETIRING ||
+            __atomic_load_n(&srv->ctl->sc_stop, __ATOMIC_ACQUIRE))
+            stop_flag = 1;
+        apply_assignment();
+    }
+    for (conn_t *c = conns.next; c != &conns; c = c->next)
+        account(c);
+    if (hup_flag) {
+        hup_flag = 0;
+        int rc = l3_srv_log_reopen();
+        if (rc < 0)
+            L3_LOG(L3_LOG_ERROR, "worker %u: cannot reopen log: %s", my_slot, strerror(-rc));
+    }
+    if (srv->store != NULL)
+        l3_store_proc_heartbeat(srv->store);
+    h2o_timeout_link(ctx.loop, &tick_timeout, &tick_entry);
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+}
+
+void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
+{
+    pid_t parent = getppid();
+    srv = s;
+    my_slot = slot;
+    install_signals();
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+        _exit(0);
+
+    l3_srv_env.srv = s;
+    l3_srv_env.slot = slot;
+    l3_srv_env.obs = l3_obs_slot(&s->obs, slot);
+    l3_srv_env.active = &active_conns;
+    uint32_t nw = s->cfg.server.max_workers ? s->cfg.server.max_workers : 1;
+    l3_srv_env.max_active = (int64_t)(s->cfg.server.max_connections / nw) + 1;
+    l3_srv_env.store = s->store;
+    if (s->store != NULL) {
+        int rc = l3_store_proc_register(s->store, L3_STORE_ROLE_WORKER, NULL);
+        if (rc < 0) {
+            L3_LOG(L3_LOG_ERROR, "worker %u: cannot register in the store: %s", slot, l3_strerror(rc));
+            _exit(70);
+        }
+    }
+
+    h2o_context_init(&ctx, h2o_evloop_create(), &globalconf); /* after fork: the epoll fd is per process */
+    accept_ctx.ctx = &ctx;
+    accept_ctx.hosts = globalconf.hosts;
+    accept_ctx.ssl_ctx = s->ssl_ctx;
+    for (uint32_t i = 0; i < s->nsock; i++) {
+        if (s->lfds[i] < 0)
+            continue;
+        listeners[i] = h2o_evloop_socket_create(ctx.loop, s->lfds[i], H2O_SOCKET_FLAG_DONT_READ);
+        listeners[i]->data = NULL;
+    }
+    h2o_timeout_init(ctx.loop, &tick_timeout, 100);
+    h2o_timeout_init(ctx.loop, &pause_timeout, 100);
+    tick_entry.cb = on_tick;
+    pause_entry.cb = on_unpause;
+    h2o_timeout_link(ctx.loop, &tick_timeout, &tick_entry);
+    seen_gen = __atomic_load_n(&s->ctl->sc_gen, __ATOMIC_ACQUIRE);
+    apply_assignment();
+    L3_LOG(L3_LOG_DEBUG, "worker %u: started", slot);
+
+    /* h2o_evloop_run returns -1 with EINTR whenever a signal handler ran. */
+    while (!stop_flag)
+        if (h2o_evloop_run(ctx.loop, 1000) != 0 && errno != EINTR) {
+            L3_LOG(L3_LOG_ERROR, "worker %u: event loop: %s", slot, strerror(errno));
+            break;
+        }
+
+    /* Graceful stop: no more accepts, finish what is in flight (bounded). */
+    stopping = true;
+    apply_assignment();
+    bool retiring = __atomic_load_n(&s->ctl->sc_state[slot], __ATOMIC_ACQUIRE) == L3_OBS_SLOT_RETIRING;
+    if (!retiring) {
+        /* server stop: drop our references so the sockets close once every process has */
+        for (uint32_t i = 0; i < s->nsock; i++)
+            if (listeners[i] != NULL) {
+                h2o_socket_close(listeners[i]);
+                listeners[i] = NULL;
+            }
+    }
+    h2o_context_request_shutdown(&ctx);
+    uint64_t start = h2o_now(ctx.loop);
+    uint64_t deadline = start + s->cfg.server.shutdown_timeout_ms;
+    bool shortened = false;
+    while (active_conns > 0 && h2o_now(ctx.loop) < deadline) {
+        h2o_evloop_run(ctx.loop, 50);
+        if (!shortened && h2o_now(ctx.loop) >= start + 200) {
+            /* idle HTTP/1 keep-alive connections only notice the shutdown through this timeout */
+            ctx.http1.req_timeout.timeout = 800;
+            shortened = true;
+        }
+    }
+    for (conn_t *c = conns.next; c != &conns; c = c->next)
+        account(c);
+    if (active_conns > 0)
+        L3_LOG(L3_LOG_WARN, "worker %u: %lld connections still open after %u ms; closing them", slot,
+               (long long)active_conns, s->cfg.server.shutdown_timeout_ms);
+    __atomic_store_n(&l3_srv_env.obs->os_active_conns, 0, __ATOMIC_RELAXED);
+    if (s->store != NULL)
+        l3_store_proc_unregister(s->store);
+    L3_LOG(L3_LOG_DEBUG, "worker %u: exiting", slot);
+    _exit(0);
+}
