@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * replay.c - recovery: read the WAL segments in order, deliver every valid record, end the
+ * log at the first record that fails a check and set the bad bytes aside.
+ *
+ * Process: the supervisor, at start, before the writer exists (so it is the only process
+ * with the files open). Plain syscalls through the shim (no io_uring needed: nothing is
+ * acknowledged from here). Single-threaded.
+ *
+ * Rules (docs/wal.md, "Recovery"):
+ *  P1 segments are read in ascending sequence order; records within a segment in file order;
+ *  P2 the first record whose length, magic, CRC or salt is wrong ends the whole log (later
+ *     records could depend on the lost one), even if later segments look valid;
+ *  P3 bad bytes are never deleted: the tail of the segment is copied to
+ *     "<segment>.corrupt-<unix-seconds>" (fsync'd) before the live file is truncated to its
+ *     valid prefix (fsync'd); later segments are renamed to the same pattern; the directory
+ *     is fsync'd after;
+ *  P4 an empty segment (created, header never written) holds nothing and is removed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "l3kv/error.h"
+#include "wal-int.h"
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+/* Pick "<name>.corrupt-<secs>[.<n>]" that does not exist yet. */
+static int aside_name(char *buf, size_t cap, const char *name)
+{
+    long secs = (long)(l3_wall_ns() / 1000000000u);
+    for (int i = 0; i < 1000; i++) {
+        int n = i ? snprintf(buf, cap, "%s.corrupt-%ld.%d", name, secs, i)
+                  : snprintf(buf, cap, "%s.corrupt-%ld", name, secs);
+        if (n < 0 || (size_t)n >= cap)
+            return -ENAMETOOLONG;
+        if (access(buf, F_OK) != 0 && errno == ENOENT)
+            return 0;
+    }
+    return -EEXIST;
+}
+
+/* Copy [off, size) of the mapped file to an aside file, then truncate the live file (P3). */
+static int set_tail_aside(const char *name, int fd, const uint8_t *map, uint64_t off, uint64_t size,
+                          l3_wal_replay_report_t *rep)
+{
+    char aside[4096];
+    int rc = aside_name(aside, sizeof aside, name);
+    if (rc < 0)
+        return rc;
+    if (off == 0) {
+        rc = l3_wal_shim.rename(name, aside);
+        if (rc < 0)
+            return rc;
+    } else {
+        int afd = l3_wal_shim.open(aside, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (afd < 0)
+            return afd;
+        uint64_t done = 0;
+        while (done < size - off) {
+            ssize_t n = l3_wal_shim.pwrite(afd, map + off + done, (size_t)L3_MIN(size - off - done, (uint64_t)1 << 30),
+                                           (off_t)done);
+            if (n <= 0) {
+                rc = n < 0 ? (int)n : -EIO;
+                break;
+            }
+            done += (uint64_t)n;
+        }
+        if (rc == 0)
+            rc = l3_wal_shim.fsync(afd);
+        l3_wal_shim.close(afd);
+        if (rc == 0)
+            rc = l3_wal_shim.ftruncate(fd, (off_t)off);
+        if (rc == 0)
+            rc = l3_wal_shim.fsync(fd);
+        if (rc < 0)
+            return rc;
+    }
+    rep->discarded_bytes += size - off;
+    rep->discarded_files++;
+    if (rep->aside[0] == 0)
+        copy_str(rep->aside, sizeof rep->aside, aside);
+    return 0;
+}
+
+int l3_wal_replay_from(const char *wal_path, uint64_t min_seq, l3_wal_replay_fn fn, void *ctx,
+                       l3_wal_replay_report_t *ret_report)
+{
+    l3_wal_replay_report_t rep;
+    memset(&rep, 0, sizeof rep);
+    uint64_t *seqs = NULL;
+    int n = l3_wal__list_segments(wal_path, &seqs);
+    if (n < 0) {
+        if (n != -ENOENT)
+            return n;
+        n = 0;
+    }
+    int rc = 0, ended = 0, dir_dirty = 0;
+    uint64_t next = min_seq ? min_seq : 1;
+    for (int i = 0; i < n && rc == 0; i++) {
+        uint64_t seq = seqs[i];
+        if (seq + 1 > next)
+            next = seq + 1;
+        if (seq < min_seq)
+            continue;
+        char name[4096];
+        rc = l3_wal__seg_name(name, sizeof name, wal_path, seq);
+        if (rc < 0)
+            break;
+        int fd = l3_wal_shim.open(name, O_RDWR, 0);
+        if (fd < 0) {
+            rc = fd;
+            break;
+        }
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+            rc = -errno;
+            l3_wal_shim.close(fd);
+            break;
+        }
+        uint64_t size = (uint64_t)st.st_size;
+        if (size == 0) { /* P4 */
+            l3_wal_shim.close(fd);
+            rc = l3_wal_shim.unlink(name);
+            dir_dirty = 1;
+            continue;
+        }
+        const uint8_t *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) {
+            rc = -errno;
+            l3_wal_shim.close(fd);
+            break;
+        }
+        uint64_t off = 0;
+        int bad = 0;
+        if (ended) {
+            bad = L3_ECORRUPT; /* P2: after the end of the log */
+        } else {
+            l3_wal_seg_hdr_t h;
+            bad = l3_wal_seg_hdr_decode(map, size, &h);
+            if (bad == 0 && h.seq != seq)
+                bad = -EBADMSG;
+            if (bad == 0) {
+                rep.segments++;
+                off = L3_WAL_SEG_HDR;
+                rep.bytes += L3_WAL_SEG_HDR;
+                while (off < size) {
+                    l3_wal_rec_t rec;
+                    int64_t len = l3_wal_rec_decode(map + off, size - off, h.salt, &rec);
+                    if (len < 0) {
+                        bad = (int)len;
+                        break;
+                    }
+                    int cr = fn ? fn(ctx, &rec) : 0;
+                    if (cr < 0) {
+                        rc = cr;
+                        break;
+                    }
+                    if (cr > 0)
+                        rep.skipped++;
+                    rep.records++;
+                    if (rec.lsn > rep.max_lsn)
+                        rep.max_lsn = rec.lsn;
+                    off += (uint64_t)len;
+                    rep.bytes += (uint64_t)len;
+                }
+            }
+            if (bad && rc == 0) {
+                ended = 1;
+                rep.stop_reason = bad;
+                copy_str(rep.stop_file, sizeof rep.stop_file, name);
+                rep.stop_offset = off;
+            }
+        }
+        if (bad && rc == 0) {
+            rc = set_tail_aside(name, fd, map, off, size, &rep);
+            dir_dirty = 1;
+        }
+        munmap((void *)map, size);
+        l3_wal_shim.close(fd);
+    }
+    free(seqs);
+    if (rc == 0 && dir_dirty)
+        rc = l3_wal__fsync_dir_of(wal_path);
+    rep.next_seq = next;
+    if (ret_report)
+        *ret_report = rep;
+    return rc;
+}
+
+int l3_wal_replay(const char *wal_path, l3_wal_replay_fn fn, void *ctx, l3_wal_replay_report_t *ret_report)
+{
+    return l3_wal_replay_from(wal_path, 0, fn, ctx, ret_report);
+}

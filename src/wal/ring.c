@@ -1,0 +1,467 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ring.c - the multi-producer WAL ring in shared memory (layout in wal-int.h), the store
+ * hook, durability waits (futex and eventfd) and checkpoint requests.
+ *
+ * Processes: producers are the workers (l3_wal_hook, under the document lock); waiters are
+ * workers (fsync mode) and the checkpointer; the consumer is the writer (writer.c).
+ * Concurrency: reservations are serialised by a robust process-shared mutex held for a few
+ * stores (no syscalls inside); filling and publishing are lock-free (one atomic store per
+ * slot). Producers never wait on each other except for that mutex; a full ring is waited on
+ * with a bounded futex wait. Wake-ups use the Dekker pattern on seq_cst atomics: the
+ * sleeper announces itself, then re-checks; the waker changes state, then looks for sleepers.
+ *
+ * Invariants:
+ *  I1 every slot in [rh_tail, rh_head) has a valid header (written under rh_lock before head
+ *     moves past it);
+ *  I2 rh_head - rh_tail <= data size; a slot never straddles the end of the data area;
+ *  I3 slots of one key are reserved in apply order (the caller holds the document lock);
+ *  I4 rh_durable <= rh_tail <= rh_head, all monotonic.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "l3kv/error.h"
+#include "wal-int.h"
+
+/* ---------------------------------------------------------------- futex */
+
+int l3_wal__futex_wait(_Atomic uint32_t *addr, uint32_t val, int timeout_ms)
+{
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ms >= 0) {
+        ts.tv_sec = timeout_ms / 1000;
+        ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+        tsp = &ts;
+    }
+    long rc = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT, val, tsp, NULL, 0);
+    return rc < 0 ? -errno : 0;
+}
+
+void l3_wal__futex_wake(_Atomic uint32_t *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static int ms_left(uint64_t deadline_ns)
+{
+    uint64_t now = l3_now_ns();
+    if (now >= deadline_ns)
+        return 0;
+    uint64_t ms = (deadline_ns - now + 999999u) / 1000000u;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* ---------------------------------------------------------------- pid cache */
+
+static pid_t cached_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+static void pid_reset(void)
+{
+    cached_pid = 0;
+}
+static void pid_init(void)
+{
+    pthread_atfork(NULL, NULL, pid_reset);
+}
+static pid_t my_pid(void)
+{
+    pthread_once(&pid_once, pid_init);
+    if (L3_UNLIKELY(cached_pid == 0))
+        cached_pid = getpid();
+    return cached_pid;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static int make_handle(void *region, size_t len, l3_wal_ring_t **ret_ring)
+{
+    l3_wal_ring_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->sh = region;
+    r->data = (uint8_t *)region + L3_WAL_RING_HDR;
+    r->size = r->sh->rh_data_bytes;
+    for (unsigned i = 0; i < L3_WAL_NOTIFY_MAX; i++)
+        r->efd[i] = -1;
+    (void)len;
+    *ret_ring = r;
+    return 0;
+}
+
+int l3_wal_ring_init(void *region, size_t len, l3_wal_ring_t **ret_ring)
+{
+    if (!region || ((uintptr_t)region & 63u) || len < L3_WAL_RING_MIN_BYTES)
+        return -EINVAL;
+    l3_wal_shm_t *sh = region;
+    memset(sh, 0, sizeof *sh);
+    uint64_t data = (len - L3_WAL_RING_HDR) & ~(uint64_t)63u;
+    sh->rh_hdr_bytes = L3_WAL_RING_HDR;
+    sh->rh_data_bytes = data;
+    sh->rh_max_rec = data / 2;
+    sh->rh_init_ns = l3_wall_ns();
+
+    pthread_mutexattr_t a;
+    int rc = pthread_mutexattr_init(&a);
+    if (rc == 0)
+        rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (rc == 0)
+        rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    if (rc == 0)
+        rc = pthread_mutex_init(&sh->rh_lock, &a);
+    pthread_mutexattr_destroy(&a);
+    if (rc != 0)
+        return -rc;
+    /* check that robustness really took effect (see ARCHITECTURE invariant 2) */
+    pthread_mutexattr_t chk;
+    int robust = 0;
+    pthread_mutexattr_init(&chk);
+    pthread_mutexattr_setrobust(&chk, PTHREAD_MUTEX_ROBUST);
+    pthread_mutexattr_getrobust(&chk, &robust);
+    pthread_mutexattr_destroy(&chk);
+    L3_ASSERT(robust == PTHREAD_MUTEX_ROBUST);
+
+    atomic_store(&sh->rh_next_seq, 1);
+    sh->rh_version = L3_WAL_RING_VERSION;
+    atomic_thread_fence(memory_order_release);
+    sh->rh_magic = L3_WAL_RING_MAGIC;
+    return make_handle(region, len, ret_ring);
+}
+
+int l3_wal_ring_attach(void *region, size_t len, l3_wal_ring_t **ret_ring)
+{
+    if (!region || ((uintptr_t)region & 63u) || len < L3_WAL_RING_MIN_BYTES)
+        return -EINVAL;
+    const l3_wal_shm_t *sh = region;
+    if (sh->rh_magic != L3_WAL_RING_MAGIC || sh->rh_version != L3_WAL_RING_VERSION ||
+        sh->rh_hdr_bytes != L3_WAL_RING_HDR)
+        return -EPROTO;
+    if (sh->rh_data_bytes > len - L3_WAL_RING_HDR || sh->rh_data_bytes < 65536u || (sh->rh_data_bytes & 63u))
+        return -EPROTO;
+    return make_handle(region, len, ret_ring);
+}
+
+void l3_wal_ring_detach(l3_wal_ring_t *r)
+{
+    free(r);
+}
+
+void l3_wal_ring_set_next_seq(l3_wal_ring_t *r, uint64_t seq)
+{
+    atomic_store(&r->sh->rh_next_seq, seq ? seq : 1);
+}
+
+uint64_t l3_wal_ring_max_payload(const l3_wal_ring_t *r)
+{
+    return r->sh->rh_max_rec - L3_WAL_SLOT_HDR - L3_WAL_REC_MIN - 16;
+}
+
+/* ---------------------------------------------------------------- producers */
+
+static void wake_writer(l3_wal_shm_t *sh)
+{
+    if (atomic_load(&sh->rh_writer_sleeping)) {
+        atomic_fetch_add(&sh->rh_pub_seq, 1);
+        l3_wal__futex_wake(&sh->rh_pub_seq);
+    }
+}
+
+static int ring_lock(l3_wal_shm_t *sh)
+{
+    int rc = pthread_mutex_lock(&sh->rh_lock);
+    if (rc == EOWNERDEAD) {
+        /* I1: the dead owner either advanced head (slot complete) or not (slot ignored) */
+        pthread_mutex_consistent(&sh->rh_lock);
+        rc = 0;
+    }
+    return -rc;
+}
+
+int l3_wal_reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned timeout_ms, l3_wal_resv_t *ret)
+{
+    l3_wal_shm_t *sh = r->sh;
+    uint64_t rsize = l3_wal_rec_size(klen, plen);
+    uint64_t need = L3_ALIGN_UP(rsize + L3_WAL_SLOT_HDR, (uint64_t)16);
+    if (need > sh->rh_max_rec)
+        return -EMSGSIZE;
+    uint64_t deadline = 0;
+    for (;;) {
+        int err = atomic_load_explicit(&sh->rh_error, memory_order_acquire);
+        if (err)
+            return err;
+        int rc = ring_lock(sh);
+        if (rc < 0)
+            return rc;
+        uint64_t head = atomic_load_explicit(&sh->rh_head, memory_order_relaxed);
+        uint64_t tail = atomic_load_explicit(&sh->rh_tail, memory_order_acquire);
+        uint64_t off = head % r->size;
+        uint64_t pad = off + need > r->size ? r->size - off : 0;
+        if (head + pad + need - tail <= r->size) {
+            pid_t pid = my_pid();
+            if (pad) {
+                l3_wal_slot_t *ps = l3_wal__slot(r, head);
+                ps->rs_len = (uint32_t)pad;
+                ps->rs_pid = (uint32_t)pid;
+                ps->rs_resv = 0;
+                atomic_store_explicit(&ps->rs_state, L3_WAL_SLOT_PAD, memory_order_relaxed);
+            }
+            uint64_t pos = head + pad;
+            l3_wal_slot_t *s = l3_wal__slot(r, pos);
+            s->rs_len = (uint32_t)need;
+            s->rs_pid = (uint32_t)pid;
+            s->rs_resv = 0;
+            atomic_store_explicit(&s->rs_state, L3_WAL_SLOT_RESERVED, memory_order_relaxed);
+            atomic_store_explicit(&sh->rh_head, pos + need, memory_order_release);
+            pthread_mutex_unlock(&sh->rh_lock);
+            ret->pos = pos;
+            ret->end = pos + need;
+            ret->rec = (uint8_t *)s + L3_WAL_SLOT_HDR;
+            ret->size = (uint32_t)rsize;
+            return 0;
+        }
+        /* full: announce, re-check after the announcement, then wait for the writer */
+        atomic_fetch_add(&sh->rh_space_waiters, 1);
+        uint32_t seq = atomic_load(&sh->rh_space_seq);
+        pthread_mutex_unlock(&sh->rh_lock);
+        if (deadline == 0)
+            deadline = l3_now_ns() + (uint64_t)timeout_ms * 1000000u;
+        int left = ms_left(deadline);
+        uint64_t tail2 = atomic_load(&sh->rh_tail);
+        if (tail2 == tail && left > 0) {
+            wake_writer(sh);
+            l3_wal__futex_wait(&sh->rh_space_seq, seq, left);
+        }
+        atomic_fetch_sub(&sh->rh_space_waiters, 1);
+        if (tail2 == tail && ms_left(deadline) == 0 && atomic_load(&sh->rh_tail) == tail)
+            return -EAGAIN;
+    }
+}
+
+static int publish_state(l3_wal_ring_t *r, l3_wal_resv_t *res, uint32_t state)
+{
+    l3_wal_slot_t *s = (l3_wal_slot_t *)(void *)(res->rec - L3_WAL_SLOT_HDR);
+    uint32_t expect = L3_WAL_SLOT_RESERVED;
+    /* seq_cst: pairs with the writer's rh_writer_sleeping store (Dekker) */
+    int ok = atomic_compare_exchange_strong(&s->rs_state, &expect, state);
+    wake_writer(r->sh);
+    return ok ? 0 : -ECANCELED;
+}
+
+void l3_wal_publish(l3_wal_ring_t *r, l3_wal_resv_t *res, const l3_wal_rec_t *rec)
+{
+    L3_ASSERT(l3_wal_rec_size(rec->klen, rec->plen) == res->size);
+    l3_wal__rec_fill(res->rec, res->size, rec);
+    /* -ECANCELED only if the writer judged this process dead (pid reuse): nothing to do */
+    (void)publish_state(r, res, L3_WAL_SLOT_PUBLISHED);
+}
+
+void l3_wal_abandon(l3_wal_ring_t *r, l3_wal_resv_t *res)
+{
+    (void)publish_state(r, res, L3_WAL_SLOT_ABORTED);
+}
+
+static __thread uint64_t last_ticket;
+
+uint64_t l3_wal_last_ticket(void)
+{
+    return last_ticket;
+}
+
+int l3_wal_hook(void *ring_ctx, const l3_wal_rec_t *rec)
+{
+    l3_wal_ring_t *r = ring_ctx;
+    if (rec->op == L3_WALOP_NONE || rec->op >= L3_WALOP_MAX)
+        return -EINVAL;
+    l3_wal_resv_t res;
+    int rc = l3_wal_reserve(r, rec->klen, rec->plen, L3_WAL_FULL_WAIT_MS, &res);
+    if (rc < 0)
+        return rc;
+    l3_wal__rec_fill(res.rec, res.size, rec);
+    rc = publish_state(r, &res, L3_WAL_SLOT_PUBLISHED);
+    if (rc < 0)
+        return -EIO;
+    last_ticket = res.end;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- durability */
+
+int l3_wal_ring_error(const l3_wal_ring_t *r)
+{
+    return atomic_load(&r->sh->rh_error);
+}
+
+uint64_t l3_wal_durable_ticket(const l3_wal_ring_t *r)
+{
+    return atomic_load_explicit(&r->sh->rh_durable, memory_order_acquire);
+}
+
+static void atomic_max64(_Atomic uint64_t *a, uint64_t v)
+{
+    uint64_t cur = atomic_load(a);
+    while (cur < v && !atomic_compare_exchange_weak(a, &cur, v)) {
+    }
+}
+
+int l3_wal_wait_durable(l3_wal_ring_t *r, uint64_t ticket, int timeout_ms)
+{
+    l3_wal_shm_t *sh = r->sh;
+    if (l3_wal_durable_ticket(r) >= ticket)
+        return 0;
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : l3_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    atomic_max64(&sh->rh_sync_want, ticket);
+    atomic_fetch_add(&sh->rh_durable_waiters, 1);
+    /* the writer may sleep with nothing to write; it must see the sync request */
+    atomic_fetch_add(&sh->rh_pub_seq, 1);
+    l3_wal__futex_wake(&sh->rh_pub_seq);
+    int rc;
+    for (;;) {
+        uint32_t seq = atomic_load(&sh->rh_durable_seq);
+        if (l3_wal_durable_ticket(r) >= ticket) {
+            rc = 0;
+            break;
+        }
+        int err = atomic_load(&sh->rh_error);
+        if (err) {
+            rc = err;
+            break;
+        }
+        int left = deadline == UINT64_MAX ? -1 : ms_left(deadline);
+        if (left == 0) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        l3_wal__futex_wait(&sh->rh_durable_seq, seq, left);
+    }
+    atomic_fetch_sub(&sh->rh_durable_waiters, 1);
+    return rc;
+}
+
+int l3_wal_notify_create(l3_wal_ring_t *r, unsigned nslots)
+{
+    if (nslots > L3_WAL_NOTIFY_MAX || r->nefd)
+        return -EINVAL;
+    for (unsigned i = 0; i < nslots; i++) {
+        int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (fd < 0) {
+            int e = -errno;
+            for (unsigned k = 0; k < i; k++) {
+                close(r->efd[k]);
+                r->efd[k] = -1;
+            }
+            return e;
+        }
+        r->efd[i] = fd;
+    }
+    r->nefd = nslots;
+    return 0;
+}
+
+int l3_wal_notify_fd(const l3_wal_ring_t *r, unsigned slot)
+{
+    return slot < r->nefd ? r->efd[slot] : -EINVAL;
+}
+
+int l3_wal_notify_arm(l3_wal_ring_t *r, unsigned slot, uint64_t ticket)
+{
+    l3_wal_shm_t *sh = r->sh;
+    if (slot >= r->nefd)
+        return -EINVAL;
+    if (l3_wal_durable_ticket(r) >= ticket)
+        return 1;
+    atomic_max64(&sh->rh_sync_want, ticket);
+    atomic_store(&sh->rh_armed[slot], 1); /* seq_cst: then re-check (Dekker with the writer) */
+    if (l3_wal_durable_ticket(r) >= ticket)
+        return 1;
+    int err = atomic_load(&sh->rh_error);
+    if (err)
+        return err;
+    atomic_fetch_add(&sh->rh_pub_seq, 1);
+    l3_wal__futex_wake(&sh->rh_pub_seq);
+    return 0;
+}
+
+void l3_wal_notify_ack(l3_wal_ring_t *r, unsigned slot)
+{
+    uint64_t v;
+    if (slot >= r->nefd)
+        return;
+    while (read(r->efd[slot], &v, sizeof v) == (ssize_t)sizeof v) {
+    }
+}
+
+void l3_wal__notify_durable(l3_wal_ring_t *r)
+{
+    l3_wal_shm_t *sh = r->sh;
+    atomic_fetch_add(&sh->rh_durable_seq, 1);
+    if (atomic_load(&sh->rh_durable_waiters))
+        l3_wal__futex_wake(&sh->rh_durable_seq);
+    for (unsigned i = 0; i < r->nefd; i++) {
+        if (atomic_load(&sh->rh_armed[i]) && atomic_exchange(&sh->rh_armed[i], 0)) {
+            uint64_t one = 1;
+            ssize_t n = write(r->efd[i], &one, sizeof one);
+            (void)n; /* EAGAIN: counter saturated, the waiter is readable anyway */
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- stats and checkpoints */
+
+void l3_wal_ring_stats(const l3_wal_ring_t *r, l3_wal_stats_t *ret)
+{
+    l3_wal_shm_t *sh = r->sh;
+    const l3_wal_commit_t *c = l3_wal__commit(r);
+    memset(ret, 0, sizeof *ret);
+    ret->head = atomic_load(&sh->rh_head);
+    ret->tail = atomic_load(&sh->rh_tail);
+    ret->durable = atomic_load(&sh->rh_durable);
+    ret->records = atomic_load_explicit(&sh->rh_st_records, memory_order_relaxed);
+    ret->aborted = atomic_load_explicit(&sh->rh_st_aborted, memory_order_relaxed);
+    ret->bytes = atomic_load_explicit(&sh->rh_st_bytes, memory_order_relaxed);
+    ret->fsyncs = atomic_load_explicit(&sh->rh_st_fsyncs, memory_order_relaxed);
+    ret->batches = atomic_load_explicit(&sh->rh_st_batches, memory_order_relaxed);
+    ret->short_writes = atomic_load_explicit(&sh->rh_st_short, memory_order_relaxed);
+    ret->write_errors = atomic_load_explicit(&sh->rh_st_errors, memory_order_relaxed);
+    ret->disk_bytes = atomic_load_explicit(&sh->rh_st_disk_bytes, memory_order_relaxed);
+    ret->seg_seq = c->rc_seg_seq;
+    ret->seg_off = c->rc_seg_off;
+    ret->error = atomic_load(&sh->rh_error);
+    ret->failstop = (int)atomic_load(&sh->rh_failstop);
+    ret->writer_pid = (pid_t)atomic_load(&sh->rh_writer_pid);
+}
+
+int l3_wal_checkpoint_begin(l3_wal_ring_t *r, int timeout_ms, uint64_t *ret_seq)
+{
+    l3_wal_shm_t *sh = r->sh;
+    uint32_t req = atomic_fetch_add(&sh->rh_rotate_req, 1) + 1;
+    atomic_fetch_add(&sh->rh_pub_seq, 1);
+    l3_wal__futex_wake(&sh->rh_pub_seq);
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : l3_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    for (;;) {
+        uint32_t done = atomic_load(&sh->rh_rotate_done);
+        if ((int32_t)(done - req) >= 0) {
+            *ret_seq = atomic_load(&sh->rh_rotate_seq);
+            return 0;
+        }
+        if (atomic_load(&sh->rh_failstop))
+            return -EIO;
+        int left = deadline == UINT64_MAX ? -1 : ms_left(deadline);
+        if (left == 0)
+            return -ETIMEDOUT;
+        l3_wal__futex_wait(&sh->rh_rotate_done, done, left);
+    }
+}
+
+void l3_wal_checkpoint_commit(l3_wal_ring_t *r, uint64_t seq)
+{
+    atomic_max64(&r->sh->rh_delete_below, seq);
+    atomic_fetch_add(&r->sh->rh_pub_seq, 1);
+    l3_wal__futex_wake(&r->sh->rh_pub_seq);
+}

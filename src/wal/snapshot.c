@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * snapshot.c - checkpoint snapshots (format in l3kv/wal.h): write to "<path>.tmp",
+ * fdatasync, rename over <path>, fsync the directory; load with a full verification pass
+ * before anything is delivered.
+ *
+ * Processes: the checkpointer (a child of the supervisor attached to the arena; the store's
+ * per-document scan calls l3_wal_snapshot_add under each document's lock) and the
+ * supervisor at recovery (load). Single-threaded per snapshot. File syscalls go through the
+ * shim. A snapshot file is never modified after the rename; a crash before the rename leaves
+ * only a stale .tmp that the next snapshot overwrites.
+ *
+ * Invariants: S1 <path> is either absent or a complete, verified snapshot (rename is atomic
+ * and happens after the data is durable); S2 load delivers entries only from a file whose
+ * header, every entry and the trailer verified.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "l3kv/error.h"
+#include "wal-int.h"
+
+#define SNAP_BUF (1u << 20)
+
+struct l3_wal_snap_writer {
+    char path[4096];
+    char tmp[4200];
+    int fd;
+    uint64_t salt;
+    uint64_t off; /* file offset of buf[0] */
+    uint8_t *buf;
+    size_t used;
+    uint64_t count, bytes;
+    uint32_t crc_all;
+    int err;
+};
+
+static int flush_buf(l3_wal_snap_writer_t *w)
+{
+    size_t done = 0;
+    while (done < w->used) {
+        ssize_t n = l3_wal_shim.pwrite(w->fd, w->buf + done, w->used - done, (off_t)(w->off + done));
+        if (n == -EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? (int)n : -EIO;
+        done += (size_t)n;
+    }
+    w->off += w->used;
+    w->used = 0;
+    return 0;
+}
+
+static int put(l3_wal_snap_writer_t *w, const void *p, size_t len)
+{
+    const uint8_t *s = p;
+    while (len) {
+        if (w->used == SNAP_BUF) {
+            int rc = flush_buf(w);
+            if (rc < 0)
+                return rc;
+        }
+        size_t k = L3_MIN(len, SNAP_BUF - w->used);
+        memcpy(w->buf + w->used, s, k);
+        w->used += k;
+        s += k;
+        len -= k;
+    }
+    return 0;
+}
+
+int l3_wal_snapshot_begin(const char *path, uint64_t wal_seq, uint64_t lsn, l3_wal_snap_writer_t **ret_w)
+{
+    l3_wal_snap_writer_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->buf = malloc(SNAP_BUF);
+    if (!w->buf) {
+        free(w);
+        return -ENOMEM;
+    }
+    snprintf(w->path, sizeof w->path, "%s", path);
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp", path);
+    w->fd = l3_wal_shim.open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (w->fd < 0) {
+        int rc = w->fd;
+        free(w->buf);
+        free(w);
+        return rc;
+    }
+    do
+        l3_random_bytes(&w->salt, sizeof w->salt);
+    while (w->salt == 0);
+    uint8_t h[L3_WAL_SNAP_HDR];
+    memset(h, 0, sizeof h);
+    memcpy(h, L3_WAL_SNAP_MAGIC, 8);
+    l3_wal__st32(h + 8, L3_WAL_SNAP_VERSION);
+    l3_wal__st32(h + 12, L3_WAL_SNAP_HDR);
+    l3_wal__st64(h + 16, w->salt);
+    l3_wal__st64(h + 24, wal_seq);
+    l3_wal__st64(h + 32, lsn);
+    l3_wal__st64(h + 40, l3_wall_ns());
+    l3_wal__st32(h + 60, l3_crc32c(0, h, 60));
+    put(w, h, sizeof h); /* fits: the buffer is empty */
+    *ret_w = w;
+    return 0;
+}
+
+int l3_wal_snapshot_add(l3_wal_snap_writer_t *w, const void *key, uint32_t klen, const void *doc, uint32_t len,
+                        uint64_t lsn)
+{
+    if (w->err)
+        return w->err;
+    l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = klen, .payload = doc, .plen = len};
+    uint64_t size = l3_wal_rec_size(klen, len);
+    if (size > L3_WAL_REC_MAX)
+        return w->err = -EMSGSIZE;
+    int rc = 0;
+    if (size <= SNAP_BUF - w->used || size <= SNAP_BUF) {
+        if (size > SNAP_BUF - w->used)
+            rc = flush_buf(w);
+        if (rc == 0) {
+            l3_wal_rec_encode(w->buf + w->used, SNAP_BUF - w->used, &rec, w->salt);
+            w->crc_all = l3_crc32c(w->crc_all, w->buf + w->used, size);
+            w->used += size;
+        }
+    } else {
+        uint8_t *big = malloc(size);
+        if (!big)
+            return w->err = -ENOMEM;
+        l3_wal_rec_encode(big, size, &rec, w->salt);
+        w->crc_all = l3_crc32c(w->crc_all, big, size);
+        rc = put(w, big, size);
+        free(big);
+    }
+    if (rc < 0)
+        return w->err = rc;
+    w->count++;
+    w->bytes += size;
+    return 0;
+}
+
+void l3_wal_snapshot_abort(l3_wal_snap_writer_t *w)
+{
+    if (!w)
+        return;
+    l3_wal_shim.close(w->fd);
+    l3_wal_shim.unlink(w->tmp);
+    free(w->buf);
+    free(w);
+}
+
+int l3_wal_snapshot_commit(l3_wal_snap_writer_t *w)
+{
+    int rc = w->err;
+    uint8_t t[L3_WAL_SNAP_TRAILER];
+    memset(t, 0, sizeof t);
+    memcpy(t, L3_WAL_SNAP_END_MAGIC, 8);
+    l3_wal__st64(t + 8, w->count);
+    l3_wal__st64(t + 16, w->bytes);
+    l3_wal__st32(t + 24, w->crc_all);
+    l3_wal__st32(t + 28, l3_crc32c(0, t, 28));
+    if (rc == 0)
+        rc = put(w, t, sizeof t);
+    if (rc == 0)
+        rc = flush_buf(w);
+    if (rc == 0)
+        rc = l3_wal_shim.fsync(w->fd);
+    int crc = l3_wal_shim.close(w->fd);
+    if (rc == 0)
+        rc = crc;
+    if (rc == 0)
+        rc = l3_wal_shim.rename(w->tmp, w->path);
+    if (rc < 0)
+        l3_wal_shim.unlink(w->tmp);
+    else
+        rc = l3_wal__fsync_dir_of(w->path);
+    free(w->buf);
+    free(w);
+    return rc;
+}
+
+int l3_wal_snapshot_write(const char *path, uint64_t wal_seq, uint64_t lsn, l3_wal_snap_iter_fn it, void *ctx)
+{
+    l3_wal_snap_writer_t *w;
+    int rc = l3_wal_snapshot_begin(path, wal_seq, lsn, &w);
+    if (rc < 0)
+        return rc;
+    for (;;) {
+        l3_wal_rec_t rec;
+        rc = it(ctx, &rec);
+        if (rc <= 0)
+            break;
+        rc = l3_wal_snapshot_add(w, rec.key, rec.klen, rec.payload, rec.plen, rec.lsn);
+        if (rc < 0)
+            break;
+    }
+    if (rc < 0) {
+        l3_wal_snapshot_abort(w);
+        return rc;
+    }
+    return l3_wal_snapshot_commit(w);
+}
+
+int l3_wal__snap_verify(const uint8_t *p, uint64_t size, l3_wal_snap_info_t *info, uint64_t *ret_salt,
+                        uint64_t *ret_bad_off)
+{
+    *ret_bad_off = 0;
+    if (size < L3_WAL_SNAP_HDR + L3_WAL_SNAP_TRAILER)
+        return -EBADMSG;
+    if (memcmp(p, L3_WAL_SNAP_MAGIC, 8) != 0 || l3_wal__ld32(p + 8) != L3_WAL_SNAP_VERSION ||
+        l3_wal__ld32(p + 12) != L3_WAL_SNAP_HDR)
+        return -EBADMSG;
+    if (l3_crc32c(0, p, 60) != l3_wal__ld32(p + 60))
+        return L3_ECORRUPT;
+    uint64_t salt = l3_wal__ld64(p + 16);
+    info->wal_seq = l3_wal__ld64(p + 24);
+    info->lsn = l3_wal__ld64(p + 32);
+    info->ctime_ns = l3_wal__ld64(p + 40);
+    uint64_t end = size - L3_WAL_SNAP_TRAILER, off = L3_WAL_SNAP_HDR, count = 0;
+    uint32_t crc_all = 0;
+    while (off < end) {
+        l3_wal_rec_t rec;
+        int64_t len = l3_wal_rec_decode(p + off, end - off, salt, &rec);
+        if (len < 0 || rec.op != L3_WALOP_PUT) {
+            *ret_bad_off = off;
+            return len < 0 ? (int)len : -EBADMSG;
+        }
+        crc_all = l3_crc32c(crc_all, p + off, (size_t)len);
+        off += (uint64_t)len;
+        count++;
+    }
+    const uint8_t *t = p + end;
+    *ret_bad_off = end;
+    if (memcmp(t, L3_WAL_SNAP_END_MAGIC, 8) != 0)
+        return -EBADMSG;
+    if (l3_crc32c(0, t, 28) != l3_wal__ld32(t + 28))
+        return L3_ECORRUPT;
+    if (l3_wal__ld64(t + 8) != count || l3_wal__ld64(t + 16) != end - L3_WAL_SNAP_HDR ||
+        l3_wal__ld32(t + 24) != crc_all)
+        return L3_ECORRUPT;
+    info->count = count;
+    info->bytes = end - L3_WAL_SNAP_HDR;
+    *ret_salt = salt;
+    return 0;
+}
+
+int l3_wal_snapshot_load(const char *path, l3_wal_replay_fn fn, void *ctx, l3_wal_snap_info_t *ret_info)
+{
+    int fd = l3_wal_shim.open(path, O_RDONLY, 0);
+    if (fd < 0)
+        return fd;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = -errno;
+        l3_wal_shim.close(fd);
+        return e;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < L3_WAL_SNAP_HDR + L3_WAL_SNAP_TRAILER) {
+        l3_wal_shim.close(fd);
+        return -EBADMSG;
+    }
+    const uint8_t *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    l3_wal_shim.close(fd);
+    if (p == MAP_FAILED)
+        return -errno;
+    l3_wal_snap_info_t info;
+    memset(&info, 0, sizeof info);
+    uint64_t salt = 0, bad = 0;
+    int rc = l3_wal__snap_verify(p, size, &info, &salt, &bad);
+    if (rc == 0 && fn) {
+        uint64_t off = L3_WAL_SNAP_HDR, end = size - L3_WAL_SNAP_TRAILER;
+        while (off < end && rc == 0) {
+            l3_wal_rec_t rec;
+            int64_t len = l3_wal_rec_decode(p + off, end - off, salt, &rec);
+            if (len <= 0) { /* the file changed under us after verification */
+                rc = L3_ECORRUPT;
+                break;
+            }
+            int cr = fn(ctx, &rec);
+            if (cr < 0)
+                rc = cr;
+            off += (uint64_t)len;
+        }
+    }
+    munmap((void *)p, size);
+    if (rc == 0 && ret_info)
+        *ret_info = info;
+    return rc;
+}

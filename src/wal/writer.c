@@ -1,0 +1,706 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * writer.c - the WAL writer process: drains the ring in reservation order into segment
+ * files, with io_uring only (writes and fdatasync/fsync), publishes the durable position,
+ * rotates segments for checkpoints and deletes the ones a snapshot covers.
+ *
+ * Process: the dedicated writer (forked by the supervisor; restarted if it dies). It is the
+ * only process that opens WAL segments for writing (ARCHITECTURE invariant 4).
+ * Concurrency: single-threaded; talks to producers only through the ring's atomics
+ * (ring.c). Sleeps on the rh_pub_seq futex when idle; never spins.
+ *
+ * Segment state machine (per file):
+ *
+ *   seg_open_new: create(O_EXCL) -> header write -> fdatasync -> dir fsync
+ *        |
+ *        v
+ *     ACTIVE --(batch write, short writes resubmitted)--> ACTIVE
+ *        |   --(fdatasync ok: rh_durable = consumed position)
+ *        |   --(write ENOSPC/EIO: rh_error set, retried with backoff; cleared on success)
+ *        |   --(fdatasync failed)--> FAILSTOP (sticky: no more writes, no more acks)
+ *        |
+ *        +--(size >= segment_bytes, or checkpoint rotation)--> fdatasync -> CLOSED
+ *   CLOSED --(checkpoint commit: seq < rh_delete_below)--> unlink -> dir fsync
+ *
+ * Invariants:
+ *  W1 a record is in the file before rh_tail passes it (ring space is reused only then), so
+ *     a writer crash loses nothing: the restarted writer truncates the segment to the
+ *     committed length (rh_commit) and rewrites from the committed tail;
+ *  W2 rh_durable is only moved to a position whose bytes were all written (full length,
+ *     short writes completed) before a successful fdatasync was submitted;
+ *  W3 a failed fdatasync is never retried-and-acknowledged: FAILSTOP;
+ *  W4 a segment is closed with an fdatasync before the next one receives records, so a torn
+ *     record can only be the last one of the last segment after a crash.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <liburing.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "l3kv/error.h"
+#include "wal-int.h"
+
+#define DRAIN_LIVE_WAIT_MS 5000u /* on stop: how long a live but silent producer is waited for */
+#define RETRY_MS 100u            /* backoff between retries of a failed write */
+#define IDLE_MS 100u             /* longest sleep: bounds stop-flag latency */
+
+typedef struct {
+    const l3_wal_writer_opts_t *o;
+    l3_wal_ring_t *r;
+    l3_wal_shm_t *sh;
+    struct io_uring ur;
+    int fd, dfd;
+    char path[4096];
+    uint64_t seg_seq, seg_off, salt;
+    uint64_t cons;       /* == committed tail */
+    uint8_t *buf;
+    size_t cap;
+    int dirty;           /* bytes written since the last successful fdatasync */
+    uint64_t last_sync_ns;
+    uint64_t stuck_pos, stuck_since;
+    uint64_t seg_bytes, batch;
+    uint64_t deleted_below; /* last rh_delete_below acted upon */
+    unsigned abort_ms;
+} wr_t;
+
+static volatile sig_atomic_t sig_stop;
+static void on_signal(int sig)
+{
+    (void)sig;
+    sig_stop = 1;
+}
+
+static int stop_requested(const wr_t *w)
+{
+    return sig_stop || (w->o->stop && *w->o->stop);
+}
+
+/* ---------------------------------------------------------------- io_uring */
+
+/* Submit and wait for exactly `want` completions; results in res[] by user_data index. */
+static int ring_run(wr_t *w, int want, int *res)
+{
+    int got = 0, rc;
+    do {
+        rc = io_uring_submit(&w->ur);
+    } while (rc == -EINTR || rc == -EAGAIN);
+    if (rc < 0)
+        return rc;
+    while (got < want) {
+        struct io_uring_cqe *cqe;
+        rc = io_uring_wait_cqe(&w->ur, &cqe);
+        if (rc == -EINTR || rc == -EAGAIN)
+            continue;
+        if (rc < 0)
+            return rc;
+        uint64_t idx = io_uring_cqe_get_data64(cqe);
+        if (idx < 2)
+            res[idx] = cqe->res;
+        io_uring_cqe_seen(&w->ur, cqe);
+        got++;
+    }
+    return 0;
+}
+
+/*
+ * Write len bytes at file offset off; if sync, an fdatasync is linked after the final
+ * write (group commit in one submission). Short writes are resubmitted for the remainder
+ * before any fdatasync that must cover them (W2). Returns 0, a negative write error
+ * (retryable by the caller), or sets *ret_sync to the fdatasync result.
+ */
+static int write_all(wr_t *w, int fd, const uint8_t *buf, size_t len, uint64_t off, int sync, int *ret_sync)
+{
+    size_t done = 0;
+    if (ret_sync)
+        *ret_sync = 0;
+    while (done < len || (sync && len == 0)) {
+        uint32_t chunk = (uint32_t)L3_MIN(len - done, (size_t)1 << 30);
+        uint32_t sub = chunk ? l3_wal_shim.write_len(off + done, chunk) : 0;
+        if (sub == 0 || sub > chunk)
+            sub = chunk;
+        int res[2] = {0, 0};
+        int want = 0;
+        if (chunk) {
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ur);
+            io_uring_prep_write(sqe, fd, buf + done, sub, off + done);
+            io_uring_sqe_set_data64(sqe, 0);
+            want++;
+            /* link the sync only if this submission covers everything */
+            if (sync && done + sub == len)
+                sqe->flags |= IOSQE_IO_LINK;
+        }
+        int with_sync = sync && done + sub == len;
+        if (with_sync) {
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ur);
+            io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+            io_uring_sqe_set_data64(sqe, 1);
+            want++;
+        }
+        int rc = ring_run(w, want, res);
+        if (rc < 0)
+            return rc;
+        if (chunk) {
+            int wres = l3_wal_shim.io_result(L3_WAL_IO_WRITE, off + done, sub, res[0]);
+            if (wres == -EINTR || wres == -EAGAIN)
+                continue;
+            if (wres < 0)
+                return wres;
+            if ((uint32_t)wres < chunk)
+                atomic_fetch_add_explicit(&w->sh->rh_st_short, 1, memory_order_relaxed);
+            if (wres == 0)
+                return -EIO; /* no progress at all: treat as an I/O error, retried later */
+            done += (uint32_t)wres;
+            if (done < len)
+                continue; /* the linked sync (if any) was cancelled or does not count */
+        }
+        if (with_sync) {
+            int sres = l3_wal_shim.io_result(L3_WAL_IO_FSYNC, off, (uint32_t)len, res[1]);
+            if (sres == -ECANCELED) /* chain broken by a short write: sync again */
+                continue;
+            atomic_fetch_add_explicit(&w->sh->rh_st_fsyncs, 1, memory_order_relaxed);
+            if (ret_sync)
+                *ret_sync = sres;
+        }
+        break;
+    }
+    return 0;
+}
+
+static int uring_fsync(wr_t *w, int fd, int datasync)
+{
+    int res[2] = {0, 0};
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ur);
+    io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
+    io_uring_sqe_set_data64(sqe, 1);
+    int rc = ring_run(w, 1, res);
+    if (rc < 0)
+        return rc;
+    atomic_fetch_add_explicit(&w->sh->rh_st_fsyncs, 1, memory_order_relaxed);
+    return l3_wal_shim.io_result(L3_WAL_IO_FSYNC, 0, 0, res[1]);
+}
+
+/* ---------------------------------------------------------------- shared state */
+
+static void commit_progress(wr_t *w)
+{
+    l3_wal_shm_t *sh = w->sh;
+    uint32_t idx = atomic_load(&sh->rh_commit_idx) & 1u;
+    l3_wal_commit_t *c = &sh->rh_commit[idx ^ 1u];
+    c->rc_tail = w->cons;
+    c->rc_seg_seq = w->seg_seq;
+    c->rc_seg_off = w->seg_off;
+    c->rc_salt = w->salt;
+    atomic_store_explicit(&sh->rh_commit_idx, idx ^ 1u, memory_order_release);
+    uint64_t old = atomic_load(&sh->rh_tail);
+    if (old != w->cons) {
+        atomic_store(&sh->rh_tail, w->cons); /* seq_cst: pairs with rh_space_waiters */
+        if (atomic_load(&sh->rh_space_waiters)) {
+            atomic_fetch_add(&sh->rh_space_seq, 1);
+            l3_wal__futex_wake(&sh->rh_space_seq);
+        }
+    }
+}
+
+static void set_error(wr_t *w, int err)
+{
+    int old = atomic_exchange(&w->sh->rh_error, err);
+    if (err && old != err) {
+        fprintf(stderr, "l3kv-wal-writer: %s: %s\n", w->path, l3_strerror(err));
+        l3_wal__notify_durable(w->r); /* waiters learn about the error */
+    }
+    if (!err && old)
+        fprintf(stderr, "l3kv-wal-writer: %s: writes resumed\n", w->path);
+}
+
+static void failstop(wr_t *w, int err)
+{
+    fprintf(stderr, "l3kv-wal-writer: fdatasync of %s failed (%s): no further acknowledgements\n", w->path,
+            l3_strerror(err));
+    atomic_store(&w->sh->rh_failstop, 1);
+    atomic_store(&w->sh->rh_error, -EIO);
+    l3_wal__notify_durable(w->r);
+    l3_wal__futex_wake(&w->sh->rh_rotate_done);
+}
+
+static void publish_durable(wr_t *w, uint64_t pos)
+{
+    if (atomic_load(&w->sh->rh_durable) < pos) {
+        atomic_store(&w->sh->rh_durable, pos);
+        l3_wal__notify_durable(w->r);
+    }
+}
+
+/* ---------------------------------------------------------------- segments */
+
+static int seg_open_new(wr_t *w, uint64_t seq)
+{
+    int fd = -EEXIST;
+    for (int tries = 0; tries < 1000 && fd == -EEXIST; tries++, seq++) {
+        int rc = l3_wal__seg_name(w->path, sizeof w->path, w->o->wal_path, seq);
+        if (rc < 0)
+            return rc;
+        fd = l3_wal_shim.open(w->path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    }
+    seq--;
+    if (fd < 0)
+        return fd;
+    uint64_t salt;
+    do
+        l3_random_bytes(&salt, sizeof salt);
+    while (salt == 0);
+    uint8_t hdr[L3_WAL_SEG_HDR];
+    l3_wal_seg_hdr_t h = {.salt = salt, .seq = seq, .ctime_ns = l3_wall_ns(), .ring_pos = w->cons};
+    l3_wal_seg_hdr_encode(hdr, &h);
+    int srs = 0;
+    int rc = write_all(w, fd, hdr, sizeof hdr, 0, 1, &srs);
+    if (rc == 0 && srs == 0)
+        rc = uring_fsync(w, w->dfd, 0);
+    else if (rc == 0)
+        rc = srs;
+    if (rc < 0) {
+        l3_wal_shim.close(fd);
+        l3_wal_shim.unlink(w->path);
+        return rc;
+    }
+    w->fd = fd;
+    w->seg_seq = seq;
+    w->seg_off = L3_WAL_SEG_HDR;
+    w->salt = salt;
+    w->dirty = 0;
+    atomic_fetch_add_explicit(&w->sh->rh_st_disk_bytes, L3_WAL_SEG_HDR, memory_order_relaxed);
+    commit_progress(w);
+    return 0;
+}
+
+/* Close the active segment (W4). Returns 0 or the fdatasync error (caller fail-stops). */
+static int seg_close(wr_t *w)
+{
+    if (w->fd < 0)
+        return 0;
+    if (w->dirty) {
+        int rc = uring_fsync(w, w->fd, 1);
+        if (rc < 0)
+            return rc;
+        w->dirty = 0;
+        publish_durable(w, w->cons);
+    }
+    l3_wal_shim.close(w->fd);
+    w->fd = -1;
+    return 0;
+}
+
+static void delete_covered(wr_t *w)
+{
+    uint64_t below = atomic_load(&w->sh->rh_delete_below);
+    if (below <= w->deleted_below)
+        return;
+    w->deleted_below = below;
+    uint64_t *seqs = NULL;
+    int n = l3_wal__list_segments(w->o->wal_path, &seqs);
+    int removed = 0;
+    for (int i = 0; i < n; i++) {
+        if (seqs[i] >= below || seqs[i] == w->seg_seq)
+            continue;
+        char name[4096];
+        struct stat st;
+        if (l3_wal__seg_name(name, sizeof name, w->o->wal_path, seqs[i]) < 0)
+            continue;
+        if (stat(name, &st) == 0 && l3_wal_shim.unlink(name) == 0) {
+            uint64_t cur = atomic_load(&w->sh->rh_st_disk_bytes);
+            uint64_t sz = (uint64_t)st.st_size;
+            atomic_store(&w->sh->rh_st_disk_bytes, cur > sz ? cur - sz : 0);
+            removed++;
+        }
+    }
+    free(seqs);
+    if (removed)
+        (void)uring_fsync(w, w->dfd, 0); /* a failed directory sync only delays the deletion */
+}
+
+/* ---------------------------------------------------------------- draining */
+
+static int owner_dead(uint32_t pid)
+{
+    if (pid == 0)
+        return 1;
+    if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+        return 1;
+    char p[64], buf[512];
+    snprintf(p, sizeof p, "/proc/%u/stat", pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *rp = strrchr(buf, ')');
+    return rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
+/*
+ * Copy published records from w->cons into the batch buffer (sealed with the segment's
+ * salt), skipping pads and aborted slots. Returns the bytes gathered; *ret_end is the ring
+ * position after the last slot taken; *ret_blocked is 1 if a reservation in progress stops it.
+ */
+static size_t gather(wr_t *w, uint64_t *ret_end, int *ret_blocked, uint64_t *ret_records, uint64_t *ret_aborted)
+{
+    l3_wal_ring_t *r = w->r;
+    uint64_t head = atomic_load_explicit(&w->sh->rh_head, memory_order_acquire);
+    uint64_t pos = w->cons;
+    size_t used = 0;
+    *ret_blocked = 0;
+    *ret_records = *ret_aborted = 0;
+    while (pos < head) {
+        l3_wal_slot_t *s = l3_wal__slot(r, pos);
+        uint32_t st = atomic_load_explicit(&s->rs_state, memory_order_acquire);
+        uint32_t slen = s->rs_len;
+        if (L3_NEVER(slen < L3_WAL_SLOT_HDR || (slen & 15u) || slen > head - pos))
+            l3_fatal("WAL ring corrupt at position %" PRIu64 " (slot length %u)", pos, slen);
+        if (st == L3_WAL_SLOT_PUBLISHED) {
+            uint8_t *rec = (uint8_t *)s + L3_WAL_SLOT_HDR;
+            uint32_t rlen = l3_wal__ld32(rec);
+            L3_ASSERT(rlen >= L3_WAL_REC_MIN && rlen <= slen - L3_WAL_SLOT_HDR);
+            if (used + rlen > w->cap)
+                break;
+            if (used > 0 && used + rlen > w->batch)
+                break;
+            memcpy(w->buf + used, rec, rlen);
+            l3_wal__rec_seal(w->buf + used, rlen, w->salt);
+            used += rlen;
+            (*ret_records)++;
+        } else if (st == L3_WAL_SLOT_RESERVED) {
+            uint64_t now = l3_now_ns();
+            if (w->stuck_pos != pos) {
+                w->stuck_pos = pos;
+                w->stuck_since = now;
+            } else if (now - w->stuck_since >= (uint64_t)w->abort_ms * 1000000u) {
+                uint32_t expect = L3_WAL_SLOT_RESERVED;
+                if (owner_dead(s->rs_pid) &&
+                    atomic_compare_exchange_strong(&s->rs_state, &expect, L3_WAL_SLOT_ABORTED)) {
+                    fprintf(stderr, "l3kv-wal-writer: reservation at %" PRIu64 " of dead pid %u aborted\n", pos,
+                            s->rs_pid);
+                    continue; /* re-read as ABORTED */
+                }
+                if (expect != L3_WAL_SLOT_RESERVED)
+                    continue; /* published meanwhile */
+                w->stuck_since = now;
+            }
+            *ret_blocked = 1;
+            break;
+        } else if (st == L3_WAL_SLOT_ABORTED) {
+            (*ret_aborted)++;
+        } else if (L3_NEVER(st != L3_WAL_SLOT_PAD)) {
+            l3_fatal("WAL ring corrupt at position %" PRIu64 " (slot state %u)", pos, st);
+        }
+        pos += slen;
+    }
+    *ret_end = pos;
+    return used;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static int setup(wr_t *w)
+{
+    int rc = io_uring_queue_init(w->o->queue_depth ? w->o->queue_depth : 8, &w->ur, 0);
+    if (rc < 0)
+        return rc;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", w->o->wal_path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
+    w->dfd = l3_wal_shim.open(dir, O_RDONLY | O_DIRECTORY, 0);
+    if (w->dfd < 0) {
+        io_uring_queue_exit(&w->ur);
+        return w->dfd;
+    }
+    w->batch = w->o->batch_bytes ? w->o->batch_bytes : (1u << 20);
+    w->cap = L3_MAX((size_t)w->batch, (size_t)w->sh->rh_max_rec);
+    w->buf = malloc(w->cap);
+    if (!w->buf) {
+        l3_wal_shim.close(w->dfd);
+        io_uring_queue_exit(&w->ur);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Adopt the ring state a previous writer left (W1), or start fresh. Returns next seq. */
+static int adopt(wr_t *w, uint64_t *ret_seq)
+{
+    const l3_wal_commit_t *c = l3_wal__commit(w->r);
+    w->cons = c->rc_tail;
+    uint64_t next = atomic_load(&w->sh->rh_next_seq);
+    if (next == 0)
+        next = 1;
+    /* disk usage of the segments already present */
+    uint64_t *seqs = NULL, total = 0;
+    int n = l3_wal__list_segments(w->o->wal_path, &seqs);
+    for (int i = 0; i < n; i++) {
+        char name[4096];
+        struct stat st;
+        if (l3_wal__seg_name(name, sizeof name, w->o->wal_path, seqs[i]) == 0 && stat(name, &st) == 0)
+            total += (uint64_t)st.st_size;
+        if (seqs[i] >= next)
+            next = seqs[i] + 1;
+    }
+    free(seqs);
+    if (c->rc_seg_seq) {
+        char name[4096];
+        int rc = l3_wal__seg_name(name, sizeof name, w->o->wal_path, c->rc_seg_seq);
+        int fd = rc < 0 ? rc : l3_wal_shim.open(name, O_WRONLY, 0);
+        if (fd >= 0) {
+            struct stat st;
+            if (fstat(fd, &st) == 0 && (uint64_t)st.st_size > c->rc_seg_off) {
+                total -= (uint64_t)st.st_size - c->rc_seg_off;
+                rc = l3_wal_shim.ftruncate(fd, (off_t)c->rc_seg_off);
+            }
+            if (rc == 0)
+                rc = uring_fsync(w, fd, 1);
+            l3_wal_shim.close(fd);
+            if (rc < 0)
+                return rc;
+        } else if (fd != -ENOENT) {
+            return fd;
+        }
+        if (next <= c->rc_seg_seq)
+            next = c->rc_seg_seq + 1;
+        /* everything below the committed tail is now in a synced file */
+        publish_durable(w, w->cons);
+    }
+    atomic_store(&w->sh->rh_st_disk_bytes, total);
+    *ret_seq = next;
+    return 0;
+}
+
+static int sleep_until_work(wr_t *w, int timeout_ms, int blocked)
+{
+    l3_wal_shm_t *sh = w->sh;
+    uint32_t seq = atomic_load(&sh->rh_pub_seq);
+    atomic_store(&sh->rh_writer_sleeping, 1); /* seq_cst: Dekker with publishers */
+    uint64_t head = atomic_load(&sh->rh_head);
+    int work = 0;
+    if (head > w->cons) {
+        l3_wal_slot_t *s = l3_wal__slot(w->r, w->cons);
+        work = atomic_load(&s->rs_state) != L3_WAL_SLOT_RESERVED;
+    }
+    (void)blocked;
+    if (atomic_load(&sh->rh_rotate_req) != atomic_load(&sh->rh_rotate_done))
+        work = 1;
+    if (atomic_load(&sh->rh_sync_want) > atomic_load(&sh->rh_durable) && w->dirty)
+        work = 1;
+    if (!work && !stop_requested(w))
+        l3_wal__futex_wait(&sh->rh_pub_seq, seq, timeout_ms);
+    atomic_store(&sh->rh_writer_sleeping, 0);
+    return 0;
+}
+
+int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
+{
+    wr_t w0 = {0}, *w = &w0;
+    w->o = opts;
+    w->r = opts->ring;
+    w->sh = opts->ring->sh;
+    w->fd = -1;
+    w->dfd = -1;
+    w->stuck_pos = UINT64_MAX;
+    w->seg_bytes = opts->segment_bytes ? opts->segment_bytes : (64ull << 20);
+    w->abort_ms = opts->abort_check_ms ? opts->abort_check_ms : 50;
+    snprintf(w->path, sizeof w->path, "%s", opts->wal_path);
+    l3_wal_shm_t *sh = w->sh;
+
+    struct sigaction old_term, old_int;
+    if (opts->install_signals) {
+        sig_stop = 0;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, &old_term);
+        sigaction(SIGINT, &sa, &old_int);
+    }
+    int rc = setup(w);
+    if (rc < 0)
+        goto out_sig;
+    atomic_store(&sh->rh_writer_pid, (uint32_t)getpid());
+
+    uint64_t next_seq = 1;
+    if (atomic_load(&sh->rh_failstop)) {
+        rc = -EIO;
+        goto idle;
+    }
+    rc = adopt(w, &next_seq);
+    if (rc < 0)
+        goto fail;
+
+    uint64_t drain_since = 0;
+    w->last_sync_ns = l3_now_ns();
+    for (;;) {
+        int stopping = stop_requested(w);
+        /* an active segment: create one (retried on ENOSPC/EIO) */
+        if (w->fd < 0) {
+            rc = seg_open_new(w, next_seq);
+            if (rc < 0) {
+                set_error(w, rc);
+                if (stopping && atomic_load(&sh->rh_head) == w->cons)
+                    goto fail;
+                sleep_until_work(w, RETRY_MS, 0);
+                continue;
+            }
+            next_seq = w->seg_seq + 1;
+            set_error(w, 0);
+        }
+        /* checkpoint rotation and segment size */
+        uint32_t req = atomic_load(&sh->rh_rotate_req);
+        int rotate_req = req != atomic_load(&sh->rh_rotate_done);
+        if (rotate_req || w->seg_off >= w->seg_bytes) {
+            if (w->seg_off > L3_WAL_SEG_HDR || !rotate_req) {
+                rc = seg_close(w);
+                if (rc < 0) {
+                    failstop(w, rc);
+                    goto idle;
+                }
+                continue; /* opens the next segment */
+            }
+            /* the active segment is empty: it is the new one */
+            atomic_store(&sh->rh_rotate_seq, w->seg_seq);
+            atomic_store(&sh->rh_rotate_done, req);
+            l3_wal__futex_wake(&sh->rh_rotate_done);
+        }
+        delete_covered(w);
+
+        uint64_t end, nrec, nab;
+        int blocked;
+        size_t used = gather(w, &end, &blocked, &nrec, &nab);
+        uint64_t now = l3_now_ns();
+        int want = atomic_load(&sh->rh_sync_want) > atomic_load(&sh->rh_durable);
+        int periodic = opts->flush_interval_ms &&
+                       now - w->last_sync_ns >= (uint64_t)opts->flush_interval_ms * 1000000u;
+        if (used > 0) {
+            /* group commit: one fdatasync covers this batch and everything before it */
+            int sync = opts->durability == L3_WAL_FSYNC || want || periodic || stopping;
+            int srs = 0;
+            rc = write_all(w, w->fd, w->buf, used, w->seg_off, sync, &srs);
+            if (rc < 0) {
+                atomic_fetch_add_explicit(&sh->rh_st_errors, 1, memory_order_relaxed);
+                set_error(w, rc);
+                sleep_until_work(w, RETRY_MS, 0);
+                continue;
+            }
+            if (atomic_load(&sh->rh_error) && !atomic_load(&sh->rh_failstop))
+                set_error(w, 0);
+            w->seg_off += used;
+            w->cons = end;
+            w->dirty = 1;
+            atomic_fetch_add_explicit(&sh->rh_st_disk_bytes, used, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sh->rh_st_bytes, used, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sh->rh_st_records, nrec, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sh->rh_st_aborted, nab, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sh->rh_st_batches, 1, memory_order_relaxed);
+            commit_progress(w);
+            if (sync) {
+                if (srs < 0) {
+                    failstop(w, srs);
+                    goto idle;
+                }
+                w->dirty = 0;
+                w->last_sync_ns = l3_now_ns();
+                publish_durable(w, w->cons);
+            }
+            continue;
+        }
+        if (end > w->cons) { /* only pads / aborted slots */
+            w->cons = end;
+            atomic_fetch_add_explicit(&sh->rh_st_aborted, nab, memory_order_relaxed);
+            commit_progress(w);
+            if (!w->dirty)
+                publish_durable(w, w->cons);
+            continue;
+        }
+        /* nothing gathered: sync if someone needs it, or periodically */
+        if (w->dirty && (want || periodic || stopping)) {
+            rc = uring_fsync(w, w->fd, 1);
+            if (rc < 0) {
+                failstop(w, rc);
+                goto idle;
+            }
+            w->dirty = 0;
+            w->last_sync_ns = now;
+            publish_durable(w, w->cons);
+            continue;
+        }
+        if (!w->dirty)
+            publish_durable(w, w->cons);
+        if (stopping) {
+            uint64_t head = atomic_load(&sh->rh_head);
+            if (head == w->cons)
+                break;
+            /* a live producer still holds a reservation: wait, bounded */
+            if (drain_since == 0)
+                drain_since = now;
+            if (now - drain_since > (uint64_t)DRAIN_LIVE_WAIT_MS * 1000000u) {
+                fprintf(stderr, "l3kv-wal-writer: stopping with %" PRIu64 " ring bytes of live producers\n",
+                        head - w->cons);
+                break;
+            }
+        }
+        int tmo = IDLE_MS;
+        if (blocked)
+            tmo = (int)L3_MIN(w->abort_ms, (unsigned)IDLE_MS);
+        if (opts->flush_interval_ms && w->dirty) {
+            uint64_t due = w->last_sync_ns + (uint64_t)opts->flush_interval_ms * 1000000u;
+            int ms = due > now ? (int)((due - now + 999999u) / 1000000u) : 0;
+            tmo = L3_MIN(tmo, ms);
+        }
+        if (stopping)
+            tmo = L3_MIN(tmo, 10);
+        sleep_until_work(w, tmo, blocked);
+    }
+    /* graceful stop: the file and the directory are durable */
+    rc = seg_close(w);
+    if (rc < 0) {
+        failstop(w, rc);
+        goto idle;
+    }
+    rc = uring_fsync(w, w->dfd, 0);
+    if (rc < 0)
+        goto fail;
+    rc = 0;
+    goto out;
+
+idle:
+    /* FAILSTOP (W3): nothing more is written or acknowledged; wait for the stop request */
+    while (!stop_requested(w)) {
+        uint32_t seq = atomic_load(&sh->rh_pub_seq);
+        l3_wal__futex_wait(&sh->rh_pub_seq, seq, (int)IDLE_MS);
+    }
+    rc = -EIO;
+    goto out;
+fail:
+    fprintf(stderr, "l3kv-wal-writer: %s: %s\n", w->path, l3_strerror(rc));
+out:
+    if (w->fd >= 0)
+        l3_wal_shim.close(w->fd);
+    if (w->dfd >= 0)
+        l3_wal_shim.close(w->dfd);
+    free(w->buf);
+    io_uring_queue_exit(&w->ur);
+out_sig:
+    if (opts->install_signals) {
+        sigaction(SIGTERM, &old_term, NULL);
+        sigaction(SIGINT, &old_int, NULL);
+    }
+    return rc;
+}
