@@ -145,8 +145,9 @@ static_assert(offsetof(l3_arena_hdr_t, ah_index_slots) == 288, "ah_index_slots o
  *  - the transaction record (tx_*): one document mutation under one stripe lock. Physical
  *    undo entries (offset + old bytes, logged before each overwrite) live in this slot's
  *    undo area (ah_off_undo + slot * ah_undo_bytes) as a sequence of
- *        u64 offset | u32 length | u32 0 | old bytes padded to 8
- *    with tx_used bytes valid. tx_alloc lists blocks allocated by the transaction (freed on
+ *        old bytes padded to 8 | u64 offset | u32 length | u32 0
+ *    (trailer last, so the log is walked backwards from tx_used, the number of valid
+ *    bytes). tx_alloc lists blocks allocated by the transaction (freed on
  *    rollback), tx_free blocks to free once it commits (tx_free_done marks each done).
  *  - the allocator record (au_*): old 8-byte words overwritten inside one allocator
  *    critical section, restored in reverse if the process dies there.
@@ -212,7 +213,7 @@ static_assert(offsetof(l3_proc_slot_t, tx_alloc) == 80, "tx_alloc offset");
 static_assert(offsetof(l3_proc_slot_t, tx_free) == 144, "tx_free offset");
 static_assert(offsetof(l3_proc_slot_t, au_rec) == 216, "au_rec offset");
 
-/* Undo entry header in the undo area. */
+/* Undo entry trailer in the undo area (follows the saved bytes). */
 typedef struct {
     uint64_t ue_off;
     uint32_t ue_len;

@@ -1,0 +1,1087 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ops.c - the store operations: get, put, delete, set/set_int/incr, merge patch, JSON
+ * patch, key listing, scanning, WAL hook calls and WAL replay.
+ *
+ * Runs in: workers (HTTP requests), the supervisor (recovery), the writer (checkpoint
+ * scans), tests.
+ * Concurrency: an operation takes its key's stripe lock for its whole duration (readers
+ * too: they never see a half-written document, ARCHITECTURE I8). A mutation is one
+ * transaction (lock.c): in-place changes are undo-logged; anything larger is built in a
+ * private block and published by one logged store of the entry's ie_doc/ie_cap, the old
+ * block being freed when the transaction commits. The WAL hook runs under the lock after
+ * the change and before the commit, so WAL order is apply order per key (I3); a non-zero
+ * hook result rolls the mutation back.
+ * Invariants:
+ *  O1 a failed operation (any return < 0) leaves the arena as it found it
+ *  O2 every document's header LSN equals the LSN returned by its last mutation
+ *  O3 a document's block capacity (ie_cap) is >= its used size
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store-int.h"
+
+typedef struct {
+    uint64_t h;
+    uint32_t s;
+    bool tx;
+    l3_stripe_t *sp;
+    uint64_t entry; /* 0 = key absent */
+    uint32_t pos;
+    l3_ix_entry_t *ent;
+    uint8_t *doc;
+    int64_t dkeys;  /* change of ah_keys at commit */
+    int64_t dbytes; /* change of ah_doc_bytes at commit */
+} opctx_t;
+
+static int key_ok(const void *key, size_t klen)
+{
+    if (klen > L3_STORE_KEY_MAX)
+        return -ENAMETOOLONG;
+    if (!key || klen == 0)
+        return -EINVAL;
+    return 0;
+}
+
+static int op_lock(l3_store_t *st, const void *key, size_t klen, bool tx, opctx_t *c)
+{
+    int rc = l3_store__check_registered(st);
+    if (rc < 0)
+        return rc;
+    rc = key_ok(key, klen);
+    if (rc < 0)
+        return rc;
+    if (tx && __atomic_load_n(&st->hdr->ah_state, __ATOMIC_ACQUIRE) == L3_ARENA_POISONED)
+        return -EIO;
+    memset(c, 0, sizeof(*c));
+    c->h = l3_store__hash(st, key, klen);
+    c->s = (uint32_t)c->h & st->smask;
+    c->sp = &st->stripes[c->s];
+    rc = l3_store__stripe_lock(st, c->s);
+    if (rc < 0)
+        return rc;
+    c->tx = tx;
+    if (tx)
+        l3_store__tx_begin(st, c->s);
+    c->entry = l3_store__ix_find(st, c->sp, c->h, key, klen, &c->pos);
+    if (c->entry) {
+        c->ent = AT(st, c->entry, l3_ix_entry_t);
+        c->doc = AT(st, c->ent->ie_doc, uint8_t);
+    }
+    return 0;
+}
+
+static int op_abort(l3_store_t *st, opctx_t *c, int rc)
+{
+    if (c->tx)
+        l3_store__tx_rollback(st);
+    l3_store__stripe_unlock(st, c->s);
+    return rc;
+}
+
+static int op_finish(l3_store_t *st, opctx_t *c, const l3_wal_rec_t *rec)
+{
+    if (st->hook && rec) {
+        int rc = st->hook(st->hook_ctx, rec);
+        if (rc != 0)
+            return op_abort(st, c, rc);
+    }
+    l3_store__tx_commit(st);
+    l3_store__stripe_unlock(st, c->s);
+    if (c->dkeys)
+        __atomic_fetch_add(&st->hdr->ah_keys, (uint64_t)c->dkeys, __ATOMIC_RELAXED);
+    if (c->dbytes)
+        __atomic_fetch_add(&st->hdr->ah_doc_bytes, (uint64_t)c->dbytes, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static uint64_t next_lsn(l3_store_t *st, uint64_t replay_lsn)
+{
+    if (replay_lsn) {
+        l3_store_set_lsn_floor(st, replay_lsn);
+        return replay_lsn;
+    }
+    return __atomic_add_fetch(&st->hdr->ah_lsn, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Capacity to give a document of `len` bytes: room to grow in place. */
+static uint64_t doc_cap_for(uint64_t len)
+{
+    uint64_t slack = L3_MIN(len / 4, (uint64_t)1 << 20);
+    return L3_ALIGN_UP(len + slack + 64, (uint64_t)16);
+}
+
+/* Make `newdoc` (a block allocated in this transaction) the document of the entry. */
+static void publish_doc(l3_store_t *st, opctx_t *c, uint64_t newdoc, uint64_t cap)
+{
+    uint64_t old = c->ent->ie_doc;
+    l3_store__tw64(st, &c->ent->ie_doc, newdoc);
+    l3_store__tw64(st, &c->ent->ie_cap, cap);
+    l3_store__tx_defer_free(st, old);
+    c->doc = AT(st, newdoc, uint8_t);
+}
+
+/* Create the entry for a new key with document block `doc`. */
+static int insert_key(l3_store_t *st, opctx_t *c, const void *key, size_t klen, uint64_t doc, uint64_t cap)
+{
+    uint64_t e, ecap;
+    int rc = l3_store__alloc(st, sizeof(l3_ix_entry_t) + klen, &e, &ecap);
+    if (rc < 0)
+        return rc;
+    l3_ix_entry_t *ent = AT(st, e, l3_ix_entry_t);
+    ent->ie_hash = c->h;
+    ent->ie_doc = doc;
+    ent->ie_cap = cap;
+    ent->ie_klen = (uint32_t)klen;
+    ent->ie_magic = L3_IX_ENTRY_MAGIC;
+    memcpy(ent->ie_key, key, klen);
+    rc = l3_store__ix_insert(st, c->sp, c->h, e);
+    if (rc < 0)
+        return rc;
+    c->entry = e;
+    c->ent = ent;
+    c->doc = AT(st, doc, uint8_t);
+    c->dkeys = 1;
+    return 0;
+}
+
+/* Store a complete document (len bytes at buf, verified) under the key. */
+static int store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf, size_t len,
+                     uint64_t lsn)
+{
+    uint64_t cap = doc_cap_for(len), off, got;
+    int rc = l3_store__alloc(st, cap, &off, &got);
+    if (rc < 0)
+        return rc;
+    memcpy(st->base + off, buf, len);
+    l3_doc_t d = {.buf = st->base + off, .cap = got};
+    l3_doc_set_lsn(&d, lsn);
+    if (c->entry) {
+        c->dbytes = (int64_t)len - (int64_t)l3_doc_size(c->doc);
+        publish_doc(st, c, off, got);
+        return 0;
+    }
+    c->dbytes = (int64_t)len;
+    return insert_key(st, c, key, klen, off, got);
+}
+
+static int check_match(const opctx_t *c, uint64_t if_match)
+{
+    if (if_match == 0)
+        return 0;
+    if (!c->entry)
+        return -ENOENT;
+    return l3_doc_lsn(c->doc) == if_match ? 0 : -ESTALE;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+/* get_json for a read-only handle: on a verified private copy */
+static int ro_get_json(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
+                       l3_buf_t *out, uint64_t *ret_lsn)
+{
+    uint8_t *b;
+    size_t len;
+    uint64_t lsn;
+    int rc = key_ok(key, klen);
+    if (rc < 0)
+        return rc;
+    rc = l3_store__ro_copy(st, key, klen, &b, &len, &lsn);
+    if (rc < 0)
+        return rc;
+    uint32_t slot = L3_DOC_ROOT;
+    if (plen > 0)
+        rc = l3_doc_lookup(b, path, plen, (int)(flags & 3u), &slot);
+    if (rc == 0)
+        rc = l3_doc_to_json(b, slot, out);
+    free(b);
+    if (rc == 0 && ret_lsn)
+        *ret_lsn = lsn;
+    return rc;
+}
+
+int l3_store_get_json(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
+                      l3_buf_t *out, uint64_t *ret_lsn)
+{
+    opctx_t c;
+    if (st->readonly)
+        return ro_get_json(st, key, klen, path, plen, flags, out, ret_lsn);
+    int rc = op_lock(st, key, klen, false, &c);
+    if (rc < 0)
+        return rc;
+    if (!c.entry)
+        return op_abort(st, &c, -ENOENT);
+    uint32_t slot = L3_DOC_ROOT;
+    if (plen > 0) {
+        rc = l3_doc_lookup(c.doc, path, plen, (int)(flags & 3u), &slot);
+        if (rc < 0)
+            return op_abort(st, &c, rc);
+    }
+    rc = l3_doc_to_json(c.doc, slot, out);
+    uint64_t lsn = l3_doc_lsn(c.doc);
+    l3_store__stripe_unlock(st, c.s);
+    if (rc < 0)
+        return rc;
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return 0;
+}
+
+int l3_store_get_bin(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
+                     uint64_t *ret_lsn)
+{
+    opctx_t c;
+    if (st->readonly) {
+        int r = key_ok(key, klen);
+        return r < 0 ? r : l3_store__ro_copy(st, key, klen, ret_buf, ret_len, ret_lsn);
+    }
+    int rc = op_lock(st, key, klen, false, &c);
+    if (rc < 0)
+        return rc;
+    if (!c.entry)
+        return op_abort(st, &c, -ENOENT);
+    size_t len = l3_doc_size(c.doc);
+    uint8_t *b = malloc(len ? len : 1);
+    if (!b)
+        return op_abort(st, &c, -ENOMEM);
+    memcpy(b, c.doc, len);
+    uint64_t lsn = l3_doc_lsn(c.doc);
+    l3_store__stripe_unlock(st, c.s);
+    *ret_buf = b;
+    *ret_len = len;
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return 0;
+}
+
+int l3_store_get_lsn(l3_store_t *st, const void *key, size_t klen, uint64_t *ret_lsn)
+{
+    opctx_t c;
+    int rc = op_lock(st, key, klen, false, &c);
+    if (rc < 0)
+        return rc;
+    if (!c.entry)
+        return op_abort(st, &c, -ENOENT);
+    uint64_t lsn = l3_doc_lsn(c.doc);
+    l3_store__stripe_unlock(st, c.s);
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- put, delete */
+
+static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_t *buf, size_t len,
+                      uint64_t if_match, uint64_t replay_lsn, uint64_t *ret_lsn)
+{
+    opctx_t c;
+    int rc = op_lock(st, key, klen, true, &c);
+    if (rc < 0)
+        return rc;
+    rc = check_match(&c, if_match);
+    if (rc < 0)
+        return op_abort(st, &c, rc);
+    if (replay_lsn && c.entry && l3_doc_lsn(c.doc) >= replay_lsn)
+        return op_abort(st, &c, 1);
+    uint64_t lsn = next_lsn(st, replay_lsn);
+    rc = store_doc(st, &c, key, klen, buf, len, lsn);
+    if (rc < 0)
+        return op_abort(st, &c, rc);
+    l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = (uint32_t)klen, .payload = c.doc,
+                        .plen = (uint32_t)len};
+    rc = op_finish(st, &c, replay_lsn ? NULL : &rec);
+    if (rc < 0)
+        return rc;
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return 0;
+}
+
+int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen, uint64_t if_match,
+                      uint64_t *ret_lsn, l3_doc_error_t *err)
+{
+    int rc = key_ok(key, klen);
+    if (rc < 0)
+        return rc;
+    rc = l3_store__check_registered(st);
+    if (rc < 0)
+        return rc;
+    uint8_t *buf;
+    size_t len;
+    l3_doc_error_t e = {0};
+    rc = l3_doc_from_json(json, jlen, NULL, &buf, &len, &e);
+    if (rc < 0) {
+        if (err)
+            *err = e;
+        return rc;
+    }
+    len = l3_doc_size(buf);
+    rc = put_common(st, key, klen, buf, len, if_match, 0, ret_lsn);
+    free(buf);
+    return rc;
+}
+
+int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t *doc, size_t len,
+                     uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err)
+{
+    int rc = key_ok(key, klen);
+    if (rc < 0)
+        return rc;
+    rc = l3_store__check_registered(st);
+    if (rc < 0)
+        return rc;
+    l3_doc_error_t e = {0};
+    rc = l3_doc_verify(doc, len, &e);
+    if (rc < 0) {
+        if (err)
+            *err = e;
+        return rc;
+    }
+    return put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), if_match, 0, ret_lsn);
+}
+
+static int delete_common(l3_store_t *st, const void *key, size_t klen, uint64_t if_match, uint64_t replay_lsn,
+                         uint64_t *ret_lsn)
+{
+    opctx_t c;
+    int rc = op_lock(st, key, klen, true, &c);
+    if (rc < 0)
+        return rc;
+    if (!c.entry)
+        return op_abort(st, &c, replay_lsn ? 1 : -ENOENT);
+    rc = check_match(&c, if_match);
+    if (rc < 0)
+        return op_abort(st, &c, rc);
+    if (replay_lsn && l3_doc_lsn(c.doc) >= replay_lsn)
+        return op_abort(st, &c, 1);
+    uint64_t lsn = next_lsn(st, replay_lsn);
+    c.dkeys = -1;
+    c.dbytes = -(int64_t)l3_doc_size(c.doc);
+    l3_store__ix_remove(st, c.sp, c.pos);
+    l3_store__tx_defer_free(st, c.ent->ie_doc);
+    l3_store__tx_defer_free(st, c.entry);
+    l3_wal_rec_t rec = {.op = L3_WALOP_DELETE, .lsn = lsn, .key = key, .klen = (uint32_t)klen};
+    rc = op_finish(st, &c, replay_lsn ? NULL : &rec);
+    if (rc < 0)
+        return rc;
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return 0;
+}
+
+int l3_store_delete(l3_store_t *st, const void *key, size_t klen, uint64_t if_match, uint64_t *ret_lsn)
+{
+    return delete_common(st, key, klen, if_match, 0, ret_lsn);
+}
+
+/* ---------------------------------------------------------------- in-place mutations */
+
+enum { DOP_SET, DOP_SETINT, DOP_INCR };
+
+typedef struct {
+    int kind;
+    const char *path;
+    size_t plen;
+    unsigned flags;
+    const l3_doc_scalar_t *v;
+    int64_t ival;   /* SETINT value, INCR delta */
+    int64_t result; /* INCR result */
+    uint64_t lsn;   /* stamped into the document on success */
+} docop_t;
+
+static int docop_apply(l3_doc_t *d, docop_t *o)
+{
+    int rc;
+    switch (o->kind) {
+    case DOP_SET:
+        rc = l3_doc_set(d, o->path, o->plen, o->flags, o->v, NULL);
+        break;
+    case DOP_SETINT: {
+        uint32_t slot;
+        rc = l3_doc_lookup(d->buf, o->path, o->plen, (int)(o->flags & 3u), &slot);
+        if (rc == 0)
+            rc = l3_doc_slot_set_int(d, slot, o->ival);
+        break;
+    }
+    case DOP_INCR:
+        rc = l3_doc_incr(d, o->path, o->plen, o->flags, o->ival, &o->result);
+        break;
+    default:
+        rc = -EINVAL;
+    }
+    if (rc >= 0)
+        l3_doc_set_lsn(d, o->lsn);
+    return rc;
+}
+
+/* Run docop_apply on the shared document with undo logging; L3_STORE__EUNDO when the undo
+ * area overflowed (the partial change is still logged and must be undone). */
+static int guarded_apply(l3_store_t *st, l3_doc_t *d, docop_t *o)
+{
+    if (sigsetjmp(st->jb, 0) != 0)
+        return L3_STORE__EUNDO;
+    st->jb_armed = 1;
+    int rc = docop_apply(d, o);
+    st->jb_armed = 0;
+    return rc;
+}
+
+/* Apply on a private, larger copy of the document, then publish it. */
+static int grow_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t need)
+{
+    uint64_t size = l3_doc_size(c->doc);
+    uint64_t want = L3_MAX((uint64_t)need + need / 4, size + size / 2) + 256;
+    for (int tries = 0; tries < 4; tries++) {
+        uint64_t off, cap;
+        int rc = l3_store__alloc(st, want, &off, &cap);
+        if (rc < 0)
+            return rc;
+        memcpy(st->base + off, c->doc, size);
+        l3_doc_t d = {.buf = st->base + off, .cap = cap};
+        rc = docop_apply(&d, o);
+        if (rc == -ENOBUFS) {
+            l3_store__free_now(st, off);
+            want = L3_MAX((uint64_t)d.need + d.need / 4, want * 2);
+            continue;
+        }
+        if (rc < 0) {
+            l3_store__free_now(st, off);
+            return rc;
+        }
+        publish_doc(st, c, off, cap);
+        __atomic_fetch_add(&st->hdr->ah_grows, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    return -ENOSPC;
+}
+
+static void maybe_compact(l3_store_t *st, opctx_t *c)
+{
+    if (!l3_doc_should_compact(c->doc))
+        return;
+    size_t bound = l3_doc_compact_bound(c->doc);
+    uint64_t off, cap;
+    size_t len;
+    if (l3_store__alloc(st, doc_cap_for(bound), &off, &cap) < 0)
+        return; /* keep the garbage rather than fail the mutation */
+    if (l3_doc_compact(c->doc, st->base + off, cap, &len) < 0) {
+        l3_store__free_now(st, off);
+        return;
+    }
+    publish_doc(st, c, off, cap);
+    __atomic_fetch_add(&st->hdr->ah_compactions, 1, __ATOMIC_RELAXED);
+}
+
+/* SET payload encoding (store.h). Returns the encoded length; writes only if it fits. */
+static size_t enc_set(uint8_t *dst, size_t cap, const char *path, size_t plen, unsigned flags,
+                      const l3_doc_scalar_t *v)
+{
+    size_t n = 8 + plen;
+    switch (v->type) {
+    case L3_DOC_INT:
+    case L3_DOC_DOUBLE:
+        n += 8;
+        break;
+    case L3_DOC_BOOL:
+        n += 1;
+        break;
+    case L3_DOC_STRING:
+    case L3_DOC_BIGNUM:
+        n += 4 + v->str.len;
+        break;
+    default:
+        break;
+    }
+    if (n > cap)
+        return n;
+    uint16_t fl = (uint16_t)flags;
+    uint32_t pl = (uint32_t)plen;
+    dst[0] = 1;
+    dst[1] = (uint8_t)v->type;
+    memcpy(dst + 2, &fl, 2);
+    memcpy(dst + 4, &pl, 4);
+    memcpy(dst + 8, path, plen);
+    uint8_t *p = dst + 8 + plen;
+    switch (v->type) {
+    case L3_DOC_INT:
+        memcpy(p, &v->i, 8);
+        break;
+    case L3_DOC_DOUBLE:
+        memcpy(p, &v->d, 8);
+        break;
+    case L3_DOC_BOOL:
+        *p = v->b ? 1 : 0;
+        break;
+    case L3_DOC_STRING:
+    case L3_DOC_BIGNUM: {
+        uint32_t sl = (uint32_t)v->str.len;
+        memcpy(p, &sl, 4);
+        memcpy(p + 4, v->str.ptr, v->str.len);
+        break;
+    }
+    default:
+        break;
+    }
+    return n;
+}
+
+int l3_store_encode_set(const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v, uint8_t **ret_buf,
+                        size_t *ret_len)
+{
+    if (plen > UINT32_MAX || (v->type == L3_DOC_STRING || v->type == L3_DOC_BIGNUM ? v->str.len > UINT32_MAX : 0))
+        return -EINVAL;
+    size_t n = enc_set(NULL, 0, path, plen, flags, v);
+    uint8_t *b = malloc(n);
+    if (!b)
+        return -ENOMEM;
+    enc_set(b, n, path, plen, flags, v);
+    *ret_buf = b;
+    *ret_len = n;
+    return 0;
+}
+
+int l3_store_decode_set(const uint8_t *buf, size_t len, const char **ret_path, size_t *ret_plen, unsigned *ret_flags,
+                        l3_doc_scalar_t *ret_v)
+{
+    if (len < 8 || buf[0] != 1 || buf[1] >= L3_DOC_TYPE_MAX)
+        return L3_ECORRUPT;
+    uint16_t fl;
+    uint32_t pl;
+    memcpy(&fl, buf + 2, 2);
+    memcpy(&pl, buf + 4, 4);
+    if (pl > len - 8)
+        return L3_ECORRUPT;
+    const uint8_t *p = buf + 8 + pl;
+    size_t rest = len - 8 - pl;
+    l3_doc_scalar_t v;
+    memset(&v, 0, sizeof(v));
+    v.type = (l3_doc_type_t)buf[1];
+    switch (v.type) {
+    case L3_DOC_INT:
+    case L3_DOC_DOUBLE:
+        if (rest != 8)
+            return L3_ECORRUPT;
+        if (v.type == L3_DOC_INT)
+            memcpy(&v.i, p, 8);
+        else
+            memcpy(&v.d, p, 8);
+        break;
+    case L3_DOC_BOOL:
+        if (rest != 1 || p[0] > 1)
+            return L3_ECORRUPT;
+        v.b = p[0] == 1;
+        break;
+    case L3_DOC_STRING:
+    case L3_DOC_BIGNUM: {
+        uint32_t sl;
+        if (rest < 4)
+            return L3_ECORRUPT;
+        memcpy(&sl, p, 4);
+        if (sl != rest - 4)
+            return L3_ECORRUPT;
+        v.str.ptr = (const char *)p + 4;
+        v.str.len = sl;
+        break;
+    }
+    default:
+        if (rest != 0)
+            return L3_ECORRUPT;
+        break;
+    }
+    *ret_path = (const char *)buf + 8;
+    *ret_plen = pl;
+    *ret_flags = fl;
+    *ret_v = v;
+    return 0;
+}
+
+static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint64_t if_match, uint64_t replay_lsn,
+                  uint64_t *ret_lsn)
+{
+    opctx_t c;
+    int rc = op_lock(st, key, klen, true, &c);
+    if (rc < 0)
+        return rc;
+    if (!c.entry)
+        return op_abort(st, &c, replay_lsn ? 1 : -ENOENT);
+    rc = check_match(&c, if_match);
+    if (rc < 0)
+        return op_abort(st, &c, rc);
+    if (replay_lsn && l3_doc_lsn(c.doc) >= replay_lsn)
+        return op_abort(st, &c, 1);
+    size_t old_size = l3_doc_size(c.doc);
+    o->lsn = next_lsn(st, replay_lsn);
+    l3_doc_t d = {.buf = c.doc, .cap = c.ent->ie_cap, .undo = l3_store__doc_undo_cb, .undo_ctx = st};
+    rc = guarded_apply(st, &d, o);
+    if (rc == L3_STORE__EUNDO) {
+        /* too much to log: undo what was changed and redo on a private copy */
+        l3_store__tx_undo_phys(st);
+        rc = grow_apply(st, &c, o, old_size);
+    } else if (rc == -ENOBUFS) {
+        rc = grow_apply(st, &c, o, d.need);
+    }
+    if (rc < 0)
+        return op_abort(st, &c, rc);
+    maybe_compact(st, &c);
+    c.dbytes = (int64_t)l3_doc_size(c.doc) - (int64_t)old_size;
+
+    /* WAL record: SET with the resulting scalar */
+    l3_wal_rec_t rec = {.op = L3_WALOP_SET, .lsn = o->lsn, .key = key, .klen = (uint32_t)klen};
+    uint8_t stackbuf[512];
+    uint8_t *heap = NULL;
+    if (st->hook && !replay_lsn) {
+        l3_doc_scalar_t sv;
+        const l3_doc_scalar_t *v = o->v;
+        unsigned fl = o->flags;
+        if (o->kind != DOP_SET) {
+            memset(&sv, 0, sizeof(sv));
+            sv.type = L3_DOC_INT;
+            sv.i = o->kind == DOP_INCR ? o->result : o->ival;
+            v = &sv;
+            fl = (o->flags & 3u) | L3_DOC_SET_NO_CREATE | L3_DOC_SET_SAME_TYPE;
+        }
+        size_t n = enc_set(stackbuf, sizeof(stackbuf), o->path, o->plen, fl, v);
+        if (n > sizeof(stackbuf)) {
+            heap = malloc(n);
+            if (!heap)
+                return op_abort(st, &c, -ENOMEM);
+            enc_set(heap, n, o->path, o->plen, fl, v);
+        }
+        rec.payload = heap ? heap : stackbuf;
+        rec.plen = (uint32_t)n;
+    }
+    rc = op_finish(st, &c, replay_lsn ? NULL : &rec);
+    free(heap);
+    if (rc < 0)
+        return rc;
+    if (ret_lsn)
+        *ret_lsn = o->lsn;
+    return 0;
+}
+
+int l3_store_set(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
+                 const l3_doc_scalar_t *v, uint64_t if_match, uint64_t *ret_lsn)
+{
+    docop_t o = {.kind = DOP_SET, .path = path, .plen = plen, .flags = flags, .v = v};
+    return mutate(st, key, klen, &o, if_match, 0, ret_lsn);
+}
+
+int l3_store_set_int(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
+                     int64_t v, uint64_t *ret_lsn)
+{
+    docop_t o = {.kind = DOP_SETINT, .path = path, .plen = plen, .flags = flags, .ival = v};
+    return mutate(st, key, klen, &o, 0, 0, ret_lsn);
+}
+
+int l3_store_incr(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
+                  int64_t delta, int64_t *ret_new, uint64_t *ret_lsn)
+{
+    docop_t o = {.kind = DOP_INCR, .path = path, .plen = plen, .flags = flags, .ival = delta};
+    int rc = mutate(st, key, klen, &o, 0, 0, ret_lsn);
+    if (rc == 0 && ret_new)
+        *ret_new = o.result;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- patches */
+
+static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge, const char *patch, size_t len,
+                        uint64_t if_match, uint64_t replay_lsn, uint64_t *ret_lsn, l3_doc_error_t *err)
+{
+    opctx_t c;
+    l3_doc_t hd = {0};
+    l3_doc_error_t e = {0};
+    int created = 0;
+    int rc = op_lock(st, key, klen, true, &c);
+    if (rc < 0)
+        return rc;
+    rc = check_match(&c, if_match);
+    if (rc < 0)
+        return op_abort(st, &c, rc);
+    if (c.entry) {
+        if (replay_lsn && l3_doc_lsn(c.doc) >= replay_lsn)
+            return op_abort(st, &c, 1);
+        size_t size = l3_doc_size(c.doc);
+        uint8_t *copy = malloc(size);
+        if (!copy)
+            return op_abort(st, &c, -ENOMEM);
+        memcpy(copy, c.doc, size);
+        l3_doc_heap_adopt(&hd, copy, size);
+    } else if (merge) {
+        rc = l3_doc_heap_new(&hd, 256);
+        if (rc == 0)
+            rc = l3_doc_init(&hd);
+        if (rc < 0) {
+            l3_doc_heap_free(&hd);
+            return op_abort(st, &c, rc < 0 && rc != -ENOBUFS ? rc : -ENOMEM);
+        }
+        created = 1;
+    } else {
+        return op_abort(st, &c, replay_lsn ? 1 : -ENOENT);
+    }
+    rc = merge ? l3_doc_merge_patch(&hd, patch, len, &e) : l3_doc_json_patch(&hd, patch, len, &e);
+    if (rc < 0) {
+        l3_doc_heap_free(&hd);
+        if (err)
+            *err = e;
+        return op_abort(st, &c, rc);
+    }
+    (void)l3_doc_heap_maybe_compact(&hd);
+    uint64_t lsn = next_lsn(st, replay_lsn);
+    rc = store_doc(st, &c, key, klen, hd.buf, l3_doc_size(hd.buf), lsn);
+    l3_doc_heap_free(&hd);
+    if (rc < 0)
+        return op_abort(st, &c, rc);
+    l3_wal_rec_t rec = {.op = merge ? L3_WALOP_MERGE : L3_WALOP_PATCH, .lsn = lsn, .key = key,
+                        .klen = (uint32_t)klen, .payload = patch, .plen = (uint32_t)len};
+    rc = op_finish(st, &c, replay_lsn ? NULL : &rec);
+    if (rc < 0)
+        return rc;
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return created;
+}
+
+int l3_store_merge_patch(l3_store_t *st, const void *key, size_t klen, const char *patch, size_t len,
+                         uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err)
+{
+    return patch_common(st, key, klen, true, patch, len, if_match, 0, ret_lsn, err);
+}
+
+int l3_store_json_patch(l3_store_t *st, const void *key, size_t klen, const char *patch, size_t len,
+                        uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err)
+{
+    return patch_common(st, key, klen, false, patch, len, if_match, 0, ret_lsn, err);
+}
+
+/* ---------------------------------------------------------------- WAL */
+
+void l3_store_set_wal_hook(l3_store_t *st, l3_wal_hook_fn fn, void *ctx)
+{
+    st->hook = fn;
+    st->hook_ctx = ctx;
+}
+
+int l3_store_replay(l3_store_t *st, const l3_wal_rec_t *rec)
+{
+    if (rec->lsn == 0)
+        return L3_ECORRUPT;
+    int rc;
+    switch (rec->op) {
+    case L3_WALOP_PUT: {
+        if (l3_doc_verify(rec->payload, rec->plen, NULL) < 0)
+            return L3_ECORRUPT;
+        rc = l3_store__check_registered(st);
+        if (rc < 0)
+            return rc;
+        rc = put_common(st, rec->key, rec->klen, rec->payload, L3_MIN(rec->plen, l3_doc_size(rec->payload)), 0,
+                        rec->lsn, NULL);
+        break;
+    }
+    case L3_WALOP_DELETE:
+        rc = delete_common(st, rec->key, rec->klen, 0, rec->lsn, NULL);
+        break;
+    case L3_WALOP_SET: {
+        const char *path;
+        size_t plen;
+        unsigned flags;
+        l3_doc_scalar_t v;
+        rc = l3_store_decode_set(rec->payload, rec->plen, &path, &plen, &flags, &v);
+        if (rc < 0)
+            return rc;
+        docop_t o = {.kind = DOP_SET, .path = path, .plen = plen, .flags = flags, .v = &v};
+        rc = mutate(st, rec->key, rec->klen, &o, 0, rec->lsn, NULL);
+        break;
+    }
+    case L3_WALOP_MERGE:
+    case L3_WALOP_PATCH:
+        rc = patch_common(st, rec->key, rec->klen, rec->op == L3_WALOP_MERGE, rec->payload, rec->plen, 0, rec->lsn,
+                          NULL, NULL);
+        if (rc == 1 && rec->op == L3_WALOP_MERGE)
+            rc = 0; /* created */
+        break;
+    default:
+        return L3_ECORRUPT;
+    }
+    l3_store_set_lsn_floor(st, rec->lsn);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- listing, scanning */
+
+typedef struct {
+    uint8_t *key;
+    uint32_t klen;
+    uint64_t lsn;
+} keyrec_t;
+
+static void free_keys(keyrec_t *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(k[i].key);
+    free(k);
+}
+
+/* Read-side helpers usable without locks (read-only handles): bounds-checked access. */
+static bool range_ok(const l3_store_t *st, uint64_t off, uint64_t len)
+{
+    const l3_arena_hdr_t *h = st->hdr;
+    return off >= h->ah_off_heap && off <= st->size && len <= st->size - off;
+}
+
+/* Copy up to `max` matching keys of stripe s from table position *inout_pos on.
+ * Locked for a registered handle; for a read-only one, read optimistically (sp_gen). */
+static int collect(l3_store_t *st, uint32_t s, const void *prefix, size_t plen, uint32_t *inout_pos, size_t max,
+                   keyrec_t **ret, size_t *ret_n, bool *ret_done)
+{
+    l3_stripe_t *sp = &st->stripes[s];
+    bool locked = !st->readonly;
+    keyrec_t *out = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        uint64_t gen = 0;
+        if (locked) {
+            rc = l3_store__stripe_lock(st, s);
+            if (rc < 0)
+                return rc;
+        } else {
+            gen = __atomic_load_n(&sp->sp_gen, __ATOMIC_ACQUIRE);
+            if (gen & 1) {
+                struct timespec ts = {0, 200000};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+        }
+        uint64_t table = __atomic_load_n(&sp->sp_table, __ATOMIC_ACQUIRE);
+        uint32_t tcap = __atomic_load_n(&sp->sp_cap, __ATOMIC_ACQUIRE);
+        uint32_t pos = *inout_pos;
+        bool bad = false;
+        *ret_done = true;
+        if (table != 0 && range_ok(st, table, (uint64_t)tcap * sizeof(l3_ix_slot_t))) {
+            const l3_ix_slot_t *t = AT(st, table, l3_ix_slot_t);
+            for (; pos < tcap; pos++) {
+                uint64_t e = __atomic_load_n(&t[pos].ix_entry, __ATOMIC_ACQUIRE);
+                if (e <= L3_IX_TOMB)
+                    continue;
+                if (!range_ok(st, e, sizeof(l3_ix_entry_t))) {
+                    bad = true;
+                    break;
+                }
+                const l3_ix_entry_t *ent = AT(st, e, l3_ix_entry_t);
+                uint32_t kl = ent->ie_klen;
+                if (ent->ie_magic != L3_IX_ENTRY_MAGIC || kl == 0 || kl > L3_STORE_KEY_MAX ||
+                    !range_ok(st, e + sizeof(*ent), kl)) {
+                    bad = true;
+                    break;
+                }
+                if (kl < plen || memcmp(ent->ie_key, prefix, plen) != 0)
+                    continue;
+                if (max && n >= max) {
+                    *ret_done = false;
+                    break;
+                }
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 16;
+                    keyrec_t *nk = realloc(out, cap * sizeof(*out));
+                    if (!nk) {
+                        rc = -ENOMEM;
+                        break;
+                    }
+                    out = nk;
+                }
+                out[n].key = malloc(kl);
+                if (!out[n].key) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                memcpy(out[n].key, ent->ie_key, kl);
+                out[n].klen = kl;
+                out[n].lsn = 0;
+                uint64_t doc = ent->ie_doc;
+                if (range_ok(st, doc, 32))
+                    memcpy(&out[n].lsn, st->base + doc + 16, 8); /* header dh_lsn */
+                n++;
+            }
+        }
+        if (locked) {
+            l3_store__stripe_unlock(st, s);
+        } else if (bad || __atomic_load_n(&sp->sp_gen, __ATOMIC_ACQUIRE) != gen) {
+            free_keys(out, n);
+            out = NULL;
+            n = cap = 0;
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        if (rc < 0) {
+            free_keys(out, n);
+            return rc;
+        }
+        *inout_pos = pos;
+        *ret = out;
+        *ret_n = n;
+        return 0;
+    }
+    free_keys(out, n);
+    return -EAGAIN;
+}
+
+int l3_store_keys(l3_store_t *st, const void *prefix, size_t plen, uint64_t *inout_cursor, size_t limit,
+                  l3_store_key_fn fn, void *ctx)
+{
+    if (!st->readonly) {
+        int rc = l3_store__check_registered(st);
+        if (rc < 0)
+            return rc;
+    }
+    uint32_t ns = st->hdr->ah_nstripes;
+    uint32_t s = (uint32_t)(*inout_cursor >> 32);
+    uint32_t pos = (uint32_t)*inout_cursor;
+    size_t reported = 0;
+    for (; s < ns; s++, pos = 0) {
+        keyrec_t *k = NULL;
+        size_t n = 0;
+        bool done;
+        int rc = collect(st, s, prefix, plen, &pos, limit ? limit - reported : 0, &k, &n, &done);
+        if (rc < 0)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            int r = fn(ctx, k[i].key, k[i].klen, k[i].lsn);
+            if (r != 0) {
+                free_keys(k, n);
+                *inout_cursor = 0;
+                return r;
+            }
+        }
+        free_keys(k, n);
+        reported += n;
+        if (!done) {
+            *inout_cursor = ((uint64_t)s << 32) | pos;
+            return (int)reported;
+        }
+    }
+    *inout_cursor = 0;
+    return (int)reported;
+}
+
+/* Copy a document for a read-only handle: seqlock-style retry plus verification. */
+int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
+                      uint64_t *ret_lsn)
+{
+    uint64_t h = l3_store__hash(st, key, klen);
+    l3_stripe_t *sp = &st->stripes[h & st->smask];
+    int last = -EAGAIN;
+    for (int attempt = 0; attempt < 200; attempt++) {
+        uint64_t gen = __atomic_load_n(&sp->sp_gen, __ATOMIC_ACQUIRE);
+        if (gen & 1) {
+            struct timespec ts = {0, 500000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        uint64_t table = sp->sp_table;
+        uint32_t tcap = sp->sp_cap;
+        if (table == 0)
+            return -ENOENT;
+        if (tcap == 0 || (tcap & (tcap - 1)) || !range_ok(st, table, (uint64_t)tcap * sizeof(l3_ix_slot_t))) {
+            last = L3_ECORRUPT;
+            continue;
+        }
+        const l3_ix_slot_t *t = AT(st, table, l3_ix_slot_t);
+        uint32_t mask = tcap - 1, i = (uint32_t)(h >> 32) & mask;
+        uint64_t found = 0;
+        for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+            uint64_t e = t[i].ix_entry;
+            if (e == L3_IX_EMPTY)
+                break;
+            if (e == L3_IX_TOMB || t[i].ix_hash != h || !range_ok(st, e, sizeof(l3_ix_entry_t) + klen))
+                continue;
+            const l3_ix_entry_t *ent = AT(st, e, l3_ix_entry_t);
+            if (ent->ie_klen == klen && memcmp(ent->ie_key, key, klen) == 0) {
+                found = e;
+                break;
+            }
+        }
+        if (!found) {
+            if (__atomic_load_n(&sp->sp_gen, __ATOMIC_ACQUIRE) != gen)
+                continue;
+            return -ENOENT;
+        }
+        const l3_ix_entry_t *ent = AT(st, found, l3_ix_entry_t);
+        uint64_t doc = ent->ie_doc, cap = ent->ie_cap;
+        uint32_t used;
+        if (!range_ok(st, doc, 32) || cap > st->size) {
+            last = L3_ECORRUPT;
+            continue;
+        }
+        memcpy(&used, st->base + doc + 8, 4);
+        if (used < 32 || used > cap || !range_ok(st, doc, used)) {
+            last = L3_ECORRUPT;
+            continue;
+        }
+        uint8_t *b = malloc(used);
+        if (!b)
+            return -ENOMEM;
+        memcpy(b, st->base + doc, used);
+        if (__atomic_load_n(&sp->sp_gen, __ATOMIC_ACQUIRE) != gen) {
+            free(b);
+            continue;
+        }
+        if (l3_doc_verify(b, used, NULL) < 0) {
+            free(b);
+            last = L3_ECORRUPT;
+            continue;
+        }
+        *ret_buf = b;
+        *ret_len = used;
+        if (ret_lsn)
+            *ret_lsn = l3_doc_lsn(b);
+        return 0;
+    }
+    return last;
+}
+
+int l3_store_scan(l3_store_t *st, const void *prefix, size_t plen, l3_store_scan_fn fn, void *ctx,
+                  uint64_t *ret_start_lsn)
+{
+    if (!st->readonly) {
+        int rc = l3_store__check_registered(st);
+        if (rc < 0)
+            return rc;
+    }
+    if (ret_start_lsn)
+        *ret_start_lsn = l3_store_last_lsn(st);
+    for (uint32_t s = 0; s < st->hdr->ah_nstripes; s++) {
+        keyrec_t *k = NULL;
+        size_t n = 0;
+        uint32_t pos = 0;
+        bool done;
+        int rc = collect(st, s, prefix, plen, &pos, 0, &k, &n, &done);
+        if (rc < 0)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            uint8_t *doc;
+            size_t len;
+            uint64_t lsn;
+            rc = st->readonly ? l3_store__ro_copy(st, k[i].key, k[i].klen, &doc, &len, &lsn)
+                              : l3_store_get_bin(st, k[i].key, k[i].klen, &doc, &len, &lsn);
+            if (rc == -ENOENT)
+                continue;
+            if (rc < 0) {
+                free_keys(k, n);
+                return rc;
+            }
+            rc = fn(ctx, k[i].key, k[i].klen, doc, len, lsn);
+            free(doc);
+            if (rc != 0) {
+                free_keys(k, n);
+                return rc;
+            }
+        }
+        free_keys(k, n);
+    }
+    return 0;
+}

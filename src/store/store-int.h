@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store-int.h - internals shared by the files of src/store (not installed).
+ *
+ * The handle (struct l3_store) is process local. Everything it points at is inside the
+ * shared arena and addressed by offsets (layout.h); AT() turns an offset into a pointer
+ * for this process's mapping only.
+ */
+#ifndef L3KV_STORE_INT_H
+#define L3KV_STORE_INT_H
+
+#include <setjmp.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "l3kv/base.h"
+#include "l3kv/error.h"
+#include "l3kv/layout.h"
+#include "l3kv/store.h"
+
+struct l3_store {
+    uint8_t *base;        /* start of this process's mapping */
+    size_t size;          /* bytes mapped */
+    l3_arena_hdr_t *hdr;  /* == base */
+    l3_alloc_hdr_t *al;   /* allocator header */
+    l3_stripe_t *stripes; /* stripe array */
+    uint32_t smask;       /* nstripes - 1 */
+    uint32_t timeout_ms;  /* lock timeout */
+    bool readonly;        /* PROT_READ attachment: inspection only */
+    bool created;         /* this handle formatted the arena */
+    bool borrowed;        /* mapping owned by another handle (l3_store_clone) */
+    int slot;             /* process slot, -1 when unregistered */
+    uint64_t gen;         /* fork generation the slot belongs to */
+    l3_proc_slot_t *ps;   /* our slot */
+    uint8_t *undo;        /* our undo area */
+    l3_wal_hook_fn hook;
+    void *hook_ctx;
+    /* undo-overflow escape: the document layer's undo callback jumps back here when
+     * the undo area is full, after which the mutation is redone on a private copy */
+    sigjmp_buf jb;
+    volatile int jb_armed;
+    char name[64];
+};
+
+#define AT(st, off, T) ((T *)(void *)((st)->base + (off)))
+#define OFF(st, p) ((uint64_t)((const uint8_t *)(p) - (st)->base))
+
+/* Internal return code: the undo area overflowed (never returned to callers). */
+#define L3_STORE__EUNDO (-32100)
+
+/* ---- arena.c */
+extern uint64_t l3_store__fork_gen;
+int l3_store__check_registered(const l3_store_t *st);
+l3_proc_slot_t *l3_store__slot(const l3_store_t *st, uint32_t i);
+uint8_t *l3_store__undo_area(const l3_store_t *st, uint32_t i);
+bool l3_store__pid_alive(int32_t pid);
+
+/* ---- lock.c: robust locks, transaction record, repair */
+int l3_store__stripe_lock(l3_store_t *st, uint32_t s);
+void l3_store__stripe_unlock(l3_store_t *st, uint32_t s);
+int l3_store__alloc_lock(l3_store_t *st);
+void l3_store__alloc_unlock(l3_store_t *st);
+int l3_store__lock_init(l3_lock_t *lk);
+/* allocator-section write: log the old 8-byte word in our au record, then store */
+void l3_store__aw(l3_store_t *st, uint64_t *p, uint64_t v);
+void l3_store__aw32(l3_store_t *st, uint32_t *p, uint32_t v);
+/* transaction (stripe-section) physical undo: log len old bytes at p before overwriting */
+int l3_store__tlog(l3_store_t *st, const void *p, size_t len);
+void l3_store__tw64(l3_store_t *st, uint64_t *p, uint64_t v);
+void l3_store__tw32(l3_store_t *st, uint32_t *p, uint32_t v);
+void l3_store__tx_begin(l3_store_t *st, uint32_t s);
+void l3_store__tx_commit(l3_store_t *st);
+void l3_store__tx_rollback(l3_store_t *st);
+/* undo the physical entries logged so far (keeps allocations), used after an undo overflow */
+void l3_store__tx_undo_phys(l3_store_t *st);
+void l3_store__tx_defer_free(l3_store_t *st, uint64_t payload);
+void l3_store__doc_undo_cb(void *ctx, const void *addr, size_t len);
+int l3_store__reap_slot(l3_store_t *st, uint32_t i);
+
+/* ---- alloc.c (caller holds no allocator lock; these take it) */
+void l3_store__alloc_format(l3_store_t *st, uint64_t heap_off, uint64_t heap_bytes);
+/* allocate >= bytes; *ret_payload = 16-aligned payload offset; recorded in the tx */
+int l3_store__alloc(l3_store_t *st, uint64_t bytes, uint64_t *ret_payload, uint64_t *ret_cap);
+/* free a block allocated by the current transaction right away */
+void l3_store__free_now(l3_store_t *st, uint64_t payload);
+/* under the allocator lock: free a block (allocator-logged), no tx bookkeeping */
+void l3_store__free_locked(l3_store_t *st, uint64_t payload);
+uint64_t l3_store__block_cap(const l3_store_t *st, uint64_t payload);
+uint32_t l3_store__bin_of(uint64_t sz);
+
+/* ---- index.c (caller holds the stripe lock and an active transaction) */
+uint64_t l3_store__hash(const l3_store_t *st, const void *key, size_t klen);
+/* find: returns entry offset (0 = none), *ret_pos its table position */
+uint64_t l3_store__ix_find(l3_store_t *st, l3_stripe_t *sp, uint64_t h, const void *key, size_t klen,
+                           uint32_t *ret_pos);
+int l3_store__ix_insert(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry);
+void l3_store__ix_remove(l3_store_t *st, l3_stripe_t *sp, uint32_t pos);
+
+/* ---- ops.c: lock-free, verified copy of a document (read-only handles) */
+int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
+                      uint64_t *ret_lsn);
+
+static inline void l3_store__fence(void)
+{
+    /* order log writes before the overwrite they protect, as seen by a later repairer */
+    atomic_thread_fence(memory_order_release);
+}
+
+#endif
