@@ -38,7 +38,7 @@ typedef struct l3_scale_params {
     double q_rate;        /**< process noise of the rate, (req/s)^2 per second (default 50) */
     double r;             /**< measurement noise variance, req^2 (default 9: sigma 3 req) */
     double capacity;      /**< req one worker handles comfortably, in flight + queued (default 8) */
-    double down_fill;     /**< scale down only to a count that would be at most this full, (0,1] (default 0.9) */
+    double down_fill;     /**< scale down only to a count that would be at most this full, (0,1] (default 1) */
     double margin;        /**< forecast confidence margin in standard deviations, [0,10] (default 1.5) */
     unsigned min_workers; /**< lower clamp, >= 1 (default 1) */
     unsigned max_workers; /**< upper clamp, <= L3_SCALE_WORKERS_LIMIT (default 16) */
@@ -151,8 +151,9 @@ int l3_scale_init(l3_scale_t *sc, const l3_scale_params_t *params, const char **
  * One control step: advance the filter to now_ms, fold in measured_depth, decide.
  *   - scale up at once, when predicted - margin*sd > current_workers*capacity (sd: the
  *     forecast's standard deviation), to ceil(predicted / capacity), at most max_step_up more;
- *   - scale down only when ceil((max(estimate, predicted) + margin*sd) / (capacity*down_fill))
- *     stayed below current_workers for cooldown_ms, to the highest count wanted in that period;
+ *   - scale down only when ceil(max(estimate + margin*sqrt(P00), predicted) /
+ *     (capacity*down_fill)) stayed below current_workers for cooldown_ms, to the highest
+ *     count wanted in that period;
  *   - always clamped to [min_workers, max_workers].
  * Time going backwards advances nothing and restarts the cooldown; an invalid
  * measurement (NaN, inf, < 0) holds. Fills *ret (if not NULL) and returns the target.

@@ -15,15 +15,18 @@
  *     measurement invalid / no estimate yet ───▶ HOLD_INVALID    target = cur
  *     pred - m*sd > cur*cap ───┬─ cur = max ───▶ HOLD_AT_MAX
  *     (up = ceil(pred / cap))   └──────────────▶ UP_PREDICTED     target = min(up, cur+step, max)
- *     down = ceil((max(est, pred) + m*sd) / (cap*fill)), at least min
+ *     down = ceil(max(est + m*sde, pred) / (cap*fill)), at least min
  *       down < cur ─┬─ low for < cooldown ─────▶ HOLD_COOLDOWN   (low period runs)
  *                   └─ low for >= cooldown ────▶ DOWN_SUSTAINED  target = peak(down) over the period
  *       otherwise ─────────────────────────────▶ HOLD            (low period ends)
  *
- * est = filtered depth, pred = forecast horizon_ms ahead, sd = its standard deviation,
- * m = margin, cap = capacity, fill = down_fill. The margin makes both directions demand
- * statistical evidence: noise has to move the forecast by m*sd past a boundary before it
- * counts, which is what keeps a noisy steady load from toggling a worker on and off.
+ * est = filtered depth, sde = its standard deviation sqrt(P00), pred = forecast horizon_ms
+ * ahead, sd = the forecast's standard deviation, m = margin, cap = capacity, fill =
+ * down_fill. The margin makes both directions demand statistical evidence: up needs the
+ * forecast confidently above the current capacity, down needs the present depth
+ * confidently below the smaller one (and a forecast that agrees) for a whole cooldown.
+ * The gap between the two conditions is the hysteresis that keeps a noisy steady load
+ * from toggling a worker on and off.
  *
  * Invariants:
  *   P1. Every returned target lies in [min_workers, max_workers].
@@ -54,7 +57,7 @@ void l3_scale_params_default(l3_scale_params_t *ret_params)
         .q_rate = 50.0,
         .r = 9.0,
         .capacity = 8.0,
-        .down_fill = 0.9,
+        .down_fill = 1.0,
         .margin = 1.5,
         .min_workers = 1,
         .max_workers = 16,
@@ -228,7 +231,11 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
                          cur * p->capacity);
             }
         } else {
-            double demand = (est > pred ? est : pred) + p->margin * sd;
+            /* Down needs the depth now to be confidently low (upper bound of the estimate)
+             * and the forecast not to need more. The forecast's own sd is not added here:
+             * it is mostly rate noise and would hold one worker too many at steady load. */
+            double est_hi = est + p->margin * sqrt(sc->kf.P[0][0]);
+            double demand = est_hi > pred ? est_hi : pred;
             unsigned down = workers_for(demand, p->capacity * p->down_fill);
             if (down < p->min_workers)
                 down = p->min_workers;
