@@ -411,7 +411,8 @@ uint64_t l3_doc__storage_size(const uint8_t *buf, uint64_t val, uint8_t type)
     }
 }
 
-static uint64_t compact_size(const uint8_t *buf, uint64_t val, uint8_t type)
+/* Bytes copy_value() appends for a value; keep = preserve container capacities. */
+static uint64_t compact_size(const uint8_t *buf, uint64_t val, uint8_t type, bool keep)
 {
     switch (type) {
     case L3_DOC_STRING:
@@ -419,23 +420,23 @@ static uint64_t compact_size(const uint8_t *buf, uint64_t val, uint8_t type)
         return 8 + (uint64_t)a8(AT(buf, (uint32_t)val, const dstr_t)->len);
     case L3_DOC_ARRAY: {
         const darr_t *a = AT(buf, (uint32_t)val, const darr_t);
-        uint64_t n = sizeof(darr_t) + (uint64_t)a->count * sizeof(dslot_t);
+        uint64_t n = sizeof(darr_t) + (uint64_t)(keep ? a->cap : a->count) * sizeof(dslot_t);
         const dslot_t *it = AT(buf, a->ioff, const dslot_t);
         for (uint32_t i = 0; i < a->count; i++)
-            n += compact_size(buf, it[i].val, it[i].type);
+            n += compact_size(buf, it[i].val, it[i].type, keep);
         return n;
     }
     case L3_DOC_OBJECT: {
         const dobj_t *o = AT(buf, (uint32_t)val, const dobj_t);
-        uint64_t n = sizeof(dobj_t) + (uint64_t)o->count * sizeof(dentry_t) +
-                     a8((uint64_t)l3_doc__hcap_for(o->count) * 4);
+        uint32_t cap = keep ? o->cap : o->count;
+        uint64_t n = sizeof(dobj_t) + (uint64_t)cap * sizeof(dentry_t) + a8((uint64_t)l3_doc__hcap_for(cap) * 4);
         const dentry_t *e = AT(buf, o->eoff, const dentry_t);
         for (uint32_t i = 0; i < o->n; i++) {
             if (e[i].type == T_DELETED)
                 continue;
             if (e[i].klen > KEY_INLINE_MAX)
                 n += a8(e[i].klen);
-            n += compact_size(buf, e[i].val, e[i].type);
+            n += compact_size(buf, e[i].val, e[i].type, keep);
         }
         return n;
     }
@@ -447,7 +448,7 @@ static uint64_t compact_size(const uint8_t *buf, uint64_t val, uint8_t type)
 uint64_t l3_doc__compact_size(const uint8_t *buf, uint32_t slot)
 {
     const dslot_t *s = SLOT(buf, slot);
-    return compact_size(buf, s->val, s->type);
+    return compact_size(buf, s->val, s->type, false);
 }
 
 /* ------------------------------------------------------------------ writing helpers */
@@ -477,8 +478,10 @@ static void build_index(uint8_t *buf, dobj_t *o)
     }
 }
 
-/* Copy a value (from any verified document, possibly d itself) compactly into d. */
-static uint64_t copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_t type)
+/* Copy a value (from any verified document, possibly d itself) into d, without
+ * garbage or tombstones; keep = preserve container capacities (compaction: so that the
+ * next insert does not immediately regrow, and regrowth cannot thrash with compaction). */
+static uint64_t copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_t type, bool keep)
 {
     switch (type) {
     case L3_DOC_STRING:
@@ -495,17 +498,21 @@ static uint64_t copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_
     }
     case L3_DOC_ARRAY: {
         const darr_t *a = AT(src, (uint32_t)val, const darr_t);
-        uint32_t cnt = a->count, sio = a->ioff;
-        uint32_t off = bump(d, sizeof(darr_t) + (uint64_t)cnt * sizeof(dslot_t));
+        uint32_t cnt = a->count, sio = a->ioff, cap = keep ? a->cap : a->count;
+        uint32_t off = bump(d, sizeof(darr_t) + (uint64_t)cap * sizeof(dslot_t));
         darr_t *t = AT(d->buf, off, darr_t);
-        t->count = t->cap = cnt;
-        t->ioff = cnt ? off + (uint32_t)sizeof(darr_t) : 0;
+        t->count = cnt;
+        t->cap = cap;
+        t->ioff = cap ? off + (uint32_t)sizeof(darr_t) : 0;
+        if (cap > cnt)
+            memset(d->buf + off + sizeof(darr_t) + (uint64_t)cnt * sizeof(dslot_t), 0,
+                   (uint64_t)(cap - cnt) * sizeof(dslot_t));
         t->zero = 0;
         for (uint32_t i = 0; i < cnt; i++) {
             const dslot_t *si = AT(src, sio + i * (uint32_t)sizeof(dslot_t), const dslot_t);
             uint64_t v = si->val;
             uint8_t ty = si->type;
-            uint64_t nv = copy_value(d, src, v, ty);
+            uint64_t nv = copy_value(d, src, v, ty, keep);
             dslot_t *di = AT(d->buf, off + (uint32_t)sizeof(darr_t) + i * (uint32_t)sizeof(dslot_t), dslot_t);
             memset(di, 0, sizeof(*di));
             di->val = nv;
@@ -515,16 +522,20 @@ static uint64_t copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_
     }
     case L3_DOC_OBJECT: {
         const dobj_t *o = AT(src, (uint32_t)val, const dobj_t);
-        uint32_t cnt = o->count, sn = o->n, seo = o->eoff;
-        uint32_t hcap = l3_doc__hcap_for(cnt);
+        uint32_t cnt = o->count, sn = o->n, seo = o->eoff, cap = keep ? o->cap : o->count;
+        uint32_t hcap = l3_doc__hcap_for(cap);
         uint32_t seed = HDR(d->buf)->dh_seed;
         bool same_seed = HDR(src)->dh_seed == seed;
-        uint32_t off = bump(d, sizeof(dobj_t) + (uint64_t)cnt * sizeof(dentry_t) + a8((uint64_t)hcap * 4));
+        uint32_t off = bump(d, sizeof(dobj_t) + (uint64_t)cap * sizeof(dentry_t) + a8((uint64_t)hcap * 4));
         dobj_t *t = AT(d->buf, off, dobj_t);
-        t->count = t->n = t->cap = cnt;
-        t->eoff = cnt ? off + (uint32_t)sizeof(dobj_t) : 0;
+        t->count = t->n = cnt;
+        t->cap = cap;
+        t->eoff = cap ? off + (uint32_t)sizeof(dobj_t) : 0;
         t->hcap = hcap;
-        t->hoff = hcap ? off + (uint32_t)(sizeof(dobj_t) + (uint64_t)cnt * sizeof(dentry_t)) : 0;
+        t->hoff = hcap ? off + (uint32_t)(sizeof(dobj_t) + (uint64_t)cap * sizeof(dentry_t)) : 0;
+        if (cap > cnt)
+            memset(d->buf + off + sizeof(dobj_t) + (uint64_t)cnt * sizeof(dentry_t), 0,
+                   (uint64_t)(cap - cnt) * sizeof(dentry_t));
         uint32_t j = 0;
         for (uint32_t i = 0; i < sn; i++) {
             const dentry_t *se = AT(src, seo + i * (uint32_t)sizeof(dentry_t), const dentry_t);
@@ -539,7 +550,7 @@ static uint64_t copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_
             }
             if (!same_seed)
                 e.hash = l3_doc__hash(seed, l3_doc__ekey(d->buf, &e), e.klen);
-            e.val = copy_value(d, src, se->val, se->type);
+            e.val = copy_value(d, src, se->val, se->type, keep);
             *AT(d->buf, off + (uint32_t)sizeof(dobj_t) + j * (uint32_t)sizeof(dentry_t), dentry_t) = e;
             j++;
         }
@@ -604,7 +615,7 @@ static void nv_write(l3_doc_t *d, const newval_t *nv, uint64_t *ret_val, uint8_t
         const dslot_t *s = SLOT(nv->src, nv->src_slot);
         uint64_t v = s->val;
         uint8_t t = s->type;
-        *ret_val = copy_value(d, nv->src, v, t);
+        *ret_val = copy_value(d, nv->src, v, t, false);
         *ret_type = t;
         return;
     }
@@ -967,7 +978,7 @@ int l3_doc_slot_set_int(l3_doc_t *d, uint32_t slot, int64_t v)
 int l3_doc_set(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v,
                uint32_t *ret_slot)
 {
-    if (v->type == L3_DOC_INT || v->type == L3_DOC_DOUBLE || v->type == L3_DOC_BOOL) {
+    if (!(flags & L3_DOC_SET_INSERT) && (v->type == L3_DOC_INT || v->type == L3_DOC_DOUBLE || v->type == L3_DOC_BOOL)) {
         /* hot path (D4): an existing scalar of the same type is one aligned store */
         int syntax = (flags & L3_DOC_SET_PATH_POINTER) ? L3_DOC_PATH_POINTER
                      : (flags & L3_DOC_SET_PATH_DOTTED) ? L3_DOC_PATH_DOTTED
@@ -1105,7 +1116,8 @@ bool l3_doc_should_compact(const uint8_t *buf)
 
 size_t l3_doc_compact_bound(const uint8_t *buf)
 {
-    return DOC_DATA_OFF + (size_t)l3_doc__compact_size(buf, L3_DOC_ROOT);
+    const dslot_t *r = SLOT(buf, L3_DOC_ROOT);
+    return DOC_DATA_OFF + (size_t)compact_size(buf, r->val, r->type, true);
 }
 
 int l3_doc_compact(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret_len)
@@ -1121,7 +1133,7 @@ int l3_doc_compact(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret
     h->dh_used = DOC_DATA_OFF;
     h->dh_garbage = 0;
     const dslot_t *root = SLOT(buf, L3_DOC_ROOT);
-    uint64_t v = copy_value(&d, buf, root->val, root->type);
+    uint64_t v = copy_value(&d, buf, root->val, root->type, true);
     dslot_t *r = AT(dst, L3_DOC_ROOT, dslot_t);
     memset(r, 0, sizeof(*r));
     r->val = v;

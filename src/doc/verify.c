@@ -14,6 +14,8 @@
  *     and no shared storage a write through one value could corrupt another through;
  *  V3 types are valid, doubles finite, bools 0/1, strings valid UTF-8, BIGNUM text a
  *     valid JSON number; depth <= L3_DOC_HARD_MAX_DEPTH;
+ *  V5 used == 48 + bytes of all structures + garbage (so later garbage accounting
+ *     cannot overflow);
  *  V4 objects: count <= n <= cap, count equals the live entries, names hash to their
  *     stored hash; the hash table (if any) has a power-of-two size > cap, indexes every
  *     live entry exactly once, and every entry sits where linear probing finds it.
@@ -29,7 +31,9 @@
 
 typedef struct {
     const uint8_t *buf;
+    size_t len;
     uint32_t used;
+    uint64_t claimed; /* bytes of all structures found */
     uint64_t *map; /* one bit per 8-byte granule */
     const char *msg;
     size_t at;
@@ -38,7 +42,7 @@ typedef struct {
 static int bad(vctx_t *v, uint64_t at, const char *msg)
 {
     v->msg = msg;
-    v->at = (size_t)at;
+    v->at = at > v->len ? v->len : (size_t)at;
     return L3_ECORRUPT;
 }
 
@@ -53,6 +57,7 @@ static int claim(vctx_t *v, uint64_t off, uint64_t len, const char *what)
             return bad(v, off, "overlapping or shared storage");
         v->map[g >> 6] |= bit;
     }
+    v->claimed += a8(len);
     return 0;
 }
 
@@ -137,6 +142,12 @@ static int check_object(vctx_t *v, uint64_t off, unsigned depth)
         if (e[i].klen > KEY_INLINE_MAX &&
             (rc = claim(v, e[i].koff, a8(e[i].klen), "member name out of bounds")))
             return rc;
+        if (e[i].klen <= KEY_INLINE_MAX) {
+            /* inline names are zero padded: lookups compare whole words */
+            for (uint32_t z = e[i].klen; z < KEY_INLINE_MAX; z++)
+                if (e[i].kin[z])
+                    return bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "inline member name not zero padded");
+        }
         const uint8_t *k = l3_doc__ekey(v->buf, &e[i]);
         if (!l3_doc__utf8_valid(k, e[i].klen))
             return bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "invalid UTF-8 in member name");
@@ -240,7 +251,7 @@ static int walk(vctx_t *v, uint64_t val, uint8_t type, unsigned depth, uint64_t 
 
 int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
 {
-    vctx_t v = {.buf = buf};
+    vctx_t v = {.buf = buf, .len = len};
     int rc;
     if (!buf || ((uintptr_t)buf & 7)) {
         rc = bad(&v, 0, "buffer not 8-byte aligned");
@@ -289,6 +300,9 @@ int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
     const dslot_t *root = AT(buf, L3_DOC_ROOT, const dslot_t);
     rc = walk(&v, root->val, root->type, 0, L3_DOC_ROOT);
     free(v.map);
+    /* D3: every byte after the root slot is either a live structure or counted garbage */
+    if (rc == 0 && (uint64_t)DOC_DATA_OFF + v.claimed + h->dh_garbage != h->dh_used)
+        rc = bad(&v, 12, "garbage accounting does not match the used size");
 out:
     if (rc && err) {
         err->offset = v.at;
