@@ -262,6 +262,26 @@ static void test_cooldown(void)
     CHECK_EQ_INT(w, 1);
     CHECK_EQ_INT(sc->downs >= 1, 1);
 
+    /* The down target is the most wanted during the low period, not the last wish: 1.5 s
+     * at 20 req (3 workers, 4 with the margin) then 0 req, from 6 workers. */
+    sc = new_scaler(&p);
+    t = 0;
+    w = 6;
+    int downs_seen = 0;
+    for (int i = 0; i < 60; i++, t += IV) {
+        unsigned nw = l3_scale_step(sc, i < 15 ? 20.0 : 0.0, t, w, &d);
+        if (nw < w) {
+            downs_seen++;
+            CHECK_EQ_INT(d.reason, L3_SCALE_DOWN_SUSTAINED);
+            CHECK_EQ_INT(t, p.cooldown_ms); /* low from the first step at t = 0 */
+            CHECK(nw == 3 || nw == 4);
+        }
+        w = nw;
+        if (downs_seen)
+            break;
+    }
+    CHECK_EQ_INT(downs_seen, 1);
+
     /* A load that comes back inside the cooldown cancels it: no down at all. */
     sc = new_scaler(&p);
     t = 0;
