@@ -10,6 +10,9 @@
  * {"error","detail"} with the status chosen by errmap.c, and the store guarantees that a
  * failed call changed nothing.
  *
+ * Received bytes are counted here per request (the request as HTTP/1 text: request line,
+ * headers, body); sent bytes are counted exactly per connection in worker.c.
+ *
  * Handler time (metrics) is measured from entry into l3_srv_on_req to the moment the
  * response is handed to h2o (h2o_start_response), i.e. parsing, routing, the store call and
  * serialisation, without socket I/O.
@@ -120,6 +123,11 @@ static void respond(h2o_req_t *req, int status, const char *ctype, h2o_iovec_t b
     static h2o_generator_t gen = {NULL, NULL};
     uint64_t ns = l3_now_ns() - cur.t0;
     l3_obs_record(l3_srv_env.obs, cur.route, status, ns);
+    /* received bytes: the request as HTTP/1 text (request line, headers, body) */
+    size_t rx = req->method.len + req->path.len + 13 + req->authority.len + 8 + req->entity.len;
+    for (size_t i = 0; i < req->headers.size; i++)
+        rx += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    l3_obs_add(&l3_srv_env.obs->os_bytes_rx, rx);
     req->res.status = status;
     req->res.reason = l3_srv_reason(status);
     if (status != 204 && status != 304)

@@ -119,6 +119,23 @@ static int open_listeners(l3_srv_t *srv, char *errbuf, size_t errlen)
     srv->nsock = srv->cfg.server.max_workers;
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
         srv->lfds[i] = -1;
+    if (srv->cfg.server.port != 0) {
+        /* SO_REUSEPORT would let a second server silently share the port with a running
+         * one: probe with a plain bind first, which fails if anything listens there. */
+        int probe = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+        if (probe < 0)
+            goto fail_errno;
+        (void)setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (family == AF_INET6)
+            (void)setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &(int){0}, sizeof(int));
+        if (bind(probe, (struct sockaddr *)&ss, sslen) != 0) {
+            int e = errno;
+            close(probe);
+            errno = e;
+            goto fail_errno;
+        }
+        close(probe);
+    }
     for (uint32_t i = 0; i < srv->nsock; i++) {
         int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
         if (fd < 0)
@@ -204,8 +221,9 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
         .replace = true,
     };
     if ((rc = l3_store_create(&so, &srv->store)) < 0) {
-        L3_LOG(L3_LOG_ERROR, "cannot create the store arena (%llu bytes): %s",
-               (unsigned long long)so.arena_bytes, l3_strerror(rc));
+        L3_LOG(L3_LOG_ERROR,
+               "cannot create the store arena ('storage.arena_bytes' %llu, 'storage.wal_buffer_bytes' %llu): %s",
+               (unsigned long long)so.arena_bytes, (unsigned long long)so.wal_ring_bytes, l3_strerror(rc));
         return rc;
     }
     size_t olen = 0;

@@ -1,0 +1,129 @@
+# SPDX-License-Identifier: MIT
+"""Body limits, slow clients, overload and a full arena."""
+import json
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import Server, raw_request, rss_kib
+
+
+def total_rss(s):
+    return sum(rss_kib(p) for p in s.worker_pids())
+
+
+def test_100mb_body_refused_without_growth(srv):
+    before = total_rss(srv)
+    key = "big-" + uuid.uuid4().hex[:6]
+    head = ("PUT /kv/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: %d\r\n\r\n" % (key, 100 * 1000 * 1000)).encode()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(head)
+        chunk = b" " * (1 << 20)
+        resp = b""
+        s.settimeout(0.05)
+        for _ in range(100):  # keep pushing until the server answers or closes
+            try:
+                s.sendall(chunk)
+            except OSError:
+                break
+            try:
+                data = s.recv(4096)
+                if data or data == b"":
+                    resp += data
+                    break
+            except socket.timeout:
+                continue
+        s.settimeout(5)
+        try:
+            while b"\r\n\r\n" not in resp:
+                data = s.recv(4096)
+                if not data:
+                    break
+                resp += data
+        except OSError:
+            pass
+    assert resp.startswith(b"HTTP/1.1 413"), resp[:200]
+    assert requests.get(srv.url("/kv/" + key)).status_code == 404
+    after = total_rss(srv)
+    assert after - before < 32 * 1024, (before, after)  # KiB
+
+
+def test_body_limit_clean_413(tmp_path):
+    s = Server(config={"server": {"max_body_bytes": 1 << 20}}, workers=1)
+    try:
+        key = "lim-" + uuid.uuid4().hex[:6]
+        doc = '{"a":"' + "x" * ((1 << 20) + 100) + '"}'
+        r = requests.put(s.url("/kv/" + key), data=doc)
+        assert r.status_code == 413 and r.json()["error"] == "too_large"
+        ok = '{"a":"' + "x" * ((1 << 20) - 100) + '"}'
+        assert requests.put(s.url("/kv/" + key), data=ok).status_code == 200
+        if shutil.which("curl"):
+            # HTTP/2 (prior knowledge) gets the same clean 413, not a stream reset
+            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                                  "--http2-prior-knowledge", "-X", "PUT", "--data-binary", "@-",
+                                  s.url("/kv/" + key)], input=doc.encode(), capture_output=True, timeout=30)
+            assert out.stdout.decode() == "413 2", out
+    finally:
+        s.stop()
+
+
+def test_slowloris_does_not_block_others(srv):
+    idle = []
+    try:
+        for _ in range(200):
+            c = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            c.sendall(b"GET /kv/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished
+            idle.append(c)
+        t0 = time.time()
+        with requests.Session() as s:
+            for i in range(50):
+                assert s.get(srv.url("/kv/health"), timeout=5).status_code == 200
+        assert time.time() - t0 < 10
+        assert srv.metrics()["system"]["active_connections"] >= 200
+    finally:
+        for c in idle:
+            c.close()
+
+
+def test_overload_503_and_full_arena_507():
+    s = Server(config={"server": {"max_connections": 4},
+                       "storage": {"arena_bytes": 24 << 20, "wal_buffer_bytes": 1 << 20}}, workers=1)
+    try:
+        # overload: one worker, limit 4 connections -> the 6th concurrent connection gets 503
+        idle = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(6)]
+        time.sleep(0.3)
+        raw = raw_request(s.port, b"GET /kv/anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 503"), raw[:200]
+        assert b"retry-after: 1" in raw.lower()
+        for c in idle:
+            c.close()
+        time.sleep(0.3)
+        # arena full: documents of 1 MB until 507; what was stored stays intact
+        blob = "y" * (1 << 20)
+        stored = []
+        status = None
+        with requests.Session() as sess:
+            sess.headers["Connection"] = "close"
+            for i in range(64):
+                r = sess.put(s.url("/kv/fill-%d" % i), data=json.dumps({"i": i, "b": blob}))
+                status = r.status_code
+                if status != 200:
+                    break
+                stored.append(i)
+            assert status == 507, status
+            assert r.json()["error"] == "arena_full"
+            assert sess.get(s.url("/kv/fill-%d" % (len(stored)))).status_code == 404
+            for i in stored[:3] + stored[-2:]:
+                d = sess.get(s.url("/kv/fill-%d" % i)).json()
+                assert d["i"] == i and len(d["b"]) == len(blob)
+            # a small write still fits, and deleting frees room
+            assert sess.delete(s.url("/kv/fill-0")).status_code == 200
+            assert sess.put(s.url("/kv/fill-again"), data=json.dumps({"b": blob})).status_code == 200
+    finally:
+        s.stop()

@@ -1,0 +1,264 @@
+# SPDX-License-Identifier: MIT
+"""Command line, configuration errors, worker supervision, connection spread, graceful
+stop, HTTP/2 and TLS."""
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import BIN, Server, free_port
+
+
+def run_bin(args, cwd=None, timeout=10):
+    return subprocess.run([BIN] + args, capture_output=True, timeout=timeout, cwd=cwd)
+
+
+def test_help_and_version():
+    r = run_bin(["--help"])
+    assert r.returncode == 0 and b"usage: l3kv" in r.stdout
+    r = run_bin(["--version"])
+    assert r.returncode == 0 and r.stdout.startswith(b"l3kv ")
+    r = run_bin(["--bogus"])
+    assert r.returncode == 2
+
+
+@pytest.mark.parametrize("cfg,needle", [
+    ({"server": {"port": 80, "colour": "red"}}, "server.colour"),
+    ({"server": {"port": "8080"}}, "server.port"),
+    ({"server": {"min_threads": 4, "max_threads": 2}}, "server.min_threads"),
+    ({"storage": {"wal_path": 5}}, "storage.wal_path"),
+    ({"storage": {"durability": "sometimes"}}, "storage.durability"),
+    ({"autoscale": {"interval_ms": -1}}, "autoscale.interval_ms"),
+    ({"bogus": {}}, "bogus"),
+    ({"server": {"tls": {"cert": "a.pem"}}}, "server.tls"),
+])
+def test_bad_config_rejected(cfg, needle):
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "config.json")
+        with open(p, "w") as f:
+            json.dump(cfg, f)
+        r = run_bin([p], cwd=d)
+        assert r.returncode != 0
+        assert needle.encode() in r.stderr, r.stderr
+        assert b" error: " in r.stderr
+
+
+def test_explicit_missing_config_fails():
+    r = run_bin(["/nonexistent/l3kv.json"])
+    assert r.returncode != 0 and b"cannot open" in r.stderr
+
+
+def test_seed_config_unchanged_works():
+    """The seed's config.json shape, keys only from the seed, runs as is."""
+    with tempfile.TemporaryDirectory() as d:
+        port = free_port()
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump({"server": {"address": "127.0.0.1", "port": port, "min_threads": 1, "max_threads": 2},
+                       "storage": {"wal_path": "data/l3kv.wal"}}, f)
+        p = subprocess.Popen([BIN], cwd=d, stderr=subprocess.PIPE)
+        try:
+            ok = False
+            for _ in range(100):
+                try:
+                    if requests.get("http://127.0.0.1:%d/kv/health" % port, timeout=1).status_code == 200:
+                        ok = True
+                        break
+                except requests.RequestException:
+                    time.sleep(0.05)
+            assert ok
+            u = "http://127.0.0.1:%d/kv/seed" % port
+            assert requests.put(u, data='{"a":1}').status_code == 200
+            assert requests.get(u).json() == {"a": 1}
+        finally:
+            p.send_signal(signal.SIGTERM)
+            _, err = p.communicate(timeout=20)
+        assert p.returncode == 0, err
+        assert b"info: " in err and b"stopped" in err
+
+
+def test_sigterm_finishes_inflight_then_exits_0():
+    s = Server(workers=2)
+    try:
+        big = json.dumps({"b": "z" * (8 << 20)}, separators=(",", ":"))
+        requests.put(s.url("/kv/big"), data=big)
+        results = []
+
+        def slow_get():
+            # a slow reader: the response must still arrive complete after SIGTERM
+            c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=20)
+            c.request("GET", "/kv/big")
+            r = c.getresponse()
+            time.sleep(0.5)
+            results.append((r.status, len(r.read())))
+
+        t = threading.Thread(target=slow_get)
+        t.start()
+        time.sleep(0.2)
+        s.proc.send_signal(signal.SIGTERM)
+        t.join(20)
+        s.proc.wait(timeout=20)
+        assert s.proc.returncode == 0, s.logtext()
+        assert results == [(200, len(big))]
+        # stopped means stopped: nothing listens any more
+        with pytest.raises(requests.ConnectionError):
+            requests.get(s.url("/kv/health"), timeout=2)
+    finally:
+        s.stop(check=False)
+
+
+def test_sighup_reopens_log():
+    with tempfile.TemporaryDirectory() as d:
+        logf = os.path.join(d, "l3kv.log")
+        s = Server(config={"log": {"file": logf}}, workers=1)
+        try:
+            os.rename(logf, logf + ".1")
+            s.proc.send_signal(signal.SIGHUP)
+            for _ in range(50):
+                if os.path.exists(logf):
+                    break
+                time.sleep(0.05)
+            assert os.path.exists(logf)
+            with open(logf) as f:
+                assert "logs reopened" in f.read()
+        finally:
+            s.stop()
+
+
+def test_killed_worker_is_replaced_under_load():
+    s = Server(workers=3)
+    try:
+        requests.put(s.url("/kv/load"), data='{"n":0}')
+        stop = threading.Event()
+        per_thread_fail = {}
+        errors_5xx = []
+        ok = [0]
+
+        def load(tid):
+            sess = requests.Session()
+            fails = 0
+            while not stop.is_set():
+                try:
+                    r = sess.post(s.url("/kv/load?op=incr&field=n"), timeout=10)
+                    if r.status_code >= 500:
+                        errors_5xx.append(r.status_code)
+                    elif r.status_code == 200:
+                        ok[0] += 1
+                except requests.RequestException:
+                    fails += 1  # the connection that was on the killed worker
+                    sess.close()
+                    sess = requests.Session()
+            per_thread_fail[tid] = fails
+            sess.close()
+
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(0.7)
+        pids = s.worker_pids()
+        assert len(pids) == 3
+        victim = pids[1]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(1.5)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not errors_5xx
+        assert all(f <= 1 for f in per_thread_fail.values()), per_thread_fail
+        assert ok[0] > 50
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            now = s.worker_pids()
+            if len(now) == 3 and victim not in now:
+                break
+            time.sleep(0.1)
+        assert len(now) == 3 and victim not in now, now
+        assert "died" in s.logtext() and "signal 9" in s.logtext()
+        m = s.metrics()
+        assert m["system"]["worker_restarts_total"] >= 1
+        # the counter is exactly the number of acknowledged increments
+        assert requests.get(s.url("/kv/load")).json()["n"] == ok[0]
+    finally:
+        s.stop()
+
+
+def test_connections_spread_across_workers():
+    s = Server(workers=4)
+    try:
+        before = {w["slot"]: w["connections_accepted_total"] for w in s.metrics()["workers"]}
+        conns = []
+        for _ in range(64):
+            c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+            c.request("GET", "/kv/health")
+            assert c.getresponse().read()
+            conns.append(c)
+        after = {w["slot"]: w["connections_accepted_total"] for w in s.metrics()["workers"]}
+        for c in conns:
+            c.close()
+        share = {k: after[k] - before.get(k, 0) for k in after}
+        total = sum(share.values())
+        assert total >= 64
+        fair = total / 4
+        assert max(share.values()) <= 2 * fair, share
+        if shutil.which("wrk"):
+            before = after
+            subprocess.run(["wrk", "-t2", "-c64", "-d1s", s.url("/kv/health")], capture_output=True, timeout=30)
+            after = {w["slot"]: w["connections_accepted_total"] for w in s.metrics()["workers"]}
+            share = {k: after[k] - before.get(k, 0) for k in after}
+            total = sum(share.values())
+            assert total >= 64 and max(share.values()) <= 2 * total / 4, share
+    finally:
+        s.stop()
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl not installed")
+def test_http2_cleartext_and_tls():
+    s = Server(workers=1)
+    try:
+        requests.put(s.url("/kv/h2"), data='{"h":2}')
+        out = subprocess.run(["curl", "-s", "-i", "--http2-prior-knowledge", s.url("/kv/h2")],
+                             capture_output=True, timeout=10).stdout
+        assert out.startswith(b"HTTP/2 200") and out.endswith(b'{"h":2}'), out
+        out = subprocess.run(["curl", "-s", "-I", "--http2-prior-knowledge", s.url("/kv/h2")],
+                             capture_output=True, timeout=10)
+        assert out.returncode == 0 and out.stdout.startswith(b"HTTP/2 200"), out
+        assert b"content-length: 7" in out.stdout.lower()
+    finally:
+        s.stop()
+    if not shutil.which("openssl"):
+        pytest.skip("openssl CLI not installed")
+    with tempfile.TemporaryDirectory() as d:
+        crt, key = os.path.join(d, "c.pem"), os.path.join(d, "k.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                        "-days", "1", "-subj", "/CN=localhost"], capture_output=True, check=True, timeout=60)
+        port = free_port()
+        cfgp = os.path.join(d, "config.json")
+        with open(cfgp, "w") as f:
+            json.dump({"server": {"address": "127.0.0.1", "port": port, "min_workers": 1, "max_workers": 1,
+                                  "tls": {"cert": crt, "key": key}},
+                       "storage": {"data_dir": os.path.join(d, "data"), "arena_bytes": 64 << 20}}, f)
+        p = subprocess.Popen([BIN, cfgp], cwd=d, stderr=subprocess.PIPE)
+        try:
+            url = "https://127.0.0.1:%d/kv/health" % port
+            for _ in range(100):
+                out = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                                      "--http2", url], capture_output=True, timeout=10).stdout
+                if out.startswith(b"200"):
+                    break
+                time.sleep(0.05)
+            assert out == b"200 2", out
+            out = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                                  "--http1.1", url], capture_output=True, timeout=10).stdout
+            assert out == b"200 1.1", out
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.communicate(timeout=20)
+        assert p.returncode == 0

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""HTTP benchmark for l3kv: wrk, keep-alive, 64 connections, against a plain libh2o server
+answering a fixed 100-byte body (same worker count, same machine, same run). Prints each
+l3kv figure as a ratio to that baseline, set_int on a 10 MB document against set_int on a
+100-byte one, and the server-side handler time per route from /metrics.
+
+usage: bench-http.py [--l3kv BIN] [--baseline BIN] [--workers N] [--duration S] [--threads T]
+(defaults from L3KV_BIN / L3KV_BASELINE_BIN). Targets from the issue: GET >= 0.8x, PUT >= 0.6x,
+set_int >= 0.7x, set_int 10 MB within 10% of 100 B, GET handler median < 5 us.
+Exit code 0 when the run completed (figures are reported, not asserted); 77 when wrk is missing.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                r.read()
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.05)
+    raise SystemExit("server at %s did not come up" % url)
+
+
+def http(method, url, body=None, ctype="application/json"):
+    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": ctype})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status, r.read()
+
+
+def wrk(url, duration, threads, lua=None, tmp=None):
+    args = ["wrk", "-t%d" % threads, "-c64", "-d%ds" % duration, "--latency"]
+    if lua:
+        path = os.path.join(tmp, "s%d.lua" % abs(hash(lua)))
+        with open(path, "w") as f:
+            f.write(lua)
+        args += ["-s", path]
+    out = subprocess.run(args + [url], capture_output=True, text=True, timeout=duration + 60).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errs = re.search(r"Socket errors:.*", out)
+    if non2xx or errs:
+        print("    (wrk: %s%s)" % (non2xx.group(0) if non2xx else "", " " + errs.group(0) if errs else ""))
+    return float(m.group(1)) if m else 0.0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--l3kv", default=os.environ.get("L3KV_BIN", "l3kv"))
+    ap.add_argument("--baseline", default=os.environ.get("L3KV_BASELINE_BIN", "l3kv-http-baseline"))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--duration", type=int, default=int(os.environ.get("L3KV_BENCH_SECONDS", "5")))
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk not installed: skipping")
+        return 77
+    tmp = tempfile.mkdtemp(prefix="l3kv-bench-")
+    bport, lport = free_port(), free_port()
+    base = subprocess.Popen([a.baseline, str(bport), str(a.workers)])
+    cfg = os.path.join(tmp, "config.json")
+    with open(cfg, "w") as f:
+        json.dump({"server": {"address": "127.0.0.1", "port": lport, "min_workers": a.workers,
+                              "max_workers": a.workers},
+                   "storage": {"data_dir": os.path.join(tmp, "data"), "arena_bytes": 1 << 30},
+                   "log": {"level": "warn"}}, f)
+    srv = subprocess.Popen([a.l3kv, cfg], cwd=tmp)
+    try:
+        bu, lu = "http://127.0.0.1:%d" % bport, "http://127.0.0.1:%d" % lport
+        wait_http(bu + "/")
+        wait_http(lu + "/kv/health")
+        small = {"id": 1, "n": 0, "name": "bench-document", "tags": ["a", "b"], "pad": ""}
+        small["pad"] = "x" * (100 - len(json.dumps(small, separators=(",", ":"))))
+        small_txt = json.dumps(small, separators=(",", ":"))
+        assert len(small_txt) == 100, len(small_txt)
+        http("PUT", lu + "/kv/small", small_txt.encode())
+        big = {"n": 0, "items": [{"i": i, "s": "v" * 80} for i in range(100000)]}
+        big_txt = json.dumps(big, separators=(",", ":"))
+        http("PUT", lu + "/kv/big", big_txt.encode())
+        print("l3kv HTTP benchmark: wrk -t%d -c64 -d%ds keep-alive, %d workers each, big doc %.1f MB"
+              % (a.threads, a.duration, a.workers, len(big_txt) / 1e6))
+        res = {}
+        res["baseline"] = wrk(bu + "/", a.duration, a.threads, tmp=tmp)
+        res["get"] = wrk(lu + "/kv/small", a.duration, a.threads, tmp=tmp)
+        put_lua = 'wrk.method = "PUT"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = %s\n' % \
+            json.dumps(small_txt)
+        res["put"] = wrk(lu + "/kv/small-put", a.duration, a.threads, lua=put_lua, tmp=tmp)
+        post_lua = 'wrk.method = "POST"\n'
+        res["set_int"] = wrk(lu + "/kv/small?op=set_int&field=n&val=12345", a.duration, a.threads,
+                             lua=post_lua, tmp=tmp)
+        res["set_int_10mb"] = wrk(lu + "/kv/big?op=set_int&field=n&val=12345", a.duration, a.threads,
+                                  lua=post_lua, tmp=tmp)
+        with urllib.request.urlopen(lu + "/metrics") as r:
+            m = json.loads(r.read())
+        b = res["baseline"] or 1.0
+        print("%-28s %12s %8s %8s" % ("case", "req/s", "ratio", "target"))
+        print("%-28s %12.0f %8s %8s" % ("baseline fixed 100 B", res["baseline"], "1.00", ""))
+        for name, label, target in (("get", "GET 100 B doc", 0.8), ("put", "PUT 100 B doc", 0.6),
+                                    ("set_int", "set_int 100 B doc", 0.7),
+                                    ("set_int_10mb", "set_int 10 MB doc", 0.7)):
+            print("%-28s %12.0f %8.2f %8s" % (label, res[name], res[name] / b, ">=%.1f" % target))
+        r10 = res["set_int_10mb"] / (res["set_int"] or 1.0)
+        print("set_int 10 MB / set_int 100 B: %.2f (target >= 0.90)" % r10)
+        h = m["handlers"]
+        for route in ("get", "put", "post"):
+            print("handler time %-6s median %7.2f us  p99 %7.2f us  (n=%d)"
+                  % (route, h[route]["median_ns"] / 1000.0, h[route]["p99_ns"] / 1000.0, h[route]["count"]))
+        print("GET handler median target < 5 us: %s" % ("met" if h["get"]["median_ns"] < 5000 else "NOT met"))
+        return 0
+    finally:
+        for p in (srv, base):
+            p.send_signal(signal.SIGTERM)
+        for p in (srv, base):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
