@@ -742,7 +742,7 @@ static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge
         return rc;
     if (ret_lsn)
         *ret_lsn = lsn;
-    return created;
+    return replay_lsn ? 0 : created; /* in replay, 1 means skipped */
 }
 
 int l3_store_merge_patch(l3_store_t *st, const void *key, size_t klen, const char *patch, size_t len,
@@ -800,8 +800,6 @@ int l3_store_replay(l3_store_t *st, const l3_wal_rec_t *rec)
     case L3_WALOP_PATCH:
         rc = patch_common(st, rec->key, rec->klen, rec->op == L3_WALOP_MERGE, rec->payload, rec->plen, 0, rec->lsn,
                           NULL, NULL);
-        if (rc == 1 && rec->op == L3_WALOP_MERGE)
-            rc = 0; /* created */
         break;
     default:
         return L3_ECORRUPT;
@@ -959,6 +957,10 @@ int l3_store_keys(l3_store_t *st, const void *prefix, size_t plen, uint64_t *ino
         }
         free_keys(k, n);
         reported += n;
+        if (done && limit && reported >= limit && s + 1 < ns) {
+            *inout_cursor = (uint64_t)(s + 1) << 32;
+            return (int)reported;
+        }
         if (!done) {
             *inout_cursor = ((uint64_t)s << 32) | pos;
             return (int)reported;
