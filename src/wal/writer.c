@@ -244,6 +244,11 @@ static int seg_open_new(wr_t *w, uint64_t seq)
         int rc = l3_wal__seg_name(w->path, sizeof w->path, w->o->wal_path, seq);
         if (rc < 0)
             return rc;
+        /* W1: announce the file before it exists (seg_off 0 = "being created"), so a
+         * restarted writer removes a half-created segment instead of leaving a torn header */
+        w->seg_seq = seq;
+        w->seg_off = 0;
+        commit_progress(w);
         fd = l3_wal_shim.open(w->path, O_WRONLY | O_CREAT | O_EXCL, 0644);
     }
     seq--;
@@ -369,7 +374,7 @@ static size_t gather(wr_t *w, uint64_t *ret_end, int *ret_blocked, uint64_t *ret
             L3_ASSERT(rlen >= L3_WAL_REC_MIN && rlen <= slen - L3_WAL_SLOT_HDR);
             if (used + rlen > w->cap)
                 break;
-            if (used > 0 && used + rlen > w->batch)
+            if (used > 0 && (used + rlen > w->batch || w->seg_off + used + rlen > w->seg_bytes))
                 break;
             memcpy(w->buf + used, rec, rlen);
             l3_wal__rec_seal(w->buf + used, rlen, w->salt);
@@ -461,7 +466,18 @@ static int adopt(wr_t *w, uint64_t *ret_seq)
         char name[4096];
         int rc = l3_wal__seg_name(name, sizeof name, w->o->wal_path, c->rc_seg_seq);
         int fd = rc < 0 ? rc : l3_wal_shim.open(name, O_WRONLY, 0);
-        if (fd >= 0) {
+        if (fd >= 0 && c->rc_seg_off < L3_WAL_SEG_HDR) {
+            /* the previous writer died while creating it: nothing of value inside */
+            struct stat st;
+            if (fstat(fd, &st) == 0)
+                total -= L3_MIN(total, (uint64_t)st.st_size);
+            l3_wal_shim.close(fd);
+            rc = l3_wal_shim.unlink(name);
+            if (rc == 0)
+                rc = uring_fsync(w, w->dfd, 0);
+            if (rc < 0)
+                return rc;
+        } else if (fd >= 0) {
             struct stat st;
             if (fstat(fd, &st) == 0 && (uint64_t)st.st_size > c->rc_seg_off) {
                 total -= (uint64_t)st.st_size - c->rc_seg_off;
@@ -530,6 +546,12 @@ int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
         sigemptyset(&sa.sa_mask);
         sigaction(SIGTERM, &sa, &old_term);
         sigaction(SIGINT, &sa, &old_int);
+        /* the supervisor forks us with both blocked so no early signal is lost */
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        sigprocmask(SIG_UNBLOCK, &set, NULL);
     }
     int rc = setup(w);
     if (rc < 0)

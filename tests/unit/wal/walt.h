@@ -71,7 +71,15 @@ static inline l3_wal_ring_t *walt_ring(size_t len, void **ret_region)
 /* Fork a writer process with opts; setup (may be NULL) runs in the child first. */
 static inline pid_t walt_writer(const l3_wal_writer_opts_t *opts, void (*setup)(void))
 {
+    /* SIGTERM stays blocked in the child until the writer has its handler (as in the server) */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_BLOCK, &set, &old);
     pid_t pid = fork();
+    if (pid != 0)
+        sigprocmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
         perror("fork");
         exit(T_HARNESS_ERROR);

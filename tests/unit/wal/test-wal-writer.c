@@ -1,0 +1,422 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-wal-writer.c - the writer process with real io_uring to a temp directory: replay
+ * equals what was appended (buffered and fsync), SIGTERM drains and syncs, group commit
+ * (fewer fdatasyncs than records), wait/wake in both modes, the eventfd notification,
+ * injected ENOSPC (refused, then resumed, nothing lost), injected fdatasync EIO (fail-stop),
+ * short writes and EAGAIN results, writer SIGKILL + restart with nothing lost or duplicated,
+ * segment rotation, checkpoint rotation and deletion.
+ */
+#include <dirent.h>
+#include <poll.h>
+#include <sys/stat.h>
+
+#include "l3kv/error.h"
+#include "wal-int.h"
+#include "walt.h"
+
+static char dir[256], base[300];
+static _Atomic int *inject; /* shared with the forked writer */
+
+static void fresh_dir(void)
+{
+    t_rmtree(dir);
+    if (mkdir(dir, 0755) != 0)
+        exit(T_HARNESS_ERROR);
+}
+
+static int append(l3_wal_ring_t *r, uint64_t lsn)
+{
+    uint8_t pay[900];
+    char key[32];
+    snprintf(key, sizeof key, "key-%llu", (unsigned long long)(lsn % 97));
+    uint32_t plen = walt_payload(pay, sizeof pay, lsn, 3);
+    l3_wal_rec_t rec = {.op = (uint8_t)(1 + lsn % 5), .lsn = lsn, .key = key, .klen = (uint32_t)strlen(key),
+                        .payload = pay, .plen = plen};
+    return l3_wal_hook(r, &rec);
+}
+
+/* replay must give exactly lsn 1..n in order with the appended contents */
+static void check_replay(uint64_t n)
+{
+    walt_log_t l = {0};
+    l3_wal_replay_report_t rep;
+    CHECK_EQ_INT(l3_wal_replay(base, walt_collect, &l, &rep), 0);
+    CHECK_EQ_INT(rep.stop_reason, 0);
+    CHECK_EQ_INT(l.n, n);
+    int bad = 0;
+    for (size_t i = 0; i < l.n && i < n; i++) {
+        uint64_t lsn = i + 1;
+        uint8_t pay[900];
+        char key[32];
+        snprintf(key, sizeof key, "key-%llu", (unsigned long long)(lsn % 97));
+        uint32_t plen = walt_payload(pay, sizeof pay, lsn, 3);
+        if (l.v[i].lsn != lsn || l.v[i].op != 1 + lsn % 5 || strcmp(l.v[i].key, key) != 0 || l.v[i].plen != plen ||
+            memcmp(l.v[i].payload, pay, plen) != 0)
+            bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    walt_log_free(&l);
+}
+
+static int count_segments(void)
+{
+    uint64_t *seqs = NULL;
+    int n = l3_wal__list_segments(base, &seqs);
+    free(seqs);
+    return n;
+}
+
+static void test_basic(l3_wal_durability_t mode)
+{
+    enum { N = 3000 };
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 2 * 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = mode};
+    pid_t w = walt_writer(&o, NULL);
+    int waits_ok = 0;
+    for (uint64_t i = 1; i <= N; i++) {
+        int rc;
+        while ((rc = append(r, i)) == -EAGAIN) {
+        }
+        CHECK_EQ_INT(rc, 0);
+        if (i % 500 == 0)
+            waits_ok += l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000) == 0;
+    }
+    CHECK_EQ_INT(waits_ok, N / 500);
+    CHECK_EQ_INT(walt_stop(w), 0); /* SIGTERM: drain everything, sync, exit 0 */
+    l3_wal_stats_t s;
+    l3_wal_ring_stats(r, &s);
+    CHECK_EQ_INT(s.records, N);
+    CHECK(s.durable == s.head);
+    CHECK_EQ_INT(s.error, 0);
+    check_replay(N);
+    l3_wal_ring_detach(r);
+}
+
+/* fsync mode, forked producers each waiting for every record: group commit */
+static void test_group_commit(void)
+{
+    enum { P = 4, M = 300 };
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_FSYNC};
+    pid_t w = walt_writer(&o, NULL);
+    pid_t kids[P];
+    for (int p = 0; p < P; p++) {
+        kids[p] = fork();
+        if (kids[p] == 0) {
+            for (int j = 0; j < M; j++) {
+                uint8_t pay[64];
+                memset(pay, p, sizeof pay);
+                l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = (uint64_t)p * 100000 + (uint64_t)j, .key = "g",
+                                    .klen = 1, .payload = pay, .plen = sizeof pay};
+                if (l3_wal_hook(r, &rec) != 0)
+                    _exit(1);
+                uint64_t t = l3_wal_last_ticket();
+                if (l3_wal_wait_durable(r, t, 10000) != 0 || l3_wal_durable_ticket(r) < t)
+                    _exit(2);
+            }
+            _exit(0);
+        }
+    }
+    for (int p = 0; p < P; p++) {
+        int st;
+        waitpid(kids[p], &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    l3_wal_stats_t s;
+    l3_wal_ring_stats(r, &s);
+    CHECK_EQ_INT(s.records, P * M);
+    fprintf(stderr, "group commit: %llu records, %llu fdatasyncs, %llu batches\n", (unsigned long long)s.records,
+            (unsigned long long)s.fsyncs, (unsigned long long)s.batches);
+    CHECK(s.fsyncs < s.records); /* several records share one fdatasync */
+    CHECK_EQ_INT(walt_stop(w), 0);
+    l3_wal_ring_detach(r);
+}
+
+/* buffered mode: on-demand sync through the eventfd interface */
+static void test_notify(void)
+{
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    CHECK_EQ_INT(l3_wal_notify_create(r, 2), 0);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED};
+    pid_t w = walt_writer(&o, NULL);
+    CHECK_EQ_INT(append(r, 1), 0);
+    uint64_t t = l3_wal_last_ticket();
+    int fd = l3_wal_notify_fd(r, 1);
+    CHECK(fd >= 0);
+    CHECK_EQ_INT(l3_wal_notify_fd(r, 2), -EINVAL);
+    int armed = l3_wal_notify_arm(r, 1, t);
+    CHECK(armed == 0 || armed == 1);
+    if (armed == 0) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        CHECK_EQ_INT(poll(&pfd, 1, 10000), 1);
+        l3_wal_notify_ack(r, 1);
+    }
+    CHECK(l3_wal_durable_ticket(r) >= t);
+    /* the fd is drained: not readable any more */
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    CHECK_EQ_INT(poll(&pfd, 1, 0), 0);
+    CHECK_EQ_INT(l3_wal_notify_arm(r, 1, t), 1); /* already durable */
+    /* blocking wait in buffered mode also triggers a sync */
+    CHECK_EQ_INT(append(r, 2), 0);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    check_replay(2);
+    l3_wal_ring_detach(r);
+}
+
+/* ---------------------------------------------------------------- injected failures */
+
+static int inj_enospc(int op, uint64_t off, uint32_t len, int res)
+{
+    (void)off;
+    (void)len;
+    if (op == L3_WAL_IO_WRITE && *inject == 1)
+        return -ENOSPC;
+    return res;
+}
+static void setup_enospc(void)
+{
+    l3_wal_shim.io_result = inj_enospc;
+}
+
+static void wait_error(l3_wal_ring_t *r, int want)
+{
+    for (int i = 0; i < 1000 && l3_wal_ring_error(r) != want; i++)
+        usleep(5000);
+    CHECK_EQ_INT(l3_wal_ring_error(r), want);
+}
+
+static void test_enospc(void)
+{
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_FSYNC};
+    *inject = 0;
+    pid_t w = walt_writer(&o, setup_enospc);
+    CHECK_EQ_INT(append(r, 1), 0);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    *inject = 1;
+    CHECK_EQ_INT(append(r, 2), 0); /* accepted into the ring; the write fails */
+    uint64_t t2 = l3_wal_last_ticket();
+    wait_error(r, -ENOSPC);
+    CHECK_EQ_INT(append(r, 3), -ENOSPC); /* refused while the disk is full */
+    CHECK_EQ_INT(l3_wal_wait_durable(r, t2, 10000), -ENOSPC); /* not acknowledged */
+    l3_wal_stats_t s;
+    l3_wal_ring_stats(r, &s);
+    CHECK(s.write_errors > 0);
+    CHECK_EQ_INT(s.failstop, 0);
+    *inject = 0; /* space returns */
+    wait_error(r, 0);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, t2, 10000), 0);
+    CHECK_EQ_INT(append(r, 3), 0);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    check_replay(3);
+    l3_wal_ring_detach(r);
+}
+
+static int inj_fsync_eio(int op, uint64_t off, uint32_t len, int res)
+{
+    (void)off;
+    (void)len;
+    if (op == L3_WAL_IO_FSYNC && *inject == 2)
+        return -EIO;
+    return res;
+}
+static void setup_fsync_eio(void)
+{
+    l3_wal_shim.io_result = inj_fsync_eio;
+}
+
+static void test_fsync_eio(void)
+{
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_FSYNC};
+    *inject = 0;
+    pid_t w = walt_writer(&o, setup_fsync_eio);
+    CHECK_EQ_INT(append(r, 1), 0);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    uint64_t durable_before = l3_wal_durable_ticket(r);
+    *inject = 2;
+    CHECK_EQ_INT(append(r, 2), 0);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), -EIO); /* never acknowledged */
+    *inject = 0; /* even if the disk "recovers", no retry-and-acknowledge */
+    CHECK_EQ_INT(append(r, 3), -EIO);
+    usleep(300000);
+    CHECK_EQ_INT(l3_wal_durable_ticket(r), durable_before);
+    l3_wal_stats_t s;
+    l3_wal_ring_stats(r, &s);
+    CHECK_EQ_INT(s.failstop, 1);
+    uint64_t seq;
+    CHECK_EQ_INT(l3_wal_checkpoint_begin(r, 1000, &seq), -EIO);
+    CHECK_EQ_INT(walt_stop(w), 3); /* the writer reports -EIO */
+    /* a restarted writer stays fail-stopped */
+    w = walt_writer(&o, NULL);
+    usleep(100000);
+    CHECK_EQ_INT(append(r, 3), -EIO);
+    CHECK_EQ_INT(walt_stop(w), 3);
+    l3_wal_ring_detach(r);
+}
+
+static uint32_t inj_short_len(uint64_t off, uint32_t len)
+{
+    (void)off;
+    return len > 16 ? len / 3 : len;
+}
+static _Atomic unsigned inj_count;
+static int inj_eagain(int op, uint64_t off, uint32_t len, int res)
+{
+    (void)off;
+    (void)len;
+    if (op == L3_WAL_IO_WRITE && atomic_fetch_add(&inj_count, 1) % 7 == 3)
+        return -EAGAIN;
+    return res;
+}
+static void setup_short(void)
+{
+    l3_wal_shim.write_len = inj_short_len;
+    l3_wal_shim.io_result = inj_eagain;
+}
+
+static void test_short_writes(l3_wal_durability_t mode)
+{
+    enum { N = 2000 };
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = mode};
+    pid_t w = walt_writer(&o, setup_short);
+    for (uint64_t i = 1; i <= N; i++) {
+        int rc;
+        while ((rc = append(r, i)) == -EAGAIN) {
+        }
+        CHECK_EQ_INT(rc, 0);
+    }
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    l3_wal_stats_t s;
+    l3_wal_ring_stats(r, &s);
+    CHECK(s.short_writes > 0);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    check_replay(N);
+    l3_wal_ring_detach(r);
+}
+
+/* writer SIGKILLed at random points and restarted: nothing lost, nothing duplicated */
+static void test_writer_restart(uint64_t *seed)
+{
+    enum { ROUNDS = 6, PER = 700 };
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 2 * 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED};
+    uint64_t lsn = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        pid_t w = walt_writer(&o, round % 2 ? setup_short : NULL);
+        for (int i = 0; i < PER; i++) {
+            int rc;
+            while ((rc = append(r, lsn + 1)) == -EAGAIN) {
+            }
+            CHECK_EQ_INT(rc, 0);
+            lsn++;
+        }
+        usleep((useconds_t)(t_rand(seed) % 3000));
+        kill(w, SIGKILL);
+        waitpid(w, NULL, 0);
+        /* more appends while no writer runs: they wait in the ring */
+        for (int i = 0; i < 50; i++) {
+            CHECK_EQ_INT(append(r, lsn + 1), 0);
+            lsn++;
+        }
+    }
+    pid_t w = walt_writer(&o, NULL);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    check_replay(lsn);
+    l3_wal_ring_detach(r);
+}
+
+static void test_rotation_checkpoint(void)
+{
+    enum { N = 4000 };
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    l3_wal_ring_set_next_seq(r, 5);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED,
+                              .segment_bytes = 256 * 1024};
+    pid_t w = walt_writer(&o, NULL);
+    for (uint64_t i = 1; i <= N / 2; i++) {
+        int rc;
+        while ((rc = append(r, i)) == -EAGAIN) {
+        }
+        CHECK_EQ_INT(rc, 0);
+    }
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    uint64_t seq = 0;
+    CHECK_EQ_INT(l3_wal_checkpoint_begin(r, 10000, &seq), 0);
+    int before = count_segments();
+    CHECK(before >= 3);
+    uint64_t *seqs = NULL;
+    int n = l3_wal__list_segments(base, &seqs);
+    CHECK(n > 0 && seqs[0] == 5 && seqs[n - 1] == seq);
+    free(seqs);
+    for (uint64_t i = N / 2 + 1; i <= N; i++) {
+        int rc;
+        while ((rc = append(r, i)) == -EAGAIN) {
+        }
+        CHECK_EQ_INT(rc, 0);
+    }
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    /* everything below seq is in older segments: replay from seq sees only later records */
+    walt_log_t l = {0};
+    l3_wal_replay_report_t rep;
+    l3_wal_checkpoint_commit(r, seq);
+    for (int i = 0; i < 1000; i++) {
+        seqs = NULL;
+        n = l3_wal__list_segments(base, &seqs);
+        int gone = n > 0 && seqs[0] >= seq;
+        free(seqs);
+        if (gone)
+            break;
+        usleep(5000);
+    }
+    seqs = NULL;
+    n = l3_wal__list_segments(base, &seqs);
+    CHECK(n > 0 && seqs[0] == seq);
+    free(seqs);
+    l3_wal_stats_t s;
+    l3_wal_ring_stats(r, &s);
+    CHECK(s.disk_bytes > 0 && s.disk_bytes < s.bytes);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    /* records still in the ring at the rotation land in the new segment: a suffix, no gap */
+    CHECK_EQ_INT(l3_wal_replay_from(base, seq, walt_collect, &l, &rep), 0);
+    CHECK(l.n >= N / 2 && l.n < N);
+    for (size_t i = 0; i < l.n; i++)
+        CHECK_EQ_INT(l.v[i].lsn, N - l.n + 1 + i);
+    CHECK(rep.next_seq > seq);
+    walt_log_free(&l);
+    l3_wal_ring_detach(r);
+}
+
+int main(void)
+{
+    uint64_t seed = t_seed();
+    walt_need_uring();
+    inject = walt_region(4096);
+    char *d = t_tmpdir();
+    snprintf(dir, sizeof dir, "%s/wal", d);
+    snprintf(base, sizeof base, "%s/data.wal", dir);
+    test_basic(L3_WAL_BUFFERED);
+    test_basic(L3_WAL_FSYNC);
+    test_group_commit();
+    test_notify();
+    test_enospc();
+    test_fsync_eio();
+    test_short_writes(L3_WAL_BUFFERED);
+    test_short_writes(L3_WAL_FSYNC);
+    test_writer_restart(&seed);
+    test_rotation_checkpoint();
+    t_rmtree(d);
+    free(d);
+    return t_done();
+}
