@@ -267,8 +267,8 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
             } else {
                 sc->low = false;
                 d.reason = L3_SCALE_HOLD;
-                snprintf(d.text, sizeof(d.text), "hold: predicted depth %.1f within capacity %.0f", pred,
-                         cur * p->capacity);
+                snprintf(d.text, sizeof(d.text), "hold: predicted depth %.1f (sd %.1f) within capacity %.0f",
+                         pred, sd, cur * p->capacity);
             }
         }
     }

@@ -6,11 +6,7 @@
  * Usage: test-scale-trace DATA_DIR            replay (the meson test)
  *        test-scale-trace --write DATA_DIR    regenerate the CSV files from traces.h
  *
- * CSV format (text, one sample per line; lines starting with '#' are comments):
- *   t_ms,depth,truth
- *   t_ms   caller's monotonic time of the sample, ms (unsigned integer; may step back)
- *   depth  measured queue depth, req (decimal; "nan" marks a failed measurement)
- *   truth  the signal before noise, req (decimal), used only to score the filter
+ * CSV format: see traces.h (t_ms,depth,truth).
  * The files are inputs: a change to the generator does not change them unless rewritten
  * with --write, so the replay pins the controller's behaviour on fixed data.
  */
@@ -22,7 +18,6 @@
 #include "t.h"
 #include "traces.h"
 
-#define MAXN 2000
 #define SIGMA 3.0
 #define SEED 7919
 
@@ -47,17 +42,11 @@ static const expect_t expects[] = {
     {"glitch", TR_KIND_MAX, 2.3, TR_STEP_AT + 30, 5, 3, 10},
 };
 
-typedef struct trace {
-    size_t n;
-    uint64_t t[MAXN];
-    double z[MAXN], truth[MAXN];
-} trace_t;
-
-static trace_t tr;
+static tr_csv_t tr;
 
 /* The glitch trace: the step with jittered sampling, a failed measurement every 37th
  * sample, and the clock stepping back 2 s once. */
-static void gen_glitch(trace_t *g)
+static void gen_glitch(tr_csv_t *g)
 {
     uint64_t st = SEED ^ 0xabcdef;
     uint64_t t = 0;
@@ -110,60 +99,7 @@ static int write_all(const char *dir)
     return 0;
 }
 
-/* Strict reader: every non-comment line after the header must be "u64,double,double". */
-static int read_trace(const char *path, trace_t *out)
-{
-    FILE *f = fopen(path, "r");
-    char line[256];
-    bool header = false;
-    int rc = 0;
-
-    if (!f) {
-        perror(path);
-        return -errno;
-    }
-    out->n = 0;
-    while (fgets(line, sizeof(line), f)) {
-        if (line[0] == '#')
-            continue;
-        if (!header) {
-            if (strcmp(line, "t_ms,depth,truth\n") != 0)
-                goto bad;
-            header = true;
-            continue;
-        }
-        char *p = line, *end;
-        errno = 0;
-        unsigned long long t = strtoull(p, &end, 10);
-        if (end == p || *end != ',' || errno)
-            goto bad;
-        p = end + 1;
-        double z = strtod(p, &end);
-        if (end == p || *end != ',')
-            goto bad;
-        p = end + 1;
-        double truth = strtod(p, &end);
-        if (end == p || (*end != '\n' && *end != '\0'))
-            goto bad;
-        if (out->n >= MAXN)
-            goto bad;
-        out->t[out->n] = t;
-        out->z[out->n] = z;
-        out->truth[out->n] = truth;
-        out->n++;
-    }
-    if (!header || out->n == 0)
-        goto bad;
-    fclose(f);
-    return 0;
-bad:
-    fprintf(stderr, "%s: malformed near sample %zu: %s", path, out->n, line);
-    rc = -EBADMSG;
-    fclose(f);
-    return rc;
-}
-
-static void replay(const expect_t *e, const trace_t *g)
+static void replay(const expect_t *e, const tr_csv_t *g)
 {
     l3_scale_params_t p;
     static l3_scale_t sc;
@@ -243,7 +179,7 @@ int main(int argc, char **argv)
         const expect_t *e = &expects[k];
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s.csv", argv[1], e->name);
-        if (read_trace(path, &tr) != 0) {
+        if (tr_read_csv(path, &tr) != 0) {
             CHECK(false);
             continue;
         }

@@ -16,7 +16,9 @@
 #ifndef L3KV_TEST_TRACES_H
 #define L3KV_TEST_TRACES_H
 
+#include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -88,6 +90,74 @@ static inline void tr_gen(tr_kind_t kind, uint64_t seed, double sigma, size_t n,
         truth[i] = t;
         z[i] = m > 0 ? m : 0;
     }
+}
+
+/*
+ * CSV trace files (tests/data/scale/NAME.csv), text, one sample per line; lines starting
+ * with '#' are comments; the first other line is the header "t_ms,depth,truth":
+ *   t_ms   caller's monotonic time of the sample, ms (unsigned integer; may step back)
+ *   depth  measured queue depth, req (decimal; "nan" marks a failed measurement)
+ *   truth  the signal before noise, req (decimal), used only to score the filter
+ */
+#define TR_CSV_MAX 100000
+
+typedef struct tr_csv {
+    size_t n;
+    uint64_t t[TR_CSV_MAX];
+    double z[TR_CSV_MAX], truth[TR_CSV_MAX];
+} tr_csv_t;
+
+/* Strict reader: every non-comment line after the header must be "u64,double,double". */
+static inline int tr_read_csv(const char *path, tr_csv_t *out)
+{
+    FILE *f = fopen(path, "r");
+    char line[256];
+    bool header = false;
+    int rc = 0;
+
+    if (!f) {
+        perror(path);
+        return -errno;
+    }
+    out->n = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (line[0] == '#')
+            continue;
+        if (!header) {
+            if (strcmp(line, "t_ms,depth,truth\n") != 0)
+                goto bad;
+            header = true;
+            continue;
+        }
+        char *p = line, *end;
+        errno = 0;
+        unsigned long long t = strtoull(p, &end, 10);
+        if (end == p || *end != ',' || errno)
+            goto bad;
+        p = end + 1;
+        double z = strtod(p, &end);
+        if (end == p || *end != ',')
+            goto bad;
+        p = end + 1;
+        double truth = strtod(p, &end);
+        if (end == p || (*end != '\n' && *end != '\0'))
+            goto bad;
+        if (out->n >= TR_CSV_MAX)
+            goto bad;
+        out->t[out->n] = t;
+        out->z[out->n] = z;
+        out->truth[out->n] = truth;
+        out->n++;
+    }
+    if (!header || out->n == 0)
+        goto bad;
+    fclose(f);
+    return 0;
+bad:
+    fprintf(stderr, "%s: malformed near sample %zu: %s", path, out->n, line);
+    rc = -EBADMSG;
+    fclose(f);
+    return rc;
 }
 
 #endif
