@@ -23,6 +23,9 @@
 #define L3_SCALE_WORKERS_LIMIT 1024u
 /** Number of scale events kept in the history ring of an l3_scale_t. */
 #define L3_SCALE_HISTORY 16u
+/** Largest depth measurement accepted (req); anything above is a measuring bug, not load,
+ *  and would only push the filter towards overflow. */
+#define L3_SCALE_MAX_DEPTH 1e9
 /** Size of the formatted reason text in a decision, NUL included. */
 #define L3_SCALE_TEXT_SIZE 96u
 
@@ -80,7 +83,7 @@ void l3_kalman_predict(l3_kalman_t *kf, double dt_s);
 
 /**
  * Fold in one depth measurement z (req). Returns 0, or -EINVAL (state untouched) if z is
- * NaN, infinite or negative. The first valid measurement sets x = [z, 0].
+ * NaN, negative or above L3_SCALE_MAX_DEPTH. The first valid measurement sets x = [z, 0].
  */
 int l3_kalman_update(l3_kalman_t *kf, double z);
 
@@ -98,7 +101,7 @@ double l3_kalman_forecast(const l3_kalman_t *kf, double horizon_s, double *ret_v
 typedef enum l3_scale_reason {
     L3_SCALE_HOLD = 0,          /**< demand fits the current workers */
     L3_SCALE_HOLD_COOLDOWN,     /**< demand is low, waiting for the cooldown to pass */
-    L3_SCALE_HOLD_INVALID,      /**< measurement NaN/inf/negative: ignored, nothing changes */
+    L3_SCALE_HOLD_INVALID,      /**< measurement NaN/negative/too large: ignored, nothing changes */
     L3_SCALE_HOLD_AT_MAX,       /**< more workers wanted, already at max_workers */
     L3_SCALE_UP_PREDICTED,      /**< predicted depth exceeds current capacity */
     L3_SCALE_UP_MIN,            /**< fewer workers than min_workers */
@@ -116,7 +119,7 @@ typedef struct l3_scale_decision {
     uint64_t now_ms;       /**< caller's timestamp of the step */
     unsigned current;      /**< workers the caller reported */
     unsigned target;       /**< workers wanted, within [min_workers, max_workers] */
-    int delta;             /**< target - current */
+    int delta;             /**< target - current (saturates at INT_MIN for absurd current) */
     l3_scale_reason_t reason;
     double measured;       /**< depth passed in (may be NaN if invalid) */
     double estimate;       /**< filtered depth now (req) */
@@ -156,7 +159,7 @@ int l3_scale_init(l3_scale_t *sc, const l3_scale_params_t *params, const char **
  *     count wanted in that period;
  *   - always clamped to [min_workers, max_workers].
  * Time going backwards advances nothing and restarts the cooldown; an invalid
- * measurement (NaN, inf, < 0) holds. Fills *ret (if not NULL) and returns the target.
+ * measurement (NaN, < 0, > L3_SCALE_MAX_DEPTH) holds. Fills *ret (if not NULL) and returns the target.
  * Scale events (delta != 0) are appended to the history ring. Never blocks.
  */
 unsigned l3_scale_step(l3_scale_t *sc, double measured_depth, uint64_t now_ms, unsigned current_workers,

@@ -19,7 +19,8 @@
  *       every operation; predict only adds PSD terms, the Joseph update keeps PSD.
  *   K2. x[0] >= 0: a queue cannot be negative, so the depth is projected onto [0, inf)
  *       after each update (the rate is left alone).
- *   K3. Invalid input (NaN, inf, negative depth, non-positive dt) never changes the state.
+ *   K3. Invalid input (NaN, inf, negative or absurd depth, non-positive dt) never changes the
+ *       state. With depth <= L3_SCALE_MAX_DEPTH and dt capped by the caller, x and P stay finite.
  */
 #include <errno.h>
 #include <math.h>
@@ -49,7 +50,7 @@ void l3_kalman_predict(l3_kalman_t *kf, double dt)
 
 int l3_kalman_update(l3_kalman_t *kf, double z)
 {
-    if (!isfinite(z) || z < 0)
+    if (!(z >= 0 && z <= L3_SCALE_MAX_DEPTH)) /* also rejects NaN and inf (K3) */
         return -EINVAL;
     if (!kf->ready) {
         /* First measurement: depth known to within the measurement noise, rate unknown

@@ -38,6 +38,7 @@
  *   P4. Time going backwards never advances the filter (dt is taken as 0).
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -148,6 +149,13 @@ static unsigned workers_for(double demand, double cap)
     if (w > (double)L3_SCALE_WORKERS_LIMIT + 1)
         return L3_SCALE_WORKERS_LIMIT + 1;
     return (unsigned)w;
+}
+
+/* target - cur without overflow for any caller-supplied cur (target <= 1024). */
+static int delta_of(unsigned target, unsigned cur)
+{
+    long long dl = (long long)target - (long long)cur;
+    return dl < INT_MIN ? INT_MIN : (int)dl;
 }
 
 static void record(l3_scale_t *sc, const l3_scale_decision_t *d)
@@ -273,7 +281,7 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
         }
     }
 
-    d.delta = (int)d.target - (int)cur;
+    d.delta = delta_of(d.target, cur);
     record(sc, &d);
     if (ret)
         *ret = d;
@@ -303,7 +311,7 @@ unsigned l3_scale_threshold_step(const l3_scale_params_t *p, double z, uint64_t 
         d.target = p->max_workers;
         d.reason = L3_SCALE_DOWN_MAX;
         snprintf(d.text, sizeof(d.text), "scale down: %u workers above max %u", cur, p->max_workers);
-    } else if (!isfinite(z) || z < 0) {
+    } else if (!(z >= 0 && z <= L3_SCALE_MAX_DEPTH)) {
         d.reason = L3_SCALE_HOLD_INVALID;
         snprintf(d.text, sizeof(d.text), "hold: invalid measurement");
     } else {
@@ -330,7 +338,7 @@ unsigned l3_scale_threshold_step(const l3_scale_params_t *p, double z, uint64_t 
                      cur * p->capacity);
         }
     }
-    d.delta = (int)d.target - (int)cur;
+    d.delta = delta_of(d.target, cur);
     if (ret)
         *ret = d;
     return d.target;

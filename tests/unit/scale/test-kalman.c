@@ -160,7 +160,7 @@ static void test_invalid_input(void)
     l3_kalman_predict(&kf, 0.1); /* not ready: no-op */
     CHECK(!kf.ready);
 
-    const double bad_z[] = {NAN, INFINITY, -INFINITY, -1.0, -1e-9};
+    const double bad_z[] = {NAN, INFINITY, -INFINITY, -1.0, -1e-9, L3_SCALE_MAX_DEPTH * 1.0001, 1e300};
     for (size_t i = 0; i < L3_ARRAY_SIZE(bad_z); i++) {
         before = kf;
         CHECK_EQ_INT(l3_kalman_update(&kf, bad_z[i]), -EINVAL);
@@ -171,6 +171,8 @@ static void test_invalid_input(void)
     CHECK_EQ_INT(l3_kalman_update(&kf, 7.0), 0);
     CHECK(kf.ready && kf.x[0] == 7.0 && kf.x[1] == 0.0 && kf.P[0][0] == 9.0 && kf.P[1][1] == 50.0);
     CHECK_EQ_INT(l3_kalman_update(&kf, 0.0), 0); /* zero is a valid depth */
+    CHECK_EQ_INT(l3_kalman_update(&kf, L3_SCALE_MAX_DEPTH), 0); /* so is the limit */
+    CHECK(isfinite(kf.x[0]) && isfinite(kf.x[1]) && isfinite(kf.P[0][0]));
 
     const double bad_dt[] = {0.0, -0.1, NAN, INFINITY};
     for (size_t i = 0; i < L3_ARRAY_SIZE(bad_dt); i++) {

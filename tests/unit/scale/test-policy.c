@@ -15,6 +15,7 @@
  * is judged against the load it was shown.
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 
 #include "l3kv/base.h"
@@ -311,7 +312,7 @@ static void test_invalid_and_time(void)
     w = feed(sc, 20, &t, 50, w, &d);
     CHECK_EQ_INT(w, 3);
 
-    const double bad[] = {NAN, INFINITY, -INFINITY, -1, -0.5};
+    const double bad[] = {NAN, INFINITY, -INFINITY, -1, -0.5, 2 * L3_SCALE_MAX_DEPTH};
     for (size_t i = 0; i < L3_ARRAY_SIZE(bad); i++) {
         l3_kalman_t before = sc->kf;
         CHECK_EQ_INT(l3_scale_step(sc, bad[i], t, w, &d), w);
@@ -434,12 +435,17 @@ static void test_threshold(void)
     CHECK_EQ_INT(l3_scale_threshold_step(&p, NAN, 8, 5, &d), 5);
     CHECK_EQ_INT(d.reason, L3_SCALE_HOLD_INVALID);
     CHECK_EQ_INT(l3_scale_threshold_step(&p, -3, 8, 5, &d), 5);
-    CHECK_EQ_INT(l3_scale_threshold_step(&p, 1e300, 9, 1, &d), 9); /* +max_step_up */
-    CHECK_EQ_INT(l3_scale_threshold_step(&p, 1e300, 9, 12, &d), 16);
+    CHECK_EQ_INT(l3_scale_threshold_step(&p, 1e6, 9, 1, &d), 9); /* +max_step_up */
+    CHECK_EQ_INT(l3_scale_threshold_step(&p, 1e6, 9, 12, &d), 16);
     CHECK_EQ_INT(l3_scale_threshold_step(&p, 5, 9, 0, &d), 1);
     CHECK_EQ_INT(d.reason, L3_SCALE_UP_MIN);
     CHECK_EQ_INT(l3_scale_threshold_step(&p, 500, 9, 40, &d), 16);
     CHECK_EQ_INT(d.reason, L3_SCALE_DOWN_MAX);
+    CHECK_EQ_INT(l3_scale_threshold_step(&p, 1e300, 9, 4, &d), 4); /* absurd: invalid */
+    CHECK_EQ_INT(d.reason, L3_SCALE_HOLD_INVALID);
+    /* a garbage worker count from the caller: clamped, delta still exact */
+    CHECK_EQ_INT(l3_scale_threshold_step(&p, 5, 9, 3000000000u, &d), 16);
+    CHECK_EQ_INT(d.delta, INT_MIN); /* 16 - 3e9 saturates */
 }
 
 /* ---- invariants on random traces, checked by an observer ------------------------- */
