@@ -3,7 +3,7 @@
  * main.c - the l3kv executable: command line, configuration, then the supervisor.
  *
  * Runs in the supervisor process before any fork. Usage: l3kv [--help] [--version]
- * [config_path]. Without an argument it reads ./config.json if present and otherwise runs
+ * [--check] [config_path]. Without an argument it reads ./config.json if present and otherwise runs
  * with the built-in defaults; a path given explicitly must exist.
  *
  * Integration points (the supervisor API in server.h):
@@ -22,12 +22,13 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: l3kv [--help] [--version] [config_path]\n"
+            "usage: l3kv [--help] [--version] [--check] [config_path]\n"
             "\n"
             "Persistent HTTP key-value store for JSON documents.\n"
             "\n"
             "  config_path   JSON configuration (default: ./config.json; built-in defaults\n"
             "                are used when that file does not exist)\n"
+            "  --check       validate the configuration and exit (0 = valid)\n"
             "  --help        show this text\n"
             "  --version     print the version\n"
             "\n"
@@ -40,7 +41,7 @@ static l3_srv_t srv;
 int main(int argc, char **argv)
 {
     const char *path = "config.json";
-    bool explicit_path = false;
+    bool explicit_path = false, check_only = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -49,6 +50,10 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
             printf("l3kv %s\n", L3KV_VERSION);
             return 0;
+        }
+        if (strcmp(argv[i], "--check") == 0) {
+            check_only = true;
+            continue;
         }
         if (argv[i][0] == '-' && argv[i][1] != '\0') {
             fprintf(stderr, "l3kv: unknown option '%s'\n", argv[i]);
@@ -73,6 +78,11 @@ int main(int argc, char **argv)
     if (l3_srv_config_load(&srv.cfg, path, explicit_path, &missing, err, sizeof(err)) != 0) {
         L3_LOG(L3_LOG_ERROR, "%s: %s", path, err);
         return 2;
+    }
+    if (check_only) {
+        printf("%s: %s\n", missing ? "built-in defaults" : path, "configuration is valid");
+        l3_srv_config_free(&srv.cfg);
+        return 0;
     }
     L3_LOG(L3_LOG_INFO, "l3kv %s starting (%s)", L3KV_VERSION,
            missing ? "no config.json: built-in defaults" : path);

@@ -5,7 +5,9 @@
  *
  * Process: the one started by the user or systemd; single threaded. It never serves HTTP.
  * Signals are blocked and taken synchronously with sigtimedwait() in the main loop (no
- * async handlers), so all supervisor state is touched from one place.
+ * async handlers), so all supervisor state is touched from one place: SIGTERM/SIGINT stop
+ * gracefully, SIGHUP reopens logs (and is forwarded to workers), SIGUSR1/SIGUSR2 ask for
+ * one worker more/less (within server.min_workers..max_workers), SIGCHLD reaps.
  *
  * Worker slot state machine (ctl->sc_state[i], mirrored into the metrics slot):
  *
@@ -532,6 +534,8 @@ int l3_srv_run(l3_srv_t *srv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -564,6 +568,10 @@ int l3_srv_run(l3_srv_t *srv)
                 if (workers[i].pid > 0)
                     kill(workers[i].pid, SIGHUP);
         }
+        if (sig == SIGUSR1) /* operator: one worker more */
+            l3_srv_set_workers(srv, want_workers + 1);
+        if (sig == SIGUSR2 && want_workers > 0) /* operator: one worker less */
+            l3_srv_set_workers(srv, want_workers - 1);
         reap(srv, false);
         uint64_t now = now_ms();
         if (tick_fn != NULL && now >= next_tick) {

@@ -52,6 +52,15 @@ def test_bad_config_rejected(cfg, needle):
         assert b" error: " in r.stderr
 
 
+def test_shipped_config_is_valid():
+    shipped = os.path.join(os.path.dirname(__file__), "..", "..", "etc", "config.json")
+    r = run_bin(["--check", shipped])
+    assert r.returncode == 0, r.stderr
+    with tempfile.TemporaryDirectory() as d:  # no config.json in cwd: built-in defaults
+        r = run_bin(["--check"], cwd=d)
+        assert r.returncode == 0 and b"built-in defaults" in r.stdout
+
+
 def test_explicit_missing_config_fails():
     r = run_bin(["/nonexistent/l3kv.json"])
     assert r.returncode != 0 and b"cannot open" in r.stderr
@@ -262,3 +271,49 @@ def test_http2_cleartext_and_tls():
             p.send_signal(signal.SIGTERM)
             p.communicate(timeout=20)
         assert p.returncode == 0
+
+
+def test_scale_down_and_up_drops_nothing():
+    """SIGUSR2 retires a worker, SIGUSR1 adds one; clients opening a new connection per
+    request meanwhile see no failure (the retiring worker's queued connections are adopted)."""
+    s = Server(config={"server": {"min_workers": 1, "max_workers": 4}})  # starts with min_workers
+    try:
+        stop = threading.Event()
+        failures, ok = [], [0]
+
+        def load():
+            while not stop.is_set():
+                try:
+                    r = requests.get(s.url("/kv/health"), headers={"Connection": "close"}, timeout=10)
+                    if r.status_code != 200:
+                        failures.append(r.status_code)
+                    else:
+                        ok[0] += 1
+                except requests.RequestException as e:
+                    failures.append(repr(e))
+
+        threads = [threading.Thread(target=load) for _ in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        counts = []
+        for sig, want in ((signal.SIGUSR1, 2), (signal.SIGUSR1, 3), (signal.SIGUSR2, 2), (signal.SIGUSR2, 1),
+                         (signal.SIGUSR1, 2)):
+            s.proc.send_signal(sig)
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                n = s.metrics()["system"]["thread_count"]
+                if n == want:
+                    break
+                time.sleep(0.05)
+            counts.append(n)
+            time.sleep(0.4)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert counts == [2, 3, 2, 1, 2], counts
+        assert not failures, failures[:5]
+        assert ok[0] > 100
+        assert "retiring" in s.logtext() and "died" not in s.logtext()
+    finally:
+        s.stop()
