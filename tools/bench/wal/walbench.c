@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * walbench.c - l3kv-walbench: WAL figures measured in one run on this machine.
+ *   1. append throughput with C concurrent clients (processes x threads, like connections):
+ *      buffered (ack = in the ring) vs fsync (ack after the group-commit fdatasync), and the
+ *      ratio fsync/buffered;
+ *   2. recovery: replay time per GB of WAL and per million records (page cache warm).
+ * Prints one JSON object per figure. Not a test: nothing is asserted.
+ *
+ * usage: l3kv-walbench [-d DIR] [-s SECONDS] [-c CLIENTS] [-p PROCS] [-b PAYLOAD] [-r RECOVERY_MB]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "l3kv/base.h"
+#include "l3kv/wal.h"
+
+typedef struct {
+    _Atomic int stop;
+    _Atomic uint64_t ops;
+    _Atomic uint64_t lsn;
+    _Atomic uint64_t retries;
+} shared_t;
+
+static shared_t *sh;
+static l3_wal_ring_t *ring;
+static unsigned payload_bytes = 256;
+static int wait_durable;
+
+static void *client(void *arg)
+{
+    uintptr_t id = (uintptr_t)arg;
+    uint8_t *pay = malloc(payload_bytes + 1);
+    memset(pay, (int)id, payload_bytes);
+    char key[32];
+    snprintf(key, sizeof key, "bench-%u", (unsigned)id);
+    uint64_t n = 0;
+    while (!atomic_load_explicit(&sh->stop, memory_order_relaxed)) {
+        l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = atomic_fetch_add(&sh->lsn, 1) + 1, .key = key,
+                            .klen = (uint32_t)strlen(key), .payload = pay, .plen = payload_bytes};
+        int rc = l3_wal_hook(ring, &rec);
+        if (rc == -EAGAIN) {
+            atomic_fetch_add(&sh->retries, 1);
+            continue;
+        }
+        if (rc != 0)
+            break;
+        if (wait_durable && l3_wal_wait_durable(ring, l3_wal_last_ticket(), 10000) != 0)
+            break;
+        n++;
+    }
+    atomic_fetch_add(&sh->ops, n);
+    free(pay);
+    return NULL;
+}
+
+static void rmdir_files(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "walbench: could not clean %s\n", dir);
+}
+
+/* returns records per second */
+static double run_mode(const char *dir, l3_wal_durability_t mode, double seconds, int clients, int procs,
+                       l3_wal_stats_t *ret_stats)
+{
+    char wal[4096];
+    mkdir(dir, 0755);
+    snprintf(wal, sizeof wal, "%s/data.wal", dir);
+    size_t len = 4096 + (20u << 20); /* the default 20 MB ring */
+    void *region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (region == MAP_FAILED || l3_wal_ring_init(region, len, &ring) != 0) {
+        fprintf(stderr, "walbench: ring setup failed\n");
+        exit(1);
+    }
+    memset(sh, 0, sizeof *sh);
+    l3_wal_writer_opts_t o = {.ring = ring, .wal_path = wal, .durability = mode, .install_signals = 1};
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    pid_t w = fork();
+    if (w == 0) {
+        int rc = l3_wal_writer_run(&o);
+        if (rc < 0)
+            fprintf(stderr, "walbench: writer: %s\n", strerror(-rc));
+        _exit(rc == 0 ? 0 : 1);
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    wait_durable = mode == L3_WAL_FSYNC;
+    pid_t kids[64];
+    int per = clients / procs;
+    uint64_t t0 = l3_now_ns();
+    for (int p = 0; p < procs; p++) {
+        kids[p] = fork();
+        if (kids[p] == 0) {
+            pthread_t th[256];
+            int n = per + (p < clients % procs);
+            for (int i = 0; i < n; i++)
+                pthread_create(&th[i], NULL, client, (void *)(uintptr_t)(p * 1000 + i));
+            for (int i = 0; i < n; i++)
+                pthread_join(th[i], NULL);
+            _exit(0);
+        }
+    }
+    usleep((useconds_t)(seconds * 1e6));
+    atomic_store(&sh->stop, 1);
+    for (int p = 0; p < procs; p++)
+        waitpid(kids[p], NULL, 0);
+    double el = (double)(l3_now_ns() - t0) / 1e9;
+    kill(w, SIGTERM);
+    int st;
+    waitpid(w, &st, 0);
+    l3_wal_ring_stats(ring, ret_stats);
+    l3_wal_ring_detach(ring);
+    munmap(region, len);
+    rmdir_files(dir);
+    return (double)atomic_load(&sh->ops) / el;
+}
+
+static int count_cb(void *ctx, const l3_wal_rec_t *rec)
+{
+    uint64_t *sum = ctx;
+    *sum += rec->lsn + rec->plen; /* touch the record */
+    return 0;
+}
+
+static void run_recovery(const char *dir, unsigned mb)
+{
+    char wal[4096];
+    mkdir(dir, 0755);
+    snprintf(wal, sizeof wal, "%s/data.wal", dir);
+    /* build segments of 64 MiB directly with the record encoder */
+    uint64_t target = (uint64_t)mb << 20, written = 0, nrec = 0, seq = 1;
+    uint8_t *buf = malloc(64u << 20);
+    uint8_t pay[4096];
+    memset(pay, 0x33, sizeof pay);
+    while (written < target) {
+        l3_wal_seg_hdr_t h = {.salt = 0x1234 + seq, .seq = seq, .ctime_ns = l3_wall_ns()};
+        l3_wal_seg_hdr_encode(buf, &h);
+        size_t off = L3_WAL_SEG_HDR;
+        while (off + 8192 < (64u << 20) && written + off < target) {
+            char key[32];
+            int kl = snprintf(key, sizeof key, "doc-%llu", (unsigned long long)(nrec % 100000));
+            l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = nrec + 1, .key = key, .klen = (uint32_t)kl,
+                                .payload = pay, .plen = payload_bytes};
+            off += (size_t)l3_wal_rec_encode(buf + off, (64u << 20) - off, &rec, h.salt);
+            nrec++;
+        }
+        char name[4200];
+        snprintf(name, sizeof name, "%s.%08llu", wal, (unsigned long long)seq);
+        FILE *f = fopen(name, "wb");
+        if (!f || fwrite(buf, 1, off, f) != off) {
+            fprintf(stderr, "walbench: cannot write %s\n", name);
+            exit(1);
+        }
+        fclose(f);
+        written += off;
+        seq++;
+    }
+    free(buf);
+    uint64_t sum = 0;
+    l3_wal_replay_report_t rep;
+    uint64_t t0 = l3_now_ns();
+    int rc = l3_wal_replay(wal, count_cb, &sum, &rep);
+    double el = (double)(l3_now_ns() - t0) / 1e9;
+    if (rc != 0 || rep.records != nrec)
+        fprintf(stderr, "walbench: replay mismatch (%d, %llu of %llu)\n", rc, (unsigned long long)rep.records,
+                (unsigned long long)nrec);
+    double gb = (double)written / (1024.0 * 1024 * 1024);
+    printf("{\"figure\":\"wal_recovery\",\"bytes\":%llu,\"records\":%llu,\"payload\":%u,\"seconds\":%.3f,"
+           "\"seconds_per_gb\":%.3f,\"seconds_per_million_records\":%.3f,\"cache\":\"warm\"}\n",
+           (unsigned long long)written, (unsigned long long)nrec, payload_bytes, el, el / gb,
+           el / ((double)nrec / 1e6));
+    rmdir_files(dir);
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = NULL;
+    double seconds = 3;
+    int clients = 64, procs = 4;
+    unsigned rec_mb = 256;
+    int c;
+    while ((c = getopt(argc, argv, "d:s:c:p:b:r:")) != -1) {
+        switch (c) {
+        case 'd':
+            dir = optarg;
+            break;
+        case 's':
+            seconds = atof(optarg);
+            break;
+        case 'c':
+            clients = atoi(optarg);
+            break;
+        case 'p':
+            procs = atoi(optarg);
+            break;
+        case 'b':
+            payload_bytes = (unsigned)atoi(optarg);
+            break;
+        case 'r':
+            rec_mb = (unsigned)atoi(optarg);
+            break;
+        default:
+            fprintf(stderr, "usage: %s [-d DIR] [-s SECONDS] [-c CLIENTS] [-p PROCS] [-b PAYLOAD] [-r MB]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (clients < 1 || procs < 1 || procs > 64 || clients / procs > 256 || payload_bytes > 4096) {
+        fprintf(stderr, "walbench: bad arguments\n");
+        return 2;
+    }
+    char tmpl[] = "/tmp/l3kv-walbench-XXXXXX";
+    char base[4096];
+    if (!dir) {
+        dir = mkdtemp(tmpl);
+        if (!dir) {
+            perror("mkdtemp");
+            return 1;
+        }
+    }
+    snprintf(base, sizeof base, "%s/run", dir);
+    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+    l3_wal_stats_t sb, sf;
+    double buffered = run_mode(base, L3_WAL_BUFFERED, seconds, clients, procs, &sb);
+    printf("{\"figure\":\"wal_append_buffered\",\"clients\":%d,\"payload\":%u,\"records_per_s\":%.0f,"
+           "\"fdatasyncs\":%llu,\"batches\":%llu}\n",
+           clients, payload_bytes, buffered, (unsigned long long)sb.fsyncs, (unsigned long long)sb.batches);
+    fflush(stdout);
+    double fsync = run_mode(base, L3_WAL_FSYNC, seconds, clients, procs, &sf);
+    printf("{\"figure\":\"wal_append_fsync\",\"clients\":%d,\"payload\":%u,\"records_per_s\":%.0f,"
+           "\"fdatasyncs\":%llu,\"records_per_fdatasync\":%.1f}\n",
+           clients, payload_bytes, fsync, (unsigned long long)sf.fsyncs,
+           sf.fsyncs ? (double)sf.records / (double)sf.fsyncs : 0.0);
+    printf("{\"figure\":\"wal_fsync_over_buffered\",\"ratio\":%.3f}\n", buffered > 0 ? fsync / buffered : 0.0);
+    fflush(stdout);
+    if (rec_mb)
+        run_recovery(base, rec_mb);
+    if (dir == tmpl)
+        rmdir(tmpl);
+    return 0;
+}
