@@ -155,6 +155,14 @@ static int load_input(l3_doc_t *d)
             free(in);
             return EXIT_DATA;
         }
+        /* verify() accepts a buffer larger than the document (spare capacity); a file must
+         * hold exactly one document. */
+        if (l3_doc_size((const uint8_t *)in) != len) {
+            fprintf(stderr, "%s: not a valid document: %zu bytes after its end at byte %zu\n", prog,
+                    len - l3_doc_size((const uint8_t *)in), l3_doc_size((const uint8_t *)in));
+            free(in);
+            return EXIT_DATA;
+        }
         l3_doc_heap_adopt(d, (uint8_t *)in, len);
         return 0;
     }

@@ -78,6 +78,11 @@ head -c 24 "$TMP/doc.bin" >"$TMP/trunc.bin"
 [ $? -eq 1 ] || fail "decode of a truncated document: want exit 1"
 stderr_has decode_truncated 'not a valid document'
 checks=$((checks + 1))
+{ cat "$TMP/doc.bin"; printf 'xxxxxxxx'; } >"$TMP/trail.bin"
+"$TOOL" decode <"$TMP/trail.bin" >/dev/null 2>"$TMP/err"
+[ $? -eq 1 ] || fail "decode of a document with trailing bytes: want exit 1"
+stderr_has decode_trailing 'bytes after its end'
+checks=$((checks + 1))
 # Flip every byte of the binary in turn: decode must never crash (exit 0 or 1 only).
 size=$(wc -c <"$TMP/doc.bin")
 i=0
