@@ -297,4 +297,16 @@ typedef void (*l3_store_report_fn)(void *ctx, const char *line);
  */
 int l3_store_check(l3_store_t *st, unsigned retries, l3_store_report_fn fn, void *ctx);
 
+/* ---------------------------------------------------------------- raw views (tools) */
+
+/**
+ * The arena header as mapped by this handle (type l3_arena_hdr_t from l3kv/layout.h);
+ * the arena's first byte. For inspection: the mutable fields change under a running
+ * server, read them with atomic loads.
+ */
+const void *l3_store_header(const l3_store_t *st);
+
+/** Process slot i (l3_proc_slot_t from l3kv/layout.h), or NULL when i >= max_procs. */
+const void *l3_store_proc_slot_at(const l3_store_t *st, uint32_t i);
+
 #endif /* L3KV_STORE_H */

@@ -619,3 +619,13 @@ uint64_t l3_store_last_lsn(const l3_store_t *st)
 {
     return __atomic_load_n(&st->hdr->ah_lsn, __ATOMIC_ACQUIRE);
 }
+
+const void *l3_store_header(const l3_store_t *st)
+{
+    return st->hdr;
+}
+
+const void *l3_store_proc_slot_at(const l3_store_t *st, uint32_t i)
+{
+    return i < st->hdr->ah_max_procs ? l3_store__slot(st, i) : NULL;
+}

@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-inspect.c - runs the l3kv-inspect binary (argv[1]) against a live arena: every
+ * command in human and --json form, usage errors (exit 2), a missing instance (exit 1),
+ * a check while another process writes (must stay 0: the inspector tolerates change and
+ * takes no locks), and deliberate corruption of a document and of a free list (exit 1
+ * with a report naming it).
+ */
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "l3kv/layout.h"
+#include "sth.h"
+
+static const char *inspect;
+
+/* Run the inspector with up to 6 arguments; capture stdout into out (NUL terminated). */
+static int run(char *out, size_t cap, const char *a1, const char *a2, const char *a3, const char *a4,
+               const char *a5, const char *a6)
+{
+    int fds[2];
+    if (pipe(fds) < 0)
+        exit(T_HARNESS_ERROR);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0 && getenv("L3_TEST_VERBOSE") == NULL)
+            dup2(devnull, 2);
+        execl(inspect, inspect, a1, a2, a3, a4, a5, a6, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < cap && (r = read(fds[0], out + n, cap - 1 - n)) > 0)
+        n += (size_t)r;
+    char sink[4096];
+    while (read(fds[0], sink, sizeof(sink)) > 0)
+        ;
+    out[n] = 0;
+    close(fds[0]);
+    return sth_wait(pid);
+}
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* Find the arena offset of key's entry via the public layout (writable: we created it). */
+static l3_ix_entry_t *find_entry(l3_store_t *st, const char *key)
+{
+    uint8_t *base = (uint8_t *)(uintptr_t)l3_store_header(st);
+    const l3_arena_hdr_t *h = (const l3_arena_hdr_t *)base;
+    l3_stripe_t *sps = (l3_stripe_t *)(base + h->ah_off_stripes);
+    for (uint32_t s = 0; s < h->ah_nstripes; s++) {
+        if (!sps[s].sp_table)
+            continue;
+        l3_ix_slot_t *t = (l3_ix_slot_t *)(base + sps[s].sp_table);
+        for (uint32_t i = 0; i < sps[s].sp_cap; i++) {
+            if (t[i].ix_entry <= L3_IX_TOMB)
+                continue;
+            l3_ix_entry_t *e = (l3_ix_entry_t *)(base + t[i].ix_entry);
+            if (e->ie_klen == strlen(key) && memcmp(e->ie_key, key, e->ie_klen) == 0)
+                return e;
+        }
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return T_HARNESS_ERROR;
+    inspect = argv[1];
+    static char out[1 << 20];
+    l3_store_t *st = sth_create(64 << 20, 16, 0);
+    const char *name = l3_store_name(st);
+    CHECK_EQ_INT(sth_put(st, "user:1", "{\"name\":\"ann\",\"age\":31}"), 0);
+    CHECK_EQ_INT(sth_put(st, "user:2", "{\"name\":\"bob\",\"tags\":[1,2]}"), 0);
+    CHECK_EQ_INT(sth_put(st, "cfg", "{\"x\":true}"), 0);
+    CHECK_EQ_INT(l3_store_put_json(st, "bin\x01\"key", 8, "[null]", 6, 0, NULL, NULL), 0);
+
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "info", NULL, NULL, NULL), 0);
+    CHECK(strstr(out, "instance") && strstr(out, name) && strstr(out, "4 keys"));
+    CHECK(strstr(out, "supervisor") != NULL);
+
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "--json", "info", NULL, NULL), 0);
+    json_error_t je;
+    json_t *j = json_loads(out, 0, &je);
+    CHECK(j != NULL);
+    if (j) {
+        CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "index"), "keys")), 4);
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "name")), name);
+        CHECK_EQ_INT(json_array_size(json_object_get(j, "procs")), 1);
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "layout")), L3_ARENA_LAYOUT);
+        json_decref(j);
+    }
+
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "keys", NULL, NULL, NULL), 0);
+    CHECK_EQ_INT(count_lines(out), 4);
+    CHECK(strstr(out, "bin\\x01\"key") != NULL);
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "keys", "user:", NULL, NULL), 0);
+    CHECK_EQ_INT(count_lines(out), 2);
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "--json", "keys", NULL, NULL), 0);
+    j = json_loads(out, 0, &je);
+    CHECK(j != NULL);
+    if (j) {
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "count")), 4);
+        json_decref(j);
+    }
+
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "get", "user:2", NULL, NULL), 0);
+    CHECK_EQ_STR(out, "{\"name\":\"bob\",\"tags\":[1,2]}\n");
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "get", "nobody", NULL, NULL), 1);
+
+    char pidbuf[32];
+    snprintf(pidbuf, sizeof(pidbuf), "%ld", (long)getpid());
+    CHECK_EQ_INT(run(out, sizeof(out), "--pid", pidbuf, "check", NULL, NULL, NULL), 0);
+    CHECK(strstr(out, "0 problems") != NULL);
+    CHECK_EQ_INT(run(out, sizeof(out), "--pid", pidbuf, "--json", "check", NULL, NULL), 0);
+    j = json_loads(out, 0, &je);
+    CHECK(j && json_is_true(json_object_get(j, "ok")));
+    json_decref(j);
+
+    /* usage errors and a missing instance */
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", name, NULL, NULL, NULL, NULL), 2);
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "frobnicate", NULL, NULL, NULL), 2);
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "get", NULL, NULL, NULL), 2);
+    CHECK_EQ_INT(run(out, sizeof(out), "--pid", "1", "--name", name, "info", NULL), 2);
+    CHECK_EQ_INT(run(out, sizeof(out), "--pid", "abc", "info", NULL, NULL, NULL), 2);
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", "no-such-instance", "info", NULL, NULL, NULL), 1);
+
+    /* check while another process writes: must not report anything */
+    pid_t w = fork();
+    if (w == 0) {
+        if (l3_store_proc_register(st, L3_STORE_ROLE_WORKER, NULL) != 0)
+            _exit(3);
+        uint64_t end = l3_now_ns() + 1500000000ull;
+        char k[32], v[256];
+        for (uint64_t i = 0; l3_now_ns() < end; i++) {
+            snprintf(k, sizeof(k), "w%" PRIu64, i % 200);
+            int n = snprintf(v, sizeof(v), "{\"i\":%" PRIu64 ",\"pad\":\"%0*d\"}", i, (int)(i % 150), 0);
+            if (l3_store_put_json(st, k, strlen(k), v, (size_t)n, 0, NULL, NULL) < 0)
+                _exit(1);
+            if (i % 3 == 0 && l3_store_delete(st, k, strlen(k), 0, NULL) < 0)
+                _exit(1);
+        }
+        _exit(0);
+    }
+    for (int i = 0; i < 4; i++) {
+        int rc = run(out, sizeof(out), "--name", name, "check", NULL, NULL, NULL);
+        if (rc != 0)
+            fprintf(stderr, "check under load: %s\n", out);
+        CHECK_EQ_INT(rc, 0);
+        CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "get", "user:1", NULL, NULL), 0);
+        CHECK_EQ_STR(out, "{\"name\":\"ann\",\"age\":31}\n");
+    }
+    CHECK_EQ_INT(sth_wait(w), 0);
+    CHECK_EQ_INT(l3_store_proc_reap(st, w), 1);
+
+    /* corrupt a document: check names it, get refuses it */
+    l3_ix_entry_t *e = find_entry(st, "cfg");
+    CHECK(e != NULL);
+    if (e) {
+        uint8_t *base = (uint8_t *)(uintptr_t)l3_store_header(st);
+        uint8_t *doc = base + e->ie_doc;
+        uint8_t saved = doc[0];
+        doc[0] ^= 0x5a; /* document magic */
+        CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "check", NULL, NULL, NULL), 1);
+        CHECK(strstr(out, "key 'cfg'") && strstr(out, "verify failed"));
+        CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "get", "cfg", NULL, NULL), 1);
+        doc[0] = saved;
+        CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "check", NULL, NULL, NULL), 0);
+        /* a free block's back link */
+        const l3_arena_hdr_t *h = (const l3_arena_hdr_t *)base;
+        l3_alloc_hdr_t *al = (l3_alloc_hdr_t *)(base + h->ah_off_alloc);
+        uint64_t fb = 0;
+        for (uint32_t b = 0; b < L3_ALLOC_NBINS && !fb; b++)
+            fb = al->al_bins[b];
+        CHECK(fb != 0);
+        uint64_t *prev = (uint64_t *)(base + fb + 24);
+        uint64_t sv = *prev;
+        *prev = 12345 * 16;
+        CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "--json", "check", NULL, NULL), 1);
+        CHECK(strstr(out, "back link") && strstr(out, "\"ok\":false"));
+        *prev = sv;
+        CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "check", NULL, NULL, NULL), 0);
+    }
+    sth_destroy(st);
+    CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "info", NULL, NULL, NULL), 1);
+    return t_done();
+}

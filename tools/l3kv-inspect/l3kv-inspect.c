@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * l3kv-inspect - look inside a running (or stopped) instance's shared arena.
+ *
+ *   l3kv-inspect [--pid PID | --name NAME] [--json] info | keys [PREFIX] | get KEY | check
+ *
+ * Attaches read-only (PROT_READ mapping of /dev/shm/l3kv-<name>) and takes no lock, so it
+ * never disturbs the server: every structure is read with bounds checks, documents are
+ * copied and verified (l3_doc_verify) before they are printed, and structures caught
+ * changing are re-read (seqlock generation per stripe; the check retries).
+ * Exit status: 0 sound / done, 1 corruption found or the request failed (no instance, no
+ * such key), 2 usage.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "l3kv/base.h"
+#include "l3kv/error.h"
+#include "l3kv/layout.h"
+#include "l3kv/store.h"
+#include "l3kv-config.h"
+
+static bool json_out;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: l3kv-inspect [--pid PID | --name NAME] [--json] COMMAND\n"
+               "commands:\n"
+               "  info           header, allocator and index statistics, process table\n"
+               "  keys [PREFIX]  list keys (with their LSN)\n"
+               "  get KEY        print the document as JSON\n"
+               "  check          verify every structure and document (exit 1 on corruption)\n"
+               "The only instance on the machine is used when neither --pid nor --name is given.\n");
+}
+
+/* Print bytes as a JSON string body (non-ASCII and control bytes as \\u00XX). */
+static void put_json_str(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned c = s[i];
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20 || c >= 0x7f)
+            printf("\\u%04x", c);
+        else
+            putchar((int)c);
+    }
+    putchar('"');
+}
+
+/* Human form: printable ASCII as is, anything else \xHH. */
+static void put_human(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++) {
+        unsigned c = s[i];
+        if (c < 0x20 || c >= 0x7f || c == '\\')
+            printf("\\x%02x", c);
+        else
+            putchar((int)c);
+    }
+}
+
+static const char *role_name(uint32_t r)
+{
+    static const char *names[] = {"none", "supervisor", "worker", "writer", "tool"};
+    return r < L3_ARRAY_SIZE(names) ? names[r] : "?";
+}
+
+static const char *state_name(uint32_t s)
+{
+    return s == L3_ARENA_READY ? "ready" : s == L3_ARENA_POISONED ? "poisoned" : "formatting";
+}
+
+static bool alive(int32_t pid)
+{
+    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+static int cmd_info(l3_store_t *st)
+{
+    const l3_arena_hdr_t *h = l3_store_header(st);
+    l3_store_stats_t s;
+    l3_store_stats(st, &s);
+    uint32_t state = __atomic_load_n(&h->ah_state, __ATOMIC_RELAXED);
+    uint64_t now = l3_now_ns();
+    if (json_out) {
+        printf("{\"name\":");
+        put_json_str(h->ah_name, strnlen(h->ah_name, sizeof(h->ah_name)));
+        printf(",\"layout\":%u,\"state\":\"%s\",\"arena_bytes\":%" PRIu64 ",\"created_ns\":%" PRIu64
+               ",\"owner_pid\":%d,\"owner_alive\":%s,\"max_procs\":%u,\"nstripes\":%u,\"undo_bytes\":%" PRIu64
+               ",\"regions\":{\"procs\":%" PRIu64 ",\"stripes\":%" PRIu64 ",\"alloc\":%" PRIu64
+               ",\"obs\":[%" PRIu64 ",%" PRIu64 "],\"wal\":[%" PRIu64 ",%" PRIu64 "],\"undo\":%" PRIu64
+               ",\"heap\":[%" PRIu64 ",%" PRIu64 "]}",
+               h->ah_layout, state_name(state), h->ah_arena_bytes, h->ah_created_ns, h->ah_owner_pid,
+               alive(h->ah_owner_pid) ? "true" : "false", h->ah_max_procs, h->ah_nstripes, h->ah_undo_bytes,
+               h->ah_off_procs, h->ah_off_stripes, h->ah_off_alloc, h->ah_off_obs, h->ah_obs_bytes, h->ah_off_wal,
+               h->ah_wal_bytes, h->ah_off_undo, h->ah_off_heap, h->ah_heap_bytes);
+        printf(",\"allocator\":{\"heap_bytes\":%" PRIu64 ",\"used_bytes\":%" PRIu64 ",\"free_bytes\":%" PRIu64
+               ",\"used_blocks\":%" PRIu64 ",\"free_blocks\":%" PRIu64 ",\"largest_free\":%" PRIu64
+               ",\"fragmentation\":%.4f}",
+               s.heap_bytes, s.used_bytes, s.free_bytes, s.used_blocks, s.free_blocks, s.largest_free,
+               s.fragmentation);
+        printf(",\"index\":{\"keys\":%" PRIu64 ",\"doc_bytes\":%" PRIu64 ",\"slots\":%" PRIu64 ",\"load\":%.4f}",
+               s.keys, s.doc_bytes, s.index_slots, s.index_slots ? (double)s.keys / (double)s.index_slots : 0.0);
+        printf(",\"counters\":{\"last_lsn\":%" PRIu64 ",\"repairs\":%" PRIu64 ",\"rollbacks\":%" PRIu64
+               ",\"grows\":%" PRIu64 ",\"compactions\":%" PRIu64 "}",
+               s.last_lsn, s.repairs, s.rollbacks, s.grows, s.compactions);
+        printf(",\"procs\":[");
+        bool first = true;
+        for (uint32_t i = 0; i < h->ah_max_procs; i++) {
+            const l3_proc_slot_t *ps = l3_store_proc_slot_at(st, i);
+            int32_t pid = __atomic_load_n(&ps->ps_pid, __ATOMIC_RELAXED);
+            if (pid == 0)
+                continue;
+            uint64_t hb = __atomic_load_n(&ps->ps_heartbeat_ns, __ATOMIC_RELAXED);
+            printf("%s{\"slot\":%u,\"pid\":%d,\"role\":\"%s\",\"alive\":%s,\"heartbeat_age_ms\":%.1f,\"ops\":%" PRIu64
+                   ",\"repairs\":%" PRIu64 ",\"stripe_held\":%d,\"tx_state\":%u}",
+                   first ? "" : ",", i, pid, role_name(ps->ps_role), alive(pid) ? "true" : "false",
+                   now > hb ? (double)(now - hb) / 1e6 : 0.0, ps->ps_ops, ps->ps_repairs,
+                   (int)ps->ps_stripe_held - 1, ps->tx_state);
+            first = false;
+        }
+        printf("]}\n");
+        return 0;
+    }
+    time_t ct = (time_t)(h->ah_created_ns / 1000000000ull);
+    char tbuf[64];
+    strftime(tbuf, sizeof(tbuf), "%Y-%m-%d %H:%M:%S UTC", gmtime(&ct));
+    printf("instance      %.64s (layout %u, %s)\n", h->ah_name, h->ah_layout, state_name(state));
+    printf("arena         %" PRIu64 " bytes, created %s by pid %d (%s)\n", h->ah_arena_bytes, tbuf,
+           h->ah_owner_pid, alive(h->ah_owner_pid) ? "running" : "gone");
+    printf("regions       procs @%" PRIu64 " (%u slots), stripes @%" PRIu64 " (%u), allocator @%" PRIu64 "\n",
+           h->ah_off_procs, h->ah_max_procs, h->ah_off_stripes, h->ah_nstripes, h->ah_off_alloc);
+    printf("              metrics @%" PRIu64 " (%" PRIu64 " bytes), WAL ring @%" PRIu64 " (%" PRIu64
+           " bytes), undo @%" PRIu64 " (%" PRIu64 " per slot)\n",
+           h->ah_off_obs, h->ah_obs_bytes, h->ah_off_wal, h->ah_wal_bytes, h->ah_off_undo, h->ah_undo_bytes);
+    printf("heap          @%" PRIu64 ", %" PRIu64 " bytes: %" PRIu64 " used in %" PRIu64 " blocks, %" PRIu64
+           " free in %" PRIu64 " blocks\n",
+           h->ah_off_heap, s.heap_bytes, s.used_bytes, s.used_blocks, s.free_bytes, s.free_blocks);
+    printf("              largest free %" PRIu64 ", fragmentation %.2f%%\n", s.largest_free, s.fragmentation * 100);
+    printf("index         %" PRIu64 " keys, %" PRIu64 " document bytes, %" PRIu64 " slots (load %.2f)\n", s.keys,
+           s.doc_bytes, s.index_slots, s.index_slots ? (double)s.keys / (double)s.index_slots : 0.0);
+    printf("counters      last LSN %" PRIu64 ", repairs %" PRIu64 ", rollbacks %" PRIu64 ", grows %" PRIu64
+           ", compactions %" PRIu64 "\n",
+           s.last_lsn, s.repairs, s.rollbacks, s.grows, s.compactions);
+    printf("processes     %u registered\n", s.procs);
+    printf("  %-5s %-8s %-11s %-6s %12s %12s %8s %s\n", "slot", "pid", "role", "alive", "heartbeat", "ops",
+           "repairs", "holding");
+    for (uint32_t i = 0; i < h->ah_max_procs; i++) {
+        const l3_proc_slot_t *ps = l3_store_proc_slot_at(st, i);
+        int32_t pid = __atomic_load_n(&ps->ps_pid, __ATOMIC_RELAXED);
+        if (pid == 0)
+            continue;
+        uint64_t hb = __atomic_load_n(&ps->ps_heartbeat_ns, __ATOMIC_RELAXED);
+        char held[32] = "-";
+        if (ps->ps_stripe_held)
+            snprintf(held, sizeof(held), "stripe %u", ps->ps_stripe_held - 1);
+        printf("  %-5u %-8d %-11s %-6s %10.1fms %12" PRIu64 " %8" PRIu64 " %s\n", i, pid, role_name(ps->ps_role),
+               alive(pid) ? "yes" : "NO", now > hb ? (double)(now - hb) / 1e6 : 0.0, ps->ps_ops, ps->ps_repairs,
+               held);
+    }
+    return 0;
+}
+
+typedef struct {
+    uint64_t n;
+} keyctx_t;
+
+static int on_key(void *ctx, const void *key, size_t klen, uint64_t lsn)
+{
+    keyctx_t *k = ctx;
+    if (json_out) {
+        printf("%s{\"key\":", k->n ? "," : "");
+        put_json_str(key, klen);
+        printf(",\"lsn\":%" PRIu64 "}", lsn);
+    } else {
+        printf("%12" PRIu64 "  ", lsn);
+        put_human(key, klen);
+        putchar('\n');
+    }
+    k->n++;
+    return 0;
+}
+
+static int cmd_keys(l3_store_t *st, const char *prefix)
+{
+    keyctx_t k = {0};
+    uint64_t cur = 0;
+    if (json_out)
+        printf("{\"keys\":[");
+    int rc = l3_store_keys(st, prefix, prefix ? strlen(prefix) : 0, &cur, 0, on_key, &k);
+    if (json_out)
+        printf("],\"count\":%" PRIu64 "}\n", k.n);
+    if (rc < 0) {
+        fprintf(stderr, "l3kv-inspect: keys: %s\n", l3_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_get(l3_store_t *st, const char *key)
+{
+    l3_buf_t b = {0};
+    int rc = l3_store_get_json(st, key, strlen(key), NULL, 0, 0, &b, NULL);
+    if (rc < 0) {
+        fprintf(stderr, "l3kv-inspect: get %s: %s\n", key, rc == -ENOENT ? "no such key" : l3_strerror(rc));
+        free(b.ptr);
+        return 1;
+    }
+    fwrite(b.ptr, 1, b.len, stdout);
+    putchar('\n');
+    free(b.ptr);
+    return 0;
+}
+
+typedef struct {
+    int n;
+} checkctx_t;
+
+static void on_line(void *ctx, const char *line)
+{
+    checkctx_t *c = ctx;
+    if (json_out) {
+        printf("%s", c->n ? "," : "");
+        put_json_str(line, strlen(line));
+    } else {
+        printf("%s\n", line);
+    }
+    c->n++;
+}
+
+static int cmd_check(l3_store_t *st)
+{
+    checkctx_t c = {0};
+    if (json_out)
+        printf("{\"report\":[");
+    int rc = l3_store_check(st, 5, on_line, &c);
+    if (json_out)
+        printf("],\"problems\":%d,\"ok\":%s}\n", rc < 0 ? -1 : rc, rc == 0 ? "true" : "false");
+    if (rc < 0) {
+        fprintf(stderr, "l3kv-inspect: check: %s\n", l3_strerror(rc));
+        return 1;
+    }
+    return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *name = NULL;
+    long pid = 0;
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json_out = true;
+        } else if (strcmp(argv[i], "--pid") == 0 && i + 1 < argc) {
+            char *end;
+            pid = strtol(argv[++i], &end, 10);
+            if (*end || pid <= 0) {
+                usage(stderr);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
+            name = argv[++i];
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("l3kv-inspect %s (arena layout %u)\n", L3KV_VERSION, L3_ARENA_LAYOUT);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (i >= argc || (name && pid)) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[i++];
+    int nargs = argc - i;
+    bool ok = (strcmp(cmd, "info") == 0 && nargs == 0) || (strcmp(cmd, "keys") == 0 && nargs <= 1) ||
+              (strcmp(cmd, "get") == 0 && nargs == 1) || (strcmp(cmd, "check") == 0 && nargs == 0);
+    if (!ok) {
+        usage(stderr);
+        return 2;
+    }
+    l3_store_t *st;
+    int rc = l3_store_attach(name, (pid_t)pid, L3_STORE_ATTACH_READONLY, &st);
+    if (rc < 0) {
+        const char *why = rc == -ENOENT    ? "no such instance"
+                          : rc == -EMLINK  ? "several instances are running: choose one with --pid or --name"
+                          : rc == -EACCES  ? "permission denied (run as the service user)"
+                          : rc == L3_ECORRUPT ? "arena header is corrupt"
+                                              : l3_strerror(rc);
+        fprintf(stderr, "l3kv-inspect: attach: %s\n", why);
+        return 1;
+    }
+    if (strcmp(cmd, "info") == 0)
+        rc = cmd_info(st);
+    else if (strcmp(cmd, "keys") == 0)
+        rc = cmd_keys(st, nargs ? argv[i] : NULL);
+    else if (strcmp(cmd, "get") == 0)
+        rc = cmd_get(st, argv[i]);
+    else
+        rc = cmd_check(st);
+    l3_store_close(st);
+    fflush(stdout);
+    return rc;
+}
