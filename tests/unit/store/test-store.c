@@ -561,6 +561,52 @@ static void test_crash_in_mutation(void)
     }
 }
 
+/* ---------------------------------------------------------------- undo area overflow */
+
+/* Inserting at the front of a long array shifts every element in place: more old bytes
+ * than the undo area holds. The store must undo the partial shift and redo the insert on
+ * a private copy. */
+static void test_undo_overflow(void)
+{
+    l3_store_t *st = sth_create(64 << 20, 4, 64 << 10);
+    size_t n = 20000;
+    l3_buf_t b = {0};
+    l3_buf_reserve(&b, n * 8 + 64);
+    b.len += (size_t)sprintf(b.ptr, "{\"arr\":[");
+    for (size_t i = 0; i < n; i++)
+        b.len += (size_t)sprintf(b.ptr + b.len, i ? ",%zu" : "%zu", i);
+    b.len += (size_t)sprintf(b.ptr + b.len, "]}");
+    CHECK_EQ_INT(l3_store_put_json(st, "arr", 3, b.ptr, b.len, 0, NULL, NULL), 0);
+    char *before = sth_json(st, "arr");
+    l3_doc_scalar_t v = {.type = L3_DOC_INT, .i = -1};
+    walsink_t w;
+    memset(&w, 0, sizeof(w));
+    l3_store_set_wal_hook(st, hook, &w);
+    w.fail = -EIO; /* first with a failing hook: nothing may change */
+    CHECK_EQ_INT(l3_store_set(st, "arr", 3, "/arr/0", 6, L3_DOC_SET_INSERT, &v, 0, NULL), -EIO);
+    char *mid = sth_json(st, "arr");
+    CHECK(before && mid && strcmp(before, mid) == 0);
+    w.fail = 0;
+    l3_store_stats_t s0, s1;
+    l3_store_stats(st, &s0);
+    CHECK_EQ_INT(l3_store_set(st, "arr", 3, "/arr/0", 6, L3_DOC_SET_INSERT, &v, 0, NULL), 0);
+    l3_store_stats(st, &s1);
+    CHECK(s1.grows > s0.grows);
+    char *after = sth_json(st, "arr");
+    CHECK(after && strncmp(after, "{\"arr\":[-1,0,1,2,", 17) == 0);
+    CHECK(after && strlen(after) == strlen(before) + 3);
+    CHECK_EQ_INT(l3_store_check(st, 0, sth_report, NULL), 0);
+    for (int i = 0; i < w.n; i++) {
+        free(w.r[i].key);
+        free(w.r[i].payload);
+    }
+    free(before);
+    free(mid);
+    free(after);
+    free(b.ptr);
+    sth_destroy(st);
+}
+
 /* ---------------------------------------------------------------- large document */
 
 static void test_large_doc(void)
@@ -606,6 +652,7 @@ int main(void)
     test_wal();
     test_fork_register();
     test_crash_in_mutation();
+    test_undo_overflow();
     test_large_doc();
     return t_done();
 }
