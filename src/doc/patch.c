@@ -126,17 +126,20 @@ static int store_copy(l3_doc_t *d, const char *path, size_t plen, unsigned flags
 {
     if (plen == 0)
         return replace_root(d, src, slot);
-    int rc = L3_DOC_HEAP_DO(d, l3_doc_set_copy(d, path, plen, L3_DOC_SET_PATH_POINTER | flags, src, slot, NULL));
+    int rc =
+        L3_DOC_HEAP_DO(d, l3_doc_set_copy(d, path, plen, L3_DOC_SET_PATH_POINTER | flags, src, slot, NULL));
     return heap_rc(rc);
 }
 
 /* Store the JSON text json at path (pointer syntax). */
-static int store_json(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const char *json, size_t jlen)
+static int store_json(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const char *json,
+                      size_t jlen)
 {
     if (plen == 0)
         return replace_root_json(d, json, jlen);
     l3_doc_error_t e;
-    int rc = L3_DOC_HEAP_DO(d, l3_doc_set_json(d, path, plen, L3_DOC_SET_PATH_POINTER | flags, json, jlen, &e));
+    int rc =
+        L3_DOC_HEAP_DO(d, l3_doc_set_json(d, path, plen, L3_DOC_SET_PATH_POINTER | flags, json, jlen, &e));
     return heap_rc(rc);
 }
 

@@ -32,9 +32,9 @@
 static const char *prog = "l3kv-doc";
 
 static struct {
-    bool binary;   /* stdin holds a binary document, not JSON text */
-    bool raw;      /* get: print strings without quotes */
-    bool json;     /* stats: one JSON object */
+    bool binary; /* stdin holds a binary document, not JSON text */
+    bool raw;    /* get: print strings without quotes */
+    bool json;   /* stats: one JSON object */
     unsigned max_depth;
 } opt;
 
@@ -151,7 +151,8 @@ static int load_input(l3_doc_t *d)
     if (opt.binary) {
         l3_doc_error_t e = {0, NULL};
         if (l3_doc_verify((const uint8_t *)in, len, &e) < 0) {
-            fprintf(stderr, "%s: not a valid document: %s at byte %zu\n", prog, e.msg ? e.msg : "corrupt", e.offset);
+            fprintf(stderr, "%s: not a valid document: %s at byte %zu\n", prog, e.msg ? e.msg : "corrupt",
+                    e.offset);
             free(in);
             return EXIT_DATA;
         }
@@ -322,7 +323,8 @@ static int cmd_patch(const char *cmd, const char *patch)
         return st;
     l3_doc_error_t e = {0, NULL};
     bool merge = strcmp(cmd, "merge") == 0;
-    int rc = merge ? l3_doc_merge_patch(&d, patch, strlen(patch), &e) : l3_doc_json_patch(&d, patch, strlen(patch), &e);
+    int rc = merge ? l3_doc_merge_patch(&d, patch, strlen(patch), &e)
+                   : l3_doc_json_patch(&d, patch, strlen(patch), &e);
     if (rc < 0) {
         fprintf(stderr, "%s: %s: patch failed: %s at byte %zu of the patch (%s)\n", prog, cmd,
                 e.msg ? e.msg : l3_strerror(rc), e.offset, l3_strerror(rc));
@@ -369,9 +371,12 @@ int main(int argc, char **argv)
 {
     enum { OPT_MAX_DEPTH = 256 };
     static const struct option longopts[] = {
-        {"binary", no_argument, NULL, 'b'},  {"raw", no_argument, NULL, 'r'},
-        {"json", no_argument, NULL, 'j'},    {"max-depth", required_argument, NULL, OPT_MAX_DEPTH},
-        {"help", no_argument, NULL, 'h'},    {"version", no_argument, NULL, 'V'},
+        {"binary", no_argument, NULL, 'b'},
+        {"raw", no_argument, NULL, 'r'},
+        {"json", no_argument, NULL, 'j'},
+        {"max-depth", required_argument, NULL, OPT_MAX_DEPTH},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     int c;

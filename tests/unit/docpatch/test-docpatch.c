@@ -332,8 +332,8 @@ static void test_merge_random_vs_jansson(void)
         json_t *gj = got ? jparse(got) : NULL;
         if (rc != 0 || !gj || !json_equal(gj, want)) {
             char *ws = json_dumps(want, JSON_ENCODE_ANY | JSON_COMPACT);
-            fprintf(stderr, "merge_random iter %d: target %s patch %s: rc %d got %s want %s\n", iter, ts, ps, rc,
-                    got ? got : "(null)", ws);
+            fprintf(stderr, "merge_random iter %d: target %s patch %s: rc %d got %s want %s\n", iter, ts, ps,
+                    rc, got ? got : "(null)", ws);
             free(ws);
             bad++;
         }
@@ -360,7 +360,8 @@ static void test_jp_a01_add_object_member(void)
 
 static void test_jp_a02_add_array_element(void)
 {
-    exact_case("jp_A2", JP, "{\"foo\":[\"bar\",\"baz\"]}", "[{\"op\":\"add\",\"path\":\"/foo/1\",\"value\":\"qux\"}]",
+    exact_case("jp_A2", JP, "{\"foo\":[\"bar\",\"baz\"]}",
+               "[{\"op\":\"add\",\"path\":\"/foo/1\",\"value\":\"qux\"}]",
                "{\"foo\":[\"bar\",\"qux\",\"baz\"]}");
 }
 
@@ -372,14 +373,15 @@ static void test_jp_a03_remove_object_member(void)
 
 static void test_jp_a04_remove_array_element(void)
 {
-    exact_case("jp_A4", JP, "{\"foo\":[\"bar\",\"qux\",\"baz\"]}", "[{\"op\":\"remove\",\"path\":\"/foo/1\"}]",
-               "{\"foo\":[\"bar\",\"baz\"]}");
+    exact_case("jp_A4", JP, "{\"foo\":[\"bar\",\"qux\",\"baz\"]}",
+               "[{\"op\":\"remove\",\"path\":\"/foo/1\"}]", "{\"foo\":[\"bar\",\"baz\"]}");
 }
 
 static void test_jp_a05_replace_value(void)
 {
     exact_case("jp_A5", JP, "{\"baz\":\"qux\",\"foo\":\"bar\"}",
-               "[{\"op\":\"replace\",\"path\":\"/baz\",\"value\":\"boo\"}]", "{\"baz\":\"boo\",\"foo\":\"bar\"}");
+               "[{\"op\":\"replace\",\"path\":\"/baz\",\"value\":\"boo\"}]",
+               "{\"baz\":\"boo\",\"foo\":\"bar\"}");
 }
 
 static void test_jp_a06_move_value(void)
@@ -399,25 +401,28 @@ static void test_jp_a07_move_array_element(void)
 static void test_jp_a08_test_success(void)
 {
     exact_case("jp_A8", JP, "{\"baz\":\"qux\",\"foo\":[\"a\",2,\"c\"]}",
-               "[{\"op\":\"test\",\"path\":\"/baz\",\"value\":\"qux\"},{\"op\":\"test\",\"path\":\"/foo/1\",\"value\":2}]",
+               "[{\"op\":\"test\",\"path\":\"/baz\",\"value\":\"qux\"},{\"op\":\"test\",\"path\":\"/foo/"
+               "1\",\"value\":2}]",
                "{\"baz\":\"qux\",\"foo\":[\"a\",2,\"c\"]}");
 }
 
 static void test_jp_a09_test_error(void)
 {
-    fail_case("jp_A9", "{\"baz\":\"qux\"}", "[{\"op\":\"test\",\"path\":\"/baz\",\"value\":\"bar\"}]", L3_ETYPE,
-              "test failed");
+    fail_case("jp_A9", "{\"baz\":\"qux\"}", "[{\"op\":\"test\",\"path\":\"/baz\",\"value\":\"bar\"}]",
+              L3_ETYPE, "test failed");
 }
 
 static void test_jp_a10_add_nested_member_object(void)
 {
-    exact_case("jp_A10", JP, "{\"foo\":\"bar\"}", "[{\"op\":\"add\",\"path\":\"/child\",\"value\":{\"grandchild\":{}}}]",
+    exact_case("jp_A10", JP, "{\"foo\":\"bar\"}",
+               "[{\"op\":\"add\",\"path\":\"/child\",\"value\":{\"grandchild\":{}}}]",
                "{\"foo\":\"bar\",\"child\":{\"grandchild\":{}}}");
 }
 
 static void test_jp_a11_ignore_unrecognized_members(void)
 {
-    exact_case("jp_A11", JP, "{\"foo\":\"bar\"}", "[{\"op\":\"add\",\"path\":\"/baz\",\"value\":\"qux\",\"xyz\":123}]",
+    exact_case("jp_A11", JP, "{\"foo\":\"bar\"}",
+               "[{\"op\":\"add\",\"path\":\"/baz\",\"value\":\"qux\",\"xyz\":123}]",
                "{\"foo\":\"bar\",\"baz\":\"qux\"}");
 }
 
@@ -431,8 +436,8 @@ static void test_jp_a13_duplicate_op_member(void)
 {
     /* RFC 6902 A.13 calls this patch invalid. Our parser keeps the last duplicate ("remove"),
      * and removing the missing /baz fails: the patch is rejected either way. */
-    fail_case("jp_A13", "{\"foo\":\"bar\"}", "[{\"op\":\"add\",\"path\":\"/baz\",\"value\":\"qux\",\"op\":\"remove\"}]",
-              L3_ENOTFOUND, NULL);
+    fail_case("jp_A13", "{\"foo\":\"bar\"}",
+              "[{\"op\":\"add\",\"path\":\"/baz\",\"value\":\"qux\",\"op\":\"remove\"}]", L3_ENOTFOUND, NULL);
 }
 
 static void test_jp_a14_escape_ordering(void)
@@ -443,13 +448,14 @@ static void test_jp_a14_escape_ordering(void)
 
 static void test_jp_a15_compare_string_and_number(void)
 {
-    fail_case("jp_A15", "{\"/\":9,\"~1\":10}", "[{\"op\":\"test\",\"path\":\"/~01\",\"value\":\"10\"}]", L3_ETYPE,
-              "test failed");
+    fail_case("jp_A15", "{\"/\":9,\"~1\":10}", "[{\"op\":\"test\",\"path\":\"/~01\",\"value\":\"10\"}]",
+              L3_ETYPE, "test failed");
 }
 
 static void test_jp_a16_add_array_value(void)
 {
-    exact_case("jp_A16", JP, "{\"foo\":[\"bar\"]}", "[{\"op\":\"add\",\"path\":\"/foo/-\",\"value\":[\"abc\",\"def\"]}]",
+    exact_case("jp_A16", JP, "{\"foo\":[\"bar\"]}",
+               "[{\"op\":\"add\",\"path\":\"/foo/-\",\"value\":[\"abc\",\"def\"]}]",
                "{\"foo\":[\"bar\",[\"abc\",\"def\"]]}");
 }
 
@@ -469,7 +475,8 @@ static void test_jp_add_root_replaces_document(void)
 
 static void test_jp_replace_root(void)
 {
-    exact_case("jp_replace_root", JP, "[1,2]", "[{\"op\":\"replace\",\"path\":\"\",\"value\":\"s\"}]", "\"s\"");
+    exact_case("jp_replace_root", JP, "[1,2]", "[{\"op\":\"replace\",\"path\":\"\",\"value\":\"s\"}]",
+               "\"s\"");
 }
 
 static void test_jp_add_array_front_and_end(void)
@@ -489,7 +496,8 @@ static void test_jp_replace_array_element(void)
 static void test_jp_copy(void)
 {
     exact_case("jp_copy", JP, "{\"a\":{\"x\":[1,2]},\"b\":[]}",
-               "[{\"op\":\"copy\",\"from\":\"/a\",\"path\":\"/c\"},{\"op\":\"copy\",\"from\":\"/a/x/1\",\"path\":\"/b/0\"},"
+               "[{\"op\":\"copy\",\"from\":\"/a\",\"path\":\"/c\"},{\"op\":\"copy\",\"from\":\"/a/x/"
+               "1\",\"path\":\"/b/0\"},"
                "{\"op\":\"replace\",\"path\":\"/c/x/0\",\"value\":9}]",
                "{\"a\":{\"x\":[1,2]},\"b\":[2],\"c\":{\"x\":[9,2]}}");
 }
@@ -497,39 +505,40 @@ static void test_jp_copy(void)
 static void test_jp_copy_into_own_child(void)
 {
     /* Copying (unlike moving) a value into its own child is allowed: the copy is taken first. */
-    exact_case("jp_copy_own_child", JP, "{\"a\":{\"x\":1}}", "[{\"op\":\"copy\",\"from\":\"/a\",\"path\":\"/a/b\"}]",
-               "{\"a\":{\"x\":1,\"b\":{\"x\":1}}}");
+    exact_case("jp_copy_own_child", JP, "{\"a\":{\"x\":1}}",
+               "[{\"op\":\"copy\",\"from\":\"/a\",\"path\":\"/a/b\"}]", "{\"a\":{\"x\":1,\"b\":{\"x\":1}}}");
 }
 
 static void test_jp_move_array_backwards(void)
 {
-    exact_case("jp_move_back", JP, "[\"a\",\"b\",\"c\",\"d\"]", "[{\"op\":\"move\",\"from\":\"/3\",\"path\":\"/0\"}]",
-               "[\"d\",\"a\",\"b\",\"c\"]");
+    exact_case("jp_move_back", JP, "[\"a\",\"b\",\"c\",\"d\"]",
+               "[{\"op\":\"move\",\"from\":\"/3\",\"path\":\"/0\"}]", "[\"d\",\"a\",\"b\",\"c\"]");
 }
 
 static void test_jp_move_onto_itself(void)
 {
-    exact_case("jp_move_self", JP, "{\"a\":{\"b\":1},\"c\":2}", "[{\"op\":\"move\",\"from\":\"/a\",\"path\":\"/a\"}]",
-               "{\"a\":{\"b\":1},\"c\":2}");
+    exact_case("jp_move_self", JP, "{\"a\":{\"b\":1},\"c\":2}",
+               "[{\"op\":\"move\",\"from\":\"/a\",\"path\":\"/a\"}]", "{\"a\":{\"b\":1},\"c\":2}");
 }
 
 static void test_jp_move_to_root(void)
 {
-    exact_case("jp_move_root", JP, "{\"a\":{\"b\":[1]},\"c\":2}", "[{\"op\":\"move\",\"from\":\"/a\",\"path\":\"\"}]",
-               "{\"b\":[1]}");
+    exact_case("jp_move_root", JP, "{\"a\":{\"b\":[1]},\"c\":2}",
+               "[{\"op\":\"move\",\"from\":\"/a\",\"path\":\"\"}]", "{\"b\":[1]}");
 }
 
 static void test_jp_move_member_goes_last(void)
 {
     /* A moved member is removed and added again: it ends up last in insertion order. */
-    exact_case("jp_move_rename", JP, "{\"a\":1,\"b\":2,\"c\":3}", "[{\"op\":\"move\",\"from\":\"/a\",\"path\":\"/z\"}]",
-               "{\"b\":2,\"c\":3,\"z\":1}");
+    exact_case("jp_move_rename", JP, "{\"a\":1,\"b\":2,\"c\":3}",
+               "[{\"op\":\"move\",\"from\":\"/a\",\"path\":\"/z\"}]", "{\"b\":2,\"c\":3,\"z\":1}");
 }
 
 static void test_jp_escaped_paths(void)
 {
     exact_case("jp_escapes", JP, "{\"a/b\":{\"c~d\":1}}",
-               "[{\"op\":\"replace\",\"path\":\"/a~1b/c~0d\",\"value\":2},{\"op\":\"add\",\"path\":\"/~0\",\"value\":3}]",
+               "[{\"op\":\"replace\",\"path\":\"/a~1b/c~0d\",\"value\":2},{\"op\":\"add\",\"path\":\"/"
+               "~0\",\"value\":3}]",
                "{\"a/b\":{\"c~d\":2},\"~\":3}");
 }
 
@@ -540,39 +549,49 @@ static void test_jp_empty_patch(void)
 
 static void test_jp_test_semantics(void)
 {
-    const char *doc = "{\"i\":1,\"d\":100,\"big\":12345678901234567890,\"f\":0.5,\"o\":{\"a\":1,\"b\":[true,null]},"
-                      "\"arr\":[1,2],\"neg0\":0}";
+    const char *doc =
+        "{\"i\":1,\"d\":100,\"big\":12345678901234567890,\"f\":0.5,\"o\":{\"a\":1,\"b\":[true,null]},"
+        "\"arr\":[1,2],\"neg0\":0}";
     /* Numbers compare by value, whatever their spelling; objects compare without order. */
-    exact_case("jp_test_numbers_by_value", JP, doc,
-               "[{\"op\":\"test\",\"path\":\"/i\",\"value\":1.0},{\"op\":\"test\",\"path\":\"/d\",\"value\":1e2},"
-               "{\"op\":\"test\",\"path\":\"/big\",\"value\":1.2345678901234567890e19},"
-               "{\"op\":\"test\",\"path\":\"/f\",\"value\":5e-1},{\"op\":\"test\",\"path\":\"/neg0\",\"value\":-0.0},"
-               "{\"op\":\"test\",\"path\":\"/o\",\"value\":{\"b\":[true,null],\"a\":1.00}},"
-               "{\"op\":\"test\",\"path\":\"\",\"value\":" "{\"neg0\":0,\"arr\":[1,2],\"o\":{\"b\":[true,null],\"a\":1},"
-               "\"f\":0.5,\"big\":12345678901234567890,\"d\":100,\"i\":1}}]",
-               doc);
+    exact_case(
+        "jp_test_numbers_by_value", JP, doc,
+        "[{\"op\":\"test\",\"path\":\"/i\",\"value\":1.0},{\"op\":\"test\",\"path\":\"/d\",\"value\":1e2},"
+        "{\"op\":\"test\",\"path\":\"/big\",\"value\":1.2345678901234567890e19},"
+        "{\"op\":\"test\",\"path\":\"/f\",\"value\":5e-1},{\"op\":\"test\",\"path\":\"/"
+        "neg0\",\"value\":-0.0},"
+        "{\"op\":\"test\",\"path\":\"/o\",\"value\":{\"b\":[true,null],\"a\":1.00}},"
+        "{\"op\":\"test\",\"path\":\"\",\"value\":"
+        "{\"neg0\":0,\"arr\":[1,2],\"o\":{\"b\":[true,null],\"a\":1},"
+        "\"f\":0.5,\"big\":12345678901234567890,\"d\":100,\"i\":1}}]",
+        doc);
     fail_case("jp_test_array_order", doc, "[{\"op\":\"test\",\"path\":\"/arr\",\"value\":[2,1]}]", L3_ETYPE,
               "test failed");
     fail_case("jp_test_bignum_differs", doc,
-              "[{\"op\":\"test\",\"path\":\"/big\",\"value\":12345678901234567891}]", L3_ETYPE, "test failed");
+              "[{\"op\":\"test\",\"path\":\"/big\",\"value\":12345678901234567891}]", L3_ETYPE,
+              "test failed");
     fail_case("jp_test_bignum_vs_double", doc,
-              "[{\"op\":\"test\",\"path\":\"/big\",\"value\":12345678901234567000}]", L3_ETYPE, "test failed");
-    fail_case("jp_test_extra_member", doc, "[{\"op\":\"test\",\"path\":\"/o\",\"value\":{\"a\":1,\"b\":[true,null],\"c\":0}}]",
-              L3_ETYPE, "test failed");
-    fail_case("jp_test_missing_member", doc, "[{\"op\":\"test\",\"path\":\"/o\",\"value\":{\"a\":1,\"c\":[true,null]}}]",
-              L3_ETYPE, "test failed");
-    fail_case("jp_test_null_vs_false", "[null]", "[{\"op\":\"test\",\"path\":\"/0\",\"value\":false}]", L3_ETYPE,
+              "[{\"op\":\"test\",\"path\":\"/big\",\"value\":12345678901234567000}]", L3_ETYPE,
               "test failed");
-    fail_case("jp_test_int_vs_fraction", "[1]", "[{\"op\":\"test\",\"path\":\"/0\",\"value\":1.0000000001}]", L3_ETYPE,
+    fail_case("jp_test_extra_member", doc,
+              "[{\"op\":\"test\",\"path\":\"/o\",\"value\":{\"a\":1,\"b\":[true,null],\"c\":0}}]", L3_ETYPE,
               "test failed");
-    fail_case("jp_test_missing_path", doc, "[{\"op\":\"test\",\"path\":\"/nope\",\"value\":1}]", L3_ENOTFOUND, NULL);
+    fail_case("jp_test_missing_member", doc,
+              "[{\"op\":\"test\",\"path\":\"/o\",\"value\":{\"a\":1,\"c\":[true,null]}}]", L3_ETYPE,
+              "test failed");
+    fail_case("jp_test_null_vs_false", "[null]", "[{\"op\":\"test\",\"path\":\"/0\",\"value\":false}]",
+              L3_ETYPE, "test failed");
+    fail_case("jp_test_int_vs_fraction", "[1]", "[{\"op\":\"test\",\"path\":\"/0\",\"value\":1.0000000001}]",
+              L3_ETYPE, "test failed");
+    fail_case("jp_test_missing_path", doc, "[{\"op\":\"test\",\"path\":\"/nope\",\"value\":1}]", L3_ENOTFOUND,
+              NULL);
 }
 
 /* ---------------------------------------------------------------- JSON Patch errors */
 
 static void test_jp_error_patch_not_array(void)
 {
-    fail_case("jp_err_not_array", "{}", "{\"op\":\"add\",\"path\":\"/a\",\"value\":1}", L3_ESYNTAX, "not an array");
+    fail_case("jp_err_not_array", "{}", "{\"op\":\"add\",\"path\":\"/a\",\"value\":1}", L3_ESYNTAX,
+              "not an array");
 }
 
 static void test_jp_error_operation_not_object(void)
@@ -590,25 +609,31 @@ static void test_jp_error_bad_op(void)
     fail_case("jp_err_bad_op", "{}", "[{\"op\":\"frobnicate\",\"path\":\"/a\",\"value\":1}]", L3_ESYNTAX,
               "unknown");
     fail_case("jp_err_op_not_string", "{}", "[{\"op\":1,\"path\":\"/a\",\"value\":1}]", L3_ESYNTAX, "\"op\"");
-    fail_case("jp_err_op_case", "{}", "[{\"op\":\"ADD\",\"path\":\"/a\",\"value\":1}]", L3_ESYNTAX, "unknown");
+    fail_case("jp_err_op_case", "{}", "[{\"op\":\"ADD\",\"path\":\"/a\",\"value\":1}]", L3_ESYNTAX,
+              "unknown");
 }
 
 static void test_jp_error_missing_path(void)
 {
     fail_case("jp_err_missing_path", "{}", "[{\"op\":\"add\",\"value\":1}]", L3_ESYNTAX, "\"path\"");
-    fail_case("jp_err_path_not_string", "{}", "[{\"op\":\"add\",\"path\":[],\"value\":1}]", L3_ESYNTAX, "\"path\"");
-    fail_case("jp_err_path_not_pointer", "{\"a\":1}", "[{\"op\":\"remove\",\"path\":\"a\"}]", L3_EPATH, "Pointer");
+    fail_case("jp_err_path_not_string", "{}", "[{\"op\":\"add\",\"path\":[],\"value\":1}]", L3_ESYNTAX,
+              "\"path\"");
+    fail_case("jp_err_path_not_pointer", "{\"a\":1}", "[{\"op\":\"remove\",\"path\":\"a\"}]", L3_EPATH,
+              "Pointer");
 }
 
 static void test_jp_error_missing_value_and_from(void)
 {
-    fail_case("jp_err_missing_value_add", "{}", "[{\"op\":\"add\",\"path\":\"/a\"}]", L3_ESYNTAX, "\"value\"");
-    fail_case("jp_err_missing_value_replace", "{\"a\":1}", "[{\"op\":\"replace\",\"path\":\"/a\"}]", L3_ESYNTAX,
+    fail_case("jp_err_missing_value_add", "{}", "[{\"op\":\"add\",\"path\":\"/a\"}]", L3_ESYNTAX,
               "\"value\"");
+    fail_case("jp_err_missing_value_replace", "{\"a\":1}", "[{\"op\":\"replace\",\"path\":\"/a\"}]",
+              L3_ESYNTAX, "\"value\"");
     fail_case("jp_err_missing_value_test", "{\"a\":1}", "[{\"op\":\"test\",\"path\":\"/a\"}]", L3_ESYNTAX,
               "\"value\"");
-    fail_case("jp_err_missing_from_move", "{\"a\":1}", "[{\"op\":\"move\",\"path\":\"/b\"}]", L3_ESYNTAX, "\"from\"");
-    fail_case("jp_err_missing_from_copy", "{\"a\":1}", "[{\"op\":\"copy\",\"path\":\"/b\"}]", L3_ESYNTAX, "\"from\"");
+    fail_case("jp_err_missing_from_move", "{\"a\":1}", "[{\"op\":\"move\",\"path\":\"/b\"}]", L3_ESYNTAX,
+              "\"from\"");
+    fail_case("jp_err_missing_from_copy", "{\"a\":1}", "[{\"op\":\"copy\",\"path\":\"/b\"}]", L3_ESYNTAX,
+              "\"from\"");
 }
 
 static void test_jp_error_path_does_not_exist(void)
@@ -617,8 +642,8 @@ static void test_jp_error_path_does_not_exist(void)
               L3_ENOTFOUND, NULL);
     fail_case("jp_err_move_from_missing", "{\"a\":1}", "[{\"op\":\"move\",\"from\":\"/b\",\"path\":\"/c\"}]",
               L3_ENOTFOUND, "\"from\"");
-    fail_case("jp_err_copy_from_missing", "{\"a\":[]}", "[{\"op\":\"copy\",\"from\":\"/a/0\",\"path\":\"/c\"}]",
-              L3_ENOTFOUND, "\"from\"");
+    fail_case("jp_err_copy_from_missing", "{\"a\":[]}",
+              "[{\"op\":\"copy\",\"from\":\"/a/0\",\"path\":\"/c\"}]", L3_ENOTFOUND, "\"from\"");
     fail_case("jp_err_replace_array_end", "[1]", "[{\"op\":\"replace\",\"path\":\"/1\",\"value\":1}]",
               L3_ENOTFOUND, NULL);
 }
@@ -630,16 +655,18 @@ static void test_jp_error_remove_root(void)
 
 static void test_jp_error_remove_missing_member(void)
 {
-    fail_case("jp_err_remove_missing", "{\"a\":1}", "[{\"op\":\"remove\",\"path\":\"/b\"}]", L3_ENOTFOUND, NULL);
-    fail_case("jp_err_remove_missing_elem", "[1]", "[{\"op\":\"remove\",\"path\":\"/1\"}]", L3_ENOTFOUND, NULL);
+    fail_case("jp_err_remove_missing", "{\"a\":1}", "[{\"op\":\"remove\",\"path\":\"/b\"}]", L3_ENOTFOUND,
+              NULL);
+    fail_case("jp_err_remove_missing_elem", "[1]", "[{\"op\":\"remove\",\"path\":\"/1\"}]", L3_ENOTFOUND,
+              NULL);
 }
 
 static void test_jp_error_move_into_own_child(void)
 {
-    fail_case("jp_err_move_own_child", "{\"a\":{\"b\":{}}}", "[{\"op\":\"move\",\"from\":\"/a\",\"path\":\"/a/b/c\"}]",
+    fail_case("jp_err_move_own_child", "{\"a\":{\"b\":{}}}",
+              "[{\"op\":\"move\",\"from\":\"/a\",\"path\":\"/a/b/c\"}]", L3_EPATH, "own children");
+    fail_case("jp_err_move_root_child", "{\"a\":{}}", "[{\"op\":\"move\",\"from\":\"\",\"path\":\"/a/x\"}]",
               L3_EPATH, "own children");
-    fail_case("jp_err_move_root_child", "{\"a\":{}}", "[{\"op\":\"move\",\"from\":\"\",\"path\":\"/a/x\"}]", L3_EPATH,
-              "own children");
     /* "/ab" is not a child of "/a": a plain string prefix is not enough. */
     exact_case("jp_move_sibling_prefix", JP, "{\"a\":1,\"ab\":{}}",
                "[{\"op\":\"move\",\"from\":\"/a\",\"path\":\"/ab/x\"}]", "{\"ab\":{\"x\":1}}");
@@ -937,7 +964,8 @@ static void test_jp_random_vs_jansson(void)
                 applied++;
             }
             if (!ok) {
-                fprintf(stderr, "jp_random doc %d step %d: patch %s: rc %d (%s) vs oracle %d\n  got  %s\n  want %s\n",
+                fprintf(stderr,
+                        "jp_random doc %d step %d: patch %s: rc %d (%s) vs oracle %d\n  got  %s\n  want %s\n",
                         doc, step, ps, rc, e.msg ? e.msg : "-", want, got ? got : "(null)", ws);
                 bad++;
             }
@@ -1066,7 +1094,8 @@ static const struct {
     {"jp_random_vs_jansson", test_jp_random_vs_jansson},
 };
 
-/* Usage: test-docpatch [PREFIX...]: run the cases whose name starts with one of the prefixes (all by default). */
+/* Usage: test-docpatch [PREFIX...]: run the cases whose name starts with one of the prefixes (all by
+ * default). */
 int main(int argc, char **argv)
 {
     for (size_t i = 0; i < L3_ARRAY_SIZE(cases); i++) {

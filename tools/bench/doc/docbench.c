@@ -45,8 +45,8 @@
 #include "l3kv/error.h"
 
 /* Targets from the issue, next to the Lite³ figures they were derived from. */
-#define TARGET_PARSE_RATIO 10.0   /* parse >= 10x jansson */
-#define TARGET_SERIAL_RATIO 8.0   /* serialize >= 8x jansson */
+#define TARGET_PARSE_RATIO 10.0    /* parse >= 10x jansson */
+#define TARGET_SERIAL_RATIO 8.0    /* serialize >= 8x jansson */
 #define TARGET_SET_RANDOM_NS 100.0 /* random-key int set in the 10 MB document */
 #define TARGET_SET_HOT_NS 30.0     /* one hot key */
 
@@ -213,7 +213,8 @@ static uint8_t *parse_ours(const text_t *t, size_t *ret_len)
     l3_doc_error_t e;
     int rc = l3_doc_from_json(t->p, t->len, NULL, &buf, &len, &e);
     if (rc < 0) {
-        fprintf(stderr, "l3kv-docbench: parse failed: %s at byte %zu (%s)\n", e.msg, e.offset, l3_strerror(rc));
+        fprintf(stderr, "l3kv-docbench: parse failed: %s at byte %zu (%s)\n", e.msg, e.offset,
+                l3_strerror(rc));
         exit(1);
     }
     if (ret_len)
@@ -296,8 +297,8 @@ typedef struct {
     char k[8]; /* "k01234" NUL-terminated */
 } bench_key_t;
 
-static bench_key_t *keys;   /* KEY_POOL random int-field keys */
-static uint64_t sink; /* keeps reads observable */
+static bench_key_t *keys; /* KEY_POOL random int-field keys */
+static uint64_t sink;     /* keeps reads observable */
 
 enum { OP_GET, OP_SET };
 
@@ -397,7 +398,8 @@ static double batch_nested_jansson(json_t *root, unsigned n)
     uint64_t acc = 0;
     uint64_t t0 = now_ns();
     for (unsigned i = 0; i < n; i++) {
-        json_t *x = json_object_get(json_object_get(json_object_get(json_object_get(root, "a"), "b"), "c"), "d");
+        json_t *x =
+            json_object_get(json_object_get(json_object_get(json_object_get(root, "a"), "b"), "c"), "d");
         acc += (uint64_t)json_integer_value(x);
     }
     uint64_t t1 = now_ns();
@@ -504,7 +506,6 @@ static void bench_1k_hot(l3_doc_t *d, json_t *root, results_t *r)
 
 /* ---------------------------------------------------------------- main */
 
-
 static const char *mark(bool pass)
 {
     return pass ? "PASS" : "MISS";
@@ -512,8 +513,8 @@ static const char *mark(bool pass)
 
 static void print_table(const results_t *r)
 {
-    printf("l3kv-docbench %s%s: medians; MB/s of JSON text, ns per op (path lookup + store/read)\n", L3KV_VERSION,
-           cfg.quick ? " (quick)" : "");
+    printf("l3kv-docbench %s%s: medians; MB/s of JSON text, ns per op (path lookup + store/read)\n",
+           L3KV_VERSION, cfg.quick ? " (quick)" : "");
     printf("documents: 1k = %zu B JSON / %zu B binary; 10mb = %.2f MB JSON / %.2f MB binary\n\n", r->json_1k,
            r->bin_1k, (double)r->json_10mb / 1e6, (double)r->bin_10mb / 1e6);
     printf("%-34s %12s %12s %9s  %-12s %s\n", "measure", "l3kv", "jansson", "ratio", "target", "");
@@ -525,11 +526,14 @@ static void print_table(const results_t *r)
         int verdict; /* -1 none, 0 miss, 1 pass */
     } rows[] = {
         {"parse 1k (MB/s)", r->parse_1k, true, "", -1},
-        {"parse 10mb (MB/s)", r->parse_10mb, true, ">= 10x", r->parse_10mb.ours >= TARGET_PARSE_RATIO * r->parse_10mb.jansson},
+        {"parse 10mb (MB/s)", r->parse_10mb, true, ">= 10x",
+         r->parse_10mb.ours >= TARGET_PARSE_RATIO * r->parse_10mb.jansson},
         {"serialize 1k (MB/s)", r->ser_1k, true, "", -1},
-        {"serialize 10mb (MB/s)", r->ser_10mb, true, ">= 8x", r->ser_10mb.ours >= TARGET_SERIAL_RATIO * r->ser_10mb.jansson},
+        {"serialize 10mb (MB/s)", r->ser_10mb, true, ">= 8x",
+         r->ser_10mb.ours >= TARGET_SERIAL_RATIO * r->ser_10mb.jansson},
         {"get int 10mb random key (ns)", r->get_rand, false, "", -1},
-        {"set int 10mb random key (ns)", r->set_rand, false, "<= 100 ns", r->set_rand.ours <= TARGET_SET_RANDOM_NS},
+        {"set int 10mb random key (ns)", r->set_rand, false, "<= 100 ns",
+         r->set_rand.ours <= TARGET_SET_RANDOM_NS},
         {"get int 10mb hot key (ns)", r->get_hot, false, "", -1},
         {"set int 10mb hot key (ns)", r->set_hot, false, "<= 30 ns", r->set_hot.ours <= TARGET_SET_HOT_NS},
         {"get nested a.b.c.d 10mb (ns)", r->nested, false, "", -1},
@@ -538,20 +542,24 @@ static void print_table(const results_t *r)
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         /* ratio: how many times better than jansson (speed-up for both kinds of figure) */
-        double ratio = rows[i].higher_better ? rows[i].p.ours / rows[i].p.jansson : rows[i].p.jansson / rows[i].p.ours;
-        printf("%-34s %12.1f %12.1f %8.2fx  %-12s %s\n", rows[i].name, rows[i].p.ours, rows[i].p.jansson, ratio,
-               rows[i].target, rows[i].verdict < 0 ? "" : mark(rows[i].verdict));
+        double ratio =
+            rows[i].higher_better ? rows[i].p.ours / rows[i].p.jansson : rows[i].p.jansson / rows[i].p.ours;
+        printf("%-34s %12.1f %12.1f %8.2fx  %-12s %s\n", rows[i].name, rows[i].p.ours, rows[i].p.jansson,
+               ratio, rows[i].target, rows[i].verdict < 0 ? "" : mark(rows[i].verdict));
     }
-    printf("%-34s %12.1f %12s %9s  %-12s\n", "set int 10mb random, l3_doc_set (ns)", r->set_generic, "-", "", "");
+    printf("%-34s %12.1f %12s %9s  %-12s\n", "set int 10mb random, l3_doc_set (ns)", r->set_generic, "-", "",
+           "");
     printf("\nratio = times faster than jansson (>1 is better). Targets from the issue: parse >= 10x and\n"
-           "serialize >= 8x jansson; random-key int set in the 10 MB document <= 100 ns; hot-key set <= 30 ns.\n");
+           "serialize >= 8x jansson; random-key int set in the 10 MB document <= 100 ns; hot-key set <= 30 "
+           "ns.\n");
 }
 
 static void print_json(const results_t *r)
 {
     printf("{\"version\":\"%s\",\"quick\":%s,\"batch_ops\":%u,\"batches\":%u,", L3KV_VERSION,
            cfg.quick ? "true" : "false", cfg.batch, cfg.batches);
-    printf("\"doc_1k_json_bytes\":%zu,\"doc_1k_bin_bytes\":%zu,\"doc_10mb_json_bytes\":%zu,\"doc_10mb_bin_bytes\":%zu,",
+    printf("\"doc_1k_json_bytes\":%zu,\"doc_1k_bin_bytes\":%zu,\"doc_10mb_json_bytes\":%zu,\"doc_10mb_bin_"
+           "bytes\":%zu,",
            r->json_1k, r->bin_1k, r->json_10mb, r->bin_10mb);
     printf("\"parse_1k_mbps\":%.1f,\"jansson_parse_1k_mbps\":%.1f,\"parse_10mb_mbps\":%.1f,"
            "\"jansson_parse_10mb_mbps\":%.1f,",
@@ -565,11 +573,14 @@ static void print_json(const results_t *r)
     printf("\"get_int_10mb_hot_ns\":%.1f,\"jansson_get_int_10mb_hot_ns\":%.1f,\"set_int_10mb_hot_ns\":%.1f,"
            "\"jansson_set_int_10mb_hot_ns\":%.1f,",
            r->get_hot.ours, r->get_hot.jansson, r->set_hot.ours, r->set_hot.jansson);
-    printf("\"get_nested_10mb_ns\":%.1f,\"jansson_get_nested_10mb_ns\":%.1f,", r->nested.ours, r->nested.jansson);
+    printf("\"get_nested_10mb_ns\":%.1f,\"jansson_get_nested_10mb_ns\":%.1f,", r->nested.ours,
+           r->nested.jansson);
     printf("\"get_int_1k_hot_ns\":%.1f,\"jansson_get_int_1k_hot_ns\":%.1f,\"set_int_1k_hot_ns\":%.1f,"
            "\"jansson_set_int_1k_hot_ns\":%.1f,\"set_int_10mb_generic_ns\":%.1f,",
-           r->get_hot_1k.ours, r->get_hot_1k.jansson, r->set_hot_1k.ours, r->set_hot_1k.jansson, r->set_generic);
-    printf("\"parse_10mb_ratio\":%.2f,\"parse_1k_ratio\":%.2f,\"serialize_10mb_ratio\":%.2f,\"serialize_1k_ratio\":%.2f,"
+           r->get_hot_1k.ours, r->get_hot_1k.jansson, r->set_hot_1k.ours, r->set_hot_1k.jansson,
+           r->set_generic);
+    printf("\"parse_10mb_ratio\":%.2f,\"parse_1k_ratio\":%.2f,\"serialize_10mb_ratio\":%.2f,\"serialize_1k_"
+           "ratio\":%.2f,"
            "\"set_int_10mb_ratio\":%.2f,\"set_int_10mb_hot_ratio\":%.2f,\"get_int_10mb_ratio\":%.2f,"
            "\"get_nested_10mb_ratio\":%.2f,",
            r->parse_10mb.ours / r->parse_10mb.jansson, r->parse_1k.ours / r->parse_1k.jansson,
@@ -596,9 +607,9 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"json", no_argument, NULL, 'j'},         {"quick", no_argument, NULL, 'q'},
-        {"batch", required_argument, NULL, 'n'},  {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+        {"json", no_argument, NULL, 'j'},        {"quick", no_argument, NULL, 'q'},
+        {"batch", required_argument, NULL, 'n'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},     {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "jqn:hV", longopts, NULL)) != -1) {
@@ -680,7 +691,8 @@ int main(int argc, char **argv)
     bench_1k_hot(&d1k, j1k, &r);
 
     /* The sets really happened: the hot key holds the last value written, the doc is still valid. */
-    if (l3_doc_verify(d10.buf, l3_doc_size(d10.buf), NULL) < 0 || l3_doc_verify(d1k.buf, l3_doc_size(d1k.buf), NULL) < 0) {
+    if (l3_doc_verify(d10.buf, l3_doc_size(d10.buf), NULL) < 0 ||
+        l3_doc_verify(d1k.buf, l3_doc_size(d1k.buf), NULL) < 0) {
         fprintf(stderr, "l3kv-docbench: a document failed verification after the run\n");
         return 1;
     }
