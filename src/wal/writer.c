@@ -510,6 +510,20 @@ static int adopt(wr_t *w, uint64_t *ret_seq)
     return 0;
 }
 
+/* On stop, a failing disk is retried for DRAIN_LIVE_WAIT_MS, then the writer gives up
+ * (rather than hang the service's shutdown) and says how much it could not write. */
+static int stop_gave_up(wr_t *w, uint64_t *since)
+{
+    uint64_t now = l3_now_ns();
+    if (*since == 0)
+        *since = now;
+    if (now - *since <= (uint64_t)DRAIN_LIVE_WAIT_MS * 1000000u)
+        return 0;
+    fprintf(stderr, "l3kv-wal-writer: stopping with %" PRIu64 " ring bytes not written (%s)\n",
+            atomic_load(&w->sh->rh_head) - w->cons, l3_strerror(atomic_load(&w->sh->rh_error)));
+    return 1;
+}
+
 static int sleep_until_work(wr_t *w, int timeout_ms, int blocked)
 {
     l3_wal_shm_t *sh = w->sh;
@@ -585,7 +599,7 @@ int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
             rc = seg_open_new(w, next_seq);
             if (rc < 0) {
                 set_error(w, rc);
-                if (stopping && atomic_load(&sh->rh_head) == w->cons)
+                if (stopping && (atomic_load(&sh->rh_head) == w->cons || stop_gave_up(w, &drain_since)))
                     goto fail;
                 sleep_until_work(w, RETRY_MS, 0);
                 continue;
@@ -627,6 +641,8 @@ int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
             if (rc < 0) {
                 atomic_fetch_add_explicit(&sh->rh_st_errors, 1, memory_order_relaxed);
                 set_error(w, rc);
+                if (stopping && stop_gave_up(w, &drain_since))
+                    goto fail;
                 sleep_until_work(w, RETRY_MS, 0);
                 continue;
             }
@@ -721,6 +737,9 @@ idle:
     goto out;
 fail:
     fprintf(stderr, "l3kv-wal-writer: %s: %s\n", w->path, l3_strerror(rc));
+    /* leave no bytes of a failed write behind the committed length (best effort) */
+    if (w->fd >= 0 && l3_wal_shim.ftruncate(w->fd, (off_t)w->seg_off) == 0)
+        (void)uring_fsync(w, w->fd, 1);
 out:
     if (w->fd >= 0)
         l3_wal_shim.close(w->fd);

@@ -218,6 +218,27 @@ static void test_enospc(void)
     l3_wal_ring_detach(r);
 }
 
+/* SIGTERM while the disk stays full: the writer gives up after a bounded time, non-zero */
+static void test_enospc_stop(void)
+{
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED};
+    *inject = 0;
+    pid_t w = walt_writer(&o, setup_enospc);
+    CHECK_EQ_INT(append(r, 1), 0);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    *inject = 1;
+    CHECK_EQ_INT(append(r, 2), 0);
+    wait_error(r, -ENOSPC);
+    uint64_t t0 = l3_now_ns();
+    CHECK_EQ_INT(walt_stop(w), 2);
+    CHECK(l3_now_ns() - t0 < 30ull * 1000000000u);
+    *inject = 0;
+    check_replay(1); /* what was written before stays valid */
+    l3_wal_ring_detach(r);
+}
+
 static int inj_fsync_eio(int op, uint64_t off, uint32_t len, int res)
 {
     (void)off;
@@ -411,6 +432,7 @@ int main(void)
     test_group_commit();
     test_notify();
     test_enospc();
+    test_enospc_stop();
     test_fsync_eio();
     test_short_writes(L3_WAL_BUFFERED);
     test_short_writes(L3_WAL_FSYNC);
