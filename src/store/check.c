@@ -24,8 +24,14 @@
 
 #define SIZE(h) ((h) & ~L3_BLOCK_FLAGS)
 
+/* Scope of a problem: a stripe (>= 0), the arena as a whole (GLOBAL: only meaningful in
+ * a snapshot taken while nothing changed), or ALWAYS (immutable data). */
+#define SC_GLOBAL (-1)
+#define SC_ALWAYS (-2)
+
 typedef struct {
     char **lines;
+    int *scope;
     size_t n, cap;
     uint64_t *used; /* used block offsets, in heap order */
     size_t nused, capused;
@@ -33,7 +39,7 @@ typedef struct {
     size_t nrefs, caprefs;
 } chk_t;
 
-L3_PRINTF(2, 3) static void problem(chk_t *c, const char *fmt, ...)
+L3_PRINTF(3, 4) static void problem_in(chk_t *c, int scope, const char *fmt, ...)
 {
     char buf[512];
     va_list ap;
@@ -46,12 +52,19 @@ L3_PRINTF(2, 3) static void problem(chk_t *c, const char *fmt, ...)
         if (!nl)
             return;
         c->lines = nl;
+        int *ns = realloc(c->scope, nc * sizeof(*ns));
+        if (!ns)
+            return;
+        c->scope = ns;
         c->cap = nc;
     }
     c->lines[c->n] = strdup(buf);
+    c->scope[c->n] = scope;
     if (c->lines[c->n])
         c->n++;
 }
+
+#define problem(c, ...) problem_in(c, SC_GLOBAL, __VA_ARGS__)
 
 static int push(uint64_t **arr, size_t *n, size_t *cap, uint64_t v)
 {
@@ -72,6 +85,7 @@ static void chk_reset(chk_t *c)
     for (size_t i = 0; i < c->n; i++)
         free(c->lines[i]);
     free(c->lines);
+    free(c->scope);
     free(c->used);
     free(c->refs);
     memset(c, 0, sizeof(*c));
@@ -190,7 +204,7 @@ static void check_doc(l3_store_t *st, chk_t *c, uint32_t s, const l3_ix_entry_t 
 {
     uint64_t doc = ent->ie_doc, cap = ent->ie_cap;
     if (!used_block(st, doc, cap)) {
-        problem(c, "index: stripe %u key '%.*s': document %" PRIu64 "+%" PRIu64 " is not an allocated block", s,
+        problem_in(c, (int)s, "index: stripe %u key '%.*s': document %" PRIu64 "+%" PRIu64 " is not an allocated block", s,
                 (int)L3_MIN(ent->ie_klen, 64u), (const char *)ent->ie_key, doc, cap);
         return;
     }
@@ -198,19 +212,19 @@ static void check_doc(l3_store_t *st, chk_t *c, uint32_t s, const l3_ix_entry_t 
     uint32_t used;
     memcpy(&used, st->base + doc + 8, 4);
     if (used < 32 || used > cap) {
-        problem(c, "document: stripe %u key '%.*s': used size %u outside its block (%" PRIu64 ")", s,
+        problem_in(c, (int)s, "document: stripe %u key '%.*s': used size %u outside its block (%" PRIu64 ")", s,
                 (int)L3_MIN(ent->ie_klen, 64u), (const char *)ent->ie_key, used, cap);
         return;
     }
     uint8_t *b = malloc(used);
     if (!b) {
-        problem(c, "out of memory copying a document");
+        problem_in(c, (int)s, "out of memory copying a document");
         return;
     }
     memcpy(b, st->base + doc, used);
     l3_doc_error_t e = {0};
     if (l3_doc_verify(b, used, &e) < 0)
-        problem(c, "document: stripe %u key '%.*s': verify failed at %zu: %s", s, (int)L3_MIN(ent->ie_klen, 64u),
+        problem_in(c, (int)s, "document: stripe %u key '%.*s': verify failed at %zu: %s", s, (int)L3_MIN(ent->ie_klen, 64u),
                 (const char *)ent->ie_key, e.offset, e.msg ? e.msg : "?");
     free(b);
 }
@@ -222,18 +236,18 @@ static void check_index(l3_store_t *st, chk_t *c, uint64_t *ret_keys)
         const l3_stripe_t *sp = &st->stripes[s];
         uint32_t owner = __atomic_load_n(&sp->sp_lock.lk_owner, __ATOMIC_RELAXED);
         if (slot_dead(st, owner) && l3_store__slot(st, owner - 1)->tx_state != L3_TX_IDLE) {
-            problem(c, "stripe %u: unfinished mutation of a dead process (slot %u), repaired at the next lock", s,
+            problem_in(c, (int)s, "stripe %u: unfinished mutation of a dead process (slot %u), repaired at the next lock", s,
                     owner - 1);
         }
         uint64_t table = sp->sp_table;
         uint32_t cap = sp->sp_cap;
         if (table == 0) {
             if (sp->sp_count != 0)
-                problem(c, "index: stripe %u has no table but %u keys", s, sp->sp_count);
+                problem_in(c, (int)s, "index: stripe %u has no table but %u keys", s, sp->sp_count);
             continue;
         }
         if (cap == 0 || (cap & (cap - 1)) || !used_block(st, table, (uint64_t)cap * sizeof(l3_ix_slot_t))) {
-            problem(c, "index: stripe %u table %" PRIu64 " (cap %u) is not an allocated block", s, table, cap);
+            problem_in(c, (int)s, "index: stripe %u table %" PRIu64 " (cap %u) is not an allocated block", s, table, cap);
             continue;
         }
         push(&c->refs, &c->nrefs, &c->caprefs, table);
@@ -249,7 +263,7 @@ static void check_index(l3_store_t *st, chk_t *c, uint64_t *ret_keys)
             }
             live++;
             if (!used_block(st, e, sizeof(l3_ix_entry_t))) {
-                problem(c, "index: stripe %u slot %u: entry %" PRIu64 " is not an allocated block", s, i, e);
+                problem_in(c, (int)s, "index: stripe %u slot %u: entry %" PRIu64 " is not an allocated block", s, i, e);
                 continue;
             }
             push(&c->refs, &c->nrefs, &c->caprefs, e);
@@ -257,22 +271,22 @@ static void check_index(l3_store_t *st, chk_t *c, uint64_t *ret_keys)
             uint32_t kl = ent->ie_klen;
             if (ent->ie_magic != L3_IX_ENTRY_MAGIC || kl == 0 || kl > L3_STORE_KEY_MAX ||
                 !used_block(st, e, sizeof(*ent) + kl)) {
-                problem(c, "index: stripe %u slot %u: entry %" PRIu64 " has a bad magic or key length", s, i, e);
+                problem_in(c, (int)s, "index: stripe %u slot %u: entry %" PRIu64 " has a bad magic or key length", s, i, e);
                 continue;
             }
             uint64_t h = l3_store__hash(st, ent->ie_key, kl);
             if (h != ent->ie_hash || h != t[i].ix_hash || (h & st->smask) != s)
-                problem(c, "index: stripe %u slot %u: key hash mismatch", s, i);
+                problem_in(c, (int)s, "index: stripe %u slot %u: key hash mismatch", s, i);
             for (uint32_t j = (uint32_t)(h >> 32) & mask; j != i; j = (j + 1) & mask) {
                 if (t[j].ix_entry == L3_IX_EMPTY) {
-                    problem(c, "index: stripe %u slot %u: unreachable behind an empty slot", s, i);
+                    problem_in(c, (int)s, "index: stripe %u slot %u: unreachable behind an empty slot", s, i);
                     break;
                 }
             }
             check_doc(st, c, s, ent);
         }
         if (live != sp->sp_count || tomb != sp->sp_tomb)
-            problem(c, "index: stripe %u counts %u live/%u tombstones, table has %u/%u", s, sp->sp_count,
+            problem_in(c, (int)s, "index: stripe %u counts %u live/%u tombstones, table has %u/%u", s, sp->sp_count,
                     sp->sp_tomb, live, tomb);
         *ret_keys += live;
     }
@@ -320,44 +334,97 @@ static void check_header(l3_store_t *st, chk_t *c)
 {
     const l3_arena_hdr_t *h = st->hdr;
     if (h->ah_magic != L3_ARENA_MAGIC || h->ah_layout != L3_ARENA_LAYOUT)
-        problem(c, "header: bad magic or layout %u", h->ah_layout);
+        problem_in(c, SC_ALWAYS, "header: bad magic or layout %u", h->ah_layout);
     if (l3_crc32c(0, h, L3_ARENA_HDR_CRC_BYTES) != h->ah_crc)
-        problem(c, "header: CRC mismatch");
+        problem_in(c, SC_ALWAYS, "header: CRC mismatch");
     uint32_t state = __atomic_load_n(&h->ah_state, __ATOMIC_RELAXED);
     if (state == L3_ARENA_POISONED)
-        problem(c, "header: arena is poisoned (a repair was impossible)");
+        problem_in(c, SC_ALWAYS, "header: arena is poisoned (a repair was impossible)");
     uint32_t owner = __atomic_load_n(&st->al->al_lock.lk_owner, __ATOMIC_RELAXED);
     if (slot_dead(st, owner))
-        problem(c, "allocator: lock held by a dead process (slot %u), repaired at the next lock", owner - 1);
+        problem_in(c, SC_ALWAYS, "allocator: lock held by a dead process (slot %u), repaired at the next lock", owner - 1);
+}
+
+/* Per-stripe generations: a stripe is stable over an attempt when its generation did not
+ * move and no live process was inside a mutation of it (odd generation). */
+static void gens(l3_store_t *st, uint64_t *g)
+{
+    for (uint32_t s = 0; s < st->hdr->ah_nstripes; s++)
+        g[s] = __atomic_load_n(&st->stripes[s].sp_gen, __ATOMIC_ACQUIRE);
+}
+
+static bool stripe_stable(l3_store_t *st, uint32_t s, uint64_t g0, uint64_t g1)
+{
+    if (g0 != g1)
+        return false;
+    if (!(g0 & 1))
+        return true;
+    return slot_dead(st, __atomic_load_n(&st->stripes[s].sp_lock.lk_owner, __ATOMIC_RELAXED));
 }
 
 int l3_store_check(l3_store_t *st, unsigned retries, l3_store_report_fn fn, void *ctx)
 {
     chk_t c;
     memset(&c, 0, sizeof(c));
+    uint32_t ns = st->hdr->ah_nstripes;
+    uint64_t *g0 = calloc(ns, sizeof(uint64_t)), *g1 = calloc(ns, sizeof(uint64_t));
+    bool *stable = calloc(ns, sizeof(bool));
+    if (!g0 || !g1 || !stable) {
+        free(g0);
+        free(g1);
+        free(stable);
+        return -ENOMEM;
+    }
     uint64_t keys = 0;
+    bool all_stable = false;
+    size_t kept = 0;
     for (unsigned attempt = 0;; attempt++) {
         chk_reset(&c);
         keys = 0;
+        gens(st, g0);
         check_header(st, &c);
         check_heap(st, &c);
         check_index(st, &c, &keys);
         check_refs(st, &c);
-        if (c.n == 0 || attempt >= retries)
+        gens(st, g1);
+        all_stable = true;
+        for (uint32_t s = 0; s < ns; s++) {
+            stable[s] = stripe_stable(st, s, g0[s], g1[s]);
+            all_stable &= stable[s];
+        }
+        /* keep what this snapshot can vouch for */
+        kept = 0;
+        for (size_t i = 0; i < c.n; i++) {
+            int sc = c.scope[i];
+            bool keep = sc == SC_ALWAYS || (sc == SC_GLOBAL && all_stable) || (sc >= 0 && stable[sc]);
+            if (keep) {
+                char *l = c.lines[i];
+                c.lines[i] = c.lines[kept];
+                c.lines[kept] = l;
+                c.scope[kept] = sc;
+                kept++;
+            }
+        }
+        if ((all_stable && kept == 0) || attempt >= retries)
             break;
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    int n = (int)c.n;
+    int n = (int)kept;
     if (fn) {
-        for (size_t i = 0; i < c.n; i++)
+        for (size_t i = 0; i < kept; i++)
             fn(ctx, c.lines[i]);
+        if (!all_stable)
+            fn(ctx, "note: the arena changed during every attempt; structures caught changing were not judged");
         char buf[160];
         snprintf(buf, sizeof(buf), "checked %" PRIu64 " keys, %zu used blocks: %d problem%s", keys, c.nused, n,
                  n == 1 ? "" : "s");
         fn(ctx, buf);
     }
     chk_reset(&c);
+    free(g0);
+    free(g1);
+    free(stable);
     return n;
 }
 

@@ -876,7 +876,7 @@ static int collect(l3_store_t *st, uint32_t s, const void *prefix, size_t plen, 
                     bad = true;
                     break;
                 }
-                if (kl < plen || memcmp(ent->ie_key, prefix, plen) != 0)
+                if (kl < plen || (plen && memcmp(ent->ie_key, prefix, plen) != 0))
                     continue;
                 if (max && n >= max) {
                     *ret_done = false;

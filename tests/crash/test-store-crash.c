@@ -133,7 +133,7 @@ static void worker(l3_store_t *st, uint64_t seed)
 
 static bool doc_ok(l3_store_t *st, int d)
 {
-    char key[8], path[16];
+    char key[16], path[16];
     snprintf(key, sizeof(key), "L%d", d);
     int64_t vals[2];
     const char *paths[2] = {"/gen", "/check"};
@@ -196,7 +196,7 @@ int main(void)
     if (rc < 0)
         return rc == -ENOTSUP ? T_SKIP : T_HARNESS_ERROR;
     for (int d = 0; d < NDOCS; d++) {
-        char key[8];
+        char key[16];
         snprintf(key, sizeof(key), "L%d", d);
         CHECK_EQ_INT(l3_store_put_bin(st, key, 2, variants[d][0].bin, variants[d][0].len, 0, NULL, NULL), 0);
     }
@@ -232,7 +232,7 @@ int main(void)
         for (int d = 0; d < NDOCS; d++)
             CHECK(doc_ok(st, d));
         for (int k = 0; k < 16; k++) {
-            char key[8];
+            char key[16];
             snprintf(key, sizeof(key), "S%d", k);
             char *j = sth_json(st, key);
             CHECK(j == NULL || strcmp(j, "{\"small\":[1,2,3],\"t\":\"xyz\"}") == 0);
