@@ -163,8 +163,9 @@ typedef struct l3_wal_ring l3_wal_ring_t;
  * Called once by the supervisor before any producer or writer exists. 0, -EINVAL, -ENOMEM.
  */
 int l3_wal_ring_init(void *region, size_t len, l3_wal_ring_t **ret_ring);
-/** Attach a handle to an already formatted ring (checks magic, version, sizes). 0, -EINVAL
- *  (names both layout values on stderr never; the caller logs), -EPROTO (layout mismatch), -ENOMEM. */
+/** Attach a handle to an already formatted ring (checks magic, version, header and data sizes;
+ *  read-only users such as the inspector may attach too). 0, -EINVAL (bad region), -EPROTO
+ *  (not a ring of this layout version: the caller logs both versions), -ENOMEM. */
 int l3_wal_ring_attach(void *region, size_t len, l3_wal_ring_t **ret_ring);
 /** Free the handle (not the region; closes nothing). NULL allowed. */
 void l3_wal_ring_detach(l3_wal_ring_t *r);
