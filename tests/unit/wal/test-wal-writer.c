@@ -168,6 +168,35 @@ static void test_notify(void)
     l3_wal_ring_detach(r);
 }
 
+/* buffered mode with flush_interval_ms: durable without anyone asking; without it: not */
+static void test_flush_interval(void)
+{
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED};
+    pid_t w = walt_writer(&o, NULL);
+    CHECK_EQ_INT(append(r, 1), 0);
+    uint64_t t = l3_wal_last_ticket();
+    usleep(300000);
+    CHECK(l3_wal_durable_ticket(r) < t); /* written, not synced: nobody asked */
+    l3_wal_stats_t s;
+    l3_wal_ring_stats(r, &s);
+    CHECK(s.tail >= t);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    CHECK(l3_wal_durable_ticket(r) >= t); /* the stop syncs */
+
+    o.flush_interval_ms = 20;
+    w = walt_writer(&o, NULL);
+    CHECK_EQ_INT(append(r, 2), 0);
+    t = l3_wal_last_ticket();
+    for (int i = 0; i < 400 && l3_wal_durable_ticket(r) < t; i++)
+        usleep(5000);
+    CHECK(l3_wal_durable_ticket(r) >= t);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    check_replay(2);
+    l3_wal_ring_detach(r);
+}
+
 /* ---------------------------------------------------------------- injected failures */
 
 static int inj_enospc(int op, uint64_t off, uint32_t len, int res)
@@ -431,6 +460,7 @@ int main(void)
     test_basic(L3_WAL_FSYNC);
     test_group_commit();
     test_notify();
+    test_flush_interval();
     test_enospc();
     test_enospc_stop();
     test_fsync_eio();
