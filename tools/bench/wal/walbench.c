@@ -76,7 +76,7 @@ static void rmdir_files(const char *dir)
 static double run_mode(const char *dir, l3_wal_durability_t mode, double seconds, int clients, int procs,
                        l3_wal_stats_t *ret_stats)
 {
-    char wal[4096];
+    char wal[4200];
     mkdir(dir, 0755);
     snprintf(wal, sizeof wal, "%s/data.wal", dir);
     size_t len = 4096 + (20u << 20); /* the default 20 MB ring */
@@ -139,7 +139,7 @@ static int count_cb(void *ctx, const l3_wal_rec_t *rec)
 
 static void run_recovery(const char *dir, unsigned mb)
 {
-    char wal[4096];
+    char wal[4200];
     mkdir(dir, 0755);
     snprintf(wal, sizeof wal, "%s/data.wal", dir);
     /* build segments of 64 MiB directly with the record encoder */
@@ -159,7 +159,7 @@ static void run_recovery(const char *dir, unsigned mb)
             off += (size_t)l3_wal_rec_encode(buf + off, (64u << 20) - off, &rec, h.salt);
             nrec++;
         }
-        char name[4200];
+        char name[4300];
         snprintf(name, sizeof name, "%s.%08llu", wal, (unsigned long long)seq);
         FILE *f = fopen(name, "wb");
         if (!f || fwrite(buf, 1, off, f) != off) {
