@@ -83,17 +83,18 @@ checks=$((checks + 1))
 [ $? -eq 1 ] || fail "decode of a document with trailing bytes: want exit 1"
 stderr_has decode_trailing 'bytes after its end'
 checks=$((checks + 1))
-# Flip every byte of the binary in turn: decode must never crash (exit 0 or 1 only).
-size=$(wc -c <"$TMP/doc.bin")
-i=0
-while [ "$i" -lt "$size" ]; do
-    python3 -c 'import sys
-b=bytearray(open(sys.argv[1],"rb").read()); i=int(sys.argv[2]); b[i]^=0x5a
-open(sys.argv[3],"wb").write(b)' "$TMP/doc.bin" "$i" "$TMP/flip.bin" 2>/dev/null || break
-    "$TOOL" decode <"$TMP/flip.bin" >/dev/null 2>&1
+# Corrupt the binary at every 3rd byte (one process writes all variants): decode must never
+# crash, only accept (0) or refuse (1).
+mkdir "$TMP/flips"
+python3 -c 'import sys
+b=open(sys.argv[1],"rb").read()
+for i in range(0,len(b),3):
+    c=bytearray(b); c[i]^=0x5a
+    open("%s/%06d"%(sys.argv[2],i),"wb").write(c)' "$TMP/doc.bin" "$TMP/flips" || fail "cannot write corrupted copies"
+for f in "$TMP"/flips/*; do
+    "$TOOL" decode <"$f" >/dev/null 2>&1
     st=$?
-    [ "$st" -le 1 ] || { fail "decode of a corrupted document (byte $i) exited $st"; break; }
-    i=$((i + 7))
+    [ "$st" -le 1 ] || { fail "decode of a corrupted document ($(basename "$f")) exited $st"; break; }
 done
 
 # --- check
