@@ -358,6 +358,41 @@ typedef struct {
  */
 int l3_wal_snapshot_load(const char *path, l3_wal_replay_fn fn, void *ctx, l3_wal_snap_info_t *ret_info);
 
+/* ---------------------------------------------------------------- start-up and checkpoint helpers */
+
+typedef struct {
+    int have_snapshot;               /* a valid snapshot was loaded */
+    l3_wal_snap_info_t snap;         /* its header and counts */
+    l3_wal_replay_report_t wal;      /* the replay after it */
+    uint64_t max_lsn;                /* max(snapshot LSN, every LSN delivered): the LSN floor */
+    char snap_aside[512];            /* an invalid snapshot set aside (only when nothing was lost) */
+} l3_wal_recover_report_t;
+
+/**
+ * Start-up recovery in one call: load snap_path (if present) through fn, then replay the WAL
+ * segments from the snapshot's sn_wal_seq through fn (see l3_wal_replay_from). fn gets the
+ * snapshot's documents as PUT records, so the store's l3_store_replay serves for both.
+ * An invalid snapshot is renamed aside and everything is replayed when the WAL still starts
+ * at segment 1 (no segment was ever deleted); otherwise L3_ECORRUPT (refuse to start rather
+ * than come up without the documents it covered). Returns 0 or -errno / L3_ECORRUPT / fn's
+ * negative code. After it: l3_store_set_lsn_floor(max_lsn), l3_wal_ring_set_next_seq(wal.next_seq).
+ */
+int l3_wal_recover(const char *wal_path, const char *snap_path, l3_wal_replay_fn fn, void *ctx,
+                   l3_wal_recover_report_t *ret_report);
+
+/** Fills a snapshot: call l3_wal_snapshot_add(w, ...) for every document (e.g. from the
+ *  store's l3_store_scan callback). 0 or a negative code (the checkpoint is abandoned). */
+typedef int (*l3_wal_scan_fn)(void *ctx, l3_wal_snap_writer_t *w);
+
+/**
+ * A whole checkpoint, run by the checkpointer while the workers keep going:
+ * l3_wal_checkpoint_begin, snapshot of everything `scan` adds (header LSN = lsn, the store's
+ * last LSN before the call), commit (durable rename), l3_wal_checkpoint_commit (the writer
+ * deletes the covered segments). 0, -ETIMEDOUT (no writer), -EIO, or the scan's code.
+ */
+int l3_wal_checkpoint(l3_wal_ring_t *r, const char *snap_path, uint64_t lsn, l3_wal_scan_fn scan, void *ctx,
+                      int timeout_ms);
+
 /* ---------------------------------------------------------------- inspection */
 
 /**

@@ -246,18 +246,6 @@ static int key_index(const l3_wal_rec_t *rec)
     return atoi(key + 1);
 }
 
-static int load_cb(void *ctx, const l3_wal_rec_t *rec)
-{
-    (void)ctx;
-    int k = key_index(rec);
-    if (k < 0 || k >= K || rec->plen != 8)
-        return -EBADMSG;
-    rec_state[k].present = 1;
-    rec_state[k].lsn = rec->lsn;
-    memcpy(&rec_state[k].val, rec->payload, 8);
-    return 0;
-}
-
 /* the store's replay rule: skip when the document's LSN >= the record's */
 static int replay_cb(void *ctx, const l3_wal_rec_t *rec)
 {
@@ -293,52 +281,79 @@ static int replay_cb(void *ctx, const l3_wal_rec_t *rec)
     return 0;
 }
 
+static uint64_t *scan_seed;
+static l3_wal_ring_t *scan_ring;
+static int skipped_total;
+
+/* the scan: one document at a time, updates in between (before and after the cursor) */
+static int scan_model(void *ctx, l3_wal_snap_writer_t *sw)
+{
+    (void)ctx;
+    for (int k = 0; k < K; k++) {
+        int n = (int)(t_rand(scan_seed) % 40);
+        for (int i = 0; i < n; i++)
+            random_op(scan_ring, scan_seed);
+        if (model[k].present) {
+            char key[16];
+            snprintf(key, sizeof key, "k%d", k);
+            int rc = l3_wal_snapshot_add(sw, key, (uint32_t)strlen(key), &model[k].val, 8, model[k].lsn);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
 static void test_fuzzy_checkpoint(uint64_t *seed, int trial)
 {
     fresh_dir();
     memset(model, 0, sizeof model);
     memset(rec_state, 0, sizeof rec_state);
     model_lsn = 0;
+    skipped_total = 0;
+    unlink(snap);
     l3_wal_ring_t *r = walt_ring(4096 + 512 * 1024, NULL);
     l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = trial % 2 ? L3_WAL_FSYNC : L3_WAL_BUFFERED,
                               .segment_bytes = 16 * 1024};
     pid_t w = walt_writer(&o, NULL);
     for (int i = 0; i < 3000; i++)
         random_op(r, seed);
+    /* let the writer fill some segments first, so the checkpoint has something to delete */
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
     uint64_t seq = 0;
-    CHECK_EQ_INT(l3_wal_checkpoint_begin(r, 10000, &seq), 0);
-    /* the scan: one document at a time, updates in between (before and after the cursor) */
-    l3_wal_snap_writer_t *sw;
-    CHECK_EQ_INT(l3_wal_snapshot_begin(snap, seq, model_lsn, &sw), 0);
-    for (int k = 0; k < K; k++) {
-        int n = (int)(t_rand(seed) % 40);
-        for (int i = 0; i < n; i++)
-            random_op(r, seed);
-        if (model[k].present) {
-            char key[16];
-            snprintf(key, sizeof key, "k%d", k);
-            CHECK_EQ_INT(l3_wal_snapshot_add(sw, key, (uint32_t)strlen(key), &model[k].val, 8, model[k].lsn), 0);
-        }
+    if (trial % 3 == 2) {
+        /* the one-call form */
+        scan_seed = seed;
+        scan_ring = r;
+        CHECK_EQ_INT(l3_wal_checkpoint(r, snap, model_lsn, scan_model, NULL, 10000), 0);
+    } else {
+        CHECK_EQ_INT(l3_wal_checkpoint_begin(r, 10000, &seq), 0);
+        l3_wal_snap_writer_t *sw;
+        CHECK_EQ_INT(l3_wal_snapshot_begin(snap, seq, model_lsn, &sw), 0);
+        scan_seed = seed;
+        scan_ring = r;
+        CHECK_EQ_INT(scan_model(NULL, sw), 0);
+        CHECK_EQ_INT(l3_wal_snapshot_commit(sw), 0);
+        l3_wal_checkpoint_commit(r, seq);
     }
-    CHECK_EQ_INT(l3_wal_snapshot_commit(sw), 0);
-    l3_wal_checkpoint_commit(r, seq);
     for (int i = 0; i < 2000; i++)
         random_op(r, seed);
     CHECK_EQ_INT(walt_stop(w), 0);
+    /* recovery: snapshot, then the WAL from its sequence */
+    l3_wal_recover_report_t rr;
+    CHECK_EQ_INT(l3_wal_recover(base, snap, replay_cb, &skipped_total, &rr), 0);
+    CHECK_EQ_INT(rr.have_snapshot, 1);
+    if (seq)
+        CHECK_EQ_INT(rr.snap.wal_seq, seq);
+    seq = rr.snap.wal_seq;
+    CHECK_EQ_INT(rr.wal.stop_reason, 0);
+    CHECK_EQ_INT(rr.max_lsn, model_lsn);
     /* covered segments are gone, later ones remain */
     uint64_t *seqs = NULL;
     int n = l3_wal__list_segments(base, &seqs);
-    CHECK(n > 0 && seqs[0] >= seq);
+    CHECK(n > 0 && seqs[0] >= seq && seq > 1);
     free(seqs);
-
-    /* recovery: snapshot, then the WAL from its sequence */
-    l3_wal_snap_info_t info;
-    CHECK_EQ_INT(l3_wal_snapshot_load(snap, load_cb, NULL, &info), 0);
-    CHECK_EQ_INT(info.wal_seq, seq);
-    int skipped = 0;
-    l3_wal_replay_report_t rep;
-    CHECK_EQ_INT(l3_wal_replay_from(base, info.wal_seq, replay_cb, &skipped, &rep), 0);
-    CHECK_EQ_INT(rep.stop_reason, 0);
+    int skipped = skipped_total;
     int diff = 0;
     for (int k = 0; k < K; k++) {
         if (rec_state[k].present != model[k].present)
@@ -348,6 +363,52 @@ static void test_fuzzy_checkpoint(uint64_t *seed, int trial)
     }
     CHECK_EQ_INT(diff, 0);
     CHECK(skipped > 0); /* the fuzzy window produced records the snapshot already had */
+    if (trial == 0) {
+        /* segments were deleted: a damaged snapshot must stop the start-up */
+        FILE *f = fopen(snap, "r+b");
+        fseek(f, 100, SEEK_SET);
+        fputc(0x5A ^ fgetc(f), f);
+        fclose(f);
+        CHECK_EQ_INT(l3_wal_recover(base, snap, NULL, NULL, &rr), L3_ECORRUPT);
+        CHECK(fsize(snap) > 0); /* left in place */
+    }
+    l3_wal_ring_detach(r);
+}
+
+/* a damaged snapshot while the WAL is still complete (starts at segment 1): set aside, full replay */
+static void test_recover_bad_snapshot_complete_wal(void)
+{
+    fresh_dir();
+    memset(model, 0, sizeof model);
+    memset(rec_state, 0, sizeof rec_state);
+    model_lsn = 0;
+    uint64_t seed = 99;
+    l3_wal_ring_t *r = walt_ring(4096 + 512 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED};
+    pid_t w = walt_writer(&o, NULL);
+    for (int i = 0; i < 500; i++)
+        random_op(r, &seed);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    FILE *f = fopen(snap, "wb");
+    fputs("L3KVSNP1 but not really a snapshot, just garbage bytes ..........................", f);
+    fclose(f);
+    int skipped = 0;
+    l3_wal_recover_report_t rr;
+    CHECK_EQ_INT(l3_wal_recover(base, snap, replay_cb, &skipped, &rr), 0);
+    CHECK_EQ_INT(rr.have_snapshot, 0);
+    CHECK(rr.snap_aside[0] != 0 && fsize(rr.snap_aside) > 0);
+    CHECK_EQ_INT(fsize(snap), -1);
+    CHECK_EQ_INT(rr.max_lsn, model_lsn);
+    int diff = 0;
+    for (int k = 0; k < K; k++)
+        diff += rec_state[k].present != model[k].present ||
+                (model[k].present && rec_state[k].val != model[k].val);
+    CHECK_EQ_INT(diff, 0);
+    /* no snapshot at all: plain replay */
+    memset(rec_state, 0, sizeof rec_state);
+    CHECK_EQ_INT(l3_wal_recover(base, snap, replay_cb, &skipped, &rr), 0);
+    CHECK_EQ_INT(rr.have_snapshot, 0);
+    CHECK_EQ_INT(rr.wal.records, model_lsn);
     l3_wal_ring_detach(r);
 }
 
@@ -363,6 +424,7 @@ int main(void)
     walt_need_uring();
     for (int trial = 0; trial < 6; trial++)
         test_fuzzy_checkpoint(&seed, trial);
+    test_recover_bad_snapshot_complete_wal();
     for (int i = 0; i < NDOC; i++)
         free(docs[i]);
     t_rmtree(d);
