@@ -21,7 +21,7 @@
  *     generated before timing; every op is a full path lookup plus the store or read.
  *     Ours: l3_doc_lookup() + l3_doc_slot_set_int() / l3_doc_val(); jansson:
  *     json_object_get() + json_integer_set() / json_integer_value().
- *     The two libraries alternate batch by batch (see measure()).
+ *     The two libraries alternate in phases of many batches (see measure()).
  *   - before timing, both documents are checked: our JSON output re-read by jansson must
  *     equal jansson's parse of the same text, or the run stops (exit 1).
  *
@@ -417,38 +417,50 @@ typedef enum {
 } measure_t;
 
 /*
- * Median over cfg.batches batches (after one warm-up batch) of one measurement, for ours
- * and jansson. The two sides alternate batch by batch over the same keys, so load from
- * other processes on the machine hits both alike and the ratio stays meaningful.
+ * Median over cfg.batches batches of one measurement, for ours and jansson. The batches
+ * are run in ROUNDS phases per side, alternating (ours, jansson, ours, ...): each phase
+ * starts with WARM discarded batches so its own data is back in the caches (the other
+ * library's phase has just evicted it), and load from other processes on the machine hits
+ * both sides alike.
  */
-static pair_t measure(measure_t m, l3_doc_t *d, json_t *root, const char *hotkey)
+#define ROUNDS 5
+#define WARM 5
+
+static double one_batch(measure_t m, bool jside, l3_doc_t *d, json_t *root, const char *hotkey, size_t start,
+                        uint32_t *inout_val)
 {
-    double *va = xmalloc(cfg.batches * sizeof(double)), *vb = xmalloc(cfg.batches * sizeof(double));
-    uint32_t val_a = 1, val_b = 1;
-    size_t start = (size_t)(rng() % KEY_POOL);
     bool hot = m == M_GET_HOT || m == M_SET_HOT;
     int op = (m == M_SET_RANDOM || m == M_SET_HOT) ? OP_SET : OP_GET;
-    for (unsigned b = 0; b <= cfg.batches; b++) {
-        double a, j = 0;
-        if (m == M_NESTED) {
-            a = batch_nested_ours(d->buf, cfg.batch);
-            j = batch_nested_jansson(root, cfg.batch);
-        } else if (m == M_SET_GENERIC) {
-            a = batch_ours_generic(d, start, cfg.batch, &val_a);
-        } else {
-            a = batch_ours(d, op, hot, hotkey, start, cfg.batch, &val_a);
-            j = batch_jansson(root, op, hot, hotkey, start, cfg.batch, &val_b);
-        }
-        start += cfg.batch;
-        if (b > 0) { /* batch 0 warms caches and branch predictors */
-            va[b - 1] = a;
-            vb[b - 1] = j;
+    if (m == M_NESTED)
+        return jside ? batch_nested_jansson(root, cfg.batch) : batch_nested_ours(d->buf, cfg.batch);
+    if (m == M_SET_GENERIC)
+        return jside ? 0 : batch_ours_generic(d, start, cfg.batch, inout_val);
+    if (jside)
+        return batch_jansson(root, op, hot, hotkey, start, cfg.batch, inout_val);
+    return batch_ours(d, op, hot, hotkey, start, cfg.batch, inout_val);
+}
+
+static pair_t measure(measure_t m, l3_doc_t *d, json_t *root, const char *hotkey)
+{
+    unsigned per = (cfg.batches + ROUNDS - 1) / ROUNDS, n = per * ROUNDS;
+    double *v[2] = {xmalloc(n * sizeof(double)), xmalloc(n * sizeof(double))};
+    uint32_t val[2] = {1, 1};
+    size_t start[2];
+    start[0] = start[1] = (size_t)(rng() % KEY_POOL);
+    for (unsigned r = 0; r < ROUNDS; r++) {
+        for (int side = 0; side < 2; side++) {
+            for (unsigned b = 0; b < WARM + per; b++) {
+                double ns = one_batch(m, side == 1, d, root, hotkey, start[side], &val[side]);
+                start[side] += cfg.batch;
+                if (b >= WARM)
+                    v[side][r * per + (b - WARM)] = ns;
+            }
         }
     }
-    pair_t r = {median(va, cfg.batches), median(vb, cfg.batches)};
-    free(va);
-    free(vb);
-    return r;
+    pair_t res = {median(v[0], n), median(v[1], n)};
+    free(v[0]);
+    free(v[1]);
+    return res;
 }
 
 typedef struct {
