@@ -165,12 +165,16 @@ void l3_store__alloc_unlock(l3_store_t *st)
 
 /* ---------------------------------------------------------------- transaction record */
 
-int l3_store__tlog(l3_store_t *st, const void *p, size_t len)
+/* Room kept free for the store's own small entries (publishing a block, index changes)
+ * after the document layer's entries: those must never overflow. */
+#define UNDO_RESERVE 4096u
+
+static int tlog_limit(l3_store_t *st, const void *p, size_t len, uint64_t limit)
 {
     l3_proc_slot_t *ps = st->ps;
     size_t pad = L3_ALIGN_UP(len, (size_t)8);
     uint64_t used = ps->tx_used;
-    if (len > UINT32_MAX || used + pad + sizeof(l3_undo_ent_t) > st->hdr->ah_undo_bytes)
+    if (len > UINT32_MAX || used + pad + sizeof(l3_undo_ent_t) > limit)
         return L3_STORE__EUNDO;
     uint8_t *dst = st->undo + used;
     memcpy(dst, p, len);
@@ -180,6 +184,11 @@ int l3_store__tlog(l3_store_t *st, const void *p, size_t len)
     ps->tx_used = used + pad + sizeof(ue);
     l3_store__fence();
     return 0;
+}
+
+int l3_store__tlog(l3_store_t *st, const void *p, size_t len)
+{
+    return tlog_limit(st, p, len, st->hdr->ah_undo_bytes);
 }
 
 void l3_store__tw64(l3_store_t *st, uint64_t *p, uint64_t v)
@@ -198,7 +207,7 @@ void l3_store__tw32(l3_store_t *st, uint32_t *p, uint32_t v)
 void l3_store__doc_undo_cb(void *ctx, const void *addr, size_t len)
 {
     l3_store_t *st = ctx;
-    if (l3_store__tlog(st, addr, len) == 0)
+    if (tlog_limit(st, addr, len, st->hdr->ah_undo_bytes - UNDO_RESERVE) == 0)
         return;
     if (!st->jb_armed)
         l3_fatal("store: undo area overflow outside a guarded document call");
