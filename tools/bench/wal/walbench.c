@@ -4,10 +4,13 @@
  *   1. append throughput with C concurrent clients (processes x threads, like connections):
  *      buffered (ack = in the ring) vs fsync (ack after the group-commit fdatasync), and the
  *      ratio fsync/buffered;
- *   2. recovery: replay time per GB of WAL and per million records (page cache warm).
+ *   2. recovery: replay time per GB of WAL and per million records (page cache warm);
+ *   3. steady-state disk use of an endless update loop on 1,000 keys with checkpoints
+ *      (l3_wal_checkpoint whenever the live segments pass the checkpoint size).
  * Prints one JSON object per figure. Not a test: nothing is asserted.
  *
  * usage: l3kv-walbench [-d DIR] [-s SECONDS] [-c CLIENTS] [-p PROCS] [-b PAYLOAD] [-r RECOVERY_MB]
+ *                      [-u UPDATE_LOOP_SECONDS] [-k CHECKPOINT_MB]
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,6 +22,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <dirent.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -187,14 +191,126 @@ static void run_recovery(const char *dir, unsigned mb)
     rmdir_files(dir);
 }
 
+/* ---------------------------------------------------------------- steady state */
+
+enum { UKEYS = 1000 };
+static uint64_t ulsn[UKEYS];
+static uint8_t udoc[UKEYS][256];
+
+static int scan_docs(void *ctx, l3_wal_snap_writer_t *w)
+{
+    (void)ctx;
+    for (int k = 0; k < UKEYS; k++) {
+        char key[16];
+        int kl = snprintf(key, sizeof key, "key-%d", k);
+        int rc = l3_wal_snapshot_add(w, key, (uint32_t)kl, udoc[k], payload_bytes, ulsn[k]);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* apparent bytes and allocated bytes of every file in dir */
+static void dir_usage(const char *dir, uint64_t *ret_bytes, uint64_t *ret_alloc)
+{
+    *ret_bytes = *ret_alloc = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char p[4400];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (de->d_name[0] != '.' && stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+            *ret_bytes += (uint64_t)st.st_size;
+            *ret_alloc += (uint64_t)st.st_blocks * 512u;
+        }
+    }
+    closedir(d);
+}
+
+static void run_steady(const char *dir, double seconds, unsigned ckpt_mb)
+{
+    char wal[4200], snap[4200];
+    mkdir(dir, 0755);
+    snprintf(wal, sizeof wal, "%s/data.wal", dir);
+    snprintf(snap, sizeof snap, "%s/data.snapshot", dir);
+    size_t len = 4096 + (20u << 20);
+    void *region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (region == MAP_FAILED || l3_wal_ring_init(region, len, &ring) != 0)
+        exit(1);
+    uint64_t seg = (uint64_t)ckpt_mb << 18; /* a quarter of the checkpoint size */
+    l3_wal_writer_opts_t o = {.ring = ring, .wal_path = wal, .durability = L3_WAL_BUFFERED, .install_signals = 1,
+                              .segment_bytes = seg};
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    pid_t w = fork();
+    if (w == 0)
+        _exit(l3_wal_writer_run(&o) == 0 ? 0 : 1);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    uint64_t t0 = l3_now_ns(), end = t0 + (uint64_t)(seconds * 1e9), lsn = 0, updates = 0, ckpts = 0;
+    uint64_t max_bytes = 0, max_alloc = 0, next_sample = 0;
+    uint64_t rng = 0x9E3779B97F4A7C15ull;
+    while (l3_now_ns() < end) {
+        for (int i = 0; i < 1000; i++) {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            int k = (int)(rng % UKEYS);
+            char key[16];
+            int kl = snprintf(key, sizeof key, "key-%d", k);
+            memcpy(udoc[k], &rng, sizeof rng);
+            ulsn[k] = ++lsn;
+            l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = (uint32_t)kl,
+                                .payload = udoc[k], .plen = payload_bytes};
+            while (l3_wal_hook(ring, &rec) == -EAGAIN) {
+            }
+            updates++;
+        }
+        l3_wal_stats_t st;
+        l3_wal_ring_stats(ring, &st);
+        if (st.disk_bytes > ((uint64_t)ckpt_mb << 20)) {
+            if (l3_wal_checkpoint(ring, snap, lsn, scan_docs, NULL, 10000) == 0)
+                ckpts++;
+        }
+        uint64_t now = l3_now_ns();
+        if (now >= next_sample) {
+            uint64_t b, a;
+            dir_usage(dir, &b, &a);
+            max_bytes = b > max_bytes ? b : max_bytes;
+            max_alloc = a > max_alloc ? a : max_alloc;
+            next_sample = now + 50000000u;
+        }
+    }
+    kill(w, SIGTERM);
+    waitpid(w, NULL, 0);
+    l3_wal_stats_t st;
+    l3_wal_ring_stats(ring, &st);
+    uint64_t b, a;
+    dir_usage(dir, &b, &a);
+    printf("{\"figure\":\"wal_steady_state\",\"seconds\":%.0f,\"keys\":%d,\"updates\":%llu,\"checkpoints\":%llu,"
+           "\"wal_written_bytes\":%llu,\"max_dir_bytes\":%llu,\"max_dir_allocated\":%llu,\"final_dir_bytes\":%llu,"
+           "\"checkpoint_bytes\":%llu}\n",
+           seconds, UKEYS, (unsigned long long)updates, (unsigned long long)ckpts, (unsigned long long)st.bytes,
+           (unsigned long long)max_bytes, (unsigned long long)max_alloc, (unsigned long long)b,
+           (unsigned long long)ckpt_mb << 20);
+    l3_wal_ring_detach(ring);
+    munmap(region, len);
+    rmdir_files(dir);
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
     double seconds = 3;
     int clients = 64, procs = 4;
-    unsigned rec_mb = 256;
+    unsigned rec_mb = 256, ckpt_mb = 32;
+    double steady = 0;
     int c;
-    while ((c = getopt(argc, argv, "d:s:c:p:b:r:")) != -1) {
+    while ((c = getopt(argc, argv, "d:s:c:p:b:r:u:k:")) != -1) {
         switch (c) {
         case 'd':
             dir = optarg;
@@ -214,8 +330,14 @@ int main(int argc, char **argv)
         case 'r':
             rec_mb = (unsigned)atoi(optarg);
             break;
+        case 'u':
+            steady = atof(optarg);
+            break;
+        case 'k':
+            ckpt_mb = (unsigned)atoi(optarg);
+            break;
         default:
-            fprintf(stderr, "usage: %s [-d DIR] [-s SECONDS] [-c CLIENTS] [-p PROCS] [-b PAYLOAD] [-r MB]\n",
+            fprintf(stderr, "usage: %s [-d DIR] [-s SECONDS] [-c CLIENTS] [-p PROCS] [-b PAYLOAD] [-r MB] [-u SECONDS] [-k MB]\n",
                     argv[0]);
             return 2;
         }
@@ -251,6 +373,9 @@ int main(int argc, char **argv)
     fflush(stdout);
     if (rec_mb)
         run_recovery(base, rec_mb);
+    fflush(stdout);
+    if (steady > 0)
+        run_steady(base, steady, ckpt_mb ? ckpt_mb : 32);
     if (dir == tmpl)
         rmdir(tmpl);
     return 0;
