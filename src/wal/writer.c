@@ -107,6 +107,8 @@ static int ring_run(wr_t *w, int want, int *res)
     return 0;
 }
 
+static int uring_fsync(wr_t *w, int fd, int datasync);
+
 /*
  * Write len bytes at file offset off; if sync, an fdatasync is linked after the final
  * write (group commit in one submission). Short writes are resubmitted for the remainder
@@ -160,9 +162,10 @@ static int write_all(wr_t *w, int fd, const uint8_t *buf, size_t len, uint64_t o
         }
         if (with_sync) {
             int sres = l3_wal_shim.io_result(L3_WAL_IO_FSYNC, off, (uint32_t)len, res[1]);
-            if (sres == -ECANCELED) /* chain broken by a short write: sync again */
-                continue;
-            atomic_fetch_add_explicit(&w->sh->rh_st_fsyncs, 1, memory_order_relaxed);
+            if (sres == -ECANCELED || sres == -EINTR) /* the linked sync did not run: run it alone */
+                sres = uring_fsync(w, fd, 1);
+            else
+                atomic_fetch_add_explicit(&w->sh->rh_st_fsyncs, 1, memory_order_relaxed);
             if (ret_sync)
                 *ret_sync = sres;
         }

@@ -322,8 +322,11 @@ static int inj_eagain(int op, uint64_t off, uint32_t len, int res)
 {
     (void)off;
     (void)len;
-    if (op == L3_WAL_IO_WRITE && atomic_fetch_add(&inj_count, 1) % 7 == 3)
+    unsigned n = atomic_fetch_add(&inj_count, 1);
+    if (op == L3_WAL_IO_WRITE && n % 7 == 3)
         return -EAGAIN;
+    if (op == L3_WAL_IO_FSYNC && n % 5 == 2)
+        return -ECANCELED; /* a linked sync that did not run: must be re-run, not trusted */
     return res;
 }
 static void setup_short(void)
