@@ -129,6 +129,13 @@ static int worker(l3_store_t *st, int id, board_t *bd, double seconds, uint64_t 
             rc = l3_store_merge_patch(st, "shared", 6, sbuf, (size_t)n, 0, NULL, NULL);
             if (rc == 0)
                 bd->shared_last[id] = v;
+        } else if (op < 96) { /* read a document others are changing: never torn */
+            char *got = sth_json(st, op < 95 ? "shared" : "ctr0");
+            if (!got || l3_doc_check_json(got, strlen(got), NULL, NULL) != 0 || got[0] != '{') {
+                fprintf(stderr, "p%d: shared document read torn: %.80s\n", id, got ? got : "(absent)");
+                fails++;
+            }
+            free(got);
         } else { /* read and compare */
             char *got = sth_json(st, key);
             if (m->exists) {
