@@ -88,6 +88,15 @@ int l3_store_create(const l3_store_opts_t *opts, l3_store_t **ret);
  */
 int l3_store_attach(const char *name, pid_t pid, unsigned flags, l3_store_t **ret);
 
+/**
+ * Remove instances left behind by supervisors that died without l3_store_unlink(): every
+ * /dev/shm/l3kv-pid-<pid> link whose pid no longer runs, and the shm object it names when
+ * that object's header says the same pid created it (only_pid > 0: just that pid's).
+ * Returns the number of objects removed. Call at start-up, before l3_store_create();
+ * never touches a live instance.
+ */
+int l3_store_sweep_stale(pid_t only_pid);
+
 /** Unmap and free the handle (does not unregister: see l3_store_proc_unregister). NULL ok. */
 void l3_store_close(l3_store_t *st);
 

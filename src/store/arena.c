@@ -365,6 +365,41 @@ static int resolve(pid_t pid, char *ret, size_t n)
     return 0;
 }
 
+int l3_store_sweep_stale(pid_t only_pid)
+{
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+        return -errno;
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "l3kv-pid-", 9) != 0)
+            continue;
+        char *end;
+        long pid = strtol(de->d_name + 9, &end, 10);
+        if (*end || pid <= 0 || (only_pid > 0 && pid != (long)only_pid) || l3_store__pid_alive((int32_t)pid))
+            continue;
+        char link[300], target[128], shm[160];
+        snprintf(link, sizeof(link), "/dev/shm/%s", de->d_name);
+        ssize_t len = readlink(link, target, sizeof(target) - 1);
+        if (len > 5) {
+            target[len] = 0;
+            snprintf(shm, sizeof(shm), "/%s", target);
+            int fd = strchr(target, '/') ? -1 : shm_open(shm, O_RDONLY, 0);
+            if (fd >= 0) {
+                l3_arena_hdr_t h;
+                if (pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) && h.ah_magic == L3_ARENA_MAGIC &&
+                    h.ah_owner_pid == (int32_t)pid && shm_unlink(shm) == 0)
+                    removed++;
+                close(fd);
+            }
+        }
+        unlink(link);
+    }
+    closedir(d);
+    return removed;
+}
+
 int l3_store_attach(const char *name, pid_t pid, unsigned flags, l3_store_t **ret)
 {
     char nm[128], shm[160];

@@ -268,7 +268,10 @@ static void repair_stripe(l3_store_t *st, uint32_t s)
             /* The allocator lock is taken even when it is not needed, so that repairs
              * never interleave with a half-finished allocator section. If it cannot be
              * had, leave the stripe inconsistent-but-locked: poison instead. */
-            if (l3_store__alloc_lock(st) == 0) {
+            int tries = 0, rc;
+            while ((rc = l3_store__alloc_lock(st)) == -ETIMEDOUT && ++tries < 3)
+                ;
+            if (rc == 0) {
                 settle_tx(st, ds, l3_store__undo_area(st, owner - 1));
                 l3_store__alloc_unlock(st);
             } else {

@@ -452,6 +452,37 @@ static void test_fork_register(void)
     }
     CHECK_EQ_INT(l3_store_attach("no-such-instance", 0, L3_STORE_ATTACH_READONLY, &ro), -ENOENT);
     sth_destroy(st);
+
+    /* an instance whose supervisor died without unlinking is swept; a live one is not */
+    l3_store_t *live = sth_create(32 << 20, 4, 0);
+    int pfd[2];
+    CHECK_EQ_INT(pipe(pfd), 0);
+    pid = fork();
+    if (pid == 0) {
+        l3_store_opts_t o = {.name = NULL, .arena_bytes = 8 << 20, .max_procs = 4, .wal_ring_bytes = 4096,
+                             .obs_bytes = 4096, .undo_bytes = 16 << 10, .nstripes = 4};
+        l3_store_t *dead;
+        char nm[64] = "";
+        if (l3_store_create(&o, &dead) == 0)
+            snprintf(nm, sizeof(nm), "%s", l3_store_name(dead));
+        if (write(pfd[1], nm, sizeof(nm)) != (ssize_t)sizeof(nm))
+            _exit(1);
+        _exit(0); /* dies without l3_store_unlink */
+    }
+    char dead_name[64] = "";
+    CHECK_EQ_INT(read(pfd[0], dead_name, sizeof(dead_name)), (ssize_t)sizeof(dead_name));
+    close(pfd[0]);
+    close(pfd[1]);
+    CHECK_EQ_INT(sth_wait(pid), 0);
+    CHECK(dead_name[0] != 0);
+    CHECK_EQ_INT(l3_store_attach(dead_name, 0, L3_STORE_ATTACH_READONLY, &ro), 0);
+    l3_store_close(ro);
+    CHECK_EQ_INT(l3_store_sweep_stale(getpid()), 0); /* alive: untouched */
+    CHECK_EQ_INT(l3_store_sweep_stale(pid), 1);
+    CHECK_EQ_INT(l3_store_attach(dead_name, 0, L3_STORE_ATTACH_READONLY, &ro), -ENOENT);
+    CHECK_EQ_INT(l3_store_attach(l3_store_name(live), 0, L3_STORE_ATTACH_READONLY, &ro), 0);
+    l3_store_close(ro);
+    sth_destroy(live);
 }
 
 /* A child that registers, arms a hook that SIGKILLs itself, and runs one mutation: it
