@@ -590,8 +590,12 @@ int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
         goto idle;
     }
     rc = adopt(w, &next_seq);
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) {
+        /* the previous writer's segment cannot be made durable: same as a failed fdatasync
+         * (W3), and no crash loop of restarts */
+        failstop(w, rc);
+        goto idle;
+    }
 
     uint64_t drain_since = 0;
     w->last_sync_ns = l3_now_ns();
