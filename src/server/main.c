@@ -79,6 +79,7 @@ int main(int argc, char **argv)
         L3_LOG(L3_LOG_ERROR, "%s: %s", path, err);
         return 2;
     }
+    l3_srv_log_set_level(srv.cfg.log.level);
     if (check_only) {
         printf("%s: %s\n", missing ? "built-in defaults" : path, "configuration is valid");
         l3_srv_config_free(&srv.cfg);

@@ -77,15 +77,20 @@ def main():
         return 77
     tmp = tempfile.mkdtemp(prefix="l3kv-bench-")
     bport, lport = free_port(), free_port()
-    base = subprocess.Popen([a.baseline, str(bport), str(a.workers)])
+    l3kv_bin = os.path.abspath(a.l3kv) if "/" in a.l3kv else shutil.which(a.l3kv) or a.l3kv
+    base_bin = os.path.abspath(a.baseline) if "/" in a.baseline else shutil.which(a.baseline) or a.baseline
     cfg = os.path.join(tmp, "config.json")
     with open(cfg, "w") as f:
         json.dump({"server": {"address": "127.0.0.1", "port": lport, "min_workers": a.workers,
                               "max_workers": a.workers},
                    "storage": {"data_dir": os.path.join(tmp, "data"), "arena_bytes": 1 << 30},
                    "log": {"level": "warn"}}, f)
-    srv = subprocess.Popen([a.l3kv, cfg], cwd=tmp)
+    procs = []
     try:
+        base = subprocess.Popen([base_bin, str(bport), str(a.workers)])
+        procs.append(base)
+        srv = subprocess.Popen([l3kv_bin, cfg], cwd=tmp)
+        procs.append(srv)
         bu, lu = "http://127.0.0.1:%d" % bport, "http://127.0.0.1:%d" % lport
         wait_http(bu + "/")
         wait_http(lu + "/kv/health")
@@ -128,9 +133,9 @@ def main():
         print("GET handler median target < 5 us: %s" % ("met" if h["get"]["median_ns"] < 5000 else "NOT met"))
         return 0
     finally:
-        for p in (srv, base):
+        for p in procs:
             p.send_signal(signal.SIGTERM)
-        for p in (srv, base):
+        for p in procs:
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
