@@ -202,6 +202,21 @@ static inline const dslot_t *SLOT(const uint8_t *buf, uint32_t off)
     return AT(buf, off, const dslot_t);
 }
 
+/* The n < 8 bytes at p as a zero-extended little-endian word, without a byte loop or a
+ * round trip through memory (overlapping loads; the overlap holds the same bytes). */
+static inline uint64_t load_small(const uint8_t *p, size_t n)
+{
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        return (uint64_t)a | (uint64_t)b << (8 * (n - 4));
+    }
+    if (n == 0)
+        return 0;
+    return (uint64_t)p[0] | (uint64_t)p[n >> 1] << (8 * (n >> 1)) | (uint64_t)p[n - 1] << (8 * (n - 1));
+}
+
 /* Entry index + 1 of a live member, or 0. */
 static uint32_t obj_index(const uint8_t *buf, const dobj_t *o, const void *key, size_t klen, uint32_t hash)
 {
@@ -214,10 +229,13 @@ static uint32_t obj_index(const uint8_t *buf, const dobj_t *o, const void *key, 
         uint64_t k0 = 0;
         uint32_t k1 = 0;
         if (klen <= KEY_INLINE_MAX) {
-            uint8_t pad[16] = {0};
-            memcpy(pad, key, klen);
-            memcpy(&k0, pad, 8);
-            memcpy(&k1, pad + 8, 4);
+            const uint8_t *kb = key;
+            if (klen >= 8) {
+                memcpy(&k0, kb, 8);
+                k1 = (uint32_t)load_small(kb + 8, klen - 8);
+            } else {
+                k0 = load_small(kb, klen);
+            }
         }
         for (uint32_t probes = 0; probes < o->hcap; probes++) {
             uint32_t ix = ht[h];

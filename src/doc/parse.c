@@ -494,7 +494,7 @@ static const char *parse_number(parser_t *ps, const char *p, uint64_t *ret_val, 
             return p;
         }
     }
-    if (!dropped_nz) {
+    if (!is_int && !dropped_nz) {
         /* strip trailing zeros to count significant digits */
         while (m != 0 && m % 10 == 0) {
             m /= 10;
@@ -531,7 +531,7 @@ static const char *parse_number(parser_t *ps, const char *p, uint64_t *ret_val, 
             }
         }
     }
-    /* BIGNUM: keep the text */
+    /* BIGNUM: keep the text (integers beyond int64 always land here, so they print as integers) */
     *ret_type = L3_DOC_BIGNUM;
     if (ps->buf) {
         if (tlen > UINT32_MAX - 16 || out_reserve(ps, 8 + a8(tlen)))
