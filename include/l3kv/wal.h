@@ -272,8 +272,12 @@ typedef struct {
  * fdatasyncs per the durability mode, rotates and deletes segments for checkpoints. On a
  * stop request: drains the whole ring (aborting reservations of dead producers), fdatasyncs
  * the file and the directory, returns 0. Returns -ENOSYS / -EPERM when io_uring is not
- * available, -EIO when it stopped after a failed fdatasync (fail-stop), other -errno on
- * setup failure. Blocks.
+ * available, -EIO when it stopped after a failed fdatasync (fail-stop: it idles until the
+ * stop request, a restarted writer too), the write error (-ENOSPC, -EIO) when a stop request
+ * found the disk failing for more than 5 s (the segment is truncated to what was committed;
+ * the rest of the ring is reported as lost on stderr), other -errno on setup failure.
+ * Fork it with SIGTERM and SIGINT blocked when install_signals is set: it unblocks them once
+ * its handlers are in place, so an early stop request is not lost. Blocks.
  */
 int l3_wal_writer_run(const l3_wal_writer_opts_t *opts);
 
