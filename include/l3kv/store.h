@@ -57,14 +57,14 @@ typedef struct {
      * (/dev/shm/l3kv-<name>), and /dev/shm/l3kv-pid-<supervisor pid> is a symlink to it so
      * tools can find the instance by pid. NULL = "l3kv.<pid>". */
     const char *name;
-    size_t arena_bytes;    /* total mapping; 0 = L3_STORE_DEFAULT_ARENA_BYTES */
-    size_t wal_ring_bytes; /* WAL ring region; 0 = default */
-    uint32_t max_procs;    /* process table slots; 0 = default */
-    size_t obs_bytes;      /* metrics region; 0 = default */
-    size_t undo_bytes;     /* undo record per process slot; 0 = default */
-    uint32_t nstripes;     /* index lock stripes (power of two); 0 = 1024 */
+    size_t arena_bytes;       /* total mapping; 0 = L3_STORE_DEFAULT_ARENA_BYTES */
+    size_t wal_ring_bytes;    /* WAL ring region; 0 = default */
+    uint32_t max_procs;       /* process table slots; 0 = default */
+    size_t obs_bytes;         /* metrics region; 0 = default */
+    size_t undo_bytes;        /* undo record per process slot; 0 = default */
+    uint32_t nstripes;        /* index lock stripes (power of two); 0 = 1024 */
     uint32_t lock_timeout_ms; /* 0 = default; a lock not obtained in time gives -ETIMEDOUT */
-    bool replace;          /* remove a stale shm object of the same name instead of failing with -EEXIST */
+    bool replace;             /* remove a stale shm object of the same name instead of failing with -EEXIST */
 } l3_store_opts_t;
 
 /* ---------------------------------------------------------------- lifetime, processes */
@@ -160,8 +160,8 @@ const char *l3_store_name(const l3_store_t *st);
  * *ret_lsn (may be NULL) gets the document's LSN. Returns 0, -ENOENT, L3_EPATH,
  * L3_ENOTFOUND, -ENOMEM. Holds the document's lock while serialising.
  */
-int l3_store_get_json(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
-                      l3_buf_t *out, uint64_t *ret_lsn);
+int l3_store_get_json(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
+                      unsigned flags, l3_buf_t *out, uint64_t *ret_lsn);
 
 /** Copy the binary document into a new malloc'd buffer (*ret_buf, free()). 0, -ENOENT, -ENOMEM. */
 int l3_store_get_bin(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
@@ -175,8 +175,8 @@ int l3_store_get_lsn(l3_store_t *st, const void *key, size_t klen, uint64_t *ret
  * (-ESTALE if it differs, -ENOENT if absent). ret_lsn (may be NULL) gets the new LSN. */
 
 /** Store a JSON document (parsed outside the lock). 0; L3_ESYNTAX/L3_EDEPTH with *err (may be NULL). */
-int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen, uint64_t if_match,
-                      uint64_t *ret_lsn, l3_doc_error_t *err);
+int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen,
+                      uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err);
 
 /** Store a binary document after l3_doc_verify(). 0; L3_ECORRUPT with *err (may be NULL). */
 int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t *doc, size_t len,
@@ -194,8 +194,8 @@ int l3_store_set(l3_store_t *st, const void *key, size_t klen, const char *path,
                  const l3_doc_scalar_t *v, uint64_t if_match, uint64_t *ret_lsn);
 
 /** Fast path: set an existing INT at path (L3_ETYPE if it is not an INT; one 8-byte store). */
-int l3_store_set_int(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
-                     int64_t v, uint64_t *ret_lsn);
+int l3_store_set_int(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
+                     unsigned flags, int64_t v, uint64_t *ret_lsn);
 
 /** Add delta to the INT at path; *ret_new (may be NULL) gets the result. L3_ETYPE, L3_ERANGE on overflow. */
 int l3_store_incr(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
@@ -264,31 +264,31 @@ uint64_t l3_store_last_lsn(const l3_store_t *st);
  * OBJECT / ARRAY nothing, STRING/BIGNUM u32 length + bytes.
  * encode: 0 with a malloc'd *ret_buf; decode: 0 with pointers into `buf`, or L3_ECORRUPT.
  */
-int l3_store_encode_set(const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v, uint8_t **ret_buf,
-                        size_t *ret_len);
-int l3_store_decode_set(const uint8_t *buf, size_t len, const char **ret_path, size_t *ret_plen, unsigned *ret_flags,
-                        l3_doc_scalar_t *ret_v);
+int l3_store_encode_set(const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v,
+                        uint8_t **ret_buf, size_t *ret_len);
+int l3_store_decode_set(const uint8_t *buf, size_t len, const char **ret_path, size_t *ret_plen,
+                        unsigned *ret_flags, l3_doc_scalar_t *ret_v);
 
 /* ---------------------------------------------------------------- statistics, checking */
 
 typedef struct {
-    uint64_t keys;           /* documents */
-    uint64_t doc_bytes;      /* sum of l3_doc_size() */
-    uint64_t heap_bytes;     /* allocator heap size */
-    uint64_t used_bytes;     /* bytes in allocated blocks (headers included) */
-    uint64_t free_bytes;     /* bytes in free blocks */
+    uint64_t keys;       /* documents */
+    uint64_t doc_bytes;  /* sum of l3_doc_size() */
+    uint64_t heap_bytes; /* allocator heap size */
+    uint64_t used_bytes; /* bytes in allocated blocks (headers included) */
+    uint64_t free_bytes; /* bytes in free blocks */
     uint64_t used_blocks;
     uint64_t free_blocks;
-    uint64_t largest_free;   /* biggest single free block */
-    double fragmentation;    /* 1 - largest_free / free_bytes (0 = one free extent) */
+    uint64_t largest_free; /* biggest single free block */
+    double fragmentation;  /* 1 - largest_free / free_bytes (0 = one free extent) */
     uint64_t last_lsn;
-    uint64_t repairs;        /* locks recovered from dead owners */
-    uint64_t rollbacks;      /* mutations undone (repairs, hook failures, errors) */
-    uint64_t grows;          /* documents moved to a larger block */
-    uint64_t compactions;    /* documents rewritten without garbage */
-    uint32_t procs;          /* registered process slots */
+    uint64_t repairs;     /* locks recovered from dead owners */
+    uint64_t rollbacks;   /* mutations undone (repairs, hook failures, errors) */
+    uint64_t grows;       /* documents moved to a larger block */
+    uint64_t compactions; /* documents rewritten without garbage */
+    uint32_t procs;       /* registered process slots */
     uint32_t nstripes;
-    uint64_t index_slots;    /* hash table slots over all stripes */
+    uint64_t index_slots; /* hash table slots over all stripes */
 } l3_store_stats_t;
 
 /** Counters (read without locks; approximate while writers run). 0. */

@@ -75,8 +75,8 @@ static bool name_ok(const char *n)
         return false;
     for (size_t i = 0; i < len; i++) {
         char c = n[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-'))
             return false;
     }
     return true;
@@ -198,8 +198,9 @@ int l3_store_create(const l3_store_opts_t *opts, l3_store_t **ret)
         snprintf(name, sizeof(name), "l3kv.%ld", (long)getpid());
     }
     uint64_t arena = o.arena_bytes ? o.arena_bytes : L3_STORE_DEFAULT_ARENA_BYTES;
-    uint64_t wal = L3_ALIGN_UP((uint64_t)(o.wal_ring_bytes ? o.wal_ring_bytes : L3_STORE_DEFAULT_WAL_RING_BYTES),
-                               (uint64_t)L3_ARENA_ALIGN);
+    uint64_t wal =
+        L3_ALIGN_UP((uint64_t)(o.wal_ring_bytes ? o.wal_ring_bytes : L3_STORE_DEFAULT_WAL_RING_BYTES),
+                    (uint64_t)L3_ARENA_ALIGN);
     uint64_t obs = L3_ALIGN_UP((uint64_t)(o.obs_bytes ? o.obs_bytes : L3_STORE_DEFAULT_OBS_BYTES),
                                (uint64_t)L3_ARENA_ALIGN);
     uint64_t undo = L3_ALIGN_UP((uint64_t)(o.undo_bytes ? o.undo_bytes : L3_STORE_DEFAULT_UNDO_BYTES),
@@ -440,7 +441,8 @@ int l3_store_attach(const char *name, pid_t pid, unsigned flags, l3_store_t **re
         goto fail;
     }
     if (h->ah_layout != L3_ARENA_LAYOUT) {
-        fprintf(stderr, "l3kv store: arena layout %u, this build understands %u\n", h->ah_layout, L3_ARENA_LAYOUT);
+        fprintf(stderr, "l3kv store: arena layout %u, this build understands %u\n", h->ah_layout,
+                L3_ARENA_LAYOUT);
         rc = -EPROTO;
         goto fail;
     }
@@ -524,7 +526,8 @@ int l3_store_proc_register(l3_store_t *st, int role, uint32_t *ret_slot)
         for (uint32_t i = 0; i < n; i++) {
             l3_proc_slot_t *ps = l3_store__slot(st, i);
             int32_t expect = 0;
-            if (__atomic_compare_exchange_n(&ps->ps_pid, &expect, me, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (__atomic_compare_exchange_n(&ps->ps_pid, &expect, me, false, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE)) {
                 claim_slot_fields(st, i, role);
                 /* sweep slots of processes that died without being reaped */
                 for (uint32_t j = 0; j < n; j++) {
@@ -546,8 +549,8 @@ int l3_store_proc_register(l3_store_t *st, int role, uint32_t *ret_slot)
             if (p > 0 && !l3_store__pid_alive(p) && l3_store__slot(st, j)->ps_stripe_held == 0 &&
                 l3_store__slot(st, j)->ps_alloc_held == 0 && l3_store__slot(st, j)->tx_state == L3_TX_IDLE) {
                 int32_t e = p;
-                if (__atomic_compare_exchange_n(&l3_store__slot(st, j)->ps_pid, &e, 0, false, __ATOMIC_ACQ_REL,
-                                                __ATOMIC_ACQUIRE))
+                if (__atomic_compare_exchange_n(&l3_store__slot(st, j)->ps_pid, &e, 0, false,
+                                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
                     any = true;
             }
         }
@@ -646,7 +649,7 @@ void l3_store_set_lsn_floor(l3_store_t *st, uint64_t lsn)
 {
     uint64_t cur = __atomic_load_n(&st->hdr->ah_lsn, __ATOMIC_ACQUIRE);
     while (cur < lsn && !__atomic_compare_exchange_n(&st->hdr->ah_lsn, &cur, lsn, false, __ATOMIC_ACQ_REL,
-                                                      __ATOMIC_ACQUIRE))
+                                                     __ATOMIC_ACQUIRE))
         ;
 }
 

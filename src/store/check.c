@@ -173,7 +173,8 @@ static void check_heap(l3_store_t *st, chk_t *c)
         uint64_t head = al->al_bins[b];
         bool bit = al->al_bitmap[b / 64] & (1ull << (b % 64));
         if (bit != (head != 0))
-            problem(c, "allocator: bitmap bit of bin %u is %d but the list is %s", b, bit, head ? "non-empty" : "empty");
+            problem(c, "allocator: bitmap bit of bin %u is %d but the list is %s", b, bit,
+                    head ? "non-empty" : "empty");
         uint64_t prev = 0;
         for (uint64_t x = head; x; x = ld64(st, x + 16)) {
             if ((x & 15) || !in_heap(st, x, 32) || x >= end) {
@@ -197,23 +198,25 @@ static void check_heap(l3_store_t *st, chk_t *c)
         }
     }
     if (listed != free_n)
-        problem(c, "allocator: %" PRIu64 " free blocks in the heap, %" PRIu64 " on the lists", free_n, listed);
+        problem(c, "allocator: %" PRIu64 " free blocks in the heap, %" PRIu64 " on the lists", free_n,
+                listed);
 }
 
 static void check_doc(l3_store_t *st, chk_t *c, uint32_t s, const l3_ix_entry_t *ent)
 {
     uint64_t doc = ent->ie_doc, cap = ent->ie_cap;
     if (!used_block(st, doc, cap)) {
-        problem_in(c, (int)s, "index: stripe %u key '%.*s': document %" PRIu64 "+%" PRIu64 " is not an allocated block", s,
-                (int)L3_MIN(ent->ie_klen, 64u), (const char *)ent->ie_key, doc, cap);
+        problem_in(c, (int)s,
+                   "index: stripe %u key '%.*s': document %" PRIu64 "+%" PRIu64 " is not an allocated block",
+                   s, (int)L3_MIN(ent->ie_klen, 64u), (const char *)ent->ie_key, doc, cap);
         return;
     }
     push(&c->refs, &c->nrefs, &c->caprefs, doc);
     uint32_t used;
     memcpy(&used, st->base + doc + 8, 4);
     if (used < 32 || used > cap) {
-        problem_in(c, (int)s, "document: stripe %u key '%.*s': used size %u outside its block (%" PRIu64 ")", s,
-                (int)L3_MIN(ent->ie_klen, 64u), (const char *)ent->ie_key, used, cap);
+        problem_in(c, (int)s, "document: stripe %u key '%.*s': used size %u outside its block (%" PRIu64 ")",
+                   s, (int)L3_MIN(ent->ie_klen, 64u), (const char *)ent->ie_key, used, cap);
         return;
     }
     uint8_t *b = malloc(used);
@@ -224,8 +227,8 @@ static void check_doc(l3_store_t *st, chk_t *c, uint32_t s, const l3_ix_entry_t 
     memcpy(b, st->base + doc, used);
     l3_doc_error_t e = {0};
     if (l3_doc_verify(b, used, &e) < 0)
-        problem_in(c, (int)s, "document: stripe %u key '%.*s': verify failed at %zu: %s", s, (int)L3_MIN(ent->ie_klen, 64u),
-                (const char *)ent->ie_key, e.offset, e.msg ? e.msg : "?");
+        problem_in(c, (int)s, "document: stripe %u key '%.*s': verify failed at %zu: %s", s,
+                   (int)L3_MIN(ent->ie_klen, 64u), (const char *)ent->ie_key, e.offset, e.msg ? e.msg : "?");
     free(b);
 }
 
@@ -236,8 +239,10 @@ static void check_index(l3_store_t *st, chk_t *c, uint64_t *ret_keys)
         const l3_stripe_t *sp = &st->stripes[s];
         uint32_t owner = __atomic_load_n(&sp->sp_lock.lk_owner, __ATOMIC_RELAXED);
         if (slot_dead(st, owner) && l3_store__slot(st, owner - 1)->tx_state != L3_TX_IDLE) {
-            problem_in(c, (int)s, "stripe %u: unfinished mutation of a dead process (slot %u), repaired at the next lock", s,
-                    owner - 1);
+            problem_in(
+                c, (int)s,
+                "stripe %u: unfinished mutation of a dead process (slot %u), repaired at the next lock", s,
+                owner - 1);
         }
         uint64_t table = sp->sp_table;
         uint32_t cap = sp->sp_cap;
@@ -247,7 +252,8 @@ static void check_index(l3_store_t *st, chk_t *c, uint64_t *ret_keys)
             continue;
         }
         if (cap == 0 || (cap & (cap - 1)) || !used_block(st, table, (uint64_t)cap * sizeof(l3_ix_slot_t))) {
-            problem_in(c, (int)s, "index: stripe %u table %" PRIu64 " (cap %u) is not an allocated block", s, table, cap);
+            problem_in(c, (int)s, "index: stripe %u table %" PRIu64 " (cap %u) is not an allocated block", s,
+                       table, cap);
             continue;
         }
         push(&c->refs, &c->nrefs, &c->caprefs, table);
@@ -263,7 +269,8 @@ static void check_index(l3_store_t *st, chk_t *c, uint64_t *ret_keys)
             }
             live++;
             if (!used_block(st, e, sizeof(l3_ix_entry_t))) {
-                problem_in(c, (int)s, "index: stripe %u slot %u: entry %" PRIu64 " is not an allocated block", s, i, e);
+                problem_in(c, (int)s, "index: stripe %u slot %u: entry %" PRIu64 " is not an allocated block",
+                           s, i, e);
                 continue;
             }
             push(&c->refs, &c->nrefs, &c->caprefs, e);
@@ -271,7 +278,9 @@ static void check_index(l3_store_t *st, chk_t *c, uint64_t *ret_keys)
             uint32_t kl = ent->ie_klen;
             if (ent->ie_magic != L3_IX_ENTRY_MAGIC || kl == 0 || kl > L3_STORE_KEY_MAX ||
                 !used_block(st, e, sizeof(*ent) + kl)) {
-                problem_in(c, (int)s, "index: stripe %u slot %u: entry %" PRIu64 " has a bad magic or key length", s, i, e);
+                problem_in(c, (int)s,
+                           "index: stripe %u slot %u: entry %" PRIu64 " has a bad magic or key length", s, i,
+                           e);
                 continue;
             }
             uint64_t h = l3_store__hash(st, ent->ie_key, kl);
@@ -286,8 +295,8 @@ static void check_index(l3_store_t *st, chk_t *c, uint64_t *ret_keys)
             check_doc(st, c, s, ent);
         }
         if (live != sp->sp_count || tomb != sp->sp_tomb)
-            problem_in(c, (int)s, "index: stripe %u counts %u live/%u tombstones, table has %u/%u", s, sp->sp_count,
-                    sp->sp_tomb, live, tomb);
+            problem_in(c, (int)s, "index: stripe %u counts %u live/%u tombstones, table has %u/%u", s,
+                       sp->sp_count, sp->sp_tomb, live, tomb);
         *ret_keys += live;
     }
 }
@@ -322,7 +331,8 @@ static void check_refs(l3_store_t *st, chk_t *c)
     for (size_t i = 0; i < c->nused; i++) {
         if (!bsearch(&c->used[i], c->refs, c->nrefs, sizeof(uint64_t), cmp_u64)) {
             if (leaks++ < 10)
-                problem(c, "blocks: used block %" PRIu64 " (%" PRIu64 " bytes) is referenced by nothing (leak)",
+                problem(c,
+                        "blocks: used block %" PRIu64 " (%" PRIu64 " bytes) is referenced by nothing (leak)",
                         c->used[i], l3_store__block_cap(st, c->used[i]));
         }
     }
@@ -342,7 +352,8 @@ static void check_header(l3_store_t *st, chk_t *c)
         problem_in(c, SC_ALWAYS, "header: arena is poisoned (a repair was impossible)");
     uint32_t owner = __atomic_load_n(&st->al->al_lock.lk_owner, __ATOMIC_RELAXED);
     if (slot_dead(st, owner))
-        problem_in(c, SC_ALWAYS, "allocator: lock held by a dead process (slot %u), repaired at the next lock", owner - 1);
+        problem_in(c, SC_ALWAYS,
+                   "allocator: lock held by a dead process (slot %u), repaired at the next lock", owner - 1);
 }
 
 /* Per-stripe generations: a stripe is stable over an attempt when its generation did not
@@ -415,10 +426,11 @@ int l3_store_check(l3_store_t *st, unsigned retries, l3_store_report_fn fn, void
         for (size_t i = 0; i < kept; i++)
             fn(ctx, c.lines[i]);
         if (!all_stable)
-            fn(ctx, "note: the arena changed during every attempt; structures caught changing were not judged");
+            fn(ctx,
+               "note: the arena changed during every attempt; structures caught changing were not judged");
         char buf[160];
-        snprintf(buf, sizeof(buf), "checked %" PRIu64 " keys, %zu used blocks: %d problem%s", keys, c.nused, n,
-                 n == 1 ? "" : "s");
+        snprintf(buf, sizeof(buf), "checked %" PRIu64 " keys, %zu used blocks: %d problem%s", keys, c.nused,
+                 n, n == 1 ? "" : "s");
         fn(ctx, buf);
     }
     chk_reset(&c);

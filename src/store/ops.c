@@ -180,8 +180,8 @@ static int check_match(const opctx_t *c, uint64_t if_match)
 /* ---------------------------------------------------------------- reading */
 
 /* get_json for a read-only handle: on a verified private copy */
-static int ro_get_json(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
-                       l3_buf_t *out, uint64_t *ret_lsn)
+static int ro_get_json(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
+                       unsigned flags, l3_buf_t *out, uint64_t *ret_lsn)
 {
     uint8_t *b;
     size_t len;
@@ -203,8 +203,8 @@ static int ro_get_json(l3_store_t *st, const void *key, size_t klen, const char 
     return rc;
 }
 
-int l3_store_get_json(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
-                      l3_buf_t *out, uint64_t *ret_lsn)
+int l3_store_get_json(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
+                      unsigned flags, l3_buf_t *out, uint64_t *ret_lsn)
 {
     opctx_t c;
     if (st->readonly)
@@ -290,7 +290,11 @@ static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_
     rc = store_doc(st, &c, key, klen, buf, len, lsn);
     if (rc < 0)
         return op_abort(st, &c, rc);
-    l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = (uint32_t)klen, .payload = c.doc,
+    l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
+                        .lsn = lsn,
+                        .key = key,
+                        .klen = (uint32_t)klen,
+                        .payload = c.doc,
                         .plen = (uint32_t)len};
     rc = op_finish(st, &c, replay_lsn ? NULL : &rec);
     if (rc < 0)
@@ -300,8 +304,8 @@ static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_
     return 0;
 }
 
-int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen, uint64_t if_match,
-                      uint64_t *ret_lsn, l3_doc_error_t *err)
+int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen,
+                      uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err)
 {
     int rc = key_ok(key, klen);
     if (rc < 0)
@@ -528,10 +532,11 @@ static size_t enc_set(uint8_t *dst, size_t cap, const char *path, size_t plen, u
     return n;
 }
 
-int l3_store_encode_set(const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v, uint8_t **ret_buf,
-                        size_t *ret_len)
+int l3_store_encode_set(const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v,
+                        uint8_t **ret_buf, size_t *ret_len)
 {
-    if (plen > UINT32_MAX || (v->type == L3_DOC_STRING || v->type == L3_DOC_BIGNUM ? v->str.len > UINT32_MAX : 0))
+    if (plen > UINT32_MAX ||
+        (v->type == L3_DOC_STRING || v->type == L3_DOC_BIGNUM ? v->str.len > UINT32_MAX : 0))
         return -EINVAL;
     size_t n = enc_set(NULL, 0, path, plen, flags, v);
     uint8_t *b = malloc(n);
@@ -543,8 +548,8 @@ int l3_store_encode_set(const char *path, size_t plen, unsigned flags, const l3_
     return 0;
 }
 
-int l3_store_decode_set(const uint8_t *buf, size_t len, const char **ret_path, size_t *ret_plen, unsigned *ret_flags,
-                        l3_doc_scalar_t *ret_v)
+int l3_store_decode_set(const uint8_t *buf, size_t len, const char **ret_path, size_t *ret_plen,
+                        unsigned *ret_flags, l3_doc_scalar_t *ret_v)
 {
     if (len < 8 || buf[0] != 1 || buf[1] >= L3_DOC_TYPE_MAX)
         return L3_ECORRUPT;
@@ -598,8 +603,8 @@ int l3_store_decode_set(const uint8_t *buf, size_t len, const char **ret_path, s
     return 0;
 }
 
-static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint64_t if_match, uint64_t replay_lsn,
-                  uint64_t *ret_lsn)
+static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint64_t if_match,
+                  uint64_t replay_lsn, uint64_t *ret_lsn)
 {
     opctx_t c;
     int rc = op_lock(st, key, klen, true, &c);
@@ -669,8 +674,8 @@ int l3_store_set(l3_store_t *st, const void *key, size_t klen, const char *path,
     return mutate(st, key, klen, &o, if_match, 0, ret_lsn);
 }
 
-int l3_store_set_int(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen, unsigned flags,
-                     int64_t v, uint64_t *ret_lsn)
+int l3_store_set_int(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
+                     unsigned flags, int64_t v, uint64_t *ret_lsn)
 {
     docop_t o = {.kind = DOP_SETINT, .path = path, .plen = plen, .flags = flags, .ival = v};
     return mutate(st, key, klen, &o, 0, 0, ret_lsn);
@@ -688,8 +693,9 @@ int l3_store_incr(l3_store_t *st, const void *key, size_t klen, const char *path
 
 /* ---------------------------------------------------------------- patches */
 
-static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge, const char *patch, size_t len,
-                        uint64_t if_match, uint64_t replay_lsn, uint64_t *ret_lsn, l3_doc_error_t *err)
+static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge, const char *patch,
+                        size_t len, uint64_t if_match, uint64_t replay_lsn, uint64_t *ret_lsn,
+                        l3_doc_error_t *err)
 {
     opctx_t c;
     l3_doc_t hd = {0};
@@ -735,8 +741,12 @@ static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge
     l3_doc_heap_free(&hd);
     if (rc < 0)
         return op_abort(st, &c, rc);
-    l3_wal_rec_t rec = {.op = merge ? L3_WALOP_MERGE : L3_WALOP_PATCH, .lsn = lsn, .key = key,
-                        .klen = (uint32_t)klen, .payload = patch, .plen = (uint32_t)len};
+    l3_wal_rec_t rec = {.op = merge ? L3_WALOP_MERGE : L3_WALOP_PATCH,
+                        .lsn = lsn,
+                        .key = key,
+                        .klen = (uint32_t)klen,
+                        .payload = patch,
+                        .plen = (uint32_t)len};
     rc = op_finish(st, &c, replay_lsn ? NULL : &rec);
     if (rc < 0)
         return rc;
@@ -777,8 +787,8 @@ int l3_store_replay(l3_store_t *st, const l3_wal_rec_t *rec)
         rc = l3_store__check_registered(st);
         if (rc < 0)
             return rc;
-        rc = put_common(st, rec->key, rec->klen, rec->payload, L3_MIN(rec->plen, l3_doc_size(rec->payload)), 0,
-                        rec->lsn, NULL);
+        rc = put_common(st, rec->key, rec->klen, rec->payload, L3_MIN(rec->plen, l3_doc_size(rec->payload)),
+                        0, rec->lsn, NULL);
         break;
     }
     case L3_WALOP_DELETE:
@@ -798,8 +808,8 @@ int l3_store_replay(l3_store_t *st, const l3_wal_rec_t *rec)
     }
     case L3_WALOP_MERGE:
     case L3_WALOP_PATCH:
-        rc = patch_common(st, rec->key, rec->klen, rec->op == L3_WALOP_MERGE, rec->payload, rec->plen, 0, rec->lsn,
-                          NULL, NULL);
+        rc = patch_common(st, rec->key, rec->klen, rec->op == L3_WALOP_MERGE, rec->payload, rec->plen, 0,
+                          rec->lsn, NULL, NULL);
         break;
     default:
         return L3_ECORRUPT;
@@ -832,8 +842,8 @@ static bool range_ok(const l3_store_t *st, uint64_t off, uint64_t len)
 
 /* Copy up to `max` matching keys of stripe s from table position *inout_pos on.
  * Locked for a registered handle; for a read-only one, read optimistically (sp_gen). */
-static int collect(l3_store_t *st, uint32_t s, const void *prefix, size_t plen, uint32_t *inout_pos, size_t max,
-                   keyrec_t **ret, size_t *ret_n, bool *ret_done)
+static int collect(l3_store_t *st, uint32_t s, const void *prefix, size_t plen, uint32_t *inout_pos,
+                   size_t max, keyrec_t **ret, size_t *ret_n, bool *ret_done)
 {
     l3_stripe_t *sp = &st->stripes[s];
     bool locked = !st->readonly;

@@ -37,8 +37,8 @@ static char *make_json(int64_t gen, size_t nints, size_t *ret_len)
     size_t plen = (size_t)(gen % 3000) + 50;
     size_t cap = nints * 8 + plen + 256;
     char *j = malloc(cap);
-    size_t n = (size_t)sprintf(j, "{\"gen\":%" PRId64 ",\"check\":%" PRId64 ",\"counter\":0,\"free\":\"\",\"pad\":\"", gen,
-                               gen * 7);
+    size_t n = (size_t)sprintf(
+        j, "{\"gen\":%" PRId64 ",\"check\":%" PRId64 ",\"counter\":0,\"free\":\"\",\"pad\":\"", gen, gen * 7);
     memset(j + n, 'a' + (int)(gen % 26), plen);
     n += plen;
     n += (size_t)sprintf(j + n, "\",\"arr\":[");
@@ -57,9 +57,10 @@ static int patch_fields(l3_store_t *st, const char *key, int64_t gen, bool merge
     if (merge)
         n = sprintf(p, "{\"gen\":%" PRId64 ",\"check\":%" PRId64 ",\"pad\":\"", gen, gen * 7);
     else
-        n = sprintf(p, "[{\"op\":\"replace\",\"path\":\"/gen\",\"value\":%" PRId64
-                       "},{\"op\":\"replace\",\"path\":\"/check\",\"value\":%" PRId64
-                       "},{\"op\":\"replace\",\"path\":\"/pad\",\"value\":\"",
+        n = sprintf(p,
+                    "[{\"op\":\"replace\",\"path\":\"/gen\",\"value\":%" PRId64
+                    "},{\"op\":\"replace\",\"path\":\"/check\",\"value\":%" PRId64
+                    "},{\"op\":\"replace\",\"path\":\"/pad\",\"value\":\"",
                     gen, gen * 7);
     memset(p + n, 'a' + (int)(gen % 26), plen);
     n += (int)plen;
@@ -186,8 +187,8 @@ int main(void)
             free(j);
         }
     }
-    l3_store_opts_t o = {.arena_bytes = 512u << 20, .max_procs = 16, .nstripes = 8, .lock_timeout_ms = 2000,
-                         .replace = true};
+    l3_store_opts_t o = {
+        .arena_bytes = 512u << 20, .max_procs = 16, .nstripes = 8, .lock_timeout_ms = 2000, .replace = true};
     char name[64];
     snprintf(name, sizeof(name), "crash.%ld", (long)getpid());
     o.name = name;
@@ -253,8 +254,9 @@ int main(void)
     }
     l3_store_stats_t s;
     l3_store_stats(st, &s);
-    fprintf(stderr, "%d trials, %d kills: %" PRIu64 " repairs, %" PRIu64 " rollbacks, %" PRIu64 " grows, %" PRIu64
-                    " keys\n",
+    fprintf(stderr,
+            "%d trials, %d kills: %" PRIu64 " repairs, %" PRIu64 " rollbacks, %" PRIu64 " grows, %" PRIu64
+            " keys\n",
             done, done * NWORKERS, s.repairs, s.rollbacks, s.grows, s.keys);
     CHECK(done >= 20);
     CHECK(s.repairs > 0);

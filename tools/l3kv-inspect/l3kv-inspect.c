@@ -102,15 +102,16 @@ static int cmd_info(l3_store_t *st)
                ",\"heap\":[%" PRIu64 ",%" PRIu64 "]}",
                h->ah_layout, state_name(state), h->ah_arena_bytes, h->ah_created_ns, h->ah_owner_pid,
                alive(h->ah_owner_pid) ? "true" : "false", h->ah_max_procs, h->ah_nstripes, h->ah_undo_bytes,
-               h->ah_off_procs, h->ah_off_stripes, h->ah_off_alloc, h->ah_off_obs, h->ah_obs_bytes, h->ah_off_wal,
-               h->ah_wal_bytes, h->ah_off_undo, h->ah_off_heap, h->ah_heap_bytes);
+               h->ah_off_procs, h->ah_off_stripes, h->ah_off_alloc, h->ah_off_obs, h->ah_obs_bytes,
+               h->ah_off_wal, h->ah_wal_bytes, h->ah_off_undo, h->ah_off_heap, h->ah_heap_bytes);
         printf(",\"allocator\":{\"heap_bytes\":%" PRIu64 ",\"used_bytes\":%" PRIu64 ",\"free_bytes\":%" PRIu64
                ",\"used_blocks\":%" PRIu64 ",\"free_blocks\":%" PRIu64 ",\"largest_free\":%" PRIu64
                ",\"fragmentation\":%.4f}",
                s.heap_bytes, s.used_bytes, s.free_bytes, s.used_blocks, s.free_blocks, s.largest_free,
                s.fragmentation);
-        printf(",\"index\":{\"keys\":%" PRIu64 ",\"doc_bytes\":%" PRIu64 ",\"slots\":%" PRIu64 ",\"load\":%.4f}",
-               s.keys, s.doc_bytes, s.index_slots, s.index_slots ? (double)s.keys / (double)s.index_slots : 0.0);
+        printf(
+            ",\"index\":{\"keys\":%" PRIu64 ",\"doc_bytes\":%" PRIu64 ",\"slots\":%" PRIu64 ",\"load\":%.4f}",
+            s.keys, s.doc_bytes, s.index_slots, s.index_slots ? (double)s.keys / (double)s.index_slots : 0.0);
         printf(",\"counters\":{\"last_lsn\":%" PRIu64 ",\"repairs\":%" PRIu64 ",\"rollbacks\":%" PRIu64
                ",\"grows\":%" PRIu64 ",\"compactions\":%" PRIu64 "}",
                s.last_lsn, s.repairs, s.rollbacks, s.grows, s.compactions);
@@ -122,8 +123,8 @@ static int cmd_info(l3_store_t *st)
             if (pid == 0)
                 continue;
             uint64_t hb = __atomic_load_n(&ps->ps_heartbeat_ns, __ATOMIC_RELAXED);
-            printf("%s{\"slot\":%u,\"pid\":%d,\"role\":\"%s\",\"alive\":%s,\"heartbeat_age_ms\":%.1f,\"ops\":%" PRIu64
-                   ",\"repairs\":%" PRIu64 ",\"stripe_held\":%d,\"tx_state\":%u}",
+            printf("%s{\"slot\":%u,\"pid\":%d,\"role\":\"%s\",\"alive\":%s,\"heartbeat_age_ms\":%.1f,\"ops\":"
+                   "%" PRIu64 ",\"repairs\":%" PRIu64 ",\"stripe_held\":%d,\"tx_state\":%u}",
                    first ? "" : ",", i, pid, role_name(ps->ps_role), alive(pid) ? "true" : "false",
                    now > hb ? (double)(now - hb) / 1e6 : 0.0, ps->ps_ops, ps->ps_repairs,
                    (int)ps->ps_stripe_held - 1, ps->tx_state);
@@ -146,9 +147,10 @@ static int cmd_info(l3_store_t *st)
     printf("heap          @%" PRIu64 ", %" PRIu64 " bytes: %" PRIu64 " used in %" PRIu64 " blocks, %" PRIu64
            " free in %" PRIu64 " blocks\n",
            h->ah_off_heap, s.heap_bytes, s.used_bytes, s.used_blocks, s.free_bytes, s.free_blocks);
-    printf("              largest free %" PRIu64 ", fragmentation %.2f%%\n", s.largest_free, s.fragmentation * 100);
-    printf("index         %" PRIu64 " keys, %" PRIu64 " document bytes, %" PRIu64 " slots (load %.2f)\n", s.keys,
-           s.doc_bytes, s.index_slots, s.index_slots ? (double)s.keys / (double)s.index_slots : 0.0);
+    printf("              largest free %" PRIu64 ", fragmentation %.2f%%\n", s.largest_free,
+           s.fragmentation * 100);
+    printf("index         %" PRIu64 " keys, %" PRIu64 " document bytes, %" PRIu64 " slots (load %.2f)\n",
+           s.keys, s.doc_bytes, s.index_slots, s.index_slots ? (double)s.keys / (double)s.index_slots : 0.0);
     printf("counters      last LSN %" PRIu64 ", repairs %" PRIu64 ", rollbacks %" PRIu64 ", grows %" PRIu64
            ", compactions %" PRIu64 "\n",
            s.last_lsn, s.repairs, s.rollbacks, s.grows, s.compactions);
@@ -164,9 +166,9 @@ static int cmd_info(l3_store_t *st)
         char held[32] = "-";
         if (ps->ps_stripe_held)
             snprintf(held, sizeof(held), "stripe %u", ps->ps_stripe_held - 1);
-        printf("  %-5u %-8d %-11s %-6s %10.1fms %12" PRIu64 " %8" PRIu64 " %s\n", i, pid, role_name(ps->ps_role),
-               alive(pid) ? "yes" : "NO", now > hb ? (double)(now - hb) / 1e6 : 0.0, ps->ps_ops, ps->ps_repairs,
-               held);
+        printf("  %-5u %-8d %-11s %-6s %10.1fms %12" PRIu64 " %8" PRIu64 " %s\n", i, pid,
+               role_name(ps->ps_role), alive(pid) ? "yes" : "NO", now > hb ? (double)(now - hb) / 1e6 : 0.0,
+               ps->ps_ops, ps->ps_repairs, held);
     }
     return 0;
 }
@@ -296,9 +298,9 @@ int main(int argc, char **argv)
     l3_store_t *st;
     int rc = l3_store_attach(name, (pid_t)pid, L3_STORE_ATTACH_READONLY, &st);
     if (rc < 0) {
-        const char *why = rc == -ENOENT    ? "no such instance"
-                          : rc == -EMLINK  ? "several instances are running: choose one with --pid or --name"
-                          : rc == -EACCES  ? "permission denied (run as the service user)"
+        const char *why = rc == -ENOENT   ? "no such instance"
+                          : rc == -EMLINK ? "several instances are running: choose one with --pid or --name"
+                          : rc == -EACCES ? "permission denied (run as the service user)"
                           : rc == L3_ECORRUPT ? "arena header is corrupt"
                                               : l3_strerror(rc);
         fprintf(stderr, "l3kv-inspect: attach: %s\n", why);

@@ -54,7 +54,9 @@ int main(void)
         bool do_alloc = n == 0 || (n < 4096 && t_rand(&rs) % 100 < 55);
         if (do_alloc) {
             uint64_t r = t_rand(&rs) % 1000;
-            uint64_t len = r < 700 ? 1 + t_rand(&rs) % 200 : r < 950 ? 1 + t_rand(&rs) % 8000 : 1 + t_rand(&rs) % (2u << 20);
+            uint64_t len = r < 700   ? 1 + t_rand(&rs) % 200
+                           : r < 950 ? 1 + t_rand(&rs) % 8000
+                                     : 1 + t_rand(&rs) % (2u << 20);
             uint64_t off, cap;
             int rc = l3_store__alloc(st, len, &off, &cap);
             if (rc == -ENOSPC) {
@@ -118,7 +120,8 @@ int main(void)
     CHECK(s.free_bytes > (uint64_t)(m / 2) << 20);
     CHECK(s.largest_free < (2u << 20));
     CHECK(s.fragmentation > 0.9);
-    fprintf(stderr, "fragmented: %" PRIu64 " free in %" PRIu64 " blocks, largest %" PRIu64 ", fragmentation %.3f\n",
+    fprintf(stderr,
+            "fragmented: %" PRIu64 " free in %" PRIu64 " blocks, largest %" PRIu64 ", fragmentation %.3f\n",
             s.free_bytes, s.free_blocks, s.largest_free, s.fragmentation);
     CHECK_EQ_INT(l3_store__alloc(st, 2 << 20, &off, &cap), -ENOSPC); /* no 2 MiB extent */
     CHECK_EQ_INT(l3_store__alloc(st, 1 << 20, &off, &cap), 0);       /* a hole fits 1 MiB */

@@ -65,7 +65,10 @@ static int worker(l3_store_t *st, int id, board_t *bd, double seconds, uint64_t 
         int rc = 0;
         int64_t v = (int64_t)(t_rand(&rs) % 100000) - 50000;
         if (op < 15 || !m->exists) { /* put */
-            model_t nm = {.exists = true, .n = v, .slen = (uint32_t)(t_rand(&rs) % 64), .sch = 'a' + (char)(t_rand(&rs) % 26)};
+            model_t nm = {.exists = true,
+                          .n = v,
+                          .slen = (uint32_t)(t_rand(&rs) % 64),
+                          .sch = 'a' + (char)(t_rand(&rs) % 26)};
             char *j = expect_json(&nm);
             rc = l3_store_put_json(st, key, kl, j, strlen(j), 0, NULL, NULL);
             free(j);
@@ -141,7 +144,8 @@ static int worker(l3_store_t *st, int id, board_t *bd, double seconds, uint64_t 
             if (m->exists) {
                 char *want = expect_json(m);
                 if (!got || strcmp(got, want) != 0) {
-                    fprintf(stderr, "p%d: %s read %.80s, model %.80s\n", id, key, got ? got : "(absent)", want);
+                    fprintf(stderr, "p%d: %s read %.80s, model %.80s\n", id, key, got ? got : "(absent)",
+                            want);
                     fails++;
                 }
                 free(want);
@@ -246,8 +250,8 @@ int main(void)
     l3_store_stats_t s;
     l3_store_stats(st, &s);
     CHECK_EQ_INT(s.keys, expect_keys);
-    fprintf(stderr, "keys %" PRIu64 ", grows %" PRIu64 ", compactions %" PRIu64 ", fragmentation %.3f\n", s.keys,
-            s.grows, s.compactions, s.fragmentation);
+    fprintf(stderr, "keys %" PRIu64 ", grows %" PRIu64 ", compactions %" PRIu64 ", fragmentation %.3f\n",
+            s.keys, s.grows, s.compactions, s.fragmentation);
     CHECK_EQ_INT(l3_store_check(st, 0, sth_report, NULL), 0);
     sth_destroy(st);
     munmap(bd, sizeof(*bd));

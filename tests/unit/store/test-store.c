@@ -93,7 +93,8 @@ static void test_errors(void)
     char key[L3_STORE_KEY_MAX + 1];
     memset(key, 'k', sizeof(key));
     CHECK_EQ_INT(l3_store_put_json(st, key, sizeof(key), "1", 1, 0, NULL, NULL), -ENAMETOOLONG);
-    CHECK_EQ_INT(l3_store_put_json(st, key, sizeof(key) - 1, "1", 1, 0, NULL, NULL), 0); /* exactly the limit */
+    CHECK_EQ_INT(l3_store_put_json(st, key, sizeof(key) - 1, "1", 1, 0, NULL, NULL),
+                 0); /* exactly the limit */
     CHECK_EQ_INT(l3_store_put_json(st, "", 0, "1", 1, 0, NULL, NULL), -EINVAL);
     l3_doc_error_t e = {0};
     CHECK_EQ_INT(l3_store_put_json(st, "j", 1, "{\"a\":}", 6, 0, NULL, &e), L3_ESYNTAX);
@@ -128,7 +129,8 @@ static void test_errors(void)
     j = sth_json(st, "m");
     CHECK_EQ_STR(j, "{\"a\":{\"b\":1,\"c\":2}}");
     free(j);
-    const char *p1 = "[{\"op\":\"add\",\"path\":\"/a/d\",\"value\":3},{\"op\":\"test\",\"path\":\"/a/b\",\"value\":9}]";
+    const char *p1 =
+        "[{\"op\":\"add\",\"path\":\"/a/d\",\"value\":3},{\"op\":\"test\",\"path\":\"/a/b\",\"value\":9}]";
     CHECK_EQ_INT(l3_store_json_patch(st, "m", 1, p1, strlen(p1), 0, NULL, NULL), L3_ETYPE);
     j = sth_json(st, "m");
     CHECK_EQ_STR(j, "{\"a\":{\"b\":1,\"c\":2}}"); /* atomic: the add did not stick */
@@ -235,7 +237,8 @@ static void test_enospc(void)
     CHECK(stored > 5);
     l3_store_stats_t a, b;
     l3_store_stats(st, &a);
-    CHECK_EQ_INT(l3_store_put_json(st, "big0", 4, "[1]", 3, 0, NULL, NULL) >= 0, 1); /* small put still fits */
+    CHECK_EQ_INT(l3_store_put_json(st, "big0", 4, "[1]", 3, 0, NULL, NULL) >= 0,
+                 1); /* small put still fits */
     CHECK_EQ_INT(l3_store_put_json(st, "big0", 4, json, n + 2, 0, NULL, NULL), 0);
     l3_store_stats(st, &a);
     rc = l3_store_put_json(st, "overflow", 8, json, n + 2, 0, NULL, NULL);
@@ -387,7 +390,8 @@ static void test_wal(void)
     l3_doc_scalar_t dv;
     CHECK_EQ_INT(l3_store_decode_set(w.r[3].rec.payload, w.r[3].rec.plen, &path, &plen, &fl, &dv), 0);
     CHECK(plen == 4 && memcmp(path, "/o/t", 4) == 0 && dv.type == L3_DOC_STRING && dv.str.len == 5);
-    CHECK_EQ_INT(l3_store_decode_set(w.r[3].rec.payload, w.r[3].rec.plen - 1, &path, &plen, &fl, &dv), L3_ECORRUPT);
+    CHECK_EQ_INT(l3_store_decode_set(w.r[3].rec.payload, w.r[3].rec.plen - 1, &path, &plen, &fl, &dv),
+                 L3_ECORRUPT);
     CHECK_EQ_INT(l3_store_check(r, 0, sth_report, NULL), 0);
     free(ra);
     free(ra2);
@@ -459,8 +463,13 @@ static void test_fork_register(void)
     CHECK_EQ_INT(pipe(pfd), 0);
     pid = fork();
     if (pid == 0) {
-        l3_store_opts_t o = {.name = NULL, .arena_bytes = 8 << 20, .max_procs = 4, .wal_ring_bytes = 4096,
-                             .obs_bytes = 4096, .undo_bytes = 16 << 10, .nstripes = 4};
+        l3_store_opts_t o = {.name = NULL,
+                             .arena_bytes = 8 << 20,
+                             .max_procs = 4,
+                             .wal_ring_bytes = 4096,
+                             .obs_bytes = 4096,
+                             .undo_bytes = 16 << 10,
+                             .nstripes = 4};
         l3_store_t *dead;
         char nm[64] = "";
         if (l3_store_create(&o, &dead) == 0)
@@ -543,8 +552,8 @@ static void test_crash_in_mutation(void)
     static const struct {
         const char *name;
         mutation_fn fn;
-    } muts[] = {{"set_int", m_setint}, {"incr", m_incr},     {"set_str", m_setstr}, {"grow", m_grow},
-                {"put", m_put},        {"put_new", m_putnew}, {"delete", m_delete}, {"merge", m_merge}};
+    } muts[] = {{"set_int", m_setint}, {"incr", m_incr},      {"set_str", m_setstr}, {"grow", m_grow},
+                {"put", m_put},        {"put_new", m_putnew}, {"delete", m_delete},  {"merge", m_merge}};
     for (size_t m = 0; m < L3_ARRAY_SIZE(muts); m++) {
         for (int reap_first = 0; reap_first < 2; reap_first++) {
             l3_store_t *st = sth_create(32 << 20, 16, 0);

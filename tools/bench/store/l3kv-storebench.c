@@ -25,7 +25,8 @@
 
 enum { OP_GET, OP_PUT, OP_SETINT, OP_MAX };
 static const char *op_names[] = {"get", "put", "set_int"};
-static const char *doc_json = "{\"n\":0,\"name\":\"benchmark\",\"tags\":[1,2,3],\"nested\":{\"a\":1.5,\"b\":null}}";
+static const char *doc_json =
+    "{\"n\":0,\"name\":\"benchmark\",\"tags\":[1,2,3],\"nested\":{\"a\":1.5,\"b\":null}}";
 
 static void run_child(l3_store_t *st, int op, const char *key, uint64_t ms, volatile uint64_t *ret_ops)
 {
