@@ -205,6 +205,8 @@ static int inj_enospc(int op, uint64_t off, uint32_t len, int res)
     (void)len;
     if (op == L3_WAL_IO_WRITE && *inject == 1)
         return -ENOSPC;
+    if (op == L3_WAL_IO_WRITE && *inject == 3)
+        return -EIO;
     return res;
 }
 static void setup_enospc(void)
@@ -219,7 +221,8 @@ static void wait_error(l3_wal_ring_t *r, int want)
     CHECK_EQ_INT(l3_wal_ring_error(r), want);
 }
 
-static void test_enospc(void)
+/* a failing write (disk full, or EIO from the device): refused, then resumed, nothing lost */
+static void test_write_error(int code, int err)
 {
     fresh_dir();
     l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
@@ -228,12 +231,12 @@ static void test_enospc(void)
     pid_t w = walt_writer(&o, setup_enospc);
     CHECK_EQ_INT(append(r, 1), 0);
     CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
-    *inject = 1;
+    *inject = code;
     CHECK_EQ_INT(append(r, 2), 0); /* accepted into the ring; the write fails */
     uint64_t t2 = l3_wal_last_ticket();
-    wait_error(r, -ENOSPC);
-    CHECK_EQ_INT(append(r, 3), -ENOSPC); /* refused while the disk is full */
-    CHECK_EQ_INT(l3_wal_wait_durable(r, t2, 10000), -ENOSPC); /* not acknowledged */
+    wait_error(r, err);
+    CHECK_EQ_INT(append(r, 3), err); /* refused while writes fail */
+    CHECK_EQ_INT(l3_wal_wait_durable(r, t2, 10000), err); /* not acknowledged */
     l3_wal_stats_t s;
     l3_wal_ring_stats(r, &s);
     CHECK(s.write_errors > 0);
@@ -464,7 +467,8 @@ int main(void)
     test_group_commit();
     test_notify();
     test_flush_interval();
-    test_enospc();
+    test_write_error(1, -ENOSPC);
+    test_write_error(3, -EIO);
     test_enospc_stop();
     test_fsync_eio();
     test_short_writes(L3_WAL_BUFFERED);
