@@ -214,6 +214,17 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
         return rc;
     }
 
+    srv->ctl = mmap(NULL, sizeof(l3_srv_ctl_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (srv->ctl == MAP_FAILED) {
+        srv->ctl = NULL;
+        return -errno;
+    }
+    srv->ctl->sc_magic = L3_SRV_CTL_MAGIC;
+
+    if ((rc = open_listeners(srv, err, sizeof(err))) < 0 || (rc = l3_srv_h2o_setup(srv, err, sizeof(err))) < 0) {
+        L3_LOG(L3_LOG_ERROR, "%s", err);
+        return rc;
+    }
     size_t obs_bytes = l3_obs_region_size(srv->cfg.server.max_workers);
     l3_store_opts_t so = {
         .arena_bytes = srv->cfg.storage.arena_bytes,
@@ -233,20 +244,12 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
     if ((rc = l3_obs_format(oreg, olen, srv->cfg.server.max_workers, (uint64_t)time(NULL) * 1000000000ull)) < 0 ||
         (rc = l3_obs_attach(&srv->obs, oreg, olen)) < 0) {
         L3_LOG(L3_LOG_ERROR, "metrics region too small (%zu bytes)", olen);
+        l3_store_unlink(srv->store);
+        l3_store_close(srv->store);
+        srv->store = NULL;
         return rc;
     }
 
-    srv->ctl = mmap(NULL, sizeof(l3_srv_ctl_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (srv->ctl == MAP_FAILED) {
-        srv->ctl = NULL;
-        return -errno;
-    }
-    srv->ctl->sc_magic = L3_SRV_CTL_MAGIC;
-
-    if ((rc = open_listeners(srv, err, sizeof(err))) < 0 || (rc = l3_srv_h2o_setup(srv, err, sizeof(err))) < 0) {
-        L3_LOG(L3_LOG_ERROR, "%s", err);
-        return rc;
-    }
     srv->ctl->sc_nsock = srv->nsock;
     want_workers = srv->cfg.server.min_workers;
     return 0;

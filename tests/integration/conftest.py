@@ -4,6 +4,7 @@ temporary data directory, wait until it answers, stop it with SIGTERM and check 
 exits 0. L3KV_BIN names the executable (set by meson)."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -94,6 +95,7 @@ class Server:
         self.log.close()
         if check:
             assert self.proc.returncode == 0, self.logtext()
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
