@@ -601,6 +601,58 @@ static void test_crash_in_mutation(void)
     }
 }
 
+/* ---------------------------------------------------------------- lock timeout */
+
+static int stop_hook(void *ctx, const l3_wal_rec_t *rec)
+{
+    (void)ctx;
+    (void)rec;
+    raise(SIGSTOP); /* holds the document's lock while stopped */
+    return 0;
+}
+
+/* A live holder that never lets go (stopped) costs others -ETIMEDOUT, never a hang; once
+ * it continues, its mutation completes normally. */
+static void test_lock_timeout(void)
+{
+    char name[64];
+    snprintf(name, sizeof(name), "test.%ld.timeout", (long)getpid());
+    l3_store_opts_t o = {.name = name,
+                         .arena_bytes = 32 << 20,
+                         .max_procs = 8,
+                         .nstripes = 4,
+                         .lock_timeout_ms = 300,
+                         .replace = true};
+    l3_store_t *st;
+    CHECK_EQ_INT(l3_store_create(&o, &st), 0);
+    if (!st)
+        return;
+    CHECK_EQ_INT(sth_put(st, "k", "{\"n\":1}"), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (l3_store_proc_register(st, L3_STORE_ROLE_WORKER, NULL) != 0)
+            _exit(3);
+        l3_store_set_wal_hook(st, stop_hook, NULL);
+        _exit(l3_store_set_int(st, "k", 1, "/n", 2, 0, 2, NULL) == 0 ? 0 : 1);
+    }
+    int status;
+    CHECK_EQ_INT(waitpid(pid, &status, WUNTRACED), pid);
+    CHECK(WIFSTOPPED(status));
+    uint64_t t0 = l3_now_ns();
+    l3_buf_t b = {0};
+    CHECK_EQ_INT(l3_store_get_json(st, "k", 1, NULL, 0, 0, &b, NULL), -ETIMEDOUT);
+    uint64_t waited = l3_now_ns() - t0;
+    CHECK(waited >= 250000000ull && waited < 3000000000ull);
+    kill(pid, SIGCONT);
+    CHECK_EQ_INT(sth_wait(pid), 0);
+    char *j = sth_json(st, "k");
+    CHECK_EQ_STR(j, "{\"n\":2}");
+    free(j);
+    free(b.ptr);
+    CHECK_EQ_INT(l3_store_proc_reap(st, pid), 1);
+    sth_destroy(st);
+}
+
 /* ---------------------------------------------------------------- undo area overflow */
 
 /* Inserting at the front of a long array shifts every element in place: more old bytes
@@ -692,6 +744,7 @@ int main(void)
     test_wal();
     test_fork_register();
     test_crash_in_mutation();
+    test_lock_timeout();
     test_undo_overflow();
     test_large_doc();
     return t_done();
