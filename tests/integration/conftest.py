@@ -26,7 +26,7 @@ def free_port():
 class Server:
     """One running l3kv instance."""
 
-    def __init__(self, config=None, workers=2, args=None):
+    def __init__(self, config=None, workers=2, args=None, preexec_fn=None):
         if not BIN or not os.path.exists(BIN):
             pytest.fail("L3KV_BIN does not name the l3kv executable: %r" % BIN)
         self.dir = tempfile.mkdtemp(prefix="l3kv-it-")
@@ -48,7 +48,8 @@ class Server:
         self.log_path = os.path.join(self.dir, "stderr.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([BIN, self.config_path] + (args or []), stdout=self.log,
-                                     stderr=subprocess.STDOUT, cwd=self.dir)
+                                     stderr=subprocess.STDOUT, cwd=self.dir,
+                                     preexec_fn=preexec_fn)
         self.base = "http://127.0.0.1:%d" % self.port
         self.wait_ready()
 

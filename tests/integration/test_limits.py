@@ -127,3 +127,35 @@ def test_overload_503_and_full_arena_507():
             assert sess.put(s.url("/kv/fill-again"), data=json.dumps({"b": blob})).status_code == 200
     finally:
         s.stop()
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_emfile_does_not_spin():
+    """With the descriptor limit exhausted, accept() fails with EMFILE: the worker must pause
+    accepting instead of spinning on the still-readable listener, and recover afterwards."""
+    import resource
+
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    s = Server(workers=1, preexec_fn=low_nofile)
+    try:
+        pid = s.worker_pids()[0]
+        conns = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(80)]
+        time.sleep(0.3)
+        t0 = cpu_ticks(pid)
+        time.sleep(1.0)
+        used = cpu_ticks(pid) - t0
+        assert used < 30, used  # ticks of 10 ms: a spinning worker burns ~100 per second
+        assert "pausing accepts" in s.logtext()
+        for c in conns:
+            c.close()
+        time.sleep(0.5)
+        assert requests.get(s.url("/kv/health"), timeout=5).status_code == 200
+    finally:
+        s.stop()
