@@ -94,6 +94,46 @@ static void test_basic(l3_wal_durability_t mode)
     l3_wal_ring_detach(r);
 }
 
+/* count fds of a process whose link target contains `what` */
+static int count_fds(pid_t pid, const char *what)
+{
+    char dpath[64];
+    snprintf(dpath, sizeof dpath, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dpath);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char p[400], target[4096];
+        snprintf(p, sizeof p, "%s/%s", dpath, de->d_name);
+        ssize_t k = readlink(p, target, sizeof target - 1);
+        if (k > 0) {
+            target[k] = 0;
+            n += strstr(target, what) != NULL;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* invariant 4: only the writer has the WAL open, and it holds an io_uring instance */
+static void test_only_writer_has_wal_open(void)
+{
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_FSYNC};
+    pid_t w = walt_writer(&o, NULL);
+    CHECK_EQ_INT(append(r, 1), 0);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    CHECK_EQ_INT(count_fds(w, "data.wal."), 1);
+    CHECK(count_fds(w, "io_uring") >= 1);
+    CHECK_EQ_INT(count_fds(getpid(), "data.wal."), 0);
+    CHECK_EQ_INT(count_fds(getpid(), "io_uring"), 0);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    l3_wal_ring_detach(r);
+}
+
 /* fsync mode, forked producers each waiting for every record: group commit */
 static void test_group_commit(void)
 {
@@ -465,6 +505,7 @@ int main(void)
     test_basic(L3_WAL_BUFFERED);
     test_basic(L3_WAL_FSYNC);
     test_group_commit();
+    test_only_writer_has_wal_open();
     test_notify();
     test_flush_interval();
     test_write_error(1, -ENOSPC);
