@@ -24,7 +24,7 @@
  *   40      24    reserved, zero
  *   64      nslots * oh_slot_size   l3_obs_slot_t[nslots] (see obs.h): pid, state,
  *                 active connections, accepted, bytes rx/tx, requests, 4xx, 5xx,
- *                 restarts, 7 reserved words, then per route {count, ns_total,
+ *                 restarts, in-flight requests, 6 reserved words, then per route {count, ns_total,
  *                 hist[240]} (all u64), padded to a multiple of 64 bytes.
  */
 #include <errno.h>
@@ -179,6 +179,9 @@ void l3_obs_totals(const l3_obs_t *o, l3_obs_totals_t *ret)
         int64_t a = LD(&s->os_active_conns);
         if (a > 0)
             ret->active_conns += a;
+        int64_t f = LD(&s->os_inflight);
+        if (f > 0)
+            ret->inflight += f;
         ret->accepted += LD(&s->os_accepted);
         ret->bytes_rx += LD(&s->os_bytes_rx);
         ret->bytes_tx += LD(&s->os_bytes_tx);
@@ -264,7 +267,8 @@ static int sb_finish(sb_t *b, char **ret, size_t *ret_len)
     return 0;
 }
 
-int l3_obs_render_json(const l3_obs_t *o, const char *version, const char *extra, char **ret, size_t *ret_len)
+int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra, char **ret,
+                       size_t *ret_len)
 {
     l3_obs_totals_t t;
     sb_t b;
@@ -280,8 +284,9 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, const char *extra
     double uptime = now > t.start_wall_ns ? (double)(now - t.start_wall_ns) / 1e9 : 0.0;
     sb_printf(&b,
               "{\"system\":{\"version\":\"%s\",\"uptime_s\":%.3f,\"active_connections\":%" PRId64
-              ",\"thread_count\":%u,\"worker_processes\":%u,\"worker_restarts_total\":%" PRIu64 "},",
-              version, uptime, t.active_conns, t.workers, t.workers, t.restarts);
+              ",\"thread_count\":%u,\"worker_processes\":%u,\"worker_restarts_total\":%" PRIu64
+              ",\"inflight_requests\":%" PRId64 ",\"accept_queue\":%" PRIu64 "},",
+              version, uptime, t.active_conns, t.workers, t.workers, t.restarts, t.inflight, accept_queue);
     sb_printf(&b,
               "\"throughput\":{\"requests_total\":%" PRIu64 ",\"connections_accepted_total\":%" PRIu64
               ",\"bytes_received_total\":%" PRIu64 ",\"bytes_sent_total\":%" PRIu64
@@ -329,9 +334,9 @@ int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len)
               "active_connections %" PRId64 "\nthread_count %u\nrequests_total %" PRIu64
               "\nconnections_accepted_total %" PRIu64 "\nbytes_received_total %" PRIu64
               "\nbytes_sent_total %" PRIu64 "\nhttp_errors_4xx %" PRIu64 "\nhttp_errors_5xx %" PRIu64
-              "\nworker_restarts_total %" PRIu64 "\n",
+              "\nworker_restarts_total %" PRIu64 "\ninflight_requests %" PRId64 "\n",
               t.active_conns, t.workers, t.requests, t.accepted, t.bytes_rx, t.bytes_tx, t.err4xx, t.err5xx,
-              t.restarts);
+              t.restarts, t.inflight);
     for (unsigned r = 0; r < L3_OBS_R_MAX; r++)
         sb_printf(&b, "handler_%s_count %" PRIu64 "\nhandler_%s_median_ns %" PRIu64 "\n", route_names[r],
                   t.route[r].count, route_names[r], t.route[r].median_ns);

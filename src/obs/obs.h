@@ -44,7 +44,8 @@ typedef struct {
     uint64_t os_err4xx;        /* responses with status 400-499 */
     uint64_t os_err5xx;        /* responses with status 500-599 */
     uint64_t os_restarts;      /* times the slot's worker was replaced after a crash (supervisor writes) */
-    uint64_t os_pad[7];        /* to 128 bytes */
+    int64_t os_inflight;       /* gauge: requests received and not yet completed (worker; reset after death) */
+    uint64_t os_pad[6];        /* to 128 bytes */
     struct {
         uint64_t rt_count;
         uint64_t rt_ns_total;
@@ -102,6 +103,7 @@ void l3_obs_set_workers(const l3_obs_t *o, uint32_t nworkers);
 /** Sums across all slots. */
 typedef struct {
     int64_t active_conns;
+    int64_t inflight;
     uint64_t accepted, bytes_rx, bytes_tx, requests, err4xx, err5xx, restarts;
     uint32_t workers;
     uint64_t start_wall_ns;
@@ -120,9 +122,11 @@ const char *l3_obs_route_name(l3_obs_route_t r);
 
 /**
  * Render the /metrics JSON document into a malloc'd buffer (*ret, *ret_len).
+ * accept_queue: connections waiting in the listening sockets' queues (system.accept_queue).
  * `extra` (may be NULL) is a JSON object text inserted as member "store". 0 or -ENOMEM.
  */
-int l3_obs_render_json(const l3_obs_t *o, const char *version, const char *extra, char **ret, size_t *ret_len);
+int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra, char **ret,
+                       size_t *ret_len);
 /** Render the legacy /kv/metrics text ("name value" lines). 0 or -ENOMEM. */
 int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len);
 /** The static /dashboard HTML page. */

@@ -56,9 +56,13 @@ static const key_t_ keys[] = {
     {"autoscale.interval_ms", T_U32, O(autoscale.interval_ms), 10, 3600000},
     {"autoscale.horizon_ms", T_U32, O(autoscale.horizon_ms), 0, 3600000},
     {"autoscale.process_noise", T_DBL, O(autoscale.process_noise), 0, 1e12},
+    {"autoscale.rate_noise", T_DBL, O(autoscale.rate_noise), 0, 1e12},
     {"autoscale.measurement_noise", T_DBL, O(autoscale.measurement_noise), 0, 1e12},
     {"autoscale.worker_capacity", T_DBL, O(autoscale.worker_capacity), 1e-9, 1e12},
+    {"autoscale.down_fill", T_DBL, O(autoscale.down_fill), 1e-9, 1},
+    {"autoscale.margin", T_DBL, O(autoscale.margin), 0, 10},
     {"autoscale.cooldown_ms", T_U32, O(autoscale.cooldown_ms), 0, 3600000},
+    {"autoscale.max_step_up", T_U32, O(autoscale.max_step_up), 1, L3_SRV_MAX_WORKERS},
     {"log", T_SECTION, 0, 0, 0},
     {"log.level", T_LEVEL, O(log.level), 0, 0},
     {"log.file", T_STR, O(log.file), 0, 0},
@@ -102,12 +106,17 @@ int l3_srv_config_defaults(l3_srv_config_t *c)
     c->storage.durability = L3_DURABILITY_BUFFERED;
     c->storage.flush_interval_ms = 10;
     c->storage.checkpoint_bytes = 256ull << 20;
-    c->autoscale.interval_ms = 1000;
-    c->autoscale.horizon_ms = 5000;
+    /* the autoscaler's documented defaults (l3_scale_params_default) */
+    c->autoscale.interval_ms = 100;
+    c->autoscale.horizon_ms = 500;
     c->autoscale.process_noise = 1.0;
-    c->autoscale.measurement_noise = 4.0;
-    c->autoscale.worker_capacity = 50000.0;
-    c->autoscale.cooldown_ms = 10000;
+    c->autoscale.rate_noise = 50.0;
+    c->autoscale.measurement_noise = 9.0;
+    c->autoscale.worker_capacity = 8.0;
+    c->autoscale.down_fill = 1.0;
+    c->autoscale.margin = 1.5;
+    c->autoscale.cooldown_ms = 3000;
+    c->autoscale.max_step_up = 8;
     c->log.level = L3_LOG_INFO;
     if (set_str(&c->server.address, "0.0.0.0") || set_str(&c->storage.data_dir, "data") ||
         set_str(&c->storage.wal_path, "")) {

@@ -41,13 +41,17 @@ typedef struct {
         uint32_t flush_interval_ms;
         uint64_t checkpoint_bytes;
     } storage;
-    struct {
-        uint32_t interval_ms;
-        uint32_t horizon_ms;
-        double process_noise;
-        double measurement_noise;
-        double worker_capacity;
-        uint32_t cooldown_ms;
+    struct {                     /* maps onto l3_scale_params_t (l3kv/scale.h) */
+        uint32_t interval_ms;    /* interval_ms */
+        uint32_t horizon_ms;     /* horizon_ms */
+        double process_noise;    /* q_depth, req^2/s */
+        double rate_noise;       /* q_rate, (req/s)^2/s */
+        double measurement_noise; /* r, req^2 */
+        double worker_capacity;  /* capacity: requests in flight + queued one worker handles */
+        double down_fill;        /* down_fill */
+        double margin;           /* margin, standard deviations */
+        uint32_t cooldown_ms;    /* cooldown_ms */
+        uint32_t max_step_up;    /* max_step_up */
     } autoscale;
     struct {
         l3_log_level_t level;

@@ -789,7 +789,8 @@ static int on_metrics(h2o_req_t *req, bool text)
                      s.last_lsn, s.repairs, s.rollbacks, s.grows, s.compactions, s.procs);
             ex = extra;
         }
-        rc = l3_obs_render_json(&l3_srv_env.srv->obs, L3KV_VERSION, ex, &out, &len);
+        rc = l3_obs_render_json(&l3_srv_env.srv->obs, L3KV_VERSION, l3_srv_accept_queue(l3_srv_env.srv), ex, &out,
+                                &len);
     }
     if (rc < 0)
         return fail_rc(req, rc, L3_CTX_READ, NULL);
@@ -857,9 +858,20 @@ static int route_kv(h2o_req_t *req, h2o_iovec_t key)
     return on_patch(req, key);
 }
 
+/* Runs when h2o frees the request (response complete or connection gone). */
+static void on_req_done(void *unused)
+{
+    l3_obs_slot_t *s = l3_srv_env.obs;
+    __atomic_store_n(&s->os_inflight, __atomic_load_n(&s->os_inflight, __ATOMIC_RELAXED) - 1, __ATOMIC_RELAXED);
+}
+
 int l3_srv_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     cur.t0 = l3_now_ns();
+    /* in-flight gauge for the autoscaler: +1 now, -1 when the request's pool is released */
+    l3_obs_slot_t *os = l3_srv_env.obs;
+    __atomic_store_n(&os->os_inflight, __atomic_load_n(&os->os_inflight, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    (void)h2o_mem_alloc_shared(&req->pool, 1, on_req_done);
     cur.route = L3_OBS_R_OTHER;
     cur.head = METHOD(req, "HEAD");
     h2o_iovec_t p = req->path_normalized;

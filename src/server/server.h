@@ -75,10 +75,13 @@ typedef int (*l3_srv_role_main_fn)(l3_srv_t *srv, void *arg);
 
 /**
  * Autoscaler tick: called in the supervisor every autoscale.interval_ms with the current
- * live worker count and metrics totals. Return the desired worker count (clamped to
- * [min_workers, max_workers]), or 0 to leave it unchanged.
+ * live worker count, the queue depth (connections waiting in the listening sockets'
+ * accept queues + requests in flight in all workers, see l3_srv_queue_depth) and the
+ * metrics totals. Return the desired worker count (clamped to [min_workers,
+ * max_workers]), or 0 to leave it unchanged.
  */
-typedef uint32_t (*l3_srv_tick_fn)(l3_srv_t *srv, void *arg, uint32_t nworkers, const l3_obs_totals_t *totals);
+typedef uint32_t (*l3_srv_tick_fn)(l3_srv_t *srv, void *arg, uint32_t nworkers, double queue_depth,
+                                   const l3_obs_totals_t *totals);
 
 struct l3_srv {
     l3_srv_config_t cfg;
@@ -109,6 +112,12 @@ void l3_srv_set_tick(l3_srv_t *srv, l3_srv_tick_fn fn, void *arg);
  * Callable from the tick callback or any supervisor code.
  */
 void l3_srv_set_workers(l3_srv_t *srv, uint32_t n);
+
+/** Connections waiting in the accept queues of the listening sockets (TCP_INFO). Any process. */
+uint64_t l3_srv_accept_queue(const l3_srv_t *srv);
+
+/** Queue depth for the autoscaler: accept queues + requests in flight in all workers. */
+double l3_srv_queue_depth(const l3_srv_t *srv, const l3_obs_totals_t *totals);
 
 /** Run the supervisor loop until SIGTERM/SIGINT and a graceful stop. Returns the exit code. */
 int l3_srv_run(l3_srv_t *srv);

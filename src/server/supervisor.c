@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,6 +283,24 @@ void l3_srv_set_workers(l3_srv_t *srv, uint32_t n)
     want_workers = n;
 }
 
+uint64_t l3_srv_accept_queue(const l3_srv_t *srv)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < srv->nsock; i++) {
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        /* for a listening socket the kernel reports the accept queue length in tcpi_unacked */
+        if (srv->lfds[i] >= 0 && getsockopt(srv->lfds[i], IPPROTO_TCP, TCP_INFO, &ti, &len) == 0)
+            n += ti.tcpi_unacked;
+    }
+    return n;
+}
+
+double l3_srv_queue_depth(const l3_srv_t *srv, const l3_obs_totals_t *totals)
+{
+    return (double)l3_srv_accept_queue(srv) + (double)(totals->inflight > 0 ? totals->inflight : 0);
+}
+
 /* ---------------------------------------------------------------- children */
 
 static void child_setup(void)
@@ -377,8 +396,10 @@ static void reap(l3_srv_t *srv, bool stopping)
             uint32_t st = srv->ctl->sc_state[i];
             workers[i].pid = 0;
             l3_obs_slot_t *os = l3_obs_slot(&srv->obs, i);
-            if (os != NULL)
+            if (os != NULL) {
                 __atomic_store_n(&os->os_active_conns, 0, __ATOMIC_RELAXED);
+                __atomic_store_n(&os->os_inflight, 0, __ATOMIC_RELAXED);
+            }
             set_state(srv, i, L3_OBS_SLOT_EMPTY, 0);
             bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
             if (stopping || (st == L3_OBS_SLOT_RETIRING && clean)) {
@@ -581,7 +602,7 @@ int l3_srv_run(l3_srv_t *srv)
             next_tick = now + srv->cfg.autoscale.interval_ms;
             l3_obs_totals_t t;
             l3_obs_totals(&srv->obs, &t);
-            uint32_t n = tick_fn(srv, tick_arg, live_workers(srv), &t);
+            uint32_t n = tick_fn(srv, tick_arg, live_workers(srv), l3_srv_queue_depth(srv, &t), &t);
             if (n != 0)
                 l3_srv_set_workers(srv, n);
         }

@@ -278,6 +278,7 @@ def test_metrics_json(srv, session):
     m = session.get(srv.url("/metrics")).json()
     s, t = m["system"], m["throughput"]
     assert s["thread_count"] == 2 and s["active_connections"] >= 1
+    assert s["inflight_requests"] >= 1 and s["accept_queue"] >= 0  # the /metrics request itself
     for f in ("bytes_received_total", "bytes_sent_total", "http_errors_4xx", "http_errors_5xx", "requests_total"):
         assert isinstance(t[f], int)
     assert t["http_errors_4xx"] >= 1 and t["bytes_received_total"] > 0 and t["bytes_sent_total"] > 0
