@@ -35,7 +35,7 @@
 #include <stdint.h>
 
 #define L3_ARENA_MAGIC 0x414E5241564B334CULL /* bytes "L3KVARNA" */
-#define L3_ARENA_LAYOUT 1u                   /* bump on any change in this file */
+#define L3_ARENA_LAYOUT 2u                   /* bump on any change in this file */
 #define L3_ARENA_HDR_BYTES 4096u
 #define L3_ARENA_ALIGN 4096u
 
@@ -90,7 +90,8 @@ static_assert(offsetof(l3_lock_t, lk_owner) == 48, "lk_owner offset");
  * 272   8  ah_grows        documents moved to a bigger block
  * 280   8  ah_compactions  documents compacted
  * 288   8  ah_index_slots  hash table slots over all stripes
- * 296      reserved (zero) up to 4096
+ * 296   8  ah_rollforwards dead processes' mutations kept (WAL probe said the record was in)
+ * 304      reserved (zero) up to 4096
  */
 typedef struct {
     uint64_t ah_magic;
@@ -128,7 +129,8 @@ typedef struct {
     uint64_t ah_grows;
     uint64_t ah_compactions;
     uint64_t ah_index_slots;
-    uint8_t ah_reserved[L3_ARENA_HDR_BYTES - 296];
+    uint64_t ah_rollforwards;
+    uint8_t ah_reserved[L3_ARENA_HDR_BYTES - 304];
 } l3_arena_hdr_t;
 static_assert(sizeof(l3_arena_hdr_t) == L3_ARENA_HDR_BYTES, "header size");
 static_assert(offsetof(l3_arena_hdr_t, ah_sipkey) == 136, "ah_sipkey offset");
@@ -166,12 +168,13 @@ static_assert(offsetof(l3_arena_hdr_t, ah_index_slots) == 288, "ah_index_slots o
  *   64  4  tx_nalloc
  *   68  4  tx_nfree
  *   72  4  tx_free_done    bit i: tx_free[i] released
- *   76  4  tx_pad
+ *   76  4  tx_hooked       1 once the WAL hook was called for tx_lsn (see L3_TX_ACTIVE repair)
  *   80 64  tx_alloc[8]     block offsets
  *  144 64  tx_free[8]      block offsets
  *  208  4  au_count
  *  212  4  au_pad
  *  216 16*L3_ALLOC_UNDO_MAX  au_rec[]: { u64 offset, u64 old value }
+ * 1752  8  tx_lsn          LSN of the transaction's WAL record (valid with tx_hooked)
  *  ...     reserved to 2048
  */
 enum { L3_TX_IDLE = 0, L3_TX_ACTIVE = 1, L3_TX_COMMITTED = 2 };
@@ -199,19 +202,21 @@ typedef struct {
     uint32_t tx_nalloc;
     uint32_t tx_nfree;
     uint32_t tx_free_done;
-    uint32_t tx_pad;
+    uint32_t tx_hooked;
     uint64_t tx_alloc[L3_TX_MAX_BLOCKS];
     uint64_t tx_free[L3_TX_MAX_BLOCKS];
     uint32_t au_count;
     uint32_t au_pad;
     l3_alloc_undo_t au_rec[L3_ALLOC_UNDO_MAX];
-    uint8_t ps_reserved[L3_PROC_SLOT_BYTES - 216 - 16 * L3_ALLOC_UNDO_MAX];
+    uint64_t tx_lsn;
+    uint8_t ps_reserved[L3_PROC_SLOT_BYTES - 216 - 16 * L3_ALLOC_UNDO_MAX - 8];
 } l3_proc_slot_t;
 static_assert(sizeof(l3_proc_slot_t) == L3_PROC_SLOT_BYTES, "slot size");
 static_assert(offsetof(l3_proc_slot_t, tx_state) == 48, "tx_state offset");
 static_assert(offsetof(l3_proc_slot_t, tx_alloc) == 80, "tx_alloc offset");
 static_assert(offsetof(l3_proc_slot_t, tx_free) == 144, "tx_free offset");
 static_assert(offsetof(l3_proc_slot_t, au_rec) == 216, "au_rec offset");
+static_assert(offsetof(l3_proc_slot_t, tx_lsn) == 1752, "tx_lsn offset");
 
 /* Undo entry trailer in the undo area (follows the saved bytes). */
 typedef struct {

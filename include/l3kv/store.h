@@ -245,6 +245,21 @@ int l3_store_scan(l3_store_t *st, const void *prefix, size_t plen, l3_store_scan
 void l3_store_set_wal_hook(l3_store_t *st, l3_wal_hook_fn fn, void *ctx);
 
 /**
+ * Tells a repairer whether the WAL record with this LSN, written by a process that then
+ * died before its mutation committed, made it into the WAL (published in the ring or
+ * already written): 1 yes, 0 no (never reserved, or abandoned), < 0 unknown.
+ */
+typedef int (*l3_wal_probe_fn)(void *ctx, uint64_t lsn);
+
+/**
+ * Install the probe (NULL = none). A process killed after its WAL hook call began leaves a
+ * mutation that is complete in memory; on repair the store asks the probe: 1 keeps the
+ * mutation (so memory matches the WAL), anything else rolls it back (without a probe:
+ * always rolled back, the right choice when the process died inside the hook).
+ */
+void l3_store_set_wal_probe(l3_store_t *st, l3_wal_probe_fn fn, void *ctx);
+
+/**
  * Apply one WAL record during recovery (no hook is called). Skipped (returns 0) when the
  * document's LSN >= rec->lsn, so replay is idempotent; the document gets rec->lsn.
  * Raises the LSN floor to rec->lsn. Returns 0, 1 when skipped, L3_ECORRUPT (bad payload),
@@ -282,11 +297,12 @@ typedef struct {
     uint64_t largest_free; /* biggest single free block */
     double fragmentation;  /* 1 - largest_free / free_bytes (0 = one free extent) */
     uint64_t last_lsn;
-    uint64_t repairs;     /* locks recovered from dead owners */
-    uint64_t rollbacks;   /* mutations undone (repairs, hook failures, errors) */
-    uint64_t grows;       /* documents moved to a larger block */
-    uint64_t compactions; /* documents rewritten without garbage */
-    uint32_t procs;       /* registered process slots */
+    uint64_t repairs;      /* locks recovered from dead owners */
+    uint64_t rollbacks;    /* mutations undone (repairs, hook failures, errors) */
+    uint64_t rollforwards; /* dead processes' mutations kept: their WAL record was in */
+    uint64_t grows;        /* documents moved to a larger block */
+    uint64_t compactions;  /* documents rewritten without garbage */
+    uint32_t procs;        /* registered process slots */
     uint32_t nstripes;
     uint64_t index_slots; /* hash table slots over all stripes */
 } l3_store_stats_t;

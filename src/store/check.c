@@ -474,6 +474,7 @@ int l3_store_stats(l3_store_t *st, l3_store_stats_t *ret)
     ret->last_lsn = __atomic_load_n(&h->ah_lsn, __ATOMIC_RELAXED);
     ret->repairs = __atomic_load_n(&h->ah_repairs, __ATOMIC_RELAXED);
     ret->rollbacks = __atomic_load_n(&h->ah_rollbacks, __ATOMIC_RELAXED);
+    ret->rollforwards = __atomic_load_n(&h->ah_rollforwards, __ATOMIC_RELAXED);
     ret->grows = __atomic_load_n(&h->ah_grows, __ATOMIC_RELAXED);
     ret->compactions = __atomic_load_n(&h->ah_compactions, __ATOMIC_RELAXED);
     ret->nstripes = h->ah_nstripes;

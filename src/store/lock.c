@@ -233,9 +233,17 @@ static void undo_phys(l3_store_t *st, l3_proc_slot_t *ds, const uint8_t *ua)
     l3_store__fence();
 }
 
-/* Finish or roll back the transaction of slot ds. Caller holds the allocator lock. */
-static void settle_tx(l3_store_t *st, l3_proc_slot_t *ds, const uint8_t *ua)
+/* Finish or roll back the transaction of slot ds. Caller holds the allocator lock.
+ * may_forward: ds is a dead process's slot; a transaction whose WAL record the probe
+ * reports as written is completed instead of rolled back (memory must match the WAL). */
+static void settle_tx(l3_store_t *st, l3_proc_slot_t *ds, const uint8_t *ua, bool may_forward)
 {
+    if (ds->tx_state == L3_TX_ACTIVE && may_forward && ds->tx_hooked && st->probe &&
+        st->probe(st->probe_ctx, ds->tx_lsn) == 1) {
+        /* the mutation is complete (the hook runs after it): commit it for the dead owner */
+        l3_store__aw32(st, &ds->tx_state, L3_TX_COMMITTED);
+        __atomic_fetch_add(&st->hdr->ah_rollforwards, 1, __ATOMIC_RELAXED);
+    }
     if (ds->tx_state == L3_TX_ACTIVE) {
         undo_phys(st, ds, ua);
         uint32_t n = L3_MIN(ds->tx_nalloc, L3_TX_MAX_BLOCKS);
@@ -272,7 +280,7 @@ static void repair_stripe(l3_store_t *st, uint32_t s)
             while ((rc = l3_store__alloc_lock(st)) == -ETIMEDOUT && ++tries < 3)
                 ;
             if (rc == 0) {
-                settle_tx(st, ds, l3_store__undo_area(st, owner - 1));
+                settle_tx(st, ds, l3_store__undo_area(st, owner - 1), true);
                 l3_store__alloc_unlock(st);
             } else {
                 __atomic_store_n(&st->hdr->ah_state, L3_ARENA_POISONED, __ATOMIC_RELEASE);
@@ -322,6 +330,7 @@ void l3_store__tx_begin(l3_store_t *st, uint32_t s)
     ps->tx_nalloc = 0;
     ps->tx_nfree = 0;
     ps->tx_free_done = 0;
+    ps->tx_hooked = 0;
     memset(ps->tx_alloc, 0, sizeof(ps->tx_alloc));
     memset(ps->tx_free, 0, sizeof(ps->tx_free));
     ps->tx_stripe = s;
@@ -349,7 +358,7 @@ void l3_store__tx_commit(l3_store_t *st)
          * retry until the allocator lock is had, the blocks must not leak. */
         while (l3_store__alloc_lock(st) < 0)
             ;
-        settle_tx(st, ps, st->undo);
+        settle_tx(st, ps, st->undo, false);
         l3_store__alloc_unlock(st);
     } else {
         ps->tx_state = L3_TX_IDLE;
@@ -373,7 +382,7 @@ void l3_store__tx_rollback(l3_store_t *st)
     if (ps->tx_nalloc > 0) {
         while (l3_store__alloc_lock(st) < 0)
             ;
-        settle_tx(st, ps, st->undo);
+        settle_tx(st, ps, st->undo, false);
         l3_store__alloc_unlock(st);
     } else {
         undo_phys(st, ps, st->undo);

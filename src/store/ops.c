@@ -85,6 +85,11 @@ static int op_abort(l3_store_t *st, opctx_t *c, int rc)
 static int op_finish(l3_store_t *st, opctx_t *c, const l3_wal_rec_t *rec)
 {
     if (st->hook && rec) {
+        /* from here a repairer may keep this mutation if the WAL probe finds its record */
+        st->ps->tx_lsn = rec->lsn;
+        l3_store__fence();
+        st->ps->tx_hooked = 1;
+        l3_store__fence();
         int rc = st->hook(st->hook_ctx, rec);
         if (rc != 0)
             return op_abort(st, c, rc);
@@ -773,6 +778,12 @@ void l3_store_set_wal_hook(l3_store_t *st, l3_wal_hook_fn fn, void *ctx)
 {
     st->hook = fn;
     st->hook_ctx = ctx;
+}
+
+void l3_store_set_wal_probe(l3_store_t *st, l3_wal_probe_fn fn, void *ctx)
+{
+    st->probe = fn;
+    st->probe_ctx = ctx;
 }
 
 int l3_store_replay(l3_store_t *st, const l3_wal_rec_t *rec)

@@ -37,6 +37,8 @@ struct l3_store {
     uint8_t *undo;        /* our undo area */
     l3_wal_hook_fn hook;
     void *hook_ctx;
+    l3_wal_probe_fn probe;
+    void *probe_ctx;
     /* undo-overflow escape: the document layer's undo callback jumps back here when
      * the undo area is full, after which the mutation is redone on a private copy */
     sigjmp_buf jb;

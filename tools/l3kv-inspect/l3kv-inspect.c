@@ -113,8 +113,8 @@ static int cmd_info(l3_store_t *st)
             ",\"index\":{\"keys\":%" PRIu64 ",\"doc_bytes\":%" PRIu64 ",\"slots\":%" PRIu64 ",\"load\":%.4f}",
             s.keys, s.doc_bytes, s.index_slots, s.index_slots ? (double)s.keys / (double)s.index_slots : 0.0);
         printf(",\"counters\":{\"last_lsn\":%" PRIu64 ",\"repairs\":%" PRIu64 ",\"rollbacks\":%" PRIu64
-               ",\"grows\":%" PRIu64 ",\"compactions\":%" PRIu64 "}",
-               s.last_lsn, s.repairs, s.rollbacks, s.grows, s.compactions);
+               ",\"rollforwards\":%" PRIu64 ",\"grows\":%" PRIu64 ",\"compactions\":%" PRIu64 "}",
+               s.last_lsn, s.repairs, s.rollbacks, s.rollforwards, s.grows, s.compactions);
         printf(",\"procs\":[");
         bool first = true;
         for (uint32_t i = 0; i < h->ah_max_procs; i++) {
@@ -151,9 +151,9 @@ static int cmd_info(l3_store_t *st)
            s.fragmentation * 100);
     printf("index         %" PRIu64 " keys, %" PRIu64 " document bytes, %" PRIu64 " slots (load %.2f)\n",
            s.keys, s.doc_bytes, s.index_slots, s.index_slots ? (double)s.keys / (double)s.index_slots : 0.0);
-    printf("counters      last LSN %" PRIu64 ", repairs %" PRIu64 ", rollbacks %" PRIu64 ", grows %" PRIu64
-           ", compactions %" PRIu64 "\n",
-           s.last_lsn, s.repairs, s.rollbacks, s.grows, s.compactions);
+    printf("counters      last LSN %" PRIu64 ", repairs %" PRIu64 ", rollbacks %" PRIu64
+           ", rollforwards %" PRIu64 ", grows %" PRIu64 ", compactions %" PRIu64 "\n",
+           s.last_lsn, s.repairs, s.rollbacks, s.rollforwards, s.grows, s.compactions);
     printf("processes     %u registered\n", s.procs);
     printf("  %-5s %-8s %-11s %-6s %12s %12s %8s %s\n", "slot", "pid", "role", "alive", "heartbeat", "ops",
            "repairs", "holding");

@@ -8,6 +8,7 @@
  */
 #include <inttypes.h>
 #include <stdbool.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "sth.h"
@@ -699,6 +700,88 @@ static void test_undo_overflow(void)
     sth_destroy(st);
 }
 
+/* ---------------------------------------------------------------- roll forward */
+
+static volatile uint64_t *published; /* shared page: LSN the "WAL" accepted */
+
+static int publish_then_die_hook(void *ctx, const l3_wal_rec_t *rec)
+{
+    (void)ctx;
+    *published = rec->lsn; /* the record is in the WAL ... */
+    raise(SIGKILL);        /* ... and the process dies before the store commits */
+    return 0;
+}
+
+static int probe(void *ctx, uint64_t lsn)
+{
+    (void)ctx;
+    return lsn != 0 && lsn == *published ? 1 : 0;
+}
+
+/* A process killed after its WAL record was published: with the probe installed, the
+ * repair keeps the mutation, so memory matches what WAL replay will produce. */
+static void test_crash_rollforward(void)
+{
+    static const struct {
+        const char *name;
+        mutation_fn fn;
+    } muts[] = {{"set_int", m_setint}, {"incr", m_incr},      {"set_str", m_setstr}, {"grow", m_grow},
+                {"put", m_put},        {"put_new", m_putnew}, {"delete", m_delete},  {"merge", m_merge}};
+    published = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (published == MAP_FAILED)
+        exit(T_HARNESS_ERROR);
+    for (size_t m = 0; m < L3_ARRAY_SIZE(muts); m++) {
+        const char *init = "{\"n\":1,\"s\":\"abc\",\"a\":[1,2,3]}";
+        l3_store_t *ref = sth_create(32 << 20, 16, 0);
+        CHECK_EQ_INT(sth_put(ref, "doc", init), 0);
+        CHECK_EQ_INT(muts[m].fn(ref) >= 0, 1);
+        char *want = sth_json(ref, "doc"), *want_new = sth_json(ref, "brand-new");
+        sth_destroy(ref);
+
+        l3_store_t *st = sth_create(32 << 20, 16, 0);
+        CHECK_EQ_INT(sth_put(st, "doc", init), 0);
+        *published = 0;
+        pid_t pid = fork();
+        if (pid == 0) {
+            if (l3_store_proc_register(st, L3_STORE_ROLE_WORKER, NULL) != 0)
+                _exit(3);
+            l3_store_set_wal_hook(st, publish_then_die_hook, NULL);
+            muts[m].fn(st);
+            _exit(4);
+        }
+        CHECK_EQ_INT(sth_wait(pid), 128 + SIGKILL);
+        CHECK(*published != 0);
+        l3_store_set_wal_probe(st, probe, NULL);
+        l3_store_stats_t s0, s1;
+        l3_store_stats(st, &s0);
+        CHECK_EQ_INT(l3_store_proc_reap(st, pid), 1);
+        l3_store_stats(st, &s1);
+        CHECK_EQ_INT(s1.rollforwards, s0.rollforwards + 1);
+        char *got = sth_json(st, "doc"), *got_new = sth_json(st, "brand-new");
+        bool same = (want == NULL) == (got == NULL) && (!want || strcmp(want, got) == 0);
+        bool same_new =
+            (want_new == NULL) == (got_new == NULL) && (!want_new || strcmp(want_new, got_new) == 0);
+        if (!same || !same_new) {
+            fprintf(stderr, "roll forward of %s: got %s / %s, want %s / %s\n", muts[m].name, got ? got : "-",
+                    got_new ? got_new : "-", want ? want : "-", want_new ? want_new : "-");
+            CHECK(0);
+        }
+        uint64_t lsn = 0;
+        if (got && strcmp(muts[m].name, "put_new") != 0) {
+            l3_store_get_lsn(st, "doc", 3, &lsn);
+            CHECK_EQ_INT(lsn, *published);
+        }
+        CHECK_EQ_INT(l3_store_check(st, 0, sth_report, NULL), 0);
+        CHECK(l3_store_last_lsn(st) >= *published);
+        free(want);
+        free(want_new);
+        free(got);
+        free(got_new);
+        sth_destroy(st);
+    }
+    munmap((void *)published, 4096);
+}
+
 /* ---------------------------------------------------------------- large document */
 
 static void test_large_doc(void)
@@ -744,6 +827,7 @@ int main(void)
     test_wal();
     test_fork_register();
     test_crash_in_mutation();
+    test_crash_rollforward();
     test_lock_timeout();
     test_undo_overflow();
     test_large_doc();
