@@ -323,13 +323,14 @@ static void check_refs(l3_store_t *st, chk_t *c)
                 if (ps->tx_free[j] && !(ps->tx_free_done & (1u << j)))
                     push(&c->refs, &c->nrefs, &c->caprefs, ps->tx_free[j]);
     }
-    qsort(c->refs, c->nrefs, sizeof(uint64_t), cmp_u64);
+    if (c->nrefs > 1)
+        qsort(c->refs, c->nrefs, sizeof(uint64_t), cmp_u64);
     for (size_t i = 1; i < c->nrefs; i++)
         if (c->refs[i] == c->refs[i - 1])
             problem(c, "blocks: %" PRIu64 " is referenced twice", c->refs[i]);
     size_t leaks = 0;
     for (size_t i = 0; i < c->nused; i++) {
-        if (!bsearch(&c->used[i], c->refs, c->nrefs, sizeof(uint64_t), cmp_u64)) {
+        if (c->nrefs == 0 || !bsearch(&c->used[i], c->refs, c->nrefs, sizeof(uint64_t), cmp_u64)) {
             if (leaks++ < 10)
                 problem(c,
                         "blocks: used block %" PRIu64 " (%" PRIu64 " bytes) is referenced by nothing (leak)",

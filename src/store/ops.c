@@ -512,7 +512,8 @@ static size_t enc_set(uint8_t *dst, size_t cap, const char *path, size_t plen, u
     dst[1] = (uint8_t)v->type;
     memcpy(dst + 2, &fl, 2);
     memcpy(dst + 4, &pl, 4);
-    memcpy(dst + 8, path, plen);
+    if (plen)
+        memcpy(dst + 8, path, plen);
     uint8_t *p = dst + 8 + plen;
     switch (v->type) {
     case L3_DOC_INT:
@@ -528,7 +529,8 @@ static size_t enc_set(uint8_t *dst, size_t cap, const char *path, size_t plen, u
     case L3_DOC_BIGNUM: {
         uint32_t sl = (uint32_t)v->str.len;
         memcpy(p, &sl, 4);
-        memcpy(p + 4, v->str.ptr, v->str.len);
+        if (v->str.len)
+            memcpy(p + 4, v->str.ptr, v->str.len);
         break;
     }
     default:
