@@ -181,7 +181,8 @@ uint64_t l3_wal_ring_max_payload(const l3_wal_ring_t *r);
  * The store's WAL hook (matches l3_wal_hook_fn; ctx is the l3_wal_ring_t *). Reserves,
  * encodes and publishes the record. Waits at most L3_WAL_FULL_WAIT_MS for space (futex, no
  * sleeps). Returns 0, -EAGAIN (still full), -ENOSPC / -EIO (the writer cannot keep writes:
- * refuse), -EMSGSIZE (record larger than l3_wal_ring_max_payload). On success the calling
+ * refuse), -EMSGSIZE (record larger than l3_wal_ring_max_payload), -EINVAL (bad op), -EIO
+ * also when the writer judged this process dead (pid reuse) and aborted the slot. On success the calling
  * thread's l3_wal_last_ticket() is the record's durability ticket.
  */
 int l3_wal_hook(void *ring_ctx, const l3_wal_rec_t *rec);

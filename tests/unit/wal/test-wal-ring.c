@@ -211,6 +211,10 @@ static void test_robust_lock(void)
     waitpid(kid, NULL, 0);
     CHECK_EQ_INT(append(r, 1, "k", 1, 1), 0);
     CHECK_EQ_INT(append(r, 2, "k", 1, 2), 0);
+    l3_wal_rec_t none = {.op = L3_WALOP_NONE, .lsn = 3, .key = "k", .klen = 1};
+    CHECK_EQ_INT(l3_wal_hook(r, &none), -EINVAL);
+    none.op = L3_WALOP_MAX;
+    CHECK_EQ_INT(l3_wal_hook(r, &none), -EINVAL);
     l3_wal_stats_t s;
     l3_wal_ring_stats(r, &s);
     CHECK(s.head > 0 && s.tail == 0);
