@@ -9,8 +9,9 @@
  * merge patch, JSON patch) or touch other fields (set_int/incr of counter, set of a
  * string that often forces the document into a bigger block); small keys are created and
  * deleted. Each trial forks workers, kills each at a random instant, reaps them, then:
- *  - the read-only structural check (what l3kv-inspect check runs) must find nothing:
- *    allocator, free lists, index, every document verified, no leaked block;
+ *  - the read-only structural check (what l3kv-inspect check runs; the binary itself, given
+ *    as argv[1], runs it at the end) must find nothing: allocator, free lists, index, every
+ *    document verified, no leaked block;
  *  - every document must satisfy its invariant (it is fully before or fully after);
  *  - operations on every key must complete (lock timeout 2 s: a leaked lock fails).
  * Bounded by L3_CRASH_TRIALS (default 150) and L3_CRASH_SECONDS (default 25).
@@ -166,7 +167,18 @@ static bool doc_ok(l3_store_t *st, int d)
     return ok;
 }
 
-int main(void)
+/* Run `l3kv-inspect --name NAME check` (the installed tool); its exit status. */
+static int run_inspect_check(const char *inspect, const char *name)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(inspect, inspect, "--name", name, "check", (char *)NULL);
+        _exit(127);
+    }
+    return sth_wait(pid);
+}
+
+int main(int argc, char **argv)
 {
     const char *e = getenv("L3_CRASH_TRIALS");
     int trials = e ? atoi(e) : 150;
@@ -260,6 +272,8 @@ int main(void)
             done, done * NWORKERS, s.repairs, s.rollbacks, s.grows, s.keys);
     CHECK(done >= 20);
     CHECK(s.repairs > 0);
+    if (argc > 1) /* and once through the inspector binary itself */
+        CHECK_EQ_INT(run_inspect_check(argv[1], name), 0);
     sth_destroy(st);
     for (int d = 0; d < NDOCS; d++)
         for (int v = 0; v < NVARIANTS; v++)
