@@ -100,8 +100,8 @@
 /* ---------------------------------------------------------------- formats */
 
 #define L3_WAL_REC_MAGIC 0x574Cu
-#define L3_WAL_REC_HDR 32u    /* bytes before the key */
-#define L3_WAL_REC_MIN 40u    /* header + salt trailer */
+#define L3_WAL_REC_HDR 32u        /* bytes before the key */
+#define L3_WAL_REC_MIN 40u        /* header + salt trailer */
 #define L3_WAL_REC_MAX (1u << 30) /* sanity bound for untrusted lengths */
 #define L3_WAL_SEG_MAGIC "L3KVWAL1"
 #define L3_WAL_SEG_VERSION 1u
@@ -192,9 +192,9 @@ uint64_t l3_wal_last_ticket(void);
 
 /* Split form of the hook, for tests and for callers that build the payload in place. */
 typedef struct {
-    uint64_t pos;   /* ring position of the slot header */
-    uint64_t end;   /* ticket: position after the slot */
-    uint8_t *rec;   /* the record bytes (wr_len = size) inside the ring */
+    uint64_t pos; /* ring position of the slot header */
+    uint64_t end; /* ticket: position after the slot */
+    uint8_t *rec; /* the record bytes (wr_len = size) inside the ring */
     uint32_t size;
 } l3_wal_resv_t;
 
@@ -240,11 +240,11 @@ void l3_wal_notify_ack(l3_wal_ring_t *r, unsigned slot);
 /* ---------------------------------------------------------------- statistics */
 
 typedef struct {
-    uint64_t head, tail, durable;      /* ring positions */
-    uint64_t records, aborted, bytes;  /* written by the writer */
+    uint64_t head, tail, durable;     /* ring positions */
+    uint64_t records, aborted, bytes; /* written by the writer */
     uint64_t fsyncs, batches, short_writes, write_errors;
-    uint64_t seg_seq, seg_off;         /* current segment and its committed length */
-    uint64_t disk_bytes;               /* bytes in live segments (checkpoint trigger) */
+    uint64_t seg_seq, seg_off; /* current segment and its committed length */
+    uint64_t disk_bytes;       /* bytes in live segments (checkpoint trigger) */
     int error;
     int failstop;
     pid_t writer_pid;
@@ -257,15 +257,15 @@ typedef enum { L3_WAL_BUFFERED = 0, L3_WAL_FSYNC = 1 } l3_wal_durability_t;
 
 typedef struct {
     l3_wal_ring_t *ring;
-    const char *wal_path;          /* segment prefix: files are "<wal_path>.<seq>" */
+    const char *wal_path; /* segment prefix: files are "<wal_path>.<seq>" */
     l3_wal_durability_t durability;
-    unsigned flush_interval_ms;    /* buffered mode: periodic fdatasync; 0 = only on demand */
-    uint64_t segment_bytes;        /* rotate after this many bytes; 0 = 64 MiB */
-    uint32_t batch_bytes;          /* largest single write; 0 = 1 MiB */
-    unsigned abort_check_ms;       /* a reservation stuck this long gets a liveness check; 0 = 50 */
-    unsigned queue_depth;          /* io_uring entries; 0 = 8 */
-    volatile int *stop;            /* optional: non-zero requests drain-and-exit */
-    int install_signals;           /* non-zero: SIGTERM/SIGINT request drain-and-exit */
+    unsigned flush_interval_ms; /* buffered mode: periodic fdatasync; 0 = only on demand */
+    uint64_t segment_bytes;     /* rotate after this many bytes; 0 = 64 MiB */
+    uint32_t batch_bytes;       /* largest single write; 0 = 1 MiB */
+    unsigned abort_check_ms;    /* a reservation stuck this long gets a liveness check; 0 = 50 */
+    unsigned queue_depth;       /* io_uring entries; 0 = 8 */
+    volatile int *stop;         /* optional: non-zero requests drain-and-exit */
+    int install_signals;        /* non-zero: SIGTERM/SIGINT request drain-and-exit */
 } l3_wal_writer_opts_t;
 
 /**
@@ -299,18 +299,18 @@ void l3_wal_checkpoint_commit(l3_wal_ring_t *r, uint64_t seq);
 typedef int (*l3_wal_replay_fn)(void *ctx, const l3_wal_rec_t *rec);
 
 typedef struct {
-    uint64_t segments;          /* segments read */
-    uint64_t records;           /* valid records delivered */
-    uint64_t skipped;           /* records for which the callback returned > 0 */
-    uint64_t bytes;             /* valid bytes read (headers included) */
-    uint64_t discarded_bytes;   /* bytes set aside (bad tail and later segments) */
-    uint64_t discarded_files;   /* files renamed aside */
-    uint64_t max_lsn;           /* highest LSN seen */
-    uint64_t next_seq;          /* sequence number for the next segment to create */
-    int stop_reason;            /* 0 clean end, else the decode error that ended the log */
-    char stop_file[512];        /* file where the log ended early ("" if clean) */
-    uint64_t stop_offset;       /* offset of the first bad byte in stop_file */
-    char aside[512];            /* name the first bad tail was renamed to */
+    uint64_t segments;        /* segments read */
+    uint64_t records;         /* valid records delivered */
+    uint64_t skipped;         /* records for which the callback returned > 0 */
+    uint64_t bytes;           /* valid bytes read (headers included) */
+    uint64_t discarded_bytes; /* bytes set aside (bad tail and later segments) */
+    uint64_t discarded_files; /* files renamed aside */
+    uint64_t max_lsn;         /* highest LSN seen */
+    uint64_t next_seq;        /* sequence number for the next segment to create */
+    int stop_reason;          /* 0 clean end, else the decode error that ended the log */
+    char stop_file[512];      /* file where the log ended early ("" if clean) */
+    uint64_t stop_offset;     /* offset of the first bad byte in stop_file */
+    char aside[512];          /* name the first bad tail was renamed to */
 } l3_wal_replay_report_t;
 
 /**
@@ -335,8 +335,8 @@ typedef struct l3_wal_snap_writer l3_wal_snap_writer_t;
  *  store's last LSN at the start. 0, -errno. */
 int l3_wal_snapshot_begin(const char *path, uint64_t wal_seq, uint64_t lsn, l3_wal_snap_writer_t **ret_w);
 /** Append one document (key, binary document, its LSN). Buffered; may block on disk. */
-int l3_wal_snapshot_add(l3_wal_snap_writer_t *w, const void *key, uint32_t klen, const void *doc, uint32_t len,
-                        uint64_t lsn);
+int l3_wal_snapshot_add(l3_wal_snap_writer_t *w, const void *key, uint32_t klen, const void *doc,
+                        uint32_t len, uint64_t lsn);
 /** Write the trailer, fdatasync, rename over path, fsync the directory, free w. 0, -errno
  *  (on failure the temp file is removed and path is untouched). */
 int l3_wal_snapshot_commit(l3_wal_snap_writer_t *w);
@@ -346,7 +346,8 @@ void l3_wal_snapshot_abort(l3_wal_snap_writer_t *w);
 /** Iterator for l3_wal_snapshot_write: fill *ret_rec, return 1; 0 at the end; < 0 error. */
 typedef int (*l3_wal_snap_iter_fn)(void *ctx, l3_wal_rec_t *ret_rec);
 /** One-call form: begin, add everything the iterator yields, commit. */
-int l3_wal_snapshot_write(const char *path, uint64_t wal_seq, uint64_t lsn, l3_wal_snap_iter_fn it, void *ctx);
+int l3_wal_snapshot_write(const char *path, uint64_t wal_seq, uint64_t lsn, l3_wal_snap_iter_fn it,
+                          void *ctx);
 
 typedef struct {
     uint64_t wal_seq;
@@ -366,11 +367,11 @@ int l3_wal_snapshot_load(const char *path, l3_wal_replay_fn fn, void *ctx, l3_wa
 /* ---------------------------------------------------------------- start-up and checkpoint helpers */
 
 typedef struct {
-    int have_snapshot;               /* a valid snapshot was loaded */
-    l3_wal_snap_info_t snap;         /* its header and counts */
-    l3_wal_replay_report_t wal;      /* the replay after it */
-    uint64_t max_lsn;                /* max(snapshot LSN, every LSN delivered): the LSN floor */
-    char snap_aside[512];            /* an invalid snapshot set aside (only when nothing was lost) */
+    int have_snapshot;          /* a valid snapshot was loaded */
+    l3_wal_snap_info_t snap;    /* its header and counts */
+    l3_wal_replay_report_t wal; /* the replay after it */
+    uint64_t max_lsn;           /* max(snapshot LSN, every LSN delivered): the LSN floor */
+    char snap_aside[512];       /* an invalid snapshot set aside (only when nothing was lost) */
 } l3_wal_recover_report_t;
 
 /**

@@ -40,12 +40,14 @@ static void put_key(FILE *out, const uint8_t *k, uint32_t klen, int json)
 static void put_rec(FILE *out, uint64_t off, const l3_wal_rec_t *rec, int64_t len, int json)
 {
     if (json) {
-        fprintf(out, "{\"offset\":%" PRIu64 ",\"len\":%" PRId64 ",\"op\":\"%s\",\"lsn\":%" PRIu64 ",\"key\":\"", off,
-                len, op_name(rec->op), rec->lsn);
+        fprintf(out,
+                "{\"offset\":%" PRIu64 ",\"len\":%" PRId64 ",\"op\":\"%s\",\"lsn\":%" PRIu64 ",\"key\":\"",
+                off, len, op_name(rec->op), rec->lsn);
         put_key(out, rec->key, rec->klen, 1);
         fprintf(out, "\",\"payload_bytes\":%u}\n", rec->plen);
     } else {
-        fprintf(out, "%12" PRIu64 " %8" PRId64 " %-6s lsn=%-12" PRIu64 " key=", off, len, op_name(rec->op), rec->lsn);
+        fprintf(out, "%12" PRIu64 " %8" PRId64 " %-6s lsn=%-12" PRIu64 " key=", off, len, op_name(rec->op),
+                rec->lsn);
         put_key(out, rec->key, rec->klen, 0);
         fprintf(out, " payload=%u\n", rec->plen);
     }
@@ -63,8 +65,8 @@ static void summary(FILE *out, int json, const char *kind, const char *path, uin
             fprintf(out, ",\"bad_offset\":%" PRIu64 ",\"error\":\"%s\"", bad_off, l3_strerror(err));
         fputs("}\n", out);
     } else {
-        fprintf(out, "%s %s: %" PRIu64 " records, %" PRIu64 " valid bytes of %" PRIu64, kind, path, records, valid,
-                size);
+        fprintf(out, "%s %s: %" PRIu64 " records, %" PRIu64 " valid bytes of %" PRIu64, kind, path, records,
+                valid, size);
         if (err)
             fprintf(out, "; BAD at offset %" PRIu64 " (%s), %" PRIu64 " bytes after it\n", bad_off,
                     l3_strerror(err), size - bad_off);
@@ -80,12 +82,13 @@ static int dump_wal(const uint8_t *p, uint64_t size, const char *path, FILE *out
     uint64_t off = 0, records = 0;
     if (err == 0) {
         if (json)
-            fprintf(out, "{\"segment\":%" PRIu64 ",\"salt\":\"%016" PRIx64 "\",\"ctime_ns\":%" PRIu64
-                         ",\"ring_pos\":%" PRIu64 "}\n",
+            fprintf(out,
+                    "{\"segment\":%" PRIu64 ",\"salt\":\"%016" PRIx64 "\",\"ctime_ns\":%" PRIu64
+                    ",\"ring_pos\":%" PRIu64 "}\n",
                     h.seq, h.salt, h.ctime_ns, h.ring_pos);
         else
-            fprintf(out, "segment %" PRIu64 " salt %016" PRIx64 " created %" PRIu64 " ring_pos %" PRIu64 "\n", h.seq,
-                    h.salt, h.ctime_ns, h.ring_pos);
+            fprintf(out, "segment %" PRIu64 " salt %016" PRIx64 " created %" PRIu64 " ring_pos %" PRIu64 "\n",
+                    h.seq, h.salt, h.ctime_ns, h.ring_pos);
         off = L3_WAL_SEG_HDR;
         while (off < size) {
             l3_wal_rec_t rec;
@@ -110,11 +113,12 @@ static int dump_snap(const uint8_t *p, uint64_t size, const char *path, FILE *ou
     uint64_t salt = 0, bad = 0;
     int err = l3_wal__snap_verify(p, size, &info, &salt, &bad);
     if (json)
-        fprintf(out, "{\"snapshot\":true,\"wal_seq\":%" PRIu64 ",\"lsn\":%" PRIu64 ",\"ctime_ns\":%" PRIu64 "}\n",
+        fprintf(out,
+                "{\"snapshot\":true,\"wal_seq\":%" PRIu64 ",\"lsn\":%" PRIu64 ",\"ctime_ns\":%" PRIu64 "}\n",
                 l3_wal__ld64(p + 24), l3_wal__ld64(p + 32), l3_wal__ld64(p + 40));
     else
-        fprintf(out, "snapshot wal_seq %" PRIu64 " lsn %" PRIu64 " created %" PRIu64 "\n", l3_wal__ld64(p + 24),
-                l3_wal__ld64(p + 32), l3_wal__ld64(p + 40));
+        fprintf(out, "snapshot wal_seq %" PRIu64 " lsn %" PRIu64 " created %" PRIu64 "\n",
+                l3_wal__ld64(p + 24), l3_wal__ld64(p + 32), l3_wal__ld64(p + 40));
     salt = l3_wal__ld64(p + 16);
     uint64_t off = L3_WAL_SNAP_HDR, end = err ? bad : size - L3_WAL_SNAP_TRAILER, records = 0;
     while (off < end) {

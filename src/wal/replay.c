@@ -70,8 +70,8 @@ static int set_tail_aside(const char *name, int fd, const uint8_t *map, uint64_t
             return afd;
         uint64_t done = 0;
         while (done < size - off) {
-            ssize_t n = l3_wal_shim.pwrite(afd, map + off + done, (size_t)L3_MIN(size - off - done, (uint64_t)1 << 30),
-                                           (off_t)done);
+            ssize_t n = l3_wal_shim.pwrite(afd, map + off + done,
+                                           (size_t)L3_MIN(size - off - done, (uint64_t)1 << 30), (off_t)done);
             if (n <= 0) {
                 rc = n < 0 ? (int)n : -EIO;
                 break;

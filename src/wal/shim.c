@@ -58,12 +58,12 @@ static int id_io_result(int op, uint64_t off, uint32_t len, int res)
     return res;
 }
 
-l3_wal_shim_t l3_wal_shim = {sys_open,  sys_close, sys_ftruncate, sys_rename, sys_unlink,
+l3_wal_shim_t l3_wal_shim = {sys_open,   sys_close, sys_ftruncate, sys_rename,  sys_unlink,
                              sys_pwrite, sys_fsync, id_write_len,  id_io_result};
 
 void l3_wal_shim_reset(void)
 {
-    l3_wal_shim = (l3_wal_shim_t){sys_open,  sys_close, sys_ftruncate, sys_rename, sys_unlink,
+    l3_wal_shim = (l3_wal_shim_t){sys_open,   sys_close, sys_ftruncate, sys_rename,  sys_unlink,
                                   sys_pwrite, sys_fsync, id_write_len,  id_io_result};
 }
 

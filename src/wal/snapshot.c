@@ -111,12 +111,13 @@ int l3_wal_snapshot_begin(const char *path, uint64_t wal_seq, uint64_t lsn, l3_w
     return 0;
 }
 
-int l3_wal_snapshot_add(l3_wal_snap_writer_t *w, const void *key, uint32_t klen, const void *doc, uint32_t len,
-                        uint64_t lsn)
+int l3_wal_snapshot_add(l3_wal_snap_writer_t *w, const void *key, uint32_t klen, const void *doc,
+                        uint32_t len, uint64_t lsn)
 {
     if (w->err)
         return w->err;
-    l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = klen, .payload = doc, .plen = len};
+    l3_wal_rec_t rec = {
+        .op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = klen, .payload = doc, .plen = len};
     uint64_t size = l3_wal_rec_size(klen, len);
     if (size > L3_WAL_REC_MAX)
         return w->err = -EMSGSIZE;

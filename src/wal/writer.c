@@ -57,10 +57,10 @@ typedef struct {
     int fd, dfd;
     char path[4096];
     uint64_t seg_seq, seg_off, salt;
-    uint64_t cons;       /* == committed tail */
+    uint64_t cons; /* == committed tail */
     uint8_t *buf;
     size_t cap;
-    int dirty;           /* bytes written since the last successful fdatasync */
+    int dirty; /* bytes written since the last successful fdatasync */
     uint64_t last_sync_ns;
     uint64_t stuck_pos, stuck_since;
     uint64_t seg_bytes, batch;
@@ -366,7 +366,8 @@ static int owner_dead(uint32_t pid)
  * salt), skipping pads and aborted slots. Returns the bytes gathered; *ret_end is the ring
  * position after the last slot taken; *ret_blocked is 1 if a reservation in progress stops it.
  */
-static size_t gather(wr_t *w, uint64_t *ret_end, int *ret_blocked, uint64_t *ret_records, uint64_t *ret_aborted)
+static size_t gather(wr_t *w, uint64_t *ret_end, int *ret_blocked, uint64_t *ret_records,
+                     uint64_t *ret_aborted)
 {
     l3_wal_ring_t *r = w->r;
     uint64_t head = atomic_load_explicit(&w->sh->rh_head, memory_order_acquire);
@@ -401,8 +402,8 @@ static size_t gather(wr_t *w, uint64_t *ret_end, int *ret_blocked, uint64_t *ret
                 uint32_t expect = L3_WAL_SLOT_RESERVED;
                 if (owner_dead(s->rs_pid) &&
                     atomic_compare_exchange_strong(&s->rs_state, &expect, L3_WAL_SLOT_ABORTED)) {
-                    fprintf(stderr, "l3kv-wal-writer: reservation at %" PRIu64 " of dead pid %u aborted\n", pos,
-                            s->rs_pid);
+                    fprintf(stderr, "l3kv-wal-writer: reservation at %" PRIu64 " of dead pid %u aborted\n",
+                            pos, s->rs_pid);
                     continue; /* re-read as ABORTED */
                 }
                 if (expect != L3_WAL_SLOT_RESERVED)
@@ -638,8 +639,8 @@ int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
         size_t used = gather(w, &end, &blocked, &nrec, &nab);
         uint64_t now = l3_now_ns();
         int want = atomic_load(&sh->rh_sync_want) > atomic_load(&sh->rh_durable);
-        int periodic = opts->flush_interval_ms &&
-                       now - w->last_sync_ns >= (uint64_t)opts->flush_interval_ms * 1000000u;
+        int periodic =
+            opts->flush_interval_ms && now - w->last_sync_ns >= (uint64_t)opts->flush_interval_ms * 1000000u;
         if (used > 0) {
             /* group commit: one fdatasync covers this batch and everything before it */
             int sync = opts->durability == L3_WAL_FSYNC || want || periodic || stopping;

@@ -41,8 +41,12 @@ static void producer(l3_wal_ring_t *r, int p, int fsync_wait)
         char key[16];
         snprintf(key, sizeof key, "p%d", p);
         uint32_t plen = walt_payload(pay, sizeof pay, (uint64_t)p, j);
-        l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = (uint64_t)p * MAXREC + j + 1, .key = key, .klen = 2,
-                            .payload = pay, .plen = plen};
+        l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
+                            .lsn = (uint64_t)p * MAXREC + j + 1,
+                            .key = key,
+                            .klen = 2,
+                            .payload = pay,
+                            .plen = plen};
         int rc;
         while ((rc = l3_wal_hook(r, &rec)) == -EAGAIN) {
         }
@@ -80,14 +84,15 @@ static size_t verify(int need_all_acked)
     }
     CHECK_EQ_INT(bad, 0); /* no torn, mixed or out-of-order record */
     for (int p = 0; p < P; p++) {
-        CHECK(next[p] >= atomic_load(&sh->durable[p]));      /* durable => present */
-        CHECK(next[p] <= atomic_load(&sh->acked[p]) + 1);    /* nothing never submitted */
+        CHECK(next[p] >= atomic_load(&sh->durable[p]));   /* durable => present */
+        CHECK(next[p] <= atomic_load(&sh->acked[p]) + 1); /* nothing never submitted */
         if (need_all_acked)
-            CHECK(next[p] >= atomic_load(&sh->acked[p]));    /* graceful: every ack kept */
+            CHECK(next[p] >= atomic_load(&sh->acked[p])); /* graceful: every ack kept */
     }
     size_t n = l.n;
     if (getenv("L3_TEST_VERBOSE"))
-        fprintf(stderr, "recovered %zu records (p0 %llu/%llu, p1 %llu/%llu durable %llu), discarded %llu bytes\n", n,
+        fprintf(stderr,
+                "recovered %zu records (p0 %llu/%llu, p1 %llu/%llu durable %llu), discarded %llu bytes\n", n,
                 (unsigned long long)next[0], (unsigned long long)atomic_load(&sh->acked[0]),
                 (unsigned long long)next[1], (unsigned long long)atomic_load(&sh->acked[1]),
                 (unsigned long long)atomic_load(&sh->durable[1]), (unsigned long long)rep.discarded_bytes);
@@ -103,8 +108,11 @@ static void trial_group_kill(uint64_t *seed, int t)
     if (svc == 0) {
         setpgid(0, 0);
         l3_wal_ring_t *r = walt_ring(4096 + 512 * 1024, NULL);
-        l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = t % 2 ? L3_WAL_FSYNC : L3_WAL_BUFFERED,
-                                  .segment_bytes = 128 * 1024, .flush_interval_ms = 5};
+        l3_wal_writer_opts_t o = {.ring = r,
+                                  .wal_path = base,
+                                  .durability = t % 2 ? L3_WAL_FSYNC : L3_WAL_BUFFERED,
+                                  .segment_bytes = 128 * 1024,
+                                  .flush_interval_ms = 5};
         walt_writer(&o, NULL);
         for (int p = 0; p < P; p++)
             if (fork() == 0)
@@ -128,8 +136,11 @@ static void trial_partial_kills(uint64_t *seed)
     fresh_dir();
     memset(sh, 0, sizeof *sh);
     l3_wal_ring_t *r = walt_ring(4096 + 512 * 1024, NULL);
-    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED,
-                              .segment_bytes = 128 * 1024, .abort_check_ms = 10};
+    l3_wal_writer_opts_t o = {.ring = r,
+                              .wal_path = base,
+                              .durability = L3_WAL_BUFFERED,
+                              .segment_bytes = 128 * 1024,
+                              .abort_check_ms = 10};
     pid_t w = walt_writer(&o, NULL);
     pid_t kids[P];
     for (int p = 0; p < P; p++)

@@ -20,8 +20,12 @@ static void test_layout(void)
 {
     uint8_t buf[256];
     memset(buf, 0xAA, sizeof buf);
-    l3_wal_rec_t rec = {.op = L3_WALOP_SET, .lsn = 0x0102030405060708ull, .key = "abc", .klen = 3,
-                        .payload = "hello", .plen = 5};
+    l3_wal_rec_t rec = {.op = L3_WALOP_SET,
+                        .lsn = 0x0102030405060708ull,
+                        .key = "abc",
+                        .klen = 3,
+                        .payload = "hello",
+                        .plen = 5};
     int64_t n = l3_wal_rec_encode(buf, sizeof buf, &rec, 0x1122334455667788ull);
     /* 32 header + 8 key/payload -> 40, aligned 40, + 8 salt = 48 */
     CHECK_EQ_INT(n, 48);
@@ -87,7 +91,8 @@ static void test_roundtrip(uint64_t *seed)
 static void test_bitflips(void)
 {
     uint8_t buf[128];
-    l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = 77, .key = "key-1", .klen = 5, .payload = "{\"a\":1}", .plen = 7};
+    l3_wal_rec_t rec = {
+        .op = L3_WALOP_PUT, .lsn = 77, .key = "key-1", .klen = 5, .payload = "{\"a\":1}", .plen = 7};
     int64_t n = l3_wal_rec_encode(buf, sizeof buf, &rec, 0xfeed);
     CHECK(n > 0);
     int corrupt = 0, badmsg = 0, stale = 0;

@@ -36,8 +36,12 @@ static size_t build_seg(uint64_t seq, uint64_t salt, uint64_t first, int n, int 
         uint8_t pay[200];
         snprintf(key, sizeof key, "key-%d", (int)((first + (uint64_t)i) % 7));
         uint32_t plen = walt_payload(pay, sizeof pay, first + (uint64_t)i, seq);
-        l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = first + (uint64_t)i, .key = key, .klen = (uint32_t)strlen(key),
-                            .payload = pay, .plen = plen};
+        l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
+                            .lsn = first + (uint64_t)i,
+                            .key = key,
+                            .klen = (uint32_t)strlen(key),
+                            .payload = pay,
+                            .plen = plen};
         if (ret_last_off)
             *ret_last_off = off;
         int64_t len = l3_wal_rec_encode(buf + off, sizeof buf - off, &rec, i == idx_bad ? bad_salt : salt);

@@ -26,8 +26,12 @@ static int append(l3_wal_ring_t *r, uint64_t lsn, const char *key, uint64_t a, u
 {
     uint8_t pay[600];
     uint32_t plen = walt_payload(pay, sizeof pay, a, b);
-    l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = (uint32_t)strlen(key),
-                        .payload = pay, .plen = plen};
+    l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
+                        .lsn = lsn,
+                        .key = key,
+                        .klen = (uint32_t)strlen(key),
+                        .payload = pay,
+                        .plen = plen};
     return l3_wal_hook(r, &rec);
 }
 
@@ -48,8 +52,8 @@ static void test_multi_producer(void)
                 char key[32];
                 snprintf(key, sizeof key, "p%d-k%d", p, j % 13);
                 int rc;
-                while ((rc = append(r, (uint64_t)p * 1000000 + (uint64_t)j + 1, key, (uint64_t)p, (uint64_t)j)) ==
-                       -EAGAIN)
+                while ((rc = append(r, (uint64_t)p * 1000000 + (uint64_t)j + 1, key, (uint64_t)p,
+                                    (uint64_t)j)) == -EAGAIN)
                     fails++;
                 if (rc != 0)
                     _exit(1);
@@ -102,7 +106,8 @@ static void test_killed_producer(int reap)
 {
     fresh_dir();
     l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
-    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED, .abort_check_ms = 20};
+    l3_wal_writer_opts_t o = {
+        .ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED, .abort_check_ms = 20};
     pid_t w = walt_writer(&o, NULL);
     int pfd[2];
     CHECK_EQ_INT(pipe(pfd), 0);
@@ -174,8 +179,12 @@ static void test_full(void)
     if (kid == 0) {
         if (l3_wal_reserve(r, 4, 300, 10000, &res) != 0)
             _exit(1);
-        l3_wal_rec_t rec = {.op = L3_WALOP_DELETE, .lsn = 100000, .key = "last", .klen = 4,
-                            .payload = memset(malloc(300), 7, 300), .plen = 300};
+        l3_wal_rec_t rec = {.op = L3_WALOP_DELETE,
+                            .lsn = 100000,
+                            .key = "last",
+                            .klen = 4,
+                            .payload = memset(malloc(300), 7, 300),
+                            .plen = 300};
         l3_wal_publish(r, &res, &rec);
         _exit(0);
     }

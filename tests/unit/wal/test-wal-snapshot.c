@@ -70,7 +70,8 @@ static void check_loaded(const walt_log_t *l)
         char key[32];
         snprintf(key, sizeof key, "doc/%d", (int)i);
         if (strcmp(l->v[i].key, key) != 0 || l->v[i].plen != dlen[i] ||
-            memcmp(l->v[i].payload, docs[i], dlen[i]) != 0 || l->v[i].lsn != 10 + i || l->v[i].op != L3_WALOP_PUT)
+            memcmp(l->v[i].payload, docs[i], dlen[i]) != 0 || l->v[i].lsn != 10 + i ||
+            l->v[i].op != L3_WALOP_PUT)
             bad++;
     }
     CHECK_EQ_INT(bad, 0);
@@ -90,8 +91,12 @@ static int iter(void *ctx, l3_wal_rec_t *ret)
         return 0;
     static char key[32];
     snprintf(key, sizeof key, "doc/%d", iter_n);
-    *ret = (l3_wal_rec_t){.op = L3_WALOP_PUT, .lsn = 10 + (uint64_t)iter_n, .key = key,
-                          .klen = (uint32_t)strlen(key), .payload = docs[iter_n], .plen = dlen[iter_n]};
+    *ret = (l3_wal_rec_t){.op = L3_WALOP_PUT,
+                          .lsn = 10 + (uint64_t)iter_n,
+                          .key = key,
+                          .klen = (uint32_t)strlen(key),
+                          .payload = docs[iter_n],
+                          .plen = dlen[iter_n]};
     iter_n++;
     return 1;
 }
@@ -313,7 +318,9 @@ static void test_fuzzy_checkpoint(uint64_t *seed, int trial)
     skipped_total = 0;
     unlink(snap);
     l3_wal_ring_t *r = walt_ring(4096 + 512 * 1024, NULL);
-    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = trial % 2 ? L3_WAL_FSYNC : L3_WAL_BUFFERED,
+    l3_wal_writer_opts_t o = {.ring = r,
+                              .wal_path = base,
+                              .durability = trial % 2 ? L3_WAL_FSYNC : L3_WAL_BUFFERED,
                               .segment_bytes = 16 * 1024};
     pid_t w = walt_writer(&o, NULL);
     for (int i = 0; i < 3000; i++)

@@ -31,8 +31,12 @@ static int append(l3_wal_ring_t *r, uint64_t lsn)
     char key[32];
     snprintf(key, sizeof key, "key-%llu", (unsigned long long)(lsn % 97));
     uint32_t plen = walt_payload(pay, sizeof pay, lsn, 3);
-    l3_wal_rec_t rec = {.op = (uint8_t)(1 + lsn % 5), .lsn = lsn, .key = key, .klen = (uint32_t)strlen(key),
-                        .payload = pay, .plen = plen};
+    l3_wal_rec_t rec = {.op = (uint8_t)(1 + lsn % 5),
+                        .lsn = lsn,
+                        .key = key,
+                        .klen = (uint32_t)strlen(key),
+                        .payload = pay,
+                        .plen = plen};
     return l3_wal_hook(r, &rec);
 }
 
@@ -51,8 +55,8 @@ static void check_replay(uint64_t n)
         char key[32];
         snprintf(key, sizeof key, "key-%llu", (unsigned long long)(lsn % 97));
         uint32_t plen = walt_payload(pay, sizeof pay, lsn, 3);
-        if (l.v[i].lsn != lsn || l.v[i].op != 1 + lsn % 5 || strcmp(l.v[i].key, key) != 0 || l.v[i].plen != plen ||
-            memcmp(l.v[i].payload, pay, plen) != 0)
+        if (l.v[i].lsn != lsn || l.v[i].op != 1 + lsn % 5 || strcmp(l.v[i].key, key) != 0 ||
+            l.v[i].plen != plen || memcmp(l.v[i].payload, pay, plen) != 0)
             bad++;
     }
     CHECK_EQ_INT(bad, 0);
@@ -149,8 +153,12 @@ static void test_group_commit(void)
             for (int j = 0; j < M; j++) {
                 uint8_t pay[64];
                 memset(pay, p, sizeof pay);
-                l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = (uint64_t)p * 100000 + (uint64_t)j, .key = "g",
-                                    .klen = 1, .payload = pay, .plen = sizeof pay};
+                l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
+                                    .lsn = (uint64_t)p * 100000 + (uint64_t)j,
+                                    .key = "g",
+                                    .klen = 1,
+                                    .payload = pay,
+                                    .plen = sizeof pay};
                 if (l3_wal_hook(r, &rec) != 0)
                     _exit(1);
                 uint64_t t = l3_wal_last_ticket();
@@ -168,8 +176,8 @@ static void test_group_commit(void)
     l3_wal_stats_t s;
     l3_wal_ring_stats(r, &s);
     CHECK_EQ_INT(s.records, P * M);
-    fprintf(stderr, "group commit: %llu records, %llu fdatasyncs, %llu batches\n", (unsigned long long)s.records,
-            (unsigned long long)s.fsyncs, (unsigned long long)s.batches);
+    fprintf(stderr, "group commit: %llu records, %llu fdatasyncs, %llu batches\n",
+            (unsigned long long)s.records, (unsigned long long)s.fsyncs, (unsigned long long)s.batches);
     CHECK(s.fsyncs < s.records); /* several records share one fdatasync */
     CHECK_EQ_INT(walt_stop(w), 0);
     l3_wal_ring_detach(r);
@@ -275,7 +283,7 @@ static void test_write_error(int code, int err)
     CHECK_EQ_INT(append(r, 2), 0); /* accepted into the ring; the write fails */
     uint64_t t2 = l3_wal_last_ticket();
     wait_error(r, err);
-    CHECK_EQ_INT(append(r, 3), err); /* refused while writes fail */
+    CHECK_EQ_INT(append(r, 3), err);                      /* refused while writes fail */
     CHECK_EQ_INT(l3_wal_wait_durable(r, t2, 10000), err); /* not acknowledged */
     l3_wal_stats_t s;
     l3_wal_ring_stats(r, &s);
@@ -438,8 +446,8 @@ static void test_rotation_checkpoint(void)
     fresh_dir();
     l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
     l3_wal_ring_set_next_seq(r, 5);
-    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED,
-                              .segment_bytes = 256 * 1024};
+    l3_wal_writer_opts_t o = {
+        .ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED, .segment_bytes = 256 * 1024};
     pid_t w = walt_writer(&o, NULL);
     for (uint64_t i = 1; i <= N / 2; i++) {
         int rc;

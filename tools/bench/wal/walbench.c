@@ -51,8 +51,12 @@ static void *client(void *arg)
     snprintf(key, sizeof key, "bench-%u", (unsigned)id);
     uint64_t n = 0;
     while (!atomic_load_explicit(&sh->stop, memory_order_relaxed)) {
-        l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = atomic_fetch_add(&sh->lsn, 1) + 1, .key = key,
-                            .klen = (uint32_t)strlen(key), .payload = pay, .plen = payload_bytes};
+        l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
+                            .lsn = atomic_fetch_add(&sh->lsn, 1) + 1,
+                            .key = key,
+                            .klen = (uint32_t)strlen(key),
+                            .payload = pay,
+                            .plen = payload_bytes};
         int rc = l3_wal_hook(ring, &rec);
         if (rc == -EAGAIN) {
             atomic_fetch_add(&sh->retries, 1);
@@ -83,8 +87,12 @@ static void loop_client(int slot, int n)
         uint64_t ticket = 0;
         int got = 0;
         for (int i = 0; i < n; i++) { /* every client whose reply went out sends its next PUT */
-            l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = atomic_fetch_add(&sh->lsn, 1) + 1, .key = key,
-                                .klen = (uint32_t)strlen(key), .payload = pay, .plen = payload_bytes};
+            l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
+                                .lsn = atomic_fetch_add(&sh->lsn, 1) + 1,
+                                .key = key,
+                                .klen = (uint32_t)strlen(key),
+                                .payload = pay,
+                                .plen = payload_bytes};
             int rc = l3_wal_hook(ring, &rec);
             if (rc == -EAGAIN) {
                 atomic_fetch_add(&sh->retries, 1);
@@ -210,8 +218,12 @@ static void run_recovery(const char *dir, unsigned mb)
         while (off + 8192 < (64u << 20) && written + off < target) {
             char key[32];
             int kl = snprintf(key, sizeof key, "doc-%llu", (unsigned long long)(nrec % 100000));
-            l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = nrec + 1, .key = key, .klen = (uint32_t)kl,
-                                .payload = pay, .plen = payload_bytes};
+            l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
+                                .lsn = nrec + 1,
+                                .key = key,
+                                .klen = (uint32_t)kl,
+                                .payload = pay,
+                                .plen = payload_bytes};
             off += (size_t)l3_wal_rec_encode(buf + off, (64u << 20) - off, &rec, h.salt);
             nrec++;
         }
@@ -293,7 +305,10 @@ static void run_steady(const char *dir, double seconds, unsigned ckpt_mb)
     if (region == MAP_FAILED || l3_wal_ring_init(region, len, &ring) != 0)
         exit(1);
     uint64_t seg = (uint64_t)ckpt_mb << 18; /* a quarter of the checkpoint size */
-    l3_wal_writer_opts_t o = {.ring = ring, .wal_path = wal, .durability = L3_WAL_BUFFERED, .install_signals = 1,
+    l3_wal_writer_opts_t o = {.ring = ring,
+                              .wal_path = wal,
+                              .durability = L3_WAL_BUFFERED,
+                              .install_signals = 1,
                               .segment_bytes = seg};
     sigset_t set, old;
     sigemptyset(&set);
@@ -316,8 +331,12 @@ static void run_steady(const char *dir, double seconds, unsigned ckpt_mb)
             int kl = snprintf(key, sizeof key, "key-%d", k);
             memcpy(udoc[k], &rng, sizeof rng);
             ulsn[k] = ++lsn;
-            l3_wal_rec_t rec = {.op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = (uint32_t)kl,
-                                .payload = udoc[k], .plen = payload_bytes};
+            l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
+                                .lsn = lsn,
+                                .key = key,
+                                .klen = (uint32_t)kl,
+                                .payload = udoc[k],
+                                .plen = payload_bytes};
             while (l3_wal_hook(ring, &rec) == -EAGAIN) {
             }
             updates++;
@@ -343,12 +362,14 @@ static void run_steady(const char *dir, double seconds, unsigned ckpt_mb)
     l3_wal_ring_stats(ring, &st);
     uint64_t b, a;
     dir_usage(dir, &b, &a);
-    printf("{\"figure\":\"wal_steady_state\",\"seconds\":%.0f,\"keys\":%d,\"updates\":%llu,\"checkpoints\":%llu,"
-           "\"wal_written_bytes\":%llu,\"max_dir_bytes\":%llu,\"max_dir_allocated\":%llu,\"final_dir_bytes\":%llu,"
-           "\"checkpoint_bytes\":%llu}\n",
-           seconds, UKEYS, (unsigned long long)updates, (unsigned long long)ckpts, (unsigned long long)st.bytes,
-           (unsigned long long)max_bytes, (unsigned long long)max_alloc, (unsigned long long)b,
-           (unsigned long long)ckpt_mb << 20);
+    printf(
+        "{\"figure\":\"wal_steady_state\",\"seconds\":%.0f,\"keys\":%d,\"updates\":%llu,\"checkpoints\":%llu,"
+        "\"wal_written_bytes\":%llu,\"max_dir_bytes\":%llu,\"max_dir_allocated\":%llu,\"final_dir_bytes\":%"
+        "llu,"
+        "\"checkpoint_bytes\":%llu}\n",
+        seconds, UKEYS, (unsigned long long)updates, (unsigned long long)ckpts, (unsigned long long)st.bytes,
+        (unsigned long long)max_bytes, (unsigned long long)max_alloc, (unsigned long long)b,
+        (unsigned long long)ckpt_mb << 20);
     l3_wal_ring_detach(ring);
     munmap(region, len);
     rmdir_files(dir);
@@ -389,7 +410,9 @@ int main(int argc, char **argv)
             ckpt_mb = (unsigned)atoi(optarg);
             break;
         default:
-            fprintf(stderr, "usage: %s [-d DIR] [-s SECONDS] [-c CLIENTS] [-p PROCS] [-b PAYLOAD] [-r MB] [-u SECONDS] [-k MB]\n",
+            fprintf(stderr,
+                    "usage: %s [-d DIR] [-s SECONDS] [-c CLIENTS] [-p PROCS] [-b PAYLOAD] [-r MB] [-u "
+                    "SECONDS] [-k MB]\n",
                     argv[0]);
             return 2;
         }
