@@ -171,7 +171,6 @@ uint64_t l3_obs_quantile(const uint64_t *hist, uint64_t count, double q)
 void l3_obs_totals(const l3_obs_t *o, l3_obs_totals_t *ret)
 {
     memset(ret, 0, sizeof(*ret));
-    static __thread uint64_t hist[L3_OBS_NBUCKETS];
     ret->workers = LD(&o->hdr->oh_workers);
     ret->start_wall_ns = o->hdr->oh_start_wall_ns;
     for (uint32_t i = 0; i < o->nslots; i++) {
@@ -191,7 +190,7 @@ void l3_obs_totals(const l3_obs_t *o, l3_obs_totals_t *ret)
         ret->restarts += LD(&s->os_restarts);
     }
     for (unsigned r = 0; r < L3_OBS_R_MAX; r++) {
-        memset(hist, 0, sizeof(hist));
+        uint64_t *hist = ret->route[r].hist;
         uint64_t count = 0;
         for (uint32_t i = 0; i < o->nslots; i++) {
             const l3_obs_slot_t *s = &o->slots[i];
@@ -270,7 +269,7 @@ static int sb_finish(sb_t *b, char **ret, size_t *ret_len)
 int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra, char **ret,
                        size_t *ret_len)
 {
-    l3_obs_totals_t t;
+    static l3_obs_totals_t t; /* ~17 KiB: kept off the stack; one thread per process renders */
     sb_t b;
     if (sb_init(&b, 4096) != 0)
         return -ENOMEM;
@@ -293,13 +292,25 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_q
               ",\"http_errors_4xx\":%" PRIu64 ",\"http_errors_5xx\":%" PRIu64 "},",
               t.requests, t.accepted, t.bytes_rx, t.bytes_tx, t.err4xx, t.err5xx);
     sb_printf(&b, "\"handlers\":{");
-    for (unsigned r = 0; r < L3_OBS_R_MAX; r++)
+    for (unsigned r = 0; r < L3_OBS_R_MAX; r++) {
         sb_printf(&b,
                   "%s\"%s\":{\"count\":%" PRIu64 ",\"mean_ns\":%" PRIu64 ",\"median_ns\":%" PRIu64
-                  ",\"p99_ns\":%" PRIu64 "}",
+                  ",\"p99_ns\":%" PRIu64 ",\"histogram\":[",
                   r ? "," : "", route_names[r], t.route[r].count,
                   t.route[r].count ? t.route[r].ns_total / t.route[r].count : 0, t.route[r].median_ns,
                   t.route[r].p99_ns);
+        /* non-empty buckets as [lower_ns, upper_ns_exclusive, count] */
+        int firstb = 1;
+        for (unsigned i = 0; i < L3_OBS_NBUCKETS; i++) {
+            if (t.route[r].hist[i] == 0)
+                continue;
+            uint64_t lo, hi;
+            l3_obs_bucket_range(i, &lo, &hi);
+            sb_printf(&b, "%s[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", firstb ? "" : ",", lo, hi, t.route[r].hist[i]);
+            firstb = 0;
+        }
+        sb_printf(&b, "]}");
+    }
     sb_printf(&b, "},\"workers\":[");
     int first = 1;
     for (uint32_t i = 0; i < o->nslots; i++) {
@@ -325,7 +336,7 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_q
 
 int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len)
 {
-    l3_obs_totals_t t;
+    static l3_obs_totals_t t;
     sb_t b;
     if (sb_init(&b, 2048) != 0)
         return -ENOMEM;

@@ -109,6 +109,7 @@ typedef struct {
     uint64_t start_wall_ns;
     struct {
         uint64_t count, ns_total, median_ns, p99_ns;
+        uint64_t hist[L3_OBS_NBUCKETS]; /* summed over the slots */
     } route[L3_OBS_R_MAX];
 } l3_obs_totals_t;
 

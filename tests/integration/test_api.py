@@ -282,7 +282,12 @@ def test_metrics_json(srv, session):
     for f in ("bytes_received_total", "bytes_sent_total", "http_errors_4xx", "http_errors_5xx", "requests_total"):
         assert isinstance(t[f], int)
     assert t["http_errors_4xx"] >= 1 and t["bytes_received_total"] > 0 and t["bytes_sent_total"] > 0
-    assert m["handlers"]["get"]["count"] >= 1 and m["handlers"]["get"]["median_ns"] > 0
+    g = m["handlers"]["get"]
+    assert g["count"] >= 1 and g["median_ns"] > 0
+    assert sum(c for _, _, c in g["histogram"]) == g["count"]
+    assert all(lo < hi for lo, hi, _ in g["histogram"])
+    lo_med = [lo for lo, hi, c in g["histogram"]]
+    assert min(lo_med) <= g["median_ns"] <= max(hi for _, hi, _ in g["histogram"])
     assert len([w for w in m["workers"] if w["state"] == "running"]) == 2
     assert "keys" in m["store"]
 
