@@ -514,8 +514,10 @@ static const char *parse_number(parser_t *ps, const char *p, uint64_t *ret_val, 
         if (!have) {
             char tmp[128];
             if (tlen < sizeof(tmp)) {
-                memcpy(tmp, s, tlen);
-                tmp[tlen] = 0;
+                /* strtod on the magnitude: the sign is applied below like the fast path */
+                size_t skip = neg ? 1 : 0;
+                memcpy(tmp, s + skip, tlen - skip);
+                tmp[tlen - skip] = 0;
                 d = strtod(tmp, NULL);
                 have = true;
             }
