@@ -240,6 +240,29 @@ static void publish_durable(wr_t *w, uint64_t pos)
 
 /* ---------------------------------------------------------------- segments */
 
+/*
+ * Point the symlink <wal_path> (e.g. "data.wal") at the active segment, so the configured
+ * name always opens the live log. Atomic (symlink to a temporary name, rename over). A
+ * regular file of that name (not ours) is left alone. Best effort: recovery never reads
+ * the link, it lists the numbered segments. The directory fsync after the segment header
+ * covers the link too.
+ */
+static void link_current(wr_t *w)
+{
+    struct stat st;
+    if (lstat(w->o->wal_path, &st) == 0 && !S_ISLNK(st.st_mode))
+        return;
+    const char *base = strrchr(w->path, '/');
+    base = base ? base + 1 : w->path;
+    char tmp[4200];
+    int n = snprintf(tmp, sizeof tmp, "%s.link-tmp", w->o->wal_path);
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return;
+    (void)unlink(tmp);
+    if (symlink(base, tmp) == 0 && rename(tmp, w->o->wal_path) != 0)
+        (void)unlink(tmp);
+}
+
 static int seg_open_new(wr_t *w, uint64_t seq)
 {
     int fd = -EEXIST;
@@ -264,6 +287,7 @@ static int seg_open_new(wr_t *w, uint64_t seq)
     uint8_t hdr[L3_WAL_SEG_HDR];
     l3_wal_seg_hdr_t h = {.salt = salt, .seq = seq, .ctime_ns = l3_wall_ns(), .ring_pos = w->cons};
     l3_wal_seg_hdr_encode(hdr, &h);
+    link_current(w);
     int srs = 0;
     int rc = write_all(w, fd, hdr, sizeof hdr, 0, 1, &srs);
     if (rc == 0 && srs == 0)
