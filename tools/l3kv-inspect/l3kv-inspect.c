@@ -24,6 +24,7 @@
 #include "l3kv/error.h"
 #include "l3kv/layout.h"
 #include "l3kv/store.h"
+#include "l3kv/wal.h"
 #include "l3kv-config.h"
 
 static bool json_out;
@@ -36,6 +37,7 @@ static void usage(FILE *f)
                "  keys [PREFIX]  list keys (with their LSN)\n"
                "  get KEY        print the document as JSON\n"
                "  check          verify every structure and document (exit 1 on corruption)\n"
+               "  wal FILE       dump and verify a WAL segment or snapshot file offline (exit 1 if damaged)\n"
                "The only instance on the machine is used when neither --pid nor --name is given.\n");
 }
 
@@ -289,6 +291,18 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[i++];
     int nargs = argc - i;
+    if (strcmp(cmd, "wal") == 0) {
+        /* offline: dump and verify a WAL segment or a snapshot file; no arena needed */
+        if (nargs != 1 || name || pid) {
+            usage(stderr);
+            return 2;
+        }
+        int wrc = l3_wal_dump(argv[i], stdout, json_out ? 1 : 0);
+        fflush(stdout);
+        if (wrc < 0 && wrc != L3_ECORRUPT && wrc != -EBADMSG)
+            fprintf(stderr, "l3kv-inspect: wal: %s: %s\n", argv[i], l3_strerror(wrc));
+        return wrc == 0 ? 0 : 1;
+    }
     bool ok = (strcmp(cmd, "info") == 0 && nargs == 0) || (strcmp(cmd, "keys") == 0 && nargs <= 1) ||
               (strcmp(cmd, "get") == 0 && nargs == 1) || (strcmp(cmd, "check") == 0 && nargs == 0);
     if (!ok) {
