@@ -27,6 +27,7 @@
 
 #include "errmap.h"
 #include "l3kv-config.h"
+#include "l3kv/wal.h"
 #include "server.h"
 
 #define CT_JSON "application/json"
@@ -118,16 +119,9 @@ static void add_etag(h2o_req_t *req, uint64_t lsn)
     add_header(req, H2O_TOKEN_ETAG, p, (size_t)n);
 }
 
-static void respond(h2o_req_t *req, int status, const char *ctype, h2o_iovec_t body)
+static void send_response(h2o_req_t *req, int status, const char *ctype, h2o_iovec_t body, int head)
 {
     static h2o_generator_t gen = {NULL, NULL};
-    uint64_t ns = l3_now_ns() - cur.t0;
-    l3_obs_record(l3_srv_env.obs, cur.route, status, ns);
-    /* received bytes: the request as HTTP/1 text (request line, headers, body) */
-    size_t rx = req->method.len + req->path.len + 13 + req->authority.len + 8 + req->entity.len;
-    for (size_t i = 0; i < req->headers.size; i++)
-        rx += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
-    l3_obs_add(&l3_srv_env.obs->os_bytes_rx, rx);
     req->res.status = status;
     req->res.reason = l3_srv_reason(status);
     if (status != 204 && status != 304)
@@ -135,8 +129,128 @@ static void respond(h2o_req_t *req, int status, const char *ctype, h2o_iovec_t b
     if (ctype != NULL)
         add_header(req, H2O_TOKEN_CONTENT_TYPE, ctype, strlen(ctype));
     h2o_start_response(req, &gen);
-    bool nobody = cur.head || status == 204 || status == 304;
+    bool nobody = head || status == 204 || status == 304;
     h2o_send(req, &body, nobody ? 0 : 1, H2O_SEND_STATE_FINAL);
+}
+
+static void record(h2o_req_t *req, int status)
+{
+    uint64_t ns = l3_now_ns() - cur.t0;
+    l3_obs_record(l3_srv_env.obs, cur.route, status, ns);
+    /* received bytes: the request as HTTP/1 text (request line, headers, body) */
+    size_t rx = req->method.len + req->path.len + 13 + req->authority.len + 8 + req->entity.len;
+    for (size_t i = 0; i < req->headers.size; i++)
+        rx += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    l3_obs_add(&l3_srv_env.obs->os_bytes_rx, rx);
+}
+
+static void respond(h2o_req_t *req, int status, const char *ctype, h2o_iovec_t body)
+{
+    record(req, status);
+    send_response(req, status, ctype, body, cur.head);
+}
+
+/* ---------------------------------------------------------------- durable replies
+ *
+ * With storage.durability = "fsync" a successful write is answered only once the WAL
+ * writer has made its record durable. The reply is prepared at once and parked in a FIFO
+ * (in the request's pool, so h2o freeing the request - stream reset, connection gone -
+ * unlinks it through the dispose callback); the worker's WAL eventfd, armed with the
+ * newest ticket, wakes the loop when the durable position advances, and every parked reply
+ * whose ticket is covered is sent. If the WAL fails (fdatasync error, disk full) the parked
+ * writes are answered 503: the change is in memory but was not kept. Handler time is
+ * recorded when the reply is parked (it excludes the wait). */
+
+typedef struct pending {
+    struct pending *prev, *next;
+    h2o_req_t *req;
+    uint64_t ticket;
+    int status, head;
+    const char *ctype;
+    h2o_iovec_t body;
+} pending_t;
+
+static pending_t parked = {.prev = &parked, .next = &parked};
+static size_t nparked;
+
+static void unpark(pending_t *p)
+{
+    if (p->next == NULL)
+        return;
+    p->prev->next = p->next;
+    p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+    nparked--;
+}
+
+static void pending_dispose(void *obj)
+{
+    unpark(obj);
+}
+
+size_t l3_srv_durable_pending(void)
+{
+    return nparked;
+}
+
+static void respond_write(h2o_req_t *req, int status, const char *ctype, h2o_iovec_t body)
+{
+    l3_srv_t *srv = l3_srv_env.srv;
+    if (srv->wal_ring == NULL || !srv->wal_wait) {
+        respond(req, status, ctype, body);
+        return;
+    }
+    uint64_t ticket = l3_wal_last_ticket();
+    int rc = l3_wal_notify_arm(srv->wal_ring, l3_srv_env.slot, ticket);
+    if (rc == 1) {
+        respond(req, status, ctype, body);
+        return;
+    }
+    if (rc < 0) {
+        char *eb = h2o_mem_alloc_pool(&req->pool, 256);
+        size_t n = l3_srv_err_json(eb, 256, "not_durable", "the write-ahead log cannot make changes durable");
+        add_header(req, H2O_TOKEN_RETRY_AFTER, H2O_STRLIT("1"));
+        respond(req, 503, "application/json", h2o_iovec_init(eb, n));
+        return;
+    }
+    record(req, status);
+    pending_t *p = h2o_mem_alloc_shared(&req->pool, sizeof(*p), pending_dispose);
+    *p = (pending_t){.req = req, .ticket = ticket, .status = status, .head = cur.head, .ctype = ctype, .body = body};
+    p->prev = parked.prev;
+    p->next = &parked;
+    parked.prev->next = p;
+    parked.prev = p;
+    nparked++;
+}
+
+void l3_srv_durable_poll(void)
+{
+    l3_srv_t *srv = l3_srv_env.srv;
+    if (srv->wal_ring == NULL)
+        return;
+    l3_wal_notify_ack(srv->wal_ring, l3_srv_env.slot);
+    for (;;) {
+        uint64_t durable = l3_wal_durable_ticket(srv->wal_ring);
+        int err = l3_wal_ring_error(srv->wal_ring);
+        while (parked.next != &parked && (parked.next->ticket <= durable || err != 0)) {
+            pending_t *p = parked.next;
+            unpark(p);
+            if (p->ticket <= durable) {
+                send_response(p->req, p->status, p->ctype, p->body, p->head);
+            } else {
+                char *eb = h2o_mem_alloc_pool(&p->req->pool, 256);
+                size_t n = l3_srv_err_json(eb, 256, "not_durable", "the write-ahead log failed before the change was durable");
+                add_header(p->req, H2O_TOKEN_RETRY_AFTER, H2O_STRLIT("1"));
+                l3_obs_add(&l3_srv_env.obs->os_err5xx, 1);
+                send_response(p->req, 503, "application/json", h2o_iovec_init(eb, n), p->head);
+            }
+        }
+        if (parked.next == &parked)
+            return;
+        /* re-arm for the newest parked ticket; 1 = became durable meanwhile: go round again */
+        if (l3_wal_notify_arm(srv->wal_ring, l3_srv_env.slot, parked.prev->ticket) != 1)
+            return;
+    }
 }
 
 static void respond_static(h2o_req_t *req, int status, const char *ctype, const char *body)
@@ -183,6 +297,10 @@ static int fail_rc(h2o_req_t *req, int rc, l3_srv_errctx_t ctx, const l3_doc_err
     if (rc == L3_ETYPE && err != NULL && err->msg != NULL)
         return fail_with(req, ei.status, strcmp(err->msg, "test failed") == 0 ? "test_failed" : ei.error, "%s",
                          err->msg);
+    if (rc == -EMSGSIZE)
+        return fail_with(req, ei.status, ei.error,
+                         "the change is larger than one write-ahead log record may be (about half of "
+                         "storage.wal_buffer_bytes)");
     if (ei.status == 500)
         L3_LOG(L3_LOG_ERROR, "unexpected error %d (%s) for %.*s", rc, l3_strerror(rc), (int)L3_MIN(req->path.len, 200),
                req->path.base);
@@ -496,7 +614,7 @@ static int ok_version(h2o_req_t *req, int status, uint64_t lsn)
     char *p = h2o_mem_alloc_pool(&req->pool, 48);
     int n = snprintf(p, 48, "{\"ok\":true,\"version\":%" PRIu64 "}\n", lsn);
     add_etag(req, lsn);
-    respond(req, status, CT_JSON, h2o_iovec_init(p, (size_t)n));
+    respond_write(req, status, CT_JSON, h2o_iovec_init(p, (size_t)n));
     return 0;
 }
 
@@ -576,7 +694,7 @@ static int ok_value(h2o_req_t *req, const char *json, size_t jlen, uint64_t lsn)
     char *p = h2o_mem_alloc_pool(&req->pool, cap);
     int n = snprintf(p, cap, "{\"value\":%.*s,\"version\":%" PRIu64 "}\n", (int)jlen, json, lsn);
     add_etag(req, lsn);
-    respond(req, 200, CT_JSON, h2o_iovec_init(p, (size_t)n));
+    respond_write(req, 200, CT_JSON, h2o_iovec_init(p, (size_t)n));
     return 0;
 }
 

@@ -70,7 +70,9 @@ bool l3_srv_ctl_serves(const l3_srv_ctl_t *ctl, uint32_t slot, uint32_t sock);
 
 typedef struct l3_srv l3_srv_t;
 
-/** A child role other than the HTTP workers (the WAL writer). main returns an exit code. */
+/** A child role other than the HTTP workers (the WAL writer). main returns an exit code.
+ *  It starts with SIGTERM and SIGINT blocked (it unblocks them once its handlers are in
+ *  place), without the HTTP listening fds, and is stopped with SIGTERM after the workers. */
 typedef int (*l3_srv_role_main_fn)(l3_srv_t *srv, void *arg);
 
 /**
@@ -94,6 +96,13 @@ struct l3_srv {
     uint16_t port;                /* bound port (after port 0 resolution) */
     void *ssl_ctx;                /* SSL_CTX * or NULL */
     void *h2o_globalconf;         /* h2o_globalconf_t *, built before fork */
+    /* WAL integration (set by main before l3_srv_run): the ring the store's hook appends
+     * to, and whether replies to writes wait until their record is durable
+     * (storage.durability = "fsync"). With wal_wait, l3_wal_notify_create(ring,
+     * max_workers) must have been called before l3_srv_run: worker slot i uses eventfd
+     * slot i. */
+    void *wal_ring;               /* l3_wal_ring_t * or NULL */
+    bool wal_wait;
 };
 
 /** Create the server: config must be loaded; creates the store, sockets, control block. 0 or -errno. */
@@ -122,6 +131,14 @@ double l3_srv_queue_depth(const l3_srv_t *srv, const l3_obs_totals_t *totals);
 /** Run the supervisor loop until SIGTERM/SIGINT and a graceful stop. Returns the exit code. */
 int l3_srv_run(l3_srv_t *srv);
 
+/* ---------------------------------------------------------------- WAL (walsetup.c) */
+
+/** Format the WAL ring, recover the arena (snapshot + WAL), install the store hook, the
+ *  durability eventfds ("fsync") and the writer role. Supervisor, before l3_srv_run. */
+int l3_srv_wal_setup(l3_srv_t *srv);
+/** The WAL segment prefix in use (after l3_srv_wal_setup). */
+const char *l3_srv_wal_path(void);
+
 /* ---------------------------------------------------------------- worker (worker.c) */
 
 /** Build the h2o global configuration (before fork). 0 or -errno. */
@@ -149,5 +166,11 @@ extern l3_srv_env_t l3_srv_env;
 
 /** The single h2o handler: routes every request. */
 int l3_srv_on_req(struct st_h2o_handler_t *self, struct st_h2o_req_t *req);
+
+/** Worker: the WAL notification eventfd became readable (or a periodic check): send the
+ *  replies whose records are now durable. */
+void l3_srv_durable_poll(void);
+/** Worker: replies waiting for durability. */
+size_t l3_srv_durable_pending(void);
 
 #endif

@@ -303,11 +303,15 @@ double l3_srv_queue_depth(const l3_srv_t *srv, const l3_obs_totals_t *totals)
 
 /* ---------------------------------------------------------------- children */
 
-static void child_setup(void)
+static void child_setup(bool keep_stop_blocked)
 {
-    sigset_t all;
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    if (keep_stop_blocked) {
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+    }
+    sigprocmask(SIG_SETMASK, &set, NULL);
 }
 
 static int spawn_worker(l3_srv_t *srv, uint32_t slot)
@@ -321,7 +325,7 @@ static int spawn_worker(l3_srv_t *srv, uint32_t slot)
         return -e;
     }
     if (pid == 0) {
-        child_setup();
+        child_setup(false);
         l3_srv_worker_main(srv, slot);
     }
     workers[slot].pid = pid;
@@ -341,7 +345,9 @@ static int spawn_role(l3_srv_t *srv, role_t *r)
         return -errno;
     }
     if (pid == 0) {
-        child_setup();
+        /* SIGTERM/SIGINT stay blocked: the role installs its handlers, then unblocks them,
+         * so an early stop request is not lost */
+        child_setup(true);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         for (uint32_t i = 0; i < srv->nsock; i++) /* a role must not keep the HTTP sockets alive */
             if (srv->lfds[i] >= 0)

@@ -36,6 +36,7 @@
 #include <openssl/ssl.h>
 
 #include "l3kv-config.h"
+#include "l3kv/wal.h"
 #include "server.h"
 
 /* Slack above server.max_body_bytes given to h2o's own limit: bodies up to it reach the
@@ -228,7 +229,14 @@ static void on_tick(h2o_timeout_entry_t *e)
     }
     if (srv->store != NULL)
         l3_store_proc_heartbeat(srv->store);
+    if (l3_srv_durable_pending() > 0) /* belt and braces: never rely on one wake-up alone */
+        l3_srv_durable_poll();
     h2o_timeout_link(ctx.loop, &tick_timeout, &tick_entry);
+}
+
+static void on_wal_notify(h2o_socket_t *sock, const char *err)
+{
+    l3_srv_durable_poll(); /* acks (drains) the eventfd itself */
 }
 
 static void install_signals(void)
@@ -285,6 +293,16 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
             continue;
         listeners[i] = h2o_evloop_socket_create(ctx.loop, s->lfds[i], H2O_SOCKET_FLAG_DONT_READ);
         listeners[i]->data = NULL;
+    }
+    if (s->wal_ring != NULL && s->wal_wait) {
+        int efd = l3_wal_notify_fd(s->wal_ring, slot);
+        if (efd < 0) {
+            L3_LOG(L3_LOG_ERROR, "worker %u: no WAL notification eventfd for this slot", slot);
+            _exit(70);
+        }
+        /* DONT_READ: l3_wal_notify_ack drains it; never closed (the fd is shared by fork) */
+        h2o_socket_t *ns = h2o_evloop_socket_create(ctx.loop, efd, H2O_SOCKET_FLAG_DONT_READ);
+        h2o_socket_read_start(ns, on_wal_notify);
     }
     h2o_timeout_init(ctx.loop, &tick_timeout, 100);
     h2o_timeout_init(ctx.loop, &pause_timeout, 100);

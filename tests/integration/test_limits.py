@@ -93,7 +93,7 @@ def test_slowloris_does_not_block_others(srv):
 
 def test_overload_503_and_full_arena_507():
     s = Server(config={"server": {"max_connections": 4},
-                       "storage": {"arena_bytes": 24 << 20, "wal_buffer_bytes": 1 << 20}}, workers=1)
+                       "storage": {"arena_bytes": 32 << 20, "wal_buffer_bytes": 4 << 20}}, workers=1)
     try:
         # overload: one worker, limit 4 connections -> the 6th concurrent connection gets 503
         idle = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(6)]
