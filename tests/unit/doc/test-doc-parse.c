@@ -6,6 +6,8 @@
  * shortest round-trip doubles on output. Single-threaded; no files.
  */
 #include <dirent.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <float.h>
 #include <jansson.h>
 #include <math.h>
@@ -521,6 +523,65 @@ static void test_errors_null_err(void)
     CHECK(l3_strerror(L3_ESYNTAX) != NULL);
 }
 
+/* ------------------------------------------------------------------ input bounds */
+
+/*
+ * The parser must never read past json+len: inputs are not NUL-terminated (HTTP bodies,
+ * mmap'd files). Each input is placed at the very end of a page followed by an
+ * inaccessible page, so an over-read crashes this test in every build, not only under ASan.
+ * (Found by fuzz-json: a number ending exactly at the end of the input, "[0.1,1.52,25e-324",
+ * made norm_decimal() in parse.c run strtol() past the buffer.)
+ */
+static char *guard_base;
+static size_t guard_page;
+
+static const char *guarded(const char *text, size_t len)
+{
+    if (!guard_base) {
+        guard_page = (size_t)sysconf(_SC_PAGESIZE);
+        guard_base = mmap(NULL, 2 * guard_page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (guard_base == MAP_FAILED || mprotect(guard_base + guard_page, guard_page, PROT_NONE) != 0)
+            exit(T_HARNESS_ERROR);
+    }
+    if (len > guard_page)
+        exit(T_HARNESS_ERROR);
+    char *p = guard_base + guard_page - len;
+    memcpy(p, text, len);
+    return p;
+}
+
+static void parse_guarded(const char *text, size_t len)
+{
+    const char *g = guarded(text, len);
+    uint8_t *buf = NULL;
+    size_t blen = 0;
+    l3_doc_error_t err;
+    int rc = l3_doc_from_json(g, len, NULL, &buf, &blen, &err);
+    CHECK_EQ_INT(l3_doc_check_json(g, len, NULL, &err), rc);
+    if (rc == 0)
+        free(buf);
+}
+
+static void test_input_bounds(void)
+{
+    static const char *ends[] = {
+        "25e-324", "[0.1,1.52,25e-324", "1.5e3", "-1.5E+3", "0.1e1", "1e400", "1.25", "-0.5", "123",
+        "-", "1.", "1e", "1e+", "\"abc", "\"\\u12", "\"\\ud800", "\"\\ud800\\u", "tru", "nul", "fals",
+        "[1,2", "{\"a\":1", "{\"a\"", "\"\xe2\x82", "\"\xf0\x9f\x98", "12345678901234567890123",
+        "0.1000000000000000055511151231257827", "[1e5", "{\"k\":2.5e-7",
+    };
+    for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
+        parse_guarded(ends[i], strlen(ends[i]));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        parse_guarded(bad[i].json, bad[i].len);
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        parse_guarded(good[i].in, good[i].inlen);
+    /* every prefix of a document full of numbers */
+    const char *doc = "{\"a\":[0,-0,1.5,-2.5e-3,1E+2,123456789012345678901234567890,1e400,0.1],\"b\":\"\\u00e9\"}";
+    for (size_t n = 0; n <= strlen(doc); n++)
+        parse_guarded(doc, n);
+}
+
 /* ------------------------------------------------------------------ data files */
 
 static char *slurp(const char *path, size_t *ret_len)
@@ -629,6 +690,7 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--files") == 0)
         return test_files(argv[2]);
+    test_input_bounds();
     test_bad();
     test_good();
     test_numbers();
