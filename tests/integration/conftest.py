@@ -26,10 +26,10 @@ def free_port():
 class Server:
     """One running l3kv instance."""
 
-    def __init__(self, config=None, workers=2, args=None, preexec_fn=None):
+    def __init__(self, config=None, workers=2, args=None, preexec_fn=None, reuse_dir=None):
         if not BIN or not os.path.exists(BIN):
             pytest.fail("L3KV_BIN does not name the l3kv executable: %r" % BIN)
-        self.dir = tempfile.mkdtemp(prefix="l3kv-it-")
+        self.dir = reuse_dir or tempfile.mkdtemp(prefix="l3kv-it-")
         self.port = free_port()
         cfg = {
             "server": {"address": "127.0.0.1", "port": self.port,
@@ -46,10 +46,10 @@ class Server:
         with open(self.config_path, "w") as f:
             json.dump(cfg, f)
         self.log_path = os.path.join(self.dir, "stderr.log")
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, self.config_path] + (args or []), stdout=self.log,
                                      stderr=subprocess.STDOUT, cwd=self.dir,
-                                     preexec_fn=preexec_fn)
+                                     preexec_fn=preexec_fn, start_new_session=True)
         self.base = "http://127.0.0.1:%d" % self.port
         self.wait_ready()
 
@@ -83,7 +83,18 @@ class Server:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
-    def stop(self, check=True):
+    def kill_all(self):
+        """SIGKILL the supervisor and every child at once (a power cut for the processes)."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.log.close()
+        for name in ("l3kv-l3kv.%d" % self.proc.pid, "l3kv-pid-%d" % self.proc.pid):
+            try:
+                os.unlink(os.path.join("/dev/shm", name))  # the arena a killed supervisor left
+            except OSError:
+                pass
+
+    def stop(self, check=True, keep_dir=False):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -96,7 +107,8 @@ class Server:
         self.log.close()
         if check:
             assert self.proc.returncode == 0, self.logtext()
-            shutil.rmtree(self.dir, ignore_errors=True)
+            if not keep_dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
