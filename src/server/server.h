@@ -138,6 +138,19 @@ int l3_srv_run(l3_srv_t *srv);
 int l3_srv_wal_setup(l3_srv_t *srv);
 /** The WAL segment prefix in use (after l3_srv_wal_setup). */
 const char *l3_srv_wal_path(void);
+/** Supervisor loop hook: start a checkpoint when the WAL on disk passed storage.checkpoint_bytes. */
+void l3_srv_wal_tick(l3_srv_t *srv);
+/** Supervisor reaped a child it does not track: true if it was the checkpointer (logged). */
+bool l3_srv_wal_child_exited(l3_srv_t *srv, pid_t pid, int status);
+/** Supervisor stopping: kill and reap a running checkpointer. */
+void l3_srv_wal_stop_tasks(l3_srv_t *srv);
+
+/**
+ * Fork a one-shot helper child (not restarted): returns 0 in the child (listening fds
+ * closed, SIGTERM/SIGINT blocked, dies with the supervisor), the pid in the parent, or
+ * -errno. The parent learns of its exit through l3_srv_wal_child_exited.
+ */
+pid_t l3_srv_fork_task(l3_srv_t *srv, const char *name);
 
 /* ---------------------------------------------------------------- worker (worker.c) */
 

@@ -337,6 +337,25 @@ static int spawn_worker(l3_srv_t *srv, uint32_t slot)
     return 0;
 }
 
+pid_t l3_srv_fork_task(l3_srv_t *srv, const char *name)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        L3_LOG(L3_LOG_ERROR, "fork %s: %s", name, strerror(errno));
+        return -errno;
+    }
+    if (pid == 0) {
+        child_setup(true);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        for (uint32_t i = 0; i < srv->nsock; i++)
+            if (srv->lfds[i] >= 0)
+                close(srv->lfds[i]);
+        return 0;
+    }
+    L3_LOG(L3_LOG_INFO, "%s started (pid %d)", name, (int)pid);
+    return pid;
+}
+
 static int spawn_role(l3_srv_t *srv, role_t *r)
 {
     pid_t pid = fork();
@@ -431,7 +450,7 @@ static void reap(l3_srv_t *srv, bool stopping)
                        roles[r].ch.backoff_ms);
             }
         }
-        if (!found)
+        if (!found && !l3_srv_wal_child_exited(srv, pid, status))
             L3_LOG(L3_LOG_DEBUG, "reaped unknown child %d: %s", (int)pid, how);
     }
 }
@@ -543,6 +562,7 @@ static void graceful_stop(l3_srv_t *srv, const sigset_t *set)
             kill(workers[i].pid, SIGKILL);
         }
     wait_children(srv, any_worker, now_ms() + 2000, set);
+    l3_srv_wal_stop_tasks(srv); /* a running checkpoint is abandoned (safe at any point) */
     /* Roles (the WAL writer) stop after the workers so they can drain what was acknowledged. */
     for (unsigned r = 0; r < nroles; r++)
         if (roles[r].ch.pid > 0)
@@ -613,6 +633,7 @@ int l3_srv_run(l3_srv_t *srv)
                 l3_srv_set_workers(srv, n);
         }
         apply_scale(srv);
+        l3_srv_wal_tick(srv);
     }
     graceful_stop(srv, &set);
     if (srv->store != NULL) {

@@ -8,19 +8,121 @@
  * l3_store_replay), raises the store's LSN floor, installs the store -> WAL hook, creates
  * the per-worker durability eventfds for "fsync" mode, and registers the writer as a
  * supervised child role. Single threaded; nothing here runs concurrently with a worker.
+ * Also starts checkpoints (a forked one-shot child) from the supervisor loop when the WAL
+ * on disk passes storage.checkpoint_bytes.
  *
  * Files: <wal_path>.<seq> segments (storage.wal_path, default <data_dir>/l3kv.wal) and the
  * snapshot <data_dir>/l3kv.snap; both formats are defined in l3kv/wal.h.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "l3kv/wal.h"
 #include "server.h"
 
+#define CHECKPOINT_CHECK_MS 1000u   /* how often the WAL size is compared with checkpoint_bytes */
+#define CHECKPOINT_TIMEOUT_MS 30000 /* bound on waiting for the writer to rotate */
+
 static char wal_path[4096], snap_path[4096];
+static l3_wal_ring_t *the_ring;
+static pid_t ckpt_pid;
+static uint64_t ckpt_next_check_ms, ckpt_started_ms;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---------------------------------------------------------------- checkpoints
+ * A checkpoint runs in a forked one-shot child registered in the store: it asks the writer
+ * to rotate (l3_wal_checkpoint_begin), copies every document under its lock into a snapshot
+ * (l3_store_scan -> l3_wal_snapshot_add), makes it durable, and lets the writer delete the
+ * covered segments. Workers keep running throughout; a crash at any point is safe (the
+ * old snapshot and the segments stay until the new snapshot is renamed into place). */
+
+static int snap_doc(void *ctx, const void *key, size_t klen, const uint8_t *doc, size_t len, uint64_t lsn)
+{
+    return l3_wal_snapshot_add(ctx, key, (uint32_t)klen, doc, (uint32_t)len, lsn);
+}
+
+static int scan_all(void *ctx, l3_wal_snap_writer_t *w)
+{
+    return l3_store_scan(ctx, NULL, 0, snap_doc, w, NULL);
+}
+
+static void checkpoint_child(l3_srv_t *srv)
+{
+    int rc = l3_store_proc_register(srv->store, L3_STORE_ROLE_TOOL, NULL);
+    if (rc == 0) {
+        uint64_t lsn = l3_store_last_lsn(srv->store);
+        rc = l3_wal_checkpoint(the_ring, snap_path, lsn, scan_all, srv->store, CHECKPOINT_TIMEOUT_MS);
+        l3_store_proc_unregister(srv->store);
+    }
+    if (rc < 0)
+        L3_LOG(L3_LOG_ERROR, "checkpoint failed: %s", l3_strerror(rc));
+    _exit(rc < 0 ? 1 : 0);
+}
+
+void l3_srv_wal_tick(l3_srv_t *srv)
+{
+    uint64_t now = mono_ms();
+    if (the_ring == NULL || ckpt_pid > 0 || now < ckpt_next_check_ms)
+        return;
+    ckpt_next_check_ms = now + CHECKPOINT_CHECK_MS;
+    l3_wal_stats_t ws;
+    l3_wal_ring_stats(the_ring, &ws);
+    if (ws.disk_bytes < srv->cfg.storage.checkpoint_bytes || ws.writer_pid <= 0)
+        return;
+    L3_LOG(L3_LOG_INFO, "WAL holds %llu bytes on disk (>= 'storage.checkpoint_bytes' %llu): checkpoint",
+           (unsigned long long)ws.disk_bytes, (unsigned long long)srv->cfg.storage.checkpoint_bytes);
+    pid_t pid = l3_srv_fork_task(srv, "checkpointer");
+    if (pid == 0)
+        checkpoint_child(srv);
+    if (pid > 0) {
+        ckpt_pid = pid;
+        ckpt_started_ms = now;
+    }
+}
+
+bool l3_srv_wal_child_exited(l3_srv_t *srv, pid_t pid, int status)
+{
+    (void)srv;
+    if (pid != ckpt_pid || pid <= 0)
+        return false;
+    ckpt_pid = 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        L3_LOG(L3_LOG_INFO, "checkpoint done in %llu ms (snapshot %s)",
+               (unsigned long long)(mono_ms() - ckpt_started_ms), snap_path);
+    else
+        L3_LOG(L3_LOG_WARN, "checkpointer (pid %d) failed (status 0x%x); retrying in %u ms", (int)pid, status,
+               CHECKPOINT_CHECK_MS * 10);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        ckpt_next_check_ms = mono_ms() + CHECKPOINT_CHECK_MS * 10;
+    return true;
+}
+
+void l3_srv_wal_stop_tasks(l3_srv_t *srv)
+{
+    if (ckpt_pid <= 0)
+        return;
+    kill(ckpt_pid, SIGKILL);
+    int status;
+    if (waitpid(ckpt_pid, &status, 0) == ckpt_pid) {
+        L3_LOG(L3_LOG_INFO, "checkpoint abandoned for the stop");
+        if (srv->store != NULL)
+            l3_store_proc_reap(srv->store, ckpt_pid);
+    }
+    ckpt_pid = 0;
+}
 
 static int replay_one(void *ctx, const l3_wal_rec_t *rec)
 {
@@ -119,5 +221,6 @@ int l3_srv_wal_setup(l3_srv_t *srv)
                (unsigned long long)maxrec, wlen, (unsigned long long)c->server.max_body_bytes);
     l3_store_set_wal_hook(srv->store, l3_wal_hook, ring);
     srv->wal_ring = ring;
+    the_ring = ring;
     return l3_srv_add_role(srv, "wal writer", writer_main, ring);
 }
