@@ -587,6 +587,8 @@ static int mutate(l3_doc_t *d, json_t *model, char *desc, size_t dcap)
     return 0;
 }
 
+static unsigned long undo_checked;
+
 static void run_sequence(int steps)
 {
     json_t *model = json_object();
@@ -598,7 +600,29 @@ static void run_sequence(int steps)
     char desc[512];
     for (int s = 0; s < steps; s++) {
         int fails = t_failures;
-        if (mutate(&d, model, desc, sizeof(desc)) < 0) {
+        /* journal the change: unless the buffer moved (grown by realloc to a new place, or
+         * compacted - maybe_compact allocates before it frees, so the address changes), the
+         * recorded old bytes applied in reverse must give back the document as it was */
+        if (d.cap < l3_doc_size(d.buf) + 64 * 1024) {
+            d.need = l3_doc_size(d.buf) + 128 * 1024;
+            CHECK_EQ_INT(l3_doc_heap_grow(&d), 0);
+        }
+        dt_undo_t u = {0};
+        size_t mark = 0;
+        uint8_t *snap = dt_undo_begin(&u, &d, &mark);
+        int mr = mutate(&d, model, desc, sizeof(desc));
+        d.undo = NULL;
+        d.undo_ctx = NULL;
+        if (d.buf == u.base) {
+            undo_checked++;
+            if (!dt_undo_restores(&u, &d, snap, mark)) {
+                fprintf(stderr, "undo journal of '%s' does not restore the document\n", desc);
+                CHECK(0);
+            }
+        }
+        free(snap);
+        dt_undo_reset(&u);
+        if (mr < 0) {
             json_decref(model);
             model = doc_to_jansson(d.buf, L3_DOC_ROOT, NULL);
             if (!json_is_object(model) && !json_is_array(model)) {
@@ -654,5 +678,7 @@ int main(int argc, char **argv)
     }
     for (long i = 0; i < cases / 10 && t_failures < 20; i++)
         run_sequence(40);
+    fprintf(stderr, "undo journal checked on %lu mutations\n", undo_checked);
+    CHECK(undo_checked > (unsigned long)cases);
     return t_done();
 }
