@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "l3kv/doc.h"
 #include "l3kv/error.h"
@@ -50,8 +51,8 @@ static const char *inputs[] = {
     "{\"k\\u0000\":\"nul key\",\"\":\"empty key\",\"a/b~c\":[true,false]}",
     "{\"long member name beyond the inline limit\":\"long value beyond the inline limit too\"}",
     "[0.1,1e400,-0.0,9223372036854775807,-9223372036854775808,5e-324]",
-    "{\"k0\":0,\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8,\"k9\":9,\"k10\":10,"
-    "\"k11\":11}",
+    ("{\"k0\":0,\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8,\"k9\":9,\"k10\":10,"
+     "\"k11\":11}"),
     "[[[[[[[[[[[[[[[[\"deep\"]]]]]]]]]]]]]]]]",
     "{\"users\":[{\"id\":1,\"name\":\"ann\",\"tags\":[\"x\",\"y\"]},{\"id\":2,\"name\":\"bob\",\"tags\":[]}]}",
 };
@@ -80,6 +81,10 @@ int main(int argc, char **argv)
         return 2;
     }
     dir = argv[1];
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        perror(dir);
+        return 1;
+    }
     char name[64];
     for (size_t k = 0; k < sizeof(inputs) / sizeof(inputs[0]); k++) {
         uint8_t *buf;
