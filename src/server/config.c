@@ -19,7 +19,7 @@
 
 #include "config.h"
 
-typedef enum { T_STR, T_U32, T_U64, T_DBL, T_DUR, T_LEVEL, T_SECTION } ktype_t;
+typedef enum { T_STR, T_U32, T_U64, T_DBL, T_BOOL, T_DUR, T_LEVEL, T_SECTION } ktype_t;
 
 typedef struct {
     const char *name; /* dotted */
@@ -53,6 +53,7 @@ static const key_t_ keys[] = {
     {"storage.flush_interval_ms", T_U32, O(storage.flush_interval_ms), 0, 3600000},
     {"storage.checkpoint_bytes", T_U64, O(storage.checkpoint_bytes), 1 << 16, (double)(UINT64_C(1) << 50)},
     {"autoscale", T_SECTION, 0, 0, 0},
+    {"autoscale.enabled", T_BOOL, O(autoscale.enabled), 0, 0},
     {"autoscale.interval_ms", T_U32, O(autoscale.interval_ms), 10, 3600000},
     {"autoscale.horizon_ms", T_U32, O(autoscale.horizon_ms), 0, 3600000},
     {"autoscale.process_noise", T_DBL, O(autoscale.process_noise), 0, 1e12},
@@ -107,6 +108,7 @@ int l3_srv_config_defaults(l3_srv_config_t *c)
     c->storage.flush_interval_ms = 10;
     c->storage.checkpoint_bytes = 256ull << 20;
     /* the autoscaler's documented defaults (l3_scale_params_default) */
+    c->autoscale.enabled = true;
     c->autoscale.interval_ms = 100;
     c->autoscale.horizon_ms = 500;
     c->autoscale.process_noise = 1.0;
@@ -208,6 +210,11 @@ static int apply(l3_srv_config_t *c, const key_t_ *k, json_t *v, seen_t *seen, c
         *(double *)(base + k->off) = d;
         return 0;
     }
+    case T_BOOL:
+        if (!json_is_boolean(v))
+            return fail(errbuf, errlen, -EINVAL, "config: '%s' must be true or false", k->name);
+        *(bool *)(base + k->off) = json_is_true(v);
+        return 0;
     case T_DUR: {
         const char *s = json_is_string(v) ? json_string_value(v) : NULL;
         if (s != NULL && strcmp(s, "buffered") == 0)

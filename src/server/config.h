@@ -42,6 +42,7 @@ typedef struct {
         uint64_t checkpoint_bytes;
     } storage;
     struct {                     /* maps onto l3_scale_params_t (l3kv/scale.h) */
+        bool enabled;            /* false: the worker count stays at min_workers (SIGUSR1/2 still work) */
         uint32_t interval_ms;    /* interval_ms */
         uint32_t horizon_ms;     /* horizon_ms */
         double process_noise;    /* q_depth, req^2/s */

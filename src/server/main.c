@@ -89,7 +89,7 @@ int main(int argc, char **argv)
            missing ? "no config.json: built-in defaults" : path);
     if (l3_srv_init(&srv, path) != 0)
         return 1;
-    if (l3_srv_wal_setup(&srv) != 0) {
+    if (l3_srv_wal_setup(&srv) != 0 || l3_srv_autoscale_setup(&srv) != 0) {
         l3_store_unlink(srv.store);
         return 1;
     }

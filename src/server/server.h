@@ -152,6 +152,12 @@ void l3_srv_wal_stop_tasks(l3_srv_t *srv);
  */
 pid_t l3_srv_fork_task(l3_srv_t *srv, const char *name);
 
+/* ---------------------------------------------------------------- autoscaler (autoscale.c) */
+
+/** Install the Kalman autoscaler as the supervisor tick (unless autoscale.enabled is false
+ *  or min_workers == max_workers). 0 or -EINVAL (parameters rejected, logged). */
+int l3_srv_autoscale_setup(l3_srv_t *srv);
+
 /* ---------------------------------------------------------------- worker (worker.c) */
 
 /** Build the h2o global configuration (before fork). 0 or -errno. */

@@ -276,7 +276,8 @@ def test_http2_cleartext_and_tls():
 def test_scale_down_and_up_drops_nothing():
     """SIGUSR2 retires a worker, SIGUSR1 adds one; clients opening a new connection per
     request meanwhile see no failure (the retiring worker's queued connections are adopted)."""
-    s = Server(config={"server": {"min_workers": 1, "max_workers": 4}})  # starts with min_workers
+    s = Server(config={"server": {"min_workers": 1, "max_workers": 4},  # starts with min_workers
+                       "autoscale": {"enabled": False}})
     try:
         stop = threading.Event()
         failures, ok = [], [0]
@@ -315,5 +316,38 @@ def test_scale_down_and_up_drops_nothing():
         assert not failures, failures[:5]
         assert ok[0] > 100
         assert "retiring" in s.logtext() and "died" not in s.logtext()
+    finally:
+        s.stop()
+
+
+def test_autoscaler_scales_up_under_load_and_back_down():
+    """Clients that request an 8 MB document (more than a socket buffer holds) and do not read it keep their requests in
+    flight: queue depth 12 against a capacity of 1 per worker -> scale up; once they go
+    away the autoscaler retires workers again after its cooldown."""
+    import socket
+    s = Server(config={"server": {"min_workers": 1, "max_workers": 3},
+                       "autoscale": {"worker_capacity": 1, "cooldown_ms": 500, "interval_ms": 100,
+                                     "margin": 0, "measurement_noise": 1}})
+    try:
+        requests.put(s.url("/kv/blob"), data=json.dumps({"b": "x" * (8 << 20)}))
+        stuck = []
+        for _ in range(12):
+            c = socket.create_connection(("127.0.0.1", s.port))
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.sendall(b"GET /kv/blob HTTP/1.1\r\nHost: x\r\n\r\n")
+            stuck.append(c)
+        peak, deadline = 1, time.time() + 10
+        while time.time() < deadline and peak < 2:
+            m = s.metrics()["system"]
+            peak = max(peak, m["thread_count"])
+            time.sleep(0.1)
+        assert peak >= 2, (m, s.logtext())
+        assert "autoscale: 1 -> " in s.logtext()
+        for c in stuck:
+            c.close()
+        deadline = time.time() + 15
+        while time.time() < deadline and s.metrics()["system"]["thread_count"] != 1:
+            time.sleep(0.2)
+        assert s.metrics()["system"]["thread_count"] == 1, (s.metrics()["system"], s.logtext())
     finally:
         s.stop()
