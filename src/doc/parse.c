@@ -366,7 +366,16 @@ static int norm_decimal(const char *s, size_t len, char *digits, size_t cap, lon
             continue;
         }
         if (c == 'e' || c == 'E') {
-            exp += strtol(s + i + 1, NULL, 10);
+            /* the text is not NUL terminated: read the exponent within len */
+            size_t j = i + 1;
+            bool eneg = false;
+            if (j < len && (s[j] == '+' || s[j] == '-'))
+                eneg = s[j++] == '-';
+            long e = 0;
+            for (; j < len && s[j] >= '0' && s[j] <= '9'; j++)
+                if (e < 100000000)
+                    e = e * 10 + (s[j] - '0');
+            exp += eneg ? -e : e;
             break;
         }
         if (c == '0' && !started) {
