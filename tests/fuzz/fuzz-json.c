@@ -6,7 +6,9 @@
  * offset, offset inside the input). When the input is accepted: the document verifies,
  * to_json emits text that parses again, and serialising that second document gives the
  * very same bytes (the output is a fixed point); every reader/compaction/write invariant
- * of dt_exercise holds. Any violation aborts, which libFuzzer reports as a crash.
+ * of dt_exercise holds. jansson, a second strict RFC 8259 parser, must agree on validity
+ * except where jansson has limits of its own (numbers beyond int64/double, NUL in keys,
+ * nesting beyond its 2048) or the input nests deeper than our limit. Any violation aborts, which libFuzzer reports as a crash.
  * Built with -fsanitize=fuzzer,address when -Dfuzzing=true; always built with replay.c as
  * a corpus replayer (test suite 'fuzz').
  */
@@ -14,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "dtex.h"
 #include "l3kv/doc.h"
@@ -44,6 +48,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = l3_doc_from_json(json, size, NULL, &buf, &len, &err);
     int rc2 = l3_doc_check_json(json, size, NULL, &err2);
     FUZZ_ASSERT(rc == rc2, "from_json %d, check_json %d", rc, rc2);
+
+    /* differential: jansson's verdict */
+    json_error_t je;
+    json_t *jv = json_loadb(json, size, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    if (jv && rc != 0 && !memchr(json, 0, size)) /* jansson stops at a NUL byte after the value */
+        FUZZ_ASSERT(rc == L3_EDEPTH, "jansson accepts what we reject (%d at %zu: %s)", rc, err.offset,
+                    err.msg ? err.msg : "?");
+    if (!jv && rc == 0)
+        FUZZ_ASSERT(strstr(je.text, "overflow") || strstr(je.text, "NUL byte in object key") ||
+                        strstr(je.text, "too big") || strstr(je.text, "depth"),
+                    "we accept what jansson rejects: %s", je.text);
+    json_decref(jv);
     if (rc != 0) {
         FUZZ_ASSERT(rc == L3_ESYNTAX || rc == L3_EDEPTH || rc == L3_ETOOBIG, "rc %d", rc);
         FUZZ_ASSERT(err.offset <= size && err.msg != NULL, "error offset %zu of %zu", err.offset, size);
