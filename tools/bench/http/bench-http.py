@@ -84,7 +84,8 @@ def main():
     with open(cfg, "w") as f:
         json.dump({"server": {"address": "127.0.0.1", "port": lport, "min_workers": a.workers,
                               "max_workers": a.workers},
-                   "storage": {"data_dir": os.path.join(tmp, "data"), "arena_bytes": 1 << 30},
+                   "storage": {"data_dir": os.path.join(tmp, "data"), "arena_bytes": 1 << 30,
+                               "wal_buffer_bytes": 64 << 20},
                    "log": {"level": "warn"}}, f)
     procs = []
     try:
