@@ -339,6 +339,7 @@ static int spawn_worker(l3_srv_t *srv, uint32_t slot)
 
 pid_t l3_srv_fork_task(l3_srv_t *srv, const char *name)
 {
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         L3_LOG(L3_LOG_ERROR, "fork %s: %s", name, strerror(errno));
@@ -347,6 +348,9 @@ pid_t l3_srv_fork_task(l3_srv_t *srv, const char *name)
     if (pid == 0) {
         child_setup(true);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        (void)setpgid(0, 0);
         for (uint32_t i = 0; i < srv->nsock; i++)
             if (srv->lfds[i] >= 0)
                 close(srv->lfds[i]);
@@ -358,6 +362,7 @@ pid_t l3_srv_fork_task(l3_srv_t *srv, const char *name)
 
 static int spawn_role(l3_srv_t *srv, role_t *r)
 {
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         L3_LOG(L3_LOG_ERROR, "fork %s: %s", r->name, strerror(errno));
@@ -368,6 +373,11 @@ static int spawn_role(l3_srv_t *srv, role_t *r)
          * so an early stop request is not lost */
         child_setup(true);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        /* Own process group: a terminal's Ctrl-C (SIGINT to the foreground group) must not
+         * stop the writer before the workers are done; the supervisor stops it last. */
+        (void)setpgid(0, 0);
         for (uint32_t i = 0; i < srv->nsock; i++) /* a role must not keep the HTTP sockets alive */
             if (srv->lfds[i] >= 0)
                 close(srv->lfds[i]);
