@@ -279,8 +279,10 @@ int l3_store_get_lsn(l3_store_t *st, const void *key, size_t klen, uint64_t *ret
 
 /* ---------------------------------------------------------------- put, delete */
 
+/* json/jlen (may be NULL): the text the document was parsed from; the WAL record carries
+ * whichever form is smaller, so a large document fits the ring more easily. */
 static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_t *buf, size_t len,
-                      uint64_t if_match, uint64_t replay_lsn, uint64_t *ret_lsn)
+                      const char *json, size_t jlen, uint64_t if_match, uint64_t replay_lsn, uint64_t *ret_lsn)
 {
     opctx_t c;
     int rc = op_lock(st, key, klen, true, &c);
@@ -301,6 +303,11 @@ static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_
                         .klen = (uint32_t)klen,
                         .payload = c.doc,
                         .plen = (uint32_t)len};
+    if (json && jlen < len) {
+        rec.op = L3_WALOP_PUT_JSON;
+        rec.payload = json;
+        rec.plen = (uint32_t)jlen;
+    }
     rc = op_finish(st, &c, replay_lsn ? NULL : &rec);
     if (rc < 0)
         return rc;
@@ -328,7 +335,7 @@ int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *
         return rc;
     }
     len = l3_doc_size(buf);
-    rc = put_common(st, key, klen, buf, len, if_match, 0, ret_lsn);
+    rc = put_common(st, key, klen, buf, len, json, jlen, if_match, 0, ret_lsn);
     free(buf);
     return rc;
 }
@@ -349,7 +356,7 @@ int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t
             *err = e;
         return rc;
     }
-    return put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), if_match, 0, ret_lsn);
+    return put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), NULL, 0, if_match, 0, ret_lsn);
 }
 
 static int delete_common(l3_store_t *st, const void *key, size_t klen, uint64_t if_match, uint64_t replay_lsn,
@@ -801,7 +808,18 @@ int l3_store_replay(l3_store_t *st, const l3_wal_rec_t *rec)
         if (rc < 0)
             return rc;
         rc = put_common(st, rec->key, rec->klen, rec->payload, L3_MIN(rec->plen, l3_doc_size(rec->payload)),
-                        0, rec->lsn, NULL);
+                        NULL, 0, 0, rec->lsn, NULL);
+        break;
+    }
+    case L3_WALOP_PUT_JSON: {
+        uint8_t *buf;
+        size_t len;
+        if (l3_doc_from_json(rec->payload, rec->plen, NULL, &buf, &len, NULL) < 0)
+            return L3_ECORRUPT;
+        rc = l3_store__check_registered(st);
+        if (rc >= 0)
+            rc = put_common(st, rec->key, rec->klen, buf, l3_doc_size(buf), NULL, 0, 0, rec->lsn, NULL);
+        free(buf);
         break;
     }
     case L3_WALOP_DELETE:
