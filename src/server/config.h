@@ -34,7 +34,7 @@ typedef struct {
     } server;
     struct {
         char *data_dir;          /* "data" */
-        char *wal_path;          /* "" = <data_dir>/l3kv.wal */
+        char *wal_path;          /* "" = <data_dir>/data.wal */
         uint64_t arena_bytes;
         uint64_t wal_buffer_bytes;
         l3_srv_durability_t durability;

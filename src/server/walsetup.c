@@ -11,7 +11,7 @@
  * Also starts checkpoints (a forked one-shot child) from the supervisor loop when the WAL
  * on disk passes storage.checkpoint_bytes.
  *
- * Files: <wal_path>.<seq> segments (storage.wal_path, default <data_dir>/l3kv.wal) and the
+ * Files: <wal_path>.<seq> segments (storage.wal_path, default <data_dir>/data.wal) and the
  * snapshot <data_dir>/l3kv.snap; both formats are defined in l3kv/wal.h.
  */
 #include <errno.h>
@@ -169,7 +169,7 @@ int l3_srv_wal_setup(l3_srv_t *srv)
     int rc;
     const l3_srv_config_t *c = &srv->cfg;
     int n = c->storage.wal_path[0] != '\0' ? snprintf(wal_path, sizeof(wal_path), "%s", c->storage.wal_path)
-                                            : snprintf(wal_path, sizeof(wal_path), "%s/l3kv.wal", c->storage.data_dir);
+                                            : snprintf(wal_path, sizeof(wal_path), "%s/data.wal", c->storage.data_dir);
     int m = snprintf(snap_path, sizeof(snap_path), "%s/l3kv.snap", c->storage.data_dir);
     if (n < 0 || (size_t)n >= sizeof(wal_path) || m < 0 || (size_t)m >= sizeof(snap_path)) {
         L3_LOG(L3_LOG_ERROR, "config: 'storage.wal_path' / 'storage.data_dir' too long");

@@ -36,7 +36,7 @@ class Server:
                        "min_workers": workers, "max_workers": workers,
                        "shutdown_timeout_ms": 3000},
             "storage": {"data_dir": os.path.join(self.dir, "data"),
-                        "wal_path": os.path.join(self.dir, "data", "l3kv.wal"),
+                        "wal_path": os.path.join(self.dir, "data", "data.wal"),
                         "arena_bytes": 256 << 20},
         }
         for sect, vals in (config or {}).items():

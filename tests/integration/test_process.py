@@ -72,7 +72,7 @@ def test_seed_config_unchanged_works():
         port = free_port()
         with open(os.path.join(d, "config.json"), "w") as f:
             json.dump({"server": {"address": "127.0.0.1", "port": port, "min_threads": 1, "max_threads": 2},
-                       "storage": {"wal_path": "data/l3kv.wal"}}, f)
+                       "storage": {"wal_path": "data/data.wal"}}, f)
         p = subprocess.Popen([BIN], cwd=d, stderr=subprocess.PIPE)
         try:
             ok = False
