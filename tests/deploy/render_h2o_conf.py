@@ -22,7 +22,6 @@ DEFAULTS = {
     "LIMIT_REQUEST_BODY": str(64 * 1024 * 1024 + 1024 * 1024),
     "ACCESS_LOG": "/var/log/h2o/l3kv-access.log",
     "ERROR_LOG": "/var/log/h2o/l3kv-error.log",
-    "PID_FILE": "/run/h2o-l3kv.pid",
     "USER": "debian-h2o",
 }
 
