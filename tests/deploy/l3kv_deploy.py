@@ -108,9 +108,10 @@ def cleanup_shm(pid):
 
 
 class L3kv:
-    """One l3kv instance started as `l3kv CONFIG` in its working directory."""
+    """One l3kv instance: cfg is written to workdir/config.json and the server started as
+    argv (default `l3kv workdir/config.json`) in cwd (default workdir)."""
 
-    def __init__(self, cfg, workdir, argv=None, preexec_fn=None):
+    def __init__(self, cfg, workdir, argv=None, preexec_fn=None, cwd=None):
         self.dir = workdir
         self.cfg = cfg
         self.config_path = os.path.join(workdir, "config.json")
@@ -122,7 +123,7 @@ class L3kv:
         self.log = open(self.log_path, "ab")
         argv = argv or [l3kv_bin(), self.config_path]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, cwd=workdir,
+                                     stderr=subprocess.STDOUT, cwd=cwd or workdir,
                                      start_new_session=True, preexec_fn=preexec_fn)
         wait_http(self.base + "/kv/health", 20, self.proc, "l3kv", self.logtext)
 
