@@ -25,7 +25,10 @@ JSON_HDR = {"Content-Type": "application/json"}
 
 
 class H2o:
-    def __init__(self, exe, backend_port, workdir):
+    """h2o started with etc/h2o/l3kv.conf.in rendered for a free loopback port, its logs
+    in workdir and backend_port as the l3kv backend. wait: until /kv/health answers."""
+
+    def __init__(self, exe, backend_port, workdir, wait=True):
         self.port = free_port()
         self.access_log = os.path.join(workdir, "access.log")
         self.error_log = os.path.join(workdir, "error.log")
@@ -48,7 +51,8 @@ class H2o:
                                      stdout=self.out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.base = "http://127.0.0.1:%d" % self.port
-        wait_http(self.base + "/kv/health", 20, self.proc, "h2o", self.logtext)
+        if wait:
+            wait_http(self.base + "/kv/health", 20, self.proc, "h2o", self.logtext)
 
     def logtext(self):
         self.out.flush()
@@ -374,3 +378,30 @@ def test_http2_to_h2o(px):
     out = r.stdout.decode()
     assert r.returncode == 0, out + r.stderr.decode()
     assert "400 succeeded" in out and "400 2xx" in out, out
+
+
+def test_backend_down_gives_502():
+    """With nothing on the backend port h2o answers 502 itself and logs the failure."""
+    exe = h2o_bin()
+    if exe is None:
+        pytest.skip("h2o is not installed")
+    d = mkworkdir("l3kv-h2o-down-")
+    proxy = None
+    try:
+        dead = free_port()  # bound and released: nothing listens there
+        proxy = H2o(exe, dead, d, wait=False)
+        deadline = time.monotonic() + 20
+        r = None
+        while time.monotonic() < deadline:
+            try:
+                r = requests.get(proxy.base + "/kv/x", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        assert r is not None and r.status_code == 502, r
+        with open(proxy.error_log) as f:
+            assert "connection failed" in f.read()
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        shutil.rmtree(d, ignore_errors=True)
