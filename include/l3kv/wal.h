@@ -187,6 +187,18 @@ uint64_t l3_wal_ring_max_payload(const l3_wal_ring_t *r);
  */
 int l3_wal_hook(void *ring_ctx, const l3_wal_rec_t *rec);
 
+/**
+ * The store's WAL probe (matches l3_wal_probe_fn; ctx is the l3_wal_ring_t *): did the
+ * l3_wal_hook call for `lsn`, made by a process that has since died, publish its record?
+ * 1: published (still in the ring, or consumed by the writer), 0: not (died before reserving,
+ * or its reservation stayed RESERVED / became ABORTED), -ENOENT: not found while tracking was
+ * incomplete (a producer table overflow), other < 0: the ring lock failed. Only meaningful
+ * for the latest hook call of a dead process (exactly what the store's repair asks), and only
+ * for records appended with l3_wal_hook (the split form below is not tracked). Takes the
+ * reservation lock briefly; no syscall. Argument and races: docs/wal.md 3.4.
+ */
+int l3_wal_probe(void *ring_ctx, uint64_t lsn);
+
 /** Ticket (ring end position) of the last record the calling thread appended; 0 if none. */
 uint64_t l3_wal_last_ticket(void);
 

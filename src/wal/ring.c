@@ -16,12 +16,17 @@
  *     moves past it);
  *  I2 rh_head - rh_tail <= data size; a slot never straddles the end of the data area;
  *  I3 slots of one key are reserved in apply order (the caller holds the document lock);
- *  I4 rh_durable <= rh_tail <= rh_head, all monotonic.
+ *  I4 rh_durable <= rh_tail <= rh_head, all monotonic;
+ *  I5 (probe) a producer entry's pe_pos is 0 or names the slot of its latest hook call whose
+ *     LSN is pe_lsn; slot memory is reused only by a reservation, which needs rh_lock, so
+ *     whoever holds rh_lock reads a slot at a position >= rh_tail as that slot.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <linux/futex.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -91,6 +96,7 @@ static int make_handle(void *region, size_t len, l3_wal_ring_t **ret_ring)
     r->size = r->sh->rh_data_bytes;
     for (unsigned i = 0; i < L3_WAL_NOTIFY_MAX; i++)
         r->efd[i] = -1;
+    r->prod_idx = -1;
     (void)len;
     *ret_ring = r;
     return 0;
@@ -184,7 +190,10 @@ static int ring_lock(l3_wal_shm_t *sh)
     return -rc;
 }
 
-int l3_wal_reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned timeout_ms, l3_wal_resv_t *ret)
+/* Reserve; prod >= 0 tags the slot with producer entry prod and records its position there
+ * (under rh_lock, before rh_head moves: I5). */
+static int reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned timeout_ms, int prod,
+                   l3_wal_resv_t *ret)
 {
     l3_wal_shm_t *sh = r->sh;
     uint64_t rsize = l3_wal_rec_size(klen, plen);
@@ -209,14 +218,19 @@ int l3_wal_reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned time
                 l3_wal_slot_t *ps = l3_wal__slot(r, head);
                 ps->rs_len = (uint32_t)pad;
                 ps->rs_pid = (uint32_t)pid;
-                ps->rs_resv = 0;
+                ps->rs_tag = 0;
                 atomic_store_explicit(&ps->rs_state, L3_WAL_SLOT_PAD, memory_order_relaxed);
             }
             uint64_t pos = head + pad;
             l3_wal_slot_t *s = l3_wal__slot(r, pos);
             s->rs_len = (uint32_t)need;
             s->rs_pid = (uint32_t)pid;
-            s->rs_resv = 0;
+            s->rs_tag = 0;
+            if (prod >= 0) {
+                l3_wal_prod_t *pe = &sh->rh_prod[prod];
+                s->rs_tag = l3_wal__tag((unsigned)prod, atomic_load_explicit(&pe->pe_gen, memory_order_relaxed));
+                atomic_store_explicit(&pe->pe_pos, pos + 1, memory_order_release);
+            }
             atomic_store_explicit(&s->rs_state, L3_WAL_SLOT_RESERVED, memory_order_relaxed);
             atomic_store_explicit(&sh->rh_head, pos + need, memory_order_release);
             pthread_mutex_unlock(&sh->rh_lock);
@@ -244,6 +258,11 @@ int l3_wal_reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned time
     }
 }
 
+int l3_wal_reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned timeout_ms, l3_wal_resv_t *ret)
+{
+    return reserve(r, klen, plen, timeout_ms, -1, ret);
+}
+
 static int publish_state(l3_wal_ring_t *r, l3_wal_resv_t *res, uint32_t state)
 {
     l3_wal_slot_t *s = (l3_wal_slot_t *)(void *)(res->rec - L3_WAL_SLOT_HDR);
@@ -267,6 +286,143 @@ void l3_wal_abandon(l3_wal_ring_t *r, l3_wal_resv_t *res)
     (void)publish_state(r, res, L3_WAL_SLOT_ABORTED);
 }
 
+/* ---------------------------------------------------------------- WAL probe
+ *
+ * A producer killed inside l3_wal_hook leaves its mutation complete in the store; the
+ * repairer must keep it iff the record was published (docs/wal.md 3.4). The producer table
+ * (wal-int.h) makes that decidable afterwards, for the one record per producer that can be
+ * in doubt: its latest. Everything the probe reads is read under rh_lock, which excludes
+ * reservations (so slot memory at or after rh_tail is not reused while it looks: I5) and
+ * entry reclaims; the writer runs concurrently and is handled by the order
+ * "pe_pub store, then rh_tail release" against "rh_tail acquire, then pe_pub load".
+ */
+
+void (*l3_wal__test_before_publish)(l3_wal_ring_t *r, const l3_wal_rec_t *rec);
+void (*l3_wal__test_after_publish)(l3_wal_ring_t *r, const l3_wal_rec_t *rec);
+
+int l3_wal__pid_dead(uint32_t pid)
+{
+    if (pid == 0)
+        return 1;
+    if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+        return 1;
+    char p[64], buf[512];
+    snprintf(p, sizeof p, "/proc/%u/stat", pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *rp = strrchr(buf, ')');
+    return rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
+/* Was the latest record of entry pe (owner dead, caller holds rh_lock) published? 0 or 1. */
+static int prod_verdict(l3_wal_ring_t *r, l3_wal_prod_t *pe)
+{
+    l3_wal_shm_t *sh = r->sh;
+    uint64_t p = atomic_load_explicit(&pe->pe_pos, memory_order_acquire);
+    if (p == 0)
+        return 0; /* died before rh_head moved past a slot of its own: never reserved */
+    uint64_t pos = p - 1;
+    uint64_t tail = atomic_load_explicit(&sh->rh_tail, memory_order_acquire);
+    if (tail <= pos) {
+        /* still in the ring and, under rh_lock, not reusable (I5). The owner is dead, so
+         * RESERVED is final for it (the writer may only turn it into ABORTED). */
+        uint32_t st = atomic_load_explicit(&l3_wal__slot(r, pos)->rs_state, memory_order_acquire);
+        return st == L3_WAL_SLOT_PUBLISHED;
+    }
+    /* consumed: the writer stored pe_pub = p before rh_tail passed the slot iff it was
+     * PUBLISHED; later slots of this entry cannot exist (its owner made no further call) */
+    return atomic_load_explicit(&pe->pe_pub, memory_order_relaxed) == p;
+}
+
+/* This process's producer entry (claimed on first use), or -1 when the table is full. */
+static int prod_entry(l3_wal_ring_t *r)
+{
+    pid_t me = my_pid();
+    if (L3_LIKELY(r->prod_pid == me))
+        return r->prod_idx;
+    l3_wal_shm_t *sh = r->sh;
+    int idx = -1;
+    for (int attempt = 0; attempt < 4 && idx < 0; attempt++) {
+        /* pick outside the lock (liveness checks are syscalls), confirm under it */
+        int cand = -1;
+        uint32_t cpid = 0;
+        for (unsigned i = 0; i < L3_WAL_PROD_MAX && cand < 0; i++)
+            if (atomic_load(&sh->rh_prod[i].pe_pid) == 0)
+                cand = (int)i;
+        for (unsigned i = 0; i < L3_WAL_PROD_MAX && cand < 0; i++) {
+            /* an entry with our pid is a dead process's whose pid we reuse: a process
+             * claims once per ring handle, and one handle per process produces */
+            uint32_t pid = atomic_load(&sh->rh_prod[i].pe_pid);
+            if (pid == (uint32_t)me || l3_wal__pid_dead(pid)) {
+                cand = (int)i;
+                cpid = pid;
+            }
+        }
+        if (cand < 0)
+            break;
+        if (ring_lock(sh) < 0)
+            break;
+        l3_wal_prod_t *pe = &sh->rh_prod[cand];
+        if (atomic_load(&pe->pe_pid) == cpid) {
+            uint64_t old = atomic_load(&pe->pe_lsn);
+            if (cpid != 0 && old != 0) {
+                /* keep the dead owner's verdict for a repair that has not happened yet */
+                uint32_t k = atomic_fetch_add(&sh->rh_dl_next, 1) % L3_WAL_DEAD_MAX;
+                l3_wal_dead_t *dl = &sh->rh_dead[k];
+                if (atomic_load(&dl->dl_lsn) != 0)
+                    atomic_store(&sh->rh_probe_lossy, 1);
+                atomic_store(&dl->dl_verdict, (uint64_t)prod_verdict(r, pe));
+                atomic_store(&dl->dl_lsn, old);
+            }
+            atomic_fetch_add(&pe->pe_gen, 1);
+            atomic_store(&pe->pe_lsn, 0);
+            atomic_store(&pe->pe_pos, 0);
+            atomic_store(&pe->pe_pub, 0);
+            atomic_store(&pe->pe_pid, (uint32_t)me);
+            idx = cand;
+        }
+        pthread_mutex_unlock(&sh->rh_lock);
+    }
+    if (idx < 0)
+        atomic_store(&sh->rh_probe_lossy, 1); /* this process's records are not tracked */
+    r->prod_pid = me;
+    r->prod_idx = idx;
+    return idx;
+}
+
+int l3_wal_probe(void *ring_ctx, uint64_t lsn)
+{
+    l3_wal_ring_t *r = ring_ctx;
+    if (!r)
+        return -EINVAL;
+    if (lsn == 0)
+        return 0;
+    l3_wal_shm_t *sh = r->sh;
+    int rc = ring_lock(sh);
+    if (rc < 0)
+        return rc;
+    int v = -1;
+    /* LSNs are unique per hook call, so at most one entry or dead letter carries lsn */
+    for (unsigned i = 0; i < L3_WAL_PROD_MAX && v < 0; i++) {
+        l3_wal_prod_t *pe = &sh->rh_prod[i];
+        if (atomic_load(&pe->pe_pid) != 0 && atomic_load_explicit(&pe->pe_lsn, memory_order_acquire) == lsn)
+            v = prod_verdict(r, pe);
+    }
+    for (unsigned i = 0; i < L3_WAL_DEAD_MAX && v < 0; i++)
+        if (atomic_load(&sh->rh_dead[i].dl_lsn) == lsn)
+            v = (int)atomic_load(&sh->rh_dead[i].dl_verdict);
+    if (v < 0) /* never announced (died before reserving), unless tracking was incomplete */
+        v = atomic_load(&sh->rh_probe_lossy) ? -ENOENT : 0;
+    pthread_mutex_unlock(&sh->rh_lock);
+    return v;
+}
+
 static __thread uint64_t last_ticket;
 
 uint64_t l3_wal_last_ticket(void)
@@ -279,14 +435,26 @@ int l3_wal_hook(void *ring_ctx, const l3_wal_rec_t *rec)
     l3_wal_ring_t *r = ring_ctx;
     if (rec->op == L3_WALOP_NONE || rec->op >= L3_WALOP_MAX)
         return -EINVAL;
+    int prod = prod_entry(r);
+    if (prod >= 0) {
+        /* announce before reserving; pe_pos first, so a death between the two stores leaves
+         * the previous LSN with no slot rather than this LSN with the previous slot */
+        l3_wal_prod_t *pe = &r->sh->rh_prod[prod];
+        atomic_store_explicit(&pe->pe_pos, 0, memory_order_relaxed);
+        atomic_store_explicit(&pe->pe_lsn, rec->lsn, memory_order_release);
+    }
     l3_wal_resv_t res;
-    int rc = l3_wal_reserve(r, rec->klen, rec->plen, L3_WAL_FULL_WAIT_MS, &res);
+    int rc = reserve(r, rec->klen, rec->plen, L3_WAL_FULL_WAIT_MS, prod, &res);
     if (rc < 0)
         return rc;
     l3_wal__rec_fill(res.rec, res.size, rec);
+    if (L3_UNLIKELY(l3_wal__test_before_publish != NULL))
+        l3_wal__test_before_publish(r, rec);
     rc = publish_state(r, &res, L3_WAL_SLOT_PUBLISHED);
     if (rc < 0)
         return -EIO;
+    if (L3_UNLIKELY(l3_wal__test_after_publish != NULL))
+        l3_wal__test_after_publish(r, rec);
     last_ticket = res.end;
     return 0;
 }

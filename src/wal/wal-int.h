@@ -52,16 +52,37 @@
  *  336     8 rh_sync_want       waiters atomic max of wanted tickets / writer compares
  *  344     4 rh_error           writer: 0, -ENOSPC, -EIO / producers refuse while non-zero
  *  348     4 rh_failstop        writer: 1 after a failed fdatasync (sticky)
+ *  352     4 rh_dl_next         under rh_lock: next rh_dead[] index to fill (mod L3_WAL_DEAD_MAX)
+ *  356     4 rh_probe_lossy     under rh_lock (atomic): 1 once a producer went untracked or a
+ *                               dead letter was overwritten (the probe answers -ENOENT, not 0,
+ *                               for an LSN it cannot find)
  *  384   ... statistics         writer-only relaxed counters / stale-tolerant readers
  *  512  1024 rh_armed[256]      notify slots: workers store 1 (seq_cst) / writer exchanges 0
+ * 1536  2048 rh_prod[64]        producer table for the WAL probe (below)
+ * 3584   512 rh_dead[32]        dead letters: verdicts of reclaimed producer entries (below)
  * 4096       data area
+ *
+ * ---------------------------------------------------------------- producer entry (shm, 32 bytes)
+ * One per producer process (claimed at its first l3_wal_hook call), so that a repairer can
+ * decide after the producer died whether its last record was published (l3_wal_probe).
+ *   off size field    W / R
+ *     0    4 pe_pid   claimer under rh_lock; 0 = free
+ *     4    4 pe_gen   claimer under rh_lock: +1 per claim (low 24 bits go into the slot tag)
+ *     8    8 pe_lsn   owner, before reserving: LSN of its latest hook call (release)
+ *    16    8 pe_pos   owner: 0 before reserving (stored before pe_lsn); ring position + 1 of
+ *                     the slot, stored under rh_lock before rh_head moves past it
+ *    24    8 pe_pub   writer: ring position + 1 of the last PUBLISHED slot of this entry it
+ *                     copied into a batch; stored before rh_tail passes the slot (release)
+ * Dead letter (16 bytes): 0 dl_lsn (0 = empty), 8 dl_verdict (0 or 1): the probe's answer for
+ * a dead producer's last LSN, computed under rh_lock when its entry was reclaimed.
  *
  * ---------------------------------------------------------------- ring slot (shm)
  *   off size field     meaning
  *     0    4 rs_state  L3_WAL_SLOT_* (atomic; RESERVED -> PUBLISHED | ABORTED; PAD)
  *     4    4 rs_len    slot bytes including this header (multiple of 8)
  *     8    4 rs_pid    the reserving process (liveness check)
- *    12    4 rs_resv   0
+ *    12    4 rs_tag    producer entry of an l3_wal_hook slot: (pe_gen & 0xffffff) << 8 |
+ *                      (index + 1); 0 for pads and split-API reservations (untracked)
  *    16      record bytes in on-disk form (wr_len = rs_len - 16), salt 0, wr_crc partial
  *
  * Slot state machine (ring reservation):
@@ -81,9 +102,11 @@
  */
 
 #define L3_WAL_RING_MAGIC 0x31474E4952574C33ull /* "L3WRING1" little-endian */
-#define L3_WAL_RING_VERSION 1u
+#define L3_WAL_RING_VERSION 2u /* 2: producer table, rs_tag */
 #define L3_WAL_RING_HDR 4096u
 #define L3_WAL_SLOT_HDR 16u
+#define L3_WAL_PROD_MAX 64u
+#define L3_WAL_DEAD_MAX 32u
 
 enum { L3_WAL_SLOT_RESERVED = 1, L3_WAL_SLOT_PUBLISHED = 2, L3_WAL_SLOT_ABORTED = 3, L3_WAL_SLOT_PAD = 4 };
 
@@ -91,8 +114,21 @@ typedef struct {
     _Atomic uint32_t rs_state;
     uint32_t rs_len;
     uint32_t rs_pid;
-    uint32_t rs_resv;
+    uint32_t rs_tag;
 } l3_wal_slot_t;
+
+typedef struct {
+    _Atomic uint32_t pe_pid;
+    _Atomic uint32_t pe_gen;
+    _Atomic uint64_t pe_lsn;
+    _Atomic uint64_t pe_pos;
+    _Atomic uint64_t pe_pub;
+} l3_wal_prod_t;
+
+typedef struct {
+    _Atomic uint64_t dl_lsn;
+    _Atomic uint64_t dl_verdict;
+} l3_wal_dead_t;
 
 typedef struct {
     uint64_t rc_tail;
@@ -138,7 +174,9 @@ typedef struct {
     _Atomic uint64_t rh_sync_want;
     _Atomic int32_t rh_error;
     _Atomic uint32_t rh_failstop;
-    uint8_t rh_pad5[32];
+    _Atomic uint32_t rh_dl_next;
+    _Atomic uint32_t rh_probe_lossy;
+    uint8_t rh_pad5[24];
 
     /* 384: statistics (writer-only, relaxed) */
     _Atomic uint64_t rh_st_records;
@@ -152,7 +190,8 @@ typedef struct {
     uint8_t rh_pad6[64];
 
     _Atomic uint32_t rh_armed[L3_WAL_NOTIFY_MAX]; /* 512 */
-    uint8_t rh_pad7[L3_WAL_RING_HDR - 512 - 4 * L3_WAL_NOTIFY_MAX];
+    l3_wal_prod_t rh_prod[L3_WAL_PROD_MAX];       /* 1536 */
+    l3_wal_dead_t rh_dead[L3_WAL_DEAD_MAX];       /* 3584 */
 } l3_wal_shm_t;
 
 _Static_assert(sizeof(pthread_mutex_t) <= 40, "rh_lock must fit its line");
@@ -163,6 +202,10 @@ _Static_assert(offsetof(l3_wal_shm_t, rh_pub_seq) == 256, "ring layout");
 _Static_assert(offsetof(l3_wal_shm_t, rh_durable) == 320, "ring layout");
 _Static_assert(offsetof(l3_wal_shm_t, rh_st_records) == 384, "ring layout");
 _Static_assert(offsetof(l3_wal_shm_t, rh_armed) == 512, "ring layout");
+_Static_assert(offsetof(l3_wal_shm_t, rh_dl_next) == 352, "ring layout");
+_Static_assert(offsetof(l3_wal_shm_t, rh_prod) == 1536, "ring layout");
+_Static_assert(offsetof(l3_wal_shm_t, rh_dead) == 3584, "ring layout");
+_Static_assert(sizeof(l3_wal_prod_t) == 32 && sizeof(l3_wal_dead_t) == 16, "probe table layout");
 _Static_assert(sizeof(l3_wal_shm_t) == L3_WAL_RING_HDR, "ring header size");
 _Static_assert(sizeof(l3_wal_slot_t) == L3_WAL_SLOT_HDR, "slot header size");
 
@@ -172,6 +215,8 @@ struct l3_wal_ring {
     uint64_t size; /* data bytes */
     int efd[L3_WAL_NOTIFY_MAX];
     unsigned nefd;
+    pid_t prod_pid; /* process that claimed prod_idx through this handle (0: none yet) */
+    int prod_idx;   /* its producer entry, -1 when the table was full */
 };
 
 static inline l3_wal_slot_t *l3_wal__slot(const l3_wal_ring_t *r, uint64_t pos)
@@ -183,6 +228,19 @@ static inline const l3_wal_commit_t *l3_wal__commit(const l3_wal_ring_t *r)
 {
     uint32_t idx = atomic_load_explicit(&r->sh->rh_commit_idx, memory_order_acquire) & 1u;
     return &r->sh->rh_commit[idx];
+}
+
+/* 1 if pid no longer runs (ESRCH, or a zombie / dead task in /proc); pid 0 counts as dead */
+int l3_wal__pid_dead(uint32_t pid);
+/* Test hooks (NULL in production): called inside l3_wal_hook after the record is filled,
+ * just before / just after the PUBLISHED store. Tests fork, set one and _exit inside it. */
+extern void (*l3_wal__test_before_publish)(l3_wal_ring_t *r, const l3_wal_rec_t *rec);
+extern void (*l3_wal__test_after_publish)(l3_wal_ring_t *r, const l3_wal_rec_t *rec);
+
+/* Slot tag of producer entry idx: see rs_tag. */
+static inline uint32_t l3_wal__tag(unsigned idx, uint32_t gen)
+{
+    return (gen & 0xffffffu) << 8 | (idx + 1u);
 }
 
 /* futex helpers on shared (not private) words; timeout_ms < 0 waits forever */

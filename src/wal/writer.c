@@ -365,24 +365,22 @@ static void delete_covered(wr_t *w)
 
 /* ---------------------------------------------------------------- draining */
 
-static int owner_dead(uint32_t pid)
+/*
+ * For l3_wal_probe: remember, in the producer's entry, the last PUBLISHED slot of it that
+ * went into a batch. rh_tail passes the slot only later (commit_progress, a release store),
+ * so a probe that sees rh_tail beyond the slot also sees this store. A tag whose generation
+ * no longer matches (the entry was reclaimed) is ignored; a store racing a reclaim can only
+ * leave the new owner a position that is none of its slots, which never reads as published.
+ */
+static void note_published(wr_t *w, const l3_wal_slot_t *s, uint64_t pos)
 {
-    if (pid == 0)
-        return 1;
-    if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
-        return 1;
-    char p[64], buf[512];
-    snprintf(p, sizeof p, "/proc/%u/stat", pid);
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    char *rp = strrchr(buf, ')');
-    return rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
+    uint32_t tag = s->rs_tag;
+    unsigned idx = (tag & 0xffu) - 1u;
+    if (tag == 0 || idx >= L3_WAL_PROD_MAX)
+        return;
+    l3_wal_prod_t *pe = &w->sh->rh_prod[idx];
+    if (l3_wal__tag(idx, atomic_load_explicit(&pe->pe_gen, memory_order_relaxed)) == tag)
+        atomic_store_explicit(&pe->pe_pub, pos + 1, memory_order_relaxed);
 }
 
 /*
@@ -415,6 +413,7 @@ static size_t gather(wr_t *w, uint64_t *ret_end, int *ret_blocked, uint64_t *ret
                 break;
             memcpy(w->buf + used, rec, rlen);
             l3_wal__rec_seal(w->buf + used, rlen, w->salt);
+            note_published(w, s, pos);
             used += rlen;
             (*ret_records)++;
         } else if (st == L3_WAL_SLOT_RESERVED) {
@@ -424,7 +423,7 @@ static size_t gather(wr_t *w, uint64_t *ret_end, int *ret_blocked, uint64_t *ret
                 w->stuck_since = now;
             } else if (now - w->stuck_since >= (uint64_t)w->abort_ms * 1000000u) {
                 uint32_t expect = L3_WAL_SLOT_RESERVED;
-                if (owner_dead(s->rs_pid) &&
+                if (l3_wal__pid_dead(s->rs_pid) &&
                     atomic_compare_exchange_strong(&s->rs_state, &expect, L3_WAL_SLOT_ABORTED)) {
                     fprintf(stderr, "l3kv-wal-writer: reservation at %" PRIu64 " of dead pid %u aborted\n",
                             pos, s->rs_pid);
