@@ -28,7 +28,7 @@ class H2o:
     """h2o started with etc/h2o/l3kv.conf.in rendered for a free loopback port, its logs
     in workdir and backend_port as the l3kv backend. wait: until /kv/health answers."""
 
-    def __init__(self, exe, backend_port, workdir, wait=True):
+    def __init__(self, exe, backend_port, workdir, wait=True, edit=None):
         self.port = free_port()
         self.access_log = os.path.join(workdir, "access.log")
         self.error_log = os.path.join(workdir, "error.log")
@@ -41,8 +41,9 @@ class H2o:
             "USER": "nobody" if os.getuid() == 0 else "",
         }
         self.conf = os.path.join(workdir, "h2o.conf")
+        text = render_h2o_conf.render_file(values)
         with open(self.conf, "w") as f:
-            f.write(render_h2o_conf.render_file(values))
+            f.write(edit(text) if edit else text)
         t = subprocess.run([exe, "-t", "-c", self.conf], capture_output=True, timeout=30)
         assert t.returncode == 0, t.stdout + t.stderr
         self.out_path = os.path.join(workdir, "h2o.out")
@@ -401,6 +402,57 @@ def test_backend_down_gives_502():
         assert r is not None and r.status_code == 502, r
         with open(proxy.error_log) as f:
             assert "connection failed" in f.read()
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def tls_listener(text, port, crt, key):
+    """Uncomment the TLS listener example of the configuration (exactly as shipped, with
+    the port and certificate paths replaced) and add it after the plain listener."""
+    lines = text.split("\n")
+    start = lines.index("#   listen:")
+    end = next(i for i in range(start, len(lines)) if "minimum-version" in lines[i])
+    block = [ln[4:] for ln in lines[start:end + 1]]
+    assert block[0] == "listen:" and all(ln.startswith("  ") for ln in block[1:]), block
+    block = [ln.replace("port: 443", "port: %d" % port)
+             .replace("/etc/h2o/l3kv.crt", crt).replace("/etc/h2o/l3kv.key", key) for ln in block]
+    block.insert(1, "  host: 127.0.0.1")
+    at = lines.index("# TLS terminates here: add a second top-level `listen:` key (h2o accepts the key more")
+    return "\n".join(lines[:at] + block + lines[at:])
+
+
+def test_tls_at_h2o_with_http2(px, tmp_path):
+    """The TLS example from the configuration's comment: HTTP/2 over TLS (ALPN) to h2o,
+    plain HTTP/1.1 to l3kv, the document and the ETag unchanged."""
+    openssl, curl = shutil.which("openssl"), shutil.which("curl")
+    if openssl is None or curl is None:
+        pytest.skip("openssl or curl not installed")
+    d = mkworkdir("l3kv-h2o-tls-")
+    proxy = None
+    try:
+        crt, key = os.path.join(d, "l3kv.crt"), os.path.join(d, "l3kv.key")
+        r = subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                            "-subj", "/CN=localhost", "-keyout", key, "-out", crt],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        os.chmod(key, 0o644)
+        tls_port = free_port()
+        proxy = H2o(h2o_bin(), px.srv.port, d,
+                    edit=lambda t: tls_listener(t, tls_port, crt, key))
+        r = px.put(u(px, "/kv/tls1"), data='{"over":"tls"}', timeout=10)
+        tag = r.headers["ETag"]
+        r = subprocess.run([curl, "-sS", "-k", "--max-time", "20", "--http2", "-D", "-",
+                            "-o", os.path.join(d, "body"), "-w", "%{http_version}",
+                            "https://127.0.0.1:%d/kv/tls1" % tls_port],
+                           capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        out = r.stdout.decode()
+        assert out.endswith("2") and out.startswith("HTTP/2 200"), out
+        assert ("etag: %s" % tag).lower() in out.lower(), out
+        with open(os.path.join(d, "body")) as f:
+            assert json.load(f) == {"over": "tls"}
     finally:
         if proxy is not None:
             proxy.stop()
