@@ -6,7 +6,9 @@ l3kv figure as a ratio to that baseline, set_int on a 10 MB document against set
 100-byte one, and the server-side handler time per route from /metrics.
 
 usage: bench-http.py [--l3kv BIN] [--baseline BIN] [--workers N] [--duration S] [--threads T] [--rounds R]
-(defaults from L3KV_BIN / L3KV_BASELINE_BIN). Targets from the issue: GET >= 0.8x, PUT >= 0.6x,
+                     [--long]
+(defaults from L3KV_BIN / L3KV_BASELINE_BIN; --long: 15 s per case, 3 rounds). After the
+throughput table it prints wrk's p50/p99 latency of each case's best round. Targets from the issue: GET >= 0.8x, PUT >= 0.6x,
 set_int >= 0.7x, set_int 10 MB within 10% of 100 B, GET handler median < 5 us.
 Exit code 0 when the run completed (figures are reported, not asserted); 77 when wrk is missing.
 """
@@ -22,6 +24,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 
 
 def free_port():
@@ -61,7 +66,8 @@ def wrk(url, duration, threads, lua=None, tmp=None):
     errs = re.search(r"Socket errors:.*", out)
     if non2xx or errs:
         print("    (wrk: %s%s)" % (non2xx.group(0) if non2xx else "", " " + errs.group(0) if errs else ""))
-    return float(m.group(1)) if m else 0.0
+    lat = benchlib.parse_wrk(out)
+    return (float(m.group(1)) if m else 0.0), (lat["p50"], lat["p99"])
 
 
 def main():
@@ -72,7 +78,11 @@ def main():
     ap.add_argument("--duration", type=int, default=int(os.environ.get("L3KV_BENCH_SECONDS", "5")))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("L3KV_BENCH_ROUNDS", "2")))
+    ap.add_argument("--long", action="store_true", help="15 s per case, 3 rounds (unless given explicitly)")
     a = ap.parse_args()
+    if a.long:
+        a.duration = max(a.duration, 15)
+        a.rounds = max(a.rounds, 3)
     if not shutil.which("wrk"):
         print("wrk not installed: skipping")
         return 77
@@ -116,9 +126,12 @@ def main():
         # The machine is shared and noisy: run the cases interleaved, several rounds, and
         # keep each case's best round.
         res = {name: 0.0 for name, _, _ in cases}
+        lat = {name: (float("nan"), float("nan")) for name, _, _ in cases}
         for _ in range(a.rounds):
             for name, url, lua in cases:
-                res[name] = max(res[name], wrk(url, a.duration, a.threads, lua=lua, tmp=tmp))
+                rps, pl = wrk(url, a.duration, a.threads, lua=lua, tmp=tmp)
+                if rps > res[name]:
+                    res[name], lat[name] = rps, pl
         with urllib.request.urlopen(lu + "/metrics") as r:
             m = json.loads(r.read())
         b = res["baseline"] or 1.0
@@ -135,6 +148,12 @@ def main():
             print("handler time %-6s median %7.2f us  p99 %7.2f us  (n=%d)"
                   % (route, h[route]["median_ns"] / 1000.0, h[route]["p99_ns"] / 1000.0, h[route]["count"]))
         print("GET handler median target < 5 us: %s" % ("met" if h["get"]["median_ns"] < 5000 else "NOT met"))
+        print("client latency (wrk, best round)  %10s %10s %12s" % ("p50", "p99", "p99/base"))
+        for name, label in (("baseline", "baseline fixed 100 B"), ("get", "GET 100 B doc"), ("put", "PUT 100 B doc"),
+                            ("set_int", "set_int 100 B doc"), ("set_int_10mb", "set_int 10 MB doc")):
+            p50, p99 = lat[name]
+            print("  %-31s %10s %10s %12.2f" % (label, benchlib.fmt_s(p50), benchlib.fmt_s(p99),
+                                                 p99 / lat["baseline"][1] if lat["baseline"][1] > 0 else float("nan")))
         return 0
     finally:
         for p in procs:
