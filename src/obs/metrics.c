@@ -9,26 +9,51 @@
  * occupies the slot, plus os_pid/os_state/os_restarts which only the supervisor writes).
  * Readers use relaxed loads and accept totals that are a few requests stale.
  * Invariant: counters only grow, except os_active_conns (a gauge).
+ * The autoscaler section has one writer, the supervisor, and is read under a sequence
+ * lock: sa_seq is odd while an update is in progress; a reader copies the words and keeps
+ * the copy only if sa_seq was the same even value before and after. Every word is copied
+ * with a relaxed atomic access, so there is no data race, only retried reads.
  *
  * Region layout (host byte order; the region is never written to disk):
  *
  *   offset  size  field
  *   0       8     oh_magic        "L3KVOBS1"
- *   8       4     oh_version      1
+ *   8       4     oh_version      2 (2: autoscaler section added)
  *   12      4     oh_nslots       number of worker slots
  *   16      4     oh_slot_size    sizeof(l3_obs_slot_t), a multiple of 64
  *   20      4     oh_nroutes      L3_OBS_R_MAX
  *   24      4     oh_nbuckets     L3_OBS_NBUCKETS
  *   28      4     oh_workers      live worker processes (supervisor writes)
  *   32      8     oh_start_wall_ns  supervisor start, ns since the epoch
- *   40      24    reserved, zero
- *   64      nslots * oh_slot_size   l3_obs_slot_t[nslots] (see obs.h): pid, state,
+ *   40      4     oh_as_offset    offset of the autoscaler section (64)
+ *   44      4     oh_as_size      its size in bytes (2752)
+ *   48      16    reserved, zero
+ *   64      2752  autoscaler section (struct l3_obs_as_shm):
+ *                   +0     4  sa_magic    "L3AS" (0x5341334c little endian)
+ *                   +4     4  sa_version  1
+ *                   +8     8  sa_seq      sequence lock: 0 never published, odd = being written
+ *                   +16 2704  sa_words    an l3_obs_as_t (obs.h) stored as 338 u64 words:
+ *                     +0   u32 enabled, interval_ms, horizon_ms, min_workers, max_workers,
+ *                          workers, target, nevents
+ *                     +32  u64 wall_ms, backlog, inflight
+ *                     +56  f64 depth, estimate, rate, predicted, predicted_var,
+ *                          p00, p01, p11, innovation, capacity
+ *                     +136 u64 steps, ups, downs, invalid
+ *                     +168 u32 last_reason, pad
+ *                     +176 char[96] last_text
+ *                     +272 16 events of 152 bytes, newest first:
+ *                          u64 wall_ms, mono_ms; u32 from, to, reason, pad;
+ *                          f64 measured, estimate, predicted; char[96] text
+ *                   +2720 32  padding to a multiple of 64, zero
+ *   2816    nslots * oh_slot_size   l3_obs_slot_t[nslots] (see obs.h): pid, state,
  *                 active connections, accepted, bytes rx/tx, requests, 4xx, 5xx,
  *                 restarts, in-flight requests, 6 reserved words, then per route {count, ns_total,
  *                 hist[240]} (all u64), padded to a multiple of 64 bytes.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +63,11 @@
 #include "obs.h"
 
 #define OBS_MAGIC 0x3153424f564b334cull /* "L3KVOBS1" little endian */
-#define OBS_VERSION 1u
+#define OBS_VERSION 2u
+#define AS_MAGIC 0x5341334cu /* "L3AS" little endian */
+#define AS_VERSION 1u
+#define AS_WORDS (sizeof(l3_obs_as_t) / sizeof(uint64_t))
+#define AS_READ_TRIES 1000
 
 struct l3_obs_hdr {
     uint64_t oh_magic;
@@ -49,12 +78,28 @@ struct l3_obs_hdr {
     uint32_t oh_nbuckets;
     uint32_t oh_workers;
     uint64_t oh_start_wall_ns;
-    uint8_t oh_reserved[24];
+    uint32_t oh_as_offset;
+    uint32_t oh_as_size;
+    uint8_t oh_reserved[16];
 };
+
+struct l3_obs_as_shm {
+    uint32_t sa_magic;
+    uint32_t sa_version;
+    uint64_t sa_seq;
+    uint64_t sa_words[AS_WORDS];
+} __attribute__((aligned(64)));
 
 _Static_assert(sizeof(struct l3_obs_hdr) == 64, "obs header is 64 bytes");
 _Static_assert(sizeof(l3_obs_slot_t) % 64 == 0, "obs slots are cacheline multiples");
 _Static_assert(offsetof(l3_obs_slot_t, os_route) == 128, "obs slot counters take 128 bytes");
+_Static_assert(sizeof(l3_obs_as_event_t) == 152, "autoscale event is 152 bytes");
+_Static_assert(sizeof(l3_obs_as_t) == 2704 && sizeof(l3_obs_as_t) % 8 == 0, "autoscale state is 338 words");
+_Static_assert(offsetof(l3_obs_as_t, as_events) == 272, "autoscale events start at +272");
+_Static_assert(sizeof(struct l3_obs_as_shm) == 2752, "autoscale section is 2752 bytes");
+
+#define AS_OFFSET sizeof(struct l3_obs_hdr)
+#define SLOTS_OFFSET (AS_OFFSET + sizeof(struct l3_obs_as_shm))
 
 static const char *const route_names[L3_OBS_R_MAX] = {
     [L3_OBS_R_GET] = "get",         [L3_OBS_R_PUT] = "put",       [L3_OBS_R_DELETE] = "delete",
@@ -69,7 +114,7 @@ const char *l3_obs_route_name(l3_obs_route_t r)
 
 size_t l3_obs_region_size(uint32_t nslots)
 {
-    size_t n = sizeof(struct l3_obs_hdr) + (size_t)nslots * sizeof(l3_obs_slot_t);
+    size_t n = SLOTS_OFFSET + (size_t)nslots * sizeof(l3_obs_slot_t);
     return (n + 4095) & ~(size_t)4095;
 }
 
@@ -85,6 +130,11 @@ int l3_obs_format(void *base, size_t len, uint32_t nslots, uint64_t start_wall_n
     h->oh_nroutes = L3_OBS_R_MAX;
     h->oh_nbuckets = L3_OBS_NBUCKETS;
     h->oh_start_wall_ns = start_wall_ns;
+    h->oh_as_offset = (uint32_t)AS_OFFSET;
+    h->oh_as_size = (uint32_t)sizeof(struct l3_obs_as_shm);
+    struct l3_obs_as_shm *as = (struct l3_obs_as_shm *)((char *)base + AS_OFFSET);
+    as->sa_magic = AS_MAGIC;
+    as->sa_version = AS_VERSION;
     __atomic_store_n(&h->oh_magic, OBS_MAGIC, __ATOMIC_RELEASE);
     return 0;
 }
@@ -95,10 +145,15 @@ int l3_obs_attach(l3_obs_t *o, void *base, size_t len)
     if (base == NULL || len < sizeof(*h) || __atomic_load_n(&h->oh_magic, __ATOMIC_ACQUIRE) != OBS_MAGIC ||
         h->oh_version != OBS_VERSION || h->oh_slot_size != sizeof(l3_obs_slot_t) ||
         h->oh_nroutes != L3_OBS_R_MAX || h->oh_nbuckets != L3_OBS_NBUCKETS || h->oh_nslots == 0 ||
+        h->oh_as_offset != AS_OFFSET || h->oh_as_size != sizeof(struct l3_obs_as_shm) ||
         len < l3_obs_region_size(h->oh_nslots))
         return -EBADMSG;
+    struct l3_obs_as_shm *as = (struct l3_obs_as_shm *)((char *)base + AS_OFFSET);
+    if (as->sa_magic != AS_MAGIC || as->sa_version != AS_VERSION)
+        return -EBADMSG;
     o->hdr = h;
-    o->slots = (l3_obs_slot_t *)((char *)base + sizeof(*h));
+    o->as = as;
+    o->slots = (l3_obs_slot_t *)((char *)base + SLOTS_OFFSET);
     o->nslots = h->oh_nslots;
     return 0;
 }
@@ -140,6 +195,50 @@ void l3_obs_record(l3_obs_slot_t *s, l3_obs_route_t route, int status, uint64_t 
 void l3_obs_set_workers(const l3_obs_t *o, uint32_t nworkers)
 {
     __atomic_store_n(&o->hdr->oh_workers, nworkers, __ATOMIC_RELAXED);
+}
+
+void l3_obs_as_publish(const l3_obs_t *o, const l3_obs_as_t *st)
+{
+    uint64_t w[AS_WORDS];
+    memcpy(w, st, sizeof(w));
+    struct l3_obs_as_shm *as = o->as;
+    uint64_t seq = __atomic_load_n(&as->sa_seq, __ATOMIC_RELAXED);
+    if (seq & 1) /* a previous writer died mid-update; only the supervisor writes, so resume */
+        seq++;
+    __atomic_store_n(&as->sa_seq, seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE); /* the odd value is visible before any word */
+    for (size_t i = 0; i < AS_WORDS; i++)
+        __atomic_store_n(&as->sa_words[i], w[i], __ATOMIC_RELAXED);
+    __atomic_store_n(&as->sa_seq, seq + 2, __ATOMIC_RELEASE);
+}
+
+int l3_obs_as_read(const l3_obs_t *o, l3_obs_as_t *ret)
+{
+    uint64_t w[AS_WORDS];
+    const struct l3_obs_as_shm *as = o->as;
+    for (int tries = 0; tries < AS_READ_TRIES; tries++) {
+        uint64_t s1 = __atomic_load_n(&as->sa_seq, __ATOMIC_ACQUIRE);
+        if (s1 == 0)
+            return -ENOENT;
+        if (s1 & 1) {
+            if (tries >= 16)
+                sched_yield(); /* the writer may have been preempted mid-update */
+            continue;
+        }
+        for (size_t i = 0; i < AS_WORDS; i++)
+            w[i] = __atomic_load_n(&as->sa_words[i], __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the words are read before the re-check */
+        if (__atomic_load_n(&as->sa_seq, __ATOMIC_RELAXED) == s1) {
+            memcpy(ret, w, sizeof(w));
+            ret->as_last_text[L3_OBS_AS_TEXT - 1] = '\0';
+            if (ret->as_nevents > L3_OBS_AS_EVENTS)
+                ret->as_nevents = L3_OBS_AS_EVENTS;
+            for (unsigned i = 0; i < L3_OBS_AS_EVENTS; i++)
+                ret->as_events[i].ae_text[L3_OBS_AS_TEXT - 1] = '\0';
+            return 0;
+        }
+    }
+    return -EAGAIN;
 }
 
 uint64_t l3_obs_quantile(const uint64_t *hist, uint64_t count, double q)
@@ -266,8 +365,112 @@ static int sb_finish(sb_t *b, char **ret, size_t *ret_len)
     return 0;
 }
 
-int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra, char **ret,
-                       size_t *ret_len)
+/* A JSON number, or null for NaN/infinity. */
+static void sb_num(sb_t *b, double v)
+{
+    if (isfinite(v))
+        sb_printf(b, "%.6g", v);
+    else
+        sb_printf(b, "null");
+}
+
+/* A JSON string literal of the NUL-terminated s (control characters, quotes and
+ * backslashes escaped; bytes >= 0x80 copied as they are). */
+static void sb_str(sb_t *b, const char *s)
+{
+    sb_printf(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            sb_printf(b, "\\%c", *p);
+        else if (*p < 0x20)
+            sb_printf(b, "\\u%04x", *p);
+        else
+            sb_printf(b, "%c", *p);
+    }
+    sb_printf(b, "\"");
+}
+
+static void render_autoscale(sb_t *b, const l3_obs_t *o, uint64_t now_wall_ns)
+{
+    l3_obs_as_t a;
+    int rc = l3_obs_as_read(o, &a);
+    if (rc < 0) {
+        sb_printf(b, ",\"autoscale\":{\"enabled\":false,\"available\":false}");
+        return;
+    }
+    uint64_t now_ms = now_wall_ns / 1000000u;
+    sb_printf(b,
+              ",\"autoscale\":{\"enabled\":%s,\"available\":true,\"interval_ms\":%u,\"horizon_ms\":%u"
+              ",\"min_workers\":%u,\"max_workers\":%u,\"worker_capacity\":",
+              a.as_enabled ? "true" : "false", a.as_interval_ms, a.as_horizon_ms, a.as_min_workers,
+              a.as_max_workers);
+    sb_num(b, a.as_capacity);
+    sb_printf(b, ",\"workers\":%u,\"target_workers\":%u,\"last_tick_age_ms\":", a.as_workers, a.as_target);
+    if (a.as_wall_ms == 0)
+        sb_printf(b, "null");
+    else
+        sb_printf(b, "%" PRIu64, now_ms > a.as_wall_ms ? now_ms - a.as_wall_ms : 0);
+    sb_printf(b, ",\"queue_depth\":{\"accept_backlog\":%" PRIu64 ",\"inflight\":%" PRIu64 ",\"total\":",
+              a.as_backlog, a.as_inflight);
+    sb_num(b, a.as_depth);
+    sb_printf(b, "},\"estimate\":");
+    sb_num(b, a.as_estimate);
+    sb_printf(b, ",\"rate\":");
+    sb_num(b, a.as_rate);
+    sb_printf(b, ",\"prediction\":");
+    sb_num(b, a.as_predicted);
+    sb_printf(b, ",\"prediction_variance\":");
+    sb_num(b, a.as_predicted_var);
+    sb_printf(b, ",\"covariance\":[[");
+    sb_num(b, a.as_p00);
+    sb_printf(b, ",");
+    sb_num(b, a.as_p01);
+    sb_printf(b, "],[");
+    sb_num(b, a.as_p01);
+    sb_printf(b, ",");
+    sb_num(b, a.as_p11);
+    sb_printf(b, "]],\"innovation\":");
+    sb_num(b, a.as_innovation);
+    sb_printf(b,
+              ",\"steps_total\":%" PRIu64 ",\"scale_ups_total\":%" PRIu64 ",\"scale_downs_total\":%" PRIu64
+              ",\"invalid_samples_total\":%" PRIu64 ",\"last_decision\":{\"reason_code\":%u,\"reason\":",
+              a.as_steps, a.as_ups, a.as_downs, a.as_invalid, a.as_last_reason);
+    sb_str(b, a.as_last_text);
+    sb_printf(b, "},\"decisions\":[");
+    for (uint32_t i = 0; i < a.as_nevents; i++) {
+        const l3_obs_as_event_t *e = &a.as_events[i];
+        sb_printf(b,
+                  "%s{\"time_ms\":%" PRIu64 ",\"age_ms\":%" PRIu64 ",\"from\":%u,\"to\":%u,\"reason_code\":%u"
+                  ",\"measured\":",
+                  i ? "," : "", e->ae_wall_ms, now_ms > e->ae_wall_ms ? now_ms - e->ae_wall_ms : 0, e->ae_from,
+                  e->ae_to, e->ae_reason);
+        sb_num(b, e->ae_measured);
+        sb_printf(b, ",\"estimate\":");
+        sb_num(b, e->ae_estimate);
+        sb_printf(b, ",\"prediction\":");
+        sb_num(b, e->ae_predicted);
+        sb_printf(b, ",\"reason\":");
+        sb_str(b, e->ae_text);
+        sb_printf(b, "}");
+    }
+    sb_printf(b, "]}");
+}
+
+static void render_wal(sb_t *b, const l3_obs_wal_t *w)
+{
+    sb_printf(b,
+              ",\"wal\":{\"head\":%" PRIu64 ",\"tail\":%" PRIu64 ",\"durable\":%" PRIu64
+              ",\"pending_bytes\":%" PRIu64 ",\"records_total\":%" PRIu64 ",\"aborted_total\":%" PRIu64
+              ",\"bytes_written_total\":%" PRIu64 ",\"fsyncs_total\":%" PRIu64 ",\"batches_total\":%" PRIu64
+              ",\"write_errors_total\":%" PRIu64 ",\"segment\":%" PRIu64 ",\"segment_bytes\":%" PRIu64
+              ",\"disk_bytes\":%" PRIu64 ",\"error\":%d,\"failstop\":%s,\"writer_pid\":%d}",
+              w->head, w->tail, w->durable, w->head > w->durable ? w->head - w->durable : 0, w->records, w->aborted,
+              w->bytes, w->fsyncs, w->batches, w->write_errors, w->seg_seq, w->seg_off, w->disk_bytes, w->error,
+              w->failstop ? "true" : "false", (int)w->writer_pid);
+}
+
+int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra,
+                       const l3_obs_wal_t *wal, char **ret, size_t *ret_len)
 {
     static l3_obs_totals_t t; /* ~17 KiB: kept off the stack; one thread per process renders */
     sb_t b;
@@ -330,6 +533,9 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_q
     sb_printf(&b, "]");
     if (extra != NULL)
         sb_printf(&b, ",\"store\":%s", extra);
+    render_autoscale(&b, o, now);
+    if (wal != NULL)
+        render_wal(&b, wal);
     sb_printf(&b, "}\n");
     return sb_finish(&b, ret, ret_len);
 }

@@ -57,6 +57,7 @@ enum { L3_OBS_SLOT_EMPTY = 0, L3_OBS_SLOT_RUNNING = 1, L3_OBS_SLOT_RETIRING = 2 
 
 typedef struct l3_obs {
     struct l3_obs_hdr *hdr;
+    struct l3_obs_as_shm *as; /* autoscaler section */
     l3_obs_slot_t *slots;
     uint32_t nslots;
 } l3_obs_t;
@@ -100,6 +101,69 @@ void l3_obs_record(l3_obs_slot_t *s, l3_obs_route_t route, int status, uint64_t 
 /** Supervisor-maintained system figures. */
 void l3_obs_set_workers(const l3_obs_t *o, uint32_t nworkers);
 
+/* ---------------------------------------------------------------- autoscaler state */
+
+/** Scale events kept in the published autoscaler state (newest first). */
+#define L3_OBS_AS_EVENTS 16u
+/** Size of a reason text in the published state, NUL included (longer texts are cut). */
+#define L3_OBS_AS_TEXT 96u
+
+/** One scale event (a decision that changed the worker count). 152 bytes. */
+typedef struct {
+    uint64_t ae_wall_ms;   /* when it was taken, ms since the epoch */
+    uint64_t ae_mono_ms;   /* the same instant on the supervisor's CLOCK_MONOTONIC, ms */
+    uint32_t ae_from;      /* workers before */
+    uint32_t ae_to;        /* workers wanted */
+    uint32_t ae_reason;    /* l3_scale_reason_t code */
+    uint32_t ae_pad;       /* zero */
+    double ae_measured;    /* measured depth (req) */
+    double ae_estimate;    /* filtered depth (req) */
+    double ae_predicted;   /* forecast at the horizon (req) */
+    char ae_text[L3_OBS_AS_TEXT]; /* reason text, NUL terminated */
+} l3_obs_as_event_t;
+
+/**
+ * The supervisor's autoscaler state as published for /metrics and the dashboard. The
+ * supervisor is the only writer (l3_obs_as_publish, each tick); any process reads it with
+ * l3_obs_as_read, which never returns a torn record (sequence lock). Byte layout: see the
+ * region drawing in src/obs/metrics.c.
+ */
+typedef struct {
+    uint32_t as_enabled;     /* 1 if the Kalman autoscaler runs */
+    uint32_t as_interval_ms; /* tick period */
+    uint32_t as_horizon_ms;  /* forecast distance */
+    uint32_t as_min_workers;
+    uint32_t as_max_workers;
+    uint32_t as_workers;     /* live workers (not retiring) the last tick saw */
+    uint32_t as_target;      /* workers the last tick asked for */
+    uint32_t as_nevents;     /* valid entries in as_events, <= L3_OBS_AS_EVENTS */
+    uint64_t as_wall_ms;     /* time of the last tick, ms since the epoch (0: no tick yet) */
+    uint64_t as_backlog;     /* measured: connections waiting in the accept queues */
+    uint64_t as_inflight;    /* measured: requests in flight in all workers */
+    double as_depth;         /* measured depth = backlog + inflight (NaN if the read failed) */
+    double as_estimate;      /* Kalman depth estimate (req) */
+    double as_rate;          /* Kalman rate estimate (req/s) */
+    double as_predicted;     /* forecast as_horizon_ms ahead (req) */
+    double as_predicted_var; /* forecast variance (req^2) */
+    double as_p00, as_p01, as_p11; /* state covariance */
+    double as_innovation;    /* last measurement minus prediction (req) */
+    double as_capacity;      /* requests per worker */
+    uint64_t as_steps, as_ups, as_downs, as_invalid;
+    uint32_t as_last_reason; /* l3_scale_reason_t of the last decision (holds included) */
+    uint32_t as_pad;         /* zero */
+    char as_last_text[L3_OBS_AS_TEXT]; /* its reason text */
+    l3_obs_as_event_t as_events[L3_OBS_AS_EVENTS]; /* newest first */
+} l3_obs_as_t;
+
+/** Publish a new autoscaler state (supervisor only: single writer). */
+void l3_obs_as_publish(const l3_obs_t *o, const l3_obs_as_t *st);
+/**
+ * Read a consistent copy of the published state. 0; -ENOENT if nothing was published yet;
+ * -EAGAIN if the writer stayed in the middle of an update for the whole retry budget
+ * (e.g. it was killed while writing).
+ */
+int l3_obs_as_read(const l3_obs_t *o, l3_obs_as_t *ret);
+
 /** Sums across all slots. */
 typedef struct {
     int64_t active_conns;
@@ -121,13 +185,24 @@ uint64_t l3_obs_quantile(const uint64_t *hist, uint64_t count, double q);
 /** Name of a route as used in JSON ("get", "put", ...). */
 const char *l3_obs_route_name(l3_obs_route_t r);
 
+/** WAL figures for /metrics (filled by the caller from l3_wal_ring_stats; see wal.h). */
+typedef struct {
+    uint64_t head, tail, durable;
+    uint64_t records, aborted, bytes, fsyncs, batches, write_errors;
+    uint64_t seg_seq, seg_off, disk_bytes;
+    int error, failstop;
+    int32_t writer_pid;
+} l3_obs_wal_t;
+
 /**
  * Render the /metrics JSON document into a malloc'd buffer (*ret, *ret_len).
  * accept_queue: connections waiting in the listening sockets' queues (system.accept_queue).
- * `extra` (may be NULL) is a JSON object text inserted as member "store". 0 or -ENOMEM.
+ * `extra` (may be NULL) is a JSON object text inserted as member "store"; `wal` (may be
+ * NULL: member omitted) the WAL figures. The "autoscale" member comes from the region.
+ * 0 or -ENOMEM.
  */
-int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra, char **ret,
-                       size_t *ret_len);
+int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra,
+                       const l3_obs_wal_t *wal, char **ret, size_t *ret_len);
 /** Render the legacy /kv/metrics text ("name value" lines). 0 or -ENOMEM. */
 int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len);
 /** The static /dashboard HTML page. */

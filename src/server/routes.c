@@ -907,8 +907,19 @@ static int on_metrics(h2o_req_t *req, bool text)
                      s.last_lsn, s.repairs, s.rollbacks, s.grows, s.compactions, s.procs);
             ex = extra;
         }
-        rc = l3_obs_render_json(&l3_srv_env.srv->obs, L3KV_VERSION, l3_srv_accept_queue(l3_srv_env.srv), ex, &out,
-                                &len);
+        l3_obs_wal_t ow, *owp = NULL;
+        if (l3_srv_env.srv->wal_ring != NULL) {
+            l3_wal_stats_t ws;
+            l3_wal_ring_stats(l3_srv_env.srv->wal_ring, &ws);
+            ow = (l3_obs_wal_t){.head = ws.head, .tail = ws.tail, .durable = ws.durable, .records = ws.records,
+                                .aborted = ws.aborted, .bytes = ws.bytes, .fsyncs = ws.fsyncs, .batches = ws.batches,
+                                .write_errors = ws.write_errors, .seg_seq = ws.seg_seq, .seg_off = ws.seg_off,
+                                .disk_bytes = ws.disk_bytes, .error = ws.error, .failstop = ws.failstop,
+                                .writer_pid = ws.writer_pid};
+            owp = &ow;
+        }
+        rc = l3_obs_render_json(&l3_srv_env.srv->obs, L3KV_VERSION, l3_srv_accept_queue(l3_srv_env.srv), ex, owp,
+                                &out, &len);
     }
     if (rc < 0)
         return fail_rc(req, rc, L3_CTX_READ, NULL);
