@@ -63,6 +63,7 @@
 #define T_DELETED 0x80u
 #define KEY_INLINE_MAX 12u
 #define HASH_MIN_CAP 8u /* objects with more entries than this get a hash table */
+#define L3_DOC_MAX_PROBE 256u /* longest displacement verify() accepts in a hash table */
 
 typedef struct {
     uint32_t dh_magic;

@@ -19,6 +19,10 @@
  *  V4 objects: count <= n <= cap, count equals the live entries, names hash to their
  *     stored hash; the hash table (if any) has a power-of-two size > cap, indexes every
  *     live entry exactly once, and every entry sits where linear probing finds it.
+ *  V6 no two live members of an object share a name; small objects (cap <= 8) have no
+ *     table, large ones do, and no entry sits more than L3_DOC_MAX_PROBE slots past its
+ *     home (a random-seeded table at load <= 1/2 never comes close; a crafted one would
+ *     make lookups slow), which also bounds the duplicate check.
  * Cost O(len).
  */
 #include <errno.h>
@@ -115,6 +119,12 @@ static int check_string(vctx_t *v, uint64_t off, bool bignum)
     return 0;
 }
 
+static bool same_name(const uint8_t *buf, const dentry_t *a, const dentry_t *b)
+{
+    return a->hash == b->hash && a->klen == b->klen &&
+           memcmp(l3_doc__ekey(buf, a), l3_doc__ekey(buf, b), a->klen) == 0;
+}
+
 static int check_object(vctx_t *v, uint64_t off, unsigned depth)
 {
     int rc = claim(v, off, sizeof(dobj_t), "object node out of bounds");
@@ -158,8 +168,17 @@ static int check_object(vctx_t *v, uint64_t off, unsigned depth)
     }
     if (live != o->count)
         return bad(v, off, "object count does not match its members");
-    if (!hcap)
+    if (!hcap) {
+        /* small objects are scanned: at most HASH_MIN_CAP entries, checked pairwise for
+         * duplicate names (V6) */
+        if (cap > HASH_MIN_CAP)
+            return bad(v, off, "large object without a hash table");
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t j = 0; j < i; j++)
+                if (e[i].type != T_DELETED && e[j].type != T_DELETED && same_name(v->buf, &e[i], &e[j]))
+                    return bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "duplicate member name");
         return 0;
+    }
     /* V4: hash table */
     const uint32_t *ht = AT(v->buf, o->hoff, const uint32_t);
     uint32_t mask = hcap - 1;
@@ -197,6 +216,17 @@ static int check_object(vctx_t *v, uint64_t off, unsigned depth)
         uint32_t home = e[ix - 1].hash & mask;
         if (((home - run_start) & mask) > ((i - run_start) & mask))
             return bad(v, o->hoff + (uint64_t)i * 4, "hash table entry out of probe order");
+        uint32_t disp = (i - home) & mask;
+        if (disp > L3_DOC_MAX_PROBE)
+            return bad(v, o->hoff + (uint64_t)i * 4, "hash table probe sequence too long");
+        /* V6: no live entry between the home slot and this one has the same name */
+        if (e[ix - 1].type != T_DELETED) {
+            for (uint32_t q = home; q != i; q = (q + 1) & mask) {
+                uint32_t jx = ht[q];
+                if (jx && e[jx - 1].type != T_DELETED && same_name(v->buf, &e[jx - 1], &e[ix - 1]))
+                    return bad(v, o->hoff + (uint64_t)i * 4, "duplicate member name");
+            }
+        }
     }
     return 0;
 }
