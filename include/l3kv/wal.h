@@ -195,7 +195,7 @@ int l3_wal_hook(void *ring_ctx, const l3_wal_rec_t *rec);
  * incomplete (a producer table overflow), other < 0: the ring lock failed. Only meaningful
  * for the latest hook call of a dead process (exactly what the store's repair asks), and only
  * for records appended with l3_wal_hook (the split form below is not tracked). Takes the
- * reservation lock briefly; no syscall. Argument and races: docs/wal.md 3.4.
+ * reservation lock briefly; no syscall. The argument and the races: src/wal/ring.c, "WAL probe".
  */
 int l3_wal_probe(void *ring_ctx, uint64_t lsn);
 

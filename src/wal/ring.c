@@ -226,13 +226,16 @@ static int reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned time
             s->rs_len = (uint32_t)need;
             s->rs_pid = (uint32_t)pid;
             s->rs_tag = 0;
-            if (prod >= 0) {
-                l3_wal_prod_t *pe = &sh->rh_prod[prod];
-                s->rs_tag = l3_wal__tag((unsigned)prod, atomic_load_explicit(&pe->pe_gen, memory_order_relaxed));
-                atomic_store_explicit(&pe->pe_pos, pos + 1, memory_order_release);
-            }
+            if (prod >= 0)
+                s->rs_tag = l3_wal__tag((unsigned)prod,
+                                        atomic_load_explicit(&sh->rh_prod[prod].pe_gen, memory_order_relaxed));
             atomic_store_explicit(&s->rs_state, L3_WAL_SLOT_RESERVED, memory_order_relaxed);
             atomic_store_explicit(&sh->rh_head, pos + need, memory_order_release);
+            /* after head: a death between the two stores leaves pe_pos 0 for a slot that is
+             * only RESERVED (answer 0, right); the other order would name a position the
+             * next reservation reuses */
+            if (prod >= 0)
+                atomic_store_explicit(&sh->rh_prod[prod].pe_pos, pos + 1, memory_order_release);
             pthread_mutex_unlock(&sh->rh_lock);
             ret->pos = pos;
             ret->end = pos + need;
@@ -289,12 +292,44 @@ void l3_wal_abandon(l3_wal_ring_t *r, l3_wal_resv_t *res)
 /* ---------------------------------------------------------------- WAL probe
  *
  * A producer killed inside l3_wal_hook leaves its mutation complete in the store; the
- * repairer must keep it iff the record was published (docs/wal.md 3.4). The producer table
- * (wal-int.h) makes that decidable afterwards, for the one record per producer that can be
- * in doubt: its latest. Everything the probe reads is read under rh_lock, which excludes
- * reservations (so slot memory at or after rh_tail is not reused while it looks: I5) and
- * entry reclaims; the writer runs concurrently and is handled by the order
- * "pe_pub store, then rh_tail release" against "rh_tail acquire, then pe_pub load".
+ * repairer must keep it iff the record was published (docs/wal.md 3.1: publishing is the
+ * commit point). The producer table (wal-int.h) makes that decidable afterwards for the one
+ * record per producer that can be in doubt: its latest (a process runs one store
+ * transaction at a time, and the hook is its last step).
+ *
+ * Producer P, hook call for LSN L:  (a) pe_pos = 0; (b) pe_lsn = L;  under rh_lock:
+ * (c) slot header + tag, rh_head past the slot, (d) pe_pos = pos + 1;  then (e) fill the
+ * record, (f) CAS RESERVED -> PUBLISHED. Writer, per slot in ring order: PUBLISHED -> copy,
+ * (g) pe_pub = pos + 1 if the tag's generation is current; ABORTED -> skip; after the batch
+ * is written, (h) rh_tail past it (release). Reclaim (a new process takes a dead producer's
+ * entry, under rh_lock): the dead owner's verdict goes to a dead letter first.
+ *
+ * Claim: for P dead, l3_wal_probe(L) = 1 iff (f) succeeded. The probe holds rh_lock, so no
+ * reservation (the only thing that reuses slot memory) and no reclaim runs meanwhile; P's
+ * stores are final; only the writer moves. Cases:
+ *  - no entry or dead letter holds L: (b) never ran, so no slot was reserved: 0. (A
+ *    process that found the table full is untracked; then rh_probe_lossy makes this -ENOENT,
+ *    which the store also treats as "roll back".)
+ *  - pe_pos == 0: P died before (d); its slot, if (c) completed, is RESERVED forever: 0.
+ *  - tail <= pos: the slot is in [tail, head) and still P's (lock held; the writer changes
+ *    only rs_state, RESERVED -> ABORTED for dead owners). Only P can make it PUBLISHED and
+ *    nobody undoes that: rs_state == PUBLISHED is the answer. rh_tail moving on right after
+ *    the load does not matter, the slot memory is not reused while the lock is held.
+ *  - tail > pos: the writer consumed the slot. It ran (g) for it iff it was PUBLISHED, and
+ *    (g) precedes the (h) whose value the acquire load saw. No later store can change
+ *    pe_pub away from pos + 1: later slots of this entry would be P's (there are none) or a
+ *    new owner's (a reclaim changes pe_lsn, so the probe would not be here). A restarted
+ *    writer resumes from the committed tail, beyond the slot. So pe_pub == pos + 1 iff
+ *    published.
+ * The answer never changes over time for a dead P (PUBLISHED -> consumed with pe_pub set;
+ * RESERVED -> ABORTED -> consumed without), so a repairer that dies after probing and the
+ * next one that probes again agree, and a probe long after the death (next locker) agrees
+ * with the supervisor's immediate one. A reclaim computes the same function under the same
+ * lock into a dead letter; 32 of those are kept (64 entries, workers are far fewer), and an
+ * overwritten one sets rh_probe_lossy. In the server the supervisor reaps (and so repairs)
+ * a dead worker before it starts the replacement that could reclaim its entry.
+ * Cost on the hot path: two stores to the producer's own entry and one under rh_lock; the
+ * writer adds one load and one store per record.
  */
 
 void (*l3_wal__test_before_publish)(l3_wal_ring_t *r, const l3_wal_rec_t *rec);
