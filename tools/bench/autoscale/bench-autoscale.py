@@ -102,11 +102,12 @@ def load_step(a, srv, lua, floor):
     sm = Sampler(srv)
     sm.start()
     time.sleep(a.idle)
-    t_load = time.monotonic()
+    t_load, w_load = time.monotonic(), time.time()
     r = B.wrk(srv.url("/"), a.step, threads=2, conns=64, lua_path=lua)
     t_end = time.monotonic()
     time.sleep(a.idle_after)
     s = sm.finish()
+    events = len(scale_events(srv, w_load, time.time()))
     during = [n for t, n in s if t_load <= t <= t_end]
     up = next((t - t_load for t, n in s if t >= t_load and n > floor), None)
     back = None
@@ -114,7 +115,7 @@ def load_step(a, srv, lua, floor):
         back = next((t - t_end for t, n in s if t >= t_end and n <= floor), None)
     return {"rps": r["rps"], "p50": r["p50"], "p99": r["p99"], "non2xx": r["non2xx"], "errors": r["errors"],
             "peak": max([n for _, n in s] or [0]), "mean": sum(during) / len(during) if during else float("nan"),
-            "up": up, "back": back}
+            "up": up, "back": back, "events": events}
 
 
 def noisy(a, srv, lua):
@@ -179,19 +180,21 @@ def main():
             rs = sorted(res[name], key=lambda r: r["p99"])
             agg[name] = rs[len(rs) // 2]  # the median round by p99
         pmin, pmax = agg["min"]["p99"], agg["max"]["p99"]
-        print("%-28s %9s %9s %9s %10s %10s %6s %6s %9s %10s" % ("pool", "req/s", "p50", "p99", "p99/min", "p99/max",
-                                                              "peak", "mean", "scale-up", "back to 1"))
+        print("%-20s %8s %9s %9s %8s %8s %5s %5s %7s %9s %10s" % ("pool", "req/s", "p50", "p99", "p99/min",
+                                                                "p99/max", "peak", "mean", "events", "scale-up",
+                                                                "back to 1"))
         labels = {"auto": "autoscale 1..4", "min": "fixed minimum (1)", "max": "fixed maximum (4)"}
         for name in ("auto", "min", "max"):
             r = agg[name]
-            print("%-28s %9.0f %9s %9s %10.2f %10.2f %6d %6.2f %9s %10s" % (
+            print("%-20s %8.0f %9s %9s %8.2f %8.2f %5d %5.2f %7d %9s %10s" % (
                 labels[name], r["rps"], B.fmt_s(r["p50"]), B.fmt_s(r["p99"]), r["p99"] / pmin, r["p99"] / pmax,
-                r["peak"], r["mean"], fmt_t(r["up"]) if name == "auto" else "-",
+                r["peak"], r["mean"], r["events"], fmt_t(r["up"]) if name == "auto" else "-",
                 fmt_t(r["back"]) if name == "auto" else "-"))
             if r["non2xx"] or r["errors"]:
                 print("    (%s: non-2xx %d %s)" % (name, r["non2xx"], r["errors"] or ""))
-        print("(peak/mean: worker processes sampled every 0.25 s, mean over the load; scale-up: load start to the "
-              "first sample above 1 worker; back to 1: load end to the first sample at 1 worker)")
+        print("(peak/mean: worker processes sampled every 0.25 s, mean over the load; events: autoscale log lines "
+              "from the load's start to the end of the idle tail; scale-up: load start to the first sample above "
+              "1 worker; back to 1: load end to the first sample at 1 worker)")
 
         if a.noisy > 0:
             n = noisy(a, servers["auto"], lua)
