@@ -39,6 +39,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -65,6 +66,28 @@ typedef struct {
     void *arg;
     child_t ch;
 } role_t;
+
+/*
+ * The systemd notification protocol without libsystemd: one datagram to the AF_UNIX
+ * socket named by $NOTIFY_SOCKET (a leading '@' means the abstract namespace). A no-op
+ * when the variable is unset (not started by systemd, or Type= is not notify).
+ */
+static void sd_notify_msg(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (path == NULL || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, path, strlen(path));
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = 0;
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    (void)sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa, len);
+    close(fd);
+}
 
 static child_t workers[L3_SRV_MAX_WORKERS];
 static role_t roles[MAX_ROLES];
@@ -607,6 +630,8 @@ int l3_srv_run(l3_srv_t *srv)
     for (unsigned r = 0; r < nroles; r++)
         spawn_role(srv, &roles[r]);
     apply_scale(srv);
+    /* recovery is done and the sockets listen: tell systemd (Type=notify) we are ready */
+    sd_notify_msg("READY=1\nSTATUS=serving");
 
     uint64_t next_tick = now_ms() + srv->cfg.autoscale.interval_ms;
     for (;;) {
@@ -616,6 +641,7 @@ int l3_srv_run(l3_srv_t *srv)
         if (sig == SIGTERM || sig == SIGINT) {
             L3_LOG(L3_LOG_INFO, "%s: stopping (in-flight requests get up to %u ms)", strsignal(sig),
                    srv->cfg.server.shutdown_timeout_ms);
+            sd_notify_msg("STOPPING=1");
             break;
         }
         if (sig == SIGHUP) {

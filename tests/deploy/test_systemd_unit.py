@@ -15,6 +15,7 @@ import resource
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -91,7 +92,7 @@ def shipped():
 
 def execstart_argv(unit):
     vals = unit["Service"].get("ExecStart", [])
-    assert len(vals) == 1, "Type=simple takes exactly one ExecStart: %r" % vals
+    assert len(vals) == 1, "the service takes exactly one ExecStart: %r" % vals
     v = vals[0].lstrip("-@:+!")  # systemd's prefixes
     return shlex.split(v)
 
@@ -124,8 +125,8 @@ def test_execstart_uses_installed_paths(unit):
 
 def test_unit_settings_match_the_server(unit, shipped):
     stype = svc(unit, "Type", "simple")
-    # the server does not call sd_notify and does not fork into the background
-    assert stype in ("simple", "exec"), stype
+    # the supervisor does not fork into the background; it sends READY=1 (sd_notify protocol)
+    assert stype in ("simple", "exec", "notify"), stype
     # the signals the supervisor treats as a graceful stop (docs/server.md)
     assert svc(unit, "KillSignal", "SIGTERM") in ("SIGTERM", "SIGINT", "TERM", "INT")
     # the supervisor stops its children itself: they must not get the signal first
@@ -231,4 +232,37 @@ def test_execstart_stop_restart_keeps_data(unit, shipped):
             rc2, _, left2 = srv2.stop(stop_s)
         assert rc2 == 0 and not left2, srv2.logtext()
     finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_sd_notify_ready_then_stopping(unit, shipped):
+    """Type=notify: the supervisor sends READY=1 on $NOTIFY_SOCKET once it serves, and
+    STOPPING=1 when it starts a graceful stop."""
+    if svc(unit, "Type", "simple") != "notify":
+        pytest.skip("unit is not Type=notify")
+    d = mkworkdir("l3kv-unit-notify-")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = os.path.join(d, "notify.sock")
+    sock.bind(path)
+    sock.settimeout(30)
+    old = os.environ.get("NOTIFY_SOCKET")
+    os.environ["NOTIFY_SOCKET"] = path
+    try:
+        cfg, argv, cwd, preexec = like_systemd(unit, shipped, d)
+        srv = L3kv(cfg, d, argv=argv, preexec_fn=preexec, cwd=cwd)
+        msg = sock.recv(4096).decode()
+        assert "READY=1" in msg.split("\n"), msg
+        # ready means serving
+        assert requests.get(srv.base + "/kv/health", timeout=10).status_code == 200
+        srv.proc.send_signal(signal.SIGTERM)
+        msg = sock.recv(4096).decode()
+        assert "STOPPING=1" in msg.split("\n"), msg
+        rc, _, _ = srv.stop(30)
+        assert rc == 0, srv.logtext()
+    finally:
+        if old is None:
+            os.environ.pop("NOTIFY_SOCKET", None)
+        else:
+            os.environ["NOTIFY_SOCKET"] = old
+        sock.close()
         shutil.rmtree(d, ignore_errors=True)
