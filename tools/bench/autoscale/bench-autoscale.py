@@ -148,6 +148,7 @@ def main():
     ap.add_argument("--noisy", type=int, help="seconds of noisy load (default 30, --long 120)")
     ap.add_argument("--rounds", type=int, help="step rounds per configuration (default 1, --long 3)")
     a = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows when the output is a file or pipe
     a.noisy = a.noisy if a.noisy is not None else (120 if a.long else 30)
     a.rounds = a.rounds or (3 if a.long else 1)
     a.l3kv = B.resolve_bin(a.l3kv)

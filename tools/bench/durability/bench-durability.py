@@ -174,6 +174,7 @@ def main():
     ap.add_argument("--checkpoint-mb", type=int, default=16)
     ap.add_argument("--only", choices=("throughput", "recovery", "steady"))
     a = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows when the output is a file or pipe
     a.duration = a.duration or (15 if a.long else 5)
     a.rounds = a.rounds or (3 if a.long else 2)
     a.fill_mb = a.fill_mb or (1024 if a.long else 128)
