@@ -557,5 +557,13 @@ int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len)
     for (unsigned r = 0; r < L3_OBS_R_MAX; r++)
         sb_printf(&b, "handler_%s_count %" PRIu64 "\nhandler_%s_median_ns %" PRIu64 "\n", route_names[r],
                   t.route[r].count, route_names[r], t.route[r].median_ns);
+    l3_obs_as_t a;
+    if (l3_obs_as_read(o, &a) == 0)
+        sb_printf(&b,
+                  "autoscale_enabled %u\nautoscale_target_workers %u\nautoscale_accept_backlog %" PRIu64
+                  "\nautoscale_inflight %" PRIu64 "\nautoscale_estimate %.6g\nautoscale_prediction %.6g\n"
+                  "autoscale_scale_ups_total %" PRIu64 "\nautoscale_scale_downs_total %" PRIu64 "\n",
+                  a.as_enabled, a.as_target, a.as_backlog, a.as_inflight, isfinite(a.as_estimate) ? a.as_estimate : 0,
+                  isfinite(a.as_predicted) ? a.as_predicted : 0, a.as_ups, a.as_downs);
     return sb_finish(&b, ret, ret_len);
 }

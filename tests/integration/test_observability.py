@@ -93,6 +93,18 @@ def test_metrics_keep_seed_keys_and_add_sections(scaled):
     assert w["pending_bytes"] == w["head"] - w["durable"]
 
 
+def test_legacy_text_metrics_have_autoscale_lines(scaled):
+    r = requests.get(scaled.url("/kv/metrics"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    vals = dict(line.split(" ", 1) for line in r.text.splitlines())
+    for k in ("active_connections", "thread_count", "bytes_received_total", "http_errors_4xx"):
+        assert k in vals, k
+    assert vals["autoscale_enabled"] == "1"
+    assert 1 <= int(vals["autoscale_target_workers"]) <= 3
+    assert int(vals["autoscale_accept_backlog"]) >= 0 and int(vals["autoscale_inflight"]) >= 0
+    assert float(vals["autoscale_estimate"]) >= 0 and float(vals["autoscale_prediction"]) >= 0
+
+
 def test_autoscale_ticks_advance(scaled):
     a1 = scaled.metrics()["autoscale"]
     time.sleep(0.6)
