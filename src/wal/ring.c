@@ -300,7 +300,7 @@ void l3_wal_abandon(l3_wal_ring_t *r, l3_wal_resv_t *res)
  * Producer P, hook call for LSN L:  (a) pe_pos = 0; (b) pe_lsn = L;  under rh_lock:
  * (c) slot header + tag, rh_head past the slot, (d) pe_pos = pos + 1;  then (e) fill the
  * record, (f) CAS RESERVED -> PUBLISHED. Writer, per slot in ring order: PUBLISHED -> copy,
- * (g) pe_pub = pos + 1 if the tag's generation is current; ABORTED -> skip; after the batch
+ * (g) CAS pe_pos: pos + 1 -> pos + 1 | L3_WAL_POS_PUB; ABORTED -> skip; after the batch
  * is written, (h) rh_tail past it (release). Reclaim (a new process takes a dead producer's
  * entry, under rh_lock): the dead owner's verdict goes to a dead letter first.
  *
@@ -315,21 +315,21 @@ void l3_wal_abandon(l3_wal_ring_t *r, l3_wal_resv_t *res)
  *    only rs_state, RESERVED -> ABORTED for dead owners). Only P can make it PUBLISHED and
  *    nobody undoes that: rs_state == PUBLISHED is the answer. rh_tail moving on right after
  *    the load does not matter, the slot memory is not reused while the lock is held.
- *  - tail > pos: the writer consumed the slot. It ran (g) for it iff it was PUBLISHED, and
- *    (g) precedes the (h) whose value the acquire load saw. No later store can change
- *    pe_pub away from pos + 1: later slots of this entry would be P's (there are none) or a
- *    new owner's (a reclaim changes pe_lsn, so the probe would not be here). A restarted
- *    writer resumes from the committed tail, beyond the slot. So pe_pub == pos + 1 iff
- *    published.
- * The answer never changes over time for a dead P (PUBLISHED -> consumed with pe_pub set;
+ *  - tail > pos: the writer consumed the slot. It ran (g) for it iff it was PUBLISHED (the
+ *    CAS succeeds: P, dead, no longer writes pe_pos), and (g) precedes the (h) whose value
+ *    the acquire load saw. Nothing else writes pe_pos: only P and a reclaim (which changes
+ *    pe_lsn first, so the probe would not be here) do; a writer CAS for any other slot
+ *    expects another position. A restarted writer resumes from the committed tail, beyond
+ *    the slot. So pe_pos == pos + 1 | L3_WAL_POS_PUB iff published.
+ * The answer never changes over time for a dead P (PUBLISHED -> consumed with the mark;
  * RESERVED -> ABORTED -> consumed without), so a repairer that dies after probing and the
  * next one that probes again agree, and a probe long after the death (next locker) agrees
  * with the supervisor's immediate one. A reclaim computes the same function under the same
- * lock into a dead letter; 32 of those are kept (64 entries, workers are far fewer), and an
- * overwritten one sets rh_probe_lossy. In the server the supervisor reaps (and so repairs)
+ * lock into a dead letter; 16 of those are kept (96 entries, workers are at most 64), and
+ * an overwritten one sets rh_probe_lossy. In the server the supervisor reaps (and so repairs)
  * a dead worker before it starts the replacement that could reclaim its entry.
  * Cost on the hot path: two stores to the producer's own entry and one under rh_lock; the
- * writer adds one load and one store per record.
+ * writer adds one CAS per record.
  */
 
 void (*l3_wal__test_before_publish)(l3_wal_ring_t *r, const l3_wal_rec_t *rec);
@@ -362,7 +362,7 @@ static int prod_verdict(l3_wal_ring_t *r, l3_wal_prod_t *pe)
     uint64_t p = atomic_load_explicit(&pe->pe_pos, memory_order_acquire);
     if (p == 0)
         return 0; /* died before rh_head moved past a slot of its own: never reserved */
-    uint64_t pos = p - 1;
+    uint64_t pos = (p & ~L3_WAL_POS_PUB) - 1;
     uint64_t tail = atomic_load_explicit(&sh->rh_tail, memory_order_acquire);
     if (tail <= pos) {
         /* still in the ring and, under rh_lock, not reusable (I5). The owner is dead, so
@@ -370,9 +370,8 @@ static int prod_verdict(l3_wal_ring_t *r, l3_wal_prod_t *pe)
         uint32_t st = atomic_load_explicit(&l3_wal__slot(r, pos)->rs_state, memory_order_acquire);
         return st == L3_WAL_SLOT_PUBLISHED;
     }
-    /* consumed: the writer stored pe_pub = p before rh_tail passed the slot iff it was
-     * PUBLISHED; later slots of this entry cannot exist (its owner made no further call) */
-    return atomic_load_explicit(&pe->pe_pub, memory_order_relaxed) == p;
+    /* consumed: the writer marked pe_pos before rh_tail passed the slot iff it was PUBLISHED */
+    return atomic_load_explicit(&pe->pe_pos, memory_order_relaxed) == ((pos + 1) | L3_WAL_POS_PUB);
 }
 
 /* This process's producer entry (claimed on first use), or -1 when the table is full. */
@@ -418,7 +417,6 @@ static int prod_entry(l3_wal_ring_t *r)
             atomic_fetch_add(&pe->pe_gen, 1);
             atomic_store(&pe->pe_lsn, 0);
             atomic_store(&pe->pe_pos, 0);
-            atomic_store(&pe->pe_pub, 0);
             atomic_store(&pe->pe_pid, (uint32_t)me);
             idx = cand;
         }

@@ -58,11 +58,11 @@
  *                               for an LSN it cannot find)
  *  384   ... statistics         writer-only relaxed counters / stale-tolerant readers
  *  512  1024 rh_armed[256]      notify slots: workers store 1 (seq_cst) / writer exchanges 0
- * 1536  2048 rh_prod[64]        producer table for the WAL probe (below)
- * 3584   512 rh_dead[32]        dead letters: verdicts of reclaimed producer entries (below)
+ * 1536  2304 rh_prod[96]        producer table for the WAL probe (below)
+ * 3840   256 rh_dead[16]        dead letters: verdicts of reclaimed producer entries (below)
  * 4096       data area
  *
- * ---------------------------------------------------------------- producer entry (shm, 32 bytes)
+ * ---------------------------------------------------------------- producer entry (shm, 24 bytes)
  * One per producer process (claimed at its first l3_wal_hook call), so that a repairer can
  * decide after the producer died whether its last record was published (l3_wal_probe).
  *   off size field    W / R
@@ -70,9 +70,10 @@
  *     4    4 pe_gen   claimer under rh_lock: +1 per claim (low 24 bits go into the slot tag)
  *     8    8 pe_lsn   owner, before reserving: LSN of its latest hook call (release)
  *    16    8 pe_pos   owner: 0 before reserving (stored before pe_lsn); ring position + 1 of
- *                     the slot, stored under rh_lock before rh_head moves past it
- *    24    8 pe_pub   writer: ring position + 1 of the last PUBLISHED slot of this entry it
- *                     copied into a batch; stored before rh_tail passes the slot (release)
+ *                     the slot, stored under rh_lock right after rh_head moved past it.
+ *                     writer: when it copies that slot, PUBLISHED, into a batch, it sets bit
+ *                     63 (L3_WAL_POS_PUB) by a CAS from exactly pos + 1, before rh_tail
+ *                     passes the slot (release)
  * Dead letter (16 bytes): 0 dl_lsn (0 = empty), 8 dl_verdict (0 or 1): the probe's answer for
  * a dead producer's last LSN, computed under rh_lock when its entry was reclaimed.
  *
@@ -105,8 +106,9 @@
 #define L3_WAL_RING_VERSION 2u /* 2: producer table, rs_tag */
 #define L3_WAL_RING_HDR 4096u
 #define L3_WAL_SLOT_HDR 16u
-#define L3_WAL_PROD_MAX 64u
-#define L3_WAL_DEAD_MAX 32u
+#define L3_WAL_PROD_MAX 96u /* > L3_SRV_MAX_WORKERS (64): retiring workers overlap new ones */
+#define L3_WAL_DEAD_MAX 16u
+#define L3_WAL_POS_PUB (1ull << 63)
 
 enum { L3_WAL_SLOT_RESERVED = 1, L3_WAL_SLOT_PUBLISHED = 2, L3_WAL_SLOT_ABORTED = 3, L3_WAL_SLOT_PAD = 4 };
 
@@ -122,7 +124,6 @@ typedef struct {
     _Atomic uint32_t pe_gen;
     _Atomic uint64_t pe_lsn;
     _Atomic uint64_t pe_pos;
-    _Atomic uint64_t pe_pub;
 } l3_wal_prod_t;
 
 typedef struct {
@@ -191,7 +192,7 @@ typedef struct {
 
     _Atomic uint32_t rh_armed[L3_WAL_NOTIFY_MAX]; /* 512 */
     l3_wal_prod_t rh_prod[L3_WAL_PROD_MAX];       /* 1536 */
-    l3_wal_dead_t rh_dead[L3_WAL_DEAD_MAX];       /* 3584 */
+    l3_wal_dead_t rh_dead[L3_WAL_DEAD_MAX];       /* 3840 */
 } l3_wal_shm_t;
 
 _Static_assert(sizeof(pthread_mutex_t) <= 40, "rh_lock must fit its line");
@@ -204,8 +205,8 @@ _Static_assert(offsetof(l3_wal_shm_t, rh_st_records) == 384, "ring layout");
 _Static_assert(offsetof(l3_wal_shm_t, rh_armed) == 512, "ring layout");
 _Static_assert(offsetof(l3_wal_shm_t, rh_dl_next) == 352, "ring layout");
 _Static_assert(offsetof(l3_wal_shm_t, rh_prod) == 1536, "ring layout");
-_Static_assert(offsetof(l3_wal_shm_t, rh_dead) == 3584, "ring layout");
-_Static_assert(sizeof(l3_wal_prod_t) == 32 && sizeof(l3_wal_dead_t) == 16, "probe table layout");
+_Static_assert(offsetof(l3_wal_shm_t, rh_dead) == 3840, "ring layout");
+_Static_assert(sizeof(l3_wal_prod_t) == 24 && sizeof(l3_wal_dead_t) == 16, "probe table layout");
 _Static_assert(sizeof(l3_wal_shm_t) == L3_WAL_RING_HDR, "ring header size");
 _Static_assert(sizeof(l3_wal_slot_t) == L3_WAL_SLOT_HDR, "slot header size");
 

@@ -366,11 +366,12 @@ static void delete_covered(wr_t *w)
 /* ---------------------------------------------------------------- draining */
 
 /*
- * For l3_wal_probe: remember, in the producer's entry, the last PUBLISHED slot of it that
- * went into a batch. rh_tail passes the slot only later (commit_progress, a release store),
- * so a probe that sees rh_tail beyond the slot also sees this store. A tag whose generation
- * no longer matches (the entry was reclaimed) is ignored; a store racing a reclaim can only
- * leave the new owner a position that is none of its slots, which never reads as published.
+ * For l3_wal_probe: mark the producer entry's slot as published (L3_WAL_POS_PUB) before
+ * rh_tail passes it (commit_progress, a release store), so a probe that sees rh_tail beyond
+ * the slot also sees the mark. The CAS expects exactly this slot's position: positions never
+ * repeat, so it cannot mark anything else - not a reclaimed entry's new owner, not a later
+ * call of the same producer (which has overwritten pe_pos; its older record is no longer in
+ * doubt then).
  */
 static void note_published(wr_t *w, const l3_wal_slot_t *s, uint64_t pos)
 {
@@ -378,9 +379,9 @@ static void note_published(wr_t *w, const l3_wal_slot_t *s, uint64_t pos)
     unsigned idx = (tag & 0xffu) - 1u;
     if (tag == 0 || idx >= L3_WAL_PROD_MAX)
         return;
-    l3_wal_prod_t *pe = &w->sh->rh_prod[idx];
-    if (l3_wal__tag(idx, atomic_load_explicit(&pe->pe_gen, memory_order_relaxed)) == tag)
-        atomic_store_explicit(&pe->pe_pub, pos + 1, memory_order_relaxed);
+    uint64_t expect = pos + 1;
+    atomic_compare_exchange_strong_explicit(&w->sh->rh_prod[idx].pe_pos, &expect, (pos + 1) | L3_WAL_POS_PUB,
+                                            memory_order_relaxed, memory_order_relaxed);
 }
 
 /*
