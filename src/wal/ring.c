@@ -68,13 +68,25 @@ static int ms_left(uint64_t deadline_ns)
 
 static pid_t cached_pid;
 static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+/* serialises the threads of one process claiming a producer entry; held across fork by the
+ * atfork handlers so that a child never inherits it locked */
+static pthread_mutex_t claim_mu = PTHREAD_MUTEX_INITIALIZER;
+static void claim_prepare(void)
+{
+    pthread_mutex_lock(&claim_mu);
+}
+static void claim_parent(void)
+{
+    pthread_mutex_unlock(&claim_mu);
+}
 static void pid_reset(void)
 {
     cached_pid = 0;
+    pthread_mutex_unlock(&claim_mu);
 }
 static void pid_init(void)
 {
-    pthread_atfork(NULL, NULL, pid_reset);
+    pthread_atfork(claim_prepare, claim_parent, pid_reset);
 }
 static pid_t my_pid(void)
 {
@@ -96,7 +108,6 @@ static int make_handle(void *region, size_t len, l3_wal_ring_t **ret_ring)
     r->size = r->sh->rh_data_bytes;
     for (unsigned i = 0; i < L3_WAL_NOTIFY_MAX; i++)
         r->efd[i] = -1;
-    r->prod_idx = -1;
     (void)len;
     *ret_ring = r;
     return 0;
@@ -378,8 +389,15 @@ static int prod_verdict(l3_wal_ring_t *r, l3_wal_prod_t *pe)
 static int prod_entry(l3_wal_ring_t *r)
 {
     pid_t me = my_pid();
-    if (L3_LIKELY(r->prod_pid == me))
-        return r->prod_idx;
+    uint64_t key = atomic_load_explicit(&r->prod_key, memory_order_acquire);
+    if (L3_LIKELY(key >> 32 == (uint32_t)me))
+        return (int)(uint32_t)key - 1;
+    pthread_mutex_lock(&claim_mu);
+    key = atomic_load_explicit(&r->prod_key, memory_order_acquire);
+    if (key >> 32 == (uint32_t)me) { /* another thread of this process claimed meanwhile */
+        pthread_mutex_unlock(&claim_mu);
+        return (int)(uint32_t)key - 1;
+    }
     l3_wal_shm_t *sh = r->sh;
     int idx = -1;
     for (int attempt = 0; attempt < 4 && idx < 0; attempt++) {
@@ -391,7 +409,9 @@ static int prod_entry(l3_wal_ring_t *r)
                 cand = (int)i;
         for (unsigned i = 0; i < L3_WAL_PROD_MAX && cand < 0; i++) {
             /* an entry with our pid is a dead process's whose pid we reuse: a process
-             * claims once per ring handle, and one handle per process produces */
+             * claims once per ring handle (claim_mu), and one handle per process produces.
+             * Threads of one process share the entry: tracking is meaningful only for one
+             * hook call at a time per process, which is how the store calls it */
             uint32_t pid = atomic_load(&sh->rh_prod[i].pe_pid);
             if (pid == (uint32_t)me || l3_wal__pid_dead(pid)) {
                 cand = (int)i;
@@ -424,8 +444,8 @@ static int prod_entry(l3_wal_ring_t *r)
     }
     if (idx < 0)
         atomic_store(&sh->rh_probe_lossy, 1); /* this process's records are not tracked */
-    r->prod_pid = me;
-    r->prod_idx = idx;
+    atomic_store_explicit(&r->prod_key, (uint64_t)(uint32_t)me << 32 | (uint32_t)(idx + 1), memory_order_release);
+    pthread_mutex_unlock(&claim_mu);
     return idx;
 }
 

@@ -216,8 +216,9 @@ struct l3_wal_ring {
     uint64_t size; /* data bytes */
     int efd[L3_WAL_NOTIFY_MAX];
     unsigned nefd;
-    pid_t prod_pid; /* process that claimed prod_idx through this handle (0: none yet) */
-    int prod_idx;   /* its producer entry, -1 when the table was full */
+    /* producer entry of this process: pid << 32 | (index + 1), index + 1 = 0 when the table
+     * was full; a pid other than ours (inherited over fork, or 0) means "not claimed yet" */
+    _Atomic uint64_t prod_key;
 };
 
 static inline l3_wal_slot_t *l3_wal__slot(const l3_wal_ring_t *r, uint64_t pos)

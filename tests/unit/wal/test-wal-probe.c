@@ -186,8 +186,8 @@ static void test_table_full(void)
         atomic_store(&r->sh->rh_prod[i].pe_pid, (uint32_t)getpid());
         atomic_store(&r->sh->rh_prod[i].pe_lsn, 0);
     }
-    r->prod_pid = getpid();
-    r->prod_idx = 0; /* this process owns entry 0; children find only live owners */
+    /* this process owns entry 0; children find only live owners */
+    atomic_store(&r->prod_key, (uint64_t)(uint32_t)getpid() << 32 | 1u);
     producer(r, 7, 8, DIE_AFTER_PUBLISH);
     CHECK_EQ_INT(l3_wal_probe(r, 8), -ENOENT);
     l3_wal_ring_detach(r);
