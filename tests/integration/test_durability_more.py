@@ -330,6 +330,14 @@ def test_bit_flip_in_the_middle_ends_the_log_there():
         s2.stop()
 
 
+def _stop_expect_0(s):
+    s.proc.send_signal(signal.SIGTERM)
+    s.proc.wait(timeout=60)
+    log = s.logtext()
+    s.log.close()
+    assert s.proc.returncode == 0, log
+
+
 # --- 5. disk full ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", ["buffered", "fsync"])
@@ -400,8 +408,7 @@ def test_disk_full_refuses_writes_and_resumes(mode):
                 acked[key] = {"k": key, "i": i}
                 assert h.put(s.url("/kv/" + key), data=json.dumps(acked[key]), timeout=15).status_code == 200
             assert s.metrics()["wal"]["error"] == 0
-        s.stop(check=False)
-        assert s.proc.returncode == 0, s.logtext()
+        _stop_expect_0(s)
         s2 = Server(config=cfg, workers=2, reuse_dir=base)
         with requests.Session() as h:
             bad = [k for k, v in acked.items()
@@ -410,12 +417,53 @@ def test_disk_full_refuses_writes_and_resumes(mode):
             for key, doc in refused.items():  # a refused write may have been applied, never half-applied
                 r = h.get(s2.url("/kv/" + key), timeout=5)
                 assert r.status_code == 404 or r.json() == doc, (key, r.status_code)
-        s2.stop(check=False)
-        assert s2.proc.returncode == 0, s2.logtext()
+        _stop_expect_0(s2)
     finally:
         for x in (s, s2):
-            if x is not None and x.proc.poll() is None:
-                x.proc.kill()
-                x.proc.wait()
+            if x is not None:
+                if x.proc.poll() is None:
+                    x.proc.kill()
+                    x.proc.wait()
+                x.log.close()
+        subprocess.run(["umount", "-l", mnt], timeout=20)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.xfail(strict=True, reason="server bug: the supervisor exits 0 after SIGTERM although the WAL "
+                                       "writer could not drain the ring (disk full) and returned an error")
+def test_sigterm_while_disk_full_does_not_exit_0():
+    """docs/wal.md 7: a graceful stop exits 0 only if the writer drained and synced. With the
+    disk still full at SIGTERM (buffered mode) an acknowledged record cannot be written: the
+    writer says so and fails, and the service must not report a clean stop."""
+    base = tempfile.mkdtemp(prefix="l3kv-full-")
+    mnt = os.path.join(base, "mnt")
+    os.mkdir(mnt)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+    if r.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip("cannot mount a tmpfs: %s" % r.stdout.decode(errors="replace").strip())
+    s = None
+    try:
+        cfg = {"storage": {"data_dir": os.path.join(mnt, "data"),
+                           "wal_path": os.path.join(mnt, "data", "data.wal")}}
+        s = Server(config=cfg, workers=2, reuse_dir=base)
+        with requests.Session() as h:
+            for i in range(400):
+                r = h.put(s.url("/kv/f-%03d" % i), data=json.dumps({"pad": "z" * (60 << 10)}), timeout=15)
+                if r.status_code != 200:
+                    break
+            assert r.status_code == 507, (r.status_code, r.text[:200])
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(timeout=60)
+        log = s.logtext()
+        assert "ring bytes not written" in log, log
+        assert s.proc.returncode != 0, "exit 0 although acknowledged records were not written:\n" + log
+    finally:
+        if s is not None:
+            if s.proc.poll() is None:
+                s.proc.kill()
+                s.proc.wait()
+            s.log.close()
         subprocess.run(["umount", "-l", mnt], timeout=20)
         shutil.rmtree(base, ignore_errors=True)

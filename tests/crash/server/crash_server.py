@@ -374,6 +374,8 @@ def run():
             segs = seg_files(data)
             for g in segs[:-1] + [p for p in [os.path.join(data, "l3kv.snap")] if os.path.exists(p)]:
                 rc, out = inspect(g)
+                if rc != 0 and not os.path.exists(g):
+                    continue  # the new writer deleted a segment a snapshot covers meanwhile
                 totals["inspected"] += 1
                 if rc != 0:
                     raise Fail("trial %d: after recovery l3kv-inspect wal %s exit %d:\n%s" % (trial, g, rc, out[-2000:]))
