@@ -30,9 +30,9 @@
  *   48      16    reserved, zero
  *   64      2752  autoscaler section (struct l3_obs_as_shm):
  *                   +0     4  sa_magic    "L3AS" (0x5341334c little endian)
- *                   +4     4  sa_version  1
+ *                   +4     4  sa_version  2
  *                   +8     8  sa_seq      sequence lock: 0 never published, odd = being written
- *                   +16 2704  sa_words    an l3_obs_as_t (obs.h) stored as 338 u64 words:
+ *                   +16 2712  sa_words    an l3_obs_as_t (obs.h) stored as 339 u64 words:
  *                     +0   u32 enabled, interval_ms, horizon_ms, min_workers, max_workers,
  *                          workers, target, nevents
  *                     +32  u64 wall_ms, backlog, inflight
@@ -44,7 +44,8 @@
  *                     +272 16 events of 152 bytes, newest first:
  *                          u64 wall_ms, mono_ms; u32 from, to, reason, pad;
  *                          f64 measured, estimate, predicted; char[96] text
- *                   +2720 32  padding to a multiple of 64, zero
+ *                     +2704 f64 busy (queued inside connections, from worker CPU use)
+ *                   +2728 24  padding to a multiple of 64, zero
  *   2816    nslots * oh_slot_size   l3_obs_slot_t[nslots] (see obs.h): pid, state,
  *                 active connections, accepted, bytes rx/tx, requests, 4xx, 5xx,
  *                 restarts, in-flight requests, 6 reserved words, then per route {count, ns_total,
@@ -65,7 +66,7 @@
 #define OBS_MAGIC 0x3153424f564b334cull /* "L3KVOBS1" little endian */
 #define OBS_VERSION 2u
 #define AS_MAGIC 0x5341334cu /* "L3AS" little endian */
-#define AS_VERSION 1u
+#define AS_VERSION 2u
 #define AS_WORDS (sizeof(l3_obs_as_t) / sizeof(uint64_t))
 #define AS_READ_TRIES 1000
 
@@ -94,7 +95,7 @@ _Static_assert(sizeof(struct l3_obs_hdr) == 64, "obs header is 64 bytes");
 _Static_assert(sizeof(l3_obs_slot_t) % 64 == 0, "obs slots are cacheline multiples");
 _Static_assert(offsetof(l3_obs_slot_t, os_route) == 128, "obs slot counters take 128 bytes");
 _Static_assert(sizeof(l3_obs_as_event_t) == 152, "autoscale event is 152 bytes");
-_Static_assert(sizeof(l3_obs_as_t) == 2704 && sizeof(l3_obs_as_t) % 8 == 0, "autoscale state is 338 words");
+_Static_assert(sizeof(l3_obs_as_t) == 2712 && sizeof(l3_obs_as_t) % 8 == 0, "autoscale state is 339 words");
 _Static_assert(offsetof(l3_obs_as_t, as_events) == 272, "autoscale events start at +272");
 _Static_assert(sizeof(struct l3_obs_as_shm) == 2752, "autoscale section is 2752 bytes");
 
@@ -410,8 +411,10 @@ static void render_autoscale(sb_t *b, const l3_obs_t *o, uint64_t now_wall_ns)
         sb_printf(b, "null");
     else
         sb_printf(b, "%" PRIu64, now_ms > a.as_wall_ms ? now_ms - a.as_wall_ms : 0);
-    sb_printf(b, ",\"queue_depth\":{\"accept_backlog\":%" PRIu64 ",\"inflight\":%" PRIu64 ",\"total\":",
+    sb_printf(b, ",\"queue_depth\":{\"accept_backlog\":%" PRIu64 ",\"inflight\":%" PRIu64 ",\"in_connections\":",
               a.as_backlog, a.as_inflight);
+    sb_num(b, a.as_busy);
+    sb_printf(b, ",\"total\":");
     sb_num(b, a.as_depth);
     sb_printf(b, "},\"estimate\":");
     sb_num(b, a.as_estimate);

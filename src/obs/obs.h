@@ -153,6 +153,8 @@ typedef struct {
     uint32_t as_pad;         /* zero */
     char as_last_text[L3_OBS_AS_TEXT]; /* its reason text */
     l3_obs_as_event_t as_events[L3_OBS_AS_EVENTS]; /* newest first */
+    double as_busy;          /* measured: requests queued inside accepted (keep-alive) connections,
+                                estimated from the workers' CPU use (see docs/autoscale.md) */
 } l3_obs_as_t;
 
 /** Publish a new autoscaler state (supervisor only: single writer). */

@@ -62,7 +62,7 @@ static void copy_text(char *dst, const char *src)
 
 /* Publish the scaler's state after a step (supervisor: the region's only writer). */
 static void publish(const l3_srv_t *srv, const l3_scale_t *sc, const l3_scale_decision_t *d, uint64_t backlog,
-                    uint64_t inflight, uint64_t now_mono, uint64_t now_wall)
+                    uint64_t inflight, double busy, uint64_t now_mono, uint64_t now_wall)
 {
     const l3_kalman_t *kf = &sc->kf;
     pub.as_workers = d->current;
@@ -70,6 +70,7 @@ static void publish(const l3_srv_t *srv, const l3_scale_t *sc, const l3_scale_de
     pub.as_wall_ms = now_wall;
     pub.as_backlog = backlog;
     pub.as_inflight = inflight;
+    pub.as_busy = busy;
     pub.as_depth = d->measured;
     pub.as_estimate = d->estimate;
     pub.as_rate = d->rate;
@@ -104,6 +105,10 @@ static void publish(const l3_srv_t *srv, const l3_scale_t *sc, const l3_scale_de
     l3_obs_as_publish(&srv->obs, &pub);
 }
 
+/* CPU share at which a worker counts as holding its full capacity of queued requests:
+ * below 1.0 so a saturated worker (CPU ~1.0) reads as over capacity and triggers growth. */
+#define BUSY_FULL 0.75
+
 static uint32_t on_tick(l3_srv_t *srv, void *arg, uint32_t nworkers, double depth, const l3_obs_totals_t *t)
 {
     l3_scale_t *sc = arg;
@@ -111,12 +116,17 @@ static uint32_t on_tick(l3_srv_t *srv, void *arg, uint32_t nworkers, double dept
     (void)depth;
     uint64_t backlog = l3_srv_accept_queue(srv);
     uint64_t inflight = t->inflight > 0 ? (uint64_t)t->inflight : 0;
+    /* Requests queued inside already accepted keep-alive connections are invisible to both
+     * counters (a worker answers each one within its loop turn). A worker that is busy
+     * BUSY_FULL of the time has a queue; count that as its capacity of requests, scaled by
+     * its CPU use, so a saturated pool asks for more workers and an idle one for fewer. */
+    double busy = l3_srv_workers_cpu(srv) / BUSY_FULL * sc->params.capacity;
     l3_scale_decision_t d;
     uint64_t now = mono_ms();
-    unsigned target = l3_scale_step(sc, (double)backlog + (double)inflight, now, nworkers, &d);
+    unsigned target = l3_scale_step(sc, (double)backlog + (double)inflight + busy, now, nworkers, &d);
     if (d.delta != 0)
         L3_LOG(L3_LOG_INFO, "autoscale: %u -> %u workers: %s", nworkers, target, d.text);
-    publish(srv, sc, &d, backlog, inflight, now, wall_ms());
+    publish(srv, sc, &d, backlog, inflight, busy, now, wall_ms());
     return target;
 }
 

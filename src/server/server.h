@@ -125,6 +125,14 @@ void l3_srv_set_workers(l3_srv_t *srv, uint32_t n);
 /** Connections waiting in the accept queues of the listening sockets (TCP_INFO). Any process. */
 uint64_t l3_srv_accept_queue(const l3_srv_t *srv);
 
+/**
+ * Sum over live workers of the fraction of the time since the previous call that each
+ * was runnable - running or waiting for a CPU (from /proc/<pid>/schedstat). 1.0 = one
+ * worker that always had work.
+ * Supervisor only (keeps the previous readings); the first call returns 0.
+ */
+double l3_srv_workers_cpu(l3_srv_t *srv);
+
 /** Queue depth for the autoscaler: accept queues + requests in flight in all workers. */
 double l3_srv_queue_depth(const l3_srv_t *srv, const l3_obs_totals_t *totals);
 

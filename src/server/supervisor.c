@@ -58,6 +58,8 @@ typedef struct {
     uint64_t restart_at_ms; /* 0 = not waiting for a restart */
     uint32_t backoff_ms;
     uint64_t retire_deadline_ms;
+    uint64_t cpu_ns;    /* last CPU time read from /proc/<pid>/schedstat (0 = none yet) */
+    uint64_t cpu_at_ns; /* when it was read (CLOCK_MONOTONIC) */
 } child_t;
 
 typedef struct {
@@ -304,6 +306,48 @@ void l3_srv_set_workers(l3_srv_t *srv, uint32_t n)
     if (n != want_workers)
         L3_LOG(L3_LOG_INFO, "scaling workers %u -> %u", want_workers, n);
     want_workers = n;
+}
+
+/* Time a process has been runnable, in ns: running on a CPU plus waiting on a run queue
+ * (first two fields of /proc/<pid>/schedstat). A worker with work to do is runnable all the
+ * time even when it has to share the CPUs, so this measures demand, not the CPU it got.
+ * 0 if unknown. */
+static uint64_t proc_cpu_ns(pid_t pid)
+{
+    char path[64], buf[128];
+    snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *end;
+    uint64_t run = strtoull(buf, &end, 10);
+    uint64_t wait = strtoull(end, NULL, 10);
+    return run + wait;
+}
+
+double l3_srv_workers_cpu(l3_srv_t *srv)
+{
+    (void)srv;
+    double sum = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++) {
+        child_t *w = &workers[i];
+        if (w->pid <= 0) {
+            w->cpu_ns = 0;
+            continue;
+        }
+        uint64_t c = proc_cpu_ns(w->pid);
+        if (c != 0 && w->cpu_ns != 0 && c >= w->cpu_ns && now > w->cpu_at_ns)
+            sum += (double)(c - w->cpu_ns) / (double)(now - w->cpu_at_ns);
+        w->cpu_ns = c;
+        w->cpu_at_ns = now;
+    }
+    return sum;
 }
 
 uint64_t l3_srv_accept_queue(const l3_srv_t *srv)

@@ -220,6 +220,7 @@ int l3_srv_wal_setup(l3_srv_t *srv)
                "although 'server.max_body_bytes' is %llu",
                (unsigned long long)maxrec, wlen, (unsigned long long)c->server.max_body_bytes);
     l3_store_set_wal_hook(srv->store, l3_wal_hook, ring);
+    l3_store_set_wal_probe(srv->store, l3_wal_probe, ring); /* repair keeps a published mutation */
     srv->wal_ring = ring;
     the_ring = ring;
     return l3_srv_add_role(srv, "wal writer", writer_main, ring);
