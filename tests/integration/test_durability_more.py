@@ -329,6 +329,20 @@ def test_bit_flip_in_the_middle_ends_the_log_there():
         s2.stop()
 
 
+def _mount_tmpfs(base, mnt):
+    """Mount an 8 MiB tmpfs on mnt, or skip the test (not root, no mount(8), no tmpfs)."""
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+        why = r.stdout.decode(errors="replace").strip()
+        ok = r.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as e:
+        why, ok = repr(e), False
+    if not ok:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip("cannot mount a tmpfs: %s" % why)
+
+
 def _stop_expect_0(s):
     s.proc.send_signal(signal.SIGTERM)
     s.proc.wait(timeout=60)
@@ -344,11 +358,7 @@ def test_disk_full_refuses_writes_and_resumes(mode):
     base = tempfile.mkdtemp(prefix="l3kv-full-")
     mnt = os.path.join(base, "mnt")
     os.mkdir(mnt)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
-    if r.returncode != 0:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip("cannot mount a tmpfs: %s" % r.stdout.decode(errors="replace").strip())
+    _mount_tmpfs(base, mnt)
     s = s2 = None
     try:
         filler = os.path.join(mnt, "filler.bin")
@@ -437,11 +447,7 @@ def test_sigterm_while_disk_full_does_not_exit_0():
     base = tempfile.mkdtemp(prefix="l3kv-full-")
     mnt = os.path.join(base, "mnt")
     os.mkdir(mnt)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
-    if r.returncode != 0:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip("cannot mount a tmpfs: %s" % r.stdout.decode(errors="replace").strip())
+    _mount_tmpfs(base, mnt)
     s = None
     try:
         cfg = {"storage": {"data_dir": os.path.join(mnt, "data"),
