@@ -763,6 +763,28 @@ static int finish_object(parser_t *ps, size_t base, const char *at, uint64_t *re
     return 0;
 }
 
+/* After a member or element: ',' goes on to the next one (a trailing comma before
+ * `close` is an error), `close` ends the container (*ret_end). Returns the position after
+ * the separator, or NULL on a syntax error. */
+static const char *after_member(parser_t *ps, const char *p, char close, bool *ret_end)
+{
+    p = skip_ws(p, ps->end);
+    if (p < ps->end && *p == ',') {
+        p = skip_ws(p + 1, ps->end);
+        if (p < ps->end && *p == close)
+            return fail(ps, p, L3_ESYNTAX, "trailing comma"), NULL;
+        *ret_end = false;
+        return p;
+    }
+    if (p < ps->end && *p == close) {
+        *ret_end = true;
+        return p + 1;
+    }
+    if (p >= ps->end)
+        return fail(ps, p, L3_ESYNTAX, "unexpected end of input"), NULL;
+    return fail(ps, p, L3_ESYNTAX, close == '}' ? "',' or '}' expected" : "',' or ']' expected"), NULL;
+}
+
 static const char *parse_object(parser_t *ps, const char *p, uint64_t *ret_val)
 {
     const char *open = p;
@@ -801,18 +823,12 @@ static const char *parse_object(parser_t *ps, const char *p, uint64_t *ret_val)
             memcpy(ps->scr + ps->scr_len, &e, sizeof(e));
             ps->scr_len += sizeof(e);
         }
-        p = skip_ws(p, ps->end);
-        if (p < ps->end && *p == ',') {
-            p = skip_ws(p + 1, ps->end);
-            if (p < ps->end && *p == '}')
-                return fail(ps, p, L3_ESYNTAX, "trailing comma"), NULL;
-            continue;
-        }
-        if (p < ps->end && *p == '}') {
-            p++;
+        bool end;
+        p = after_member(ps, p, '}', &end);
+        if (!p)
+            return NULL;
+        if (end)
             break;
-        }
-        return fail(ps, p, L3_ESYNTAX, p >= ps->end ? "unexpected end of input" : "',' or '}' expected"), NULL;
     }
 done:
     if (finish_object(ps, base, open, ret_val))
@@ -846,18 +862,12 @@ static const char *parse_array(parser_t *ps, const char *p, uint64_t *ret_val)
             s->type = t;
             ps->scr_len += sizeof(dslot_t);
         }
-        p = skip_ws(p, ps->end);
-        if (p < ps->end && *p == ',') {
-            p = skip_ws(p + 1, ps->end);
-            if (p < ps->end && *p == ']')
-                return fail(ps, p, L3_ESYNTAX, "trailing comma"), NULL;
-            continue;
-        }
-        if (p < ps->end && *p == ']') {
-            p++;
+        bool end;
+        p = after_member(ps, p, ']', &end);
+        if (!p)
+            return NULL;
+        if (end)
             break;
-        }
-        return fail(ps, p, L3_ESYNTAX, p >= ps->end ? "unexpected end of input" : "',' or ']' expected"), NULL;
     }
 done:
     if (ps->buf) {
