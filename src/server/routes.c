@@ -301,6 +301,10 @@ static int fail_rc(h2o_req_t *req, int rc, l3_srv_errctx_t ctx, const l3_doc_err
         return fail_with(req, ei.status, ei.error,
                          "the change is larger than one write-ahead log record may be (about half of "
                          "storage.wal_buffer_bytes)");
+    if (rc == -ENOSPC && l3_srv_env.srv->wal_ring != NULL && l3_wal_ring_error(l3_srv_env.srv->wal_ring) == -ENOSPC)
+        return fail_with(req, 507, "disk_full",
+                         "the write-ahead log's disk is full; writes are refused until space returns, reads "
+                         "still work");
     if (ei.status == 500)
         L3_LOG(L3_LOG_ERROR, "unexpected error %d (%s) for %.*s", rc, l3_strerror(rc), (int)L3_MIN(req->path.len, 200),
                req->path.base);

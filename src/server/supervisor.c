@@ -92,6 +92,9 @@ static void sd_notify_msg(const char *msg)
 }
 
 static child_t workers[L3_SRV_MAX_WORKERS];
+/* Set when a role (the WAL writer) did not exit cleanly during the graceful stop: the
+ * supervisor then exits non-zero, because acknowledged writes may not be on disk. */
+static bool stop_failed;
 static role_t roles[MAX_ROLES];
 static unsigned nroles;
 static uint32_t want_workers;
@@ -520,7 +523,10 @@ static void reap(l3_srv_t *srv, bool stopping)
             found = true;
             roles[r].ch.pid = 0;
             if (stopping) {
-                L3_LOG(L3_LOG_INFO, "%s (pid %d) exited: %s", roles[r].name, (int)pid, how);
+                bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+                if (!clean)
+                    stop_failed = true; /* e.g. the WAL writer could not drain: not a clean stop */
+                L3_LOG(clean ? L3_LOG_INFO : L3_LOG_ERROR, "%s (pid %d) exited: %s", roles[r].name, (int)pid, how);
             } else {
                 schedule_restart(&roles[r].ch, now);
                 L3_LOG(L3_LOG_WARN, "%s (pid %d) died: %s; restarting in %u ms", roles[r].name, (int)pid, how,
@@ -720,6 +726,10 @@ int l3_srv_run(l3_srv_t *srv)
         l3_store_unlink(srv->store);
         l3_store_close(srv->store);
         srv->store = NULL;
+    }
+    if (stop_failed) {
+        L3_LOG(L3_LOG_ERROR, "stopped, but the WAL was not fully flushed: acknowledged writes may be lost");
+        return 1;
     }
     L3_LOG(L3_LOG_INFO, "stopped");
     return 0;

@@ -438,8 +438,6 @@ def test_disk_full_refuses_writes_and_resumes(mode):
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: the supervisor exits 0 after SIGTERM although the WAL "
-                                       "writer could not drain the ring (disk full) and returned an error")
 def test_sigterm_while_disk_full_does_not_exit_0():
     """docs/wal.md 7: a graceful stop exits 0 only if the writer drained and synced. With the
     disk still full at SIGTERM (buffered mode) an acknowledged record cannot be written: the
