@@ -200,8 +200,11 @@ int l3_srv_wal_setup(l3_srv_t *srv)
            (unsigned long long)rep.wal.segments, (unsigned long long)rep.wal.skipped,
            (unsigned long long)rep.max_lsn);
     if (rep.wal.stop_reason != 0)
-        L3_LOG(L3_LOG_WARN, "wal: log ended early in %s at offset %llu (%s); bad tail kept as %s",
+        L3_LOG(L3_LOG_WARN,
+               "wal: log ended early in %s at offset %llu (%s); discarded %llu bytes in %llu file(s), set aside "
+               "(first: %s)",
                rep.wal.stop_file, (unsigned long long)rep.wal.stop_offset, l3_strerror(rep.wal.stop_reason),
+               (unsigned long long)rep.wal.discarded_bytes, (unsigned long long)rep.wal.discarded_files,
                rep.wal.aside[0] ? rep.wal.aside : "-");
     if (rep.snap_aside[0] != '\0')
         L3_LOG(L3_LOG_WARN, "wal: invalid snapshot set aside as %s", rep.snap_aside);

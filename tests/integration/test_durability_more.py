@@ -243,9 +243,11 @@ def _check_after_damage(s, data_dir, kept, lost, seg, cut_off, seg_size, log_seg
     assert len(aside) == 1, os.listdir(data_dir)
     assert os.path.getsize(aside[0]) == seg_size - cut_off, (aside, seg_size, cut_off)
     assert os.path.getsize(seg) == cut_off
-    m = re.search(r"wal: log ended early in (\S+) at offset (\d+) \(([^)]*)\); bad tail kept as (\S+)", log)
+    m = re.search(r"wal: log ended early in (\S+) at offset (\d+) \(([^)]*)\); discarded (\d+) bytes in (\d+) "
+                  r"file\(s\), set aside \(first: (\S+)\)", log)
     assert m, log
-    assert m.group(1) == log_seg and int(m.group(2)) == cut_off and m.group(4) == aside[0], (m.groups(), seg, cut_off)
+    assert m.group(1) == log_seg and int(m.group(2)) == cut_off and m.group(6) == aside[0], (m.groups(), seg, cut_off)
+    assert int(m.group(4)) >= seg_size - cut_off and int(m.group(5)) >= 1, m.groups()
     return aside
 
 
