@@ -218,9 +218,10 @@ int l3_srv_wal_setup(l3_srv_t *srv)
     }
     uint64_t maxrec = l3_wal_ring_max_payload(ring);
     if (maxrec < c->server.max_body_bytes)
-        L3_LOG(L3_LOG_WARN,
-               "documents above %llu bytes cannot be logged with 'storage.wal_buffer_bytes' %zu and will get 413, "
-               "although 'server.max_body_bytes' is %llu",
+        L3_LOG(L3_LOG_INFO,
+               "one WAL record holds up to %llu bytes with 'storage.wal_buffer_bytes' %zu: a document larger "
+               "than that as JSON text (and as binary) gets 413 although 'server.max_body_bytes' is %llu; "
+               "raise storage.wal_buffer_bytes to about twice the largest document",
                (unsigned long long)maxrec, wlen, (unsigned long long)c->server.max_body_bytes);
     l3_store_set_wal_hook(srv->store, l3_wal_hook, ring);
     l3_store_set_wal_probe(srv->store, l3_wal_probe, ring); /* repair keeps a published mutation */
