@@ -19,9 +19,11 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <h2o.h>
 
@@ -1029,6 +1031,15 @@ int l3_srv_on_req(h2o_handler_t *self, h2o_req_t *req)
         if (!get)
             return fail_405(req, ALLOW_RO);
         return on_metrics(req, false);
+    }
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/admin/checkpoint"))) {
+        /* on-demand checkpoint: the supervisor forks the checkpointer at its next tick */
+        if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")))
+            return fail_405(req, "POST");
+        if (kill(getppid(), SIGRTMIN) != 0)
+            return fail_with(req, 503, "unavailable", "cannot reach the supervisor: %s", strerror(errno));
+        respond_static(req, 202, CT_JSON, "{\"ok\":true,\"detail\":\"checkpoint requested\"}");
+        return 0;
     }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/dashboard")) || h2o_memis(p.base, p.len, H2O_STRLIT("/dashboard/"))) {
         if (!get)

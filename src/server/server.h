@@ -148,6 +148,8 @@ int l3_srv_wal_setup(l3_srv_t *srv);
 const char *l3_srv_wal_path(void);
 /** Supervisor loop hook: start a checkpoint when the WAL on disk passed storage.checkpoint_bytes. */
 void l3_srv_wal_tick(l3_srv_t *srv);
+/** Ask for a checkpoint at the next tick whatever the WAL size (supervisor; SIGRTMIN). */
+void l3_srv_wal_request_checkpoint(l3_srv_t *srv);
 /** Supervisor reaped a child it does not track: true if it was the checkpointer (logged). */
 bool l3_srv_wal_child_exited(l3_srv_t *srv, pid_t pid, int status);
 /** Supervisor stopping: kill and reap a running checkpointer. */

@@ -669,6 +669,7 @@ int l3_srv_run(l3_srv_t *srv)
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGRTMIN); /* checkpoint now (POST /admin/checkpoint, or kill -RTMIN) */
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -703,6 +704,10 @@ int l3_srv_run(l3_srv_t *srv)
             for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
                 if (workers[i].pid > 0)
                     kill(workers[i].pid, SIGHUP);
+        }
+        if (sig == SIGRTMIN) {
+            L3_LOG(L3_LOG_INFO, "checkpoint requested");
+            l3_srv_wal_request_checkpoint(srv);
         }
         if (sig == SIGUSR1) /* operator: one worker more */
             l3_srv_set_workers(srv, want_workers + 1);

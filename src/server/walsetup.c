@@ -72,6 +72,15 @@ static void checkpoint_child(l3_srv_t *srv)
     _exit(rc < 0 ? 1 : 0);
 }
 
+static bool ckpt_requested; /* on demand (SIGRTMIN): run at the next tick regardless of size */
+
+void l3_srv_wal_request_checkpoint(l3_srv_t *srv)
+{
+    (void)srv;
+    ckpt_requested = true;
+    ckpt_next_check_ms = 0;
+}
+
 void l3_srv_wal_tick(l3_srv_t *srv)
 {
     uint64_t now = mono_ms();
@@ -80,10 +89,14 @@ void l3_srv_wal_tick(l3_srv_t *srv)
     ckpt_next_check_ms = now + CHECKPOINT_CHECK_MS;
     l3_wal_stats_t ws;
     l3_wal_ring_stats(the_ring, &ws);
-    if (ws.disk_bytes < srv->cfg.storage.checkpoint_bytes || ws.writer_pid <= 0)
+    if (ws.writer_pid <= 0 || (!ckpt_requested && ws.disk_bytes < srv->cfg.storage.checkpoint_bytes))
         return;
-    L3_LOG(L3_LOG_INFO, "WAL holds %llu bytes on disk (>= 'storage.checkpoint_bytes' %llu): checkpoint",
-           (unsigned long long)ws.disk_bytes, (unsigned long long)srv->cfg.storage.checkpoint_bytes);
+    if (ckpt_requested)
+        L3_LOG(L3_LOG_INFO, "checkpoint on demand (WAL holds %llu bytes on disk)", (unsigned long long)ws.disk_bytes);
+    else
+        L3_LOG(L3_LOG_INFO, "WAL holds %llu bytes on disk (>= 'storage.checkpoint_bytes' %llu): checkpoint",
+               (unsigned long long)ws.disk_bytes, (unsigned long long)srv->cfg.storage.checkpoint_bytes);
+    ckpt_requested = false;
     pid_t pid = l3_srv_fork_task(srv, "checkpointer");
     if (pid == 0)
         checkpoint_child(srv);
