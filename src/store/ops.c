@@ -359,20 +359,34 @@ int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t
     return put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), NULL, 0, if_match, 0, ret_lsn);
 }
 
+/*
+ * Lock an existing document for a change: 0 with the stripe locked, or the value the
+ * operation returns with nothing locked: -ENOENT (replay: 1, skipped), -ESTALE on an
+ * If-Match mismatch, 1 when a replayed record is already reflected.
+ */
+static int lock_existing(l3_store_t *st, const void *key, size_t klen, uint64_t if_match, uint64_t replay_lsn,
+                         opctx_t *c)
+{
+    int rc = op_lock(st, key, klen, true, c);
+    if (rc < 0)
+        return rc;
+    if (!c->entry)
+        return op_abort(st, c, replay_lsn ? 1 : -ENOENT);
+    rc = check_match(c, if_match);
+    if (rc < 0)
+        return op_abort(st, c, rc);
+    if (replay_lsn && l3_doc_lsn(c->doc) >= replay_lsn)
+        return op_abort(st, c, 1);
+    return 0;
+}
+
 static int delete_common(l3_store_t *st, const void *key, size_t klen, uint64_t if_match, uint64_t replay_lsn,
                          uint64_t *ret_lsn)
 {
     opctx_t c;
-    int rc = op_lock(st, key, klen, true, &c);
-    if (rc < 0)
+    int rc = lock_existing(st, key, klen, if_match, replay_lsn, &c);
+    if (rc != 0)
         return rc;
-    if (!c.entry)
-        return op_abort(st, &c, replay_lsn ? 1 : -ENOENT);
-    rc = check_match(&c, if_match);
-    if (rc < 0)
-        return op_abort(st, &c, rc);
-    if (replay_lsn && l3_doc_lsn(c.doc) >= replay_lsn)
-        return op_abort(st, &c, 1);
     uint64_t lsn = next_lsn(st, replay_lsn);
     c.dkeys = -1;
     c.dbytes = -(int64_t)l3_doc_size(c.doc);
@@ -621,16 +635,9 @@ static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint
                   uint64_t replay_lsn, uint64_t *ret_lsn)
 {
     opctx_t c;
-    int rc = op_lock(st, key, klen, true, &c);
-    if (rc < 0)
+    int rc = lock_existing(st, key, klen, if_match, replay_lsn, &c);
+    if (rc != 0)
         return rc;
-    if (!c.entry)
-        return op_abort(st, &c, replay_lsn ? 1 : -ENOENT);
-    rc = check_match(&c, if_match);
-    if (rc < 0)
-        return op_abort(st, &c, rc);
-    if (replay_lsn && l3_doc_lsn(c.doc) >= replay_lsn)
-        return op_abort(st, &c, 1);
     size_t old_size = l3_doc_size(c.doc);
     o->lsn = next_lsn(st, replay_lsn);
     l3_doc_t d = {.buf = c.doc, .cap = c.ent->ie_cap, .undo = l3_store__doc_undo_cb, .undo_ctx = st};
