@@ -42,6 +42,21 @@ static l3_wal_ring_t *ring;
 static unsigned payload_bytes = 256;
 static int wait_durable;
 
+/* Append one PUT record for key (next LSN); -EAGAIN (ring full) is counted as a retry. */
+static int append_one(const char *key, const uint8_t *pay)
+{
+    l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
+                        .lsn = atomic_fetch_add(&sh->lsn, 1) + 1,
+                        .key = key,
+                        .klen = (uint32_t)strlen(key),
+                        .payload = pay,
+                        .plen = payload_bytes};
+    int rc = l3_wal_hook(ring, &rec);
+    if (rc == -EAGAIN)
+        atomic_fetch_add(&sh->retries, 1);
+    return rc;
+}
+
 static void *client(void *arg)
 {
     uintptr_t id = (uintptr_t)arg;
@@ -51,17 +66,9 @@ static void *client(void *arg)
     snprintf(key, sizeof key, "bench-%u", (unsigned)id);
     uint64_t n = 0;
     while (!atomic_load_explicit(&sh->stop, memory_order_relaxed)) {
-        l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
-                            .lsn = atomic_fetch_add(&sh->lsn, 1) + 1,
-                            .key = key,
-                            .klen = (uint32_t)strlen(key),
-                            .payload = pay,
-                            .plen = payload_bytes};
-        int rc = l3_wal_hook(ring, &rec);
-        if (rc == -EAGAIN) {
-            atomic_fetch_add(&sh->retries, 1);
+        int rc = append_one(key, pay);
+        if (rc == -EAGAIN)
             continue;
-        }
         if (rc != 0)
             break;
         if (wait_durable && l3_wal_wait_durable(ring, l3_wal_last_ticket(), 10000) != 0)
@@ -87,17 +94,9 @@ static void loop_client(int slot, int n)
         uint64_t ticket = 0;
         int got = 0;
         for (int i = 0; i < n; i++) { /* every client whose reply went out sends its next PUT */
-            l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
-                                .lsn = atomic_fetch_add(&sh->lsn, 1) + 1,
-                                .key = key,
-                                .klen = (uint32_t)strlen(key),
-                                .payload = pay,
-                                .plen = payload_bytes};
-            int rc = l3_wal_hook(ring, &rec);
-            if (rc == -EAGAIN) {
-                atomic_fetch_add(&sh->retries, 1);
+            int rc = append_one(key, pay);
+            if (rc == -EAGAIN)
                 continue;
-            }
             if (rc != 0)
                 goto out;
             ticket = l3_wal_last_ticket();
