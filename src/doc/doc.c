@@ -59,6 +59,14 @@ static inline void jr(l3_doc_t *d, uint32_t base, const void *p, size_t n)
         d->undo(d->undo_ctx, p, n);
 }
 
+/* Path syntax selected by the L3_DOC_SET_PATH_* flags. */
+static inline int path_syntax(unsigned flags)
+{
+    return (flags & L3_DOC_SET_PATH_POINTER)  ? L3_DOC_PATH_POINTER
+           : (flags & L3_DOC_SET_PATH_DOTTED) ? L3_DOC_PATH_DOTTED
+                                              : L3_DOC_PATH_AUTO;
+}
+
 /* Any change invalidates a seal (the checksum of an exported copy). */
 static inline void unseal(l3_doc_t *d)
 {
@@ -91,6 +99,29 @@ int l3_doc_init(l3_doc_t *d)
     h->dh_used = DOC_DATA_OFF;
     h->dh_seed = l3_doc__seed();
     return 0;
+}
+
+/* The 8-byte slot payload of an INT, DOUBLE or BOOL scalar. */
+static inline uint64_t scalar_word(const l3_doc_scalar_t *v)
+{
+    uint64_t x;
+    if (v->type == L3_DOC_INT)
+        x = (uint64_t)v->i;
+    else if (v->type == L3_DOC_BOOL)
+        x = v->b ? 1 : 0;
+    else
+        memcpy(&x, &v->d, 8);
+    return x;
+}
+
+/* D4: overwrite the payload of an existing slot (always below the used mark) with one
+ * aligned 8-byte store, journaled first. */
+static inline void store_word(l3_doc_t *d, dslot_t *s, uint64_t x)
+{
+    unseal(d);
+    if (d->undo)
+        d->undo(d->undo_ctx, &s->val, 8);
+    __atomic_store_n(&s->val, x, __ATOMIC_RELAXED);
 }
 
 /* ------------------------------------------------------------------ paths */
@@ -845,9 +876,7 @@ typedef struct {
 
 static int resolve_parent(const uint8_t *buf, const char *path, size_t plen, unsigned flags, target_t *t)
 {
-    int syntax = (flags & L3_DOC_SET_PATH_POINTER) ? L3_DOC_PATH_POINTER
-                 : (flags & L3_DOC_SET_PATH_DOTTED) ? L3_DOC_PATH_DOTTED
-                                                    : L3_DOC_PATH_AUTO;
+    int syntax = path_syntax(flags);
     int rc = path_begin(&t->it, path, plen, syntax);
     if (rc)
         return rc;
@@ -952,18 +981,7 @@ static int set_common(l3_doc_t *d, const char *path, size_t plen, unsigned flags
         }
         uint8_t nt = nv_type(nv);
         if (nv->sc && old->type == nt && (nt == L3_DOC_INT || nt == L3_DOC_DOUBLE || nt == L3_DOC_BOOL)) {
-            /* D4: one aligned store */
-            uint64_t v;
-            if (nt == L3_DOC_INT)
-                v = (uint64_t)nv->sc->i;
-            else if (nt == L3_DOC_BOOL)
-                v = nv->sc->b ? 1 : 0;
-            else
-                memcpy(&v, &nv->sc->d, 8);
-            dslot_t *s = AT(buf, slot, dslot_t);
-            unseal(d);
-            jr(d, base, &s->val, 8);
-            __atomic_store_n(&s->val, v, __ATOMIC_RELAXED);
+            store_word(d, AT(buf, slot, dslot_t), scalar_word(nv->sc)); /* D4 */
             goto done;
         }
         if ((rc = room(d, nv_size(buf, nv, old))))
@@ -986,10 +1004,7 @@ int l3_doc_slot_set_int(l3_doc_t *d, uint32_t slot, int64_t v)
     dslot_t *s = AT(d->buf, slot, dslot_t);
     if (s->type != L3_DOC_INT)
         return L3_ETYPE;
-    unseal(d);
-    if (d->undo)
-        d->undo(d->undo_ctx, &s->val, 8);
-    __atomic_store_n(&s->val, (uint64_t)v, __ATOMIC_RELAXED);
+    store_word(d, s, (uint64_t)v);
     return 0;
 }
 
@@ -998,24 +1013,12 @@ int l3_doc_set(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const
 {
     if (!(flags & L3_DOC_SET_INSERT) && (v->type == L3_DOC_INT || v->type == L3_DOC_DOUBLE || v->type == L3_DOC_BOOL)) {
         /* hot path (D4): an existing scalar of the same type is one aligned store */
-        int syntax = (flags & L3_DOC_SET_PATH_POINTER) ? L3_DOC_PATH_POINTER
-                     : (flags & L3_DOC_SET_PATH_DOTTED) ? L3_DOC_PATH_DOTTED
-                                                        : L3_DOC_PATH_AUTO;
+        int syntax = path_syntax(flags);
         uint32_t slot;
         if (l3_doc_lookup(d->buf, path, plen, syntax, &slot) == 0) {
             dslot_t *s = AT(d->buf, slot, dslot_t);
             if (s->type == (uint8_t)v->type) {
-                uint64_t x;
-                if (v->type == L3_DOC_INT)
-                    x = (uint64_t)v->i;
-                else if (v->type == L3_DOC_BOOL)
-                    x = v->b ? 1 : 0;
-                else
-                    memcpy(&x, &v->d, 8);
-                unseal(d);
-                if (d->undo)
-                    d->undo(d->undo_ctx, &s->val, 8);
-                __atomic_store_n(&s->val, x, __ATOMIC_RELAXED);
+                store_word(d, s, scalar_word(v));
                 if (ret_slot)
                     *ret_slot = slot;
                 return 0;
@@ -1102,9 +1105,7 @@ out:
 
 int l3_doc_incr(l3_doc_t *d, const char *path, size_t plen, unsigned flags, int64_t delta, int64_t *ret_new)
 {
-    int syntax = (flags & L3_DOC_SET_PATH_POINTER) ? L3_DOC_PATH_POINTER
-                 : (flags & L3_DOC_SET_PATH_DOTTED) ? L3_DOC_PATH_DOTTED
-                                                    : L3_DOC_PATH_AUTO;
+    int syntax = path_syntax(flags);
     uint32_t slot;
     int rc = l3_doc_lookup(d->buf, path, plen, syntax, &slot);
     if (rc)
@@ -1115,10 +1116,7 @@ int l3_doc_incr(l3_doc_t *d, const char *path, size_t plen, unsigned flags, int6
     int64_t nv;
     if (__builtin_add_overflow((int64_t)s->val, delta, &nv))
         return L3_ERANGE;
-    unseal(d);
-    if (d->undo)
-        d->undo(d->undo_ctx, &s->val, 8);
-    __atomic_store_n(&s->val, (uint64_t)nv, __ATOMIC_RELAXED);
+    store_word(d, s, (uint64_t)nv);
     if (ret_new)
         *ret_new = nv;
     return 0;
