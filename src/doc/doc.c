@@ -494,7 +494,8 @@ static uint64_t compact_size(const uint8_t *buf, uint64_t val, uint8_t type, boo
     }
 }
 
-uint64_t l3_doc__compact_size(const uint8_t *buf, uint32_t slot)
+/* Bytes a copy of the value at slot appends (no capacity kept). */
+static uint64_t copy_size(const uint8_t *buf, uint32_t slot)
 {
     const dslot_t *s = SLOT(buf, slot);
     return compact_size(buf, s->val, s->type, false);
@@ -640,7 +641,7 @@ static uint8_t nv_type(const newval_t *nv)
 static uint64_t nv_size(const uint8_t *buf, const newval_t *nv, const dslot_t *old)
 {
     if (!nv->sc)
-        return l3_doc__compact_size(nv->src, nv->src_slot);
+        return copy_size(nv->src, nv->src_slot);
     switch (nv->sc->type) {
     case L3_DOC_STRING:
     case L3_DOC_BIGNUM:

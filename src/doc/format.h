@@ -183,7 +183,5 @@ size_t l3_doc__fmt_double(double d, char *out);
 bool l3_doc__utf8_valid(const uint8_t *p, size_t len);
 /* Bytes a stored value occupies outside its slot (allocated capacity included). */
 uint64_t l3_doc__storage_size(const uint8_t *buf, uint64_t val, uint8_t type);
-/* Storage bytes of a value when written compactly (what copy/compaction will append). */
-uint64_t l3_doc__compact_size(const uint8_t *buf, uint32_t slot);
 
 #endif

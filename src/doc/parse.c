@@ -664,12 +664,6 @@ static const char *parse_name(parser_t *ps, const char *p, dentry_t *e)
     return q + 1;
 }
 
-/* Bytes a value replaced by a duplicate name leaves behind as garbage. */
-static uint64_t value_bytes(const uint8_t *buf, uint64_t val, uint8_t type)
-{
-    return l3_doc__storage_size(buf, val, type);
-}
-
 static int finish_object(parser_t *ps, size_t base, const char *at, uint64_t *ret_val)
 {
     dentry_t *ents = (dentry_t *)(void *)(ps->scr + base);
@@ -689,7 +683,7 @@ static int finish_object(parser_t *ps, size_t base, const char *at, uint64_t *re
                         ents[j].klen == ents[i].klen &&
                         memcmp(l3_doc__ekey(ps->buf, &ents[j]), l3_doc__ekey(ps->buf, &ents[i]),
                                ents[i].klen) == 0) {
-                        ps->garbage += value_bytes(ps->buf, ents[j].val, ents[j].type);
+                        ps->garbage += l3_doc__storage_size(ps->buf, ents[j].val, ents[j].type);
                         if (ents[i].klen > KEY_INLINE_MAX)
                             ps->garbage += a8(ents[i].klen);
                         ents[j].val = ents[i].val;
@@ -731,7 +725,7 @@ static int finish_object(parser_t *ps, size_t base, const char *at, uint64_t *re
                 dentry_t *x = &dst[ht[h] - 1];
                 if (x->hash == e->hash && x->klen == e->klen &&
                     memcmp(l3_doc__ekey(ps->buf, x), k, e->klen) == 0) {
-                    ps->garbage += value_bytes(ps->buf, x->val, x->type);
+                    ps->garbage += l3_doc__storage_size(ps->buf, x->val, x->type);
                     if (e->klen > KEY_INLINE_MAX)
                         ps->garbage += a8(e->klen);
                     x->val = e->val;
