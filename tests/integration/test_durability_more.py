@@ -75,7 +75,13 @@ def records(path):
 
 
 def writer_pid(s):
+    """The WAL writer's pid from /metrics; the writer publishes it once it runs, which can
+    be a moment after the server answers its first request (start, or a restart)."""
+    deadline = time.time() + 10
     pid = s.metrics()["wal"]["writer_pid"]
+    while pid <= 0 and time.time() < deadline:
+        time.sleep(0.05)
+        pid = s.metrics()["wal"]["writer_pid"]
     assert pid > 0
     return pid
 
