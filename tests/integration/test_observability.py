@@ -54,9 +54,9 @@ def scaled():
 
 def test_metrics_keep_seed_keys_and_add_sections(scaled):
     deadline = time.time() + 5
-    while time.time() < deadline:  # "last_tick_age_ms" is null until the first tick
-        m = scaled.metrics()
-        if m["autoscale"]["last_tick_age_ms"] is not None:
+    while time.time() < deadline:  # "last_tick_age_ms" is null until the first tick,
+        m = scaled.metrics()         # "writer_pid" 0 until the WAL writer runs
+        if m["autoscale"]["last_tick_age_ms"] is not None and m["wal"]["writer_pid"] > 0:
             break
         time.sleep(0.05)
     for sect, keys in SEED_KEYS.items():
