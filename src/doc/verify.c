@@ -51,8 +51,11 @@ static int bad(vctx_t *v, uint64_t at, const char *msg)
 }
 
 /* Claim [off, off+len) for one structure (V2). */
+/* Claims [off, off+len) rounded up to whole granules. All arithmetic is 64-bit: a
+ * crafted length near 4 GiB must not wrap to a small claim (a8() is 32-bit). */
 static int claim(vctx_t *v, uint64_t off, uint64_t len, const char *what)
 {
+    len = (len + 7) & ~(uint64_t)7;
     if (off % 8 || off < DOC_DATA_OFF || len > v->used || off > v->used - len)
         return bad(v, off, what);
     for (uint64_t g = off / 8; g < (off + len + 7) / 8; g++) {
@@ -61,7 +64,7 @@ static int claim(vctx_t *v, uint64_t off, uint64_t len, const char *what)
             return bad(v, off, "overlapping or shared storage");
         v->map[g >> 6] |= bit;
     }
-    v->claimed += a8(len);
+    v->claimed += len;
     return 0;
 }
 
@@ -139,7 +142,7 @@ static int check_object(vctx_t *v, uint64_t off, unsigned depth)
     if (hcap) {
         if ((hcap & (hcap - 1)) || hcap <= cap)
             return bad(v, off, "bad object hash table size");
-        if ((rc = claim(v, o->hoff, a8((uint64_t)hcap * 4), "object hash table out of bounds")))
+        if ((rc = claim(v, o->hoff, (uint64_t)hcap * 4, "object hash table out of bounds")))
             return rc;
     }
     const dentry_t *e = cap ? AT(v->buf, o->eoff, const dentry_t) : NULL;
@@ -150,7 +153,7 @@ static int check_object(vctx_t *v, uint64_t off, unsigned depth)
             continue;
         live++;
         if (e[i].klen > KEY_INLINE_MAX &&
-            (rc = claim(v, e[i].koff, a8(e[i].klen), "member name out of bounds")))
+            (rc = claim(v, e[i].koff, e[i].klen, "member name out of bounds")))
             return rc;
         if (e[i].klen <= KEY_INLINE_MAX) {
             /* inline names are zero padded: lookups compare whole words */
