@@ -248,12 +248,12 @@ static inline uint64_t load_small(const uint8_t *p, size_t n)
     return (uint64_t)p[0] | (uint64_t)p[n >> 1] << (8 * (n >> 1)) | (uint64_t)p[n - 1] << (8 * (n - 1));
 }
 
-/* Entry index + 1 of a live member, or 0. */
+/* Entry position + 1 of a live member (table slot for hashed objects, insertion index
+ * for small ones), or 0. */
 static uint32_t obj_index(const uint8_t *buf, const dobj_t *o, const void *key, size_t klen, uint32_t hash)
 {
     const dentry_t *ents = AT(buf, o->eoff, const dentry_t);
     if (o->hcap) {
-        const uint32_t *ht = AT(buf, o->hoff, const uint32_t);
         uint32_t mask = o->hcap - 1, h = hash & mask;
         /* short names are compared as two words against a zero-padded copy (inline
          * names are stored zero padded) instead of calling memcmp */
@@ -269,10 +269,9 @@ static uint32_t obj_index(const uint8_t *buf, const dobj_t *o, const void *key, 
             }
         }
         for (uint32_t probes = 0; probes < o->hcap; probes++) {
-            uint32_t ix = ht[h];
-            if (ix == 0)
+            const dentry_t *e = &ents[h];
+            if (e->type == T_EMPTY)
                 return 0;
-            const dentry_t *e = &ents[ix - 1];
             if (e->hash == hash && e->klen == klen && e->type != T_DELETED) {
                 if (klen <= KEY_INLINE_MAX) {
                     uint64_t e0;
@@ -280,9 +279,9 @@ static uint32_t obj_index(const uint8_t *buf, const dobj_t *o, const void *key, 
                     memcpy(&e0, e->kin, 8);
                     memcpy(&e1, e->kin + 8, 4);
                     if (e0 == k0 && e1 == k1)
-                        return ix;
+                        return h + 1;
                 } else if (memcmp(buf + e->koff, key, klen) == 0) {
-                    return ix;
+                    return h + 1;
                 }
             }
             h = (h + 1) & mask;
@@ -342,6 +341,10 @@ static int step(const uint8_t *buf, uint32_t slot, const char *tok, size_t tlen,
 
 int l3_doc_lookup(const uint8_t *buf, const char *path, size_t len, int syntax, uint32_t *ret_slot)
 {
+    /* fast path: a single dotted segment (a top-level member name or index) */
+    if (syntax != L3_DOC_PATH_POINTER && len > 0 && path[0] != '/' && path[0] != '.' &&
+        !memchr(path, '.', len))
+        return step(buf, L3_DOC_ROOT, path, len, ret_slot);
     pathit_t it;
     int rc = path_begin(&it, path, len, syntax);
     if (rc)
@@ -413,12 +416,13 @@ int l3_doc_obj_next(const uint8_t *buf, uint32_t slot, uint32_t *inout_pos, cons
         return L3_ETYPE;
     const dobj_t *o = AT(buf, (uint32_t)s->val, const dobj_t);
     for (uint32_t i = *inout_pos; i < o->n; i++) {
-        const dentry_t *e = AT(buf, o->eoff + i * (uint32_t)sizeof(dentry_t), const dentry_t);
+        uint32_t eo = l3_doc__nth_off(buf, o, i);
+        const dentry_t *e = AT(buf, eo, const dentry_t);
         if (e->type == T_DELETED)
             continue;
         *ret_key = (const char *)l3_doc__ekey(buf, e);
         *ret_klen = e->klen;
-        *ret_slot = o->eoff + i * (uint32_t)sizeof(dentry_t);
+        *ret_slot = eo;
         *inout_pos = i + 1;
         return 1;
     }
@@ -444,14 +448,14 @@ uint64_t l3_doc__storage_size(const uint8_t *buf, uint64_t val, uint8_t type)
     }
     case L3_DOC_OBJECT: {
         const dobj_t *o = AT(buf, (uint32_t)val, const dobj_t);
-        uint64_t n = sizeof(dobj_t) + (uint64_t)o->cap * sizeof(dentry_t) + a8((uint64_t)o->hcap * 4);
-        const dentry_t *e = AT(buf, o->eoff, const dentry_t);
+        uint64_t n = l3_doc__obj_bytes(o->cap);
         for (uint32_t i = 0; i < o->n; i++) {
-            if (e[i].type == T_DELETED)
+            const dentry_t *e = l3_doc__nth(buf, o, i);
+            if (e->type == T_DELETED)
                 continue;
-            if (e[i].klen > KEY_INLINE_MAX)
-                n += a8(e[i].klen);
-            n += l3_doc__storage_size(buf, e[i].val, e[i].type);
+            if (e->klen > KEY_INLINE_MAX)
+                n += a8(e->klen);
+            n += l3_doc__storage_size(buf, e->val, e->type);
         }
         return n;
     }
@@ -478,14 +482,14 @@ static uint64_t compact_size(const uint8_t *buf, uint64_t val, uint8_t type, boo
     case L3_DOC_OBJECT: {
         const dobj_t *o = AT(buf, (uint32_t)val, const dobj_t);
         uint32_t cap = keep ? o->cap : o->count;
-        uint64_t n = sizeof(dobj_t) + (uint64_t)cap * sizeof(dentry_t) + a8((uint64_t)l3_doc__hcap_for(cap) * 4);
-        const dentry_t *e = AT(buf, o->eoff, const dentry_t);
+        uint64_t n = l3_doc__obj_bytes(cap);
         for (uint32_t i = 0; i < o->n; i++) {
-            if (e[i].type == T_DELETED)
+            const dentry_t *e = l3_doc__nth(buf, o, i);
+            if (e->type == T_DELETED)
                 continue;
-            if (e[i].klen > KEY_INLINE_MAX)
-                n += a8(e[i].klen);
-            n += compact_size(buf, e[i].val, e[i].type, keep);
+            if (e->klen > KEY_INLINE_MAX)
+                n += a8(e->klen);
+            n += compact_size(buf, e->val, e->type, keep);
         }
         return n;
     }
@@ -510,22 +514,6 @@ static inline uint32_t bump(l3_doc_t *d, uint64_t n)
     uint32_t off = h->dh_used;
     h->dh_used = off + (uint32_t)n;
     return off;
-}
-
-static void build_index(uint8_t *buf, dobj_t *o)
-{
-    if (!o->hcap)
-        return;
-    uint32_t *ht = AT(buf, o->hoff, uint32_t);
-    memset(ht, 0, a8((uint64_t)o->hcap * 4));
-    uint32_t mask = o->hcap - 1;
-    dentry_t *e = AT(buf, o->eoff, dentry_t);
-    for (uint32_t i = 0; i < o->n; i++) {
-        uint32_t h = e[i].hash & mask;
-        while (ht[h])
-            h = (h + 1) & mask;
-        ht[h] = i + 1;
-    }
 }
 
 /* Copy a value (from any verified document, possibly d itself) into d, without
@@ -572,23 +560,14 @@ static uint64_t copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_
     }
     case L3_DOC_OBJECT: {
         const dobj_t *o = AT(src, (uint32_t)val, const dobj_t);
-        uint32_t cnt = o->count, sn = o->n, seo = o->eoff, cap = keep ? o->cap : o->count;
-        uint32_t hcap = l3_doc__hcap_for(cap);
+        dobj_t so = *o; /* src may be d->buf: read the source node before any bump */
+        uint32_t cap = keep ? so.cap : so.count;
         uint32_t seed = HDR(d->buf)->dh_seed;
         bool same_seed = HDR(src)->dh_seed == seed;
-        uint32_t off = bump(d, sizeof(dobj_t) + (uint64_t)cap * sizeof(dentry_t) + a8((uint64_t)hcap * 4));
-        dobj_t *t = AT(d->buf, off, dobj_t);
-        t->count = t->n = cnt;
-        t->cap = cap;
-        t->eoff = cap ? off + (uint32_t)sizeof(dobj_t) : 0;
-        t->hcap = hcap;
-        t->hoff = hcap ? off + (uint32_t)(sizeof(dobj_t) + (uint64_t)cap * sizeof(dentry_t)) : 0;
-        if (cap > cnt)
-            memset(d->buf + off + sizeof(dobj_t) + (uint64_t)cnt * sizeof(dentry_t), 0,
-                   (uint64_t)(cap - cnt) * sizeof(dentry_t));
-        uint32_t j = 0;
-        for (uint32_t i = 0; i < sn; i++) {
-            const dentry_t *se = AT(src, seo + i * (uint32_t)sizeof(dentry_t), const dentry_t);
+        uint32_t off = bump(d, l3_doc__obj_bytes(cap));
+        l3_doc__obj_layout(d->buf, AT(d->buf, off, dobj_t), off + (uint32_t)sizeof(dobj_t), cap);
+        for (uint32_t i = 0; i < so.n; i++) {
+            const dentry_t *se = l3_doc__nth(src, &so, i);
             if (se->type == T_DELETED)
                 continue;
             dentry_t e = *se;
@@ -601,10 +580,8 @@ static uint64_t copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_
             if (!same_seed)
                 e.hash = l3_doc__hash(seed, l3_doc__ekey(d->buf, &e), e.klen);
             e.val = copy_value(d, src, se->val, se->type, keep);
-            *AT(d->buf, off + (uint32_t)sizeof(dobj_t) + j * (uint32_t)sizeof(dentry_t), dentry_t) = e;
-            j++;
+            l3_doc__obj_put(d->buf, AT(d->buf, off, dobj_t), &e);
         }
-        build_index(d->buf, AT(d->buf, off, dobj_t));
         return off;
     }
     default:
@@ -759,36 +736,33 @@ static void replace_slot(l3_doc_t *d, uint32_t base, uint32_t slot, const newval
     s->type = t;
 }
 
-/* Grow an object's entry array to hold at least one more member; tombstones are dropped. */
+/* Grow an object to hold at least one more member; tombstones are dropped. The node
+ * stays where it is (its parent points at it); the entries move to new storage. */
+static uint32_t obj_grow_cap(const dobj_t *o)
+{
+    return L3_MAX(4u, (o->count + 1) * 2);
+}
+
 static uint64_t obj_grow_bytes(const dobj_t *o)
 {
-    uint32_t ncap = L3_MAX(4u, (o->count + 1) * 2);
-    return (uint64_t)ncap * sizeof(dentry_t) + a8((uint64_t)l3_doc__hcap_for(ncap) * 4);
+    return l3_doc__obj_bytes(obj_grow_cap(o)) - sizeof(dobj_t);
 }
 
 static void obj_grow(l3_doc_t *d, uint32_t base, uint32_t node)
 {
     dobj_t *o = AT(d->buf, node, dobj_t);
-    uint32_t ncap = L3_MAX(4u, (o->count + 1) * 2);
-    uint32_t hcap = l3_doc__hcap_for(ncap);
-    uint32_t eoff = bump(d, (uint64_t)ncap * sizeof(dentry_t));
-    uint32_t hoff = hcap ? bump(d, a8((uint64_t)hcap * 4)) : 0;
+    uint32_t ncap = obj_grow_cap(o);
+    uint32_t store = bump(d, obj_grow_bytes(o));
     o = AT(d->buf, node, dobj_t);
-    const dentry_t *old = AT(d->buf, o->eoff, const dentry_t);
-    dentry_t *ne = AT(d->buf, eoff, dentry_t);
-    uint32_t j = 0;
-    for (uint32_t i = 0; i < o->n; i++)
-        if (old[i].type != T_DELETED)
-            ne[j++] = old[i];
-    memset(ne + j, 0, (size_t)(ncap - j) * sizeof(dentry_t));
-    HDR(d->buf)->dh_garbage += (uint32_t)((uint64_t)o->cap * sizeof(dentry_t) + a8((uint64_t)o->hcap * 4));
+    dobj_t old = *o;
     jr(d, base, o, sizeof(*o));
-    o->n = j;
-    o->cap = ncap;
-    o->eoff = eoff;
-    o->hcap = hcap;
-    o->hoff = hoff;
-    build_index(d->buf, o);
+    l3_doc__obj_layout(d->buf, o, store, ncap);
+    for (uint32_t i = 0; i < old.n; i++) {
+        const dentry_t *e = l3_doc__nth(d->buf, &old, i);
+        if (e->type != T_DELETED)
+            l3_doc__obj_put(d->buf, o, e);
+    }
+    HDR(d->buf)->dh_garbage += (uint32_t)(l3_doc__obj_bytes(old.cap) - sizeof(dobj_t));
 }
 
 /* Append a member to the object at node; returns the entry's slot offset. */
@@ -798,7 +772,6 @@ static uint32_t obj_append(l3_doc_t *d, uint32_t base, uint32_t node, const char
     dobj_t *o = AT(d->buf, node, dobj_t);
     if (o->n == o->cap)
         obj_grow(d, base, node);
-    o = AT(d->buf, node, dobj_t);
     dentry_t e;
     memset(&e, 0, sizeof(e));
     e.klen = klen;
@@ -813,22 +786,20 @@ static uint32_t obj_append(l3_doc_t *d, uint32_t base, uint32_t node, const char
     e.hash = l3_doc__hash(HDR(d->buf)->dh_seed, key, klen);
     nv_write(d, nv, &e.val, &e.type);
     o = AT(d->buf, node, dobj_t);
-    uint32_t idx = o->n;
-    dentry_t *slot = AT(d->buf, o->eoff + idx * (uint32_t)sizeof(dentry_t), dentry_t);
-    jr(d, base, slot, sizeof(*slot));
-    *slot = e;
+    dentry_t *tab = AT(d->buf, o->eoff, dentry_t);
+    uint32_t pos = o->n;
     if (o->hcap) {
-        uint32_t *ht = AT(d->buf, o->hoff, uint32_t);
-        uint32_t mask = o->hcap - 1, h = e.hash & mask;
-        while (ht[h])
-            h = (h + 1) & mask;
-        jr(d, base, &ht[h], 4);
-        ht[h] = idx + 1;
+        pos = l3_doc__table_free_slot(tab, o->hcap, e.hash);
+        uint32_t *ord = AT(d->buf, o->ooff, uint32_t);
+        jr(d, base, &ord[o->n], 4);
+        ord[o->n] = pos;
     }
+    jr(d, base, &tab[pos], sizeof(dentry_t));
+    tab[pos] = e;
     jr(d, base, o, sizeof(*o));
     o->n++;
     o->count++;
-    return o->eoff + idx * (uint32_t)sizeof(dentry_t);
+    return o->eoff + pos * (uint32_t)sizeof(dentry_t);
 }
 
 static uint32_t arr_grow_cap(const darr_t *a)
@@ -1166,10 +1137,11 @@ static void stats_walk(const uint8_t *buf, uint64_t val, uint8_t type, size_t de
     if (type == L3_DOC_OBJECT) {
         st->objects++;
         const dobj_t *o = AT(buf, (uint32_t)val, const dobj_t);
-        const dentry_t *e = AT(buf, o->eoff, const dentry_t);
-        for (uint32_t i = 0; i < o->n; i++)
-            if (e[i].type != T_DELETED)
-                stats_walk(buf, e[i].val, e[i].type, depth + 1, st);
+        for (uint32_t i = 0; i < o->n; i++) {
+            const dentry_t *e = l3_doc__nth(buf, o, i);
+            if (e->type != T_DELETED)
+                stats_walk(buf, e->val, e->type, depth + 1, st);
+        }
     } else if (type == L3_DOC_ARRAY) {
         st->arrays++;
         const darr_t *a = AT(buf, (uint32_t)val, const darr_t);

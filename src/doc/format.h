@@ -27,19 +27,25 @@
  *     8    1 type  l3_doc_type_t (0..7); 0x80 = deleted member (object entries only)
  *     9    7 (zero)
  *
- * Object entry (32 bytes) = a slot plus the member name; entries are kept in insertion
- * order, deleted ones stay as tombstones until the next rewrite of the array:
+ * Object entry (32 bytes) = a slot plus the member name:
  *     0    8 val   as in a slot
- *     8    1 type  as in a slot
+ *     8    1 type  as in a slot; T_DELETED = tombstone, T_EMPTY = free table slot
  *     9    3 (zero)
  *    12    4 hash  hash of the name under dh_seed
  *    16    4 klen  name length in bytes (any bytes, NUL included)
  *    20   12 name  the name itself if klen <= 12, else: uint32 offset of the name bytes
  *
- * Object node (24 bytes): count (live members), n (entries used, tombstones included),
- *   cap (entries allocated at eoff), eoff, hcap (hash slots, 0 or a power of two > cap),
- *   hoff. The hash table is an open-addressing (linear probing) array of uint32 entry
- *   index + 1 (0 = empty) at hoff; objects with cap <= 8 have none and are scanned.
+ * Object node (24 bytes): count (live members), n (members ever added since the last
+ *   rewrite, tombstones included), cap (most members before the next rewrite), eoff,
+ *   hcap, ooff. Two shapes:
+ *   - small (hcap == 0, cap <= 8): eoff holds cap entries in insertion order, n used,
+ *     scanned on lookup; ooff is 0.
+ *   - hashed (hcap a power of two > cap): eoff holds hcap entries placed by linear
+ *     probing on hash & (hcap - 1) - the table *is* the entry storage, so a lookup is
+ *     one cache miss for names up to 12 bytes; free slots have type T_EMPTY. ooff holds
+ *     cap uint32 table positions in insertion order (n used), for iteration.
+ *   Deleting a member leaves a tombstone (type T_DELETED) in place and in the order
+ *   array; tombstones are dropped when the object is next rewritten (growth, compaction).
  * Array node (16 bytes): count, cap, ioff (cap slots of 16 bytes), zero.
  * String block: uint32 cap, uint32 len, then cap bytes (len used), padded to 8. BIGNUM
  *   uses the same block holding the number's JSON text.
@@ -56,11 +62,12 @@
 #include "l3kv/doc.h"
 
 #define L3_DOC_MAGIC 0x4344334cu /* "L3DC" */
-#define L3_DOC_FORMAT_VERSION 1u
+#define L3_DOC_FORMAT_VERSION 2u
 #define L3_DOC_FLAG_SEALED 0x1u
 #define DOC_DATA_OFF 48u
 #define DOC_MAX_SIZE 0xFFFFFFF8u
 #define T_DELETED 0x80u
+#define T_EMPTY 0x81u /* free slot of a hashed object's entry table */
 #define KEY_INLINE_MAX 12u
 #define HASH_MIN_CAP 8u /* objects with more entries than this get a hash table */
 #define L3_DOC_MAX_PROBE 256u /* longest displacement verify() accepts in a hash table */
@@ -95,7 +102,7 @@ typedef struct {
 } dentry_t;
 
 typedef struct {
-    uint32_t count, n, cap, eoff, hcap, hoff;
+    uint32_t count, n, cap, eoff, hcap, ooff;
 } dobj_t;
 
 typedef struct {
@@ -169,10 +176,83 @@ static inline uint32_t l3_doc__pow2_atleast(uint64_t x)
     return (uint32_t)p;
 }
 
-/* Hash slots for an entries array of capacity cap (0 = scan). */
+/* Table slots for an object of capacity cap (0 = small, scanned): load stays <= 1/2. */
 static inline uint32_t l3_doc__hcap_for(uint32_t cap)
 {
     return cap > HASH_MIN_CAP ? l3_doc__pow2_atleast((uint64_t)cap * 2) : 0;
+}
+
+/* Bytes of an object's node plus entry storage (and order array) for cap members. */
+static inline uint64_t l3_doc__obj_bytes(uint32_t cap)
+{
+    uint32_t hcap = l3_doc__hcap_for(cap);
+    if (!hcap)
+        return 24 + (uint64_t)cap * 32;
+    return 24 + (uint64_t)hcap * 32 + (((uint64_t)cap * 4 + 7) & ~(uint64_t)7);
+}
+
+/* Empty a hashed object's entry table of hcap slots. */
+static inline void l3_doc__table_clear(dentry_t *tab, uint32_t hcap)
+{
+    memset(tab, 0, (size_t)hcap * sizeof(dentry_t));
+    for (uint32_t i = 0; i < hcap; i++)
+        tab[i].type = T_EMPTY;
+}
+
+/* First free slot on the probe path of hash (the table always has one: hcap > cap). */
+static inline uint32_t l3_doc__table_free_slot(const dentry_t *tab, uint32_t hcap, uint32_t hash)
+{
+    uint32_t mask = hcap - 1, h = hash & mask;
+    while (tab[h].type != T_EMPTY)
+        h = (h + 1) & mask;
+    return h;
+}
+
+/* Lay out an empty object of capacity cap: node t, entry storage (and order array) at
+ * store, l3_doc__obj_bytes(cap) - 24 bytes, which this fills. */
+static inline void l3_doc__obj_layout(uint8_t *buf, dobj_t *t, uint32_t store, uint32_t cap)
+{
+    uint32_t hcap = l3_doc__hcap_for(cap);
+    t->count = t->n = 0;
+    t->cap = cap;
+    t->hcap = hcap;
+    t->eoff = cap ? store : 0;
+    t->ooff = 0;
+    if (hcap) {
+        l3_doc__table_clear((dentry_t *)(void *)(buf + store), hcap);
+        t->ooff = store + hcap * 32u;
+        memset(buf + t->ooff, 0, ((size_t)cap * 4 + 7) & ~(size_t)7);
+    } else if (cap) {
+        memset(buf + store, 0, (size_t)cap * 32);
+    }
+}
+
+/* Add a member known not to be present (n < cap) as the last one; no journaling, for
+ * objects being built. Returns the entry's offset. */
+static inline uint32_t l3_doc__obj_put(uint8_t *buf, dobj_t *t, const dentry_t *e)
+{
+    dentry_t *tab = (dentry_t *)(void *)(buf + t->eoff);
+    uint32_t pos = t->n;
+    if (t->hcap) {
+        pos = l3_doc__table_free_slot(tab, t->hcap, e->hash);
+        ((uint32_t *)(void *)(buf + t->ooff))[t->n] = pos;
+    }
+    tab[pos] = *e;
+    t->n++;
+    t->count++;
+    return t->eoff + pos * 32u;
+}
+
+/* Byte offset of the i-th member (insertion order, i < n) of object o. */
+static inline uint32_t l3_doc__nth_off(const uint8_t *buf, const dobj_t *o, uint32_t i)
+{
+    uint32_t pos = o->hcap ? ((const uint32_t *)(const void *)(buf + o->ooff))[i] : i;
+    return o->eoff + pos * 32u;
+}
+
+static inline const dentry_t *l3_doc__nth(const uint8_t *buf, const dobj_t *o, uint32_t i)
+{
+    return (const dentry_t *)(const void *)(buf + l3_doc__nth_off(buf, o, i));
 }
 
 /* Process-wide hash seed for new documents (random per process). */

@@ -696,24 +696,17 @@ static int finish_object(parser_t *ps, size_t base, const char *at, uint64_t *re
             }
         }
     }
-    uint32_t hcap = l3_doc__hcap_for((uint32_t)live);
-    size_t bytes = sizeof(dobj_t) + live * sizeof(dentry_t) + (size_t)a8((uint64_t)hcap * 4);
+    size_t bytes = (size_t)l3_doc__obj_bytes((uint32_t)live);
     if (out_reserve(ps, bytes))
         return ps->rc;
     ents = (dentry_t *)(void *)(ps->scr + base);
     uint32_t off = out_alloc(ps, bytes);
     dobj_t *o = AT(ps->buf, off, dobj_t);
-    o->eoff = live ? off + (uint32_t)sizeof(dobj_t) : 0;
-    o->hcap = hcap;
-    o->hoff = hcap ? off + (uint32_t)(sizeof(dobj_t) + live * sizeof(dentry_t)) : 0;
-    o->cap = (uint32_t)live;
-    o->n = 0;
-    o->count = 0;
-    dentry_t *dst = live ? AT(ps->buf, o->eoff, dentry_t) : NULL;
-    if (hcap) {
-        uint32_t *ht = AT(ps->buf, o->hoff, uint32_t);
-        memset(ht, 0, (size_t)a8((uint64_t)hcap * 4));
-        uint32_t mask = hcap - 1;
+    l3_doc__obj_layout(ps->buf, o, off + (uint32_t)sizeof(dobj_t), (uint32_t)live);
+    if (o->hcap) {
+        dentry_t *tab = AT(ps->buf, o->eoff, dentry_t);
+        uint32_t *ord = AT(ps->buf, o->ooff, uint32_t);
+        uint32_t mask = o->hcap - 1;
         for (size_t i = 0; i < n; i++) {
             dentry_t *e = &ents[i];
             if (e->type == T_DELETED)
@@ -721,10 +714,11 @@ static int finish_object(parser_t *ps, size_t base, const char *at, uint64_t *re
             const uint8_t *k = l3_doc__ekey(ps->buf, e);
             uint32_t h = e->hash & mask;
             bool dup = false;
-            while (ht[h]) {
-                dentry_t *x = &dst[ht[h] - 1];
+            while (tab[h].type != T_EMPTY) {
+                dentry_t *x = &tab[h];
                 if (x->hash == e->hash && x->klen == e->klen &&
                     memcmp(l3_doc__ekey(ps->buf, x), k, e->klen) == 0) {
+                    /* duplicate name: the last value wins, at the first position */
                     ps->garbage += l3_doc__storage_size(ps->buf, x->val, x->type);
                     if (e->klen > KEY_INLINE_MAX)
                         ps->garbage += a8(e->klen);
@@ -737,21 +731,16 @@ static int finish_object(parser_t *ps, size_t base, const char *at, uint64_t *re
             }
             if (dup)
                 continue;
-            dst[o->n] = *e;
-            ht[h] = o->n + 1;
-            o->n++;
+            /* late duplicates leave the tail of the order array as unused capacity */
+            tab[h] = *e;
+            ord[o->n++] = h;
         }
-        if (o->n < live) {
-            /* duplicates found late: the tail of the entry array stays unused capacity */
-        }
+        o->count = o->n;
     } else {
-        for (size_t i = 0; i < n; i++) {
-            if (ents[i].type == T_DELETED)
-                continue;
-            dst[o->n++] = ents[i];
-        }
+        for (size_t i = 0; i < n; i++)
+            if (ents[i].type != T_DELETED)
+                l3_doc__obj_put(ps->buf, o, &ents[i]);
     }
-    o->count = o->n;
     ps->scr_len = base;
     *ret_val = off;
     return 0;

@@ -17,8 +17,9 @@
  *  V5 used == 48 + bytes of all structures + garbage (so later garbage accounting
  *     cannot overflow);
  *  V4 objects: count <= n <= cap, count equals the live entries, names hash to their
- *     stored hash; the hash table (if any) has a power-of-two size > cap, indexes every
- *     live entry exactly once, and every entry sits where linear probing finds it.
+ *     stored hash; a hashed object's entry table has a power-of-two size > cap, its
+ *     order array names every occupied slot exactly once, and every entry sits where
+ *     linear probing finds it.
  *  V6 no two live members of an object share a name; small objects (cap <= 8) have no
  *     table, large ones do, and no entry sits more than L3_DOC_MAX_PROBE slots past its
  *     home (a random-seeded table at load <= 1/2 never comes close; a crafted one would
@@ -128,110 +129,135 @@ static bool same_name(const uint8_t *buf, const dentry_t *a, const dentry_t *b)
            memcmp(l3_doc__ekey(buf, a), l3_doc__ekey(buf, b), a->klen) == 0;
 }
 
+/* One live member: name storage, padding, UTF-8 and hash, then its value. */
+static int check_member(vctx_t *v, const dentry_t *e, uint64_t where, unsigned depth)
+{
+    int rc;
+    if (e->klen > KEY_INLINE_MAX && (rc = claim(v, e->koff, e->klen, "member name out of bounds")))
+        return rc;
+    if (e->klen <= KEY_INLINE_MAX) {
+        /* inline names are zero padded: lookups compare whole words */
+        for (uint32_t z = e->klen; z < KEY_INLINE_MAX; z++)
+            if (e->kin[z])
+                return bad(v, where, "inline member name not zero padded");
+    }
+    const uint8_t *k = l3_doc__ekey(v->buf, e);
+    if (!l3_doc__utf8_valid(k, e->klen))
+        return bad(v, where, "invalid UTF-8 in member name");
+    if (e->hash != l3_doc__hash(HDR(v->buf)->dh_seed, k, e->klen))
+        return bad(v, where, "member name hash mismatch");
+    return walk(v, e->val, e->type, depth + 1, where);
+}
+
+/* Small object: cap <= 8 entries in insertion order, scanned; names checked pairwise
+ * for duplicates (V6). */
+static int check_small_object(vctx_t *v, uint64_t off, const dobj_t *o, unsigned depth)
+{
+    int rc;
+    if (o->cap > HASH_MIN_CAP)
+        return bad(v, off, "large object without a hash table");
+    if (o->ooff)
+        return bad(v, off, "small object with an order array");
+    if (o->cap && (rc = claim(v, o->eoff, (uint64_t)o->cap * sizeof(dentry_t), "object entries out of bounds")))
+        return rc;
+    const dentry_t *e = o->cap ? AT(v->buf, o->eoff, const dentry_t) : NULL;
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < o->n; i++) {
+        uint64_t where = o->eoff + (uint64_t)i * sizeof(dentry_t);
+        if (e[i].type == T_DELETED)
+            continue;
+        live++;
+        if ((rc = check_member(v, &e[i], where, depth)))
+            return rc;
+        for (uint32_t j = 0; j < i; j++)
+            if (e[j].type != T_DELETED && same_name(v->buf, &e[i], &e[j]))
+                return bad(v, where, "duplicate member name");
+    }
+    return live == o->count ? 0 : bad(v, off, "object count does not match its members");
+}
+
+/* Hashed object (V4, V6): an entry table of hcap slots placed by linear probing and an
+ * order array naming each occupied slot exactly once. */
+static int check_hashed_object(vctx_t *v, uint64_t off, const dobj_t *o, unsigned depth)
+{
+    uint32_t n = o->n, cap = o->cap, hcap = o->hcap, mask = hcap - 1;
+    int rc;
+    if ((hcap & (hcap - 1)) || hcap <= cap)
+        return bad(v, off, "bad object hash table size");
+    if ((rc = claim(v, o->eoff, (uint64_t)hcap * sizeof(dentry_t), "object entry table out of bounds")) ||
+        (rc = claim(v, o->ooff, (uint64_t)cap * 4, "object order array out of bounds")))
+        return rc;
+    const dentry_t *tab = AT(v->buf, o->eoff, const dentry_t);
+    const uint32_t *ord = AT(v->buf, o->ooff, const uint32_t);
+    uint8_t *seen = calloc(hcap, 1);
+    if (!seen)
+        return -ENOMEM;
+    uint32_t live = 0;
+    rc = 0;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        uint32_t p = ord[i];
+        uint64_t where = o->eoff + (uint64_t)(p & mask) * sizeof(dentry_t);
+        if (p >= hcap || seen[p] || tab[p].type == T_EMPTY) {
+            rc = bad(v, o->ooff + (uint64_t)i * 4, "bad member order slot");
+            break;
+        }
+        seen[p] = 1;
+        if (tab[p].type == T_DELETED)
+            continue;
+        live++;
+        rc = check_member(v, &tab[p], where, depth);
+    }
+    uint32_t occupied = 0, empty = UINT32_MAX;
+    for (uint32_t i = 0; i < hcap && !rc; i++) {
+        if (tab[i].type == T_EMPTY) {
+            if (empty == UINT32_MAX)
+                empty = i;
+        } else if (!seen[i]) {
+            rc = bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "table entry missing from the member order");
+        } else {
+            occupied++;
+        }
+    }
+    free(seen);
+    if (rc)
+        return rc;
+    if (live != o->count)
+        return bad(v, off, "object count does not match its members");
+    if (occupied != n || empty == UINT32_MAX)
+        return bad(v, o->eoff, "entry table does not match the member order");
+    /* each entry must lie in the probe run that starts at or after its home slot */
+    uint32_t run_start = (empty + 1) & mask;
+    for (uint32_t k = 1; k <= hcap; k++) {
+        uint32_t i = (empty + k) & mask;
+        uint64_t where = o->eoff + (uint64_t)i * sizeof(dentry_t);
+        if (tab[i].type == T_EMPTY) {
+            run_start = (i + 1) & mask;
+            continue;
+        }
+        uint32_t home = tab[i].hash & mask;
+        if (((home - run_start) & mask) > ((i - run_start) & mask))
+            return bad(v, where, "hash table entry out of probe order");
+        if (((i - home) & mask) > L3_DOC_MAX_PROBE)
+            return bad(v, where, "hash table probe sequence too long");
+        /* V6: no live entry between the home slot and this one has the same name */
+        if (tab[i].type != T_DELETED) {
+            for (uint32_t q = home; q != i; q = (q + 1) & mask)
+                if (tab[q].type != T_DELETED && same_name(v->buf, &tab[q], &tab[i]))
+                    return bad(v, where, "duplicate member name");
+        }
+    }
+    return 0;
+}
+
 static int check_object(vctx_t *v, uint64_t off, unsigned depth)
 {
     int rc = claim(v, off, sizeof(dobj_t), "object node out of bounds");
     if (rc)
         return rc;
     const dobj_t *o = AT(v->buf, (uint32_t)off, const dobj_t);
-    uint32_t n = o->n, cap = o->cap, hcap = o->hcap;
-    if (o->count > n || n > cap)
+    if (o->count > o->n || o->n > o->cap)
         return bad(v, off, "bad object counts");
-    if (cap && (rc = claim(v, o->eoff, (uint64_t)cap * sizeof(dentry_t), "object entries out of bounds")))
-        return rc;
-    if (hcap) {
-        if ((hcap & (hcap - 1)) || hcap <= cap)
-            return bad(v, off, "bad object hash table size");
-        if ((rc = claim(v, o->hoff, (uint64_t)hcap * 4, "object hash table out of bounds")))
-            return rc;
-    }
-    const dentry_t *e = cap ? AT(v->buf, o->eoff, const dentry_t) : NULL;
-    uint32_t seed = HDR(v->buf)->dh_seed;
-    uint32_t live = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (e[i].type == T_DELETED)
-            continue;
-        live++;
-        if (e[i].klen > KEY_INLINE_MAX &&
-            (rc = claim(v, e[i].koff, e[i].klen, "member name out of bounds")))
-            return rc;
-        if (e[i].klen <= KEY_INLINE_MAX) {
-            /* inline names are zero padded: lookups compare whole words */
-            for (uint32_t z = e[i].klen; z < KEY_INLINE_MAX; z++)
-                if (e[i].kin[z])
-                    return bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "inline member name not zero padded");
-        }
-        const uint8_t *k = l3_doc__ekey(v->buf, &e[i]);
-        if (!l3_doc__utf8_valid(k, e[i].klen))
-            return bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "invalid UTF-8 in member name");
-        if (e[i].hash != l3_doc__hash(seed, k, e[i].klen))
-            return bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "member name hash mismatch");
-        if ((rc = walk(v, e[i].val, e[i].type, depth + 1, o->eoff + (uint64_t)i * sizeof(dentry_t))))
-            return rc;
-    }
-    if (live != o->count)
-        return bad(v, off, "object count does not match its members");
-    if (!hcap) {
-        /* small objects are scanned: at most HASH_MIN_CAP entries, checked pairwise for
-         * duplicate names (V6) */
-        if (cap > HASH_MIN_CAP)
-            return bad(v, off, "large object without a hash table");
-        for (uint32_t i = 0; i < n; i++)
-            for (uint32_t j = 0; j < i; j++)
-                if (e[i].type != T_DELETED && e[j].type != T_DELETED && same_name(v->buf, &e[i], &e[j]))
-                    return bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "duplicate member name");
-        return 0;
-    }
-    /* V4: hash table */
-    const uint32_t *ht = AT(v->buf, o->hoff, const uint32_t);
-    uint32_t mask = hcap - 1;
-    uint8_t *seen = calloc(n ? n : 1, 1);
-    if (!seen)
-        return -ENOMEM;
-    uint32_t empty = UINT32_MAX, indexed_live = 0;
-    for (uint32_t i = 0; i < hcap; i++) {
-        uint32_t ix = ht[i];
-        if (ix == 0) {
-            if (empty == UINT32_MAX)
-                empty = i;
-            continue;
-        }
-        if (ix > n || seen[ix - 1]) {
-            free(seen);
-            return bad(v, o->hoff + (uint64_t)i * 4, "bad hash table slot");
-        }
-        seen[ix - 1] = 1;
-        if (e[ix - 1].type != T_DELETED)
-            indexed_live++;
-    }
-    free(seen);
-    if (indexed_live != live || empty == UINT32_MAX)
-        return bad(v, o->hoff, "hash table does not index every member");
-    /* each entry must lie in the probe run that starts at or after its home slot */
-    uint32_t run_start = (empty + 1) & mask;
-    for (uint32_t k = 1; k <= hcap; k++) {
-        uint32_t i = (empty + k) & mask;
-        uint32_t ix = ht[i];
-        if (ix == 0) {
-            run_start = (i + 1) & mask;
-            continue;
-        }
-        uint32_t home = e[ix - 1].hash & mask;
-        if (((home - run_start) & mask) > ((i - run_start) & mask))
-            return bad(v, o->hoff + (uint64_t)i * 4, "hash table entry out of probe order");
-        uint32_t disp = (i - home) & mask;
-        if (disp > L3_DOC_MAX_PROBE)
-            return bad(v, o->hoff + (uint64_t)i * 4, "hash table probe sequence too long");
-        /* V6: no live entry between the home slot and this one has the same name */
-        if (e[ix - 1].type != T_DELETED) {
-            for (uint32_t q = home; q != i; q = (q + 1) & mask) {
-                uint32_t jx = ht[q];
-                if (jx && e[jx - 1].type != T_DELETED && same_name(v->buf, &e[jx - 1], &e[ix - 1]))
-                    return bad(v, o->hoff + (uint64_t)i * 4, "duplicate member name");
-            }
-        }
-    }
-    return 0;
+    return o->hcap ? check_hashed_object(v, off, o, depth) : check_small_object(v, off, o, depth);
 }
 
 static int check_array(vctx_t *v, uint64_t off, unsigned depth)
