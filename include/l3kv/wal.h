@@ -278,7 +278,12 @@ typedef struct {
     unsigned queue_depth;       /* io_uring entries; 0 = 8 */
     volatile int *stop;         /* optional: non-zero requests drain-and-exit */
     int install_signals;        /* non-zero: SIGTERM/SIGINT request drain-and-exit */
+    /* optional: receives each event line (no newline); severity L3_WAL_LOG_*. NULL =
+     * "l3kv-wal-writer: <line>" on stderr */
+    void (*log)(int severity, const char *line);
 } l3_wal_writer_opts_t;
+
+enum { L3_WAL_LOG_INFO = 1, L3_WAL_LOG_WARN = 2, L3_WAL_LOG_ERROR = 3 };
 
 /**
  * The writer process main loop. Drains the ring in order, writes with io_uring only,

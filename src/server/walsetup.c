@@ -155,6 +155,15 @@ static int replay_one(void *ctx, const l3_wal_rec_t *rec)
     return l3_store_replay(ctx, rec); /* 1 = already reflected: counted as skipped */
 }
 
+/* The writer's event lines in the server's log format. */
+static void writer_log(int severity, const char *line)
+{
+    l3_log_level_t lvl = severity >= L3_WAL_LOG_ERROR  ? L3_LOG_ERROR
+                         : severity == L3_WAL_LOG_WARN ? L3_LOG_WARN
+                                                       : L3_LOG_INFO;
+    L3_LOG(lvl, "wal writer: %s", line);
+}
+
 static int writer_main(l3_srv_t *srv, void *arg)
 {
     l3_wal_writer_opts_t o = {
@@ -163,6 +172,7 @@ static int writer_main(l3_srv_t *srv, void *arg)
         .durability = srv->cfg.storage.durability == L3_DURABILITY_FSYNC ? L3_WAL_FSYNC : L3_WAL_BUFFERED,
         .flush_interval_ms = srv->cfg.storage.flush_interval_ms,
         .install_signals = 1,
+        .log = writer_log,
     };
     int rc = l3_wal_writer_run(&o);
     if (rc < 0) {

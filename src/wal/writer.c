@@ -33,6 +33,7 @@
  *     record can only be the last one of the last segment after a crash.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <liburing.h>
@@ -209,21 +210,36 @@ static void commit_progress(wr_t *w)
     }
 }
 
+/* One event line, to the caller's logger or to stderr. */
+static void wlog(const wr_t *w, int severity, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void wlog(const wr_t *w, int severity, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (w->o->log)
+        w->o->log(severity, line);
+    else
+        fprintf(stderr, "l3kv-wal-writer: %s\n", line);
+}
+
 static void set_error(wr_t *w, int err)
 {
     int old = atomic_exchange(&w->sh->rh_error, err);
     if (err && old != err) {
-        fprintf(stderr, "l3kv-wal-writer: %s: %s\n", w->path, l3_strerror(err));
+        wlog(w, L3_WAL_LOG_ERROR, "%s: %s", w->path, l3_strerror(err));
         l3_wal__notify_durable(w->r); /* waiters learn about the error */
     }
     if (!err && old)
-        fprintf(stderr, "l3kv-wal-writer: %s: writes resumed\n", w->path);
+        wlog(w, L3_WAL_LOG_INFO, "%s: writes resumed", w->path);
 }
 
 static void failstop(wr_t *w, int err)
 {
-    fprintf(stderr, "l3kv-wal-writer: fdatasync of %s failed (%s): no further acknowledgements\n", w->path,
-            l3_strerror(err));
+    wlog(w, L3_WAL_LOG_ERROR, "fdatasync of %s failed (%s): no further acknowledgements", w->path,
+         l3_strerror(err));
     atomic_store(&w->sh->rh_failstop, 1);
     atomic_store(&w->sh->rh_error, -EIO);
     l3_wal__notify_durable(w->r);
@@ -426,8 +442,8 @@ static size_t gather(wr_t *w, uint64_t *ret_end, int *ret_blocked, uint64_t *ret
                 uint32_t expect = L3_WAL_SLOT_RESERVED;
                 if (l3_wal__pid_dead(s->rs_pid) &&
                     atomic_compare_exchange_strong(&s->rs_state, &expect, L3_WAL_SLOT_ABORTED)) {
-                    fprintf(stderr, "l3kv-wal-writer: reservation at %" PRIu64 " of dead pid %u aborted\n",
-                            pos, s->rs_pid);
+                    wlog(w, L3_WAL_LOG_WARN, "reservation at %" PRIu64 " of dead pid %u aborted", pos,
+                         s->rs_pid);
                     continue; /* re-read as ABORTED */
                 }
                 if (expect != L3_WAL_SLOT_RESERVED)
@@ -547,8 +563,8 @@ static int stop_gave_up(wr_t *w, uint64_t *since)
         *since = now;
     if (now - *since <= (uint64_t)DRAIN_LIVE_WAIT_MS * 1000000u)
         return 0;
-    fprintf(stderr, "l3kv-wal-writer: stopping with %" PRIu64 " ring bytes not written (%s)\n",
-            atomic_load(&w->sh->rh_head) - w->cons, l3_strerror(atomic_load(&w->sh->rh_error)));
+    wlog(w, L3_WAL_LOG_ERROR, "stopping with %" PRIu64 " ring bytes not written (%s)",
+         atomic_load(&w->sh->rh_head) - w->cons, l3_strerror(atomic_load(&w->sh->rh_error)));
     return 1;
 }
 
@@ -730,8 +746,8 @@ int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
             if (drain_since == 0)
                 drain_since = now;
             if (now - drain_since > (uint64_t)DRAIN_LIVE_WAIT_MS * 1000000u) {
-                fprintf(stderr, "l3kv-wal-writer: stopping with %" PRIu64 " ring bytes of live producers\n",
-                        head - w->cons);
+                wlog(w, L3_WAL_LOG_ERROR, "stopping with %" PRIu64 " ring bytes of live producers",
+                     head - w->cons);
                 break;
             }
         }
@@ -768,7 +784,7 @@ idle:
     rc = -EIO;
     goto out;
 fail:
-    fprintf(stderr, "l3kv-wal-writer: %s: %s\n", w->path, l3_strerror(rc));
+    wlog(w, L3_WAL_LOG_ERROR, "%s: %s", w->path, l3_strerror(rc));
     /* leave no bytes of a failed write behind the committed length (best effort) */
     if (w->fd >= 0 && l3_wal_shim.ftruncate(w->fd, (off_t)w->seg_off) == 0)
         (void)uring_fsync(w, w->fd, 1);

@@ -425,6 +425,12 @@ def test_disk_full_refuses_writes_and_resumes(mode):
                 acked[key] = {"k": key, "i": i}
                 assert h.put(s.url("/kv/" + key), data=json.dumps(acked[key]), timeout=15).status_code == 200
             assert s.metrics()["wal"]["error"] == 0
+            # the writer's own events are lines of the server log, with a level
+            log = s.logtext()
+            stamp = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z l3kv\[\d+\] "
+            assert re.search(stamp + r"error: wal writer: .*data\.wal\.\d+: ", log, re.M), log[-2000:]
+            assert re.search(stamp + r"info: wal writer: .*writes resumed$", log, re.M), log[-2000:]
+            assert "l3kv-wal-writer:" not in log, log[-2000:]
         _stop_expect_0(s)
         s2 = Server(config=cfg, workers=2, reuse_dir=base)
         with requests.Session() as h:
