@@ -211,6 +211,18 @@ static int path_next(pathit_t *it, const char **tok, size_t *tlen)
     return 1;
 }
 
+/* A step of a lookup failed with rc: a malformed rest of the path outranks it (a bad
+ * path is the caller's error whatever the document holds). */
+static int path_fail(pathit_t *it, int rc)
+{
+    const char *tok;
+    size_t tlen;
+    int r;
+    while ((r = path_next(it, &tok, &tlen)) == 1)
+        ;
+    return r == L3_EPATH ? L3_EPATH : rc;
+}
+
 /* Array index token: digits without leading zeros. 0, or L3_ENOTFOUND for non-numbers. */
 static int parse_index(const char *tok, size_t len, uint64_t *ret)
 {
@@ -354,8 +366,10 @@ int l3_doc_lookup(const uint8_t *buf, const char *path, size_t len, int syntax, 
     size_t tlen;
     while ((rc = path_next(&it, &tok, &tlen)) == 1) {
         rc = step(buf, cur, tok, tlen, &cur);
-        if (rc)
+        if (rc) {
+            rc = path_fail(&it, rc);
             break;
+        }
     }
     path_end(&it);
     if (rc)
@@ -866,7 +880,7 @@ static int resolve_parent(const uint8_t *buf, const char *path, size_t plen, uns
         }
         rc = step(buf, cur, tok, tlen, &cur);
         if (rc)
-            return rc;
+            return path_fail(&t->it, rc);
     }
     return rc; /* 0: empty path, the root itself (parent 0) */
 }

@@ -100,6 +100,13 @@ static void test_dotted(const uint8_t *buf)
     lookup_fail(buf, "a.nope", D, L3_ENOTFOUND, L3_ENOTFOUND);
     lookup_fail(buf, "arr.9", D, L3_ENOTFOUND, L3_ENOTFOUND);
     lookup_fail(buf, "num.x", D, L3_ENOTFOUND, L3_ETYPE);
+    /* a malformed path is EPATH even where an earlier segment is missing */
+    lookup_fail(buf, "a..b", D, L3_EPATH, L3_EPATH);
+    lookup_fail(buf, "nope..b", D, L3_EPATH, L3_EPATH);
+    lookup_fail(buf, "nope.b.", D, L3_EPATH, L3_EPATH);
+    lookup_fail(buf, "num.x..y", D, L3_EPATH, L3_EPATH);
+    lookup_fail(buf, ".a", D, L3_EPATH, L3_EPATH);
+    lookup_fail(buf, "/nope/m~2n", L3_DOC_PATH_POINTER, L3_EPATH, L3_EPATH);
     /* auto: '/' first means pointer, otherwise dotted */
     lookup_expect(buf, "/a/b/0", A, "10");
     lookup_expect(buf, "a.b.0", A, "10");

@@ -70,6 +70,8 @@ static void test_set_errors(void)
     CHECK_EQ_INT(dt_apply(&d, &OPSET("/a~2", 0, SINT(1)), NULL), L3_EPATH);
     CHECK_EQ_INT(dt_apply(&d, &OPSET("/a~", 0, SINT(1)), NULL), L3_EPATH);
     CHECK_EQ_INT(dt_apply(&d, &OPSET("a", L3_DOC_SET_PATH_POINTER, SINT(1)), NULL), L3_EPATH);
+    CHECK_EQ_INT(dt_apply(&d, &OPSET("/x/~2/y", 0, SINT(1)), NULL), L3_EPATH); /* malformed past a gap */
+    CHECK_EQ_INT(dt_apply(&d, &OPSET("x..y.z", L3_DOC_SET_PATH_DOTTED, SINT(1)), NULL), L3_EPATH);
     /* array indexes */
     rc = dt_apply(&d, &OPSET("/arr/5", 0, SINT(1)), NULL);
     CHECK(rc == L3_ERANGE || rc == L3_ENOTFOUND);
