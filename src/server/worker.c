@@ -14,7 +14,8 @@
  *             account bytes written on open connections, heartbeat, SIGHUP log reopen
  *   stop   -> (SIGTERM/SIGINT, or the slot marked RETIRING) stop reading every listener,
  *             request h2o shutdown (GOAWAY / Connection: close), evict idle keep-alive
- *             connections after 1 s, wait for open connections up to
+ *             connections (about 1 s, not while a request body is arriving), wait for
+ *             open connections up to
  *             server.shutdown_timeout_ms, unregister from the store, _exit(0).
  * A retiring worker never closes a socket's last reference: the supervisor keeps every
  * listening fd open, so connections queued on a socket this worker served wait for the
@@ -90,6 +91,7 @@ int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
 typedef struct conn {
     h2o_socket_t *sock;
     size_t tx; /* bytes written already added to the slot counters */
+    size_t in_seen; /* graceful stop: buffered input size at the last look */
     struct conn *prev, *next;
 } conn_t;
 
@@ -132,6 +134,20 @@ static void account(conn_t *c)
         l3_obs_add(&l3_srv_env.obs->os_bytes_tx, w - c->tx);
         c->tx = w;
     }
+}
+
+/* Graceful stop: has any connection's buffered input (a request still being received)
+ * changed since the last look? */
+static bool uploads_progressing(void)
+{
+    bool any = false;
+    for (conn_t *c = conns.next; c != &conns; c = c->next) {
+        size_t in = c->sock->input != NULL ? c->sock->input->size : 0;
+        if (in != c->in_seen)
+            any = true;
+        c->in_seen = in;
+    }
+    return any;
 }
 
 /* h2o calls on_close after do_dispose_socket(); in the evloop the socket memory is
@@ -197,6 +213,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
     c->sock = sock;
     c->tx = 0;
+    c->in_seen = 0;
     c->next = conns.next;
     c->prev = &conns;
     conns.next->prev = c;
@@ -335,14 +352,18 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
     h2o_context_request_shutdown(&ctx);
     uint64_t start = h2o_now(ctx.loop);
     uint64_t deadline = start + s->cfg.server.shutdown_timeout_ms;
-    bool shortened = false;
+    uint64_t req_timeout = ctx.http1.req_timeout.timeout, last_progress = start;
     while (active_conns > 0 && h2o_now(ctx.loop) < deadline) {
         h2o_evloop_run(ctx.loop, 50);
-        if (!shortened && h2o_now(ctx.loop) >= start + 200) {
-            /* idle HTTP/1 keep-alive connections only notice the shutdown through this timeout */
-            ctx.http1.req_timeout.timeout = 800;
-            shortened = true;
-        }
+        uint64_t now = h2o_now(ctx.loop);
+        if (uploads_progressing())
+            last_progress = now;
+        /* Idle HTTP/1 keep-alive connections only notice the shutdown through the request
+         * timeout, which h2o counts from the start of a request: shortening it evicts them,
+         * but would also cut a request body still arriving. So it is short only while no
+         * connection has received body bytes for 200 ms (a stalled upload is then cut;
+         * everything stays bounded by the deadline). */
+        ctx.http1.req_timeout.timeout = now >= last_progress + 200 ? 800 : req_timeout;
     }
     for (conn_t *c = conns.next; c != &conns; c = c->next)
         account(c);

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -122,6 +123,48 @@ def test_sigterm_finishes_inflight_then_exits_0():
             requests.get(s.url("/kv/health"), timeout=2)
     finally:
         s.stop(check=False)
+
+
+def test_sigterm_lets_an_upload_in_progress_finish():
+    """A PUT whose body is still arriving when SIGTERM comes is an in-flight request: it
+    completes and is acknowledged, while an idle keep-alive connection is evicted."""
+    s = Server(workers=1)
+    try:
+        body = json.dumps({"u": "y" * (1 << 20)}, separators=(",", ":")).encode()
+        idle = http.client.HTTPConnection("127.0.0.1", s.port, timeout=20)
+        idle.request("GET", "/kv/health")
+        assert idle.getresponse().read() is not None  # now an idle keep-alive connection
+        up = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+        up.sendall(b"PUT /kv/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n" % len(body))
+        chunk = 64 << 10
+        sent = 0
+        t0 = time.time()
+        while sent < len(body):  # ~2.4 s of upload, SIGTERM after ~1.2 s
+            up.sendall(body[sent:sent + chunk])
+            sent += chunk
+            time.sleep(0.15)
+            if t0 is not None and time.time() - t0 > 1.2:
+                s.proc.send_signal(signal.SIGTERM)
+                t0 = None
+        resp = b""
+        while b"\r\n\r\n" not in resp:
+            data = up.recv(65536)
+            if not data:
+                break
+            resp += data
+        up.close()
+        assert resp.startswith(b"HTTP/1.1 200"), (resp[:300], s.logtext()[-2000:])
+        s.proc.wait(timeout=20)
+        assert s.proc.returncode == 0, s.logtext()
+    finally:
+        s.stop(check=False, keep_dir=True)
+    s2 = Server(workers=1, reuse_dir=s.dir)
+    try:
+        r = requests.get(s2.url("/kv/upload"), timeout=10)
+        assert r.status_code == 200 and r.content == body
+    finally:
+        s2.stop()
 
 
 def test_sighup_reopens_log():
