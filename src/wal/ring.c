@@ -122,7 +122,7 @@ int l3_wal_ring_init(void *region, size_t len, l3_wal_ring_t **ret_ring)
     uint64_t data = (len - L3_WAL_RING_HDR) & ~(uint64_t)63u;
     sh->rh_hdr_bytes = L3_WAL_RING_HDR;
     sh->rh_data_bytes = data;
-    sh->rh_max_rec = data / 2;
+    sh->rh_max_rec = data - data / 8; /* room for small records beside the largest one */
     sh->rh_init_ns = l3_wall_ns();
 
     pthread_mutexattr_t a;
@@ -223,6 +223,21 @@ static int reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned time
         uint64_t tail = atomic_load_explicit(&sh->rh_tail, memory_order_acquire);
         uint64_t off = head % r->size;
         uint64_t pad = off + need > r->size ? r->size - off : 0;
+        if (pad && head + pad + need - tail > r->size && head + pad - tail <= r->size) {
+            /* A record larger than the rest of the ring after head and the free space
+             * before it: publish the pad alone, so head moves to the ring's start and the
+             * record needs only that much free space once the writer catches up (records
+             * may take up to rh_max_rec, more than half the ring). */
+            l3_wal_slot_t *ps = l3_wal__slot(r, head);
+            ps->rs_len = (uint32_t)pad;
+            ps->rs_pid = (uint32_t)my_pid();
+            ps->rs_tag = 0;
+            atomic_store_explicit(&ps->rs_state, L3_WAL_SLOT_PAD, memory_order_relaxed);
+            atomic_store_explicit(&sh->rh_head, head + pad, memory_order_release);
+            head += pad;
+            off = 0;
+            pad = 0;
+        }
         if (head + pad + need - tail <= r->size) {
             pid_t pid = my_pid();
             if (pad) {

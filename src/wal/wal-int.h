@@ -27,7 +27,7 @@
  *    8     4 rh_version         init / attach checks  (L3_WAL_RING_VERSION)
  *   12     4 rh_hdr_bytes       init                  (4096)
  *   16     8 rh_data_bytes      init
- *   24     8 rh_max_rec         init: largest slot (half the data area)
+ *   24     8 rh_max_rec         init: largest slot (7/8 of the data area)
  *   32     8 rh_init_ns         init (diagnostics)
  *   64    40 rh_lock            robust process-shared mutex serialising reservations
  *  104     8 rh_head            producers under rh_lock (atomic store release) / acquire loads
