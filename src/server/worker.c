@@ -47,6 +47,73 @@
 
 static h2o_globalconf_t globalconf;
 
+/*
+ * Errors h2o answers by itself, before a request reaches the handler (a body announced
+ * above the entity limit: 413; broken chunked encoding: 400), are sent through the host's
+ * fallback path. This filter there turns their text/plain body into the API's JSON error
+ * body {"error": ..., "detail": <h2o's text>}; everything the handler sends is untouched
+ * (its requests use the "/" path, which has no filters).
+ */
+typedef struct {
+    h2o_ostream_t super;
+    bool sent;
+} json_err_ostream_t;
+
+static const char *json_err_code(int status)
+{
+    switch (status) {
+    case 413: return "too_large";
+    case 414: return "uri_too_long";
+    case 400: return "bad_request";
+    default: return status >= 500 ? "internal" : "bad_request";
+    }
+}
+
+static void json_err_send(h2o_ostream_t *os, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
+                          h2o_send_state_t state)
+{
+    json_err_ostream_t *self = (void *)os;
+    if (self->sent) {
+        h2o_ostream_send_next(os, req, NULL, 0, state);
+        return;
+    }
+    self->sent = true;
+    char detail[256];
+    size_t dl = 0;
+    for (size_t i = 0; i < bufcnt; i++)
+        for (size_t j = 0; j < bufs[i].len && dl < sizeof(detail) - 1; j++) {
+            char c = bufs[i].base[j];
+            detail[dl++] = (c == '"' || c == '\\' || (unsigned char)c < 0x20) ? ' ' : c;
+        }
+    while (dl > 0 && detail[dl - 1] == ' ')
+        dl--;
+    detail[dl] = '\0';
+    h2o_iovec_t body;
+    body.base = h2o_mem_alloc_pool(&req->pool, dl + 96);
+    body.len = (size_t)snprintf(body.base, dl + 96, "{\"error\":\"%s\",\"detail\":\"%s\"}\n",
+                                json_err_code(req->res.status), detail);
+    req->res.content_length = body.len;
+    h2o_ostream_send_next(os, req, &body, 1, state);
+}
+
+static void json_err_setup(h2o_filter_t *f, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    (void)f;
+    if (req->res.status >= 400) {
+        ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+        if (ct != -1)
+            req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
+        else
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                           H2O_STRLIT("application/json"));
+        json_err_ostream_t *os = (void *)h2o_add_ostream(req, sizeof(*os), slot);
+        os->super.do_send = json_err_send;
+        os->sent = false;
+        slot = &os->super.next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
 int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
 {
     h2o_config_init(&globalconf);
@@ -59,6 +126,8 @@ int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
     h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h));
     h->on_req = l3_srv_on_req;
+    h2o_filter_t *ef = h2o_create_filter(&host->fallback_path, sizeof(*ef));
+    ef->on_setup_ostream = json_err_setup;
     srv->h2o_globalconf = &globalconf;
 
     if (srv->cfg.server.tls_cert != NULL) {

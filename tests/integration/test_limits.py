@@ -82,6 +82,22 @@ def test_documents_above_10mb_with_the_default_wal_buffer():
             s.stop()
 
 
+def test_errors_h2o_answers_itself_are_json(srv):
+    """A body announced far above the limit and broken chunked encoding are refused by
+    the HTTP layer before the handler runs; they still carry the API's JSON error body."""
+    r = requests.put(srv.url("/kv/huge-body"), data=b"x" * (100 << 20), timeout=60)
+    assert r.status_code == 413, r.status_code
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.json()["error"] == "too_large" and r.json()["detail"], r.text
+    assert requests.get(srv.url("/kv/huge-body")).status_code == 404
+    resp = raw_request(srv.port, b"PUT /kv/chunky HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  b"zz\r\n")
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), resp[:300]
+    assert b"content-type: application/json" in head.lower(), head
+    assert json.loads(body)["error"] == "bad_request", body
+
+
 def test_body_limit_clean_413(tmp_path):
     s = Server(config={"server": {"max_body_bytes": 1 << 20}}, workers=1)
     try:
