@@ -182,7 +182,7 @@ static int check_hashed_object(vctx_t *v, uint64_t off, const dobj_t *o, unsigne
 {
     uint32_t n = o->n, cap = o->cap, hcap = o->hcap, mask = hcap - 1;
     int rc;
-    if ((hcap & (hcap - 1)) || hcap <= cap)
+    if (hcap != l3_doc__hcap_for(cap)) /* the one size every writer uses (sizes derive from cap) */
         return bad(v, off, "bad object hash table size");
     if ((rc = claim(v, o->eoff, (uint64_t)hcap * sizeof(dentry_t), "object entry table out of bounds")) ||
         (rc = claim(v, o->ooff, (uint64_t)cap * 4, "object order array out of bounds")))

@@ -151,6 +151,21 @@ static void test_corruption(void)
     uint8_t *doc = doc_of(json, &size);
     torture(doc, size, 0);
     free(doc);
+    /* a hashed object (entry table + order array) with tombstones, then grown */
+    dt_parse(&d, "{\"h0\":0,\"h1\":1,\"h2\":2,\"h3\":3,\"h4\":4,\"h5\":5,\"h6\":6,\"h7\":7,\"h8\":8,"
+                 "\"a long member name 9\":9}");
+    CHECK_EQ_INT(dt_del(&d, "/h3"), 0);
+    CHECK_EQ_INT(dt_del(&d, "/a long member name 9"), 0);
+    CHECK_EQ_INT(dt_set_int(&d, "/h3", 33), 0); /* re-added after its tombstone */
+    torture(d.buf, l3_doc_size(d.buf), 0);
+    for (int i = 10; i < 24; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "/g%d", i);
+        CHECK_EQ_INT(dt_set_int(&d, k, i), 0);
+    }
+    CHECK_EQ_INT(dt_del(&d, "/g12"), 0);
+    torture(d.buf, l3_doc_size(d.buf), 0);
+    l3_doc_heap_free(&d);
 }
 
 /* A sealed document carries a CRC-32C: every single-byte change outside the flags word
