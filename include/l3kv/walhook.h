@@ -21,7 +21,6 @@ typedef enum {
     L3_WALOP_SET = 3,    /* payload: store-encoded path + scalar (set_int/str/..., incr result) */
     L3_WALOP_MERGE = 4,  /* payload: merge patch JSON text */
     L3_WALOP_PATCH = 5,  /* payload: JSON Patch text */
-    L3_WALOP_PUT_JSON = 6, /* payload: the document as JSON text (used when smaller than the binary form) */
     L3_WALOP_MAX
 } l3_walop_t;
 

@@ -139,19 +139,6 @@ void l3_srv_wal_stop_tasks(l3_srv_t *srv)
 
 static int replay_one(void *ctx, const l3_wal_rec_t *rec)
 {
-    /* A record's payload follows its key in the log, so a PUT's document is usually not
-     * 8-byte aligned there; the document format requires alignment: copy it. */
-    if (((uintptr_t)rec->payload & 7u) != 0 && rec->plen > 0) {
-        void *copy = aligned_alloc(8, ((size_t)rec->plen + 7) & ~(size_t)7);
-        if (copy == NULL)
-            return -ENOMEM;
-        memcpy(copy, rec->payload, rec->plen);
-        l3_wal_rec_t r = *rec;
-        r.payload = copy;
-        int rc = l3_store_replay(ctx, &r);
-        free(copy);
-        return rc;
-    }
     return l3_store_replay(ctx, rec); /* 1 = already reflected: counted as skipped */
 }
 

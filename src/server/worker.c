@@ -26,11 +26,13 @@
  * whose on_close has not run.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <h2o.h>
@@ -96,10 +98,13 @@ static void json_err_send(h2o_ostream_t *os, h2o_req_t *req, h2o_iovec_t *bufs, 
     h2o_ostream_send_next(os, req, &body, 1, state);
 }
 
+static void linger_after_close(h2o_conn_t *hc);
+
 static void json_err_setup(h2o_filter_t *f, h2o_req_t *req, h2o_ostream_t **slot)
 {
     (void)f;
     if (req->res.status >= 400) {
+        linger_after_close(req->conn); /* h2o closes right after this response */
         ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
         if (ct != -1)
             req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
@@ -161,6 +166,7 @@ typedef struct conn {
     h2o_socket_t *sock;
     size_t tx; /* bytes written already added to the slot counters */
     size_t in_seen; /* graceful stop: buffered input size at the last look */
+    int linger_fd;  /* >= 0: a dup of the fd, drained after h2o closes (lingering close) */
     struct conn *prev, *next;
 } conn_t;
 
@@ -176,7 +182,7 @@ static uint32_t seen_gen;
 static int64_t active_conns;
 static conn_t conns = {.prev = &conns, .next = &conns};
 static volatile sig_atomic_t stop_flag, hup_flag;
-static h2o_timeout_t tick_timeout, pause_timeout;
+static h2o_timeout_t tick_timeout, pause_timeout, linger_timeout;
 static h2o_timeout_entry_t tick_entry, pause_entry;
 
 l3_srv_env_t l3_srv_env;
@@ -219,12 +225,82 @@ static bool uploads_progressing(void)
     return any;
 }
 
+/*
+ * Lingering close. h2o answers a request it refuses before reading the body (413 for a
+ * body announced above the limit, 400 for broken chunking) and closes the connection
+ * while the client may still be sending; the client's next bytes then meet a closed
+ * socket, the kernel resets the connection, and a client that reads only after sending
+ * (Python requests, for one) loses the answer. So such a connection's fd is dup'ed first;
+ * once h2o has closed its copy the response is in the kernel, and the dup sends FIN and
+ * reads and discards what the client still sends, until it closes, LINGER_MAX_BYTES or
+ * LINGER_MS: memory stays flat and the client reads its 413.
+ */
+#define LINGER_MS 5000
+#define LINGER_MAX_BYTES (256ull << 20)
+
+typedef struct {
+    h2o_socket_t *sock;
+    h2o_timeout_entry_t timer;
+    uint64_t bytes;
+} linger_t;
+
+static void linger_end(linger_t *l)
+{
+    h2o_timeout_unlink(&l->timer);
+    h2o_socket_close(l->sock);
+    free(l);
+}
+
+static void on_linger_timeout(h2o_timeout_entry_t *e)
+{
+    linger_end(H2O_STRUCT_FROM_MEMBER(linger_t, timer, e));
+}
+
+static void on_linger_read(h2o_socket_t *sock, const char *err)
+{
+    linger_t *l = sock->data;
+    if (err == NULL) {
+        l->bytes += sock->input->size;
+        h2o_buffer_consume(&sock->input, sock->input->size);
+    }
+    if (err != NULL || l->bytes > LINGER_MAX_BYTES)
+        linger_end(l);
+}
+
+static void linger_start(int fd)
+{
+    linger_t *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        close(fd);
+        return;
+    }
+    (void)shutdown(fd, SHUT_WR); /* FIN after the response h2o wrote */
+    l->sock = h2o_evloop_socket_create(ctx.loop, fd, 0);
+    l->sock->data = l;
+    l->timer.cb = on_linger_timeout;
+    h2o_timeout_link(ctx.loop, &linger_timeout, &l->timer);
+    h2o_socket_read_start(l->sock, on_linger_read);
+}
+
+static void linger_after_close(h2o_conn_t *hc)
+{
+    for (conn_t *c = conns.next; c != &conns; c = c->next) {
+        if (c->sock->data != (void *)hc) /* an HTTP/1 connection's socket data is its h2o_conn_t */
+            continue;
+        if (c->linger_fd < 0)
+            c->linger_fd = fcntl(h2o_socket_get_fd(c->sock), F_DUPFD_CLOEXEC, 0);
+        return;
+    }
+}
+
 /* h2o calls on_close after do_dispose_socket(); in the evloop the socket memory is
  * only released later in the loop, so its byte counters are still readable here. */
 static void on_conn_close(void *data)
 {
     conn_t *c = data;
     account(c);
+    if (c->linger_fd >= 0)
+        linger_start(c->linger_fd);
     c->prev->next = c->next;
     c->next->prev = c->prev;
     free(c);
@@ -283,6 +359,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     c->sock = sock;
     c->tx = 0;
     c->in_seen = 0;
+    c->linger_fd = -1;
     c->next = conns.next;
     c->prev = &conns;
     conns.next->prev = c;
@@ -392,6 +469,7 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
     }
     h2o_timeout_init(ctx.loop, &tick_timeout, 100);
     h2o_timeout_init(ctx.loop, &pause_timeout, 100);
+    h2o_timeout_init(ctx.loop, &linger_timeout, LINGER_MS);
     tick_entry.cb = on_tick;
     pause_entry.cb = on_unpause;
     h2o_timeout_link(ctx.loop, &tick_timeout, &tick_entry);

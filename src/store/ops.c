@@ -279,10 +279,9 @@ int l3_store_get_lsn(l3_store_t *st, const void *key, size_t klen, uint64_t *ret
 
 /* ---------------------------------------------------------------- put, delete */
 
-/* json/jlen (may be NULL): the text the document was parsed from; the WAL record carries
- * whichever form is smaller, so a large document fits the ring more easily. */
+/* The WAL record of a PUT carries the binary document: replay only verifies and copies it. */
 static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_t *buf, size_t len,
-                      const char *json, size_t jlen, uint64_t if_match, uint64_t replay_lsn, uint64_t *ret_lsn)
+                      uint64_t if_match, uint64_t replay_lsn, uint64_t *ret_lsn)
 {
     opctx_t c;
     int rc = op_lock(st, key, klen, true, &c);
@@ -303,11 +302,6 @@ static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_
                         .klen = (uint32_t)klen,
                         .payload = c.doc,
                         .plen = (uint32_t)len};
-    if (json && jlen < len) {
-        rec.op = L3_WALOP_PUT_JSON;
-        rec.payload = json;
-        rec.plen = (uint32_t)jlen;
-    }
     rc = op_finish(st, &c, replay_lsn ? NULL : &rec);
     if (rc < 0)
         return rc;
@@ -335,7 +329,7 @@ int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *
         return rc;
     }
     len = l3_doc_size(buf);
-    rc = put_common(st, key, klen, buf, len, json, jlen, if_match, 0, ret_lsn);
+    rc = put_common(st, key, klen, buf, len, if_match, 0, ret_lsn);
     free(buf);
     return rc;
 }
@@ -356,7 +350,7 @@ int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t
             *err = e;
         return rc;
     }
-    return put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), NULL, 0, if_match, 0, ret_lsn);
+    return put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), if_match, 0, ret_lsn);
 }
 
 /*
@@ -809,24 +803,20 @@ int l3_store_replay(l3_store_t *st, const l3_wal_rec_t *rec)
     int rc;
     switch (rec->op) {
     case L3_WALOP_PUT: {
-        if (l3_doc_verify(rec->payload, rec->plen, NULL) < 0)
-            return L3_ECORRUPT;
-        rc = l3_store__check_registered(st);
-        if (rc < 0)
-            return rc;
-        rc = put_common(st, rec->key, rec->klen, rec->payload, L3_MIN(rec->plen, l3_doc_size(rec->payload)),
-                        NULL, 0, 0, rec->lsn, NULL);
-        break;
-    }
-    case L3_WALOP_PUT_JSON: {
-        uint8_t *buf;
-        size_t len;
-        if (l3_doc_from_json(rec->payload, rec->plen, NULL, &buf, &len, NULL) < 0)
-            return L3_ECORRUPT;
-        rc = l3_store__check_registered(st);
+        /* the payload follows the key in the record: copy it to an aligned buffer when the
+         * key's length left it unaligned (documents are read in place as 8-byte words) */
+        const uint8_t *doc = rec->payload;
+        uint8_t *tmp = NULL;
+        if ((uintptr_t)doc & 7u) {
+            if ((tmp = malloc(rec->plen ? rec->plen : 1)) == NULL)
+                return -ENOMEM;
+            memcpy(tmp, doc, rec->plen);
+            doc = tmp;
+        }
+        rc = l3_doc_verify(doc, rec->plen, NULL) < 0 ? L3_ECORRUPT : l3_store__check_registered(st);
         if (rc >= 0)
-            rc = put_common(st, rec->key, rec->klen, buf, l3_doc_size(buf), NULL, 0, 0, rec->lsn, NULL);
-        free(buf);
+            rc = put_common(st, rec->key, rec->klen, doc, L3_MIN(rec->plen, l3_doc_size(doc)), 0, rec->lsn, NULL);
+        free(tmp);
         break;
     }
     case L3_WALOP_DELETE:
