@@ -62,6 +62,7 @@ typedef struct {
     uint8_t *buf;
     size_t cap;
     int dirty; /* bytes written since the last successful fdatasync */
+    int linked; /* <wal_path> names the active segment (done at its first record) */
     uint64_t last_sync_ns;
     uint64_t stuck_pos, stuck_since;
     uint64_t seg_bytes, batch;
@@ -258,10 +259,11 @@ static void publish_durable(wr_t *w, uint64_t pos)
 
 /*
  * Point the symlink <wal_path> (e.g. "data.wal") at the active segment, so the configured
- * name always opens the live log. Atomic (symlink to a temporary name, rename over). A
- * regular file of that name (not ours) is left alone. Best effort: recovery never reads
- * the link, it lists the numbered segments. The directory fsync after the segment header
- * covers the link too.
+ * name opens the newest segment that holds records: the link moves when a segment gets
+ * its first record (or at creation when the link is missing or dangling), so after a
+ * restart it still names the log written before, not a new empty segment. Atomic
+ * (symlink to a temporary name, rename over). A regular file of that name (not ours) is
+ * left alone. Best effort: recovery never reads the link, it lists the numbered segments.
  */
 static void link_current(wr_t *w)
 {
@@ -303,7 +305,12 @@ static int seg_open_new(wr_t *w, uint64_t seq)
     uint8_t hdr[L3_WAL_SEG_HDR];
     l3_wal_seg_hdr_t h = {.salt = salt, .seq = seq, .ctime_ns = l3_wall_ns(), .ring_pos = w->cons};
     l3_wal_seg_hdr_encode(hdr, &h);
-    link_current(w);
+    struct stat lst;
+    w->linked = 0;
+    if (stat(w->o->wal_path, &lst) != 0) { /* no link yet, or it names a deleted segment */
+        link_current(w);
+        w->linked = 1;
+    }
     int srs = 0;
     int rc = write_all(w, fd, hdr, sizeof hdr, 0, 1, &srs);
     if (rc == 0 && srs == 0)
@@ -346,6 +353,9 @@ static int seg_close(wr_t *w)
         w->dirty = 0;
         publish_durable(w, w->cons);
     }
+    /* give back the blocks reserved past the end (seg_open_new's fallocate); the size
+     * does not change, so this needs no sync */
+    (void)l3_wal_shim.ftruncate(w->fd, (off_t)w->seg_off);
     l3_wal_shim.close(w->fd);
     w->fd = -1;
     return 0;
@@ -375,6 +385,11 @@ static void delete_covered(wr_t *w)
         }
     }
     free(seqs);
+    struct stat lst;
+    if (removed && stat(w->o->wal_path, &lst) != 0) { /* the link named a deleted segment */
+        link_current(w);
+        w->linked = 1;
+    }
     if (removed)
         (void)uring_fsync(w, w->dfd, 0); /* a failed directory sync only delays the deletion */
 }
@@ -495,6 +510,17 @@ static int setup(wr_t *w)
     return 0;
 }
 
+/* Give back the blocks a segment reserved past its end (ftruncate to its own size); the
+ * committed segment of a previous writer is cut to its committed length below instead. */
+static void release_reserved(const char *name, const struct stat *st)
+{
+    int fd = l3_wal_shim.open(name, O_WRONLY, 0);
+    if (fd >= 0) {
+        (void)l3_wal_shim.ftruncate(fd, st->st_size);
+        l3_wal_shim.close(fd);
+    }
+}
+
 /* Adopt the ring state a previous writer left (W1), or start fresh. Returns next seq. */
 static int adopt(wr_t *w, uint64_t *ret_seq)
 {
@@ -509,8 +535,11 @@ static int adopt(wr_t *w, uint64_t *ret_seq)
     for (int i = 0; i < n; i++) {
         char name[4096];
         struct stat st;
-        if (l3_wal__seg_name(name, sizeof name, w->o->wal_path, seqs[i]) == 0 && stat(name, &st) == 0)
+        if (l3_wal__seg_name(name, sizeof name, w->o->wal_path, seqs[i]) == 0 && stat(name, &st) == 0) {
             total += (uint64_t)st.st_size;
+            if ((uint64_t)st.st_blocks * 512u > (uint64_t)st.st_size + 65536u)
+                release_reserved(name, &st); /* left by a writer that did not close it */
+        }
         if (seqs[i] >= next)
             next = seqs[i] + 1;
     }
@@ -532,7 +561,8 @@ static int adopt(wr_t *w, uint64_t *ret_seq)
                 return rc;
         } else if (fd >= 0) {
             struct stat st;
-            if (fstat(fd, &st) == 0 && (uint64_t)st.st_size > c->rc_seg_off) {
+            if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= c->rc_seg_off) {
+                /* equal size too: the cut also gives back the blocks reserved past the end */
                 total -= (uint64_t)st.st_size - c->rc_seg_off;
                 rc = l3_wal_shim.ftruncate(fd, (off_t)c->rc_seg_off);
             }
@@ -685,6 +715,10 @@ int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
             /* group commit: one fdatasync covers this batch and everything before it */
             int sync = opts->durability == L3_WAL_FSYNC || want || periodic || stopping;
             int srs = 0;
+            if (!w->linked) {
+                link_current(w);
+                w->linked = 1;
+            }
             rc = write_all(w, w->fd, w->buf, used, w->seg_off, sync, &srs);
             if (rc < 0) {
                 atomic_fetch_add_explicit(&sh->rh_st_errors, 1, memory_order_relaxed);

@@ -514,3 +514,59 @@ def test_checkpoint_on_demand_then_restart():
             assert h.get(s2.url("/kv/after-cp")).json() == {"late": True}
     finally:
         s2.stop()
+
+
+def _segments(data):
+    return sorted(p for p in glob.glob(os.path.join(data, "data.wal.*")) if re.search(r"\.\d+$", p))
+
+
+def _reserved_bytes(paths):
+    """Bytes allocated on disk beyond each file's size (fallocate reservations)."""
+    total = 0
+    for p in paths:
+        st = os.stat(p)
+        total += max(0, st.st_blocks * 512 - ((st.st_size + 4095) // 4096) * 4096)
+    return total
+
+
+def test_restarts_keep_the_link_on_records_and_give_back_reservations():
+    """After restarts (graceful and SIGKILL) data.wal still opens the segment holding the
+    last records, and segments no writer is appending to hold no reserved blocks, so disk
+    use cannot grow by a segment reservation per restart."""
+    s = Server(workers=1)
+    data = os.path.join(s.dir, "data")
+    docs = {}
+    try:
+        with requests.Session() as h:
+            for i in range(50):
+                docs["r-%d" % i] = {"i": i, "pad": "p" * 200}
+                assert h.put(s.url("/kv/r-%d" % i), data=json.dumps(docs["r-%d" % i])).status_code == 200
+        _stop_expect_0(s)
+        for rnd in range(4):
+            s = Server(workers=1, reuse_dir=s.dir)
+            if rnd % 2:
+                s.kill_all()
+            else:
+                _stop_expect_0(s)
+        segs = _segments(data)
+        assert len(segs) >= 2, segs
+        link = os.path.join(data, "data.wal")
+        assert os.path.islink(link)
+        target = os.path.join(data, os.readlink(link))
+        assert os.path.getsize(target) > SEG_HDR + 50 * 200, (target, os.path.getsize(target))
+        # SIGKILLed writers leave their reservation; the next writer gives it back
+        s = Server(workers=1, reuse_dir=s.dir)
+        live = _segments(data)
+        active = max(live, key=lambda p: int(p.rsplit(".", 1)[1]))
+        assert _reserved_bytes([p for p in live if p != active]) < (1 << 20), \
+            [(p, os.stat(p).st_blocks * 512, os.stat(p).st_size) for p in live]
+        with requests.Session() as h:
+            for k, v in docs.items():
+                assert h.get(s.url("/kv/" + k)).json() == v
+        _stop_expect_0(s)
+        assert _reserved_bytes(_segments(data)) < (1 << 20)
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+        shutil.rmtree(s.dir, ignore_errors=True)
