@@ -262,6 +262,11 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
         .obs_bytes = obs_bytes,
         .replace = true,
     };
+    /* arenas of instances that died without cleaning up (SIGKILL, power cut of the
+     * processes) would hold their memory in /dev/shm until reboot */
+    int swept = l3_store_sweep_stale(0);
+    if (swept > 0)
+        L3_LOG(L3_LOG_INFO, "removed %d shared-memory arena(s) left by instances that no longer run", swept);
     if ((rc = l3_store_create(&so, &srv->store)) < 0) {
         L3_LOG(L3_LOG_ERROR,
                "cannot create the store arena ('storage.arena_bytes' %llu, 'storage.wal_buffer_bytes' %llu): %s",

@@ -570,3 +570,27 @@ def test_restarts_keep_the_link_on_records_and_give_back_reservations():
             s.proc.kill()
             s.proc.wait()
         shutil.rmtree(s.dir, ignore_errors=True)
+
+
+def test_arena_of_a_killed_instance_is_removed_at_the_next_start():
+    s = Server(workers=1)
+    arena = "/dev/shm/l3kv-l3kv.%d" % s.proc.pid
+    try:
+        assert os.path.exists(arena)
+        os.killpg(s.proc.pid, signal.SIGKILL)  # no cleanup by the test either
+        s.proc.wait()
+        s.log.close()
+        assert os.path.exists(arena)
+        s2 = Server(workers=1, reuse_dir=s.dir)
+        assert not os.path.exists(arena)
+        assert not os.path.exists("/dev/shm/l3kv-pid-%d" % s.proc.pid)
+        assert re.search(r"removed \d+ shared-memory arena", s2.logtext()), s2.logtext()[-1000:]
+        _stop_expect_0(s2)
+        assert not os.path.exists("/dev/shm/l3kv-l3kv.%d" % s2.proc.pid)  # a clean stop removes its own
+    finally:
+        for p in (arena, "/dev/shm/l3kv-pid-%d" % s.proc.pid):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        shutil.rmtree(s.dir, ignore_errors=True)
