@@ -7,6 +7,20 @@
  * l3_srv_config_t). Unknown keys and values of the wrong type or out of range are errors
  * naming the key. Aliases (min_threads = min_workers, max_threads = max_workers) map to the
  * same field; giving both with different values is an error.
+ *
+ * One validation for `l3kv --check` and for a normal start: l3_srv_config_parse/_load end
+ * in check(), which rejects every setting a subsystem would refuse later at start-up, so a
+ * configuration that passes --check does not stop the server with a configuration error.
+ * Each row's range is the range its consumer accepts:
+ *   autoscale.*            -> l3_scale_params_validate (src/scale/policy.c); check() also
+ *                             runs that validator on the mapped parameters as a backstop and
+ *                             reports its complaint under the key the user wrote;
+ *   storage.wal_buffer_bytes -> l3_wal_ring_init (>= L3_WAL_RING_MIN_BYTES);
+ *   storage.arena_bytes    -> l3_store_create (<= 2^46, and room for the fixed regions, the
+ *                             WAL ring and 1 MiB of heap: see min_arena_bytes());
+ *   storage.data_dir/wal_path -> the 4096-byte path buffers of src/server and src/wal.
+ * Errors name the key as written in config.json (an alias as given) and are reported by
+ * main.c with exit code 2.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -18,6 +32,17 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "l3kv/base.h"
+#include "l3kv/layout.h"
+#include "l3kv/scale.h"
+#include "l3kv/store.h"
+#include "l3kv/wal.h"
+#include "obs.h"
+
+/* Longest storage.data_dir / storage.wal_path: the server and the WAL build paths in
+ * 4096-byte buffers by appending "/data.wal", "/l3kv.snap", ".<seq>" (up to 20 digits),
+ * ".corrupt-<secs>.<n>" or ".tmp" suffixes; 96 bytes cover the longest combination. */
+#define PATH_LEN_MAX (4096u - 96u)
 
 typedef enum { T_STR, T_U32, T_U64, T_DBL, T_BOOL, T_DUR, T_LEVEL, T_SECTION } ktype_t;
 
@@ -26,6 +51,7 @@ typedef struct {
     ktype_t type;
     size_t off;
     double min, max;
+    bool min_excl; /* T_DBL: the value must be > min (min itself is refused) */
 } key_t_;
 
 #define O(f) offsetof(l3_srv_config_t, f)
@@ -48,19 +74,19 @@ static const key_t_ keys[] = {
     {"storage.data_dir", T_STR, O(storage.data_dir), 0, 0},
     {"storage.wal_path", T_STR, O(storage.wal_path), 0, 0},
     {"storage.arena_bytes", T_U64, O(storage.arena_bytes), 1 << 20, (double)(UINT64_C(1) << 46)},
-    {"storage.wal_buffer_bytes", T_U64, O(storage.wal_buffer_bytes), 1 << 16, (double)(UINT64_C(1) << 40)},
+    {"storage.wal_buffer_bytes", T_U64, O(storage.wal_buffer_bytes), L3_WAL_RING_MIN_BYTES, (double)(UINT64_C(1) << 40)},
     {"storage.durability", T_DUR, O(storage.durability), 0, 0},
     {"storage.flush_interval_ms", T_U32, O(storage.flush_interval_ms), 0, 3600000},
     {"storage.checkpoint_bytes", T_U64, O(storage.checkpoint_bytes), 1 << 16, (double)(UINT64_C(1) << 50)},
     {"autoscale", T_SECTION, 0, 0, 0},
     {"autoscale.enabled", T_BOOL, O(autoscale.enabled), 0, 0},
-    {"autoscale.interval_ms", T_U32, O(autoscale.interval_ms), 10, 3600000},
-    {"autoscale.horizon_ms", T_U32, O(autoscale.horizon_ms), 0, 3600000},
+    {"autoscale.interval_ms", T_U32, O(autoscale.interval_ms), 10, 60000},
+    {"autoscale.horizon_ms", T_U32, O(autoscale.horizon_ms), 0, 60000},
     {"autoscale.process_noise", T_DBL, O(autoscale.process_noise), 0, 1e12},
     {"autoscale.rate_noise", T_DBL, O(autoscale.rate_noise), 0, 1e12},
-    {"autoscale.measurement_noise", T_DBL, O(autoscale.measurement_noise), 0, 1e12},
-    {"autoscale.worker_capacity", T_DBL, O(autoscale.worker_capacity), 1e-9, 1e12},
-    {"autoscale.down_fill", T_DBL, O(autoscale.down_fill), 1e-9, 1},
+    {"autoscale.measurement_noise", T_DBL, O(autoscale.measurement_noise), 0, 1e12, true},
+    {"autoscale.worker_capacity", T_DBL, O(autoscale.worker_capacity), 0, 1e12, true},
+    {"autoscale.down_fill", T_DBL, O(autoscale.down_fill), 0, 1, true},
     {"autoscale.margin", T_DBL, O(autoscale.margin), 0, 10},
     {"autoscale.cooldown_ms", T_U32, O(autoscale.cooldown_ms), 0, 3600000},
     {"autoscale.max_step_up", T_U32, O(autoscale.max_step_up), 1, L3_SRV_MAX_WORKERS},
@@ -204,6 +230,9 @@ static int apply(l3_srv_config_t *c, const key_t_ *k, json_t *v, seen_t *seen, c
         if (!json_is_number(v))
             return fail(errbuf, errlen, -EINVAL, "config: '%s' must be a number", k->name);
         double d = json_number_value(v);
+        if (k->min_excl && !(d > k->min))
+            return fail(errbuf, errlen, -ERANGE, "config: '%s' must be > %g and <= %g (got %g)", k->name, k->min,
+                        k->max, d);
         if (!(d >= k->min && d <= k->max))
             return fail(errbuf, errlen, -ERANGE, "config: '%s' = %g is out of range %g..%g", k->name, d, k->min,
                         k->max);
@@ -268,16 +297,143 @@ static int walk(l3_srv_config_t *c, json_t *obj, const char *prefix, seen_t *see
     return 0;
 }
 
-static int check(const l3_srv_config_t *c, char *errbuf, size_t errlen)
+/* The key the user wrote for a field with aliases (the canonical name when not given). */
+static const char *min_key(const seen_t *seen)
 {
+    return seen != NULL && seen->min_alias != NULL ? seen->min_alias : "server.min_workers";
+}
+
+static const char *max_key(const seen_t *seen)
+{
+    return seen != NULL && seen->max_alias != NULL ? seen->max_alias : "server.max_workers";
+}
+
+/*
+ * Smallest storage.arena_bytes l3_store_create() accepts for this configuration. It lays
+ * the arena out as (every region rounded up to L3_ARENA_ALIGN):
+ *   header | process table | lock stripes | allocator header | metrics | WAL ring |
+ *   undo areas | heap (at least 1 MiB)
+ * with the options the supervisor passes (supervisor.c l3_srv_init): max_procs =
+ * max_workers + 16, obs_bytes = l3_obs_region_size(max_workers), wal_ring_bytes =
+ * wal_buffer_bytes, and the store's defaults for the stripes (1024) and undo bytes.
+ */
+static uint64_t min_arena_bytes(const l3_srv_config_t *c)
+{
+    const uint64_t al = L3_ARENA_ALIGN;
+    uint64_t procs = (uint64_t)c->server.max_workers + 16;
+    uint64_t off = L3_ARENA_HDR_BYTES;
+    off = L3_ALIGN_UP(off + procs * L3_PROC_SLOT_BYTES, al);
+    off = L3_ALIGN_UP(off + 1024u * sizeof(l3_stripe_t), al);
+    off = L3_ALIGN_UP(off + sizeof(l3_alloc_hdr_t), al);
+    off += L3_ALIGN_UP((uint64_t)l3_obs_region_size(c->server.max_workers), al);
+    off += L3_ALIGN_UP(c->storage.wal_buffer_bytes, al);
+    off += procs * L3_ALIGN_UP((uint64_t)L3_STORE_DEFAULT_UNDO_BYTES, al);
+    return off + (1u << 20);
+}
+
+/* The config key behind each field name l3_scale_params_validate() reports: its
+ * messages read "<field> <rule>", e.g. "autoscale.r must be a finite number > 0". */
+static const struct {
+    const char *field, *key;
+} scale_keys[] = {
+    {"autoscale.interval_ms", "autoscale.interval_ms"},
+    {"autoscale.horizon_ms", "autoscale.horizon_ms"},
+    {"autoscale.q_depth", "autoscale.process_noise"},
+    {"autoscale.q_rate", "autoscale.rate_noise"},
+    {"autoscale.r", "autoscale.measurement_noise"},
+    {"autoscale.capacity", "autoscale.worker_capacity"},
+    {"autoscale.down_fill", "autoscale.down_fill"},
+    {"autoscale.margin", "autoscale.margin"},
+    {"autoscale.cooldown_ms", "autoscale.cooldown_ms"},
+    {"autoscale.max_step_up", "autoscale.max_step_up"},
+    {"min_workers", NULL}, /* server.min_workers or its alias */
+    {"max_workers", NULL},
+};
+
+/* Run the autoscaler's own validator on the parameters the supervisor will hand it
+ * (autoscale.c l3_srv_autoscale_setup), whether or not autoscaling is enabled. */
+static int check_scale(const l3_srv_config_t *c, const seen_t *seen, char *errbuf, size_t errlen)
+{
+    l3_scale_params_t p;
+    l3_scale_params_default(&p);
+    p.interval_ms = c->autoscale.interval_ms;
+    p.horizon_ms = c->autoscale.horizon_ms;
+    p.q_depth = c->autoscale.process_noise;
+    p.q_rate = c->autoscale.rate_noise;
+    p.r = c->autoscale.measurement_noise;
+    p.capacity = c->autoscale.worker_capacity;
+    p.down_fill = c->autoscale.down_fill;
+    p.margin = c->autoscale.margin;
+    p.cooldown_ms = c->autoscale.cooldown_ms;
+    p.max_step_up = c->autoscale.max_step_up;
+    p.min_workers = c->server.min_workers;
+    p.max_workers = c->server.max_workers;
+    const char *msg = NULL;
+    if (l3_scale_params_validate(&p, &msg) == 0)
+        return 0;
+    if (msg == NULL)
+        return fail(errbuf, errlen, -EINVAL, "config: 'autoscale' parameters are invalid");
+    size_t flen = strcspn(msg, " ");
+    for (size_t i = 0; i < sizeof(scale_keys) / sizeof(scale_keys[0]); i++) {
+        if (strlen(scale_keys[i].field) != flen || strncmp(msg, scale_keys[i].field, flen) != 0)
+            continue;
+        const char *key = scale_keys[i].key;
+        if (key == NULL)
+            key = strcmp(scale_keys[i].field, "min_workers") == 0 ? min_key(seen) : max_key(seen);
+        return fail(errbuf, errlen, -EINVAL, "config: '%s'%s", key, msg + flen);
+    }
+    return fail(errbuf, errlen, -EINVAL, "config: 'autoscale': %s", msg);
+}
+
+static int check_path(const char *key, const char *v, bool may_be_empty, char *errbuf, size_t errlen)
+{
+    size_t n = strlen(v);
+    if (n == 0 && !may_be_empty)
+        return fail(errbuf, errlen, -EINVAL, "config: '%s' is empty", key);
+    if (n > PATH_LEN_MAX)
+        return fail(errbuf, errlen, -ENAMETOOLONG, "config: '%s' is %zu bytes long; at most %u", key, n,
+                    PATH_LEN_MAX);
+    return 0;
+}
+
+static int check(const l3_srv_config_t *c, const seen_t *seen, char *errbuf, size_t errlen)
+{
+    int rc;
     if (c->server.min_workers > c->server.max_workers)
-        return fail(errbuf, errlen, -EINVAL, "config: 'server.min_threads' (%u) exceeds 'server.max_threads' (%u)",
-                    c->server.min_workers, c->server.max_workers);
+        return fail(errbuf, errlen, -EINVAL, "config: '%s' (%u) exceeds '%s' (%u)", min_key(seen),
+                    c->server.min_workers, max_key(seen), c->server.max_workers);
     if ((c->server.tls_cert == NULL) != (c->server.tls_key == NULL))
         return fail(errbuf, errlen, -EINVAL, "config: 'server.tls' needs both 'cert' and 'key'");
     if (c->server.address[0] == '\0')
         return fail(errbuf, errlen, -EINVAL, "config: 'server.address' is empty");
-    return 0;
+    if ((c->server.tls_cert != NULL && (rc = check_path("server.tls.cert", c->server.tls_cert, false, errbuf,
+                                                        errlen)) < 0) ||
+        (c->server.tls_key != NULL &&
+         (rc = check_path("server.tls.key", c->server.tls_key, false, errbuf, errlen)) < 0) ||
+        (rc = check_path("storage.data_dir", c->storage.data_dir, false, errbuf, errlen)) < 0 ||
+        (rc = check_path("storage.wal_path", c->storage.wal_path, true, errbuf, errlen)) < 0 ||
+        (c->log.file != NULL && (rc = check_path("log.file", c->log.file, false, errbuf, errlen)) < 0))
+        return rc;
+    /* the table's minimum already is the ring's; kept here for configs built in code */
+    if (c->storage.wal_buffer_bytes < L3_WAL_RING_MIN_BYTES)
+        return fail(errbuf, errlen, -ERANGE, "config: 'storage.wal_buffer_bytes' (%llu) must be at least %u",
+                    (unsigned long long)c->storage.wal_buffer_bytes, (unsigned)L3_WAL_RING_MIN_BYTES);
+    uint64_t need = min_arena_bytes(c);
+    if (L3_ALIGN_UP(c->storage.arena_bytes, (uint64_t)L3_ARENA_ALIGN) < need)
+        return fail(errbuf, errlen, -ERANGE,
+                    "config: 'storage.arena_bytes' (%llu) has no room for 'storage.wal_buffer_bytes' (%llu): "
+                    "the arena needs at least %llu bytes = the WAL ring (%llu, in 4 KiB pages) + %llu bytes of "
+                    "process, lock, metrics and undo areas for '%s' %u + 1 MiB of heap",
+                    (unsigned long long)c->storage.arena_bytes, (unsigned long long)c->storage.wal_buffer_bytes,
+                    (unsigned long long)need,
+                    (unsigned long long)L3_ALIGN_UP(c->storage.wal_buffer_bytes, (uint64_t)L3_ARENA_ALIGN),
+                    (unsigned long long)(need - (1u << 20) -
+                                         L3_ALIGN_UP(c->storage.wal_buffer_bytes, (uint64_t)L3_ARENA_ALIGN)),
+                    max_key(seen), c->server.max_workers);
+    if (c->storage.arena_bytes > (UINT64_C(1) << 46))
+        return fail(errbuf, errlen, -ERANGE, "config: 'storage.arena_bytes' (%llu) is above 2^46",
+                    (unsigned long long)c->storage.arena_bytes);
+    return check_scale(c, seen, errbuf, errlen);
 }
 
 int l3_srv_config_parse(l3_srv_config_t *c, const char *text, size_t len, char *errbuf, size_t errlen)
@@ -295,7 +451,7 @@ int l3_srv_config_parse(l3_srv_config_t *c, const char *text, size_t len, char *
         rc = walk(c, root, "", &seen, errbuf, errlen);
     json_decref(root);
     if (rc == 0)
-        rc = check(c, errbuf, errlen);
+        rc = check(c, &seen, errbuf, errlen);
     return rc;
 }
 
@@ -310,7 +466,7 @@ int l3_srv_config_load(l3_srv_config_t *c, const char *path, bool must_exist, bo
         if (e == ENOENT && !must_exist) {
             if (ret_missing != NULL)
                 *ret_missing = true;
-            return check(c, errbuf, errlen);
+            return check(c, NULL, errbuf, errlen);
         }
         return fail(errbuf, errlen, -e, "config: cannot open %s: %s", path, strerror(e));
     }
