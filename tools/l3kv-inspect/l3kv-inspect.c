@@ -3,6 +3,8 @@
  * l3kv-inspect - look inside a running (or stopped) instance's shared arena.
  *
  *   l3kv-inspect [--pid PID | --name NAME] [--json] info | keys [PREFIX] | get KEY | check
+ *   l3kv-inspect [--json] wal FILE
+ * The options may also follow the command and its arguments (l3kv-inspect wal FILE --json).
  *
  * Attaches read-only (PROT_READ mapping of /dev/shm/l3kv-<name>) and takes no lock, so it
  * never disturbs the server: every structure is read with bounds checks, documents are
@@ -31,7 +33,8 @@ static bool json_out;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: l3kv-inspect [--pid PID | --name NAME] [--json] COMMAND\n"
+    fprintf(f, "usage: l3kv-inspect [--pid PID | --name NAME] [--json] COMMAND [ARG]\n"
+               "Options may also follow the command and its argument; -- ends the options.\n"
                "commands:\n"
                "  info           header, allocator and index statistics, process table\n"
                "  keys [PREFIX]  list keys (with their LSN)\n"
@@ -257,50 +260,82 @@ static int cmd_check(l3_store_t *st)
     return rc == 0 ? 0 : 1;
 }
 
+/*
+ * Command line: global options (--pid PID, --name NAME, --json, --help, --version) may stand
+ * anywhere, before or after the command and its arguments; "--" ends them, so a key that
+ * looks like an option can still be given (get -- --json). Before the command an unknown
+ * option is a usage error; after it, an argument starting with '-' that is no global option
+ * is an argument of the command (a key such as "-1").
+ */
+#define MAX_POS 4
+
 int main(int argc, char **argv)
 {
     const char *name = NULL;
     long pid = 0;
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
+    const char *pos[MAX_POS];
+    int npos = 0;
+    bool opts_done = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool is_opt = !opts_done && a[0] == '-' && a[1] != '\0';
+        if (is_opt && strcmp(a, "--") == 0) {
+            opts_done = true;
+        } else if (is_opt && strcmp(a, "--json") == 0) {
             json_out = true;
-        } else if (strcmp(argv[i], "--pid") == 0 && i + 1 < argc) {
-            char *end;
-            pid = strtol(argv[++i], &end, 10);
-            if (*end || pid <= 0) {
+        } else if (is_opt && (strcmp(a, "--pid") == 0 || strcmp(a, "--name") == 0)) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "l3kv-inspect: %s needs a value\n", a);
                 usage(stderr);
                 return 2;
             }
-        } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
-            name = argv[++i];
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            if (a[2] == 'p') {
+                char *end;
+                errno = 0;
+                pid = strtol(argv[++i], &end, 10);
+                if (errno != 0 || end == argv[i] || *end || pid <= 0) {
+                    fprintf(stderr, "l3kv-inspect: --pid needs a positive process id, not '%s'\n", argv[i]);
+                    usage(stderr);
+                    return 2;
+                }
+            } else {
+                name = argv[++i];
+            }
+        } else if (is_opt && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
             usage(stdout);
             return 0;
-        } else if (strcmp(argv[i], "--version") == 0) {
+        } else if (is_opt && strcmp(a, "--version") == 0) {
             printf("l3kv-inspect %s (arena layout %u)\n", L3KV_VERSION, L3_ARENA_LAYOUT);
             return 0;
-        } else {
+        } else if (is_opt && npos == 0) {
+            fprintf(stderr, "l3kv-inspect: unknown option '%s'\n", a);
             usage(stderr);
             return 2;
+        } else {
+            if (npos == MAX_POS) {
+                usage(stderr);
+                return 2;
+            }
+            pos[npos++] = a;
         }
     }
-    if (i >= argc || (name && pid)) {
+    if (npos == 0 || (name && pid)) {
         usage(stderr);
         return 2;
     }
-    const char *cmd = argv[i++];
-    int nargs = argc - i;
+    const char *cmd = pos[0];
+    int nargs = npos - 1;
+    const char *arg1 = nargs > 0 ? pos[1] : NULL;
     if (strcmp(cmd, "wal") == 0) {
         /* offline: dump and verify a WAL segment or a snapshot file; no arena needed */
         if (nargs != 1 || name || pid) {
             usage(stderr);
             return 2;
         }
-        int wrc = l3_wal_dump(argv[i], stdout, json_out ? 1 : 0);
+        int wrc = l3_wal_dump(arg1, stdout, json_out ? 1 : 0);
         fflush(stdout);
         if (wrc < 0 && wrc != L3_ECORRUPT && wrc != -EBADMSG)
-            fprintf(stderr, "l3kv-inspect: wal: %s: %s\n", argv[i], l3_strerror(wrc));
+            fprintf(stderr, "l3kv-inspect: wal: %s: %s\n", arg1, l3_strerror(wrc));
         return wrc == 0 ? 0 : 1;
     }
     bool ok = (strcmp(cmd, "info") == 0 && nargs == 0) || (strcmp(cmd, "keys") == 0 && nargs <= 1) ||
@@ -323,9 +358,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "info") == 0)
         rc = cmd_info(st);
     else if (strcmp(cmd, "keys") == 0)
-        rc = cmd_keys(st, nargs ? argv[i] : NULL);
+        rc = cmd_keys(st, arg1);
     else if (strcmp(cmd, "get") == 0)
-        rc = cmd_get(st, argv[i]);
+        rc = cmd_get(st, arg1);
     else
         rc = cmd_check(st);
     l3_store_close(st);
