@@ -3,7 +3,10 @@
  * config.h - the l3kv configuration (config.json) as a validated struct.
  *
  * Every key the server, the store, the WAL and the autoscaler read is parsed and checked
- * here, at start-up, so a typo fails fast with a message naming the key. See
+ * here, at start-up, so a typo fails fast with a message naming the key. The check also
+ * applies every rule those subsystems enforce later (the autoscaler's parameter validator,
+ * the WAL ring's minimum size, the arena's room for the ring), so `l3kv --check` and a
+ * start accept exactly the same files; main.c exits 2 on any of these errors. See
  * docs/server.md for the meaning and default of each key.
  */
 #ifndef L3KV_SRV_CONFIG_H
