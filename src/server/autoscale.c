@@ -139,19 +139,7 @@ int l3_srv_autoscale_setup(l3_srv_t *srv)
         return 0;
     }
     l3_scale_params_t p;
-    l3_scale_params_default(&p);
-    p.interval_ms = c->autoscale.interval_ms;
-    p.horizon_ms = c->autoscale.horizon_ms;
-    p.q_depth = c->autoscale.process_noise;
-    p.q_rate = c->autoscale.rate_noise;
-    p.r = c->autoscale.measurement_noise;
-    p.capacity = c->autoscale.worker_capacity;
-    p.down_fill = c->autoscale.down_fill;
-    p.margin = c->autoscale.margin;
-    p.cooldown_ms = c->autoscale.cooldown_ms;
-    p.max_step_up = c->autoscale.max_step_up;
-    p.min_workers = c->server.min_workers;
-    p.max_workers = c->server.max_workers;
+    l3_srv_config_scale_params(c, &p);
     const char *msg = NULL;
     int rc = l3_scale_init(&scaler, &p, &msg);
     if (rc < 0) {

@@ -350,24 +350,29 @@ static const struct {
     {"max_workers", NULL},
 };
 
+void l3_srv_config_scale_params(const l3_srv_config_t *c, l3_scale_params_t *p)
+{
+    l3_scale_params_default(p);
+    p->interval_ms = c->autoscale.interval_ms;
+    p->horizon_ms = c->autoscale.horizon_ms;
+    p->q_depth = c->autoscale.process_noise;
+    p->q_rate = c->autoscale.rate_noise;
+    p->r = c->autoscale.measurement_noise;
+    p->capacity = c->autoscale.worker_capacity;
+    p->down_fill = c->autoscale.down_fill;
+    p->margin = c->autoscale.margin;
+    p->cooldown_ms = c->autoscale.cooldown_ms;
+    p->max_step_up = c->autoscale.max_step_up;
+    p->min_workers = c->server.min_workers;
+    p->max_workers = c->server.max_workers;
+}
+
 /* Run the autoscaler's own validator on the parameters the supervisor will hand it
  * (autoscale.c l3_srv_autoscale_setup), whether or not autoscaling is enabled. */
 static int check_scale(const l3_srv_config_t *c, const seen_t *seen, char *errbuf, size_t errlen)
 {
     l3_scale_params_t p;
-    l3_scale_params_default(&p);
-    p.interval_ms = c->autoscale.interval_ms;
-    p.horizon_ms = c->autoscale.horizon_ms;
-    p.q_depth = c->autoscale.process_noise;
-    p.q_rate = c->autoscale.rate_noise;
-    p.r = c->autoscale.measurement_noise;
-    p.capacity = c->autoscale.worker_capacity;
-    p.down_fill = c->autoscale.down_fill;
-    p.margin = c->autoscale.margin;
-    p.cooldown_ms = c->autoscale.cooldown_ms;
-    p.max_step_up = c->autoscale.max_step_up;
-    p.min_workers = c->server.min_workers;
-    p.max_workers = c->server.max_workers;
+    l3_srv_config_scale_params(c, &p);
     const char *msg = NULL;
     if (l3_scale_params_validate(&p, &msg) == 0)
         return 0;

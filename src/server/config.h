@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "l3kv/scale.h"
+
 /** Hard cap of worker processes (and of listening sockets). */
 #define L3_SRV_MAX_WORKERS 64
 
@@ -78,6 +80,8 @@ int l3_srv_config_load(l3_srv_config_t *c, const char *path, bool must_exist, bo
 int l3_srv_config_parse(l3_srv_config_t *c, const char *text, size_t len, char *errbuf, size_t errlen);
 
 void l3_srv_config_free(l3_srv_config_t *c);
+/** The autoscaler's parameters from the configuration (defaults for the rest). */
+void l3_srv_config_scale_params(const l3_srv_config_t *c, l3_scale_params_t *p);
 
 const char *l3_srv_durability_name(l3_srv_durability_t d);
 
