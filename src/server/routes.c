@@ -971,7 +971,7 @@ static int route_kv(h2o_req_t *req, h2o_iovec_t key)
         return fail_with(req, 414, "key_too_long", "key of %zu bytes; the limit is %u", key.len, L3_STORE_KEY_MAX);
     if (!utf8_valid((const unsigned char *)key.base, key.len))
         return fail_with(req, 400, "bad_key", "key is not valid UTF-8");
-    if (*l3_srv_env.active > l3_srv_env.max_active)
+    if (*l3_srv_env.active > l3_srv_env.max_active && l3_srv_conn_over_limit(req->conn))
         return fail_with(req, 503, "overloaded", "too many open connections on this worker");
     query_t q;
     if (parse_query(req, &q) != 0)

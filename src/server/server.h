@@ -193,6 +193,10 @@ typedef struct {
 
 extern l3_srv_env_t l3_srv_env;
 
+/** Worker: is this connection beyond the first max_active ones still open (in accept
+ *  order)? Called only while the worker is over its limit: O(open connections). */
+bool l3_srv_conn_over_limit(const void *h2o_conn);
+
 /** The single h2o handler: routes every request. */
 int l3_srv_on_req(struct st_h2o_handler_t *self, struct st_h2o_req_t *req);
 

@@ -293,6 +293,17 @@ static void linger_after_close(h2o_conn_t *hc)
     }
 }
 
+bool l3_srv_conn_over_limit(const void *hc)
+{
+    /* conns is newest first: walk from the oldest; HTTP/1 and HTTP/2 connections keep
+     * their h2o_conn_t in the socket's data */
+    int64_t older = 0;
+    for (conn_t *c = conns.prev; c != &conns; c = c->prev, older++)
+        if (c->sock->data == hc)
+            return older >= l3_srv_env.max_active;
+    return true; /* not found (a TLS handshake in progress cannot send requests) */
+}
+
 /* h2o calls on_close after do_dispose_socket(); in the evloop the socket memory is
  * only released later in the loop, so its byte counters are still readable here. */
 static void on_conn_close(void *data)

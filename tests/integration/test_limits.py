@@ -145,6 +145,21 @@ def test_overload_503_and_full_arena_507():
         raw = raw_request(s.port, b"GET /kv/anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert raw.startswith(b"HTTP/1.1 503"), raw[:200]
         assert b"retry-after: 1" in raw.lower()
+        # the connections within the limit (the oldest) are still served; the newest is not
+        def ask(c):
+            c.settimeout(5)
+            c.sendall(b"GET /kv/not-there HTTP/1.1\r\nHost: x\r\n\r\n")
+            out = b""
+            while b"\r\n\r\n" not in out:
+                data = c.recv(4096)
+                if not data:
+                    break
+                out += data
+            return out
+        assert ask(idle[0]).startswith(b"HTTP/1.1 404"), "the oldest connection must be served"
+        assert ask(idle[1]).startswith(b"HTTP/1.1 404")
+        raw = ask(idle[5])
+        assert raw.startswith(b"HTTP/1.1 503"), raw[:200]
         for c in idle:
             c.close()
         time.sleep(0.3)
