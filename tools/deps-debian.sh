@@ -5,15 +5,23 @@ set -eu
 PKGS="build-essential meson ninja-build pkg-config libh2o-evloop-dev libjansson-dev liburing-dev libssl-dev
       python3 python3-pytest python3-requests curl"
 if [ "${1:-}" = "--all" ]; then
-    # test and benchmark extras: clang/libFuzzer, load generators, reverse proxy
+    # test and benchmark extras: clang/libFuzzer, load generators, reverse proxy, a headless
+    # browser for the dashboard test (chromium is installed with its recommended packages:
+    # fonts and the like it renders with)
     PKGS="$PKGS clang libclang-rt-14-dev wrk nghttp2-client h2o valgrind"
+    BROWSER=chromium
 fi
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-if [ -n "$missing" ]; then
+browser=""
+if [ -n "${BROWSER:-}" ] && ! dpkg-query -W -f='${Status}' "$BROWSER" 2>/dev/null | grep -q "install ok installed"; then
+    browser=$BROWSER
+fi
+if [ -n "$missing" ] || [ -n "$browser" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    [ -z "$missing" ] || apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    [ -z "$browser" ] || apt-get install -y -qq "$browser" >/dev/null
 fi
