@@ -112,6 +112,18 @@
 #define L3_WAL_SNAP_HDR 64u
 #define L3_WAL_SNAP_TRAILER 32u
 
+/* A record larger than one ring slot is logged as L3_WALOP_FRAG records with the same key
+ * and LSN, in order; each payload starts with this 16-byte header, then the piece:
+ *   0  1 fr_op     the original op
+ *   1  1 fr_last   1 on the final piece
+ *   2  2 fr_zero   0
+ *   4  4 fr_index  0, 1, 2, ...
+ *   8  4 fr_total  payload length of the whole record
+ *  12  4 fr_off    offset of this piece in it
+ * Replay delivers the whole record when its final piece is read; pieces without a final
+ * one (a producer died, or the log ended) are dropped. */
+#define L3_WAL_FRAG_HDR 16u
+
 /** Size of the encoded record for a key and payload (multiple of 8). */
 static inline uint64_t l3_wal_rec_size(uint32_t klen, uint32_t plen)
 {
@@ -319,6 +331,7 @@ typedef struct {
     uint64_t segments;        /* segments read */
     uint64_t records;         /* valid records delivered */
     uint64_t skipped;         /* records for which the callback returned > 0 */
+    uint64_t incomplete;      /* records split in FRAG pieces whose final piece is missing */
     uint64_t bytes;           /* valid bytes read (headers included) */
     uint64_t discarded_bytes; /* bytes set aside (bad tail and later segments) */
     uint64_t discarded_files; /* files renamed aside */

@@ -21,6 +21,8 @@ typedef enum {
     L3_WALOP_SET = 3,    /* payload: store-encoded path + scalar (set_int/str/..., incr result) */
     L3_WALOP_MERGE = 4,  /* payload: merge patch JSON text */
     L3_WALOP_PATCH = 5,  /* payload: JSON Patch text */
+    L3_WALOP_FRAG = 6,   /* WAL-internal: one piece of a record too large for one ring slot
+                            (docs/wal.md 1.1); never passed to a hook or replay callback */
     L3_WALOP_MAX
 } l3_walop_t;
 

@@ -299,11 +299,8 @@ static int fail_rc(h2o_req_t *req, int rc, l3_srv_errctx_t ctx, const l3_doc_err
     if (rc == L3_ETYPE && err != NULL && err->msg != NULL)
         return fail_with(req, ei.status, strcmp(err->msg, "test failed") == 0 ? "test_failed" : ei.error, "%s",
                          err->msg);
-    if (rc == -EMSGSIZE && l3_srv_env.srv->wal_ring != NULL)
-        return fail_with(req, ei.status, ei.error,
-                         "the change is larger than one write-ahead log record may be (%llu bytes: 7/8 of "
-                         "storage.wal_buffer_bytes)",
-                         (unsigned long long)l3_wal_ring_max_payload(l3_srv_env.srv->wal_ring));
+    if (rc == -EMSGSIZE)
+        return fail_with(req, ei.status, ei.error, "the change does not fit the write-ahead log's ring");
     if (rc == -ENOSPC && l3_srv_env.srv->wal_ring != NULL && l3_wal_ring_error(l3_srv_env.srv->wal_ring) == -ENOSPC)
         return fail_with(req, 507, "disk_full",
                          "the write-ahead log's disk is full; writes are refused until space returns, reads "

@@ -226,13 +226,6 @@ int l3_srv_wal_setup(l3_srv_t *srv)
         }
         srv->wal_wait = true;
     }
-    uint64_t maxrec = l3_wal_ring_max_payload(ring);
-    if (maxrec < c->server.max_body_bytes)
-        L3_LOG(L3_LOG_INFO,
-               "one WAL record holds up to %llu bytes with 'storage.wal_buffer_bytes' %zu: a document larger "
-               "than that as JSON text (and as binary) gets 413 although 'server.max_body_bytes' is %llu; "
-               "a record may take 7/8 of storage.wal_buffer_bytes, so raise it to 8/7 of the largest document",
-               (unsigned long long)maxrec, wlen, (unsigned long long)c->server.max_body_bytes);
     l3_store_set_wal_hook(srv->store, l3_wal_hook, ring);
     l3_store_set_wal_probe(srv->store, l3_wal_probe, ring); /* repair keeps a published mutation */
     srv->wal_ring = ring;

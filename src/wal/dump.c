@@ -16,7 +16,7 @@
 
 static const char *op_name(unsigned op)
 {
-    static const char *names[] = {"none", "put", "delete", "set", "merge", "patch"};
+    static const char *names[] = {"none", "put", "delete", "set", "merge", "patch", "frag"};
     return op < L3_ARRAY_SIZE(names) ? names[op] : "?";
 }
 

@@ -20,7 +20,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -95,9 +97,92 @@ static int set_tail_aside(const char *name, int fd, const uint8_t *map, uint64_t
     return 0;
 }
 
+/*
+ * FRAG pieces (wal.h L3_WAL_FRAG_HDR) are joined here: one assembly per LSN in progress
+ * (pieces of different records interleave in the log, those of one record are in order).
+ * The whole record is delivered when its final piece is read; a piece out of sequence
+ * drops its assembly; assemblies left at the end of the log (a producer died, or the
+ * log was cut) are dropped and counted in rep.incomplete.
+ */
+#define ASM_MAX 256
+
+typedef struct {
+    uint64_t lsn; /* 0 = free */
+    uint8_t op;
+    uint32_t total, got, next;
+    uint8_t *buf;
+} asm_t;
+
+typedef struct {
+    asm_t a[ASM_MAX];
+} asms_t;
+
+static void asm_drop(asm_t *a)
+{
+    free(a->buf);
+    memset(a, 0, sizeof *a);
+}
+
+/* One FRAG record: 1 with *ret filled (the whole record, payload owned by a: call
+ * asm_drop after delivering), 0 when more pieces are needed or the piece was dropped. */
+static int asm_add(asms_t *as, const l3_wal_rec_t *rec, l3_wal_rec_t *ret, asm_t **ret_a)
+{
+    const uint8_t *p = rec->payload;
+    if (rec->plen < L3_WAL_FRAG_HDR || rec->lsn == 0)
+        return 0;
+    uint32_t idx, total, off, len = rec->plen - L3_WAL_FRAG_HDR;
+    memcpy(&idx, p + 4, 4);
+    memcpy(&total, p + 8, 4);
+    memcpy(&off, p + 12, 4);
+    bool last = p[1] == 1;
+    asm_t *a = NULL, *free_a = NULL;
+    for (unsigned i = 0; i < ASM_MAX && a == NULL; i++) {
+        if (as->a[i].lsn == rec->lsn)
+            a = &as->a[i];
+        else if (as->a[i].lsn == 0 && free_a == NULL)
+            free_a = &as->a[i];
+    }
+    if (idx == 0) {
+        if (a != NULL)
+            asm_drop(a);
+        else
+            a = free_a;
+        if (a == NULL || p[0] == L3_WALOP_NONE || p[0] >= L3_WALOP_FRAG || total > L3_WAL_REC_MAX)
+            return 0;
+        a->buf = malloc(total ? total : 1);
+        if (a->buf == NULL)
+            return 0;
+        a->lsn = rec->lsn;
+        a->op = p[0];
+        a->total = total;
+    }
+    if (a == NULL)
+        return 0;
+    if (idx != a->next || off != a->got || total != a->total || p[0] != a->op || len > total - a->got) {
+        asm_drop(a);
+        return 0;
+    }
+    memcpy(a->buf + a->got, p + L3_WAL_FRAG_HDR, len);
+    a->got += len;
+    a->next++;
+    if (!last)
+        return 0;
+    if (a->got != a->total) {
+        asm_drop(a);
+        return 0;
+    }
+    *ret = (l3_wal_rec_t){.op = a->op, .lsn = a->lsn, .key = rec->key, .klen = rec->klen, .payload = a->buf,
+                          .plen = a->total};
+    *ret_a = a;
+    return 1;
+}
+
 int l3_wal_replay_from(const char *wal_path, uint64_t min_seq, l3_wal_replay_fn fn, void *ctx,
                        l3_wal_replay_report_t *ret_report)
 {
+    asms_t *as = calloc(1, sizeof *as);
+    if (as == NULL)
+        return -ENOMEM;
     l3_wal_replay_report_t rep;
     memset(&rep, 0, sizeof rep);
     uint64_t *seqs = NULL;
@@ -163,7 +248,17 @@ int l3_wal_replay_from(const char *wal_path, uint64_t min_seq, l3_wal_replay_fn 
                         bad = (int)len;
                         break;
                     }
+                    asm_t *done = NULL;
+                    if (rec.op == L3_WALOP_FRAG) {
+                        rep.bytes += (uint64_t)len;
+                        off += (uint64_t)len;
+                        if (asm_add(as, &rec, &rec, &done) == 0)
+                            continue;
+                        len = 0; /* counted above */
+                    }
                     int cr = fn ? fn(ctx, &rec) : 0;
+                    if (done != NULL)
+                        asm_drop(done);
                     if (cr < 0) {
                         rc = cr;
                         break;
@@ -192,6 +287,12 @@ int l3_wal_replay_from(const char *wal_path, uint64_t min_seq, l3_wal_replay_fn 
         l3_wal_shim.close(fd);
     }
     free(seqs);
+    for (unsigned i = 0; i < ASM_MAX; i++)
+        if (as->a[i].lsn != 0) {
+            rep.incomplete++;
+            asm_drop(&as->a[i]);
+        }
+    free(as);
     if (rc == 0 && dir_dirty)
         rc = l3_wal__fsync_dir_of(wal_path);
     rep.next_seq = next;

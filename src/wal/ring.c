@@ -26,6 +26,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <linux/futex.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -498,10 +499,65 @@ uint64_t l3_wal_last_ticket(void)
     return last_ticket;
 }
 
+/* Reserve, fill and publish one record; prod < 0: untracked by the probe. */
+static int put_one(l3_wal_ring_t *r, const l3_wal_rec_t *rec, int prod, bool tested, l3_wal_resv_t *res)
+{
+    int rc = reserve(r, rec->klen, rec->plen, L3_WAL_FULL_WAIT_MS, prod, res);
+    if (rc < 0)
+        return rc;
+    l3_wal__rec_fill(res->rec, res->size, rec);
+    if (L3_UNLIKELY(tested && l3_wal__test_before_publish != NULL))
+        l3_wal__test_before_publish(r, rec);
+    if (publish_state(r, res, L3_WAL_SLOT_PUBLISHED) < 0)
+        return -EIO;
+    return 0;
+}
+
+/*
+ * A record larger than one slot may take: log it as FRAG pieces of about a quarter of the
+ * slot limit, each reserved when there is room (the writer drains the earlier ones). Only
+ * the final piece is tracked for the probe, so a producer that dies before publishing it
+ * counts as "not published" and its mutation is rolled back, while replay drops the
+ * pieces that have no final one.
+ */
+static int put_fragments(l3_wal_ring_t *r, const l3_wal_rec_t *rec, int prod, l3_wal_resv_t *res)
+{
+    uint64_t room = l3_wal_ring_max_payload(r) - rec->klen - 8 - L3_WAL_FRAG_HDR;
+    uint32_t chunk = (uint32_t)L3_MIN(room / 4, (uint64_t)64 << 20) & ~7u;
+    if (chunk == 0)
+        return -EMSGSIZE;
+    uint8_t *buf = malloc(L3_WAL_FRAG_HDR + (size_t)chunk);
+    if (buf == NULL)
+        return -ENOMEM;
+    const uint8_t *src = rec->payload;
+    int rc = 0;
+    for (uint64_t off = 0, i = 0; rc == 0 && (off < rec->plen || i == 0); off += chunk, i++) {
+        uint32_t len = (uint32_t)L3_MIN((uint64_t)chunk, (uint64_t)rec->plen - off);
+        bool last = off + len >= rec->plen;
+        uint32_t idx = (uint32_t)i, at = (uint32_t)off;
+        buf[0] = rec->op;
+        buf[1] = last ? 1 : 0;
+        buf[2] = buf[3] = 0;
+        memcpy(buf + 4, &idx, 4);
+        memcpy(buf + 8, &rec->plen, 4);
+        memcpy(buf + 12, &at, 4);
+        memcpy(buf + L3_WAL_FRAG_HDR, src + off, len);
+        l3_wal_rec_t f = {.op = L3_WALOP_FRAG,
+                          .lsn = rec->lsn,
+                          .key = rec->key,
+                          .klen = rec->klen,
+                          .payload = buf,
+                          .plen = L3_WAL_FRAG_HDR + len};
+        rc = put_one(r, &f, last ? prod : -1, last, res);
+    }
+    free(buf);
+    return rc;
+}
+
 int l3_wal_hook(void *ring_ctx, const l3_wal_rec_t *rec)
 {
     l3_wal_ring_t *r = ring_ctx;
-    if (rec->op == L3_WALOP_NONE || rec->op >= L3_WALOP_MAX)
+    if (rec->op == L3_WALOP_NONE || rec->op >= L3_WALOP_FRAG)
         return -EINVAL;
     int prod = prod_entry(r);
     if (prod >= 0) {
@@ -512,15 +568,10 @@ int l3_wal_hook(void *ring_ctx, const l3_wal_rec_t *rec)
         atomic_store_explicit(&pe->pe_lsn, rec->lsn, memory_order_release);
     }
     l3_wal_resv_t res;
-    int rc = reserve(r, rec->klen, rec->plen, L3_WAL_FULL_WAIT_MS, prod, &res);
+    uint64_t need = L3_ALIGN_UP(l3_wal_rec_size(rec->klen, rec->plen) + L3_WAL_SLOT_HDR, (uint64_t)16);
+    int rc = need > r->sh->rh_max_rec ? put_fragments(r, rec, prod, &res) : put_one(r, rec, prod, true, &res);
     if (rc < 0)
         return rc;
-    l3_wal__rec_fill(res.rec, res.size, rec);
-    if (L3_UNLIKELY(l3_wal__test_before_publish != NULL))
-        l3_wal__test_before_publish(r, rec);
-    rc = publish_state(r, &res, L3_WAL_SLOT_PUBLISHED);
-    if (rc < 0)
-        return -EIO;
     if (L3_UNLIKELY(l3_wal__test_after_publish != NULL))
         l3_wal__test_after_publish(r, rec);
     last_ticket = res.end;
