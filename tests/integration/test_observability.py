@@ -151,9 +151,16 @@ def test_decisions_after_load_burst_have_reasons(scaled):
     assert requests.put(s.url("/kv/obs-blob"), data=json.dumps({"b": "x" * (8 << 20)})).status_code in (200, 201)
     # the upload itself keeps a worker busy (which the autoscaler counts): let the pool
     # settle back to its minimum so the burst below has room to scale up
-    deadline = time.time() + 15
-    while time.time() < deadline and s.metrics()["autoscale"]["workers"] != 1:
-        time.sleep(0.2)
+    deadline, calm_since = time.time() + 20, None
+    while time.time() < deadline:  # one worker, and no decision pending, for a whole second
+        m = s.metrics()["autoscale"]
+        if m["workers"] != 1:
+            calm_since = None
+        elif calm_since is None:
+            calm_since = time.time()
+        elif time.time() - calm_since >= 1.0:
+            break
+        time.sleep(0.1)
     before = s.metrics()["autoscale"]
     assert before["workers"] == 1, before
     stuck = []
@@ -163,7 +170,7 @@ def test_decisions_after_load_burst_have_reasons(scaled):
             c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             c.sendall(b"GET /kv/obs-blob HTTP/1.1\r\nHost: x\r\n\r\n")
             stuck.append(c)
-        deadline, a, peak_inflight = time.time() + 10, before, 0
+        deadline, a, peak_inflight = time.time() + 20, before, 0
         while time.time() < deadline:
             a = s.metrics()["autoscale"]
             peak_inflight = max(peak_inflight, a["queue_depth"]["inflight"])
