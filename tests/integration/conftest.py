@@ -132,6 +132,17 @@ def rss_kib(pid):
     return 0
 
 
+def recv_head(sock):
+    """Read from sock until the end of a response head (or the connection closes)."""
+    out = b""
+    while b"\r\n\r\n" not in out:
+        data = sock.recv(65536)
+        if not data:
+            break
+        out += data
+    return out
+
+
 def raw_request(port, data, timeout=5.0, read_all=False):
     """Send raw bytes, return the response bytes (until close, or the first response)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import Server, raw_request, rss_kib
+from conftest import Server, raw_request, recv_head, rss_kib
 
 
 def total_rss(s):
@@ -157,13 +157,7 @@ def test_overload_503_and_full_arena_507():
         def ask(c):
             c.settimeout(5)
             c.sendall(b"GET /kv/not-there HTTP/1.1\r\nHost: x\r\n\r\n")
-            out = b""
-            while b"\r\n\r\n" not in out:
-                data = c.recv(4096)
-                if not data:
-                    break
-                out += data
-            return out
+            return recv_head(c)
         assert ask(idle[0]).startswith(b"HTTP/1.1 404"), "the oldest connection must be served"
         assert ask(idle[1]).startswith(b"HTTP/1.1 404")
         raw = ask(idle[5])

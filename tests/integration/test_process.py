@@ -16,7 +16,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import BIN, Server, free_port
+from conftest import BIN, Server, free_port, recv_head
 
 
 def run_bin(args, cwd=None, timeout=10):
@@ -147,12 +147,7 @@ def test_sigterm_lets_an_upload_in_progress_finish():
             if t0 is not None and time.time() - t0 > 1.2:
                 s.proc.send_signal(signal.SIGTERM)
                 t0 = None
-        resp = b""
-        while b"\r\n\r\n" not in resp:
-            data = up.recv(65536)
-            if not data:
-                break
-            resp += data
+        resp = recv_head(up)
         up.close()
         assert resp.startswith(b"HTTP/1.1 200"), (resp[:300], s.logtext()[-2000:])
         s.proc.wait(timeout=20)

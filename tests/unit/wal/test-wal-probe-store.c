@@ -32,8 +32,16 @@ static void die(l3_wal_ring_t *r, const l3_wal_rec_t *rec)
     raise(SIGKILL);
 }
 
-/* A worker that sets /n = val and is killed inside the WAL hook (before or after publish). */
-static pid_t worker_dies(l3_store_t *st, l3_wal_ring_t *r, int64_t val, int after_publish)
+/* What the doomed worker does: a set of /n (json NULL) or a PUT of json. */
+typedef struct {
+    int64_t val;
+    const char *json;
+    size_t jlen;
+} change_t;
+
+/* A worker that makes the change and is killed inside the WAL hook (before or after
+ * publish). */
+static pid_t worker_dies_doing(l3_store_t *st, l3_wal_ring_t *r, const change_t *ch, int after_publish)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -46,11 +54,36 @@ static pid_t worker_dies(l3_store_t *st, l3_wal_ring_t *r, int64_t val, int afte
             l3_wal__test_after_publish = die;
         else
             l3_wal__test_before_publish = die;
-        l3_store_set_int(st, "doc", 3, "/n", 2, 0, val, NULL);
+        if (ch->json)
+            l3_store_put_json(st, "doc", 3, ch->json, ch->jlen, 0, NULL, NULL);
+        else
+            l3_store_set_int(st, "doc", 3, "/n", 2, 0, ch->val, NULL);
         _exit(4);
     }
     CHECK_EQ_INT(sth_wait(pid), 128 + SIGKILL);
     return pid;
+}
+
+static pid_t worker_dies(l3_store_t *st, l3_wal_ring_t *r, int64_t val, int after_publish)
+{
+    change_t ch = {.val = val};
+    return worker_dies_doing(st, r, &ch, after_publish);
+}
+
+/* A fresh directory, store (with "doc" = {"n":1}), 256 KB ring and running writer. */
+static l3_store_t *start(size_t arena, int with_probe, l3_wal_ring_t **ret_r, pid_t *ret_w)
+{
+    fresh_dir();
+    l3_store_t *st = sth_create(arena, 16, 0);
+    l3_wal_ring_t *r = walt_ring(4096 + 256 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED, .abort_check_ms = 5};
+    *ret_w = walt_writer(&o, NULL);
+    l3_store_set_wal_hook(st, l3_wal_hook, r);
+    if (with_probe)
+        l3_store_set_wal_probe(st, l3_wal_probe, r);
+    CHECK_EQ_INT(sth_put(st, "doc", "{\"n\":1}"), 0);
+    *ret_r = r;
+    return st;
 }
 
 static int replay_into(void *ctx, const l3_wal_rec_t *rec)
@@ -81,15 +114,9 @@ static int matches_replay(l3_store_t *st, int verbose)
 
 static void scenario(int with_probe)
 {
-    fresh_dir();
-    l3_store_t *st = sth_create(16 << 20, 16, 0);
-    l3_wal_ring_t *r = walt_ring(4096 + 256 * 1024, NULL);
-    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED, .abort_check_ms = 5};
-    pid_t w = walt_writer(&o, NULL);
-    l3_store_set_wal_hook(st, l3_wal_hook, r);
-    if (with_probe)
-        l3_store_set_wal_probe(st, l3_wal_probe, r);
-    CHECK_EQ_INT(sth_put(st, "doc", "{\"n\":1}"), 0);
+    l3_wal_ring_t *r;
+    pid_t w;
+    l3_store_t *st = start(16 << 20, with_probe, &r, &w);
     l3_store_stats_t s0, s1;
 
     /* 1. killed after publish, repaired by the supervisor's reap right away */
@@ -144,32 +171,16 @@ static void scenario(int with_probe)
  * after: it is kept and replay rebuilds it. Either way memory equals the replayed log. */
 static void split_put_scenario(int after_publish)
 {
-    fresh_dir();
-    l3_store_t *st = sth_create(64 << 20, 16, 0);
-    l3_wal_ring_t *r = walt_ring(4096 + 256 * 1024, NULL);
-    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED, .abort_check_ms = 5};
-    pid_t w = walt_writer(&o, NULL);
-    l3_store_set_wal_hook(st, l3_wal_hook, r);
-    l3_store_set_wal_probe(st, l3_wal_probe, r);
-    CHECK_EQ_INT(sth_put(st, "doc", "{\"n\":1}"), 0);
+    l3_wal_ring_t *r;
+    pid_t w;
+    l3_store_t *st = start(64 << 20, 1, &r, &w);
     size_t blen = 3 * l3_wal_ring_max_payload(r);
     char *json = malloc(blen + 32);
     int jl = snprintf(json, 32, "{\"big\":\"");
     memset(json + jl, 'q', blen);
     memcpy(json + jl + blen, "\"}", 3);
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (l3_store_proc_register(st, L3_STORE_ROLE_WORKER, NULL) != 0)
-            _exit(3);
-        l3_store_set_wal_hook(st, l3_wal_hook, r);
-        if (after_publish)
-            l3_wal__test_after_publish = die;
-        else
-            l3_wal__test_before_publish = die;
-        l3_store_put_json(st, "doc", 3, json, (size_t)jl + blen + 2, 0, NULL, NULL);
-        _exit(4);
-    }
-    CHECK_EQ_INT(sth_wait(pid), 128 + SIGKILL);
+    change_t ch = {.json = json, .jlen = (size_t)jl + blen + 2};
+    pid_t pid = worker_dies_doing(st, r, &ch, after_publish);
     CHECK_EQ_INT(l3_store_proc_reap(st, pid), 1);
     char *j = sth_json(st, "doc");
     CHECK(j != NULL && (after_publish ? strlen(j) > blen : strcmp(j, "{\"n\":1}") == 0));
