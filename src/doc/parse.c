@@ -100,6 +100,16 @@ static int scr_reserve(parser_t *ps, size_t extra)
     return 0;
 }
 
+/* Append one entry or slot (n bytes) to the scratch stack of the open containers. */
+static int scr_push(parser_t *ps, const void *item, size_t n)
+{
+    if (scr_reserve(ps, n))
+        return ps->rc;
+    memcpy(ps->scr + ps->scr_len, item, n);
+    ps->scr_len += n;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ lexing helpers */
 
 static inline const char *skip_ws(const char *p, const char *end)
@@ -783,8 +793,6 @@ static const char *parse_object(parser_t *ps, const char *p, uint64_t *ret_val)
         if (p >= ps->end || *p != '"')
             return fail(ps, p, L3_ESYNTAX, p >= ps->end ? "unexpected end of input" : "member name expected"),
                    NULL;
-        if (scr_reserve(ps, sizeof(dentry_t)))
-            return NULL;
         dentry_t e;
         p = parse_name(ps, p, &e);
         if (!p)
@@ -801,10 +809,8 @@ static const char *parse_object(parser_t *ps, const char *p, uint64_t *ret_val)
         if (ps->buf) {
             e.val = v;
             e.type = t;
-            if (scr_reserve(ps, sizeof(dentry_t)))
+            if (scr_push(ps, &e, sizeof(e)))
                 return NULL;
-            memcpy(ps->scr + ps->scr_len, &e, sizeof(e));
-            ps->scr_len += sizeof(e);
         }
         bool end;
         p = after_member(ps, p, '}', &end);
@@ -837,13 +843,9 @@ static const char *parse_array(parser_t *ps, const char *p, uint64_t *ret_val)
         if (!p)
             return NULL;
         if (ps->buf) {
-            if (scr_reserve(ps, sizeof(dslot_t)))
+            dslot_t s = {.val = v, .type = t};
+            if (scr_push(ps, &s, sizeof(s)))
                 return NULL;
-            dslot_t *s = (dslot_t *)(void *)(ps->scr + ps->scr_len);
-            memset(s, 0, sizeof(*s));
-            s->val = v;
-            s->type = t;
-            ps->scr_len += sizeof(dslot_t);
         }
         bool end;
         p = after_member(ps, p, ']', &end);
