@@ -17,10 +17,22 @@ typedef struct {
     int status;           /* HTTP status */
     const char *reason;   /* HTTP/1 reason phrase (static) */
     const char *error;    /* short machine-readable name (static) */
+    const char *detail;   /* fixed detail text (static), or NULL: the caller describes the failure */
 } l3_srv_errinfo_t;
 
-/** Map a store/doc/errno code (negative) to a status, reason and error name. */
-void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, l3_srv_errinfo_t *ret);
+/** What else decides the mapping besides the code. */
+typedef struct {
+    const char *msg; /* the document layer's message for the failure, or NULL */
+    int wal_error;   /* the WAL ring's sticky error (l3_wal_ring_error), 0 = none or no WAL */
+} l3_srv_errarg_t;
+
+/**
+ * Map a store/doc/errno code (negative) to a status, reason, error name and (for some
+ * codes) a fixed detail. arg may be NULL. Special cases: -ENOSPC while the WAL's disk is
+ * full is 507 disk_full (otherwise 507 arena_full); L3_ETYPE whose message is "test
+ * failed" (a JSON Patch test operation) is 409 test_failed.
+ */
+void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, const l3_srv_errarg_t *arg, l3_srv_errinfo_t *ret);
 
 /** Reason phrase of a status code (static). */
 const char *l3_srv_reason(int status);
