@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-server.c - the server's pure parts: query and integer parsing, ETag matching,
+ * media types, which route a path reaches, and the JSON error bodies.
+ */
+#include <errno.h>
+
+#include "errmap.h"
+#include "l3kv/error.h"
+#include "query.h"
+#include "routes.h"
+#include "t.h"
+
+static bool qeq(l3_q_str_t v, const char *s)
+{
+    return v.base != NULL && v.len == strlen(s) && memcmp(v.base, s, v.len) == 0;
+}
+
+static void test_query(void)
+{
+    char out[128];
+    l3_query_t q;
+    const char *s = "op=set_str&field=a.b&val=h%C3%A9llo+w&x=1&limit=5&cursor=&prefix=p%2Fq";
+    CHECK_EQ_INT(l3_q_parse(s, strlen(s), out, &q), 0);
+    CHECK(qeq(q.op, "set_str"));
+    CHECK(q.has_field && qeq(q.field, "a.b"));
+    CHECK(q.has_val && qeq(q.val, "h\xc3\xa9llo w"));
+    CHECK(qeq(q.limit, "5"));
+    CHECK(q.cursor.base != NULL && q.cursor.len == 0);
+    CHECK(qeq(q.prefix, "p/q"));
+    s = "path=%2Fx&value=";
+    CHECK_EQ_INT(l3_q_parse(s, strlen(s), out, &q), 0);
+    CHECK(qeq(q.field, "/x") && q.has_val && q.val.len == 0);
+    s = "val";
+    CHECK_EQ_INT(l3_q_parse(s, strlen(s), out, &q), 0);
+    CHECK(q.has_val && q.val.len == 0);
+    CHECK_EQ_INT(l3_q_parse("", 0, out, &q), 0);
+    CHECK(!q.has_val && q.op.base == NULL);
+    const char *bad[] = {"val=%", "val=%4", "val=%zz", "op=a&val=%g0"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_EQ_INT(l3_q_parse(bad[i], strlen(bad[i]), out, &q), -1);
+    s = "val=%41";
+    CHECK_EQ_INT(l3_q_parse(s, strlen(s), out, &q), 0);
+    CHECK(qeq(q.val, "A"));
+}
+
+static void test_numbers(void)
+{
+    uint64_t u;
+    int64_t i;
+    CHECK(l3_q_u64("0", 1, &u) && u == 0);
+    CHECK(l3_q_u64("18446744073709551615", 20, &u) && u == UINT64_MAX);
+    CHECK(!l3_q_u64("18446744073709551616", 20, &u));
+    CHECK(!l3_q_u64("", 0, &u));
+    CHECK(!l3_q_u64("-1", 2, &u));
+    CHECK(!l3_q_u64("1a", 2, &u));
+    CHECK(l3_q_i64("-9223372036854775808", 20, &i) && i == INT64_MIN);
+    CHECK(l3_q_i64("9223372036854775807", 19, &i) && i == INT64_MAX);
+    CHECK(!l3_q_i64("9223372036854775808", 19, &i));
+    CHECK(l3_q_i64("42", 2, &i) && i == 42);
+    CHECK(!l3_q_i64("+1", 2, &i));
+    CHECK(!l3_q_i64(" 1", 2, &i));
+    CHECK(!l3_q_i64("1 ", 2, &i));
+    CHECK(!l3_q_i64("", 0, &i));
+    CHECK(!l3_q_i64("-", 1, &i));
+}
+
+static void test_etag(void)
+{
+#define M(s, lsn, ex) l3_q_etag_matches(s, strlen(s), lsn, ex)
+    CHECK_EQ_INT(M("\"5\"", 5, true), 1);
+    CHECK_EQ_INT(M("\"5\"", 6, true), 0);
+    CHECK_EQ_INT(M("\"5\"", 5, false), 0);
+    CHECK_EQ_INT(M("W/\"5\"", 5, true), 1);
+    CHECK_EQ_INT(M("5", 5, true), 1);
+    CHECK_EQ_INT(M("\"4\", \"5\"", 5, true), 1);
+    CHECK_EQ_INT(M("\"4\",\"6\"", 5, true), 0);
+    CHECK_EQ_INT(M("*", 1, true), 1);
+    CHECK_EQ_INT(M("*", 1, false), 0);
+    CHECK_EQ_INT(M("\"5", 5, true), 0);
+    CHECK_EQ_INT(M("\"55\"", 5, true), 0);
+    CHECK_EQ_INT(M("", 5, true), 0);
+    CHECK_EQ_INT(M(",,, ,", 5, true), 0);
+#undef M
+}
+
+static void test_media_type(void)
+{
+    char out[64];
+    const char *v = "  Application/JSON ; charset=utf-8";
+    size_t n = l3_q_media_type(v, strlen(v), out);
+    CHECK(n == 16 && memcmp(out, "application/json", 16) == 0);
+    CHECK_EQ_INT(l3_q_media_type(" ; x", 4, out), 0);
+    CHECK(l3_q_contains_ci("text/html, Application/Vnd.L3kv.Doc", 36, "application/vnd.l3kv.doc"));
+    CHECK(!l3_q_contains_ci("application/json", 16, "application/vnd.l3kv.doc"));
+}
+
+static const char *route_of(const char *path, const char **rest)
+{
+    h2o_iovec_t r;
+    const char *name = l3_routes_name(l3_routes_match(path, strlen(path), &r));
+    static char buf[256];
+    snprintf(buf, sizeof(buf), "%.*s", (int)r.len, r.base ? r.base : "");
+    *rest = buf;
+    return name ? name : "none";
+}
+
+static void test_routing(void)
+{
+    const char *rest;
+    CHECK_EQ_STR(route_of("/kv/a", &rest), "kv");
+    CHECK_EQ_STR(rest, "a");
+    CHECK_EQ_STR(route_of("/kv/a/b", &rest), "kv");
+    CHECK_EQ_STR(rest, "a/b");
+    CHECK_EQ_STR(route_of("/kv/", &rest), "list");
+    CHECK_EQ_STR(route_of("/kv", &rest), "list");
+    CHECK_EQ_STR(route_of("/kv/health", &rest), "health");
+    CHECK_EQ_STR(route_of("/kv/metrics", &rest), "metrics_text");
+    CHECK_EQ_STR(route_of("/kv/healthy", &rest), "kv");
+    CHECK_EQ_STR(route_of("/kv/health/", &rest), "kv");
+    CHECK_EQ_STR(route_of("/metrics", &rest), "metrics");
+    CHECK_EQ_STR(route_of("/metrics/", &rest), "none");
+    CHECK_EQ_STR(route_of("/dashboard", &rest), "dashboard");
+    CHECK_EQ_STR(route_of("/dashboard/", &rest), "dashboard");
+    CHECK_EQ_STR(route_of("/admin/checkpoint", &rest), "checkpoint");
+    CHECK_EQ_STR(route_of("/kvx", &rest), "none");
+    CHECK_EQ_STR(route_of("/", &rest), "none");
+    CHECK_EQ_STR(route_of("", &rest), "none");
+    CHECK(l3_routes_name(-1) == NULL);
+}
+
+static void test_errors(void)
+{
+    l3_srv_errinfo_t ei;
+    l3_srv_errmap(L3_ENOTFOUND, L3_CTX_READ, NULL, &ei);
+    CHECK(ei.status == 404 && strcmp(ei.error, "path_not_found") == 0);
+    l3_srv_errmap(L3_ENOTFOUND, L3_CTX_WRITE, NULL, &ei);
+    CHECK(ei.status == 409);
+    l3_srv_errmap(-ENOSPC, L3_CTX_WRITE, NULL, &ei);
+    CHECK(ei.status == 507 && strcmp(ei.error, "arena_full") == 0);
+    l3_srv_errmap(-ENOSPC, L3_CTX_WRITE, &(l3_srv_errarg_t){.wal_error = -ENOSPC}, &ei);
+    CHECK(ei.status == 507 && strcmp(ei.error, "disk_full") == 0 && ei.detail != NULL);
+    l3_srv_errmap(L3_ETYPE, L3_CTX_WRITE, &(l3_srv_errarg_t){.msg = "test failed"}, &ei);
+    CHECK(ei.status == 409 && strcmp(ei.error, "test_failed") == 0);
+    l3_srv_errmap(L3_ETYPE, L3_CTX_WRITE, &(l3_srv_errarg_t){.msg = "not a number"}, &ei);
+    CHECK(strcmp(ei.error, "type_conflict") == 0);
+    l3_srv_errmap(-12345, L3_CTX_READ, NULL, &ei);
+    CHECK(ei.status == 500 && strcmp(ei.error, "internal") == 0 && strcmp(ei.reason, "Internal Server Error") == 0);
+    l3_srv_errmap(-ENOENT, L3_CTX_READ, NULL, &ei);
+    CHECK(ei.status == 404 && strcmp(ei.detail, "no document under this key") == 0);
+
+    char buf[128];
+    size_t n = l3_srv_err_json(buf, sizeof(buf), "bad_key", "a \"q\" \\ \x01");
+    CHECK_EQ_STR(buf, "{\"error\":\"bad_key\",\"detail\":\"a \\\"q\\\" \\\\ \\u0001\"}\n");
+    CHECK_EQ_INT(n, strlen(buf));
+    n = l3_srv_err_json(buf, sizeof(buf), "x", NULL);
+    CHECK_EQ_STR(buf, "{\"error\":\"x\",\"detail\":\"\"}\n");
+    /* truncation keeps the body well-formed */
+    char longd[400];
+    memset(longd, '"', sizeof(longd) - 1);
+    longd[sizeof(longd) - 1] = '\0';
+    n = l3_srv_err_json(buf, sizeof(buf), "x", longd);
+    CHECK(n < sizeof(buf) && n > 4 && strcmp(buf + n - 3, "\"}\n") == 0 && buf[n - 4] == '"' && buf[n - 5] == '\\');
+    CHECK_EQ_INT(l3_srv_err_json(buf, 10, "x", "y"), 0);
+}
+
+int main(void)
+{
+    test_query();
+    test_numbers();
+    test_etag();
+    test_media_type();
+    test_routing();
+    test_errors();
+    return t_done();
+}
