@@ -9,6 +9,7 @@
 
 #include "errmap.h"
 #include "l3kv/error.h"
+#include "l3kv/json.h"
 
 const char *l3_srv_reason(int status)
 {
@@ -88,41 +89,17 @@ void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, const l3_srv_errarg_t *arg, l3_s
 
 size_t l3_srv_err_json(char *buf, size_t cap, const char *error, const char *detail)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t n = 0;
     if (cap < 64) {
         if (cap > 0)
             buf[0] = '\0';
         return 0;
     }
     int w = snprintf(buf, cap, "{\"error\":\"%s\",\"detail\":\"", error);
-    if (w < 0 || (size_t)w >= cap)
+    if (w < 0 || (size_t)w + 4 > cap)
         return 0;
-    n = (size_t)w;
-    for (const unsigned char *p = (const unsigned char *)(detail ? detail : ""); *p; p++) {
-        if (n + 8 >= cap)
-            break;
-        if (*p == '"' || *p == '\\') {
-            buf[n++] = '\\';
-            buf[n++] = (char)*p;
-        } else if (*p < 0x20 || *p >= 0x7f) { /* keep the body ASCII: escape controls and non-ASCII bytes */
-            if (*p >= 0x80) {
-                buf[n++] = '?';
-                continue;
-            }
-            buf[n++] = '\\';
-            buf[n++] = 'u';
-            buf[n++] = '0';
-            buf[n++] = '0';
-            buf[n++] = hex[*p >> 4];
-            buf[n++] = hex[*p & 15];
-        } else {
-            buf[n++] = (char)*p;
-        }
-    }
-    buf[n++] = '"';
-    buf[n++] = '}';
-    buf[n++] = '\n';
-    buf[n] = '\0';
-    return n;
+    size_t n = (size_t)w;
+    if (detail != NULL) /* the shared escaper (l3kv/json.h); cut at a character boundary to fit */
+        n += l3_json_escape_n(buf + n, cap - n - 4, detail, strlen(detail));
+    memcpy(buf + n, "\"}\n", 4); /* with the NUL */
+    return n + 3;
 }

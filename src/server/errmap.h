@@ -38,8 +38,9 @@ void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, const l3_srv_errarg_t *arg, l3_s
 const char *l3_srv_reason(int status);
 
 /**
- * Format {"error":"<error>","detail":"<detail>"} into buf (detail JSON-escaped, truncated
- * to fit). Returns the length written (< cap).
+ * Format {"error":"<error>","detail":"<detail>"} and a newline into buf (detail escaped
+ * by l3_json_escape_n, cut at a character boundary to fit; error is a static name that
+ * needs no escaping). Returns the length written (< cap); 0 (and no body) when cap < 64.
  */
 size_t l3_srv_err_json(char *buf, size_t cap, const char *error, const char *detail);
 

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "l3kv/json.h"
 #include "l3kv/wal.h"
 #include "log.h"
 
@@ -201,27 +202,11 @@ int l3_http_fail_rc(l3_rq_t *rq, int rc, l3_srv_errctx_t ctx, const l3_doc_error
 
 int l3_http_buf_str(l3_buf_t *b, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
-    if (l3_buf_reserve(b, len * 6 + 2) != 0)
+    if (l3_buf_reserve(b, L3_JSON_ESCAPED_MAX(len) + 2) != 0)
         return -ENOMEM;
     char *o = b->ptr + b->len;
     *o++ = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            *o++ = '\\';
-            *o++ = (char)c;
-        } else if (c < 0x20) {
-            *o++ = '\\';
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 15];
-        } else {
-            *o++ = (char)c;
-        }
-    }
+    o = l3_json_escape(o, s, len, 0);
     *o++ = '"';
     b->len = (size_t)(o - b->ptr);
     return 0;
@@ -236,39 +221,3 @@ int l3_http_buf_cat(l3_buf_t *b, const char *s, size_t len)
     return 0;
 }
 
-bool l3_http_utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i < len)
-            return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-            return false;
-        i += len;
-    }
-    return true;
-}

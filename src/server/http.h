@@ -88,11 +88,9 @@ int l3_http_fail_405(l3_rq_t *rq, const char *allow);
  *  syntax errors and the document layer's message. Returns 0. */
 int l3_http_fail_rc(l3_rq_t *rq, int rc, l3_srv_errctx_t ctx, const l3_doc_error_t *err);
 
-/** Append s[0..len) (valid UTF-8) as a JSON string literal. 0 or -ENOMEM. */
+/** Append s[0..len) as a JSON string literal (l3_json_escape). 0 or -ENOMEM. */
 int l3_http_buf_str(l3_buf_t *b, const char *s, size_t len);
 /** Append raw bytes. 0 or -ENOMEM. */
 int l3_http_buf_cat(l3_buf_t *b, const char *s, size_t len);
-/** Is s[0..n) valid UTF-8 (no overlongs, surrogates or code points above U+10FFFF)? */
-bool l3_http_utf8_valid(const unsigned char *s, size_t n);
 
 #endif

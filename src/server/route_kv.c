@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "l3kv/error.h"
+#include "l3kv/json.h"
 #include "route.h"
 
 /* Resolve If-Match into the store's if_match argument. Returns 0 (ok, *ret set), or
@@ -226,7 +227,7 @@ static int parse_scalar(l3_rq_t *rq, const l3_query_t *q, l3_doc_scalar_t *v, un
     } else if (q_is(q->op, "set_str")) {
         if (!q->has_val)
             return l3_http_fail(rq, 400, "bad_value", "missing val"), -1;
-        if (!l3_http_utf8_valid((const unsigned char *)q->val.base, q->val.len))
+        if (!l3_utf8_valid(q->val.base, q->val.len))
             return l3_http_fail(rq, 400, "bad_value", "val is not valid UTF-8"), -1;
         v->type = L3_DOC_STRING;
         v->str.ptr = q->val.base;
@@ -363,7 +364,7 @@ int l3_route_kv(l3_rq_t *rq, h2o_iovec_t key)
     h2o_req_t *req = rq->req;
     if (key.len > L3_STORE_KEY_MAX)
         return l3_http_fail(rq, 414, "key_too_long", "key of %zu bytes; the limit is %u", key.len, L3_STORE_KEY_MAX);
-    if (!l3_http_utf8_valid((const unsigned char *)key.base, key.len))
+    if (!l3_utf8_valid(key.base, key.len))
         return l3_http_fail(rq, 400, "bad_key", "key is not valid UTF-8");
     if (rq->env->over_limit != NULL && rq->env->over_limit(req->conn))
         return l3_http_fail(rq, 503, "overloaded", "too many open connections on this worker");

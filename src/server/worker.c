@@ -40,6 +40,7 @@
 
 #include "l3kv-config.h"
 #include "l3kv/wal.h"
+#include "errmap.h"
 #include "log.h"
 #include "routes.h"
 #include "server.h"
@@ -89,15 +90,15 @@ static void json_err_send(h2o_ostream_t *os, h2o_req_t *req, h2o_iovec_t *bufs, 
     for (size_t i = 0; i < bufcnt; i++)
         for (size_t j = 0; j < bufs[i].len && dl < sizeof(detail) - 1; j++) {
             char c = bufs[i].base[j];
-            detail[dl++] = (c == '"' || c == '\\' || (unsigned char)c < 0x20) ? ' ' : c;
+            detail[dl++] = (unsigned char)c < 0x20 ? ' ' : c; /* h2o's text ends with a newline */
         }
     while (dl > 0 && detail[dl - 1] == ' ')
         dl--;
     detail[dl] = '\0';
     h2o_iovec_t body;
-    body.base = h2o_mem_alloc_pool(&req->pool, dl + 96);
-    body.len = (size_t)snprintf(body.base, dl + 96, "{\"error\":\"%s\",\"detail\":\"%s\"}\n",
-                                json_err_code(req->res.status), detail);
+    size_t cap = sizeof(detail) * 6 + 96;
+    body.base = h2o_mem_alloc_pool(&req->pool, cap);
+    body.len = l3_srv_err_json(body.base, cap, json_err_code(req->res.status), detail);
     req->res.content_length = body.len;
     h2o_ostream_send_next(os, req, &body, 1, state);
 }
