@@ -66,19 +66,13 @@ int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused)
     char *out = NULL, extra[768];
     size_t len = 0;
     const char *ex = store_json(env->store, extra, sizeof(extra)) ? extra : NULL;
-    l3_obs_wal_t ow, *owp = NULL;
+    l3_wal_stats_t ws, *wsp = NULL;
     if (env->wal_ring != NULL) {
-        l3_wal_stats_t ws;
         l3_wal_ring_stats(env->wal_ring, &ws);
-        ow = (l3_obs_wal_t){.head = ws.head, .tail = ws.tail, .durable = ws.durable, .records = ws.records,
-                            .aborted = ws.aborted, .bytes = ws.bytes, .fsyncs = ws.fsyncs, .batches = ws.batches,
-                            .write_errors = ws.write_errors, .seg_seq = ws.seg_seq, .seg_off = ws.seg_off,
-                            .disk_bytes = ws.disk_bytes, .error = ws.error, .failstop = ws.failstop,
-                            .writer_pid = ws.writer_pid};
-        owp = &ow;
+        wsp = &ws;
     }
     uint64_t aq = env->accept_queue != NULL ? env->accept_queue(env->accept_arg) : 0;
-    int rc = l3_obs_render_json(env->obs_all, L3KV_VERSION, aq, ex, owp, &out, &len);
+    int rc = l3_obs_render_json(env->obs_all, L3KV_VERSION, aq, ex, wsp, &out, &len);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
     respond_metrics(rq, out, len, L3_CT_JSON);
