@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "l3kv/json.h"
 #include "query.h"
 
 static int hexval(int c)
@@ -45,6 +46,31 @@ static int qdecode(const char *s, size_t n, char *o, l3_q_str_t *ret)
     ret->base = o;
     ret->len = k;
     return 0;
+}
+
+long l3_q_path_decode(const char *s, size_t n, char *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            out[k++] = s[i];
+            continue;
+        }
+        int hi, lo;
+        if (n - i < 3 || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0)
+            return -1;
+        out[k++] = (char)(hi << 4 | lo);
+        i += 2;
+    }
+    return (long)k;
+}
+
+bool l3_q_key_valid(const char *key, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f)
+            return false;
+    return l3_utf8_valid(key, n);
 }
 
 int l3_q_parse(const char *s, size_t n, char *out, l3_query_t *q)

@@ -30,6 +30,17 @@ typedef struct {
  */
 int l3_q_parse(const char *s, size_t n, char *out, l3_query_t *q);
 
+/**
+ * Percent-decode a path segment s[0..n) exactly once into out (n bytes): "%XX" becomes
+ * the byte XX, everything else ('+' included) is copied. No dot-segment processing.
+ * Returns the decoded length, or -1 on a malformed escape.
+ */
+long l3_q_path_decode(const char *s, size_t n, char *out);
+
+/** Is key[0..n) in the key alphabet: non-empty is not required here, but valid UTF-8
+ *  without control characters (U+0000..U+001F, U+007F)? */
+bool l3_q_key_valid(const char *key, size_t n);
+
 /** Unsigned decimal: 1..20 digits, no sign, fits 64 bits (limit, cursor, entity tags). */
 bool l3_q_u64(const char *s, size_t n, uint64_t *ret);
 /** Signed decimal: optional '-', then digits, fits int64_t. */

@@ -13,8 +13,9 @@
 #define L3_ALLOW_DOC "GET, HEAD, PUT, DELETE, POST, PATCH"
 #define L3_ALLOW_RO "GET, HEAD"
 
-/** /kv/{key}: GET, HEAD, PUT, DELETE, POST (?op=), PATCH. key: the decoded key. */
-int l3_route_kv(l3_rq_t *rq, h2o_iovec_t key);
+/** /kv/{key}: GET, HEAD, PUT, DELETE, POST (?op=), PATCH. raw: the path after "/kv/",
+ *  not decoded. */
+int l3_route_kv(l3_rq_t *rq, h2o_iovec_t raw);
 /** /kv/ and /kv: key listing (?prefix, limit, cursor). */
 int l3_route_list(l3_rq_t *rq, h2o_iovec_t unused);
 /** /kv/health. */

@@ -359,13 +359,26 @@ static int on_patch(l3_rq_t *rq, h2o_iovec_t key)
     return ok_version(rq, rc == 1 ? 201 : 200, lsn);
 }
 
-int l3_route_kv(l3_rq_t *rq, h2o_iovec_t key)
+static bool is_reserved(h2o_iovec_t key)
+{
+    return h2o_memis(key.base, key.len, H2O_STRLIT("health")) || h2o_memis(key.base, key.len, H2O_STRLIT("metrics"));
+}
+
+/* The key: the raw path after /kv/, percent-decoded exactly once (docs/api.md, "Keys"). */
+int l3_route_kv(l3_rq_t *rq, h2o_iovec_t raw)
 {
     h2o_req_t *req = rq->req;
+    char *kb = h2o_mem_alloc_pool(&req->pool, raw.len + 1);
+    long kl = l3_q_path_decode(raw.base, raw.len, kb);
+    if (kl < 0)
+        return l3_http_fail(rq, 400, "bad_key", "malformed percent-escape in the key");
+    h2o_iovec_t key = h2o_iovec_init(kb, (size_t)kl);
     if (key.len > L3_STORE_KEY_MAX)
         return l3_http_fail(rq, 414, "key_too_long", "key of %zu bytes; the limit is %u", key.len, L3_STORE_KEY_MAX);
-    if (!l3_utf8_valid(key.base, key.len))
-        return l3_http_fail(rq, 400, "bad_key", "key is not valid UTF-8");
+    if (!l3_q_key_valid(key.base, key.len))
+        return l3_http_fail(rq, 400, "bad_key", "a key is valid UTF-8 without control characters");
+    if (is_reserved(key)) /* spelt with escapes: the plain spelling routes to the reserved name */
+        return l3_http_fail(rq, 400, "reserved_key", "'%.*s' is a reserved name", (int)key.len, key.base);
     if (rq->env->over_limit != NULL && rq->env->over_limit(req->conn))
         return l3_http_fail(rq, 503, "overloaded", "too many open connections on this worker");
     l3_query_t q;

@@ -4,8 +4,9 @@
  *
  * Runs in worker processes, on the event loop thread; every handler answers
  * synchronously (h2o 2.2.5 hands us the complete body) and never blocks except on a
- * document lock for the duration of one mutation. The table is matched in order: exact
- * paths first, then the "/kv/" prefix whose remainder is the key. An entry names the
+ * document lock for the duration of one mutation. The table is matched in order against
+ * the raw request path (query cut off, nothing decoded or folded): exact paths first, then
+ * the "/kv/" prefix whose raw remainder route_kv.c decodes into the key. An entry names the
  * methods it takes; other methods get 405 with its Allow list, and on a reserved name
  * (health, metrics under /kv/) a write method gets 400 reserved_key, so no document can
  * shadow them.
@@ -88,7 +89,9 @@ static void on_req_done(void *p)
 static int dispatch(l3_rq_t *rq)
 {
     h2o_req_t *req = rq->req;
-    h2o_iovec_t p = req->path_normalized, rest;
+    /* the raw request target without its query: never h2o's normalised path, which decodes
+     * %2F and folds dot segments, so that "/kv/a%2F..%2F..%2Fmetrics" would reach /metrics */
+    h2o_iovec_t p = h2o_iovec_init(req->path.base, req->query_at != SIZE_MAX ? req->query_at : req->path.len), rest;
     if (req->path.len > L3_ROUTES_MAX_PATH_BYTES)
         return l3_http_fail(rq, 414, "uri_too_long", "request target of %zu bytes; the limit is %u", req->path.len,
                             L3_ROUTES_MAX_PATH_BYTES);

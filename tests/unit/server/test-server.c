@@ -44,6 +44,31 @@ static void test_query(void)
     CHECK(qeq(q.val, "A"));
 }
 
+static void test_key_decode(void)
+{
+    char out[64];
+#define D(lit) l3_q_path_decode(lit, sizeof(lit) - 1, out)
+    CHECK_EQ_INT(D("a%2Fb"), 3);
+    CHECK(memcmp(out, "a/b", 3) == 0);
+    CHECK_EQ_INT(D("tmp%2F..%2Fvictim"), 13);
+    CHECK(memcmp(out, "tmp/../victim", 13) == 0); /* no dot-segment folding */
+    CHECK_EQ_INT(D("a+b"), 3);
+    CHECK(memcmp(out, "a+b", 3) == 0); /* '+' is not a space in a path */
+    CHECK_EQ_INT(D("%2541"), 3);
+    CHECK(memcmp(out, "%41", 3) == 0); /* decoded exactly once */
+    CHECK_EQ_INT(D("%"), -1);
+    CHECK_EQ_INT(D("%4"), -1);
+    CHECK_EQ_INT(D("%zz"), -1);
+    CHECK_EQ_INT(D(""), 0);
+#undef D
+    CHECK(l3_q_key_valid("caf\xc3\xa9", 5));
+    CHECK(l3_q_key_valid("a/../b", 6));
+    CHECK(!l3_q_key_valid("a\0b", 3));
+    CHECK(!l3_q_key_valid("a\nb", 3));
+    CHECK(!l3_q_key_valid("a\x7f", 2));
+    CHECK(!l3_q_key_valid("\xff", 1));
+}
+
 static void test_numbers(void)
 {
     uint64_t u;
@@ -124,6 +149,13 @@ static void test_routing(void)
     CHECK_EQ_STR(route_of("/dashboard/", &rest), "dashboard");
     CHECK_EQ_STR(route_of("/admin/checkpoint", &rest), "checkpoint");
     CHECK_EQ_STR(route_of("/kvx", &rest), "none");
+    /* routing sees the raw path: encoded or dotted spellings do not reach other routes */
+    CHECK_EQ_STR(route_of("/kv/a%2Fb%2F..%2F..%2F..%2Fmetrics", &rest), "kv");
+    CHECK_EQ_STR(rest, "a%2Fb%2F..%2F..%2F..%2Fmetrics");
+    CHECK_EQ_STR(route_of("/kv/../metrics", &rest), "kv");
+    CHECK_EQ_STR(route_of("/kv/%68ealth", &rest), "kv");
+    CHECK_EQ_STR(route_of("/%6Detrics", &rest), "none");
+    CHECK_EQ_STR(route_of("/kv/x/../../metrics", &rest), "kv");
     CHECK_EQ_STR(route_of("/", &rest), "none");
     CHECK_EQ_STR(route_of("", &rest), "none");
     CHECK(l3_routes_name(-1) == NULL);
@@ -167,6 +199,7 @@ static void test_errors(void)
 int main(void)
 {
     test_query();
+    test_key_decode();
     test_numbers();
     test_etag();
     test_media_type();
