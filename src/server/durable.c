@@ -8,8 +8,10 @@
  * unlinks it through the dispose callback); the worker's WAL eventfd, armed with the
  * newest ticket, wakes the loop when the durable position advances, and every parked reply
  * whose ticket is covered is sent. If the WAL fails (fdatasync error, disk full) the parked
- * writes are answered 503: the change is in memory but was not kept. Handler time is
- * recorded by the caller when the reply is parked (it excludes the wait).
+ * writes are answered 503 durability_unknown: the change was applied in memory and its
+ * record may still reach the disk once the WAL recovers (a restart may or may not show
+ * it), so the reply must not claim that nothing changed. Handler time is recorded by the
+ * caller when the reply is parked (it excludes the wait).
  *
  * Tickets: l3_wal_last_ticket() is the ticket of the newest record this process appended;
  * it is read here and nowhere else in the server.
@@ -76,7 +78,9 @@ int l3_durable_park(l3_durable_t *d, h2o_req_t *req, int status, int head, const
 static void send_failed(l3_durable_t *d, l3_durable_reply_t *p)
 {
     char *eb = h2o_mem_alloc_pool(&p->req->pool, 256);
-    size_t n = l3_srv_err_json(eb, 256, "not_durable", "the write-ahead log failed before the change was durable");
+    size_t n = l3_srv_err_json(eb, 256, L3_ERR_DURABILITY_UNKNOWN,
+                               "the write-ahead log failed before the change was durable; it may or may not have "
+                               "been kept: read the document to learn its state");
     l3_http_add_header(p->req, H2O_TOKEN_RETRY_AFTER, H2O_STRLIT("1"));
     l3_obs_add(&d->obs->os_err5xx, 1);
     l3_http_send(p->req, 503, L3_CT_JSON, h2o_iovec_init(eb, n), p->head);

@@ -48,6 +48,10 @@ void l3_durable_init(l3_durable_t *d, void *ring, bool wait, uint32_t slot, l3_o
 int l3_durable_park(l3_durable_t *d, struct st_h2o_req_t *req, int status, int head, const char *ctype,
                     const char *body, size_t body_len);
 
+/** Error name of a write whose outcome is not known: applied in memory, its WAL record
+ *  neither known durable nor known lost (docs/api.md). */
+#define L3_ERR_DURABILITY_UNKNOWN "durability_unknown"
+
 /** The WAL notification eventfd became readable (or a periodic check): send the replies
  *  whose records are now durable, fail them all if the WAL failed. */
 void l3_durable_poll(l3_durable_t *d);

@@ -106,19 +106,66 @@ int l3_q_parse(const char *s, size_t n, char *out, l3_query_t *q)
     return 0;
 }
 
+/* Length of the JSON number (RFC 8259 section 6) at the start of s[0..n), integer part only
+ * when int_only; 0 when s does not start with one. */
+static size_t json_number_len(const char *s, size_t n, bool int_only)
+{
+    size_t i = 0;
+    if (i < n && s[i] == '-')
+        i++;
+    if (i >= n || s[i] < '0' || s[i] > '9')
+        return 0;
+    if (s[i++] != '0')
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+    if (int_only)
+        return i;
+    if (i < n && s[i] == '.') {
+        size_t d = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == d)
+            return 0;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        size_t d = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == d)
+            return 0;
+    }
+    return i;
+}
+
 bool l3_q_i64(const char *s, size_t n, int64_t *ret)
 {
-    if (n == 0 || n > 20)
+    if (n == 0 || n > 20 || json_number_len(s, n, true) != n)
         return false;
     char tmp[24];
     memcpy(tmp, s, n);
     tmp[n] = '\0';
-    char *end;
     errno = 0;
-    long long x = strtoll(tmp, &end, 10);
-    if (errno != 0 || *end != '\0' || !(tmp[0] == '-' || (tmp[0] >= '0' && tmp[0] <= '9')))
+    long long x = strtoll(tmp, NULL, 10);
+    if (errno != 0)
         return false;
     *ret = x;
+    return true;
+}
+
+bool l3_q_double(const char *s, size_t n, double *ret)
+{
+    char tmp[64];
+    if (n == 0 || n >= sizeof(tmp) || json_number_len(s, n, false) != n)
+        return false;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    double d = strtod(tmp, NULL);
+    if (!(d - d == 0)) /* inf, nan */
+        return false;
+    *ret = d;
     return true;
 }
 

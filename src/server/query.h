@@ -43,8 +43,12 @@ bool l3_q_key_valid(const char *key, size_t n);
 
 /** Unsigned decimal: 1..20 digits, no sign, fits 64 bits (limit, cursor, entity tags). */
 bool l3_q_u64(const char *s, size_t n, uint64_t *ret);
-/** Signed decimal: optional '-', then digits, fits int64_t. */
+/** An integer in JSON's grammar (-?(0|[1-9][0-9]*): no '+', no leading zeros, no
+ *  blanks) that fits int64_t. */
 bool l3_q_i64(const char *s, size_t n, int64_t *ret);
+/** A number in JSON's grammar (-?int(.digits)?([eE][+-]?digits)?) whose value is a finite
+ *  double. */
+bool l3_q_double(const char *s, size_t n, double *ret);
 
 /**
  * Does an If-Match / If-None-Match list v[0..n) match version `lsn`? "*" matches when the

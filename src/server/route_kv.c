@@ -194,7 +194,7 @@ static int on_incr(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
     uint64_t if_match, lsn = 0;
     char numbuf[40];
     if (q->has_val && !l3_q_i64(q->val.base, q->val.len, &delta))
-        return l3_http_fail(rq, 400, "bad_value", "val must be a 64-bit integer");
+        return l3_http_fail(rq, 400, "bad_value", "val must be a 64-bit integer in JSON's grammar");
     if (resolve_if_match(rq, key, &if_match))
         return 0;
     /* the store's incr takes no If-Match: with one, the check above is advisory under races */
@@ -211,18 +211,11 @@ static int parse_scalar(l3_rq_t *rq, const l3_query_t *q, l3_doc_scalar_t *v, un
     *flags = L3_DOC_SET_SAME_TYPE;
     if (q_is(q->op, "set_int")) {
         if (!q->has_val || !l3_q_i64(q->val.base, q->val.len, &v->i))
-            return l3_http_fail(rq, 400, "bad_value", "val must be a 64-bit integer"), -1;
+            return l3_http_fail(rq, 400, "bad_value", "val must be a 64-bit integer in JSON's grammar"), -1;
         v->type = L3_DOC_INT;
     } else if (q_is(q->op, "set_double")) {
-        char tmp[64];
-        char *end;
-        if (!q->has_val || q->val.len == 0 || q->val.len >= sizeof(tmp))
-            return l3_http_fail(rq, 400, "bad_value", "val must be a finite number"), -1;
-        memcpy(tmp, q->val.base, q->val.len);
-        tmp[q->val.len] = '\0';
-        v->d = strtod(tmp, &end);
-        if (*end != '\0' || !(v->d - v->d == 0) || tmp[0] == ' ')
-            return l3_http_fail(rq, 400, "bad_value", "val must be a finite number"), -1;
+        if (!q->has_val || !l3_q_double(q->val.base, q->val.len, &v->d))
+            return l3_http_fail(rq, 400, "bad_value", "val must be a finite number in JSON's grammar"), -1;
         v->type = L3_DOC_DOUBLE;
     } else if (q_is(q->op, "set_str")) {
         if (!q->has_val)

@@ -88,6 +88,29 @@ static void test_numbers(void)
     CHECK(!l3_q_i64("1 ", 2, &i));
     CHECK(!l3_q_i64("", 0, &i));
     CHECK(!l3_q_i64("-", 1, &i));
+    CHECK(!l3_q_i64("007", 3, &i));
+    CHECK(!l3_q_i64("-01", 3, &i));
+    CHECK(l3_q_i64("-0", 2, &i) && i == 0);
+    CHECK(l3_q_i64("0", 1, &i) && i == 0);
+    CHECK(!l3_q_i64("1e3", 3, &i));
+    double d;
+#define DB(lit) l3_q_double(lit, sizeof(lit) - 1, &d)
+    CHECK(DB("2.50") && d == 2.5);
+    CHECK(DB("-1E2") && d == -100.0);
+    CHECK(DB("1e-2") && d == 0.01);
+    CHECK(DB("0") && d == 0.0);
+    CHECK(!DB("+1.5"));
+    CHECK(!DB(".5"));
+    CHECK(!DB("5."));
+    CHECK(!DB("01.5"));
+    CHECK(!DB("0x1p3"));
+    CHECK(!DB("1e"));
+    CHECK(!DB("1e999"));
+    CHECK(!DB("inf"));
+    CHECK(!DB("nan"));
+    CHECK(!DB(" 1"));
+    CHECK(!DB(""));
+#undef DB
 }
 
 static void test_etag(void)
