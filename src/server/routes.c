@@ -13,6 +13,7 @@
  */
 #include <string.h>
 
+#include "framing.h"
 #include "route.h"
 #include "routes.h"
 
@@ -89,6 +90,11 @@ static void on_req_done(void *p)
 static int dispatch(l3_rq_t *rq)
 {
     h2o_req_t *req = rq->req;
+    const char *error, *detail;
+    if (l3_framing_refused(req, &error, &detail)) { /* framing.c: a refused HTTP/1 head */
+        req->http1_is_persistent = 0;                 /* Connection: close, nothing more is parsed */
+        return l3_http_fail(rq, 400, error, "%s", detail);
+    }
     /* the raw request target without its query: never h2o's normalised path, which decodes
      * %2F and folds dot segments, so that "/kv/a%2F..%2F..%2Fmetrics" would reach /metrics */
     h2o_iovec_t p = h2o_iovec_init(req->path.base, req->query_at != SIZE_MAX ? req->query_at : req->path.len), rest;

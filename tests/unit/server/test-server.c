@@ -6,6 +6,7 @@
 #include <errno.h>
 
 #include "errmap.h"
+#include "framing.h"
 #include "l3kv/error.h"
 #include "query.h"
 #include "routes.h"
@@ -184,6 +185,70 @@ static void test_routing(void)
     CHECK(l3_routes_name(-1) == NULL);
 }
 
+struct phr_chunked_decoder {
+    size_t bytes_left_in_chunk;
+    char consume_trailer;
+    char _hex_count;
+    char _state;
+};
+ssize_t phr_decode_chunked(struct phr_chunked_decoder *d, char *buf, size_t *bufsz);
+
+/* Decode s in pieces of `step` bytes (0 = at once): the result code, the body in out. */
+static ssize_t unchunk(const char *s, size_t step, char *out, size_t *out_len)
+{
+    struct phr_chunked_decoder d = {.consume_trailer = 1};
+    size_t n = strlen(s), off = 0;
+    *out_len = 0;
+    ssize_t r = -2;
+    while (off < n && r == -2) {
+        char buf[256];
+        size_t piece = step == 0 ? n - off : L3_MIN(step, n - off);
+        memcpy(buf, s + off, piece);
+        off += piece;
+        size_t sz = piece;
+        r = phr_decode_chunked(&d, buf, &sz);
+        memcpy(out + *out_len, buf, sz);
+        *out_len += sz;
+    }
+    return r < 0 ? r : r + (ssize_t)(n - off);
+}
+
+static void test_framing(void)
+{
+    l3_framing_header_t h[3];
+#define H(i, n, v) (h[i] = (l3_framing_header_t){n, strlen(n), v, strlen(v)})
+    H(0, "Content-Length", "2"), H(1, "Transfer-Encoding", "chunked");
+    CHECK_EQ_INT(l3_framing_check(h, 2), L3_FRAMING_CL_AND_TE);
+    H(0, "content-length", "2"), H(1, "CONTENT-LENGTH", "40");
+    CHECK_EQ_INT(l3_framing_check(h, 2), L3_FRAMING_CL_CONFLICT);
+    H(1, "Content-Length", "2");
+    CHECK_EQ_INT(l3_framing_check(h, 2), L3_FRAMING_OK);
+    H(0, "Transfer-Encoding", "gzip"), H(1, "Transfer-Encoding", "chunked");
+    CHECK_EQ_INT(l3_framing_check(h, 2), L3_FRAMING_TE_REPEATED);
+    H(0, "Host", "x"), h[1] = (l3_framing_header_t){NULL, 0, "folded", 6};
+    CHECK_EQ_INT(l3_framing_check(h, 2), L3_FRAMING_SYNTAX);
+    CHECK_EQ_INT(l3_framing_check(h, 1), L3_FRAMING_OK);
+#undef H
+    char out[256];
+    size_t ol;
+    for (size_t step = 0; step < 4; step++) {
+        CHECK_EQ_INT(unchunk("2\r\n{}\r\n0\r\n\r\nNEXT", step, out, &ol), 4);
+        CHECK(ol == 2 && memcmp(out, "{}", 2) == 0);
+        CHECK_EQ_INT(unchunk("2;a=b\r\n{}\r\n3 ; x\r\nabc\r\n0\r\nT: v\r\n\r\n", step, out, &ol), 0);
+        CHECK(ol == 5 && memcmp(out, "{}abc", 5) == 0);
+        CHECK_EQ_INT(unchunk("A\r\n0123456789\r\n0\r\n\r\n", step, out, &ol), 0);
+        CHECK_EQ_INT(unchunk("0x2\r\n{}\r\n0\r\n\r\n", step, out, &ol), -1);
+        CHECK_EQ_INT(unchunk("2x\r\n{}\r\n0\r\n\r\n", step, out, &ol), -1);
+        CHECK_EQ_INT(unchunk("2 z\r\n{}\r\n0\r\n\r\n", step, out, &ol), -1);
+        CHECK_EQ_INT(unchunk(" 2\r\n{}\r\n0\r\n\r\n", step, out, &ol), -1);
+        CHECK_EQ_INT(unchunk("2\n{}\r\n0\r\n\r\n", step, out, &ol), -1);
+        CHECK_EQ_INT(unchunk("2\r\n{}XX0\r\n\r\n", step, out, &ol), -1);
+        CHECK_EQ_INT(unchunk("2;\x01\r\n{}\r\n0\r\n\r\n", step, out, &ol), -1);
+        CHECK_EQ_INT(unchunk("1000000000000000\r\n", step, out, &ol), -1);
+        CHECK_EQ_INT(unchunk("2\r\n{", step, out, &ol), -2);
+    }
+}
+
 static void test_errors(void)
 {
     l3_srv_errinfo_t ei;
@@ -227,6 +292,7 @@ int main(void)
     test_etag();
     test_media_type();
     test_routing();
+    test_framing();
     test_errors();
     return t_done();
 }
