@@ -38,6 +38,8 @@ typedef struct l3_route_env {
     /* Connections waiting in the listening sockets' accept queues (for /metrics). */
     uint64_t (*accept_queue)(const void *arg);
     const void *accept_arg;
+    /* Ask the supervisor for a checkpoint: 0 or -errno (NULL = not available). */
+    int (*request_checkpoint)(void);
     l3_durable_t durable;      /* fsync-mode parked replies */
     l3_buf_t jbuf;             /* reused serialisation buffer */
 } l3_route_env_t;

@@ -1,15 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * route_admin.c - operational routes: /kv/health, /kv/metrics (legacy text), /metrics
- * (JSON), /dashboard and POST /admin/checkpoint (asks the supervisor with SIGRTMIN; it
- * forks the checkpointer at its next tick).
+ * (JSON), /dashboard and POST /admin/checkpoint (asks the supervisor through the
+ * environment's request_checkpoint: the worker sends it SIGRTMIN and it forks the
+ * checkpointer at its next tick).
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "l3kv-config.h"
 #include "l3kv/wal.h"
@@ -91,8 +90,9 @@ int l3_route_dashboard(l3_rq_t *rq, h2o_iovec_t unused)
 int l3_route_checkpoint(l3_rq_t *rq, h2o_iovec_t unused)
 {
     (void)unused;
-    if (kill(getppid(), SIGRTMIN) != 0)
-        return l3_http_fail(rq, 503, "unavailable", "cannot reach the supervisor: %s", strerror(errno));
+    int rc = rq->env->request_checkpoint != NULL ? rq->env->request_checkpoint() : -ENOSYS;
+    if (rc < 0)
+        return l3_http_fail(rq, 503, "unavailable", "cannot reach the supervisor: %s", strerror(-rc));
     l3_http_respond_static(rq, 202, L3_CT_JSON, "{\"ok\":true,\"detail\":\"checkpoint requested\"}");
     return 0;
 }

@@ -317,6 +317,12 @@ static uint64_t accept_queue(const void *arg)
     return l3_srv_accept_queue(arg);
 }
 
+/* POST /admin/checkpoint: the supervisor forks the checkpointer at its next tick. */
+static int request_checkpoint(void)
+{
+    return kill(getppid(), SIGRTMIN) == 0 ? 0 : -errno;
+}
+
 /* h2o calls on_close after do_dispose_socket(); in the evloop the socket memory is
  * only released later in the loop, so its byte counters are still readable here. */
 static void on_conn_close(void *data)
@@ -461,7 +467,8 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
     max_active = (int64_t)(s->cfg.server.max_connections / nw) + 1;
     api->env = (l3_route_env_t){.store = s->store, .obs_all = &s->obs, .obs = my_obs, .wal_ring = s->wal_ring,
                                 .max_body_bytes = s->cfg.server.max_body_bytes, .over_limit = conn_over_limit,
-                                .accept_queue = accept_queue, .accept_arg = s};
+                                .accept_queue = accept_queue, .accept_arg = s,
+                                .request_checkpoint = request_checkpoint};
     l3_durable_init(&api->env.durable, s->wal_ring, s->wal_wait, slot, my_obs);
     if (s->store != NULL) {
         int rc = l3_store_proc_register(s->store, L3_STORE_ROLE_WORKER, NULL);
