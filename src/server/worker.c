@@ -452,6 +452,48 @@ static void install_signals(void)
     sigprocmask(SIG_SETMASK, &all, NULL);
 }
 
+/* Graceful stop: no more accepts, finish what is in flight (bounded), then _exit(0). */
+__attribute__((noreturn)) static void drain_and_exit(l3_srv_t *s, uint32_t slot)
+{
+    stopping = true;
+    apply_assignment();
+    bool retiring = __atomic_load_n(&s->ctl->sc_state[slot], __ATOMIC_ACQUIRE) == L3_OBS_SLOT_RETIRING;
+    if (!retiring) {
+        /* server stop: drop our references so the sockets close once every process has */
+        for (uint32_t i = 0; i < s->nsock; i++)
+            if (listeners[i] != NULL) {
+                h2o_socket_close(listeners[i]);
+                listeners[i] = NULL;
+            }
+    }
+    h2o_context_request_shutdown(&ctx);
+    uint64_t start = h2o_now(ctx.loop);
+    uint64_t deadline = start + s->cfg.server.shutdown_timeout_ms;
+    uint64_t req_timeout = ctx.http1.req_timeout.timeout, last_progress = start;
+    while (active_conns > 0 && h2o_now(ctx.loop) < deadline) {
+        h2o_evloop_run(ctx.loop, 50);
+        uint64_t now = h2o_now(ctx.loop);
+        if (uploads_progressing())
+            last_progress = now;
+        /* Idle HTTP/1 keep-alive connections only notice the shutdown through the request
+         * timeout, which h2o counts from the start of a request: shortening it evicts them,
+         * but would also cut a request body still arriving. So it is short only while no
+         * connection has received body bytes for 200 ms (a stalled upload is then cut;
+         * everything stays bounded by the deadline). */
+        ctx.http1.req_timeout.timeout = now >= last_progress + 200 ? 800 : req_timeout;
+    }
+    for (conn_t *c = conns.next; c != &conns; c = c->next)
+        account(c);
+    if (active_conns > 0)
+        L3_LOG(L3_LOG_WARN, "worker %u: %lld connections still open after %u ms; closing them", slot,
+               (long long)active_conns, s->cfg.server.shutdown_timeout_ms);
+    __atomic_store_n(&my_obs->os_active_conns, 0, __ATOMIC_RELAXED);
+    if (s->store != NULL)
+        l3_store_proc_unregister(s->store);
+    L3_LOG(L3_LOG_DEBUG, "worker %u: exiting", slot);
+    _exit(0);
+}
+
 void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
 {
     pid_t parent = getppid();
@@ -515,42 +557,5 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
             break;
         }
 
-    /* Graceful stop: no more accepts, finish what is in flight (bounded). */
-    stopping = true;
-    apply_assignment();
-    bool retiring = __atomic_load_n(&s->ctl->sc_state[slot], __ATOMIC_ACQUIRE) == L3_OBS_SLOT_RETIRING;
-    if (!retiring) {
-        /* server stop: drop our references so the sockets close once every process has */
-        for (uint32_t i = 0; i < s->nsock; i++)
-            if (listeners[i] != NULL) {
-                h2o_socket_close(listeners[i]);
-                listeners[i] = NULL;
-            }
-    }
-    h2o_context_request_shutdown(&ctx);
-    uint64_t start = h2o_now(ctx.loop);
-    uint64_t deadline = start + s->cfg.server.shutdown_timeout_ms;
-    uint64_t req_timeout = ctx.http1.req_timeout.timeout, last_progress = start;
-    while (active_conns > 0 && h2o_now(ctx.loop) < deadline) {
-        h2o_evloop_run(ctx.loop, 50);
-        uint64_t now = h2o_now(ctx.loop);
-        if (uploads_progressing())
-            last_progress = now;
-        /* Idle HTTP/1 keep-alive connections only notice the shutdown through the request
-         * timeout, which h2o counts from the start of a request: shortening it evicts them,
-         * but would also cut a request body still arriving. So it is short only while no
-         * connection has received body bytes for 200 ms (a stalled upload is then cut;
-         * everything stays bounded by the deadline). */
-        ctx.http1.req_timeout.timeout = now >= last_progress + 200 ? 800 : req_timeout;
-    }
-    for (conn_t *c = conns.next; c != &conns; c = c->next)
-        account(c);
-    if (active_conns > 0)
-        L3_LOG(L3_LOG_WARN, "worker %u: %lld connections still open after %u ms; closing them", slot,
-               (long long)active_conns, s->cfg.server.shutdown_timeout_ms);
-    __atomic_store_n(&my_obs->os_active_conns, 0, __ATOMIC_RELAXED);
-    if (s->store != NULL)
-        l3_store_proc_unregister(s->store);
-    L3_LOG(L3_LOG_DEBUG, "worker %u: exiting", slot);
-    _exit(0);
+    drain_and_exit(s, slot);
 }
