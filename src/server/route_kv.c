@@ -361,11 +361,14 @@ static bool is_reserved(h2o_iovec_t key)
 int l3_route_kv(l3_rq_t *rq, h2o_iovec_t raw)
 {
     h2o_req_t *req = rq->req;
-    char *kb = h2o_mem_alloc_pool(&req->pool, raw.len + 1);
-    long kl = l3_q_path_decode(raw.base, raw.len, kb);
-    if (kl < 0)
-        return l3_http_fail(rq, 400, "bad_key", "malformed percent-escape in the key");
-    h2o_iovec_t key = h2o_iovec_init(kb, (size_t)kl);
+    h2o_iovec_t key = raw;
+    if (memchr(raw.base, '%', raw.len) != NULL) { /* no escape: the raw bytes are the key */
+        char *kb = h2o_mem_alloc_pool(&req->pool, raw.len + 1);
+        long kl = l3_q_path_decode(raw.base, raw.len, kb);
+        if (kl < 0)
+            return l3_http_fail(rq, 400, "bad_key", "malformed percent-escape in the key");
+        key = h2o_iovec_init(kb, (size_t)kl);
+    }
     if (key.len > L3_STORE_KEY_MAX)
         return l3_http_fail(rq, 414, "key_too_long", "key of %zu bytes; the limit is %u", key.len, L3_STORE_KEY_MAX);
     if (!l3_q_key_valid(key.base, key.len))

@@ -26,6 +26,7 @@ typedef int (*route_fn)(l3_rq_t *rq, h2o_iovec_t rest);
 typedef struct {
     const char *name;
     const char *path;
+    size_t len;           /* of path */
     bool prefix;          /* path is a prefix; the rest (non-empty) is passed on */
     unsigned methods;     /* M_* */
     bool reserved;        /* a document name: write methods are 400 reserved_key */
@@ -34,16 +35,17 @@ typedef struct {
     route_fn fn;
 } route_t;
 
+#define R(lit) lit, sizeof(lit) - 1
 static const route_t routes[] = {
-    {"health", "/kv/health", false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_health},
-    {"metrics_text", "/kv/metrics", false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_metrics_text},
-    {"list", "/kv/", false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list},
-    {"list", "/kv", false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list},
-    {"kv", "/kv/", true, M_READ | M_WRITE, false, L3_OBS_R_OTHER, L3_ALLOW_DOC, l3_route_kv},
-    {"metrics", "/metrics", false, M_READ, false, L3_OBS_R_METRICS, L3_ALLOW_RO, l3_route_metrics},
-    {"checkpoint", "/admin/checkpoint", false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_checkpoint},
-    {"dashboard", "/dashboard", false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard},
-    {"dashboard", "/dashboard/", false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard},
+    {"health", R("/kv/health"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_health},
+    {"metrics_text", R("/kv/metrics"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_metrics_text},
+    {"list", R("/kv/"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list},
+    {"list", R("/kv"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list},
+    {"kv", R("/kv/"), true, M_READ | M_WRITE, false, L3_OBS_R_OTHER, L3_ALLOW_DOC, l3_route_kv},
+    {"metrics", R("/metrics"), false, M_READ, false, L3_OBS_R_METRICS, L3_ALLOW_RO, l3_route_metrics},
+    {"checkpoint", R("/admin/checkpoint"), false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_checkpoint},
+    {"dashboard", R("/dashboard"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard},
+    {"dashboard", R("/dashboard/"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -51,7 +53,7 @@ int l3_routes_match(const char *path, size_t len, h2o_iovec_t *ret_rest)
 {
     *ret_rest = h2o_iovec_init(NULL, 0);
     for (size_t i = 0; i < NROUTES; i++) {
-        size_t n = strlen(routes[i].path);
+        size_t n = routes[i].len;
         if (len < n || memcmp(path, routes[i].path, n) != 0)
             continue;
         if (!routes[i].prefix && len == n)
