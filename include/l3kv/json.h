@@ -93,13 +93,27 @@ static inline size_t l3_json__esc_byte(char *o, uint8_t c)
 {
     o[0] = '\\';
     switch (c) {
-    case '"': o[1] = '"'; return 2;
-    case '\\': o[1] = '\\'; return 2;
-    case '\b': o[1] = 'b'; return 2;
-    case '\f': o[1] = 'f'; return 2;
-    case '\n': o[1] = 'n'; return 2;
-    case '\r': o[1] = 'r'; return 2;
-    case '\t': o[1] = 't'; return 2;
+    case '"':
+        o[1] = '"';
+        return 2;
+    case '\\':
+        o[1] = '\\';
+        return 2;
+    case '\b':
+        o[1] = 'b';
+        return 2;
+    case '\f':
+        o[1] = 'f';
+        return 2;
+    case '\n':
+        o[1] = 'n';
+        return 2;
+    case '\r':
+        o[1] = 'r';
+        return 2;
+    case '\t':
+        o[1] = 't';
+        return 2;
     default:
         o[1] = 'u';
         o[2] = '0';
@@ -127,9 +141,9 @@ static inline char *l3_json_escape(char *o, const void *src, size_t len, unsigne
 #if defined(__SSE2__)
         while (end - s >= 16) {
             __m128i c = _mm_loadu_si128((const __m128i *)(const void *)s);
-            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(c, _mm_set1_epi8('"')),
-                                                  _mm_cmpeq_epi8(c, _mm_set1_epi8('\\'))),
-                                     _mm_cmplt_epi8(c, _mm_set1_epi8(0x20))); /* signed: also >= 0x80 */
+            __m128i m = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(c, _mm_set1_epi8('"')), _mm_cmpeq_epi8(c, _mm_set1_epi8('\\'))),
+                _mm_cmplt_epi8(c, _mm_set1_epi8(0x20))); /* signed: also >= 0x80 */
             unsigned hi = (unsigned)_mm_movemask_epi8(c);
             unsigned mask = (unsigned)_mm_movemask_epi8(m);
             mask = trusted ? mask & ~hi : mask | hi;
@@ -160,8 +174,6 @@ static inline char *l3_json_escape(char *o, const void *src, size_t len, unsigne
     }
     return o;
 }
-
-
 
 /** Like l3_json_escape into out[0..cap): stops before the first character whose escape
  *  would not fit (never splits an escape or a UTF-8 sequence). Returns bytes written. */

@@ -55,8 +55,8 @@ size_t l3_durable_pending(const l3_durable_t *d)
     return d->nparked;
 }
 
-int l3_durable_park(l3_durable_t *d, h2o_req_t *req, int status, int head, const char *ctype, const char *body,
-                    size_t body_len)
+int l3_durable_park(l3_durable_t *d, h2o_req_t *req, int status, int head, const char *ctype,
+                    const char *body, size_t body_len)
 {
     if (d->ring == NULL || !d->wait)
         return 1;
@@ -65,8 +65,14 @@ int l3_durable_park(l3_durable_t *d, h2o_req_t *req, int status, int head, const
     if (rc != 0)
         return rc; /* 1: durable already; < 0: the WAL failed */
     l3_durable_reply_t *p = h2o_mem_alloc_shared(&req->pool, sizeof(*p), reply_dispose);
-    *p = (l3_durable_reply_t){.owner = d, .req = req, .ticket = ticket, .status = status, .head = head,
-                              .ctype = ctype, .body = body, .body_len = body_len};
+    *p = (l3_durable_reply_t){.owner = d,
+                              .req = req,
+                              .ticket = ticket,
+                              .status = status,
+                              .head = head,
+                              .ctype = ctype,
+                              .body = body,
+                              .body_len = body_len};
     p->prev = d->parked.prev;
     p->next = &d->parked;
     d->parked.prev->next = p;
@@ -78,9 +84,10 @@ int l3_durable_park(l3_durable_t *d, h2o_req_t *req, int status, int head, const
 static void send_failed(l3_durable_t *d, l3_durable_reply_t *p)
 {
     char *eb = h2o_mem_alloc_pool(&p->req->pool, 256);
-    size_t n = l3_srv_err_json(eb, 256, L3_ERR_DURABILITY_UNKNOWN,
-                               "the write-ahead log failed before the change was durable; it may or may not have "
-                               "been kept: read the document to learn its state");
+    size_t n =
+        l3_srv_err_json(eb, 256, L3_ERR_DURABILITY_UNKNOWN,
+                        "the write-ahead log failed before the change was durable; it may or may not have "
+                        "been kept: read the document to learn its state");
     l3_http_add_header(p->req, H2O_TOKEN_RETRY_AFTER, H2O_STRLIT("1"));
     l3_obs_add(&d->obs->os_err5xx, 1);
     l3_http_send(p->req, 503, L3_CT_JSON, h2o_iovec_init(eb, n), p->head);

@@ -32,10 +32,10 @@ typedef struct l3_durable_reply {
 typedef struct l3_durable {
     l3_durable_reply_t parked; /* list head */
     size_t nparked;
-    void *ring;          /* l3_wal_ring_t * or NULL (no WAL) */
-    uint32_t slot;       /* this worker's eventfd slot */
-    bool wait;           /* storage.durability = "fsync" */
-    l3_obs_slot_t *obs;  /* for the 5xx count of replies failed late */
+    void *ring;         /* l3_wal_ring_t * or NULL (no WAL) */
+    uint32_t slot;      /* this worker's eventfd slot */
+    bool wait;          /* storage.durability = "fsync" */
+    l3_obs_slot_t *obs; /* for the 5xx count of replies failed late */
 } l3_durable_t;
 
 void l3_durable_init(l3_durable_t *d, void *ring, bool wait, uint32_t slot, l3_obs_slot_t *obs);

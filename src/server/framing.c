@@ -84,7 +84,8 @@ l3_framing_t l3_framing_check(const l3_framing_header_t *h, size_t n)
         if (name_is(&h[i], "transfer-encoding")) {
             nte++;
         } else if (name_is(&h[i], "content-length")) {
-            if (cl != NULL && (cl->value_len != h[i].value_len || memcmp(cl->value, h[i].value, cl->value_len) != 0))
+            if (cl != NULL &&
+                (cl->value_len != h[i].value_len || memcmp(cl->value, h[i].value, cl->value_len) != 0))
                 return L3_FRAMING_CL_CONFLICT;
             cl = &h[i];
         }

@@ -21,10 +21,10 @@ bool l3_framing_refused(const struct st_h2o_req_t *req, const char **ret_error, 
 /** Result of checking one parsed request head (exposed for tests and fuzzing). */
 typedef enum {
     L3_FRAMING_OK = 0,
-    L3_FRAMING_SYNTAX,     /* a line the request parser refused, or obs-fold */
-    L3_FRAMING_CL_AND_TE,  /* Content-Length together with Transfer-Encoding */
-    L3_FRAMING_CL_CONFLICT,/* Content-Length values that differ */
-    L3_FRAMING_TE_REPEATED,/* more than one Transfer-Encoding header */
+    L3_FRAMING_SYNTAX,      /* a line the request parser refused, or obs-fold */
+    L3_FRAMING_CL_AND_TE,   /* Content-Length together with Transfer-Encoding */
+    L3_FRAMING_CL_CONFLICT, /* Content-Length values that differ */
+    L3_FRAMING_TE_REPEATED, /* more than one Transfer-Encoding header */
     L3_FRAMING_NREASONS
 } l3_framing_t;
 

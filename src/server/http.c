@@ -148,9 +148,10 @@ void l3_http_respond_write(l3_rq_t *rq, int status, const char *ctype, h2o_iovec
         l3_http_respond(rq, status, ctype, body);
     } else if (rc < 0) {
         char *eb = h2o_mem_alloc_pool(&rq->req->pool, 256);
-        size_t n = l3_srv_err_json(eb, 256, L3_ERR_DURABILITY_UNKNOWN,
-                                   "the change was applied but the write-ahead log cannot make it durable; it may "
-                                   "or may not be kept: read the document to learn its state");
+        size_t n =
+            l3_srv_err_json(eb, 256, L3_ERR_DURABILITY_UNKNOWN,
+                            "the change was applied but the write-ahead log cannot make it durable; it may "
+                            "or may not be kept: read the document to learn its state");
         l3_http_add_header(rq->req, H2O_TOKEN_RETRY_AFTER, H2O_STRLIT("1"));
         l3_http_respond(rq, 503, L3_CT_JSON, h2o_iovec_init(eb, n));
     } else {
@@ -222,4 +223,3 @@ int l3_http_buf_cat(l3_buf_t *b, const char *s, size_t len)
     b->len += len;
     return 0;
 }
-

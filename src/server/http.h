@@ -29,10 +29,10 @@
  */
 typedef struct l3_route_env {
     l3_store_t *store;
-    const l3_obs_t *obs_all;   /* every slot's metrics (for /metrics) */
-    l3_obs_slot_t *obs;        /* this worker's slot */
-    void *wal_ring;            /* l3_wal_ring_t * or NULL */
-    uint64_t max_body_bytes;   /* server.max_body_bytes */
+    const l3_obs_t *obs_all; /* every slot's metrics (for /metrics) */
+    l3_obs_slot_t *obs;      /* this worker's slot */
+    void *wal_ring;          /* l3_wal_ring_t * or NULL */
+    uint64_t max_body_bytes; /* server.max_body_bytes */
     /* Is this connection beyond the worker's connection limit? (NULL = no limit) */
     bool (*over_limit)(const void *h2o_conn);
     /* Connections waiting in the listening sockets' accept queues (for /metrics). */
@@ -40,8 +40,8 @@ typedef struct l3_route_env {
     const void *accept_arg;
     /* Ask the supervisor for a checkpoint: 0 or -errno (NULL = not available). */
     int (*request_checkpoint)(void);
-    l3_durable_t durable;      /* fsync-mode parked replies */
-    l3_buf_t jbuf;             /* reused serialisation buffer */
+    l3_durable_t durable; /* fsync-mode parked replies */
+    l3_buf_t jbuf;        /* reused serialisation buffer */
 } l3_route_env_t;
 
 /** The request being handled (on the stack of the dispatcher; handlers answer synchronously). */

@@ -38,7 +38,8 @@ static int resolve_if_match(l3_rq_t *rq, h2o_iovec_t key, uint64_t *ret)
     }
     if (!l3_q_etag_matches(im.base, im.len, lsn, true)) {
         l3_http_add_etag(rq->req, lsn);
-        l3_http_fail(rq, 412, "precondition_failed", "If-Match does not match the current version %" PRIu64, lsn);
+        l3_http_fail(rq, 412, "precondition_failed", "If-Match does not match the current version %" PRIu64,
+                     lsn);
         return 1;
     }
     *ret = lsn; /* the store re-checks it under the document lock */
@@ -165,7 +166,8 @@ static int on_put(l3_rq_t *rq, h2o_iovec_t key)
             rc = l3_store_put_bin(st, key.base, key.len, doc, req->entity.len, if_match, &lsn, &err);
         }
     } else {
-        rc = l3_store_put_json(st, key.base, key.len, req->entity.base, req->entity.len, if_match, &lsn, &err);
+        rc =
+            l3_store_put_json(st, key.base, key.len, req->entity.base, req->entity.len, if_match, &lsn, &err);
     }
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, &err);
@@ -198,7 +200,8 @@ static int on_incr(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
     if (resolve_if_match(rq, key, &if_match))
         return 0;
     /* the store's incr takes no If-Match: with one, the check above is advisory under races */
-    int rc = l3_store_incr(rq->env->store, key.base, key.len, q->field.base, q->field.len, 0, delta, &nv, &lsn);
+    int rc =
+        l3_store_incr(rq->env->store, key.base, key.len, q->field.base, q->field.len, 0, delta, &nv, &lsn);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, NULL);
     int n = snprintf(numbuf, sizeof(numbuf), "%" PRId64, nv);
@@ -237,7 +240,8 @@ static int parse_scalar(l3_rq_t *rq, const l3_query_t *q, l3_doc_scalar_t *v, un
         v->type = L3_DOC_NULL;
         *flags = 0;
     } else {
-        return l3_http_fail(rq, 400, "bad_op", "unknown op '%.*s'", (int)L3_MIN(q->op.len, 64), q->op.base), -1;
+        return l3_http_fail(rq, 400, "bad_op", "unknown op '%.*s'", (int)L3_MIN(q->op.len, 64), q->op.base),
+               -1;
     }
     return 0;
 }
@@ -327,23 +331,25 @@ static int on_patch(l3_rq_t *rq, h2o_iovec_t key)
     h2o_iovec_t ct = l3_http_header(req, H2O_TOKEN_CONTENT_TYPE);
     h2o_iovec_t mt = ct.base ? l3_http_media_type(req, ct) : h2o_iovec_init(H2O_STRLIT(""));
     bool merge;
-    if (l3_http_ieq(mt, H2O_STRLIT("application/merge-patch+json")) || l3_http_ieq(mt, H2O_STRLIT("application/json")))
+    if (l3_http_ieq(mt, H2O_STRLIT("application/merge-patch+json")) ||
+        l3_http_ieq(mt, H2O_STRLIT("application/json")))
         merge = true;
     else if (l3_http_ieq(mt, H2O_STRLIT("application/json-patch+json")))
         merge = false;
     else
-        return l3_http_fail(rq, 415, "unsupported_media_type",
-                            "PATCH takes application/merge-patch+json or application/json-patch+json, not '%.*s'",
-                            (int)L3_MIN(mt.len, 100), mt.base);
+        return l3_http_fail(
+            rq, 415, "unsupported_media_type",
+            "PATCH takes application/merge-patch+json or application/json-patch+json, not '%.*s'",
+            (int)L3_MIN(mt.len, 100), mt.base);
     uint64_t if_match, lsn = 0;
     if (resolve_if_match(rq, key, &if_match))
         return 0;
     l3_doc_error_t err = {0, NULL};
     l3_store_t *st = rq->env->store;
-    int rc = merge ? l3_store_merge_patch(st, key.base, key.len, req->entity.base, req->entity.len, if_match, &lsn,
-                                          &err)
-                   : l3_store_json_patch(st, key.base, key.len, req->entity.base, req->entity.len, if_match, &lsn,
-                                         &err);
+    int rc = merge ? l3_store_merge_patch(st, key.base, key.len, req->entity.base, req->entity.len, if_match,
+                                          &lsn, &err)
+                   : l3_store_json_patch(st, key.base, key.len, req->entity.base, req->entity.len, if_match,
+                                         &lsn, &err);
     if (rc < 0) {
         if (rc == L3_ESYNTAX && err.msg != NULL && err.offset == 0 && !merge)
             return l3_http_fail(rq, 400, "invalid_patch", "%s", err.msg);
@@ -354,7 +360,8 @@ static int on_patch(l3_rq_t *rq, h2o_iovec_t key)
 
 static bool is_reserved(h2o_iovec_t key)
 {
-    return h2o_memis(key.base, key.len, H2O_STRLIT("health")) || h2o_memis(key.base, key.len, H2O_STRLIT("metrics"));
+    return h2o_memis(key.base, key.len, H2O_STRLIT("health")) ||
+           h2o_memis(key.base, key.len, H2O_STRLIT("metrics"));
 }
 
 /* The key: the raw path after /kv/, percent-decoded exactly once (docs/api.md, "Keys"). */
@@ -370,7 +377,8 @@ int l3_route_kv(l3_rq_t *rq, h2o_iovec_t raw)
         key = h2o_iovec_init(kb, (size_t)kl);
     }
     if (key.len > L3_STORE_KEY_MAX)
-        return l3_http_fail(rq, 414, "key_too_long", "key of %zu bytes; the limit is %u", key.len, L3_STORE_KEY_MAX);
+        return l3_http_fail(rq, 414, "key_too_long", "key of %zu bytes; the limit is %u", key.len,
+                            L3_STORE_KEY_MAX);
     if (!l3_q_key_valid(key.base, key.len))
         return l3_http_fail(rq, 400, "bad_key", "a key is valid UTF-8 without control characters");
     if (is_reserved(key)) /* spelt with escapes: the plain spelling routes to the reserved name */

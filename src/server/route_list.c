@@ -36,7 +36,8 @@ int l3_route_list(l3_rq_t *rq, h2o_iovec_t unused)
     if (l3_http_query(rq->req, &q) != 0)
         return l3_http_fail(rq, 400, "bad_query", "malformed percent-escape in the query string");
     uint64_t limit = LIST_DEFAULT_LIMIT, cursor = 0;
-    if (q.limit.base != NULL && (!l3_q_u64(q.limit.base, q.limit.len, &limit) || limit == 0 || limit > LIST_MAX_LIMIT))
+    if (q.limit.base != NULL &&
+        (!l3_q_u64(q.limit.base, q.limit.len, &limit) || limit == 0 || limit > LIST_MAX_LIMIT))
         return l3_http_fail(rq, 400, "bad_value", "limit must be 1..%u", LIST_MAX_LIMIT);
     if (q.cursor.base != NULL && q.cursor.len > 0 && !l3_q_u64(q.cursor.base, q.cursor.len, &cursor))
         return l3_http_fail(rq, 400, "bad_value", "cursor must be a value returned by a previous listing");
@@ -49,8 +50,9 @@ int l3_route_list(l3_rq_t *rq, h2o_iovec_t unused)
     if (rc < 0 || c.rc < 0)
         return l3_http_fail_rc(rq, rc < 0 ? rc : c.rc, L3_CTX_READ, NULL);
     char tail[64];
-    int n = cursor ? snprintf(tail, sizeof(tail), "],\"count\":%zu,\"cursor\":\"%" PRIu64 "\"}\n", c.n, cursor)
-                   : snprintf(tail, sizeof(tail), "],\"count\":%zu,\"cursor\":null}\n", c.n);
+    int n = cursor
+                ? snprintf(tail, sizeof(tail), "],\"count\":%zu,\"cursor\":\"%" PRIu64 "\"}\n", c.n, cursor)
+                : snprintf(tail, sizeof(tail), "],\"count\":%zu,\"cursor\":null}\n", c.n);
     if (l3_http_buf_cat(jb, tail, (size_t)n) != 0)
         return l3_http_fail_rc(rq, -ENOMEM, L3_CTX_READ, NULL);
     l3_http_respond_jbuf(rq, 200, L3_CT_JSON);

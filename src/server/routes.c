@@ -38,7 +38,8 @@ typedef struct {
 #define R(lit) lit, sizeof(lit) - 1
 static const route_t routes[] = {
     {"health", R("/kv/health"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_health},
-    {"metrics_text", R("/kv/metrics"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_metrics_text},
+    {"metrics_text", R("/kv/metrics"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO,
+     l3_route_metrics_text},
     {"list", R("/kv/"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list},
     {"list", R("/kv"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list},
     {"kv", R("/kv/"), true, M_READ | M_WRITE, false, L3_OBS_R_OTHER, L3_ALLOW_DOC, l3_route_kv},
@@ -86,7 +87,8 @@ static unsigned method_class(const h2o_req_t *req)
 static void on_req_done(void *p)
 {
     l3_obs_slot_t *s = *(l3_obs_slot_t **)p;
-    __atomic_store_n(&s->os_inflight, __atomic_load_n(&s->os_inflight, __ATOMIC_RELAXED) - 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->os_inflight, __atomic_load_n(&s->os_inflight, __ATOMIC_RELAXED) - 1,
+                     __ATOMIC_RELAXED);
 }
 
 static int dispatch(l3_rq_t *rq)
@@ -94,15 +96,16 @@ static int dispatch(l3_rq_t *rq)
     h2o_req_t *req = rq->req;
     const char *error, *detail;
     if (l3_framing_refused(req, &error, &detail)) { /* framing.c: a refused HTTP/1 head */
-        req->http1_is_persistent = 0;                 /* Connection: close, nothing more is parsed */
+        req->http1_is_persistent = 0;               /* Connection: close, nothing more is parsed */
         return l3_http_fail(rq, 400, error, "%s", detail);
     }
     /* the raw request target without its query: never h2o's normalised path, which decodes
      * %2F and folds dot segments, so that "/kv/a%2F..%2F..%2Fmetrics" would reach /metrics */
-    h2o_iovec_t p = h2o_iovec_init(req->path.base, req->query_at != SIZE_MAX ? req->query_at : req->path.len), rest;
+    h2o_iovec_t p = h2o_iovec_init(req->path.base, req->query_at != SIZE_MAX ? req->query_at : req->path.len),
+                rest;
     if (req->path.len > L3_ROUTES_MAX_PATH_BYTES)
-        return l3_http_fail(rq, 414, "uri_too_long", "request target of %zu bytes; the limit is %u", req->path.len,
-                            L3_ROUTES_MAX_PATH_BYTES);
+        return l3_http_fail(rq, 414, "uri_too_long", "request target of %zu bytes; the limit is %u",
+                            req->path.len, L3_ROUTES_MAX_PATH_BYTES);
     int i = l3_routes_match(p.base, p.len, &rest);
     if (i < 0)
         return l3_http_fail(rq, 404, "not_found", "no route for %.*s", (int)L3_MIN(p.len, 200), p.base);
@@ -124,7 +127,8 @@ int l3_routes_on_req(h2o_handler_t *self, h2o_req_t *req)
     l3_rq_t rq = {.req = req, .env = env, .t0 = l3_now_ns(), .route = L3_OBS_R_OTHER};
     /* in-flight gauge for the autoscaler: +1 now, -1 when the request's pool is released */
     l3_obs_slot_t *os = env->obs;
-    __atomic_store_n(&os->os_inflight, __atomic_load_n(&os->os_inflight, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&os->os_inflight, __atomic_load_n(&os->os_inflight, __ATOMIC_RELAXED) + 1,
+                     __ATOMIC_RELAXED);
     l3_obs_slot_t **done = h2o_mem_alloc_shared(&req->pool, sizeof(*done), on_req_done);
     *done = os;
     rq.head = L3_METHOD(req, "HEAD");

@@ -83,16 +83,20 @@ static void init(void)
 {
     char name[64];
     snprintf(name, sizeof(name), "fuzz-http.%ld", (long)getpid());
-    l3_store_opts_t o = {.name = name, .arena_bytes = 64 << 20, .max_procs = 4, .nstripes = 4,
-                         .lock_timeout_ms = 1000, .replace = true};
+    l3_store_opts_t o = {.name = name,
+                         .arena_bytes = 64 << 20,
+                         .max_procs = 4,
+                         .nstripes = 4,
+                         .lock_timeout_ms = 1000,
+                         .replace = true};
     if (l3_store_create(&o, &store) != 0)
         abort();
     size_t len = l3_obs_region_size(1);
     obs_mem = calloc(1, len);
     if (obs_mem == NULL || l3_obs_format(obs_mem, len, 1, 0) != 0 || l3_obs_attach(&obs, obs_mem, len) != 0)
         abort();
-    handler.env = (l3_route_env_t){.store = store, .obs_all = &obs, .obs = l3_obs_slot(&obs, 0),
-                                   .max_body_bytes = 1 << 20};
+    handler.env = (l3_route_env_t){
+        .store = store, .obs_all = &obs, .obs = l3_obs_slot(&obs, 0), .max_body_bytes = 1 << 20};
     l3_durable_init(&handler.env.durable, NULL, false, 0, handler.env.obs);
     atexit(cleanup);
 }
@@ -129,7 +133,8 @@ static void check_response(const capture_t *c)
         return;
     json_error_t e;
     json_t *j = json_loadb(c->body, c->len, 0, &e);
-    if (j == NULL || !json_is_string(json_object_get(j, "error")) || !json_is_string(json_object_get(j, "detail")))
+    if (j == NULL || !json_is_string(json_object_get(j, "error")) ||
+        !json_is_string(json_object_get(j, "detail")))
         abort();
     json_decref(j);
 }
@@ -164,7 +169,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (h[i].name == NULL)
             continue;
         h2o_strtolower((char *)h[i].name, h[i].name_len);
-        h2o_add_header_by_str(&req.pool, &req.headers, h[i].name, h[i].name_len, 1, NULL, h[i].value, h[i].value_len);
+        h2o_add_header_by_str(&req.pool, &req.headers, h[i].name, h[i].name_len, 1, NULL, h[i].value,
+                              h[i].value_len);
     }
     capture_t *cap = h2o_mem_alloc_pool(&req.pool, sizeof(*cap));
     memset(cap, 0, sizeof(*cap));

@@ -27,20 +27,24 @@ static void test_policy(void)
     CHECK_EQ_STR(ESC("\x7f"), "\x7f");
     CHECK_EQ_STR(ESC("h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"), "h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
     CHECK_EQ_STR(ESC("\xff"), "\\u00ff");
-    CHECK_EQ_STR(ESC("\xc3"), "\\u00c3");           /* truncated sequence */
-    CHECK_EQ_STR(ESC("\xc0\xaf"), "\\u00c0\\u00af"); /* overlong */
-    CHECK_EQ_STR(ESC("\xed\xa0\x80"), "\\u00ed\\u00a0\\u0080"); /* surrogate */
+    CHECK_EQ_STR(ESC("\xc3"), "\\u00c3");                                  /* truncated sequence */
+    CHECK_EQ_STR(ESC("\xc0\xaf"), "\\u00c0\\u00af");                       /* overlong */
+    CHECK_EQ_STR(ESC("\xed\xa0\x80"), "\\u00ed\\u00a0\\u0080");            /* surrogate */
     CHECK_EQ_STR(ESC("\xf4\x90\x80\x80"), "\\u00f4\\u0090\\u0080\\u0080"); /* > U+10FFFF */
     /* long runs take the 16-byte path: the same policy */
-    CHECK_EQ_STR(ESC("0123456789abcdef0123456789abcdef\"\xff"), "0123456789abcdef0123456789abcdef\\\"\\u00ff");
-    CHECK_EQ_STR(ESC("0123456789abcde\xc3\xa9""0123456789abcdef"), "0123456789abcde\xc3\xa9""0123456789abcdef");
+    CHECK_EQ_STR(ESC("0123456789abcdef0123456789abcdef\"\xff"),
+                 "0123456789abcdef0123456789abcdef\\\"\\u00ff");
+    CHECK_EQ_STR(ESC("0123456789abcde\xc3\xa9"
+                     "0123456789abcdef"),
+                 "0123456789abcde\xc3\xa9"
+                 "0123456789abcdef");
 }
 
 static void test_trusted_same(void)
 {
     uint64_t st = t_seed();
-    static const char *pieces[] = {"a", "\"", "\\", "\n", "\x01", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
-                                   "0123456789abcdef"};
+    static const char *pieces[] = {
+        "a", "\"", "\\", "\n", "\x01", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "0123456789abcdef"};
     for (int round = 0; round < 2000; round++) {
         char in[160];
         size_t n = 0;

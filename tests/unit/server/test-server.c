@@ -265,7 +265,8 @@ static void test_errors(void)
     l3_srv_errmap(L3_ETYPE, L3_CTX_WRITE, &(l3_srv_errarg_t){.msg = "not a number"}, &ei);
     CHECK(strcmp(ei.error, "type_conflict") == 0);
     l3_srv_errmap(-12345, L3_CTX_READ, NULL, &ei);
-    CHECK(ei.status == 500 && strcmp(ei.error, "internal") == 0 && strcmp(ei.reason, "Internal Server Error") == 0);
+    CHECK(ei.status == 500 && strcmp(ei.error, "internal") == 0 &&
+          strcmp(ei.reason, "Internal Server Error") == 0);
     l3_srv_errmap(-ENOENT, L3_CTX_READ, NULL, &ei);
     CHECK(ei.status == 404 && strcmp(ei.detail, "no document under this key") == 0);
 
@@ -280,7 +281,8 @@ static void test_errors(void)
     memset(longd, '"', sizeof(longd) - 1);
     longd[sizeof(longd) - 1] = '\0';
     n = l3_srv_err_json(buf, sizeof(buf), "x", longd);
-    CHECK(n < sizeof(buf) && n > 4 && strcmp(buf + n - 3, "\"}\n") == 0 && buf[n - 4] == '"' && buf[n - 5] == '\\');
+    CHECK(n < sizeof(buf) && n > 4 && strcmp(buf + n - 3, "\"}\n") == 0 && buf[n - 4] == '"' &&
+          buf[n - 5] == '\\');
     CHECK_EQ_INT(l3_srv_err_json(buf, 10, "x", "y"), 0);
 }
 
