@@ -38,6 +38,9 @@ typedef struct l3_route_env {
     /* Connections waiting in the listening sockets' accept queues (for /metrics). */
     uint64_t (*accept_queue)(const void *arg);
     const void *accept_arg;
+    /* The connection closes after this response: drain what the client still sends so
+     * it reads the response instead of a reset (NULL = no lingering close). */
+    void (*linger)(void *h2o_conn);
     /* Ask the supervisor for a checkpoint: 0 or -errno (NULL = not available). */
     int (*request_checkpoint)(void);
     l3_durable_t durable; /* fsync-mode parked replies */

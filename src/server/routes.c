@@ -97,6 +97,8 @@ static int dispatch(l3_rq_t *rq)
     const char *error, *detail;
     if (l3_framing_refused(req, &error, &detail)) { /* framing.c: a refused HTTP/1 head */
         req->http1_is_persistent = 0;               /* Connection: close, nothing more is parsed */
+        if (rq->env->linger != NULL)
+            rq->env->linger(req->conn);
         return l3_http_fail(rq, 400, error, "%s", detail);
     }
     /* the raw request target without its query: never h2o's normalised path, which decodes

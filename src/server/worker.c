@@ -317,6 +317,11 @@ static uint64_t accept_queue(const void *arg)
     return l3_srv_accept_queue(arg);
 }
 
+static void linger_conn(void *hc)
+{
+    linger_after_close(hc);
+}
+
 /* POST /admin/checkpoint: the supervisor forks the checkpointer at its next tick. */
 static int request_checkpoint(void)
 {
@@ -510,7 +515,7 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
     api->env = (l3_route_env_t){.store = s->store, .obs_all = &s->obs, .obs = my_obs, .wal_ring = s->wal_ring,
                                 .max_body_bytes = s->cfg.server.max_body_bytes, .over_limit = conn_over_limit,
                                 .accept_queue = accept_queue, .accept_arg = s,
-                                .request_checkpoint = request_checkpoint};
+                                .linger = linger_conn, .request_checkpoint = request_checkpoint};
     l3_durable_init(&api->env.durable, s->wal_ring, s->wal_wait, slot, my_obs);
     if (s->store != NULL) {
         int rc = l3_store_proc_register(s->store, L3_STORE_ROLE_WORKER, NULL);
