@@ -274,6 +274,8 @@ static void test_errors(void)
     size_t n = l3_srv_err_json(buf, sizeof(buf), "bad_key", "a \"q\" \\ \x01");
     CHECK_EQ_STR(buf, "{\"error\":\"bad_key\",\"detail\":\"a \\\"q\\\" \\\\ \\u0001\"}\n");
     CHECK_EQ_INT(n, strlen(buf));
+    n = l3_srv_err_json(buf, sizeof(buf), "x", "caf\xc3\xa9 \xff");
+    CHECK_EQ_STR(buf, "{\"error\":\"x\",\"detail\":\"caf\xc3\xa9 \\u00ff\"}\n"); /* UTF-8 kept, bad byte escaped */
     n = l3_srv_err_json(buf, sizeof(buf), "x", NULL);
     CHECK_EQ_STR(buf, "{\"error\":\"x\",\"detail\":\"\"}\n");
     /* truncation keeps the body well-formed */
