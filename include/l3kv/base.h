@@ -37,6 +37,9 @@ L3_NORETURN void l3_fatal_at(const char *file, int line, const char *fmt, ...) L
 #define L3_ALWAYS(x) L3_LIKELY(x)
 #define L3_NEVER(x) L3_UNLIKELY(x)
 
+/** Severity of a log line, for every component that logs or hands lines to a logger. */
+typedef enum { L3_LOG_DEBUG = 0, L3_LOG_INFO, L3_LOG_WARN, L3_LOG_ERROR } l3_log_level_t;
+
 /** Monotonic clock in nanoseconds. */
 uint64_t l3_now_ns(void);
 /** Wall clock in nanoseconds since the epoch. */

@@ -95,6 +95,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "l3kv/base.h"
 #include "l3kv/walhook.h"
 
 /* ---------------------------------------------------------------- formats */
@@ -295,7 +296,10 @@ typedef struct {
     void (*log)(int severity, const char *line);
 } l3_wal_writer_opts_t;
 
-enum { L3_WAL_LOG_INFO = 1, L3_WAL_LOG_WARN = 2, L3_WAL_LOG_ERROR = 3 };
+/* the writer's log severities are the l3_log_level_t values (l3kv/base.h) */
+#define L3_WAL_LOG_INFO L3_LOG_INFO
+#define L3_WAL_LOG_WARN L3_LOG_WARN
+#define L3_WAL_LOG_ERROR L3_LOG_ERROR
 
 /**
  * The writer process main loop. Drains the ring in order, writes with io_uring only,

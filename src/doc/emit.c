@@ -6,7 +6,7 @@
  * Runs in any process; reads a verified document, writes a caller's l3_buf_t.
  *
  * Output is compact RFC 8259 JSON: object members in insertion order; strings escaped
- * minimally ('"', '\\' and control characters; UTF-8 passes through); doubles printed
+ * by the shared escaper (l3kv/json.h: '"', '\\' and control characters; UTF-8 passes through); doubles printed
  * in the shortest form that parses back to the same double, always with a '.' or an
  * exponent so they stay doubles; BIGNUMs exactly as stored.
  */
@@ -17,12 +17,10 @@
 #include <string.h>
 
 #include "format.h"
+#include "l3kv/json.h"
 
 #define EMIT_PREFETCH 16 /* members fetched ahead when walking a hashed object */
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 int l3_buf_reserve(l3_buf_t *b, size_t extra)
 {
@@ -179,70 +177,12 @@ size_t l3_doc__fmt_double(double d, char *out)
 
 /* ------------------------------------------------------------------ strings */
 
-static const char hexd[] = "0123456789abcdef";
-
-/* Append a JSON string; room for 6*len + 2 bytes must be reserved. */
+/* Append a JSON string (the shared escaper, l3kv/json.h; documents are verified UTF-8);
+ * room for 6*len + 2 bytes must be reserved. */
 static inline char *put_string(char *o, const uint8_t *s, size_t len)
 {
-    const uint8_t *end = s + len;
     *o++ = '"';
-    for (;;) {
-#if defined(__SSE2__)
-        while (end - s >= 16) {
-            __m128i c = _mm_loadu_si128((const __m128i *)(const void *)s);
-            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(c, _mm_set1_epi8('"')),
-                                                  _mm_cmpeq_epi8(c, _mm_set1_epi8('\\'))),
-                                     _mm_cmplt_epi8(c, _mm_set1_epi8(0x20)));
-            unsigned mask = (unsigned)_mm_movemask_epi8(m) & ~(unsigned)_mm_movemask_epi8(c);
-            _mm_storeu_si128((__m128i *)(void *)o, c);
-            if (mask == 0) {
-                s += 16;
-                o += 16;
-                continue;
-            }
-            unsigned k = (unsigned)__builtin_ctz(mask);
-            s += k;
-            o += k;
-            break;
-        }
-#endif
-        while (s < end && *s != '"' && *s != '\\' && *s >= 0x20)
-            *o++ = (char)*s++;
-        if (s >= end)
-            break;
-        uint8_t c = *s++;
-        *o++ = '\\';
-        switch (c) {
-        case '"':
-            *o++ = '"';
-            break;
-        case '\\':
-            *o++ = '\\';
-            break;
-        case '\b':
-            *o++ = 'b';
-            break;
-        case '\f':
-            *o++ = 'f';
-            break;
-        case '\n':
-            *o++ = 'n';
-            break;
-        case '\r':
-            *o++ = 'r';
-            break;
-        case '\t':
-            *o++ = 't';
-            break;
-        default:
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = hexd[c >> 4];
-            *o++ = hexd[c & 15];
-            break;
-        }
-    }
+    o = l3_json_escape(o, s, len, L3_JSON_TRUSTED);
     *o++ = '"';
     return o;
 }

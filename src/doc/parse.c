@@ -26,6 +26,7 @@
 
 #include "format.h"
 #include "l3kv/error.h"
+#include "l3kv/json.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -119,58 +120,9 @@ static inline const char *skip_ws(const char *p, const char *end)
     return p;
 }
 
-/* Validate one UTF-8 sequence starting at p (first byte >= 0x80). Returns its length or 0. */
-static inline int utf8_seq(const uint8_t *p, const uint8_t *end)
-{
-    uint8_t c = p[0];
-    if (c >= 0xC2 && c <= 0xDF) {
-        if (end - p < 2 || (p[1] & 0xC0) != 0x80)
-            return 0;
-        return 2;
-    }
-    if (c >= 0xE0 && c <= 0xEF) {
-        if (end - p < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
-            return 0;
-        if (c == 0xE0 && p[1] < 0xA0) /* overlong */
-            return 0;
-        if (c == 0xED && p[1] >= 0xA0) /* UTF-16 surrogate */
-            return 0;
-        return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        if (end - p < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
-            return 0;
-        if (c == 0xF0 && p[1] < 0x90) /* overlong */
-            return 0;
-        if (c == 0xF4 && p[1] >= 0x90) /* > U+10FFFF */
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
 bool l3_doc__utf8_valid(const uint8_t *p, size_t len)
 {
-    const uint8_t *end = p + len;
-    while (p < end) {
-        if (end - p >= 8) {
-            uint64_t w;
-            memcpy(&w, p, 8);
-            if ((w & 0x8080808080808080ull) == 0) {
-                p += 8;
-                continue;
-            }
-        }
-        if (*p < 0x80) {
-            p++;
-            continue;
-        }
-        int n = utf8_seq(p, end);
-        if (!n)
-            return false;
-        p += n;
-    }
-    return true;
+    return l3_utf8_valid(p, len); /* the shared validator, l3kv/json.h */
 }
 
 static inline int hexval(char c)
@@ -334,7 +286,7 @@ static long decode_string(parser_t *ps, const char *p, const char *q, uint8_t *d
                 return -1;
             }
         } else if (c >= 0x80) {
-            int n = utf8_seq((const uint8_t *)p, (const uint8_t *)q);
+            int n = (int)l3_utf8_seq((const uint8_t *)p, (size_t)(q - p));
             if (!n) {
                 fail(ps, p, L3_ESYNTAX, "invalid UTF-8");
                 return -1;

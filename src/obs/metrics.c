@@ -61,6 +61,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "l3kv/json.h"
 #include "obs.h"
 
 #define OBS_MAGIC 0x3153424f564b334cull /* "L3KVOBS1" little endian */
@@ -375,20 +376,18 @@ static void sb_num(sb_t *b, double v)
         sb_printf(b, "null");
 }
 
-/* A JSON string literal of the NUL-terminated s (control characters, quotes and
- * backslashes escaped; bytes >= 0x80 copied as they are). */
+/* A JSON string literal of the NUL-terminated s (the shared escaper, l3kv/json.h). */
 static void sb_str(sb_t *b, const char *s)
 {
-    sb_printf(b, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            sb_printf(b, "\\%c", *p);
-        else if (*p < 0x20)
-            sb_printf(b, "\\u%04x", *p);
-        else
-            sb_printf(b, "%c", *p);
+    size_t n = strlen(s);
+    char *tmp = malloc(L3_JSON_ESCAPED_MAX(n) + 1);
+    if (tmp == NULL) {
+        b->oom = 1;
+        return;
     }
-    sb_printf(b, "\"");
+    char *e = l3_json_escape(tmp, s, n, 0);
+    sb_printf(b, "\"%.*s\"", (int)(e - tmp), tmp);
+    free(tmp);
 }
 
 static void render_autoscale(sb_t *b, const l3_obs_t *o, uint64_t now_wall_ns)
@@ -459,7 +458,7 @@ static void render_autoscale(sb_t *b, const l3_obs_t *o, uint64_t now_wall_ns)
     sb_printf(b, "]}");
 }
 
-static void render_wal(sb_t *b, const l3_obs_wal_t *w)
+static void render_wal(sb_t *b, const l3_wal_stats_t *w)
 {
     sb_printf(b,
               ",\"wal\":{\"head\":%" PRIu64 ",\"tail\":%" PRIu64 ",\"durable\":%" PRIu64
@@ -473,7 +472,7 @@ static void render_wal(sb_t *b, const l3_obs_wal_t *w)
 }
 
 int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra,
-                       const l3_obs_wal_t *wal, char **ret, size_t *ret_len)
+                       const l3_wal_stats_t *wal, char **ret, size_t *ret_len)
 {
     static l3_obs_totals_t t; /* ~17 KiB: kept off the stack; one thread per process renders */
     sb_t b;
@@ -482,6 +481,7 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_q
     l3_obs_totals(o, &t);
     uint64_t now = 0;
     {
+        /* (not l3_wall_ns: this file also builds on its own, without src/base) */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "l3kv/wal.h"
+
 /** Routes whose handler time is measured separately. */
 typedef enum {
     L3_OBS_R_GET = 0,  /* GET/HEAD /kv/{key} */
@@ -187,24 +189,15 @@ uint64_t l3_obs_quantile(const uint64_t *hist, uint64_t count, double q);
 /** Name of a route as used in JSON ("get", "put", ...). */
 const char *l3_obs_route_name(l3_obs_route_t r);
 
-/** WAL figures for /metrics (filled by the caller from l3_wal_ring_stats; see wal.h). */
-typedef struct {
-    uint64_t head, tail, durable;
-    uint64_t records, aborted, bytes, fsyncs, batches, write_errors;
-    uint64_t seg_seq, seg_off, disk_bytes;
-    int error, failstop;
-    int32_t writer_pid;
-} l3_obs_wal_t;
-
 /**
  * Render the /metrics JSON document into a malloc'd buffer (*ret, *ret_len).
  * accept_queue: connections waiting in the listening sockets' queues (system.accept_queue).
  * `extra` (may be NULL) is a JSON object text inserted as member "store"; `wal` (may be
- * NULL: member omitted) the WAL figures. The "autoscale" member comes from the region.
+ * NULL: member omitted) the WAL figures from l3_wal_ring_stats. The "autoscale" member comes from the region.
  * 0 or -ENOMEM.
  */
 int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra,
-                       const l3_obs_wal_t *wal, char **ret, size_t *ret_len);
+                       const l3_wal_stats_t *wal, char **ret, size_t *ret_len);
 /** Render the legacy /kv/metrics text ("name value" lines). 0 or -ENOMEM. */
 int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len);
 /** The static /dashboard HTML page. */

@@ -16,13 +16,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "l3kv/base.h"
 #include "l3kv/scale.h"
+#include "l3kv/wal.h"
 
 /** Hard cap of worker processes (and of listening sockets). */
 #define L3_SRV_MAX_WORKERS 64
 
-typedef enum { L3_DURABILITY_BUFFERED = 0, L3_DURABILITY_FSYNC = 1 } l3_srv_durability_t;
-typedef enum { L3_LOG_DEBUG = 0, L3_LOG_INFO, L3_LOG_WARN, L3_LOG_ERROR } l3_log_level_t;
+/* storage.durability is the WAL writer's mode (l3kv/wal.h); log levels are l3kv/base.h's. */
+typedef l3_wal_durability_t l3_srv_durability_t;
+#define L3_DURABILITY_BUFFERED L3_WAL_BUFFERED
+#define L3_DURABILITY_FSYNC L3_WAL_FSYNC
 
 typedef struct {
     struct {

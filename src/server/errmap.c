@@ -9,6 +9,7 @@
 
 #include "errmap.h"
 #include "l3kv/error.h"
+#include "l3kv/json.h"
 
 const char *l3_srv_reason(int status)
 {
@@ -33,10 +34,10 @@ const char *l3_srv_reason(int status)
     }
 }
 
-void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, l3_srv_errinfo_t *ret)
+void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, const l3_srv_errarg_t *arg, l3_srv_errinfo_t *ret)
 {
     int st = 500;
-    const char *e = "internal";
+    const char *e = "internal", *d = NULL;
     switch (rc) {
     case L3_ESYNTAX: st = 400; e = "invalid_json"; break;
     case L3_EDEPTH: st = 400; e = "too_deep"; break;
@@ -45,15 +46,33 @@ void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, l3_srv_errinfo_t *ret)
         st = ctx == L3_CTX_READ ? 404 : 409;
         e = "path_not_found";
         break;
-    case L3_ETYPE: st = 409; e = "type_conflict"; break;
+    case L3_ETYPE:
+        st = 409;
+        e = arg != NULL && arg->msg != NULL && strcmp(arg->msg, "test failed") == 0 ? "test_failed" : "type_conflict";
+        break;
     case L3_ERANGE: st = 400; e = "bad_value"; break;
     case L3_ECORRUPT: st = 400; e = "invalid_document"; break;
     case L3_ETOOBIG: st = 413; e = "too_large"; break;
-    case -EMSGSIZE: st = 413; e = "too_large_for_wal"; break; /* record above the WAL ring's limit */
-    case -ENOENT: st = 404; e = "not_found"; break;
+    case -EMSGSIZE: /* record above the WAL ring's limit */
+        st = 413;
+        e = "too_large_for_wal";
+        d = "the change does not fit the write-ahead log's ring";
+        break;
+    case -ENOENT:
+        st = 404;
+        e = "not_found";
+        d = "no document under this key";
+        break;
     case -ENAMETOOLONG: st = 414; e = "key_too_long"; break;
     case -EINVAL: st = 400; e = "bad_request"; break;
-    case -ENOSPC: st = 507; e = "arena_full"; break;
+    case -ENOSPC:
+        st = 507;
+        e = "arena_full";
+        if (arg != NULL && arg->wal_error == -ENOSPC) {
+            e = "disk_full";
+            d = "the write-ahead log's disk is full; writes are refused until space returns, reads still work";
+        }
+        break;
     case -ESTALE: st = 412; e = "precondition_failed"; break;
     case -ETIMEDOUT:
     case -EAGAIN:
@@ -65,45 +84,22 @@ void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, l3_srv_errinfo_t *ret)
     ret->status = st;
     ret->reason = l3_srv_reason(st);
     ret->error = e;
+    ret->detail = d;
 }
 
 size_t l3_srv_err_json(char *buf, size_t cap, const char *error, const char *detail)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t n = 0;
     if (cap < 64) {
         if (cap > 0)
             buf[0] = '\0';
         return 0;
     }
     int w = snprintf(buf, cap, "{\"error\":\"%s\",\"detail\":\"", error);
-    if (w < 0 || (size_t)w >= cap)
+    if (w < 0 || (size_t)w + 4 > cap)
         return 0;
-    n = (size_t)w;
-    for (const unsigned char *p = (const unsigned char *)(detail ? detail : ""); *p; p++) {
-        if (n + 8 >= cap)
-            break;
-        if (*p == '"' || *p == '\\') {
-            buf[n++] = '\\';
-            buf[n++] = (char)*p;
-        } else if (*p < 0x20 || *p >= 0x7f) { /* keep the body ASCII: escape controls and non-ASCII bytes */
-            if (*p >= 0x80) {
-                buf[n++] = '?';
-                continue;
-            }
-            buf[n++] = '\\';
-            buf[n++] = 'u';
-            buf[n++] = '0';
-            buf[n++] = '0';
-            buf[n++] = hex[*p >> 4];
-            buf[n++] = hex[*p & 15];
-        } else {
-            buf[n++] = (char)*p;
-        }
-    }
-    buf[n++] = '"';
-    buf[n++] = '}';
-    buf[n++] = '\n';
-    buf[n] = '\0';
-    return n;
+    size_t n = (size_t)w;
+    if (detail != NULL) /* the shared escaper (l3kv/json.h); cut at a character boundary to fit */
+        n += l3_json_escape_n(buf + n, cap - n - 4, detail, strlen(detail));
+    memcpy(buf + n, "\"}\n", 4); /* with the NUL */
+    return n + 3;
 }

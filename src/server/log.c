@@ -9,13 +9,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "server.h"
+#include "log.h"
 
 static l3_log_level_t min_level = L3_LOG_INFO;
 static char *log_path;

@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "worker.h"
 
 #define MAX_ROLES 4
 #define BACKOFF_MIN_MS 100u

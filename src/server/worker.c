@@ -40,7 +40,11 @@
 
 #include "l3kv-config.h"
 #include "l3kv/wal.h"
+#include "errmap.h"
+#include "log.h"
+#include "routes.h"
 #include "server.h"
+#include "worker.h"
 
 /* Slack above server.max_body_bytes given to h2o's own limit: bodies up to it reach the
  * handler, which answers a clean JSON 413 on every protocol; HTTP/1 bodies announced
@@ -48,6 +52,7 @@
 #define ENTITY_SLACK (1u << 20)
 
 static h2o_globalconf_t globalconf;
+static l3_routes_handler_t *api; /* the routes' handler; its environment is set after fork */
 
 /*
  * Errors h2o answers by itself, before a request reaches the handler (a body announced
@@ -85,15 +90,15 @@ static void json_err_send(h2o_ostream_t *os, h2o_req_t *req, h2o_iovec_t *bufs, 
     for (size_t i = 0; i < bufcnt; i++)
         for (size_t j = 0; j < bufs[i].len && dl < sizeof(detail) - 1; j++) {
             char c = bufs[i].base[j];
-            detail[dl++] = (c == '"' || c == '\\' || (unsigned char)c < 0x20) ? ' ' : c;
+            detail[dl++] = (unsigned char)c < 0x20 ? ' ' : c; /* h2o's text ends with a newline */
         }
     while (dl > 0 && detail[dl - 1] == ' ')
         dl--;
     detail[dl] = '\0';
     h2o_iovec_t body;
-    body.base = h2o_mem_alloc_pool(&req->pool, dl + 96);
-    body.len = (size_t)snprintf(body.base, dl + 96, "{\"error\":\"%s\",\"detail\":\"%s\"}\n",
-                                json_err_code(req->res.status), detail);
+    size_t cap = sizeof(detail) * 6 + 96;
+    body.base = h2o_mem_alloc_pool(&req->pool, cap);
+    body.len = l3_srv_err_json(body.base, cap, json_err_code(req->res.status), detail);
     req->res.content_length = body.len;
     h2o_ostream_send_next(os, req, &body, 1, state);
 }
@@ -129,8 +134,7 @@ int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
     globalconf.http2.graceful_shutdown_timeout = srv->cfg.server.shutdown_timeout_ms;
     h2o_hostconf_t *host = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
-    h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h));
-    h->on_req = l3_srv_on_req;
+    api = l3_routes_register(pc);
     h2o_filter_t *ef = h2o_create_filter(&host->fallback_path, sizeof(*ef));
     ef->on_setup_ostream = json_err_setup;
     srv->h2o_globalconf = &globalconf;
@@ -184,8 +188,8 @@ static conn_t conns = {.prev = &conns, .next = &conns};
 static volatile sig_atomic_t stop_flag, hup_flag;
 static h2o_timeout_t tick_timeout, pause_timeout, linger_timeout;
 static h2o_timeout_entry_t tick_entry, pause_entry;
-
-l3_srv_env_t l3_srv_env;
+static l3_obs_slot_t *my_obs;
+static int64_t max_active; /* per-worker connection limit before 503 */
 
 static void on_signal(int sig)
 {
@@ -197,7 +201,7 @@ static void on_signal(int sig)
 
 static void set_active(void)
 {
-    __atomic_store_n(&l3_srv_env.obs->os_active_conns, active_conns, __ATOMIC_RELAXED);
+    __atomic_store_n(&my_obs->os_active_conns, active_conns, __ATOMIC_RELAXED);
 }
 
 static void account(conn_t *c)
@@ -206,7 +210,7 @@ static void account(conn_t *c)
      * bytes are counted per request in routes.c; bytes_written is exact. */
     size_t w = c->sock->bytes_written;
     if (w > c->tx) {
-        l3_obs_add(&l3_srv_env.obs->os_bytes_tx, w - c->tx);
+        l3_obs_add(&my_obs->os_bytes_tx, w - c->tx);
         c->tx = w;
     }
 }
@@ -293,15 +297,35 @@ static void linger_after_close(h2o_conn_t *hc)
     }
 }
 
-bool l3_srv_conn_over_limit(const void *hc)
+/* Is this connection beyond the first max_active ones still open (in accept order)?
+ * O(open connections), but walked only while the worker is over its limit. */
+static bool conn_over_limit(const void *hc)
 {
+    if (active_conns <= max_active)
+        return false;
     /* conns is newest first: walk from the oldest; HTTP/1 and HTTP/2 connections keep
      * their h2o_conn_t in the socket's data */
     int64_t older = 0;
     for (conn_t *c = conns.prev; c != &conns; c = c->prev, older++)
         if (c->sock->data == hc)
-            return older >= l3_srv_env.max_active;
+            return older >= max_active;
     return true; /* not found (a TLS handshake in progress cannot send requests) */
+}
+
+static uint64_t accept_queue(const void *arg)
+{
+    return l3_srv_accept_queue(arg);
+}
+
+static void linger_conn(void *hc)
+{
+    linger_after_close(hc);
+}
+
+/* POST /admin/checkpoint: the supervisor forks the checkpointer at its next tick. */
+static int request_checkpoint(void)
+{
+    return kill(getppid(), SIGRTMIN) == 0 ? 0 : -errno;
 }
 
 /* h2o calls on_close after do_dispose_socket(); in the evloop the socket memory is
@@ -377,7 +401,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     conns.next = c;
     ++active_conns;
     set_active();
-    l3_obs_add(&l3_srv_env.obs->os_accepted, 1);
+    l3_obs_add(&my_obs->os_accepted, 1);
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = c;
     h2o_accept(&accept_ctx, sock);
@@ -403,14 +427,14 @@ static void on_tick(h2o_timeout_entry_t *e)
     }
     if (srv->store != NULL)
         l3_store_proc_heartbeat(srv->store);
-    if (l3_srv_durable_pending() > 0) /* belt and braces: never rely on one wake-up alone */
-        l3_srv_durable_poll();
+    if (l3_durable_pending(&api->env.durable) > 0) /* belt and braces: never rely on one wake-up alone */
+        l3_durable_poll(&api->env.durable);
     h2o_timeout_link(ctx.loop, &tick_timeout, &tick_entry);
 }
 
 static void on_wal_notify(h2o_socket_t *sock, const char *err)
 {
-    l3_srv_durable_poll(); /* acks (drains) the eventfd itself */
+    l3_durable_poll(&api->env.durable); /* acks (drains) the eventfd itself */
 }
 
 static void install_signals(void)
@@ -433,6 +457,48 @@ static void install_signals(void)
     sigprocmask(SIG_SETMASK, &all, NULL);
 }
 
+/* Graceful stop: no more accepts, finish what is in flight (bounded), then _exit(0). */
+__attribute__((noreturn)) static void drain_and_exit(l3_srv_t *s, uint32_t slot)
+{
+    stopping = true;
+    apply_assignment();
+    bool retiring = __atomic_load_n(&s->ctl->sc_state[slot], __ATOMIC_ACQUIRE) == L3_OBS_SLOT_RETIRING;
+    if (!retiring) {
+        /* server stop: drop our references so the sockets close once every process has */
+        for (uint32_t i = 0; i < s->nsock; i++)
+            if (listeners[i] != NULL) {
+                h2o_socket_close(listeners[i]);
+                listeners[i] = NULL;
+            }
+    }
+    h2o_context_request_shutdown(&ctx);
+    uint64_t start = h2o_now(ctx.loop);
+    uint64_t deadline = start + s->cfg.server.shutdown_timeout_ms;
+    uint64_t req_timeout = ctx.http1.req_timeout.timeout, last_progress = start;
+    while (active_conns > 0 && h2o_now(ctx.loop) < deadline) {
+        h2o_evloop_run(ctx.loop, 50);
+        uint64_t now = h2o_now(ctx.loop);
+        if (uploads_progressing())
+            last_progress = now;
+        /* Idle HTTP/1 keep-alive connections only notice the shutdown through the request
+         * timeout, which h2o counts from the start of a request: shortening it evicts them,
+         * but would also cut a request body still arriving. So it is short only while no
+         * connection has received body bytes for 200 ms (a stalled upload is then cut;
+         * everything stays bounded by the deadline). */
+        ctx.http1.req_timeout.timeout = now >= last_progress + 200 ? 800 : req_timeout;
+    }
+    for (conn_t *c = conns.next; c != &conns; c = c->next)
+        account(c);
+    if (active_conns > 0)
+        L3_LOG(L3_LOG_WARN, "worker %u: %lld connections still open after %u ms; closing them", slot,
+               (long long)active_conns, s->cfg.server.shutdown_timeout_ms);
+    __atomic_store_n(&my_obs->os_active_conns, 0, __ATOMIC_RELAXED);
+    if (s->store != NULL)
+        l3_store_proc_unregister(s->store);
+    L3_LOG(L3_LOG_DEBUG, "worker %u: exiting", slot);
+    _exit(0);
+}
+
 void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
 {
     pid_t parent = getppid();
@@ -443,13 +509,14 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
     if (getppid() != parent)
         _exit(0);
 
-    l3_srv_env.srv = s;
-    l3_srv_env.slot = slot;
-    l3_srv_env.obs = l3_obs_slot(&s->obs, slot);
-    l3_srv_env.active = &active_conns;
+    my_obs = l3_obs_slot(&s->obs, slot);
     uint32_t nw = s->cfg.server.max_workers ? s->cfg.server.max_workers : 1;
-    l3_srv_env.max_active = (int64_t)(s->cfg.server.max_connections / nw) + 1;
-    l3_srv_env.store = s->store;
+    max_active = (int64_t)(s->cfg.server.max_connections / nw) + 1;
+    api->env = (l3_route_env_t){.store = s->store, .obs_all = &s->obs, .obs = my_obs, .wal_ring = s->wal_ring,
+                                .max_body_bytes = s->cfg.server.max_body_bytes, .over_limit = conn_over_limit,
+                                .accept_queue = accept_queue, .accept_arg = s,
+                                .linger = linger_conn, .request_checkpoint = request_checkpoint};
+    l3_durable_init(&api->env.durable, s->wal_ring, s->wal_wait, slot, my_obs);
     if (s->store != NULL) {
         int rc = l3_store_proc_register(s->store, L3_STORE_ROLE_WORKER, NULL);
         if (rc < 0) {
@@ -495,42 +562,5 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
             break;
         }
 
-    /* Graceful stop: no more accepts, finish what is in flight (bounded). */
-    stopping = true;
-    apply_assignment();
-    bool retiring = __atomic_load_n(&s->ctl->sc_state[slot], __ATOMIC_ACQUIRE) == L3_OBS_SLOT_RETIRING;
-    if (!retiring) {
-        /* server stop: drop our references so the sockets close once every process has */
-        for (uint32_t i = 0; i < s->nsock; i++)
-            if (listeners[i] != NULL) {
-                h2o_socket_close(listeners[i]);
-                listeners[i] = NULL;
-            }
-    }
-    h2o_context_request_shutdown(&ctx);
-    uint64_t start = h2o_now(ctx.loop);
-    uint64_t deadline = start + s->cfg.server.shutdown_timeout_ms;
-    uint64_t req_timeout = ctx.http1.req_timeout.timeout, last_progress = start;
-    while (active_conns > 0 && h2o_now(ctx.loop) < deadline) {
-        h2o_evloop_run(ctx.loop, 50);
-        uint64_t now = h2o_now(ctx.loop);
-        if (uploads_progressing())
-            last_progress = now;
-        /* Idle HTTP/1 keep-alive connections only notice the shutdown through the request
-         * timeout, which h2o counts from the start of a request: shortening it evicts them,
-         * but would also cut a request body still arriving. So it is short only while no
-         * connection has received body bytes for 200 ms (a stalled upload is then cut;
-         * everything stays bounded by the deadline). */
-        ctx.http1.req_timeout.timeout = now >= last_progress + 200 ? 800 : req_timeout;
-    }
-    for (conn_t *c = conns.next; c != &conns; c = c->next)
-        account(c);
-    if (active_conns > 0)
-        L3_LOG(L3_LOG_WARN, "worker %u: %lld connections still open after %u ms; closing them", slot,
-               (long long)active_conns, s->cfg.server.shutdown_timeout_ms);
-    __atomic_store_n(&l3_srv_env.obs->os_active_conns, 0, __ATOMIC_RELAXED);
-    if (s->store != NULL)
-        l3_store_proc_unregister(s->store);
-    L3_LOG(L3_LOG_DEBUG, "worker %u: exiting", slot);
-    _exit(0);
+    drain_and_exit(s, slot);
 }

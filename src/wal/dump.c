@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "l3kv/error.h"
+#include "l3kv/json.h"
 #include "wal-int.h"
 
 static const char *op_name(unsigned op)
@@ -20,16 +21,17 @@ static const char *op_name(unsigned op)
     return op < L3_ARRAY_SIZE(names) ? names[op] : "?";
 }
 
-/* key as text: printable ASCII kept, the rest \xNN (JSON: \u00NN), at most 64 bytes shown */
+/* key as text, at most 64 bytes shown: JSON through the shared escaper (l3kv/json.h);
+ * human form printable ASCII kept, the rest \xNN */
 static void put_key(FILE *out, const uint8_t *k, uint32_t klen, int json)
 {
     uint32_t n = L3_MIN(klen, 64u);
-    for (uint32_t i = 0; i < n; i++) {
+    if (json)
+        l3_json_fput(out, k, n);
+    for (uint32_t i = 0; i < n && !json; i++) {
         uint8_t c = k[i];
         if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
             fputc(c, out);
-        else if (json)
-            fprintf(out, "\\u%04x", c);
         else
             fprintf(out, "\\x%02x", c);
     }

@@ -24,6 +24,7 @@
 
 #include "l3kv/base.h"
 #include "l3kv/error.h"
+#include "l3kv/json.h"
 #include "l3kv/layout.h"
 #include "l3kv/store.h"
 #include "l3kv/wal.h"
@@ -44,20 +45,11 @@ static void usage(FILE *f)
                "The only instance on the machine is used when neither --pid nor --name is given.\n");
 }
 
-/* Print bytes as a JSON string body (non-ASCII and control bytes as \\u00XX). */
+/* Print bytes as a JSON string (the shared escaper, l3kv/json.h). */
 static void put_json_str(const void *p, size_t n)
 {
-    const unsigned char *s = p;
     putchar('"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned c = s[i];
-        if (c == '"' || c == '\\')
-            printf("\\%c", c);
-        else if (c < 0x20 || c >= 0x7f)
-            printf("\\u%04x", c);
-        else
-            putchar((int)c);
-    }
+    l3_json_fput(stdout, p, n);
     putchar('"');
 }
 

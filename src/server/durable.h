@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * durable.h - fsync-mode reply parking: a successful write is answered only once the WAL
+ * writer has made its record durable. The only reader of the WAL ticket in the server.
+ */
+#ifndef L3KV_SRV_DURABLE_H
+#define L3KV_SRV_DURABLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "obs.h"
+
+struct st_h2o_req_t;
+
+struct l3_durable;
+
+/** A parked reply (in the request's pool). */
+typedef struct l3_durable_reply {
+    struct l3_durable_reply *prev, *next;
+    struct l3_durable *owner;
+    struct st_h2o_req_t *req;
+    uint64_t ticket;
+    int status, head;
+    const char *ctype;
+    const char *body;
+    size_t body_len;
+} l3_durable_reply_t;
+
+/** One worker's parked replies; l3_durable_init before use. */
+typedef struct l3_durable {
+    l3_durable_reply_t parked; /* list head */
+    size_t nparked;
+    void *ring;         /* l3_wal_ring_t * or NULL (no WAL) */
+    uint32_t slot;      /* this worker's eventfd slot */
+    bool wait;          /* storage.durability = "fsync" */
+    l3_obs_slot_t *obs; /* for the 5xx count of replies failed late */
+} l3_durable_t;
+
+void l3_durable_init(l3_durable_t *d, void *ring, bool wait, uint32_t slot, l3_obs_slot_t *obs);
+
+/**
+ * Park a prepared reply until the newest WAL ticket is durable. Returns 1 when the reply
+ * must be sent now (no waiting configured, or already durable), 0 when it was parked, or
+ * -errno when the WAL cannot make changes durable (the caller answers 503).
+ */
+int l3_durable_park(l3_durable_t *d, struct st_h2o_req_t *req, int status, int head, const char *ctype,
+                    const char *body, size_t body_len);
+
+/** Error name of a write whose outcome is not known: applied in memory, its WAL record
+ *  neither known durable nor known lost (docs/api.md). */
+#define L3_ERR_DURABILITY_UNKNOWN "durability_unknown"
+
+/** The WAL notification eventfd became readable (or a periodic check): send the replies
+ *  whose records are now durable, fail them all if the WAL failed. */
+void l3_durable_poll(l3_durable_t *d);
+
+/** Replies waiting for durability. */
+size_t l3_durable_pending(const l3_durable_t *d);
+
+#endif

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * http.h - what every route handler shares: the routes' environment, the request being
+ * handled, response helpers and the JSON error replies (statuses from errmap.c).
+ */
+#ifndef L3KV_SRV_HTTP_H
+#define L3KV_SRV_HTTP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <h2o.h>
+
+#include "durable.h"
+#include "errmap.h"
+#include "l3kv/base.h"
+#include "l3kv/doc.h"
+#include "l3kv/error.h"
+#include "l3kv/store.h"
+#include "obs.h"
+#include "query.h"
+
+#define L3_CT_JSON "application/json"
+#define L3_CT_BIN "application/vnd.l3kv.doc"
+
+/**
+ * The routes' environment: one per worker process, carried by the h2o handler
+ * (routes.h). Filled by the worker after fork; the route handlers read it, nothing else.
+ */
+typedef struct l3_route_env {
+    l3_store_t *store;
+    const l3_obs_t *obs_all; /* every slot's metrics (for /metrics) */
+    l3_obs_slot_t *obs;      /* this worker's slot */
+    void *wal_ring;          /* l3_wal_ring_t * or NULL */
+    uint64_t max_body_bytes; /* server.max_body_bytes */
+    /* Is this connection beyond the worker's connection limit? (NULL = no limit) */
+    bool (*over_limit)(const void *h2o_conn);
+    /* Connections waiting in the listening sockets' accept queues (for /metrics). */
+    uint64_t (*accept_queue)(const void *arg);
+    const void *accept_arg;
+    /* The connection closes after this response: drain what the client still sends so
+     * it reads the response instead of a reset (NULL = no lingering close). */
+    void (*linger)(void *h2o_conn);
+    /* Ask the supervisor for a checkpoint: 0 or -errno (NULL = not available). */
+    int (*request_checkpoint)(void);
+    l3_durable_t durable; /* fsync-mode parked replies */
+    l3_buf_t jbuf;        /* reused serialisation buffer */
+} l3_route_env_t;
+
+/** The request being handled (on the stack of the dispatcher; handlers answer synchronously). */
+typedef struct {
+    h2o_req_t *req;
+    l3_route_env_t *env;
+    uint64_t t0;          /* entry into the dispatcher (handler time) */
+    l3_obs_route_t route; /* metrics route */
+    int head;             /* HEAD: GET headers, no body */
+} l3_rq_t;
+
+bool l3_http_method(const h2o_req_t *req, const char *m, size_t n);
+#define L3_METHOD(req, lit) l3_http_method(req, H2O_STRLIT(lit))
+/** Case-insensitive equality with a literal. */
+bool l3_http_ieq(h2o_iovec_t v, const char *lit, size_t n);
+/** First value of a request header, {NULL,0} when absent. */
+h2o_iovec_t l3_http_header(h2o_req_t *req, const h2o_token_t *tok);
+/** Media type of a Content-Type value (lower-case, no parameters), in the request pool. */
+h2o_iovec_t l3_http_media_type(h2o_req_t *req, h2o_iovec_t v);
+/** Parse the request's query string (values in the request pool). 0 or -1 (malformed escape). */
+int l3_http_query(h2o_req_t *req, l3_query_t *q);
+
+void l3_http_add_header(h2o_req_t *req, const h2o_token_t *tok, const char *v, size_t len);
+void l3_http_add_etag(h2o_req_t *req, uint64_t lsn);
+/** Hand a malloc'd buffer to the request: freed when the request is done. */
+void l3_http_adopt(h2o_req_t *req, void *buf);
+
+/** Send a complete response (Content-Length except 204/304; no body for HEAD). No metrics. */
+void l3_http_send(h2o_req_t *req, int status, const char *ctype, h2o_iovec_t body, int head);
+/** Record the request in the metrics (handler time, status, received bytes). */
+void l3_http_record(l3_rq_t *rq, int status);
+/** Record and send. */
+void l3_http_respond(l3_rq_t *rq, int status, const char *ctype, h2o_iovec_t body);
+void l3_http_respond_static(l3_rq_t *rq, int status, const char *ctype, const char *body);
+/** Send the JSON in env->jbuf: small bodies are copied into the pool, big ones handed over. */
+void l3_http_respond_jbuf(l3_rq_t *rq, int status, const char *ctype);
+/** Answer a successful write: at once, or once durable in fsync mode (durable.c). */
+void l3_http_respond_write(l3_rq_t *rq, int status, const char *ctype, h2o_iovec_t body);
+
+/** Answer {"error":error,"detail":printf(fmt)} with status (503 adds Retry-After). Returns 0. */
+int l3_http_fail(l3_rq_t *rq, int status, const char *error, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/** 405 with an Allow header. Returns 0. */
+int l3_http_fail_405(l3_rq_t *rq, const char *allow);
+/** Answer a store/doc error code through errmap; err (may be NULL) adds the byte offset of
+ *  syntax errors and the document layer's message. Returns 0. */
+int l3_http_fail_rc(l3_rq_t *rq, int rc, l3_srv_errctx_t ctx, const l3_doc_error_t *err);
+
+/** Append s[0..len) as a JSON string literal (l3_json_escape). 0 or -ENOMEM. */
+int l3_http_buf_str(l3_buf_t *b, const char *s, size_t len);
+/** Append raw bytes. 0 or -ENOMEM. */
+int l3_http_buf_cat(l3_buf_t *b, const char *s, size_t len);
+
+#endif

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * route.h - the route handlers routes.c's table points at, one family per file:
+ * route_kv.c (/kv/{key}), route_list.c (/kv/), route_admin.c (health, metrics,
+ * dashboard, checkpoint). A handler is reached only with a method its table entry allows;
+ * it answers the request and returns 0.
+ */
+#ifndef L3KV_SRV_ROUTE_H
+#define L3KV_SRV_ROUTE_H
+
+#include "http.h"
+
+#define L3_ALLOW_DOC "GET, HEAD, PUT, DELETE, POST, PATCH"
+#define L3_ALLOW_RO "GET, HEAD"
+
+/** /kv/{key}: GET, HEAD, PUT, DELETE, POST (?op=), PATCH. raw: the path after "/kv/",
+ *  not decoded. */
+int l3_route_kv(l3_rq_t *rq, h2o_iovec_t raw);
+/** /kv/ and /kv: key listing (?prefix, limit, cursor). */
+int l3_route_list(l3_rq_t *rq, h2o_iovec_t unused);
+/** /kv/health. */
+int l3_route_health(l3_rq_t *rq, h2o_iovec_t unused);
+/** /kv/metrics: the legacy text metrics. */
+int l3_route_metrics_text(l3_rq_t *rq, h2o_iovec_t unused);
+/** /metrics: JSON metrics. */
+int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused);
+/** /dashboard. */
+int l3_route_dashboard(l3_rq_t *rq, h2o_iovec_t unused);
+/** POST /admin/checkpoint. */
+int l3_route_checkpoint(l3_rq_t *rq, h2o_iovec_t unused);
+
+#endif

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * route_admin.c - operational routes: /kv/health, /kv/metrics (legacy text), /metrics
+ * (JSON), /dashboard and POST /admin/checkpoint (asks the supervisor through the
+ * environment's request_checkpoint: the worker sends it SIGRTMIN and it forks the
+ * checkpointer at its next tick).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "l3kv-config.h"
+#include "l3kv/wal.h"
+#include "route.h"
+
+int l3_route_health(l3_rq_t *rq, h2o_iovec_t unused)
+{
+    (void)unused;
+    rq->route = L3_OBS_R_HEALTH;
+    l3_http_respond_static(rq, 200, L3_CT_JSON, "{\"status\":\"ok\"}\n");
+    return 0;
+}
+
+static void respond_metrics(l3_rq_t *rq, char *out, size_t len, const char *ctype)
+{
+    l3_http_adopt(rq->req, out);
+    l3_http_add_header(rq->req, H2O_TOKEN_CACHE_CONTROL, H2O_STRLIT("no-store"));
+    l3_http_respond(rq, 200, ctype, h2o_iovec_init(out, len));
+}
+
+int l3_route_metrics_text(l3_rq_t *rq, h2o_iovec_t unused)
+{
+    (void)unused;
+    rq->route = L3_OBS_R_METRICS;
+    char *out = NULL;
+    size_t len = 0;
+    int rc = l3_obs_render_text(rq->env->obs_all, &out, &len);
+    if (rc < 0)
+        return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
+    respond_metrics(rq, out, len, "text/plain; charset=utf-8");
+    return 0;
+}
+
+/* The store's figures as the JSON object /metrics shows under "store"; false without a store. */
+static bool store_json(l3_store_t *st, char *extra, size_t cap)
+{
+    l3_store_stats_t s;
+    if (st == NULL || l3_store_stats(st, &s) != 0)
+        return false;
+    snprintf(extra, cap,
+             "{\"keys\":%" PRIu64 ",\"doc_bytes\":%" PRIu64 ",\"heap_bytes\":%" PRIu64
+             ",\"used_bytes\":%" PRIu64 ",\"free_bytes\":%" PRIu64 ",\"largest_free\":%" PRIu64
+             ",\"fragmentation\":%.4f,\"last_lsn\":%" PRIu64 ",\"repairs\":%" PRIu64 ",\"rollbacks\":%" PRIu64
+             ",\"grows\":%" PRIu64 ",\"compactions\":%" PRIu64 ",\"procs\":%u}",
+             s.keys, s.doc_bytes, s.heap_bytes, s.used_bytes, s.free_bytes, s.largest_free, s.fragmentation,
+             s.last_lsn, s.repairs, s.rollbacks, s.grows, s.compactions, s.procs);
+    return true;
+}
+
+int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused)
+{
+    (void)unused;
+    l3_route_env_t *env = rq->env;
+    char *out = NULL, extra[768];
+    size_t len = 0;
+    const char *ex = store_json(env->store, extra, sizeof(extra)) ? extra : NULL;
+    l3_wal_stats_t ws, *wsp = NULL;
+    if (env->wal_ring != NULL) {
+        l3_wal_ring_stats(env->wal_ring, &ws);
+        wsp = &ws;
+    }
+    uint64_t aq = env->accept_queue != NULL ? env->accept_queue(env->accept_arg) : 0;
+    int rc = l3_obs_render_json(env->obs_all, L3KV_VERSION, aq, ex, wsp, &out, &len);
+    if (rc < 0)
+        return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
+    respond_metrics(rq, out, len, L3_CT_JSON);
+    return 0;
+}
+
+int l3_route_dashboard(l3_rq_t *rq, h2o_iovec_t unused)
+{
+    (void)unused;
+    size_t len;
+    const char *html = l3_obs_dashboard_html(&len);
+    l3_http_respond(rq, 200, "text/html; charset=utf-8", h2o_iovec_init(html, len));
+    return 0;
+}
+
+int l3_route_checkpoint(l3_rq_t *rq, h2o_iovec_t unused)
+{
+    (void)unused;
+    int rc = rq->env->request_checkpoint != NULL ? rq->env->request_checkpoint() : -ENOSYS;
+    if (rc < 0)
+        return l3_http_fail(rq, 503, "unavailable", "cannot reach the supervisor: %s", strerror(-rc));
+    l3_http_respond_static(rq, 202, L3_CT_JSON, "{\"ok\":true,\"detail\":\"checkpoint requested\"}");
+    return 0;
+}
