@@ -28,14 +28,10 @@
  * reaped; every reaped pid is passed to l3_store_proc_reap() before its slot is reused.
  */
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -108,15 +104,6 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-bool l3_srv_ctl_serves(const l3_srv_ctl_t *ctl, uint32_t slot, uint32_t sock)
-{
-    uint32_t live[L3_SRV_MAX_WORKERS], n = 0;
-    for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        if (__atomic_load_n(&ctl->sc_state[i], __ATOMIC_ACQUIRE) == L3_OBS_SLOT_RUNNING)
-            live[n++] = i;
-    return n > 0 && live[sock % n] == slot;
-}
-
 static void set_state(l3_srv_t *srv, uint32_t slot, uint32_t state, pid_t pid)
 {
     l3_obs_slot_t *os = l3_obs_slot(&srv->obs, slot);
@@ -130,76 +117,6 @@ static void set_state(l3_srv_t *srv, uint32_t slot, uint32_t state, pid_t pid)
 }
 
 /* ---------------------------------------------------------------- setup */
-
-static int open_listeners(l3_srv_t *srv, char *errbuf, size_t errlen)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
-    char portstr[16];
-    snprintf(portstr, sizeof(portstr), "%u", srv->cfg.server.port);
-    int rc = getaddrinfo(srv->cfg.server.address, portstr, &hints, &res);
-    if (rc != 0) {
-        snprintf(errbuf, errlen, "config: 'server.address' %s: %s", srv->cfg.server.address, gai_strerror(rc));
-        return -EINVAL;
-    }
-    struct sockaddr_storage ss;
-    socklen_t sslen = (socklen_t)res->ai_addrlen;
-    memcpy(&ss, res->ai_addr, res->ai_addrlen);
-    int family = res->ai_family;
-    freeaddrinfo(res);
-
-    srv->nsock = srv->cfg.server.max_workers;
-    for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        srv->lfds[i] = -1;
-    if (srv->cfg.server.port != 0) {
-        /* SO_REUSEPORT would let a second server silently share the port with a running
-         * one: probe with a plain bind first, which fails if anything listens there. */
-        int probe = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-        if (probe < 0)
-            goto fail_errno;
-        (void)setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (family == AF_INET6)
-            (void)setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &(int){0}, sizeof(int));
-        if (bind(probe, (struct sockaddr *)&ss, sslen) != 0) {
-            int e = errno;
-            close(probe);
-            errno = e;
-            goto fail_errno;
-        }
-        close(probe);
-    }
-    for (uint32_t i = 0; i < srv->nsock; i++) {
-        int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-        if (fd < 0)
-            goto fail_errno;
-        srv->lfds[i] = fd;
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
-            goto fail_errno;
-        if (family == AF_INET6)
-            (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &(int){0}, sizeof(int));
-        if (bind(fd, (struct sockaddr *)&ss, sslen) != 0)
-            goto fail_errno;
-        if (i == 0) { /* port 0: every later socket joins the port the kernel chose */
-            if (getsockname(fd, (struct sockaddr *)&ss, &sslen) != 0)
-                goto fail_errno;
-            srv->port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                 : ((struct sockaddr_in *)&ss)->sin_port);
-        }
-        if (listen(fd, 4096) != 0)
-            goto fail_errno;
-    }
-    return 0;
-fail_errno:
-    rc = -errno;
-    snprintf(errbuf, errlen, "cannot listen on %s:%u: %s", srv->cfg.server.address, srv->cfg.server.port,
-             strerror(errno));
-    for (uint32_t i = 0; i < srv->nsock; i++)
-        if (srv->lfds[i] >= 0) {
-            close(srv->lfds[i]);
-            srv->lfds[i] = -1;
-        }
-    return rc;
-}
 
 static int mkdir_p(const char *path)
 {
@@ -243,14 +160,16 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
         return rc;
     }
 
-    srv->ctl = mmap(NULL, sizeof(l3_srv_ctl_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (srv->ctl == MAP_FAILED) {
-        srv->ctl = NULL;
+    srv->ctl = l3_srv_ctl_create();
+    if (srv->ctl == NULL)
         return -errno;
-    }
-    srv->ctl->sc_magic = L3_SRV_CTL_MAGIC;
 
-    if ((rc = open_listeners(srv, err, sizeof(err))) < 0 || (rc = l3_srv_h2o_setup(srv, err, sizeof(err))) < 0) {
+    srv->nsock = srv->cfg.server.max_workers;
+    for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
+        srv->lfds[i] = -1;
+    if ((rc = l3_srv_listen_open(srv->cfg.server.address, srv->cfg.server.port, srv->nsock, srv->lfds, &srv->port,
+                                 err, sizeof(err))) < 0 ||
+        (rc = l3_srv_h2o_setup(srv, err, sizeof(err))) < 0) {
         L3_LOG(L3_LOG_ERROR, "%s", err);
         return rc;
     }
@@ -360,15 +279,7 @@ double l3_srv_workers_cpu(l3_srv_t *srv)
 
 uint64_t l3_srv_accept_queue(const l3_srv_t *srv)
 {
-    uint64_t n = 0;
-    for (uint32_t i = 0; i < srv->nsock; i++) {
-        struct tcp_info ti;
-        socklen_t len = sizeof(ti);
-        /* for a listening socket the kernel reports the accept queue length in tcpi_unacked */
-        if (srv->lfds[i] >= 0 && getsockopt(srv->lfds[i], IPPROTO_TCP, TCP_INFO, &ti, &len) == 0)
-            n += ti.tcpi_unacked;
-    }
-    return n;
+    return l3_srv_listen_backlog(srv->lfds, srv->nsock);
 }
 
 double l3_srv_queue_depth(const l3_srv_t *srv, const l3_obs_totals_t *totals)
