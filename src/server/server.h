@@ -16,8 +16,11 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "autoscale.h"
 #include "ctl.h"
 #include "listen.h"
+#include "supervisor.h"
+#include "walsetup.h"
 #include "l3kv/base.h"
 #include "l3kv/error.h"
 #include "l3kv/store.h"
@@ -35,109 +38,8 @@ int l3_srv_log_reopen(void);
 
 #define L3_LOG(lvl, ...) l3_srv_log(lvl, __VA_ARGS__)
 
-/* ---------------------------------------------------------------- shared control block (ctl.h) */
-
-/* ---------------------------------------------------------------- supervisor (supervisor.c) */
-
-typedef struct l3_srv l3_srv_t;
-
-/** A child role other than the HTTP workers (the WAL writer). main returns an exit code.
- *  It starts with SIGTERM and SIGINT blocked (it unblocks them once its handlers are in
- *  place), without the HTTP listening fds, and is stopped with SIGTERM after the workers. */
-typedef int (*l3_srv_role_main_fn)(l3_srv_t *srv, void *arg);
-
-/**
- * Autoscaler tick: called in the supervisor every autoscale.interval_ms with the current
- * live worker count, the queue depth (connections waiting in the listening sockets'
- * accept queues + requests in flight in all workers, see l3_srv_queue_depth) and the
- * metrics totals. Return the desired worker count (clamped to [min_workers,
- * max_workers]), or 0 to leave it unchanged.
- */
-typedef uint32_t (*l3_srv_tick_fn)(l3_srv_t *srv, void *arg, uint32_t nworkers, double queue_depth,
-                                   const l3_obs_totals_t *totals);
-
-struct l3_srv {
-    l3_srv_config_t cfg;
-    const char *config_path;
-    l3_store_t *store;
-    l3_obs_t obs;
-    l3_srv_ctl_t *ctl;
-    int lfds[L3_SRV_MAX_WORKERS]; /* listening sockets (SO_REUSEPORT group), -1 = closed */
-    uint32_t nsock;
-    uint16_t port;                /* bound port (after port 0 resolution) */
-    void *ssl_ctx;                /* SSL_CTX * or NULL */
-    void *h2o_globalconf;         /* h2o_globalconf_t *, built before fork */
-    /* WAL integration (set by main before l3_srv_run): the ring the store's hook appends
-     * to, and whether replies to writes wait until their record is durable
-     * (storage.durability = "fsync"). With wal_wait, l3_wal_notify_create(ring,
-     * max_workers) must have been called before l3_srv_run: worker slot i uses eventfd
-     * slot i. */
-    void *wal_ring;               /* l3_wal_ring_t * or NULL */
-    bool wal_wait;
-};
-
-/** Create the server: config must be loaded; creates the store, sockets, control block. 0 or -errno. */
-int l3_srv_init(l3_srv_t *srv, const char *config_path);
-
-/** Register a child role (e.g. the WAL writer), forked at start and restarted on crash. 0 or -ENOSPC. */
-int l3_srv_add_role(l3_srv_t *srv, const char *name, l3_srv_role_main_fn fn, void *arg);
-
-/** Install the autoscaler tick (NULL = none: the worker count stays at min_workers unless set). */
-void l3_srv_set_tick(l3_srv_t *srv, l3_srv_tick_fn fn, void *arg);
-
-/**
- * Ask for n workers (clamped to [min_workers, max_workers]); applied by the supervisor
- * loop: scale up forks, scale down retires the highest slots gracefully (they stop
- * accepting, their sockets are adopted by the others, in-flight requests finish).
- * Callable from the tick callback or any supervisor code.
- */
-void l3_srv_set_workers(l3_srv_t *srv, uint32_t n);
-
-/** Connections waiting in the accept queues of the listening sockets (TCP_INFO). Any process. */
-uint64_t l3_srv_accept_queue(const l3_srv_t *srv);
-
-/**
- * Sum over live workers of the fraction of the time since the previous call that each
- * was runnable - running or waiting for a CPU (from /proc/<pid>/schedstat). 1.0 = one
- * worker that always had work.
- * Supervisor only (keeps the previous readings); the first call returns 0.
- */
-double l3_srv_workers_cpu(l3_srv_t *srv);
-
-/** Queue depth for the autoscaler: accept queues + requests in flight in all workers. */
-double l3_srv_queue_depth(const l3_srv_t *srv, const l3_obs_totals_t *totals);
-
-/** Run the supervisor loop until SIGTERM/SIGINT and a graceful stop. Returns the exit code. */
-int l3_srv_run(l3_srv_t *srv);
-
-/* ---------------------------------------------------------------- WAL (walsetup.c) */
-
-/** Format the WAL ring, recover the arena (snapshot + WAL), install the store hook, the
- *  durability eventfds ("fsync") and the writer role. Supervisor, before l3_srv_run. */
-int l3_srv_wal_setup(l3_srv_t *srv);
-/** The WAL segment prefix in use (after l3_srv_wal_setup). */
-const char *l3_srv_wal_path(void);
-/** Supervisor loop hook: start a checkpoint when the WAL on disk passed storage.checkpoint_bytes. */
-void l3_srv_wal_tick(l3_srv_t *srv);
-/** Ask for a checkpoint at the next tick whatever the WAL size (supervisor; SIGRTMIN). */
-void l3_srv_wal_request_checkpoint(l3_srv_t *srv);
-/** Supervisor reaped a child it does not track: true if it was the checkpointer (logged). */
-bool l3_srv_wal_child_exited(l3_srv_t *srv, pid_t pid, int status);
-/** Supervisor stopping: kill and reap a running checkpointer. */
-void l3_srv_wal_stop_tasks(l3_srv_t *srv);
-
-/**
- * Fork a one-shot helper child (not restarted): returns 0 in the child (listening fds
- * closed, SIGTERM/SIGINT blocked, dies with the supervisor), the pid in the parent, or
- * -errno. The parent learns of its exit through l3_srv_wal_child_exited.
- */
-pid_t l3_srv_fork_task(l3_srv_t *srv, const char *name);
-
-/* ---------------------------------------------------------------- autoscaler (autoscale.c) */
-
-/** Install the Kalman autoscaler as the supervisor tick (unless autoscale.enabled is false
- *  or min_workers == max_workers). 0 or -EINVAL (parameters rejected, logged). */
-int l3_srv_autoscale_setup(l3_srv_t *srv);
+/* ---------------------------------------------------------------- control block, listeners,
+ * supervisor, WAL, autoscaler: ctl.h, listen.h, supervisor.h, walsetup.h, autoscale.h */
 
 /* ---------------------------------------------------------------- worker (worker.c) */
 
