@@ -59,8 +59,7 @@ typedef struct {
 } child_t;
 
 typedef struct {
-    const char *name;
-    l3_srv_role_main_fn fn;
+    const l3_srv_role_t *ops;
     void *arg;
     child_t ch;
 } role_t;
@@ -96,6 +95,7 @@ static unsigned nroles;
 static uint32_t want_workers;
 static l3_srv_tick_fn tick_fn;
 static void *tick_arg;
+static l3_srv_worker_fn worker_fn;
 
 static uint64_t now_ms(void)
 {
@@ -168,8 +168,7 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
         srv->lfds[i] = -1;
     if ((rc = l3_srv_listen_open(srv->cfg.server.address, srv->cfg.server.port, srv->nsock, srv->lfds, &srv->port,
-                                 err, sizeof(err))) < 0 ||
-        (rc = l3_srv_h2o_setup(srv, err, sizeof(err))) < 0) {
+                                 err, sizeof(err))) < 0) {
         L3_LOG(L3_LOG_ERROR, "%s", err);
         return rc;
     }
@@ -208,13 +207,19 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
     return 0;
 }
 
-int l3_srv_add_role(l3_srv_t *srv, const char *name, l3_srv_role_main_fn fn, void *arg)
+int l3_srv_add_role(l3_srv_t *srv, const l3_srv_role_t *role, void *arg)
 {
     (void)srv;
     if (nroles >= MAX_ROLES)
         return -ENOSPC;
-    roles[nroles++] = (role_t){.name = name, .fn = fn, .arg = arg};
+    roles[nroles++] = (role_t){.ops = role, .arg = arg};
     return 0;
+}
+
+void l3_srv_set_worker(l3_srv_t *srv, l3_srv_worker_fn fn)
+{
+    (void)srv;
+    worker_fn = fn;
 }
 
 void l3_srv_set_tick(l3_srv_t *srv, l3_srv_tick_fn fn, void *arg)
@@ -312,7 +317,8 @@ static int spawn_worker(l3_srv_t *srv, uint32_t slot)
     }
     if (pid == 0) {
         child_setup(false);
-        l3_srv_worker_main(srv, slot);
+        worker_fn(srv, slot);
+        _exit(70); /* a worker body never returns */
     }
     workers[slot].pid = pid;
     workers[slot].started_ms = now_ms();
@@ -348,10 +354,12 @@ pid_t l3_srv_fork_task(l3_srv_t *srv, const char *name)
 
 static int spawn_role(l3_srv_t *srv, role_t *r)
 {
+    if (r->ops->main == NULL)
+        return 0;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
-        L3_LOG(L3_LOG_ERROR, "fork %s: %s", r->name, strerror(errno));
+        L3_LOG(L3_LOG_ERROR, "fork %s: %s", r->ops->name, strerror(errno));
         return -errno;
     }
     if (pid == 0) {
@@ -367,13 +375,13 @@ static int spawn_role(l3_srv_t *srv, role_t *r)
         for (uint32_t i = 0; i < srv->nsock; i++) /* a role must not keep the HTTP sockets alive */
             if (srv->lfds[i] >= 0)
                 close(srv->lfds[i]);
-        int code = r->fn(srv, r->arg);
+        int code = r->ops->main(srv, r->arg);
         _exit(code & 0xff);
     }
     r->ch.pid = pid;
     r->ch.started_ms = now_ms();
     r->ch.restart_at_ms = 0;
-    L3_LOG(L3_LOG_INFO, "%s started (pid %d)", r->name, (int)pid);
+    L3_LOG(L3_LOG_INFO, "%s started (pid %d)", r->ops->name, (int)pid);
     return 0;
 }
 
@@ -442,14 +450,17 @@ static void reap(l3_srv_t *srv, bool stopping)
                 bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
                 if (!clean)
                     stop_failed = true; /* e.g. the WAL writer could not drain: not a clean stop */
-                L3_LOG(clean ? L3_LOG_INFO : L3_LOG_ERROR, "%s (pid %d) exited: %s", roles[r].name, (int)pid, how);
+                L3_LOG(clean ? L3_LOG_INFO : L3_LOG_ERROR, "%s (pid %d) exited: %s", roles[r].ops->name, (int)pid, how);
             } else {
                 schedule_restart(&roles[r].ch, now);
-                L3_LOG(L3_LOG_WARN, "%s (pid %d) died: %s; restarting in %u ms", roles[r].name, (int)pid, how,
+                L3_LOG(L3_LOG_WARN, "%s (pid %d) died: %s; restarting in %u ms", roles[r].ops->name, (int)pid, how,
                        roles[r].ch.backoff_ms);
             }
         }
-        if (!found && !l3_srv_wal_child_exited(srv, pid, status))
+        for (unsigned r = 0; r < nroles && !found; r++)
+            if (roles[r].ops->child_exited != NULL)
+                found = roles[r].ops->child_exited(roles[r].arg, pid, status);
+        if (!found)
             L3_LOG(L3_LOG_DEBUG, "reaped unknown child %d: %s", (int)pid, how);
     }
 }
@@ -561,7 +572,9 @@ static void graceful_stop(l3_srv_t *srv, const sigset_t *set)
             kill(workers[i].pid, SIGKILL);
         }
     wait_children(srv, any_worker, now_ms() + 2000, set);
-    l3_srv_wal_stop_tasks(srv); /* a running checkpoint is abandoned (safe at any point) */
+    for (unsigned r = 0; r < nroles; r++) /* e.g. a running checkpoint is abandoned (safe at any point) */
+        if (roles[r].ops->stop_tasks != NULL)
+            roles[r].ops->stop_tasks(roles[r].arg);
     /* Roles (the WAL writer) stop after the workers so they can drain what was acknowledged. */
     for (unsigned r = 0; r < nroles; r++)
         if (roles[r].ch.pid > 0)
@@ -569,7 +582,7 @@ static void graceful_stop(l3_srv_t *srv, const sigset_t *set)
     wait_children(srv, any_child, now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000, set);
     for (unsigned r = 0; r < nroles; r++)
         if (roles[r].ch.pid > 0) {
-            L3_LOG(L3_LOG_WARN, "%s (pid %d) still running; killing it", roles[r].name, (int)roles[r].ch.pid);
+            L3_LOG(L3_LOG_WARN, "%s (pid %d) still running; killing it", roles[r].ops->name, (int)roles[r].ch.pid);
             kill(roles[r].ch.pid, SIGKILL);
         }
     wait_children(srv, any_child, now_ms() + 2000, set);
@@ -623,7 +636,9 @@ int l3_srv_run(l3_srv_t *srv)
         }
         if (sig == SIGRTMIN) {
             L3_LOG(L3_LOG_INFO, "checkpoint requested");
-            l3_srv_wal_request_checkpoint(srv);
+            for (unsigned r = 0; r < nroles; r++)
+                if (roles[r].ops->request != NULL)
+                    roles[r].ops->request(roles[r].arg);
         }
         if (sig == SIGUSR1) /* operator: one worker more */
             l3_srv_set_workers(srv, want_workers + 1);
@@ -640,7 +655,9 @@ int l3_srv_run(l3_srv_t *srv)
                 l3_srv_set_workers(srv, n);
         }
         apply_scale(srv);
-        l3_srv_wal_tick(srv);
+        for (unsigned r = 0; r < nroles; r++)
+            if (roles[r].ops->tick != NULL)
+                roles[r].ops->tick(roles[r].arg);
     }
     graceful_stop(srv, &set);
     if (srv->store != NULL) {

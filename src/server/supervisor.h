@@ -27,6 +27,36 @@ typedef struct l3_srv l3_srv_t;
 typedef int (*l3_srv_role_main_fn)(l3_srv_t *srv, void *arg);
 
 /**
+ * A role: a child process the supervisor keeps running (restarted on crash) and the hooks
+ * through which the supervisor loop drives the subsystem behind it. The supervisor knows
+ * roles only through this table. Every member but name may be NULL; every hook runs in
+ * the supervisor, from its single-threaded loop, and gets the arg given to l3_srv_add_role
+ * (the role's own state, which holds whatever of the server it needs).
+ *
+ *   main          body of the role's child (NULL: no child process)
+ *   tick          every pass of the supervisor loop (at least every 100 ms)
+ *   request       the operator's "do it now" signal reached the supervisor (SIGRTMIN)
+ *   child_exited  a child the supervisor does not track (one forked with l3_srv_fork_task)
+ *                 was reaped: return true if it was this role's
+ *   stop_tasks    graceful stop, the workers are gone: end the role's helper tasks
+ *                 (before its child is asked to stop)
+ *   stopped       graceful stop, the role's child exited: 0 when all the role owed is done,
+ *                 < 0 when not (the supervisor then exits non-zero)
+ */
+typedef struct {
+    const char *name;
+    l3_srv_role_main_fn main;
+    void (*tick)(void *arg);
+    void (*request)(void *arg);
+    bool (*child_exited)(void *arg, pid_t pid, int status);
+    void (*stop_tasks)(void *arg);
+    int (*stopped)(void *arg);
+} l3_srv_role_t;
+
+/** Body of a worker process (after fork); never returns. */
+typedef void (*l3_srv_worker_fn)(l3_srv_t *srv, uint32_t slot);
+
+/**
  * Autoscaler tick: called in the supervisor every autoscale.interval_ms with the current
  * live worker count, the queue depth (connections waiting in the listening sockets'
  * accept queues + requests in flight in all workers, see l3_srv_queue_depth) and the
@@ -59,8 +89,13 @@ struct l3_srv {
 /** Create the server: config must be loaded; creates the store, sockets, control block. 0 or -errno. */
 int l3_srv_init(l3_srv_t *srv, const char *config_path);
 
-/** Register a child role (e.g. the WAL writer), forked at start and restarted on crash. 0 or -ENOSPC. */
-int l3_srv_add_role(l3_srv_t *srv, const char *name, l3_srv_role_main_fn fn, void *arg);
+/** Register a role (e.g. the WAL writer): its child is forked at start and restarted on crash,
+ *  its hooks are called from the supervisor loop. The table must outlive the server.
+ *  0 or -ENOSPC. */
+int l3_srv_add_role(l3_srv_t *srv, const l3_srv_role_t *role, void *arg);
+
+/** Set the body of the worker processes (before l3_srv_run). */
+void l3_srv_set_worker(l3_srv_t *srv, l3_srv_worker_fn fn);
 
 /** Install the autoscaler tick (NULL = none: the worker count stays at min_workers unless set). */
 void l3_srv_set_tick(l3_srv_t *srv, l3_srv_tick_fn fn, void *arg);
@@ -93,7 +128,7 @@ int l3_srv_run(l3_srv_t *srv);
 /**
  * Fork a one-shot helper child (not restarted): returns 0 in the child (listening fds
  * closed, SIGTERM/SIGINT blocked, dies with the supervisor), the pid in the parent, or
- * -errno. The parent learns of its exit through l3_srv_wal_child_exited.
+ * -errno. The parent learns of its exit through the roles' child_exited hooks.
  */
 pid_t l3_srv_fork_task(l3_srv_t *srv, const char *name);
 
