@@ -552,6 +552,39 @@ static void wait_children(l3_srv_t *srv, bool (*pred)(void), uint64_t deadline, 
     }
 }
 
+/*
+ * Graceful stop, second half: the roles (the WAL writer) stop after the workers so they
+ * can finish what was acknowledged. A role whose child is down (crashed and waiting out
+ * its restart backoff, or never started) is started at once: the stop must not depend on
+ * the state it happened to be in. Each role's stopped hook then says whether everything
+ * it owed is done; any failure makes the supervisor exit non-zero (stop_failed).
+ */
+static void stop_roles(l3_srv_t *srv, const sigset_t *set)
+{
+    for (unsigned r = 0; r < nroles; r++) {
+        role_t *ro = &roles[r];
+        if (ro->ops->main == NULL || ro->ch.pid > 0)
+            continue;
+        L3_LOG(L3_LOG_WARN, "%s is not running: starting it at once for the stop", ro->ops->name);
+        ro->ch.restart_at_ms = 0;
+        if (spawn_role(srv, ro) < 0)
+            stop_failed = true;
+    }
+    for (unsigned r = 0; r < nroles; r++)
+        if (roles[r].ch.pid > 0)
+            kill(roles[r].ch.pid, SIGTERM);
+    wait_children(srv, any_child, now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000, set);
+    for (unsigned r = 0; r < nroles; r++)
+        if (roles[r].ch.pid > 0) {
+            L3_LOG(L3_LOG_WARN, "%s (pid %d) still running; killing it", roles[r].ops->name, (int)roles[r].ch.pid);
+            kill(roles[r].ch.pid, SIGKILL);
+        }
+    wait_children(srv, any_child, now_ms() + 2000, set);
+    for (unsigned r = 0; r < nroles; r++)
+        if (roles[r].ops->stopped != NULL && roles[r].ops->stopped(roles[r].arg) < 0)
+            stop_failed = true;
+}
+
 static void graceful_stop(l3_srv_t *srv, const sigset_t *set)
 {
     __atomic_store_n(&srv->ctl->sc_stop, 1, __ATOMIC_RELEASE);
@@ -575,17 +608,7 @@ static void graceful_stop(l3_srv_t *srv, const sigset_t *set)
     for (unsigned r = 0; r < nroles; r++) /* e.g. a running checkpoint is abandoned (safe at any point) */
         if (roles[r].ops->stop_tasks != NULL)
             roles[r].ops->stop_tasks(roles[r].arg);
-    /* Roles (the WAL writer) stop after the workers so they can drain what was acknowledged. */
-    for (unsigned r = 0; r < nroles; r++)
-        if (roles[r].ch.pid > 0)
-            kill(roles[r].ch.pid, SIGTERM);
-    wait_children(srv, any_child, now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000, set);
-    for (unsigned r = 0; r < nroles; r++)
-        if (roles[r].ch.pid > 0) {
-            L3_LOG(L3_LOG_WARN, "%s (pid %d) still running; killing it", roles[r].ops->name, (int)roles[r].ch.pid);
-            kill(roles[r].ch.pid, SIGKILL);
-        }
-    wait_children(srv, any_child, now_ms() + 2000, set);
+    stop_roles(srv, set);
 }
 
 int l3_srv_run(l3_srv_t *srv)
@@ -661,12 +684,16 @@ int l3_srv_run(l3_srv_t *srv)
     }
     graceful_stop(srv, &set);
     if (srv->store != NULL) {
-        l3_store_unlink(srv->store);
+        /* after a failed stop the arena still holds what did not reach the disk: leave it
+         * in /dev/shm for the next start instead of deleting it */
+        if (!stop_failed)
+            l3_store_unlink(srv->store);
         l3_store_close(srv->store);
         srv->store = NULL;
     }
     if (stop_failed) {
-        L3_LOG(L3_LOG_ERROR, "stopped, but the WAL was not fully flushed: acknowledged writes may be lost");
+        L3_LOG(L3_LOG_ERROR, "stopped, but the WAL was not fully flushed: acknowledged writes may be lost "
+                             "(the arena is left in /dev/shm)");
         return 1;
     }
     L3_LOG(L3_LOG_INFO, "stopped");

@@ -188,6 +188,21 @@ const char *l3_srv_wal_path(void)
     return wal_path;
 }
 
+/* stopped hook: the writer is gone; did every published record reach the disk? */
+static int wal_stopped(void *arg)
+{
+    const wal_role_t *w = arg;
+    if (w->ring == NULL)
+        return 0;
+    l3_wal_stats_t ws;
+    l3_wal_ring_stats(w->ring, &ws);
+    if (ws.durable >= ws.head)
+        return 0;
+    L3_LOG(L3_LOG_ERROR, "wal: stopped with %llu ring bytes not durable (written up to %llu of %llu)",
+           (unsigned long long)(ws.head - ws.durable), (unsigned long long)ws.tail, (unsigned long long)ws.head);
+    return -EIO;
+}
+
 static const l3_srv_role_t wal_role = {
     .name = "wal writer",
     .main = writer_main,
@@ -195,6 +210,7 @@ static const l3_srv_role_t wal_role = {
     .request = wal_request,
     .child_exited = wal_child_exited,
     .stop_tasks = wal_stop_tasks,
+    .stopped = wal_stopped,
 };
 
 int l3_srv_wal_setup(l3_srv_t *srv)
