@@ -5,6 +5,7 @@
  * Process: created in the supervisor before the first fork; the supervisor is its only
  * writer, workers read it.
  */
+#include <signal.h>
 #include <sys/mman.h>
 
 #include "ctl.h"
@@ -26,4 +27,13 @@ bool l3_srv_ctl_serves(const l3_srv_ctl_t *ctl, uint32_t slot, uint32_t sock)
         if (__atomic_load_n(&ctl->sc_state[i], __ATOMIC_ACQUIRE) == L3_OBS_SLOT_RUNNING)
             live[n++] = i;
     return n > 0 && live[sock % n] == slot;
+}
+
+void l3_srv_ctl_wake(const l3_srv_ctl_t *ctl)
+{
+    for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++) {
+        int32_t pid = __atomic_load_n(&ctl->sc_pid[i], __ATOMIC_RELAXED);
+        if (pid > 0 && __atomic_load_n(&ctl->sc_state[i], __ATOMIC_ACQUIRE) == L3_OBS_SLOT_RUNNING)
+            (void)kill(pid, L3_SRV_CTL_SIGNAL);
+    }
 }

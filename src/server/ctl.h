@@ -6,7 +6,9 @@
  * One shared anonymous page created by the supervisor before the first fork; it tells the
  * workers which slots are live so each can compute which listening sockets it serves.
  * Written only by the supervisor (under no lock: single writer); workers read it with
- * acquire loads and re-read it when sc_gen changes (they poll it every 100 ms).
+ * acquire loads and re-read it when sc_gen changes (they poll it every 100 ms, and at once
+ * on L3_SRV_CTL_SIGNAL, which the supervisor sends when a worker died so that its sockets
+ * are adopted without waiting for a tick).
  *
  *   offset  size  field
  *   0       4     sc_magic   "L3SC"
@@ -23,6 +25,7 @@
 #ifndef L3KV_SRV_CTL_H
 #define L3KV_SRV_CTL_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -39,10 +42,17 @@ typedef struct {
     int32_t sc_pid[L3_SRV_MAX_WORKERS];
 } l3_srv_ctl_t;
 
+/** "The control block changed, re-read it now": sent by the supervisor to live workers.
+ *  Workers are forked with it blocked and unblock it once their handler is in place. */
+#define L3_SRV_CTL_SIGNAL (SIGRTMIN + 1)
+
 /** Map a fresh control block (shared with the children forked later). NULL (errno) on failure. */
 l3_srv_ctl_t *l3_srv_ctl_create(void);
 
 /** True when worker slot `slot` serves socket `sock` under the current table. */
 bool l3_srv_ctl_serves(const l3_srv_ctl_t *ctl, uint32_t slot, uint32_t sock);
+
+/** Send L3_SRV_CTL_SIGNAL to every RUNNING worker with a known pid. */
+void l3_srv_ctl_wake(const l3_srv_ctl_t *ctl);
 
 #endif

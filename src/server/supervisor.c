@@ -298,6 +298,7 @@ static void child_setup(bool keep_stop_blocked)
 {
     sigset_t set;
     sigemptyset(&set);
+    sigaddset(&set, L3_SRV_CTL_SIGNAL); /* a worker unblocks it once its handler is in place */
     if (keep_stop_blocked) {
         sigaddset(&set, SIGTERM);
         sigaddset(&set, SIGINT);
@@ -404,6 +405,51 @@ static void schedule_restart(child_t *c, uint64_t now)
     c->restart_at_ms = now + c->backoff_ms;
 }
 
+static bool any_running(const l3_srv_t *srv)
+{
+    for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
+        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RUNNING)
+            return true;
+    return false;
+}
+
+/*
+ * Worker slot i's process exited. Its sockets stay open (the supervisor holds them); the
+ * live workers are told at once (l3_srv_ctl_wake) so that one of them adopts the sockets
+ * within milliseconds instead of at its next 100 ms tick. A crashed worker is restarted
+ * after its backoff while another worker is RUNNING; when it was the last one it is
+ * restarted at once (the service must never wait out a backoff), unless it died within
+ * BACKOFF_MIN_MS of its start, which a restart at once would only repeat (a failing start).
+ */
+static void reap_worker(l3_srv_t *srv, uint32_t i, int status, const char *how, bool stopping, uint64_t now)
+{
+    pid_t pid = workers[i].pid;
+    uint32_t st = srv->ctl->sc_state[i];
+    workers[i].pid = 0;
+    l3_obs_slot_t *os = l3_obs_slot(&srv->obs, i);
+    if (os != NULL) {
+        __atomic_store_n(&os->os_active_conns, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&os->os_inflight, 0, __ATOMIC_RELAXED);
+    }
+    set_state(srv, i, L3_OBS_SLOT_EMPTY, 0);
+    if (!stopping)
+        l3_srv_ctl_wake(srv->ctl);
+    bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (stopping || (st == L3_OBS_SLOT_RETIRING && clean)) {
+        L3_LOG(L3_LOG_INFO, "worker %u (pid %d) exited: %s", i, (int)pid, how);
+        return;
+    }
+    if (os != NULL)
+        l3_obs_add(&os->os_restarts, 1);
+    if (!any_running(srv) && now - workers[i].started_ms >= BACKOFF_MIN_MS) {
+        workers[i].restart_at_ms = now; /* due: apply_scale forks it in this loop pass */
+        L3_LOG(L3_LOG_WARN, "worker %u (pid %d) died: %s; last live worker, restarting at once", i, (int)pid, how);
+        return;
+    }
+    schedule_restart(&workers[i], now);
+    L3_LOG(L3_LOG_WARN, "worker %u (pid %d) died: %s; restarting in %u ms", i, (int)pid, how, workers[i].backoff_ms);
+}
+
 static void reap(l3_srv_t *srv, bool stopping)
 {
     int status;
@@ -422,24 +468,7 @@ static void reap(l3_srv_t *srv, bool stopping)
             if (workers[i].pid != pid)
                 continue;
             found = true;
-            uint32_t st = srv->ctl->sc_state[i];
-            workers[i].pid = 0;
-            l3_obs_slot_t *os = l3_obs_slot(&srv->obs, i);
-            if (os != NULL) {
-                __atomic_store_n(&os->os_active_conns, 0, __ATOMIC_RELAXED);
-                __atomic_store_n(&os->os_inflight, 0, __ATOMIC_RELAXED);
-            }
-            set_state(srv, i, L3_OBS_SLOT_EMPTY, 0);
-            bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-            if (stopping || (st == L3_OBS_SLOT_RETIRING && clean)) {
-                L3_LOG(L3_LOG_INFO, "worker %u (pid %d) exited: %s", i, (int)pid, how);
-            } else {
-                schedule_restart(&workers[i], now);
-                if (os != NULL)
-                    l3_obs_add(&os->os_restarts, 1);
-                L3_LOG(L3_LOG_WARN, "worker %u (pid %d) died: %s; restarting in %u ms", i, (int)pid, how,
-                       workers[i].backoff_ms);
-            }
+            reap_worker(srv, i, status, how, stopping, now);
         }
         for (unsigned r = 0; r < nroles && !found; r++) {
             if (roles[r].ch.pid != pid)
