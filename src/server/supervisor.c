@@ -90,6 +90,8 @@ static child_t workers[L3_SRV_MAX_WORKERS];
 /* Set when a role (the WAL writer) did not exit cleanly during the graceful stop: the
  * supervisor then exits non-zero, because acknowledged writes may not be on disk. */
 static bool stop_failed;
+/* Set when the loop stopped because the arena is poisoned: exit L3_SRV_EXIT_POISONED. */
+static bool poisoned;
 static role_t roles[MAX_ROLES];
 static unsigned nroles;
 static uint32_t want_workers;
@@ -697,6 +699,14 @@ int l3_srv_run(l3_srv_t *srv)
         if (sig == SIGUSR2 && want_workers > 0) /* operator: one worker less */
             l3_srv_set_workers(srv, want_workers - 1);
         reap(srv, false);
+        if (srv->store != NULL && l3_store_poisoned(srv->store)) {
+            L3_LOG(L3_LOG_ERROR, "store: the arena is poisoned (a lock repair could not complete): stopping so "
+                                 "that the next start rebuilds it from the snapshot and the WAL (exit %d)",
+                   L3_SRV_EXIT_POISONED);
+            poisoned = true;
+            sd_notify_msg("STOPPING=1\nSTATUS=arena poisoned, restarting to rebuild from the WAL");
+            break;
+        }
         uint64_t now = now_ms();
         if (tick_fn != NULL && now >= next_tick) {
             next_tick = now + srv->cfg.autoscale.interval_ms;
@@ -724,6 +734,10 @@ int l3_srv_run(l3_srv_t *srv)
         L3_LOG(L3_LOG_ERROR, "stopped, but the WAL was not fully flushed: acknowledged writes may be lost "
                              "(the arena is left in /dev/shm)");
         return 1;
+    }
+    if (poisoned) {
+        L3_LOG(L3_LOG_ERROR, "stopped: the WAL holds every acknowledged write; a restart rebuilds the arena");
+        return L3_SRV_EXIT_POISONED;
     }
     L3_LOG(L3_LOG_INFO, "stopped");
     return 0;

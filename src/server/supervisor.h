@@ -122,7 +122,13 @@ double l3_srv_workers_cpu(l3_srv_t *srv);
 /** Queue depth for the autoscaler: accept queues + requests in flight in all workers. */
 double l3_srv_queue_depth(const l3_srv_t *srv, const l3_obs_totals_t *totals);
 
-/** Run the supervisor loop until SIGTERM/SIGINT and a graceful stop. Returns the exit code. */
+/** Exit code of a stop forced by a poisoned arena (l3_store_poisoned): not a clean stop, so
+ *  systemd (Restart=on-failure) starts the server again, and the start rebuilds the arena
+ *  from the snapshot and the WAL. */
+#define L3_SRV_EXIT_POISONED 3
+
+/** Run the supervisor loop until SIGTERM/SIGINT (or a poisoned arena) and a graceful stop.
+ *  Returns the exit code: 0, 1 (the stop could not drain the WAL), L3_SRV_EXIT_POISONED. */
 int l3_srv_run(l3_srv_t *srv);
 
 /**

@@ -658,6 +658,11 @@ uint64_t l3_store_last_lsn(const l3_store_t *st)
     return __atomic_load_n(&st->hdr->ah_lsn, __ATOMIC_ACQUIRE);
 }
 
+bool l3_store_poisoned(const l3_store_t *st)
+{
+    return __atomic_load_n(&st->hdr->ah_state, __ATOMIC_ACQUIRE) == L3_ARENA_POISONED;
+}
+
 const void *l3_store_header(const l3_store_t *st)
 {
     return st->hdr;

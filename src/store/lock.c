@@ -25,6 +25,12 @@
  *     mid-repair leaves a state the next repairer handles the same way.
  *  L5 A transaction is committed once tx_state = COMMITTED: after that, repair completes
  *     its deferred frees instead of rolling it back.
+ *  L6 A repair that cannot complete (the allocator lock cannot be had) poisons the arena
+ *     and leaves the stripe exactly as its dead holder left it: lk_owner still names the
+ *     holder and its undo record is kept. The operation that found it fails with
+ *     L3_EPOISONED, and so does every later locker of the stripe whose own repair attempt
+ *     fails; the first one whose attempt succeeds serves it again. Poisoning is never
+ *     cleared: writes stay refused (ops.c) until the arena is rebuilt from the WAL.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -57,9 +63,9 @@ static int lock_raw(l3_store_t *st, l3_lock_t *lk, bool *ret_dead)
         return 0;
     case ETIMEDOUT:
         return -ETIMEDOUT;
-    case ENOTRECOVERABLE:
+    case ENOTRECOVERABLE: /* a repair that could not complete left it so (repair_stripe) */
         __atomic_store_n(&st->hdr->ah_state, L3_ARENA_POISONED, __ATOMIC_RELEASE);
-        return -EIO;
+        return L3_EPOISONED;
     default:
         return -rc;
     }
@@ -266,7 +272,11 @@ static void settle_tx(l3_store_t *st, l3_proc_slot_t *ds, const uint8_t *ua, boo
     l3_store__aw32(st, &ds->tx_state, L3_TX_IDLE);
 }
 
-static void repair_stripe(l3_store_t *st, uint32_t s)
+/* Repair stripe s after its holder died (caller holds the EOWNERDEAD mutex). 0, or
+ * L3_EPOISONED when the repair could not complete: the stripe is left as the dead holder
+ * left it (lk_owner, the odd sp_gen and the holder's undo record untouched) and the arena
+ * is poisoned. */
+static int repair_stripe(l3_store_t *st, uint32_t s)
 {
     l3_stripe_t *sp = &st->stripes[s];
     uint32_t owner = __atomic_load_n(&sp->sp_lock.lk_owner, __ATOMIC_ACQUIRE);
@@ -275,21 +285,22 @@ static void repair_stripe(l3_store_t *st, uint32_t s)
         if (ds->tx_state != L3_TX_IDLE && ds->tx_stripe == s) {
             /* The allocator lock is taken even when it is not needed, so that repairs
              * never interleave with a half-finished allocator section. If it cannot be
-             * had, leave the stripe inconsistent-but-locked: poison instead. */
+             * had, the stripe stays unrepaired: poison instead. */
             int tries = 0, rc;
             while ((rc = l3_store__alloc_lock(st)) == -ETIMEDOUT && ++tries < 3)
                 ;
-            if (rc == 0) {
-                settle_tx(st, ds, l3_store__undo_area(st, owner - 1), true);
-                l3_store__alloc_unlock(st);
-            } else {
+            if (rc < 0) {
                 __atomic_store_n(&st->hdr->ah_state, L3_ARENA_POISONED, __ATOMIC_RELEASE);
+                return L3_EPOISONED;
             }
+            settle_tx(st, ds, l3_store__undo_area(st, owner - 1), true);
+            l3_store__alloc_unlock(st);
         }
     }
     if (__atomic_load_n(&sp->sp_gen, __ATOMIC_RELAXED) & 1)
         __atomic_fetch_add(&sp->sp_gen, 1, __ATOMIC_RELEASE);
     __atomic_store_n(&sp->sp_lock.lk_owner, 0, __ATOMIC_RELEASE);
+    return 0;
 }
 
 int l3_store__stripe_lock(l3_store_t *st, uint32_t s)
@@ -303,8 +314,19 @@ int l3_store__stripe_lock(l3_store_t *st, uint32_t s)
         st->ps->ps_stripe_held = 0;
         return rc;
     }
+    /* lk_owner != 0 on a lock that was not EOWNERDEAD: a repair before us could not
+     * complete and left the stripe as its dead holder did (L1, L6): repair it now */
+    bool leftover = !dead && __atomic_load_n(&sp->sp_lock.lk_owner, __ATOMIC_ACQUIRE) != 0;
+    if ((dead || leftover) && repair_stripe(st, s) < 0) {
+        /* The mutex stays usable, the unrepaired state stays marked by lk_owner; this
+         * operation must not touch it. */
+        if (dead)
+            pthread_mutex_consistent(&sp->sp_lock.lk_mutex);
+        pthread_mutex_unlock(&sp->sp_lock.lk_mutex);
+        st->ps->ps_stripe_held = 0;
+        return L3_EPOISONED;
+    }
     if (dead) {
-        repair_stripe(st, s);
         pthread_mutex_consistent(&sp->sp_lock.lk_mutex);
         __atomic_fetch_add(&st->hdr->ah_repairs, 1, __ATOMIC_RELAXED);
         st->ps->ps_repairs++;

@@ -55,7 +55,7 @@ static int op_lock(l3_store_t *st, const void *key, size_t klen, bool tx, opctx_
     if (rc < 0)
         return rc;
     if (tx && __atomic_load_n(&st->hdr->ah_state, __ATOMIC_ACQUIRE) == L3_ARENA_POISONED)
-        return -EIO;
+        return L3_EPOISONED; /* a poisoned arena takes no writes (store.md, "Poisoning") */
     memset(c, 0, sizeof(*c));
     c->h = l3_store__hash(st, key, klen);
     c->s = (uint32_t)c->h & st->smask;
