@@ -42,16 +42,6 @@ static void init_once(void)
     pthread_atfork(NULL, NULL, atfork_child);
 }
 
-l3_proc_slot_t *l3_store__slot(const l3_store_t *st, uint32_t i)
-{
-    return AT(st, st->hdr->ah_off_procs + (uint64_t)i * L3_PROC_SLOT_BYTES, l3_proc_slot_t);
-}
-
-uint8_t *l3_store__undo_area(const l3_store_t *st, uint32_t i)
-{
-    return st->base + st->hdr->ah_off_undo + (uint64_t)i * st->hdr->ah_undo_bytes;
-}
-
 bool l3_store__pid_alive(int32_t pid)
 {
     if (pid <= 0)

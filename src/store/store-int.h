@@ -52,11 +52,20 @@ struct l3_store {
 /* Internal return code: the undo area overflowed (never returned to callers). */
 #define L3_STORE__EUNDO (-32100)
 
+/* ---- the arena's fixed regions (layout.h), addressed from the header */
+static inline l3_proc_slot_t *l3_store__slot(const l3_store_t *st, uint32_t i)
+{
+    return AT(st, st->hdr->ah_off_procs + (uint64_t)i * L3_PROC_SLOT_BYTES, l3_proc_slot_t);
+}
+
+static inline uint8_t *l3_store__undo_area(const l3_store_t *st, uint32_t i)
+{
+    return st->base + st->hdr->ah_off_undo + (uint64_t)i * st->hdr->ah_undo_bytes;
+}
+
 /* ---- arena.c */
 extern uint64_t l3_store__fork_gen;
 int l3_store__check_registered(const l3_store_t *st);
-l3_proc_slot_t *l3_store__slot(const l3_store_t *st, uint32_t i);
-uint8_t *l3_store__undo_area(const l3_store_t *st, uint32_t i);
 bool l3_store__pid_alive(int32_t pid);
 
 /* ---- lock.c: robust locks, transaction record, repair */
