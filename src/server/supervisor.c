@@ -17,12 +17,23 @@
  *
  *   spawn: spawn_worker()   retire: apply_scale()   exit/crash: reap()
  *
- * Sockets: server.max_workers listening sockets bound to the same address with
+ * Sockets (listen.c): server.max_workers listening sockets bound to the same address with
  * SO_REUSEPORT, created once and held open by the supervisor for the life of the server.
- * The kernel spreads new connections over them by a hash of the 4-tuple; each socket is
- * served by one live worker (l3_srv_ctl_serves). A worker that retires or crashes leaves its
- * sockets open (the supervisor and its siblings still hold them), another worker adopts
- * them at its next 100 ms tick, and nothing queued on them is lost.
+ * Each socket is served by one live worker (l3_srv_ctl_serves, ctl.c). A worker that
+ * retires or crashes leaves its sockets open (the supervisor and its siblings still hold
+ * them); after a crash the supervisor wakes the live workers (L3_SRV_CTL_SIGNAL) so one of
+ * them adopts the sockets at once, and nothing queued on them is lost.
+ *
+ * Roles: every subsystem with a process of its own (the WAL writer) is a role table
+ * (supervisor.h): the supervisor forks and restarts its child and calls its hooks from
+ * this loop (tick, request, child_exited, stop_tasks, stopped); it calls nothing else of
+ * the subsystem. The worker body is registered the same way (l3_srv_set_worker).
+ *
+ * Crash policy: a crashed child is restarted after a backoff (100 ms doubling to 5 s,
+ * reset after 10 s of life), except the last live worker, which is restarted at once (the
+ * service never waits out a backoff). A graceful stop starts a role that is down at once,
+ * so the WAL is drained whatever state the writer was in. A poisoned arena stops the loop
+ * (exit L3_SRV_EXIT_POISONED) so the next start rebuilds it from snapshot + WAL.
  *
  * Invariants: a slot is RUNNING iff a child with sc_pid[slot] was forked and not yet
  * reaped; every reaped pid is passed to l3_store_proc_reap() before its slot is reused.
@@ -642,6 +653,31 @@ static void graceful_stop(l3_srv_t *srv, const sigset_t *set)
     stop_roles(srv, set);
 }
 
+/* The operator's signals other than a stop (taken synchronously by the loop). */
+static void on_signal(l3_srv_t *srv, int sig)
+{
+    if (sig == SIGHUP) {
+        int rc = l3_srv_log_reopen();
+        if (rc < 0)
+            L3_LOG(L3_LOG_ERROR, "cannot reopen log: %s", strerror(-rc));
+        else
+            L3_LOG(L3_LOG_INFO, "SIGHUP: logs reopened");
+        for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
+            if (workers[i].pid > 0)
+                kill(workers[i].pid, SIGHUP);
+    }
+    if (sig == SIGRTMIN) {
+        L3_LOG(L3_LOG_INFO, "checkpoint requested");
+        for (unsigned r = 0; r < nroles; r++)
+            if (roles[r].ops->request != NULL)
+                roles[r].ops->request(roles[r].arg);
+    }
+    if (sig == SIGUSR1) /* operator: one worker more */
+        l3_srv_set_workers(srv, want_workers + 1);
+    if (sig == SIGUSR2 && want_workers > 0) /* operator: one worker less */
+        l3_srv_set_workers(srv, want_workers - 1);
+}
+
 int l3_srv_run(l3_srv_t *srv)
 {
     sigset_t set;
@@ -678,26 +714,7 @@ int l3_srv_run(l3_srv_t *srv)
             sd_notify_msg("STOPPING=1");
             break;
         }
-        if (sig == SIGHUP) {
-            int rc = l3_srv_log_reopen();
-            if (rc < 0)
-                L3_LOG(L3_LOG_ERROR, "cannot reopen log: %s", strerror(-rc));
-            else
-                L3_LOG(L3_LOG_INFO, "SIGHUP: logs reopened");
-            for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-                if (workers[i].pid > 0)
-                    kill(workers[i].pid, SIGHUP);
-        }
-        if (sig == SIGRTMIN) {
-            L3_LOG(L3_LOG_INFO, "checkpoint requested");
-            for (unsigned r = 0; r < nroles; r++)
-                if (roles[r].ops->request != NULL)
-                    roles[r].ops->request(roles[r].arg);
-        }
-        if (sig == SIGUSR1) /* operator: one worker more */
-            l3_srv_set_workers(srv, want_workers + 1);
-        if (sig == SIGUSR2 && want_workers > 0) /* operator: one worker less */
-            l3_srv_set_workers(srv, want_workers - 1);
+        on_signal(srv, sig);
         reap(srv, false);
         if (srv->store != NULL && l3_store_poisoned(srv->store)) {
             L3_LOG(L3_LOG_ERROR, "store: the arena is poisoned (a lock repair could not complete): stopping so "
