@@ -11,7 +11,8 @@
  *   start  -> register in the store, build the h2o context, start the 100 ms ticker,
  *             read_start the sockets assigned to this slot
  *   tick   -> re-read the control block when sc_gen changed (adopt or drop sockets),
- *             account bytes written on open connections, heartbeat, SIGHUP log reopen
+ *             account bytes written on open connections, heartbeat, SIGHUP log reopen;
+ *             the control block is also re-read at once on L3_SRV_CTL_SIGNAL (a sibling died)
  *   stop   -> (SIGTERM/SIGINT, or the slot marked RETIRING) stop reading every listener,
  *             request h2o shutdown (GOAWAY / Connection: close), evict idle keep-alive
  *             connections (about 1 s, not while a request body is arriving), wait for
