@@ -97,24 +97,26 @@ static void sd_notify_msg(const char *msg)
     close(fd);
 }
 
-static child_t workers[L3_SRV_MAX_WORKERS];
-/* Set when a role (the WAL writer) did not exit cleanly during the graceful stop: the
- * supervisor then exits non-zero, because acknowledged writes may not be on disk. */
-static bool stop_failed;
-/* Set when the loop stopped because the arena is poisoned: exit L3_SRV_EXIT_POISONED. */
-static bool poisoned;
-static role_t roles[MAX_ROLES];
-static unsigned nroles;
-static uint32_t want_workers;
-static l3_srv_tick_fn tick_fn;
-static void *tick_arg;
-static l3_srv_worker_fn worker_fn;
+/* The supervisor's state (srv->sup), created by l3_srv_init; inherited by forked children
+ * but used only in the supervisor. */
+struct l3_srv_sup {
+    child_t workers[L3_SRV_MAX_WORKERS];
+    role_t roles[MAX_ROLES];
+    unsigned nroles;
+    uint32_t want_workers;
+    l3_srv_tick_fn tick_fn;
+    void *tick_arg;
+    l3_srv_worker_fn worker_fn;
+    /* a role (the WAL writer) did not finish during the graceful stop: exit non-zero,
+     * because acknowledged writes may not be on disk */
+    bool stop_failed;
+    /* the loop stopped because the arena is poisoned: exit L3_SRV_EXIT_POISONED */
+    bool poisoned;
+};
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return l3_now_ns() / 1000000u;
 }
 
 static void set_state(l3_srv_t *srv, uint32_t slot, uint32_t state, pid_t pid)
@@ -155,6 +157,9 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
     char err[512] = "";
     int rc;
     srv->config_path = config_path;
+    srv->sup = calloc(1, sizeof(*srv->sup)); /* lives as long as the process */
+    if (srv->sup == NULL)
+        return -ENOMEM;
     l3_srv_log_set_level(srv->cfg.log.level);
     if (srv->cfg.log.file != NULL && (rc = l3_srv_log_open(srv->cfg.log.file)) < 0) {
         L3_LOG(L3_LOG_ERROR, "config: 'log.file' %s: %s", srv->cfg.log.file, strerror(-rc));
@@ -216,30 +221,27 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
     }
 
     srv->ctl->sc_nsock = srv->nsock;
-    want_workers = srv->cfg.server.min_workers;
+    srv->sup->want_workers = srv->cfg.server.min_workers;
     return 0;
 }
 
 int l3_srv_add_role(l3_srv_t *srv, const l3_srv_role_t *role, void *arg)
 {
-    (void)srv;
-    if (nroles >= MAX_ROLES)
+    if (srv->sup->nroles >= MAX_ROLES)
         return -ENOSPC;
-    roles[nroles++] = (role_t){.ops = role, .arg = arg};
+    srv->sup->roles[srv->sup->nroles++] = (role_t){.ops = role, .arg = arg};
     return 0;
 }
 
 void l3_srv_set_worker(l3_srv_t *srv, l3_srv_worker_fn fn)
 {
-    (void)srv;
-    worker_fn = fn;
+    srv->sup->worker_fn = fn;
 }
 
 void l3_srv_set_tick(l3_srv_t *srv, l3_srv_tick_fn fn, void *arg)
 {
-    (void)srv;
-    tick_fn = fn;
-    tick_arg = arg;
+    srv->sup->tick_fn = fn;
+    srv->sup->tick_arg = arg;
 }
 
 void l3_srv_set_workers(l3_srv_t *srv, uint32_t n)
@@ -248,9 +250,9 @@ void l3_srv_set_workers(l3_srv_t *srv, uint32_t n)
         n = srv->cfg.server.min_workers;
     if (n > srv->cfg.server.max_workers)
         n = srv->cfg.server.max_workers;
-    if (n != want_workers)
-        L3_LOG(L3_LOG_INFO, "scaling workers %u -> %u", want_workers, n);
-    want_workers = n;
+    if (n != srv->sup->want_workers)
+        L3_LOG(L3_LOG_INFO, "scaling workers %u -> %u", srv->sup->want_workers, n);
+    srv->sup->want_workers = n;
 }
 
 /* Time a process has been runnable, in ns: running on a CPU plus waiting on a run queue
@@ -275,13 +277,10 @@ static uint64_t proc_cpu_ns(pid_t pid)
 
 double l3_srv_workers_cpu(l3_srv_t *srv)
 {
-    (void)srv;
     double sum = 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    uint64_t now = l3_now_ns();
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++) {
-        child_t *w = &workers[i];
+        child_t *w = &srv->sup->workers[i];
         if (w->pid <= 0) {
             w->cpu_ns = 0;
             continue;
@@ -331,13 +330,13 @@ static int spawn_worker(l3_srv_t *srv, uint32_t slot)
     }
     if (pid == 0) {
         child_setup(false);
-        worker_fn(srv, slot);
+        srv->sup->worker_fn(srv, slot);
         _exit(70); /* a worker body never returns */
     }
-    workers[slot].pid = pid;
-    workers[slot].started_ms = now_ms();
-    workers[slot].restart_at_ms = 0;
-    workers[slot].retire_deadline_ms = 0;
+    srv->sup->workers[slot].pid = pid;
+    srv->sup->workers[slot].started_ms = now_ms();
+    srv->sup->workers[slot].restart_at_ms = 0;
+    srv->sup->workers[slot].retire_deadline_ms = 0;
     set_state(srv, slot, L3_OBS_SLOT_RUNNING, pid);
     L3_LOG(L3_LOG_INFO, "worker %u started (pid %d)", slot, (int)pid);
     return 0;
@@ -436,9 +435,9 @@ static bool any_running(const l3_srv_t *srv)
  */
 static void reap_worker(l3_srv_t *srv, uint32_t i, int status, const char *how, bool stopping, uint64_t now)
 {
-    pid_t pid = workers[i].pid;
+    pid_t pid = srv->sup->workers[i].pid;
     uint32_t st = srv->ctl->sc_state[i];
-    workers[i].pid = 0;
+    srv->sup->workers[i].pid = 0;
     l3_obs_slot_t *os = l3_obs_slot(&srv->obs, i);
     if (os != NULL) {
         __atomic_store_n(&os->os_active_conns, 0, __ATOMIC_RELAXED);
@@ -454,13 +453,14 @@ static void reap_worker(l3_srv_t *srv, uint32_t i, int status, const char *how, 
     }
     if (os != NULL)
         l3_obs_add(&os->os_restarts, 1);
-    if (!any_running(srv) && now - workers[i].started_ms >= BACKOFF_MIN_MS) {
-        workers[i].restart_at_ms = now; /* due: apply_scale forks it in this loop pass */
+    if (!any_running(srv) && now - srv->sup->workers[i].started_ms >= BACKOFF_MIN_MS) {
+        srv->sup->workers[i].restart_at_ms = now; /* due: apply_scale forks it in this loop pass */
         L3_LOG(L3_LOG_WARN, "worker %u (pid %d) died: %s; last live worker, restarting at once", i, (int)pid, how);
         return;
     }
-    schedule_restart(&workers[i], now);
-    L3_LOG(L3_LOG_WARN, "worker %u (pid %d) died: %s; restarting in %u ms", i, (int)pid, how, workers[i].backoff_ms);
+    schedule_restart(&srv->sup->workers[i], now);
+    L3_LOG(L3_LOG_WARN, "worker %u (pid %d) died: %s; restarting in %u ms", i, (int)pid, how,
+           srv->sup->workers[i].backoff_ms);
 }
 
 static void reap(l3_srv_t *srv, bool stopping)
@@ -478,30 +478,31 @@ static void reap(l3_srv_t *srv, bool stopping)
         }
         bool found = false;
         for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS && !found; i++) {
-            if (workers[i].pid != pid)
+            if (srv->sup->workers[i].pid != pid)
                 continue;
             found = true;
             reap_worker(srv, i, status, how, stopping, now);
         }
-        for (unsigned r = 0; r < nroles && !found; r++) {
-            if (roles[r].ch.pid != pid)
+        for (unsigned r = 0; r < srv->sup->nroles && !found; r++) {
+            if (srv->sup->roles[r].ch.pid != pid)
                 continue;
             found = true;
-            roles[r].ch.pid = 0;
+            srv->sup->roles[r].ch.pid = 0;
             if (stopping) {
                 bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
                 if (!clean)
-                    stop_failed = true; /* e.g. the WAL writer could not drain: not a clean stop */
-                L3_LOG(clean ? L3_LOG_INFO : L3_LOG_ERROR, "%s (pid %d) exited: %s", roles[r].ops->name, (int)pid, how);
+                    srv->sup->stop_failed = true; /* e.g. the WAL writer could not drain: not a clean stop */
+                L3_LOG(clean ? L3_LOG_INFO : L3_LOG_ERROR, "%s (pid %d) exited: %s",
+                       srv->sup->roles[r].ops->name, (int)pid, how);
             } else {
-                schedule_restart(&roles[r].ch, now);
-                L3_LOG(L3_LOG_WARN, "%s (pid %d) died: %s; restarting in %u ms", roles[r].ops->name, (int)pid, how,
-                       roles[r].ch.backoff_ms);
+                schedule_restart(&srv->sup->roles[r].ch, now);
+                L3_LOG(L3_LOG_WARN, "%s (pid %d) died: %s; restarting in %u ms", srv->sup->roles[r].ops->name,
+                       (int)pid, how, srv->sup->roles[r].ch.backoff_ms);
             }
         }
-        for (unsigned r = 0; r < nroles && !found; r++)
-            if (roles[r].ops->child_exited != NULL)
-                found = roles[r].ops->child_exited(roles[r].arg, pid, status);
+        for (unsigned r = 0; r < srv->sup->nroles && !found; r++)
+            if (srv->sup->roles[r].ops->child_exited != NULL)
+                found = srv->sup->roles[r].ops->child_exited(srv->sup->roles[r].arg, pid, status);
         if (!found)
             L3_LOG(L3_LOG_DEBUG, "reaped unknown child %d: %s", (int)pid, how);
     }
@@ -511,7 +512,7 @@ static uint32_t live_workers(const l3_srv_t *srv)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < srv->cfg.server.max_workers; i++)
-        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RUNNING || workers[i].restart_at_ms != 0)
+        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RUNNING || srv->sup->workers[i].restart_at_ms != 0)
             n++;
     return n;
 }
@@ -522,42 +523,44 @@ static void apply_scale(l3_srv_t *srv)
     uint64_t now = now_ms();
     uint32_t max = srv->cfg.server.max_workers;
     for (uint32_t i = 0; i < max; i++)
-        if (workers[i].restart_at_ms != 0 && now >= workers[i].restart_at_ms) {
-            workers[i].restart_at_ms = 0;
+        if (srv->sup->workers[i].restart_at_ms != 0 && now >= srv->sup->workers[i].restart_at_ms) {
+            srv->sup->workers[i].restart_at_ms = 0;
             uint32_t live = live_workers(srv);
-            if (live < want_workers) /* still wanted */
+            if (live < srv->sup->want_workers) /* still wanted */
                 spawn_worker(srv, i);
         }
-    for (unsigned r = 0; r < nroles; r++)
-        if (roles[r].ch.restart_at_ms != 0 && now >= roles[r].ch.restart_at_ms) {
-            roles[r].ch.restart_at_ms = 0;
-            spawn_role(srv, &roles[r]);
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        if (srv->sup->roles[r].ch.restart_at_ms != 0 && now >= srv->sup->roles[r].ch.restart_at_ms) {
+            srv->sup->roles[r].ch.restart_at_ms = 0;
+            spawn_role(srv, &srv->sup->roles[r]);
         }
     uint32_t live = live_workers(srv);
-    for (uint32_t i = 0; i < max && live < want_workers; i++)
-        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_EMPTY && workers[i].pid == 0 && workers[i].restart_at_ms == 0) {
+    for (uint32_t i = 0; i < max && live < srv->sup->want_workers; i++)
+        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_EMPTY && srv->sup->workers[i].pid == 0 &&
+            srv->sup->workers[i].restart_at_ms == 0) {
             if (spawn_worker(srv, i) == 0)
                 live++;
             else
                 break;
         }
-    for (uint32_t i = max; i-- > 0 && live > want_workers;) {
-        if (workers[i].restart_at_ms != 0) {
-            workers[i].restart_at_ms = 0;
+    for (uint32_t i = max; i-- > 0 && live > srv->sup->want_workers;) {
+        if (srv->sup->workers[i].restart_at_ms != 0) {
+            srv->sup->workers[i].restart_at_ms = 0;
             live--;
         } else if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RUNNING) {
-            L3_LOG(L3_LOG_INFO, "worker %u (pid %d) retiring", i, (int)workers[i].pid);
-            workers[i].retire_deadline_ms = now + srv->cfg.server.shutdown_timeout_ms + 2000;
-            set_state(srv, i, L3_OBS_SLOT_RETIRING, workers[i].pid);
+            L3_LOG(L3_LOG_INFO, "worker %u (pid %d) retiring", i, (int)srv->sup->workers[i].pid);
+            srv->sup->workers[i].retire_deadline_ms = now + srv->cfg.server.shutdown_timeout_ms + 2000;
+            set_state(srv, i, L3_OBS_SLOT_RETIRING, srv->sup->workers[i].pid);
             live--;
         }
     }
     for (uint32_t i = 0; i < max; i++)
-        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RETIRING && workers[i].pid > 0 &&
-            workers[i].retire_deadline_ms != 0 && now >= workers[i].retire_deadline_ms) {
-            L3_LOG(L3_LOG_WARN, "worker %u (pid %d) did not retire in time; killing it", i, (int)workers[i].pid);
-            kill(workers[i].pid, SIGKILL);
-            workers[i].retire_deadline_ms = 0;
+        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RETIRING && srv->sup->workers[i].pid > 0 &&
+            srv->sup->workers[i].retire_deadline_ms != 0 && now >= srv->sup->workers[i].retire_deadline_ms) {
+            L3_LOG(L3_LOG_WARN, "worker %u (pid %d) did not retire in time; killing it", i,
+                   (int)srv->sup->workers[i].pid);
+            kill(srv->sup->workers[i].pid, SIGKILL);
+            srv->sup->workers[i].retire_deadline_ms = 0;
         }
     uint32_t running = 0;
     for (uint32_t i = 0; i < max; i++)
@@ -565,29 +568,30 @@ static void apply_scale(l3_srv_t *srv)
     l3_obs_set_workers(&srv->obs, running);
 }
 
-static bool any_child(void)
+static bool any_child(const l3_srv_t *srv)
 {
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        if (workers[i].pid > 0)
+        if (srv->sup->workers[i].pid > 0)
             return true;
-    for (unsigned r = 0; r < nroles; r++)
-        if (roles[r].ch.pid > 0)
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        if (srv->sup->roles[r].ch.pid > 0)
             return true;
     return false;
 }
 
-static bool any_worker(void)
+static bool any_worker(const l3_srv_t *srv)
 {
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        if (workers[i].pid > 0)
+        if (srv->sup->workers[i].pid > 0)
             return true;
     return false;
 }
 
 /* Wait for children (reaping) until `pred` is false or the deadline passes. */
-static void wait_children(l3_srv_t *srv, bool (*pred)(void), uint64_t deadline, const sigset_t *set)
+static void wait_children(l3_srv_t *srv, bool (*pred)(const l3_srv_t *), uint64_t deadline,
+                          const sigset_t *set)
 {
-    while (pred() && now_ms() < deadline) {
+    while (pred(srv) && now_ms() < deadline) {
         struct timespec ts = {0, 50 * 1000000L};
         (void)sigtimedwait(set, NULL, &ts);
         reap(srv, true);
@@ -603,28 +607,30 @@ static void wait_children(l3_srv_t *srv, bool (*pred)(void), uint64_t deadline, 
  */
 static void stop_roles(l3_srv_t *srv, const sigset_t *set)
 {
-    for (unsigned r = 0; r < nroles; r++) {
-        role_t *ro = &roles[r];
+    for (unsigned r = 0; r < srv->sup->nroles; r++) {
+        role_t *ro = &srv->sup->roles[r];
         if (ro->ops->main == NULL || ro->ch.pid > 0)
             continue;
         L3_LOG(L3_LOG_WARN, "%s is not running: starting it at once for the stop", ro->ops->name);
         ro->ch.restart_at_ms = 0;
         if (spawn_role(srv, ro) < 0)
-            stop_failed = true;
+            srv->sup->stop_failed = true;
     }
-    for (unsigned r = 0; r < nroles; r++)
-        if (roles[r].ch.pid > 0)
-            kill(roles[r].ch.pid, SIGTERM);
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        if (srv->sup->roles[r].ch.pid > 0)
+            kill(srv->sup->roles[r].ch.pid, SIGTERM);
     wait_children(srv, any_child, now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000, set);
-    for (unsigned r = 0; r < nroles; r++)
-        if (roles[r].ch.pid > 0) {
-            L3_LOG(L3_LOG_WARN, "%s (pid %d) still running; killing it", roles[r].ops->name, (int)roles[r].ch.pid);
-            kill(roles[r].ch.pid, SIGKILL);
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        if (srv->sup->roles[r].ch.pid > 0) {
+            L3_LOG(L3_LOG_WARN, "%s (pid %d) still running; killing it", srv->sup->roles[r].ops->name,
+                   (int)srv->sup->roles[r].ch.pid);
+            kill(srv->sup->roles[r].ch.pid, SIGKILL);
         }
     wait_children(srv, any_child, now_ms() + 2000, set);
-    for (unsigned r = 0; r < nroles; r++)
-        if (roles[r].ops->stopped != NULL && roles[r].ops->stopped(roles[r].arg) < 0)
-            stop_failed = true;
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        if (srv->sup->roles[r].ops->stopped != NULL &&
+            srv->sup->roles[r].ops->stopped(srv->sup->roles[r].arg) < 0)
+            srv->sup->stop_failed = true;
 }
 
 static void graceful_stop(l3_srv_t *srv, const sigset_t *set)
@@ -637,19 +643,21 @@ static void graceful_stop(l3_srv_t *srv, const sigset_t *set)
             srv->lfds[i] = -1;
         }
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        if (workers[i].pid > 0)
-            kill(workers[i].pid, SIGTERM);
+        if (srv->sup->workers[i].pid > 0)
+            kill(srv->sup->workers[i].pid, SIGTERM);
     uint64_t deadline = now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000;
     wait_children(srv, any_worker, deadline, set);
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        if (workers[i].pid > 0) {
-            L3_LOG(L3_LOG_WARN, "worker %u (pid %d) still running; killing it", i, (int)workers[i].pid);
-            kill(workers[i].pid, SIGKILL);
+        if (srv->sup->workers[i].pid > 0) {
+            L3_LOG(L3_LOG_WARN, "worker %u (pid %d) still running; killing it", i,
+                   (int)srv->sup->workers[i].pid);
+            kill(srv->sup->workers[i].pid, SIGKILL);
         }
     wait_children(srv, any_worker, now_ms() + 2000, set);
-    for (unsigned r = 0; r < nroles; r++) /* e.g. a running checkpoint is abandoned (safe at any point) */
-        if (roles[r].ops->stop_tasks != NULL)
-            roles[r].ops->stop_tasks(roles[r].arg);
+    for (unsigned r = 0; r < srv->sup->nroles;
+         r++) /* e.g. a running checkpoint is abandoned (safe at any point) */
+        if (srv->sup->roles[r].ops->stop_tasks != NULL)
+            srv->sup->roles[r].ops->stop_tasks(srv->sup->roles[r].arg);
     stop_roles(srv, set);
 }
 
@@ -663,19 +671,19 @@ static void on_signal(l3_srv_t *srv, int sig)
         else
             L3_LOG(L3_LOG_INFO, "SIGHUP: logs reopened");
         for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-            if (workers[i].pid > 0)
-                kill(workers[i].pid, SIGHUP);
+            if (srv->sup->workers[i].pid > 0)
+                kill(srv->sup->workers[i].pid, SIGHUP);
     }
     if (sig == SIGRTMIN) {
         L3_LOG(L3_LOG_INFO, "checkpoint requested");
-        for (unsigned r = 0; r < nroles; r++)
-            if (roles[r].ops->request != NULL)
-                roles[r].ops->request(roles[r].arg);
+        for (unsigned r = 0; r < srv->sup->nroles; r++)
+            if (srv->sup->roles[r].ops->request != NULL)
+                srv->sup->roles[r].ops->request(srv->sup->roles[r].arg);
     }
     if (sig == SIGUSR1) /* operator: one worker more */
-        l3_srv_set_workers(srv, want_workers + 1);
-    if (sig == SIGUSR2 && want_workers > 0) /* operator: one worker less */
-        l3_srv_set_workers(srv, want_workers - 1);
+        l3_srv_set_workers(srv, srv->sup->want_workers + 1);
+    if (sig == SIGUSR2 && srv->sup->want_workers > 0) /* operator: one worker less */
+        l3_srv_set_workers(srv, srv->sup->want_workers - 1);
 }
 
 int l3_srv_run(l3_srv_t *srv)
@@ -697,8 +705,8 @@ int l3_srv_run(l3_srv_t *srv)
            srv->cfg.server.min_workers, srv->cfg.server.max_workers,
            (unsigned long long)(srv->cfg.storage.arena_bytes >> 20),
            l3_srv_durability_name(srv->cfg.storage.durability));
-    for (unsigned r = 0; r < nroles; r++)
-        spawn_role(srv, &roles[r]);
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        spawn_role(srv, &srv->sup->roles[r]);
     apply_scale(srv);
     /* recovery is done and the sockets listen: tell systemd (Type=notify) we are ready */
     sd_notify_msg("READY=1\nSTATUS=serving");
@@ -720,39 +728,40 @@ int l3_srv_run(l3_srv_t *srv)
             L3_LOG(L3_LOG_ERROR, "store: the arena is poisoned (a lock repair could not complete): stopping so "
                                  "that the next start rebuilds it from the snapshot and the WAL (exit %d)",
                    L3_SRV_EXIT_POISONED);
-            poisoned = true;
+            srv->sup->poisoned = true;
             sd_notify_msg("STOPPING=1\nSTATUS=arena poisoned, restarting to rebuild from the WAL");
             break;
         }
         uint64_t now = now_ms();
-        if (tick_fn != NULL && now >= next_tick) {
+        if (srv->sup->tick_fn != NULL && now >= next_tick) {
             next_tick = now + srv->cfg.autoscale.interval_ms;
             l3_obs_totals_t t;
             l3_obs_totals(&srv->obs, &t);
-            uint32_t n = tick_fn(srv, tick_arg, live_workers(srv), l3_srv_queue_depth(srv, &t), &t);
+            uint32_t n = srv->sup->tick_fn(srv, srv->sup->tick_arg, live_workers(srv),
+                                           l3_srv_queue_depth(srv, &t), &t);
             if (n != 0)
                 l3_srv_set_workers(srv, n);
         }
         apply_scale(srv);
-        for (unsigned r = 0; r < nroles; r++)
-            if (roles[r].ops->tick != NULL)
-                roles[r].ops->tick(roles[r].arg);
+        for (unsigned r = 0; r < srv->sup->nroles; r++)
+            if (srv->sup->roles[r].ops->tick != NULL)
+                srv->sup->roles[r].ops->tick(srv->sup->roles[r].arg);
     }
     graceful_stop(srv, &set);
     if (srv->store != NULL) {
         /* after a failed stop the arena still holds what did not reach the disk: leave it
          * in /dev/shm for the next start instead of deleting it */
-        if (!stop_failed)
+        if (!srv->sup->stop_failed)
             l3_store_unlink(srv->store);
         l3_store_close(srv->store);
         srv->store = NULL;
     }
-    if (stop_failed) {
+    if (srv->sup->stop_failed) {
         L3_LOG(L3_LOG_ERROR, "stopped, but the WAL was not fully flushed: acknowledged writes may be lost "
                              "(the arena is left in /dev/shm)");
         return 1;
     }
-    if (poisoned) {
+    if (srv->sup->poisoned) {
         L3_LOG(L3_LOG_ERROR, "stopped: the WAL holds every acknowledged write; a restart rebuilds the arena");
         return L3_SRV_EXIT_POISONED;
     }

@@ -20,6 +20,7 @@
 #include "obs.h"
 
 typedef struct l3_srv l3_srv_t;
+typedef struct l3_srv_sup l3_srv_sup_t; /* the supervisor's own state (supervisor.c) */
 
 /** A child role other than the HTTP workers (the WAL writer). main returns an exit code.
  *  It starts with SIGTERM and SIGINT blocked (it unblocks them once its handlers are in
@@ -84,9 +85,11 @@ struct l3_srv {
      * slot i. */
     void *wal_ring;               /* l3_wal_ring_t * or NULL */
     bool wal_wait;
+    l3_srv_sup_t *sup; /* worker table, roles, scaling target: created by l3_srv_init */
 };
 
-/** Create the server: config must be loaded; creates the store, sockets, control block. 0 or -errno. */
+/** Create the server: config must be loaded; creates the store, sockets, control block and
+ *  the supervisor's state (every function below needs it). 0 or -errno. */
 int l3_srv_init(l3_srv_t *srv, const char *config_path);
 
 /** Register a role (e.g. the WAL writer): its child is forked at start and restarted on crash,
