@@ -18,7 +18,8 @@ enum {
     L3_ECORRUPT = -32006,  /* untrusted bytes failed verification */
     L3_ERANGE = -32007,    /* number or index out of range */
     L3_ETOOBIG = -32008,   /* document would exceed the format's 4 GiB limit */
-    L3_EMAX = -32009,
+    L3_EPOISONED = -32009, /* the store arena is poisoned (a lock repair could not complete) */
+    L3_EMAX = -32010,
 };
 
 /** Static, human-readable text for any return code (negative errno or L3_E*). */

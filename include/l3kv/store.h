@@ -128,9 +128,20 @@ void l3_store_proc_heartbeat(l3_store_t *st);
 /**
  * Supervisor, after waitpid() reported `pid` dead: repair every lock the process held
  * (rolling back its unfinished mutation from its undo record) and free its slots.
- * Returns the number of slots released (>= 0), or -ETIMEDOUT.
+ * Returns the number of slots released (>= 0), -ETIMEDOUT, or L3_EPOISONED (the repair
+ * could not complete: see l3_store_poisoned).
  */
 int l3_store_proc_reap(l3_store_t *st, pid_t pid);
+
+/**
+ * True once the arena is poisoned: a dead process's lock could not be repaired (the
+ * repair could not get the allocator lock, a mutex became unrecoverable, the allocator
+ * met a block that is not one). A poisoned arena refuses every write and every access
+ * to an unrepaired stripe with L3_EPOISONED; reads of other stripes still answer. It is
+ * never cleared: the owner rebuilds the arena from snapshot + WAL (the server stops and
+ * exits 3, see docs/store.md). Any process.
+ */
+bool l3_store_poisoned(const l3_store_t *st);
 
 /**
  * A second handle on the same mapping with its own process slot, for another thread of

@@ -73,6 +73,8 @@ const char *l3_strerror(int rc)
         return "value out of range";
     case L3_ETOOBIG:
         return "document too large";
+    case L3_EPOISONED:
+        return "store poisoned (unrepaired state, rebuild from the WAL)";
     default:
         break;
     }

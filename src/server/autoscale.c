@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <math.h>
 #include <string.h>
-#include <time.h>
 
 #include "l3kv/scale.h"
 #include "server.h"
@@ -26,16 +25,12 @@ static l3_scale_t scaler;
 
 static uint64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return l3_now_ns() / 1000000u;
 }
 
 static uint64_t wall_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return l3_wall_ns() / 1000000u;
 }
 
 static l3_obs_as_t pub; /* the record published last (static: 2.5 KiB) */

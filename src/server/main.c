@@ -6,8 +6,10 @@
  * [--check] [config_path]. Without an argument it reads ./config.json if present and otherwise runs
  * with the built-in defaults; a path given explicitly must exist.
  *
- * Integration points (the supervisor API in server.h):
- *   l3_srv_add_role(&srv, "wal writer", fn, arg)  fork a child role, restarted on crash;
+ * Integration points (the supervisor API in supervisor.h):
+ *   l3_srv_set_worker(&srv, fn)                    the body of the HTTP worker processes;
+ *   l3_srv_add_role(&srv, &role, arg)              a child role, restarted on crash, and the
+ *                                                  hooks the supervisor loop calls (walsetup.c);
  *   l3_srv_set_tick(&srv, fn, arg)                 periodic decision of the worker count
  *                                                  (every autoscale.interval_ms);
  *   l3_srv_set_workers(&srv, n)                    scale up (fork) / down (graceful retire).
@@ -18,6 +20,7 @@
 
 #include "l3kv-config.h"
 #include "server.h"
+#include "worker.h"
 
 static void usage(FILE *f)
 {
@@ -89,6 +92,12 @@ int main(int argc, char **argv)
            missing ? "no config.json: built-in defaults" : path);
     if (l3_srv_init(&srv, path) != 0)
         return 1;
+    if (l3_srv_h2o_setup(&srv, err, sizeof(err)) != 0) {
+        L3_LOG(L3_LOG_ERROR, "%s", err);
+        l3_store_unlink(srv.store);
+        return 1;
+    }
+    l3_srv_set_worker(&srv, l3_srv_worker_main);
     if (l3_srv_wal_setup(&srv) != 0 || l3_srv_autoscale_setup(&srv) != 0) {
         l3_store_unlink(srv.store);
         return 1;

@@ -17,25 +17,32 @@
  *
  *   spawn: spawn_worker()   retire: apply_scale()   exit/crash: reap()
  *
- * Sockets: server.max_workers listening sockets bound to the same address with
+ * Sockets (listen.c): server.max_workers listening sockets bound to the same address with
  * SO_REUSEPORT, created once and held open by the supervisor for the life of the server.
- * The kernel spreads new connections over them by a hash of the 4-tuple; each socket is
- * served by one live worker (l3_srv_ctl_serves). A worker that retires or crashes leaves its
- * sockets open (the supervisor and its siblings still hold them), another worker adopts
- * them at its next 100 ms tick, and nothing queued on them is lost.
+ * Each socket is served by one live worker (l3_srv_ctl_serves, ctl.c). A worker that
+ * retires or crashes leaves its sockets open (the supervisor and its siblings still hold
+ * them); after a crash the supervisor wakes the live workers (L3_SRV_CTL_SIGNAL) so one of
+ * them adopts the sockets at once, and nothing queued on them is lost.
+ *
+ * Roles: every subsystem with a process of its own (the WAL writer) is a role table
+ * (supervisor.h): the supervisor forks and restarts its child and calls its hooks from
+ * this loop (tick, request, child_exited, stop_tasks, stopped); it calls nothing else of
+ * the subsystem. The worker body is registered the same way (l3_srv_set_worker).
+ *
+ * Crash policy: a crashed child is restarted after a backoff (100 ms doubling to 5 s,
+ * reset after 10 s of life), except the last live worker, which is restarted at once (the
+ * service never waits out a backoff). A graceful stop starts a role that is down at once,
+ * so the WAL is drained whatever state the writer was in. A poisoned arena stops the loop
+ * (exit L3_SRV_EXIT_POISONED) so the next start rebuilds it from snapshot + WAL.
  *
  * Invariants: a slot is RUNNING iff a child with sc_pid[slot] was forked and not yet
  * reaped; every reaped pid is passed to l3_store_proc_reap() before its slot is reused.
  */
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -64,8 +71,7 @@ typedef struct {
 } child_t;
 
 typedef struct {
-    const char *name;
-    l3_srv_role_main_fn fn;
+    const l3_srv_role_t *ops;
     void *arg;
     child_t ch;
 } role_t;
@@ -92,30 +98,26 @@ static void sd_notify_msg(const char *msg)
     close(fd);
 }
 
-static child_t workers[L3_SRV_MAX_WORKERS];
-/* Set when a role (the WAL writer) did not exit cleanly during the graceful stop: the
- * supervisor then exits non-zero, because acknowledged writes may not be on disk. */
-static bool stop_failed;
-static role_t roles[MAX_ROLES];
-static unsigned nroles;
-static uint32_t want_workers;
-static l3_srv_tick_fn tick_fn;
-static void *tick_arg;
+/* The supervisor's state (srv->sup), created by l3_srv_init; inherited by forked children
+ * but used only in the supervisor. */
+struct l3_srv_sup {
+    child_t workers[L3_SRV_MAX_WORKERS];
+    role_t roles[MAX_ROLES];
+    unsigned nroles;
+    uint32_t want_workers;
+    l3_srv_tick_fn tick_fn;
+    void *tick_arg;
+    l3_srv_worker_fn worker_fn;
+    /* a role (the WAL writer) did not finish during the graceful stop: exit non-zero,
+     * because acknowledged writes may not be on disk */
+    bool stop_failed;
+    /* the loop stopped because the arena is poisoned: exit L3_SRV_EXIT_POISONED */
+    bool poisoned;
+};
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-bool l3_srv_ctl_serves(const l3_srv_ctl_t *ctl, uint32_t slot, uint32_t sock)
-{
-    uint32_t live[L3_SRV_MAX_WORKERS], n = 0;
-    for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        if (__atomic_load_n(&ctl->sc_state[i], __ATOMIC_ACQUIRE) == L3_OBS_SLOT_RUNNING)
-            live[n++] = i;
-    return n > 0 && live[sock % n] == slot;
+    return l3_now_ns() / 1000000u;
 }
 
 static void set_state(l3_srv_t *srv, uint32_t slot, uint32_t state, pid_t pid)
@@ -131,76 +133,6 @@ static void set_state(l3_srv_t *srv, uint32_t slot, uint32_t state, pid_t pid)
 }
 
 /* ---------------------------------------------------------------- setup */
-
-static int open_listeners(l3_srv_t *srv, char *errbuf, size_t errlen)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
-    char portstr[16];
-    snprintf(portstr, sizeof(portstr), "%u", srv->cfg.server.port);
-    int rc = getaddrinfo(srv->cfg.server.address, portstr, &hints, &res);
-    if (rc != 0) {
-        snprintf(errbuf, errlen, "config: 'server.address' %s: %s", srv->cfg.server.address, gai_strerror(rc));
-        return -EINVAL;
-    }
-    struct sockaddr_storage ss;
-    socklen_t sslen = (socklen_t)res->ai_addrlen;
-    memcpy(&ss, res->ai_addr, res->ai_addrlen);
-    int family = res->ai_family;
-    freeaddrinfo(res);
-
-    srv->nsock = srv->cfg.server.max_workers;
-    for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        srv->lfds[i] = -1;
-    if (srv->cfg.server.port != 0) {
-        /* SO_REUSEPORT would let a second server silently share the port with a running
-         * one: probe with a plain bind first, which fails if anything listens there. */
-        int probe = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-        if (probe < 0)
-            goto fail_errno;
-        (void)setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (family == AF_INET6)
-            (void)setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &(int){0}, sizeof(int));
-        if (bind(probe, (struct sockaddr *)&ss, sslen) != 0) {
-            int e = errno;
-            close(probe);
-            errno = e;
-            goto fail_errno;
-        }
-        close(probe);
-    }
-    for (uint32_t i = 0; i < srv->nsock; i++) {
-        int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-        if (fd < 0)
-            goto fail_errno;
-        srv->lfds[i] = fd;
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
-            goto fail_errno;
-        if (family == AF_INET6)
-            (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &(int){0}, sizeof(int));
-        if (bind(fd, (struct sockaddr *)&ss, sslen) != 0)
-            goto fail_errno;
-        if (i == 0) { /* port 0: every later socket joins the port the kernel chose */
-            if (getsockname(fd, (struct sockaddr *)&ss, &sslen) != 0)
-                goto fail_errno;
-            srv->port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                 : ((struct sockaddr_in *)&ss)->sin_port);
-        }
-        if (listen(fd, 4096) != 0)
-            goto fail_errno;
-    }
-    return 0;
-fail_errno:
-    rc = -errno;
-    snprintf(errbuf, errlen, "cannot listen on %s:%u: %s", srv->cfg.server.address, srv->cfg.server.port,
-             strerror(errno));
-    for (uint32_t i = 0; i < srv->nsock; i++)
-        if (srv->lfds[i] >= 0) {
-            close(srv->lfds[i]);
-            srv->lfds[i] = -1;
-        }
-    return rc;
-}
 
 static int mkdir_p(const char *path)
 {
@@ -226,6 +158,9 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
     char err[512] = "";
     int rc;
     srv->config_path = config_path;
+    srv->sup = calloc(1, sizeof(*srv->sup)); /* lives as long as the process */
+    if (srv->sup == NULL)
+        return -ENOMEM;
     l3_srv_log_set_level(srv->cfg.log.level);
     if (srv->cfg.log.file != NULL && (rc = l3_srv_log_open(srv->cfg.log.file)) < 0) {
         L3_LOG(L3_LOG_ERROR, "config: 'log.file' %s: %s", srv->cfg.log.file, strerror(-rc));
@@ -244,14 +179,15 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
         return rc;
     }
 
-    srv->ctl = mmap(NULL, sizeof(l3_srv_ctl_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (srv->ctl == MAP_FAILED) {
-        srv->ctl = NULL;
+    srv->ctl = l3_srv_ctl_create();
+    if (srv->ctl == NULL)
         return -errno;
-    }
-    srv->ctl->sc_magic = L3_SRV_CTL_MAGIC;
 
-    if ((rc = open_listeners(srv, err, sizeof(err))) < 0 || (rc = l3_srv_h2o_setup(srv, err, sizeof(err))) < 0) {
+    srv->nsock = srv->cfg.server.max_workers;
+    for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
+        srv->lfds[i] = -1;
+    if ((rc = l3_srv_listen_open(srv->cfg.server.address, srv->cfg.server.port, srv->nsock, srv->lfds, &srv->port,
+                                 err, sizeof(err))) < 0) {
         L3_LOG(L3_LOG_ERROR, "%s", err);
         return rc;
     }
@@ -286,24 +222,27 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
     }
 
     srv->ctl->sc_nsock = srv->nsock;
-    want_workers = srv->cfg.server.min_workers;
+    srv->sup->want_workers = srv->cfg.server.min_workers;
     return 0;
 }
 
-int l3_srv_add_role(l3_srv_t *srv, const char *name, l3_srv_role_main_fn fn, void *arg)
+int l3_srv_add_role(l3_srv_t *srv, const l3_srv_role_t *role, void *arg)
 {
-    (void)srv;
-    if (nroles >= MAX_ROLES)
+    if (srv->sup->nroles >= MAX_ROLES)
         return -ENOSPC;
-    roles[nroles++] = (role_t){.name = name, .fn = fn, .arg = arg};
+    srv->sup->roles[srv->sup->nroles++] = (role_t){.ops = role, .arg = arg};
     return 0;
+}
+
+void l3_srv_set_worker(l3_srv_t *srv, l3_srv_worker_fn fn)
+{
+    srv->sup->worker_fn = fn;
 }
 
 void l3_srv_set_tick(l3_srv_t *srv, l3_srv_tick_fn fn, void *arg)
 {
-    (void)srv;
-    tick_fn = fn;
-    tick_arg = arg;
+    srv->sup->tick_fn = fn;
+    srv->sup->tick_arg = arg;
 }
 
 void l3_srv_set_workers(l3_srv_t *srv, uint32_t n)
@@ -312,9 +251,9 @@ void l3_srv_set_workers(l3_srv_t *srv, uint32_t n)
         n = srv->cfg.server.min_workers;
     if (n > srv->cfg.server.max_workers)
         n = srv->cfg.server.max_workers;
-    if (n != want_workers)
-        L3_LOG(L3_LOG_INFO, "scaling workers %u -> %u", want_workers, n);
-    want_workers = n;
+    if (n != srv->sup->want_workers)
+        L3_LOG(L3_LOG_INFO, "scaling workers %u -> %u", srv->sup->want_workers, n);
+    srv->sup->want_workers = n;
 }
 
 /* Time a process has been runnable, in ns: running on a CPU plus waiting on a run queue
@@ -339,13 +278,10 @@ static uint64_t proc_cpu_ns(pid_t pid)
 
 double l3_srv_workers_cpu(l3_srv_t *srv)
 {
-    (void)srv;
     double sum = 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    uint64_t now = l3_now_ns();
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++) {
-        child_t *w = &workers[i];
+        child_t *w = &srv->sup->workers[i];
         if (w->pid <= 0) {
             w->cpu_ns = 0;
             continue;
@@ -361,15 +297,7 @@ double l3_srv_workers_cpu(l3_srv_t *srv)
 
 uint64_t l3_srv_accept_queue(const l3_srv_t *srv)
 {
-    uint64_t n = 0;
-    for (uint32_t i = 0; i < srv->nsock; i++) {
-        struct tcp_info ti;
-        socklen_t len = sizeof(ti);
-        /* for a listening socket the kernel reports the accept queue length in tcpi_unacked */
-        if (srv->lfds[i] >= 0 && getsockopt(srv->lfds[i], IPPROTO_TCP, TCP_INFO, &ti, &len) == 0)
-            n += ti.tcpi_unacked;
-    }
-    return n;
+    return l3_srv_listen_backlog(srv->lfds, srv->nsock);
 }
 
 double l3_srv_queue_depth(const l3_srv_t *srv, const l3_obs_totals_t *totals)
@@ -383,6 +311,7 @@ static void child_setup(bool keep_stop_blocked)
 {
     sigset_t set;
     sigemptyset(&set);
+    sigaddset(&set, L3_SRV_CTL_SIGNAL); /* a worker unblocks it once its handler is in place */
     if (keep_stop_blocked) {
         sigaddset(&set, SIGTERM);
         sigaddset(&set, SIGINT);
@@ -402,12 +331,13 @@ static int spawn_worker(l3_srv_t *srv, uint32_t slot)
     }
     if (pid == 0) {
         child_setup(false);
-        l3_srv_worker_main(srv, slot);
+        srv->sup->worker_fn(srv, slot);
+        _exit(70); /* a worker body never returns */
     }
-    workers[slot].pid = pid;
-    workers[slot].started_ms = now_ms();
-    workers[slot].restart_at_ms = 0;
-    workers[slot].retire_deadline_ms = 0;
+    srv->sup->workers[slot].pid = pid;
+    srv->sup->workers[slot].started_ms = now_ms();
+    srv->sup->workers[slot].restart_at_ms = 0;
+    srv->sup->workers[slot].retire_deadline_ms = 0;
     set_state(srv, slot, L3_OBS_SLOT_RUNNING, pid);
     L3_LOG(L3_LOG_INFO, "worker %u started (pid %d)", slot, (int)pid);
     return 0;
@@ -438,10 +368,12 @@ pid_t l3_srv_fork_task(l3_srv_t *srv, const char *name)
 
 static int spawn_role(l3_srv_t *srv, role_t *r)
 {
+    if (r->ops->main == NULL)
+        return 0;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
-        L3_LOG(L3_LOG_ERROR, "fork %s: %s", r->name, strerror(errno));
+        L3_LOG(L3_LOG_ERROR, "fork %s: %s", r->ops->name, strerror(errno));
         return -errno;
     }
     if (pid == 0) {
@@ -457,13 +389,13 @@ static int spawn_role(l3_srv_t *srv, role_t *r)
         for (uint32_t i = 0; i < srv->nsock; i++) /* a role must not keep the HTTP sockets alive */
             if (srv->lfds[i] >= 0)
                 close(srv->lfds[i]);
-        int code = r->fn(srv, r->arg);
+        int code = r->ops->main(srv, r->arg);
         _exit(code & 0xff);
     }
     r->ch.pid = pid;
     r->ch.started_ms = now_ms();
     r->ch.restart_at_ms = 0;
-    L3_LOG(L3_LOG_INFO, "%s started (pid %d)", r->name, (int)pid);
+    L3_LOG(L3_LOG_INFO, "%s started (pid %d)", r->ops->name, (int)pid);
     return 0;
 }
 
@@ -486,6 +418,52 @@ static void schedule_restart(child_t *c, uint64_t now)
     c->restart_at_ms = now + c->backoff_ms;
 }
 
+static bool any_running(const l3_srv_t *srv)
+{
+    for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
+        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RUNNING)
+            return true;
+    return false;
+}
+
+/*
+ * Worker slot i's process exited. Its sockets stay open (the supervisor holds them); the
+ * live workers are told at once (l3_srv_ctl_wake) so that one of them adopts the sockets
+ * within milliseconds instead of at its next 100 ms tick. A crashed worker is restarted
+ * after its backoff while another worker is RUNNING; when it was the last one it is
+ * restarted at once (the service must never wait out a backoff), unless it died within
+ * BACKOFF_MIN_MS of its start, which a restart at once would only repeat (a failing start).
+ */
+static void reap_worker(l3_srv_t *srv, uint32_t i, int status, const char *how, bool stopping, uint64_t now)
+{
+    pid_t pid = srv->sup->workers[i].pid;
+    uint32_t st = srv->ctl->sc_state[i];
+    srv->sup->workers[i].pid = 0;
+    l3_obs_slot_t *os = l3_obs_slot(&srv->obs, i);
+    if (os != NULL) {
+        __atomic_store_n(&os->os_active_conns, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&os->os_inflight, 0, __ATOMIC_RELAXED);
+    }
+    set_state(srv, i, L3_OBS_SLOT_EMPTY, 0);
+    if (!stopping)
+        l3_srv_ctl_wake(srv->ctl);
+    bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (stopping || (st == L3_OBS_SLOT_RETIRING && clean)) {
+        L3_LOG(L3_LOG_INFO, "worker %u (pid %d) exited: %s", i, (int)pid, how);
+        return;
+    }
+    if (os != NULL)
+        l3_obs_add(&os->os_restarts, 1);
+    if (!any_running(srv) && now - srv->sup->workers[i].started_ms >= BACKOFF_MIN_MS) {
+        srv->sup->workers[i].restart_at_ms = now; /* due: apply_scale forks it in this loop pass */
+        L3_LOG(L3_LOG_WARN, "worker %u (pid %d) died: %s; last live worker, restarting at once", i, (int)pid, how);
+        return;
+    }
+    schedule_restart(&srv->sup->workers[i], now);
+    L3_LOG(L3_LOG_WARN, "worker %u (pid %d) died: %s; restarting in %u ms", i, (int)pid, how,
+           srv->sup->workers[i].backoff_ms);
+}
+
 static void reap(l3_srv_t *srv, bool stopping)
 {
     int status;
@@ -501,45 +479,32 @@ static void reap(l3_srv_t *srv, bool stopping)
         }
         bool found = false;
         for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS && !found; i++) {
-            if (workers[i].pid != pid)
+            if (srv->sup->workers[i].pid != pid)
                 continue;
             found = true;
-            uint32_t st = srv->ctl->sc_state[i];
-            workers[i].pid = 0;
-            l3_obs_slot_t *os = l3_obs_slot(&srv->obs, i);
-            if (os != NULL) {
-                __atomic_store_n(&os->os_active_conns, 0, __ATOMIC_RELAXED);
-                __atomic_store_n(&os->os_inflight, 0, __ATOMIC_RELAXED);
-            }
-            set_state(srv, i, L3_OBS_SLOT_EMPTY, 0);
-            bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-            if (stopping || (st == L3_OBS_SLOT_RETIRING && clean)) {
-                L3_LOG(L3_LOG_INFO, "worker %u (pid %d) exited: %s", i, (int)pid, how);
-            } else {
-                schedule_restart(&workers[i], now);
-                if (os != NULL)
-                    l3_obs_add(&os->os_restarts, 1);
-                L3_LOG(L3_LOG_WARN, "worker %u (pid %d) died: %s; restarting in %u ms", i, (int)pid, how,
-                       workers[i].backoff_ms);
-            }
+            reap_worker(srv, i, status, how, stopping, now);
         }
-        for (unsigned r = 0; r < nroles && !found; r++) {
-            if (roles[r].ch.pid != pid)
+        for (unsigned r = 0; r < srv->sup->nroles && !found; r++) {
+            if (srv->sup->roles[r].ch.pid != pid)
                 continue;
             found = true;
-            roles[r].ch.pid = 0;
+            srv->sup->roles[r].ch.pid = 0;
             if (stopping) {
                 bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
                 if (!clean)
-                    stop_failed = true; /* e.g. the WAL writer could not drain: not a clean stop */
-                L3_LOG(clean ? L3_LOG_INFO : L3_LOG_ERROR, "%s (pid %d) exited: %s", roles[r].name, (int)pid, how);
+                    srv->sup->stop_failed = true; /* e.g. the WAL writer could not drain: not a clean stop */
+                L3_LOG(clean ? L3_LOG_INFO : L3_LOG_ERROR, "%s (pid %d) exited: %s",
+                       srv->sup->roles[r].ops->name, (int)pid, how);
             } else {
-                schedule_restart(&roles[r].ch, now);
-                L3_LOG(L3_LOG_WARN, "%s (pid %d) died: %s; restarting in %u ms", roles[r].name, (int)pid, how,
-                       roles[r].ch.backoff_ms);
+                schedule_restart(&srv->sup->roles[r].ch, now);
+                L3_LOG(L3_LOG_WARN, "%s (pid %d) died: %s; restarting in %u ms", srv->sup->roles[r].ops->name,
+                       (int)pid, how, srv->sup->roles[r].ch.backoff_ms);
             }
         }
-        if (!found && !l3_srv_wal_child_exited(srv, pid, status))
+        for (unsigned r = 0; r < srv->sup->nroles && !found; r++)
+            if (srv->sup->roles[r].ops->child_exited != NULL)
+                found = srv->sup->roles[r].ops->child_exited(srv->sup->roles[r].arg, pid, status);
+        if (!found)
             L3_LOG(L3_LOG_DEBUG, "reaped unknown child %d: %s", (int)pid, how);
     }
 }
@@ -548,7 +513,7 @@ static uint32_t live_workers(const l3_srv_t *srv)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < srv->cfg.server.max_workers; i++)
-        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RUNNING || workers[i].restart_at_ms != 0)
+        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RUNNING || srv->sup->workers[i].restart_at_ms != 0)
             n++;
     return n;
 }
@@ -559,42 +524,44 @@ static void apply_scale(l3_srv_t *srv)
     uint64_t now = now_ms();
     uint32_t max = srv->cfg.server.max_workers;
     for (uint32_t i = 0; i < max; i++)
-        if (workers[i].restart_at_ms != 0 && now >= workers[i].restart_at_ms) {
-            workers[i].restart_at_ms = 0;
+        if (srv->sup->workers[i].restart_at_ms != 0 && now >= srv->sup->workers[i].restart_at_ms) {
+            srv->sup->workers[i].restart_at_ms = 0;
             uint32_t live = live_workers(srv);
-            if (live < want_workers) /* still wanted */
+            if (live < srv->sup->want_workers) /* still wanted */
                 spawn_worker(srv, i);
         }
-    for (unsigned r = 0; r < nroles; r++)
-        if (roles[r].ch.restart_at_ms != 0 && now >= roles[r].ch.restart_at_ms) {
-            roles[r].ch.restart_at_ms = 0;
-            spawn_role(srv, &roles[r]);
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        if (srv->sup->roles[r].ch.restart_at_ms != 0 && now >= srv->sup->roles[r].ch.restart_at_ms) {
+            srv->sup->roles[r].ch.restart_at_ms = 0;
+            spawn_role(srv, &srv->sup->roles[r]);
         }
     uint32_t live = live_workers(srv);
-    for (uint32_t i = 0; i < max && live < want_workers; i++)
-        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_EMPTY && workers[i].pid == 0 && workers[i].restart_at_ms == 0) {
+    for (uint32_t i = 0; i < max && live < srv->sup->want_workers; i++)
+        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_EMPTY && srv->sup->workers[i].pid == 0 &&
+            srv->sup->workers[i].restart_at_ms == 0) {
             if (spawn_worker(srv, i) == 0)
                 live++;
             else
                 break;
         }
-    for (uint32_t i = max; i-- > 0 && live > want_workers;) {
-        if (workers[i].restart_at_ms != 0) {
-            workers[i].restart_at_ms = 0;
+    for (uint32_t i = max; i-- > 0 && live > srv->sup->want_workers;) {
+        if (srv->sup->workers[i].restart_at_ms != 0) {
+            srv->sup->workers[i].restart_at_ms = 0;
             live--;
         } else if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RUNNING) {
-            L3_LOG(L3_LOG_INFO, "worker %u (pid %d) retiring", i, (int)workers[i].pid);
-            workers[i].retire_deadline_ms = now + srv->cfg.server.shutdown_timeout_ms + 2000;
-            set_state(srv, i, L3_OBS_SLOT_RETIRING, workers[i].pid);
+            L3_LOG(L3_LOG_INFO, "worker %u (pid %d) retiring", i, (int)srv->sup->workers[i].pid);
+            srv->sup->workers[i].retire_deadline_ms = now + srv->cfg.server.shutdown_timeout_ms + 2000;
+            set_state(srv, i, L3_OBS_SLOT_RETIRING, srv->sup->workers[i].pid);
             live--;
         }
     }
     for (uint32_t i = 0; i < max; i++)
-        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RETIRING && workers[i].pid > 0 &&
-            workers[i].retire_deadline_ms != 0 && now >= workers[i].retire_deadline_ms) {
-            L3_LOG(L3_LOG_WARN, "worker %u (pid %d) did not retire in time; killing it", i, (int)workers[i].pid);
-            kill(workers[i].pid, SIGKILL);
-            workers[i].retire_deadline_ms = 0;
+        if (srv->ctl->sc_state[i] == L3_OBS_SLOT_RETIRING && srv->sup->workers[i].pid > 0 &&
+            srv->sup->workers[i].retire_deadline_ms != 0 && now >= srv->sup->workers[i].retire_deadline_ms) {
+            L3_LOG(L3_LOG_WARN, "worker %u (pid %d) did not retire in time; killing it", i,
+                   (int)srv->sup->workers[i].pid);
+            kill(srv->sup->workers[i].pid, SIGKILL);
+            srv->sup->workers[i].retire_deadline_ms = 0;
         }
     uint32_t running = 0;
     for (uint32_t i = 0; i < max; i++)
@@ -602,33 +569,69 @@ static void apply_scale(l3_srv_t *srv)
     l3_obs_set_workers(&srv->obs, running);
 }
 
-static bool any_child(void)
+static bool any_child(const l3_srv_t *srv)
 {
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        if (workers[i].pid > 0)
+        if (srv->sup->workers[i].pid > 0)
             return true;
-    for (unsigned r = 0; r < nroles; r++)
-        if (roles[r].ch.pid > 0)
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        if (srv->sup->roles[r].ch.pid > 0)
             return true;
     return false;
 }
 
-static bool any_worker(void)
+static bool any_worker(const l3_srv_t *srv)
 {
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        if (workers[i].pid > 0)
+        if (srv->sup->workers[i].pid > 0)
             return true;
     return false;
 }
 
 /* Wait for children (reaping) until `pred` is false or the deadline passes. */
-static void wait_children(l3_srv_t *srv, bool (*pred)(void), uint64_t deadline, const sigset_t *set)
+static void wait_children(l3_srv_t *srv, bool (*pred)(const l3_srv_t *), uint64_t deadline,
+                          const sigset_t *set)
 {
-    while (pred() && now_ms() < deadline) {
+    while (pred(srv) && now_ms() < deadline) {
         struct timespec ts = {0, 50 * 1000000L};
         (void)sigtimedwait(set, NULL, &ts);
         reap(srv, true);
     }
+}
+
+/*
+ * Graceful stop, second half: the roles (the WAL writer) stop after the workers so they
+ * can finish what was acknowledged. A role whose child is down (crashed and waiting out
+ * its restart backoff, or never started) is started at once: the stop must not depend on
+ * the state it happened to be in. Each role's stopped hook then says whether everything
+ * it owed is done; any failure makes the supervisor exit non-zero (stop_failed).
+ */
+static void stop_roles(l3_srv_t *srv, const sigset_t *set)
+{
+    for (unsigned r = 0; r < srv->sup->nroles; r++) {
+        role_t *ro = &srv->sup->roles[r];
+        if (ro->ops->main == NULL || ro->ch.pid > 0)
+            continue;
+        L3_LOG(L3_LOG_WARN, "%s is not running: starting it at once for the stop", ro->ops->name);
+        ro->ch.restart_at_ms = 0;
+        if (spawn_role(srv, ro) < 0)
+            srv->sup->stop_failed = true;
+    }
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        if (srv->sup->roles[r].ch.pid > 0)
+            kill(srv->sup->roles[r].ch.pid, SIGTERM);
+    wait_children(srv, any_child, now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000, set);
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        if (srv->sup->roles[r].ch.pid > 0) {
+            L3_LOG(L3_LOG_WARN, "%s (pid %d) still running; killing it", srv->sup->roles[r].ops->name,
+                   (int)srv->sup->roles[r].ch.pid);
+            kill(srv->sup->roles[r].ch.pid, SIGKILL);
+        }
+    wait_children(srv, any_child, now_ms() + 2000, set);
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        if (srv->sup->roles[r].ops->stopped != NULL &&
+            srv->sup->roles[r].ops->stopped(srv->sup->roles[r].arg) < 0)
+            srv->sup->stop_failed = true;
 }
 
 static void graceful_stop(l3_srv_t *srv, const sigset_t *set)
@@ -641,28 +644,47 @@ static void graceful_stop(l3_srv_t *srv, const sigset_t *set)
             srv->lfds[i] = -1;
         }
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        if (workers[i].pid > 0)
-            kill(workers[i].pid, SIGTERM);
+        if (srv->sup->workers[i].pid > 0)
+            kill(srv->sup->workers[i].pid, SIGTERM);
     uint64_t deadline = now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000;
     wait_children(srv, any_worker, deadline, set);
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        if (workers[i].pid > 0) {
-            L3_LOG(L3_LOG_WARN, "worker %u (pid %d) still running; killing it", i, (int)workers[i].pid);
-            kill(workers[i].pid, SIGKILL);
+        if (srv->sup->workers[i].pid > 0) {
+            L3_LOG(L3_LOG_WARN, "worker %u (pid %d) still running; killing it", i,
+                   (int)srv->sup->workers[i].pid);
+            kill(srv->sup->workers[i].pid, SIGKILL);
         }
     wait_children(srv, any_worker, now_ms() + 2000, set);
-    l3_srv_wal_stop_tasks(srv); /* a running checkpoint is abandoned (safe at any point) */
-    /* Roles (the WAL writer) stop after the workers so they can drain what was acknowledged. */
-    for (unsigned r = 0; r < nroles; r++)
-        if (roles[r].ch.pid > 0)
-            kill(roles[r].ch.pid, SIGTERM);
-    wait_children(srv, any_child, now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000, set);
-    for (unsigned r = 0; r < nroles; r++)
-        if (roles[r].ch.pid > 0) {
-            L3_LOG(L3_LOG_WARN, "%s (pid %d) still running; killing it", roles[r].name, (int)roles[r].ch.pid);
-            kill(roles[r].ch.pid, SIGKILL);
-        }
-    wait_children(srv, any_child, now_ms() + 2000, set);
+    for (unsigned r = 0; r < srv->sup->nroles;
+         r++) /* e.g. a running checkpoint is abandoned (safe at any point) */
+        if (srv->sup->roles[r].ops->stop_tasks != NULL)
+            srv->sup->roles[r].ops->stop_tasks(srv->sup->roles[r].arg);
+    stop_roles(srv, set);
+}
+
+/* The operator's signals other than a stop (taken synchronously by the loop). */
+static void on_signal(l3_srv_t *srv, int sig)
+{
+    if (sig == SIGHUP) {
+        int rc = l3_srv_log_reopen();
+        if (rc < 0)
+            L3_LOG(L3_LOG_ERROR, "cannot reopen log: %s", strerror(-rc));
+        else
+            L3_LOG(L3_LOG_INFO, "SIGHUP: logs reopened");
+        for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
+            if (srv->sup->workers[i].pid > 0)
+                kill(srv->sup->workers[i].pid, SIGHUP);
+    }
+    if (sig == SIGRTMIN) {
+        L3_LOG(L3_LOG_INFO, "checkpoint requested");
+        for (unsigned r = 0; r < srv->sup->nroles; r++)
+            if (srv->sup->roles[r].ops->request != NULL)
+                srv->sup->roles[r].ops->request(srv->sup->roles[r].arg);
+    }
+    if (sig == SIGUSR1) /* operator: one worker more */
+        l3_srv_set_workers(srv, srv->sup->want_workers + 1);
+    if (sig == SIGUSR2 && srv->sup->want_workers > 0) /* operator: one worker less */
+        l3_srv_set_workers(srv, srv->sup->want_workers - 1);
 }
 
 int l3_srv_run(l3_srv_t *srv)
@@ -684,8 +706,8 @@ int l3_srv_run(l3_srv_t *srv)
            srv->cfg.server.min_workers, srv->cfg.server.max_workers,
            (unsigned long long)(srv->cfg.storage.arena_bytes >> 20),
            l3_srv_durability_name(srv->cfg.storage.durability));
-    for (unsigned r = 0; r < nroles; r++)
-        spawn_role(srv, &roles[r]);
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        spawn_role(srv, &srv->sup->roles[r]);
     apply_scale(srv);
     /* recovery is done and the sockets listen: tell systemd (Type=notify) we are ready */
     sd_notify_msg("READY=1\nSTATUS=serving");
@@ -701,46 +723,48 @@ int l3_srv_run(l3_srv_t *srv)
             sd_notify_msg("STOPPING=1");
             break;
         }
-        if (sig == SIGHUP) {
-            int rc = l3_srv_log_reopen();
-            if (rc < 0)
-                L3_LOG(L3_LOG_ERROR, "cannot reopen log: %s", strerror(-rc));
-            else
-                L3_LOG(L3_LOG_INFO, "SIGHUP: logs reopened");
-            for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-                if (workers[i].pid > 0)
-                    kill(workers[i].pid, SIGHUP);
-        }
-        if (sig == SIGRTMIN) {
-            L3_LOG(L3_LOG_INFO, "checkpoint requested");
-            l3_srv_wal_request_checkpoint(srv);
-        }
-        if (sig == SIGUSR1) /* operator: one worker more */
-            l3_srv_set_workers(srv, want_workers + 1);
-        if (sig == SIGUSR2 && want_workers > 0) /* operator: one worker less */
-            l3_srv_set_workers(srv, want_workers - 1);
+        on_signal(srv, sig);
         reap(srv, false);
+        if (srv->store != NULL && l3_store_poisoned(srv->store)) {
+            L3_LOG(L3_LOG_ERROR, "store: the arena is poisoned (a lock repair could not complete): stopping so "
+                                 "that the next start rebuilds it from the snapshot and the WAL (exit %d)",
+                   L3_SRV_EXIT_POISONED);
+            srv->sup->poisoned = true;
+            sd_notify_msg("STOPPING=1\nSTATUS=arena poisoned, restarting to rebuild from the WAL");
+            break;
+        }
         uint64_t now = now_ms();
-        if (tick_fn != NULL && now >= next_tick) {
+        if (srv->sup->tick_fn != NULL && now >= next_tick) {
             next_tick = now + srv->cfg.autoscale.interval_ms;
             l3_obs_totals_t t;
             l3_obs_totals(&srv->obs, &t);
-            uint32_t n = tick_fn(srv, tick_arg, live_workers(srv), l3_srv_queue_depth(srv, &t), &t);
+            uint32_t n = srv->sup->tick_fn(srv, srv->sup->tick_arg, live_workers(srv),
+                                           l3_srv_queue_depth(srv, &t), &t);
             if (n != 0)
                 l3_srv_set_workers(srv, n);
         }
         apply_scale(srv);
-        l3_srv_wal_tick(srv);
+        for (unsigned r = 0; r < srv->sup->nroles; r++)
+            if (srv->sup->roles[r].ops->tick != NULL)
+                srv->sup->roles[r].ops->tick(srv->sup->roles[r].arg);
     }
     graceful_stop(srv, &set);
     if (srv->store != NULL) {
-        l3_store_unlink(srv->store);
+        /* after a failed stop the arena still holds what did not reach the disk: leave it
+         * in /dev/shm for the next start instead of deleting it */
+        if (!srv->sup->stop_failed)
+            l3_store_unlink(srv->store);
         l3_store_close(srv->store);
         srv->store = NULL;
     }
-    if (stop_failed) {
-        L3_LOG(L3_LOG_ERROR, "stopped, but the WAL was not fully flushed: acknowledged writes may be lost");
+    if (srv->sup->stop_failed) {
+        L3_LOG(L3_LOG_ERROR, "stopped, but the WAL was not fully flushed: acknowledged writes may be lost "
+                             "(the arena is left in /dev/shm)");
         return 1;
+    }
+    if (srv->sup->poisoned) {
+        L3_LOG(L3_LOG_ERROR, "stopped: the WAL holds every acknowledged write; a restart rebuilds the arena");
+        return L3_SRV_EXIT_POISONED;
     }
     L3_LOG(L3_LOG_INFO, "stopped");
     return 0;

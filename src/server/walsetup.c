@@ -6,10 +6,11 @@
  * l3_srv_run (no child yet): formats the WAL ring in the arena's WAL region, recovers the
  * arena from the newest snapshot plus the WAL segments after it (l3_wal_recover ->
  * l3_store_replay), raises the store's LSN floor, installs the store -> WAL hook, creates
- * the per-worker durability eventfds for "fsync" mode, and registers the writer as a
- * supervised child role. Single threaded; nothing here runs concurrently with a worker.
- * Also starts checkpoints (a forked one-shot child) from the supervisor loop when the WAL
- * on disk passes storage.checkpoint_bytes.
+ * the per-worker durability eventfds for "fsync" mode, and registers the WAL role with
+ * the supervisor: its child is the writer, its hooks (l3_srv_role_t) are the only way the
+ * supervisor reaches the WAL. Single threaded; nothing here runs concurrently with a worker.
+ * The tick hook starts checkpoints (a forked one-shot child) when the WAL on disk passes
+ * storage.checkpoint_bytes or one was requested (SIGRTMIN).
  *
  * Files: <wal_path>.<seq> segments (storage.wal_path, default <data_dir>/data.wal) and the
  * snapshot <data_dir>/l3kv.snap; both formats are defined in l3kv/wal.h.
@@ -21,7 +22,6 @@
 #include <string.h>
 
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "l3kv/wal.h"
@@ -31,15 +31,21 @@
 #define CHECKPOINT_TIMEOUT_MS 30000 /* bound on waiting for the writer to rotate */
 
 static char wal_path[4096], snap_path[4096];
-static l3_wal_ring_t *the_ring;
-static pid_t ckpt_pid;
-static uint64_t ckpt_next_check_ms, ckpt_started_ms;
+
+/* The WAL role's state, handed to every hook as its arg. */
+typedef struct {
+    l3_srv_t *srv;
+    l3_wal_ring_t *ring;
+    pid_t ckpt_pid;             /* running checkpointer, 0 = none */
+    uint64_t ckpt_next_check_ms, ckpt_started_ms;
+    bool ckpt_requested;        /* on demand (SIGRTMIN): run at the next tick regardless of size */
+} wal_role_t;
+
+static wal_role_t wal_state;
 
 static uint64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return l3_now_ns() / 1000000u;
 }
 
 /* ---------------------------------------------------------------- checkpoints
@@ -59,12 +65,12 @@ static int scan_all(void *ctx, l3_wal_snap_writer_t *w)
     return l3_store_scan(ctx, NULL, 0, snap_doc, w, NULL);
 }
 
-static void checkpoint_child(l3_srv_t *srv)
+static void checkpoint_child(l3_srv_t *srv, wal_role_t *w)
 {
     int rc = l3_store_proc_register(srv->store, L3_STORE_ROLE_TOOL, NULL);
     if (rc == 0) {
         uint64_t lsn = l3_store_last_lsn(srv->store);
-        rc = l3_wal_checkpoint(the_ring, snap_path, lsn, scan_all, srv->store, CHECKPOINT_TIMEOUT_MS);
+        rc = l3_wal_checkpoint(w->ring, snap_path, lsn, scan_all, srv->store, CHECKPOINT_TIMEOUT_MS);
         l3_store_proc_unregister(srv->store);
     }
     if (rc < 0)
@@ -72,69 +78,76 @@ static void checkpoint_child(l3_srv_t *srv)
     _exit(rc < 0 ? 1 : 0);
 }
 
-static bool ckpt_requested; /* on demand (SIGRTMIN): run at the next tick regardless of size */
-
-void l3_srv_wal_request_checkpoint(l3_srv_t *srv)
+/* request hook: a checkpoint at the next tick whatever the WAL size */
+static void wal_request(void *arg)
 {
-    (void)srv;
-    ckpt_requested = true;
-    ckpt_next_check_ms = 0;
+    wal_role_t *w = arg;
+    w->ckpt_requested = true;
+    w->ckpt_next_check_ms = 0;
 }
 
-void l3_srv_wal_tick(l3_srv_t *srv)
+/* tick hook: start a checkpoint when the WAL on disk passed storage.checkpoint_bytes */
+static void wal_tick(void *arg)
 {
+    wal_role_t *w = arg;
+    l3_srv_t *srv = w->srv;
     uint64_t now = mono_ms();
-    if (the_ring == NULL || ckpt_pid > 0 || now < ckpt_next_check_ms)
+    if (w->ring == NULL || w->ckpt_pid > 0 || now < w->ckpt_next_check_ms)
         return;
-    ckpt_next_check_ms = now + CHECKPOINT_CHECK_MS;
+    w->ckpt_next_check_ms = now + CHECKPOINT_CHECK_MS;
     l3_wal_stats_t ws;
-    l3_wal_ring_stats(the_ring, &ws);
-    if (ws.writer_pid <= 0 || (!ckpt_requested && ws.disk_bytes < srv->cfg.storage.checkpoint_bytes))
+    l3_wal_ring_stats(w->ring, &ws);
+    if (ws.writer_pid <= 0 || (!w->ckpt_requested && ws.disk_bytes < srv->cfg.storage.checkpoint_bytes))
         return;
-    if (ckpt_requested)
+    if (w->ckpt_requested)
         L3_LOG(L3_LOG_INFO, "checkpoint on demand (WAL holds %llu bytes on disk)", (unsigned long long)ws.disk_bytes);
     else
         L3_LOG(L3_LOG_INFO, "WAL holds %llu bytes on disk (>= 'storage.checkpoint_bytes' %llu): checkpoint",
                (unsigned long long)ws.disk_bytes, (unsigned long long)srv->cfg.storage.checkpoint_bytes);
-    ckpt_requested = false;
+    w->ckpt_requested = false;
     pid_t pid = l3_srv_fork_task(srv, "checkpointer");
     if (pid == 0)
-        checkpoint_child(srv);
+        checkpoint_child(srv, w);
     if (pid > 0) {
-        ckpt_pid = pid;
-        ckpt_started_ms = now;
+        w->ckpt_pid = pid;
+        w->ckpt_started_ms = now;
     }
 }
 
-bool l3_srv_wal_child_exited(l3_srv_t *srv, pid_t pid, int status)
+/* child_exited hook: was it the checkpointer? (logged) */
+static bool wal_child_exited(void *arg, pid_t pid, int status)
 {
-    (void)srv;
-    if (pid != ckpt_pid || pid <= 0)
+    wal_role_t *w = arg;
+    if (pid != w->ckpt_pid || pid <= 0)
         return false;
-    ckpt_pid = 0;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+    w->ckpt_pid = 0;
+    bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (ok)
         L3_LOG(L3_LOG_INFO, "checkpoint done in %llu ms (snapshot %s)",
-               (unsigned long long)(mono_ms() - ckpt_started_ms), snap_path);
+               (unsigned long long)(mono_ms() - w->ckpt_started_ms), snap_path);
     else
         L3_LOG(L3_LOG_WARN, "checkpointer (pid %d) failed (status 0x%x); retrying in %u ms", (int)pid, status,
                CHECKPOINT_CHECK_MS * 10);
-    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-        ckpt_next_check_ms = mono_ms() + CHECKPOINT_CHECK_MS * 10;
+    if (!ok)
+        w->ckpt_next_check_ms = mono_ms() + CHECKPOINT_CHECK_MS * 10;
     return true;
 }
 
-void l3_srv_wal_stop_tasks(l3_srv_t *srv)
+/* stop_tasks hook: kill and reap a running checkpointer */
+static void wal_stop_tasks(void *arg)
 {
-    if (ckpt_pid <= 0)
+    wal_role_t *w = arg;
+    l3_srv_t *srv = w->srv;
+    if (w->ckpt_pid <= 0)
         return;
-    kill(ckpt_pid, SIGKILL);
+    kill(w->ckpt_pid, SIGKILL);
     int status;
-    if (waitpid(ckpt_pid, &status, 0) == ckpt_pid) {
+    if (waitpid(w->ckpt_pid, &status, 0) == w->ckpt_pid) {
         L3_LOG(L3_LOG_INFO, "checkpoint abandoned for the stop");
         if (srv->store != NULL)
-            l3_store_proc_reap(srv->store, ckpt_pid);
+            l3_store_proc_reap(srv->store, w->ckpt_pid);
     }
-    ckpt_pid = 0;
+    w->ckpt_pid = 0;
 }
 
 static int replay_one(void *ctx, const l3_wal_rec_t *rec)
@@ -153,8 +166,9 @@ static void writer_log(int severity, const char *line)
 
 static int writer_main(l3_srv_t *srv, void *arg)
 {
+    const wal_role_t *w = arg;
     l3_wal_writer_opts_t o = {
-        .ring = arg,
+        .ring = w->ring,
         .wal_path = wal_path,
         .durability = srv->cfg.storage.durability == L3_DURABILITY_FSYNC ? L3_WAL_FSYNC : L3_WAL_BUFFERED,
         .flush_interval_ms = srv->cfg.storage.flush_interval_ms,
@@ -173,6 +187,31 @@ const char *l3_srv_wal_path(void)
 {
     return wal_path;
 }
+
+/* stopped hook: the writer is gone; did every published record reach the disk? */
+static int wal_stopped(void *arg)
+{
+    const wal_role_t *w = arg;
+    if (w->ring == NULL)
+        return 0;
+    l3_wal_stats_t ws;
+    l3_wal_ring_stats(w->ring, &ws);
+    if (ws.durable >= ws.head)
+        return 0;
+    L3_LOG(L3_LOG_ERROR, "wal: stopped with %llu ring bytes not durable (written up to %llu of %llu)",
+           (unsigned long long)(ws.head - ws.durable), (unsigned long long)ws.tail, (unsigned long long)ws.head);
+    return -EIO;
+}
+
+static const l3_srv_role_t wal_role = {
+    .name = "wal writer",
+    .main = writer_main,
+    .tick = wal_tick,
+    .request = wal_request,
+    .child_exited = wal_child_exited,
+    .stop_tasks = wal_stop_tasks,
+    .stopped = wal_stopped,
+};
 
 int l3_srv_wal_setup(l3_srv_t *srv)
 {
@@ -229,6 +268,7 @@ int l3_srv_wal_setup(l3_srv_t *srv)
     l3_store_set_wal_hook(srv->store, l3_wal_hook, ring);
     l3_store_set_wal_probe(srv->store, l3_wal_probe, ring); /* repair keeps a published mutation */
     srv->wal_ring = ring;
-    the_ring = ring;
-    return l3_srv_add_role(srv, "wal writer", writer_main, ring);
+    wal_state.srv = srv;
+    wal_state.ring = ring;
+    return l3_srv_add_role(srv, &wal_role, &wal_state);
 }

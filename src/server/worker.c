@@ -11,7 +11,8 @@
  *   start  -> register in the store, build the h2o context, start the 100 ms ticker,
  *             read_start the sockets assigned to this slot
  *   tick   -> re-read the control block when sc_gen changed (adopt or drop sockets),
- *             account bytes written on open connections, heartbeat, SIGHUP log reopen
+ *             account bytes written on open connections, heartbeat, SIGHUP log reopen;
+ *             the control block is also re-read at once on L3_SRV_CTL_SIGNAL (a sibling died)
  *   stop   -> (SIGTERM/SIGINT, or the slot marked RETIRING) stop reading every listener,
  *             request h2o shutdown (GOAWAY / Connection: close), evict idle keep-alive
  *             connections (about 1 s, not while a request body is arriving), wait for
@@ -185,7 +186,7 @@ static bool stopping;
 static uint32_t seen_gen;
 static int64_t active_conns;
 static conn_t conns = {.prev = &conns, .next = &conns};
-static volatile sig_atomic_t stop_flag, hup_flag;
+static volatile sig_atomic_t stop_flag, hup_flag, ctl_flag;
 static h2o_timeout_t tick_timeout, pause_timeout, linger_timeout;
 static h2o_timeout_entry_t tick_entry, pause_entry;
 static l3_obs_slot_t *my_obs;
@@ -195,6 +196,8 @@ static void on_signal(int sig)
 {
     if (sig == SIGHUP)
         hup_flag = 1;
+    else if (sig == L3_SRV_CTL_SIGNAL)
+        ctl_flag = 1; /* the control block changed: re-read it now, not at the next tick */
     else
         stop_flag = 1;
 }
@@ -407,7 +410,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     h2o_accept(&accept_ctx, sock);
 }
 
-static void on_tick(h2o_timeout_entry_t *e)
+static void check_ctl(void)
 {
     uint32_t gen = __atomic_load_n(&srv->ctl->sc_gen, __ATOMIC_ACQUIRE);
     if (gen != seen_gen) {
@@ -417,6 +420,11 @@ static void on_tick(h2o_timeout_entry_t *e)
             stop_flag = 1;
         apply_assignment();
     }
+}
+
+static void on_tick(h2o_timeout_entry_t *e)
+{
+    check_ctl();
     for (conn_t *c = conns.next; c != &conns; c = c->next)
         account(c);
     if (hup_flag) {
@@ -446,6 +454,7 @@ static void install_signals(void)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
+    sigaction(L3_SRV_CTL_SIGNAL, &sa, NULL); /* kept blocked by the supervisor until here */
     sa.sa_handler = SIG_DFL;
     sigaction(SIGCHLD, &sa, NULL);
     sa.sa_handler = SIG_IGN;
@@ -556,11 +565,16 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
     L3_LOG(L3_LOG_DEBUG, "worker %u: started", slot);
 
     /* h2o_evloop_run returns -1 with EINTR whenever a signal handler ran. */
-    while (!stop_flag)
+    while (!stop_flag) {
         if (h2o_evloop_run(ctx.loop, 1000) != 0 && errno != EINTR) {
             L3_LOG(L3_LOG_ERROR, "worker %u: event loop: %s", slot, strerror(errno));
             break;
         }
+        if (ctl_flag) {
+            ctl_flag = 0;
+            check_ctl();
+        }
+    }
 
     drain_and_exit(s, slot);
 }

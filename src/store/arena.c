@@ -42,16 +42,6 @@ static void init_once(void)
     pthread_atfork(NULL, NULL, atfork_child);
 }
 
-l3_proc_slot_t *l3_store__slot(const l3_store_t *st, uint32_t i)
-{
-    return AT(st, st->hdr->ah_off_procs + (uint64_t)i * L3_PROC_SLOT_BYTES, l3_proc_slot_t);
-}
-
-uint8_t *l3_store__undo_area(const l3_store_t *st, uint32_t i)
-{
-    return st->base + st->hdr->ah_off_undo + (uint64_t)i * st->hdr->ah_undo_bytes;
-}
-
 bool l3_store__pid_alive(int32_t pid)
 {
     if (pid <= 0)
@@ -180,134 +170,173 @@ static void bind_regions(l3_store_t *st)
     st->name[sizeof(st->name) - 1] = 0;
 }
 
-int l3_store_create(const l3_store_opts_t *opts, l3_store_t **ret)
+/* Sizes and offsets of a new arena's regions (layout.h), from the caller's options. */
+typedef struct {
+    char name[64];
+    uint64_t arena, wal, obs, undo;
+    uint32_t procs, nstripes, lock_timeout_ms;
+    uint64_t off_procs, off_stripes, off_alloc, off_obs, off_wal, off_undo, off_heap;
+} plan_t;
+
+/* Apply the defaults, check the options and place every region. 0 or -EINVAL. */
+static int plan_layout(const l3_store_opts_t *opts, plan_t *p)
 {
     l3_store_opts_t o = {0};
-    char name[64], shm[80], link[64];
-    int fd = -1, rc;
-    l3_store_t *st = NULL;
-
-    pthread_once(&fork_once, init_once);
     if (opts)
         o = *opts;
+    memset(p, 0, sizeof(*p));
     if (o.name) {
         if (!name_ok(o.name))
             return -EINVAL;
-        snprintf(name, sizeof(name), "%s", o.name);
+        snprintf(p->name, sizeof(p->name), "%s", o.name);
     } else {
-        snprintf(name, sizeof(name), "l3kv.%ld", (long)getpid());
+        snprintf(p->name, sizeof(p->name), "l3kv.%ld", (long)getpid());
     }
     uint64_t arena = o.arena_bytes ? o.arena_bytes : L3_STORE_DEFAULT_ARENA_BYTES;
-    uint64_t wal =
-        L3_ALIGN_UP((uint64_t)(o.wal_ring_bytes ? o.wal_ring_bytes : L3_STORE_DEFAULT_WAL_RING_BYTES),
-                    (uint64_t)L3_ARENA_ALIGN);
-    uint64_t obs = L3_ALIGN_UP((uint64_t)(o.obs_bytes ? o.obs_bytes : L3_STORE_DEFAULT_OBS_BYTES),
-                               (uint64_t)L3_ARENA_ALIGN);
-    uint64_t undo = L3_ALIGN_UP((uint64_t)(o.undo_bytes ? o.undo_bytes : L3_STORE_DEFAULT_UNDO_BYTES),
-                                (uint64_t)L3_ARENA_ALIGN);
-    uint32_t procs = o.max_procs ? o.max_procs : L3_STORE_DEFAULT_MAX_PROCS;
-    uint32_t nstripes = o.nstripes ? o.nstripes : 1024;
-    if (undo < (16u << 10) || procs > 4096 || nstripes > (1u << 16) || (nstripes & (nstripes - 1)) ||
+    p->wal = L3_ALIGN_UP((uint64_t)(o.wal_ring_bytes ? o.wal_ring_bytes : L3_STORE_DEFAULT_WAL_RING_BYTES),
+                         (uint64_t)L3_ARENA_ALIGN);
+    p->obs = L3_ALIGN_UP((uint64_t)(o.obs_bytes ? o.obs_bytes : L3_STORE_DEFAULT_OBS_BYTES), (uint64_t)L3_ARENA_ALIGN);
+    p->undo =
+        L3_ALIGN_UP((uint64_t)(o.undo_bytes ? o.undo_bytes : L3_STORE_DEFAULT_UNDO_BYTES), (uint64_t)L3_ARENA_ALIGN);
+    p->procs = o.max_procs ? o.max_procs : L3_STORE_DEFAULT_MAX_PROCS;
+    p->nstripes = o.nstripes ? o.nstripes : 1024;
+    p->lock_timeout_ms = o.lock_timeout_ms ? o.lock_timeout_ms : L3_STORE_DEFAULT_LOCK_TIMEOUT_MS;
+    if (p->undo < (16u << 10) || p->procs > 4096 || p->nstripes > (1u << 16) || (p->nstripes & (p->nstripes - 1)) ||
         arena > (1ull << 46))
         return -EINVAL;
-    arena = L3_ALIGN_UP(arena, (uint64_t)L3_ARENA_ALIGN);
+    p->arena = L3_ALIGN_UP(arena, (uint64_t)L3_ARENA_ALIGN);
 
     uint64_t off = L3_ARENA_HDR_BYTES;
-    uint64_t off_procs = off;
-    off = L3_ALIGN_UP(off + (uint64_t)procs * L3_PROC_SLOT_BYTES, (uint64_t)L3_ARENA_ALIGN);
-    uint64_t off_stripes = off;
-    off = L3_ALIGN_UP(off + (uint64_t)nstripes * sizeof(l3_stripe_t), (uint64_t)L3_ARENA_ALIGN);
-    uint64_t off_alloc = off;
+    p->off_procs = off;
+    off = L3_ALIGN_UP(off + (uint64_t)p->procs * L3_PROC_SLOT_BYTES, (uint64_t)L3_ARENA_ALIGN);
+    p->off_stripes = off;
+    off = L3_ALIGN_UP(off + (uint64_t)p->nstripes * sizeof(l3_stripe_t), (uint64_t)L3_ARENA_ALIGN);
+    p->off_alloc = off;
     off = L3_ALIGN_UP(off + sizeof(l3_alloc_hdr_t), (uint64_t)L3_ARENA_ALIGN);
-    uint64_t off_obs = off;
-    off += obs;
-    uint64_t off_wal = off;
-    off += wal;
-    uint64_t off_undo = off;
-    off += (uint64_t)procs * undo;
-    uint64_t off_heap = off;
-    if (off + (1u << 20) > arena)
+    p->off_obs = off;
+    off += p->obs;
+    p->off_wal = off;
+    off += p->wal;
+    p->off_undo = off;
+    off += (uint64_t)p->procs * p->undo;
+    p->off_heap = off;
+    if (off + (1u << 20) > p->arena)
         return -EINVAL; /* less than 1 MiB of heap */
+    return 0;
+}
 
-    rc = robust_selftest();
-    if (rc < 0)
-        return rc;
-
+/* Create the shm object "/l3kv-<name>" of `bytes` bytes (replacing one left behind when
+ * asked to). The fd, or -errno. */
+static int open_shm(const char *name, bool replace, uint64_t bytes)
+{
+    char shm[80];
     snprintf(shm, sizeof(shm), "/l3kv-%s", name);
-    fd = shm_open(shm, O_RDWR | O_CREAT | O_EXCL, 0600);
-    if (fd < 0 && errno == EEXIST && o.replace) {
+    int fd = shm_open(shm, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd < 0 && errno == EEXIST && replace) {
         shm_unlink(shm);
         fd = shm_open(shm, O_RDWR | O_CREAT | O_EXCL, 0600);
     }
     if (fd < 0)
         return -errno;
-    if (ftruncate(fd, (off_t)arena) < 0) {
-        rc = -errno;
-        goto fail;
+    if (ftruncate(fd, (off_t)bytes) < 0) {
+        int rc = -errno;
+        close(fd);
+        shm_unlink(shm);
+        return rc;
     }
-    rc = map_handle(fd, arena, false, &st);
-    if (rc < 0)
-        goto fail;
-    close(fd);
-    fd = -1;
+    return fd;
+}
 
+/* Write the header of a fresh arena (state stays FORMATTING) and bind the handle to it. */
+static void format_header(l3_store_t *st, const plan_t *p)
+{
     l3_arena_hdr_t *h = st->hdr;
     h->ah_magic = L3_ARENA_MAGIC;
     h->ah_layout = L3_ARENA_LAYOUT;
     h->ah_hdr_bytes = L3_ARENA_HDR_BYTES;
-    h->ah_arena_bytes = arena;
+    h->ah_arena_bytes = p->arena;
     h->ah_created_ns = l3_wall_ns();
     h->ah_owner_pid = (int32_t)getpid();
-    h->ah_max_procs = procs;
-    h->ah_nstripes = nstripes;
+    h->ah_max_procs = p->procs;
+    h->ah_nstripes = p->nstripes;
     h->ah_slot_bytes = L3_PROC_SLOT_BYTES;
-    h->ah_undo_bytes = undo;
-    h->ah_off_procs = off_procs;
-    h->ah_off_stripes = off_stripes;
-    h->ah_off_alloc = off_alloc;
-    h->ah_off_obs = off_obs;
-    h->ah_obs_bytes = obs;
-    h->ah_off_wal = off_wal;
-    h->ah_wal_bytes = wal;
-    h->ah_off_undo = off_undo;
-    h->ah_off_heap = off_heap;
-    h->ah_heap_bytes = arena - off_heap;
+    h->ah_undo_bytes = p->undo;
+    h->ah_off_procs = p->off_procs;
+    h->ah_off_stripes = p->off_stripes;
+    h->ah_off_alloc = p->off_alloc;
+    h->ah_off_obs = p->off_obs;
+    h->ah_obs_bytes = p->obs;
+    h->ah_off_wal = p->off_wal;
+    h->ah_wal_bytes = p->wal;
+    h->ah_off_undo = p->off_undo;
+    h->ah_off_heap = p->off_heap;
+    h->ah_heap_bytes = p->arena - p->off_heap;
     l3_random_bytes(h->ah_sipkey, sizeof(h->ah_sipkey));
-    snprintf(h->ah_name, sizeof(h->ah_name), "%s", name);
-    h->ah_lock_timeout_ms = o.lock_timeout_ms ? o.lock_timeout_ms : L3_STORE_DEFAULT_LOCK_TIMEOUT_MS;
+    snprintf(h->ah_name, sizeof(h->ah_name), "%s", p->name);
+    h->ah_lock_timeout_ms = p->lock_timeout_ms;
     h->ah_crc = hdr_crc(h);
     bind_regions(st);
-    for (uint32_t i = 0; i < nstripes; i++) {
-        rc = l3_store__lock_init(&st->stripes[i].sp_lock);
+}
+
+/* Initialise every lock and the heap, claim slot 0 for the creator, turn READY. */
+static int format_body(l3_store_t *st, const plan_t *p)
+{
+    for (uint32_t i = 0; i < p->nstripes; i++) {
+        int rc = l3_store__lock_init(&st->stripes[i].sp_lock);
         if (rc < 0)
-            goto fail;
+            return rc;
     }
-    rc = l3_store__lock_init(&st->al->al_lock);
+    int rc = l3_store__lock_init(&st->al->al_lock);
     if (rc < 0)
-        goto fail;
-    l3_store__alloc_format(st, off_heap, arena - off_heap);
+        return rc;
+    l3_store__alloc_format(st, p->off_heap, p->arena - p->off_heap);
     st->created = true;
     l3_proc_slot_t *ps0 = l3_store__slot(st, 0);
     ps0->ps_pid = (int32_t)getpid();
     claim_slot_fields(st, 0, L3_STORE_ROLE_SUPERVISOR);
-    __atomic_store_n(&h->ah_state, L3_ARENA_READY, __ATOMIC_RELEASE);
+    __atomic_store_n(&st->hdr->ah_state, L3_ARENA_READY, __ATOMIC_RELEASE);
+    return 0;
+}
+
+int l3_store_create(const l3_store_opts_t *opts, l3_store_t **ret)
+{
+    char shm[80], link[64];
+    l3_store_t *st = NULL;
+    plan_t p;
+
+    pthread_once(&fork_once, init_once);
+    int rc = plan_layout(opts, &p);
+    if (rc < 0)
+        return rc;
+    rc = robust_selftest();
+    if (rc < 0)
+        return rc;
+    int fd = open_shm(p.name, opts != NULL && opts->replace, p.arena);
+    if (fd < 0)
+        return fd;
+    rc = map_handle(fd, p.arena, false, &st);
+    close(fd);
+    if (rc < 0)
+        goto fail;
+    format_header(st, &p);
+    rc = format_body(st, &p);
+    if (rc < 0)
+        goto fail;
 
     pidlink_path(link, sizeof(link), (long)getpid());
     unlink(link);
-    snprintf(shm, sizeof(shm), "l3kv-%s", name);
+    snprintf(shm, sizeof(shm), "l3kv-%s", p.name);
     if (symlink(shm, link) < 0) {
         /* not fatal: the instance is still found by name */
     }
     *ret = st;
     return 0;
 fail:
-    if (fd >= 0)
-        close(fd);
     if (st) {
         munmap(st->base, st->size);
         free(st);
     }
-    snprintf(shm, sizeof(shm), "/l3kv-%s", name);
+    snprintf(shm, sizeof(shm), "/l3kv-%s", p.name);
     shm_unlink(shm);
     return rc;
 }
@@ -656,6 +685,11 @@ void l3_store_set_lsn_floor(l3_store_t *st, uint64_t lsn)
 uint64_t l3_store_last_lsn(const l3_store_t *st)
 {
     return __atomic_load_n(&st->hdr->ah_lsn, __ATOMIC_ACQUIRE);
+}
+
+bool l3_store_poisoned(const l3_store_t *st)
+{
+    return __atomic_load_n(&st->hdr->ah_state, __ATOMIC_ACQUIRE) == L3_ARENA_POISONED;
 }
 
 const void *l3_store_header(const l3_store_t *st)

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lock.c - robust process-shared locks, the per-process undo records, and repair.
+ * lock.c - robust process-shared locks, the allocator lock and its undo record.
  *
- * Owns: every acquisition of a stripe lock or of the allocator lock, the transaction
- * record (tx_*) and allocator record (au_*) of the caller's process slot, and the repair
- * of state left behind by a process that died holding a lock.
+ * Owns: the robust mutex primitive every stripe and allocator lock is taken with
+ * (l3_store__lock_raw), the allocator lock and the allocator record (au_*) of the caller's
+ * process slot, and the repair of the allocator after a holder died. Stripe locks, the
+ * transaction record and their repair are in tx.c, which builds on this file.
  * Runs in: every process that mutates the store (supervisor, workers, writer, tests).
  * Concurrency: a stripe lock guards one stripe's table, entries and documents; the
  * allocator lock guards the heap. Order: stripe -> allocator, never the reverse; a slot
@@ -15,16 +16,8 @@
  *  L1 lk_owner != 0 only while the slot it names holds the mutex (set after locking,
  *     cleared before unlocking): on EOWNERDEAD it names the dead holder, or is 0 when the
  *     holder died before changing anything.
- *  L2 Every overwrite of shared bytes inside a transaction is preceded by an undo entry
- *     holding the old bytes (tlog), ordered by a release fence; bytes of blocks allocated
- *     by the transaction are private until published and need no entry.
  *  L3 Every write inside an allocator critical section goes through aw(), which records
  *     the old word first; the record is emptied (au_count = 0) just before unlocking.
- *  L4 Repair is idempotent: restoring old bytes twice gives the same bytes, and freeing
- *     a block and forgetting it happen in one allocator section, so a repairer that dies
- *     mid-repair leaves a state the next repairer handles the same way.
- *  L5 A transaction is committed once tx_state = COMMITTED: after that, repair completes
- *     its deferred frees instead of rolling it back.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -33,7 +26,7 @@
 
 #include "store-int.h"
 
-static int lock_raw(l3_store_t *st, l3_lock_t *lk, bool *ret_dead)
+int l3_store__lock_raw(l3_store_t *st, l3_lock_t *lk, bool *ret_dead)
 {
     int rc = pthread_mutex_trylock(&lk->lk_mutex);
     if (rc == EBUSY) {
@@ -57,9 +50,9 @@ static int lock_raw(l3_store_t *st, l3_lock_t *lk, bool *ret_dead)
         return 0;
     case ETIMEDOUT:
         return -ETIMEDOUT;
-    case ENOTRECOVERABLE:
+    case ENOTRECOVERABLE: /* a repair that could not complete left it so (repair_stripe) */
         __atomic_store_n(&st->hdr->ah_state, L3_ARENA_POISONED, __ATOMIC_RELEASE);
-        return -EIO;
+        return L3_EPOISONED;
     default:
         return -rc;
     }
@@ -136,7 +129,7 @@ int l3_store__alloc_lock(l3_store_t *st)
 {
     bool dead;
     st->ps->ps_alloc_held = 1;
-    int rc = lock_raw(st, &st->al->al_lock, &dead);
+    int rc = l3_store__lock_raw(st, &st->al->al_lock, &dead);
     if (rc < 0) {
         st->ps->ps_alloc_held = 0;
         return rc;
@@ -161,264 +154,4 @@ void l3_store__alloc_unlock(l3_store_t *st)
     __atomic_store_n(&st->al->al_lock.lk_owner, 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&st->al->al_lock.lk_mutex);
     st->ps->ps_alloc_held = 0;
-}
-
-/* ---------------------------------------------------------------- transaction record */
-
-/* Room kept free for the store's own small entries (publishing a block, index changes)
- * after the document layer's entries: those must never overflow. */
-#define UNDO_RESERVE 4096u
-
-static int tlog_limit(l3_store_t *st, const void *p, size_t len, uint64_t limit)
-{
-    l3_proc_slot_t *ps = st->ps;
-    size_t pad = L3_ALIGN_UP(len, (size_t)8);
-    uint64_t used = ps->tx_used;
-    if (len > UINT32_MAX || used + pad + sizeof(l3_undo_ent_t) > limit)
-        return L3_STORE__EUNDO;
-    uint8_t *dst = st->undo + used;
-    memcpy(dst, p, len);
-    l3_undo_ent_t ue = {.ue_off = OFF(st, p), .ue_len = (uint32_t)len, .ue_pad = 0};
-    memcpy(dst + pad, &ue, sizeof(ue));
-    l3_store__fence();
-    ps->tx_used = used + pad + sizeof(ue);
-    l3_store__fence();
-    return 0;
-}
-
-int l3_store__tlog(l3_store_t *st, const void *p, size_t len)
-{
-    return tlog_limit(st, p, len, st->hdr->ah_undo_bytes);
-}
-
-void l3_store__tw64(l3_store_t *st, uint64_t *p, uint64_t v)
-{
-    /* entries this small always fit: the area is >= 64 KiB and a transaction makes few */
-    L3_ASSERT(l3_store__tlog(st, p, 8) == 0);
-    *p = v;
-}
-
-void l3_store__tw32(l3_store_t *st, uint32_t *p, uint32_t v)
-{
-    L3_ASSERT(l3_store__tlog(st, p, 4) == 0);
-    *p = v;
-}
-
-void l3_store__doc_undo_cb(void *ctx, const void *addr, size_t len)
-{
-    l3_store_t *st = ctx;
-    if (tlog_limit(st, addr, len, st->hdr->ah_undo_bytes - UNDO_RESERVE) == 0)
-        return;
-    if (!st->jb_armed)
-        l3_fatal("store: undo area overflow outside a guarded document call");
-    st->jb_armed = 0;
-    siglongjmp(st->jb, 1);
-}
-
-/* Restore the physical entries of slot ds (undo area ua) in reverse order. Idempotent. */
-static void undo_phys(l3_store_t *st, l3_proc_slot_t *ds, const uint8_t *ua)
-{
-    uint64_t used = ds->tx_used;
-    if (used > st->hdr->ah_undo_bytes)
-        used = 0; /* impossible; refuse to walk garbage */
-    while (used >= sizeof(l3_undo_ent_t)) {
-        l3_undo_ent_t ue;
-        memcpy(&ue, ua + used - sizeof(ue), sizeof(ue));
-        size_t pad = L3_ALIGN_UP((size_t)ue.ue_len, (size_t)8);
-        if (pad + sizeof(ue) > used || ue.ue_off > st->size || ue.ue_len > st->size - ue.ue_off)
-            break;
-        used -= pad + sizeof(ue);
-        memcpy(st->base + ue.ue_off, ua + used, ue.ue_len);
-    }
-    l3_store__fence();
-}
-
-/* Finish or roll back the transaction of slot ds. Caller holds the allocator lock.
- * may_forward: ds is a dead process's slot; a transaction whose WAL record the probe
- * reports as written is completed instead of rolled back (memory must match the WAL). */
-static void settle_tx(l3_store_t *st, l3_proc_slot_t *ds, const uint8_t *ua, bool may_forward)
-{
-    if (ds->tx_state == L3_TX_ACTIVE && may_forward && ds->tx_hooked && st->probe &&
-        st->probe(st->probe_ctx, ds->tx_lsn) == 1) {
-        /* the mutation is complete (the hook runs after it): commit it for the dead owner */
-        l3_store__aw32(st, &ds->tx_state, L3_TX_COMMITTED);
-        __atomic_fetch_add(&st->hdr->ah_rollforwards, 1, __ATOMIC_RELAXED);
-    }
-    if (ds->tx_state == L3_TX_ACTIVE) {
-        undo_phys(st, ds, ua);
-        uint32_t n = L3_MIN(ds->tx_nalloc, L3_TX_MAX_BLOCKS);
-        for (uint32_t i = 0; i < n; i++) {
-            if (ds->tx_alloc[i] != 0) {
-                l3_store__free_locked(st, ds->tx_alloc[i]);
-                l3_store__aw(st, &ds->tx_alloc[i], 0);
-            }
-        }
-        __atomic_fetch_add(&st->hdr->ah_rollbacks, 1, __ATOMIC_RELAXED);
-    } else if (ds->tx_state == L3_TX_COMMITTED) {
-        uint32_t n = L3_MIN(ds->tx_nfree, L3_TX_MAX_BLOCKS);
-        for (uint32_t i = 0; i < n; i++) {
-            if (!(ds->tx_free_done & (1u << i)) && ds->tx_free[i] != 0) {
-                l3_store__free_locked(st, ds->tx_free[i]);
-                l3_store__aw32(st, &ds->tx_free_done, ds->tx_free_done | (1u << i));
-            }
-        }
-    }
-    l3_store__aw32(st, &ds->tx_state, L3_TX_IDLE);
-}
-
-static void repair_stripe(l3_store_t *st, uint32_t s)
-{
-    l3_stripe_t *sp = &st->stripes[s];
-    uint32_t owner = __atomic_load_n(&sp->sp_lock.lk_owner, __ATOMIC_ACQUIRE);
-    if (owner != 0 && owner <= st->hdr->ah_max_procs) {
-        l3_proc_slot_t *ds = l3_store__slot(st, owner - 1);
-        if (ds->tx_state != L3_TX_IDLE && ds->tx_stripe == s) {
-            /* The allocator lock is taken even when it is not needed, so that repairs
-             * never interleave with a half-finished allocator section. If it cannot be
-             * had, leave the stripe inconsistent-but-locked: poison instead. */
-            int tries = 0, rc;
-            while ((rc = l3_store__alloc_lock(st)) == -ETIMEDOUT && ++tries < 3)
-                ;
-            if (rc == 0) {
-                settle_tx(st, ds, l3_store__undo_area(st, owner - 1), true);
-                l3_store__alloc_unlock(st);
-            } else {
-                __atomic_store_n(&st->hdr->ah_state, L3_ARENA_POISONED, __ATOMIC_RELEASE);
-            }
-        }
-    }
-    if (__atomic_load_n(&sp->sp_gen, __ATOMIC_RELAXED) & 1)
-        __atomic_fetch_add(&sp->sp_gen, 1, __ATOMIC_RELEASE);
-    __atomic_store_n(&sp->sp_lock.lk_owner, 0, __ATOMIC_RELEASE);
-}
-
-int l3_store__stripe_lock(l3_store_t *st, uint32_t s)
-{
-    bool dead;
-    l3_stripe_t *sp = &st->stripes[s];
-    st->ps->ps_stripe_held = s + 1;
-    l3_store__fence();
-    int rc = lock_raw(st, &sp->sp_lock, &dead);
-    if (rc < 0) {
-        st->ps->ps_stripe_held = 0;
-        return rc;
-    }
-    if (dead) {
-        repair_stripe(st, s);
-        pthread_mutex_consistent(&sp->sp_lock.lk_mutex);
-        __atomic_fetch_add(&st->hdr->ah_repairs, 1, __ATOMIC_RELAXED);
-        st->ps->ps_repairs++;
-    }
-    __atomic_store_n(&sp->sp_lock.lk_owner, (uint32_t)st->slot + 1, __ATOMIC_RELEASE);
-    l3_store__fence();
-    return 0;
-}
-
-void l3_store__stripe_unlock(l3_store_t *st, uint32_t s)
-{
-    l3_stripe_t *sp = &st->stripes[s];
-    l3_store__fence();
-    __atomic_store_n(&sp->sp_lock.lk_owner, 0, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&sp->sp_lock.lk_mutex);
-    st->ps->ps_stripe_held = 0;
-}
-
-void l3_store__tx_begin(l3_store_t *st, uint32_t s)
-{
-    l3_proc_slot_t *ps = st->ps;
-    ps->tx_used = 0;
-    ps->tx_nalloc = 0;
-    ps->tx_nfree = 0;
-    ps->tx_free_done = 0;
-    ps->tx_hooked = 0;
-    memset(ps->tx_alloc, 0, sizeof(ps->tx_alloc));
-    memset(ps->tx_free, 0, sizeof(ps->tx_free));
-    ps->tx_stripe = s;
-    l3_store__fence();
-    ps->tx_state = L3_TX_ACTIVE;
-    __atomic_fetch_add(&st->stripes[s].sp_gen, 1, __ATOMIC_RELEASE); /* odd: changing */
-    l3_store__fence();
-}
-
-static void tx_end(l3_store_t *st)
-{
-    l3_stripe_t *sp = &st->stripes[st->ps->tx_stripe];
-    if (__atomic_load_n(&sp->sp_gen, __ATOMIC_RELAXED) & 1)
-        __atomic_fetch_add(&sp->sp_gen, 1, __ATOMIC_RELEASE);
-}
-
-void l3_store__tx_commit(l3_store_t *st)
-{
-    l3_proc_slot_t *ps = st->ps;
-    l3_store__fence();
-    ps->tx_state = L3_TX_COMMITTED;
-    l3_store__fence();
-    if (ps->tx_nfree > 0) {
-        /* A timeout here leaves the frees to the next repair of this slot's record:
-         * retry until the allocator lock is had, the blocks must not leak. */
-        while (l3_store__alloc_lock(st) < 0)
-            ;
-        settle_tx(st, ps, st->undo, false);
-        l3_store__alloc_unlock(st);
-    } else {
-        ps->tx_state = L3_TX_IDLE;
-    }
-    ps->ps_ops++;
-    tx_end(st);
-}
-
-void l3_store__tx_undo_phys(l3_store_t *st)
-{
-    undo_phys(st, st->ps, st->undo);
-    st->ps->tx_used = 0;
-    l3_store__fence();
-}
-
-void l3_store__tx_rollback(l3_store_t *st)
-{
-    l3_proc_slot_t *ps = st->ps;
-    if (ps->tx_state != L3_TX_ACTIVE)
-        return;
-    if (ps->tx_nalloc > 0) {
-        while (l3_store__alloc_lock(st) < 0)
-            ;
-        settle_tx(st, ps, st->undo, false);
-        l3_store__alloc_unlock(st);
-    } else {
-        undo_phys(st, ps, st->undo);
-        __atomic_fetch_add(&st->hdr->ah_rollbacks, 1, __ATOMIC_RELAXED);
-        ps->tx_state = L3_TX_IDLE;
-    }
-    tx_end(st);
-}
-
-void l3_store__tx_defer_free(l3_store_t *st, uint64_t payload)
-{
-    l3_proc_slot_t *ps = st->ps;
-    L3_ASSERT(ps->tx_nfree < L3_TX_MAX_BLOCKS);
-    ps->tx_free[ps->tx_nfree] = payload;
-    l3_store__fence();
-    ps->tx_nfree++;
-}
-
-/* Repair whatever slot i (whose process is dead) held. 0 or -ETIMEDOUT. */
-int l3_store__reap_slot(l3_store_t *st, uint32_t i)
-{
-    l3_proc_slot_t *ds = l3_store__slot(st, i);
-    uint32_t held = ds->ps_stripe_held;
-    if (held == 0 && ds->tx_state != L3_TX_IDLE)
-        held = ds->tx_stripe + 1;
-    if (held != 0 && held <= st->hdr->ah_nstripes) {
-        int rc = l3_store__stripe_lock(st, held - 1);
-        if (rc < 0)
-            return rc;
-        l3_store__stripe_unlock(st, held - 1);
-    }
-    if (ds->ps_alloc_held) {
-        int rc = l3_store__alloc_lock(st);
-        if (rc < 0)
-            return rc;
-        l3_store__alloc_unlock(st);
-    }
-    return 0;
 }

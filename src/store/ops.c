@@ -7,7 +7,7 @@
  * scans), tests.
  * Concurrency: an operation takes its key's stripe lock for its whole duration (readers
  * too: they never see a half-written document, ARCHITECTURE I8). A mutation is one
- * transaction (lock.c): in-place changes are undo-logged; anything larger is built in a
+ * transaction (tx.c): in-place changes are undo-logged; anything larger is built in a
  * private block and published by one logged store of the entry's ie_doc/ie_cap, the old
  * block being freed when the transaction commits. The WAL hook runs under the lock after
  * the change and before the commit, so WAL order is apply order per key (I3); a non-zero
@@ -55,7 +55,7 @@ static int op_lock(l3_store_t *st, const void *key, size_t klen, bool tx, opctx_
     if (rc < 0)
         return rc;
     if (tx && __atomic_load_n(&st->hdr->ah_state, __ATOMIC_ACQUIRE) == L3_ARENA_POISONED)
-        return -EIO;
+        return L3_EPOISONED; /* a poisoned arena takes no writes (store.md, "Poisoning") */
     memset(c, 0, sizeof(*c));
     c->h = l3_store__hash(st, key, klen);
     c->s = (uint32_t)c->h & st->smask;

@@ -52,22 +52,35 @@ struct l3_store {
 /* Internal return code: the undo area overflowed (never returned to callers). */
 #define L3_STORE__EUNDO (-32100)
 
+/* ---- the arena's fixed regions (layout.h), addressed from the header */
+static inline l3_proc_slot_t *l3_store__slot(const l3_store_t *st, uint32_t i)
+{
+    return AT(st, st->hdr->ah_off_procs + (uint64_t)i * L3_PROC_SLOT_BYTES, l3_proc_slot_t);
+}
+
+static inline uint8_t *l3_store__undo_area(const l3_store_t *st, uint32_t i)
+{
+    return st->base + st->hdr->ah_off_undo + (uint64_t)i * st->hdr->ah_undo_bytes;
+}
+
 /* ---- arena.c */
 extern uint64_t l3_store__fork_gen;
 int l3_store__check_registered(const l3_store_t *st);
-l3_proc_slot_t *l3_store__slot(const l3_store_t *st, uint32_t i);
-uint8_t *l3_store__undo_area(const l3_store_t *st, uint32_t i);
 bool l3_store__pid_alive(int32_t pid);
 
-/* ---- lock.c: robust locks, transaction record, repair */
-int l3_store__stripe_lock(l3_store_t *st, uint32_t s);
-void l3_store__stripe_unlock(l3_store_t *st, uint32_t s);
+/* ---- lock.c: robust locks, the allocator lock and record */
+int l3_store__lock_init(l3_lock_t *lk);
+/* lock with the store's timeout; *ret_dead: the holder died (EOWNERDEAD, caller repairs) */
+int l3_store__lock_raw(l3_store_t *st, l3_lock_t *lk, bool *ret_dead);
 int l3_store__alloc_lock(l3_store_t *st);
 void l3_store__alloc_unlock(l3_store_t *st);
-int l3_store__lock_init(l3_lock_t *lk);
 /* allocator-section write: log the old 8-byte word in our au record, then store */
 void l3_store__aw(l3_store_t *st, uint64_t *p, uint64_t v);
 void l3_store__aw32(l3_store_t *st, uint32_t *p, uint32_t v);
+
+/* ---- tx.c: stripe locks, transaction record, repair */
+int l3_store__stripe_lock(l3_store_t *st, uint32_t s);
+void l3_store__stripe_unlock(l3_store_t *st, uint32_t s);
 /* transaction (stripe-section) physical undo: log len old bytes at p before overwriting */
 int l3_store__tlog(l3_store_t *st, const void *p, size_t len);
 void l3_store__tw64(l3_store_t *st, uint64_t *p, uint64_t v);
