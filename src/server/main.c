@@ -12,6 +12,7 @@
  *                                                  (every autoscale.interval_ms);
  *   l3_srv_set_workers(&srv, n)                    scale up (fork) / down (graceful retire).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,8 +88,10 @@ int main(int argc, char **argv)
     }
     L3_LOG(L3_LOG_INFO, "l3kv %s starting (%s)", L3KV_VERSION,
            missing ? "no config.json: built-in defaults" : path);
-    if (l3_srv_init(&srv, path) != 0)
-        return 1;
+    /* -EPERM: an unsafe data directory; exit 2 like any other refused configuration */
+    int rc = l3_srv_init(&srv, path);
+    if (rc != 0)
+        return rc == -EPERM ? 2 : 1;
     if (l3_srv_wal_setup(&srv) != 0 || l3_srv_autoscale_setup(&srv) != 0) {
         l3_store_unlink(srv.store);
         return 1;

@@ -212,10 +212,35 @@ static int mkdir_p(const char *path)
         if (buf[i] == '/' || buf[i] == '\0') {
             char c = buf[i];
             buf[i] = '\0';
-            if (mkdir(buf, 0750) != 0 && errno != EEXIST)
+            if (mkdir(buf, 0700) == 0) {
+                if (chmod(buf, 0700) != 0) /* the umask may have narrowed it */
+                    return -errno;
+            } else if (errno != EEXIST) {
                 return -errno;
+            }
             buf[i] = c;
         }
+    }
+    return 0;
+}
+
+/* Refuse a data directory that group or others may write to (they could replace the
+ * WAL or the snapshot): -EPERM, which main turns into exit code 2. New directories are
+ * created 0700 (mkdir_p); an existing one keeps its mode when it is not writable by others. */
+static int data_dir_private(const char *dir)
+{
+    struct stat sb;
+    if (stat(dir, &sb) != 0) {
+        L3_LOG(L3_LOG_ERROR, "config: 'storage.data_dir' %s: %s", dir, strerror(errno));
+        return -errno;
+    }
+    if (!S_ISDIR(sb.st_mode) || (sb.st_mode & (S_IWGRP | S_IWOTH))) {
+        L3_LOG(L3_LOG_ERROR,
+               "config: 'storage.data_dir' %s is %s (mode %04o): refusing to start; make it owned by "
+               "the service and not writable by others (chmod 700)",
+               dir, S_ISDIR(sb.st_mode) ? "writable by group or others" : "not a directory",
+               (unsigned)(sb.st_mode & 07777));
+        return -EPERM;
     }
     return 0;
 }
@@ -242,6 +267,8 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
         L3_LOG(L3_LOG_ERROR, "config: 'storage.data_dir' %s: %s", srv->cfg.storage.data_dir, strerror(-rc));
         return rc;
     }
+    if ((rc = data_dir_private(srv->cfg.storage.data_dir)) < 0)
+        return rc;
 
     srv->ctl = mmap(NULL, sizeof(l3_srv_ctl_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (srv->ctl == MAP_FAILED) {

@@ -67,7 +67,7 @@ static int set_tail_aside(const char *name, int fd, const uint8_t *map, uint64_t
         if (rc < 0)
             return rc;
     } else {
-        int afd = l3_wal_shim.open(aside, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        int afd = l3_wal_shim.open(aside, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, L3_WAL_FILE_MODE);
         if (afd < 0)
             return afd;
         uint64_t done = 0;

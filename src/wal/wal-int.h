@@ -307,6 +307,9 @@ typedef struct {
 } l3_wal_shim_t;
 
 extern l3_wal_shim_t l3_wal_shim;
+/* Mode of every file the WAL creates (segments, snapshots, .tmp, set-aside, quarantine):
+ * owner only, applied with fchmod so the umask cannot widen or narrow it. */
+#define L3_WAL_FILE_MODE 0600
 /** Restore the default (real syscalls, identity filters). */
 void l3_wal_shim_reset(void);
 

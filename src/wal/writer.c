@@ -293,7 +293,7 @@ static int seg_open_new(wr_t *w, uint64_t seq)
         w->seg_seq = seq;
         w->seg_off = 0;
         commit_progress(w);
-        fd = l3_wal_shim.open(w->path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        fd = l3_wal_shim.open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, L3_WAL_FILE_MODE);
     }
     seq--;
     if (fd < 0)
