@@ -174,6 +174,57 @@ const char *l3_srv_wal_path(void)
     return wal_path;
 }
 
+/* A record's key for a log line: printable ASCII kept, other bytes as '?', cut at 64. */
+static void key_text(char *buf, size_t cap, const char *key, uint32_t klen)
+{
+    size_t n = L3_MIN((size_t)klen, L3_MIN(cap - 4, (size_t)64));
+    for (size_t i = 0; i < n; i++)
+        buf[i] = key[i] >= 0x20 && key[i] < 0x7f ? key[i] : '?';
+    strcpy(buf + n, n < klen ? "..." : "");
+}
+
+static void log_missing(const l3_wal_recover_report_t *rep, bool accepted)
+{
+    static const char *const why[] = {"", "is absent", "is invalid (set aside)", "is older than the WAL"};
+    char first[4200], last[4200];
+    snprintf(first, sizeof(first), "%s.%08llu", wal_path, (unsigned long long)rep->missing_from);
+    snprintf(last, sizeof(last), "%s.%08llu", wal_path, (unsigned long long)(rep->missing_to - 1));
+    if (!accepted)
+        L3_LOG(L3_LOG_ERROR,
+               "recovery refused: WAL segments %s .. %s (%llu file(s)) are gone, a checkpoint deleted them, and "
+               "the snapshot %s that holds their documents %s: starting would lose every document only they "
+               "held. Restore the snapshot, or start with --accept-data-loss to accept the loss",
+               first, last, (unsigned long long)(rep->missing_to - rep->missing_from), snap_path,
+               why[rep->missing_snapshot & 3]);
+    else
+        L3_LOG(L3_LOG_WARN,
+               "starting with data loss (--accept-data-loss): WAL segments %s .. %s are gone and the snapshot %s "
+               "%s; every change they held and no later record repeats is lost (%llu WAL records replayed from "
+               "%llu segments after them); a checkpoint follows so the next start needs no flag",
+               first, last, snap_path, why[rep->missing_snapshot & 3], (unsigned long long)rep->wal.records,
+               (unsigned long long)rep->wal.segments);
+}
+
+static void log_failed(const l3_wal_recover_report_t *rep, bool stopped, const char *qdir)
+{
+    static const char *const ops[] = {"none", "put", "delete", "set", "merge", "patch", "frag"};
+    char key[80];
+    key_text(key, sizeof(key), rep->failed_key, rep->failed_klen);
+    const char *src = rep->failed_source == L3_WAL_QUAR_SNAPSHOT ? "snapshot entry" : "WAL record";
+    const char *op = rep->failed_op < L3_ARRAY_SIZE(ops) ? ops[rep->failed_op] : "?";
+    if (stopped)
+        L3_LOG(L3_LOG_ERROR,
+               "recovery stopped ('storage.recovery' \"strict\"): %s LSN %llu (%s, key \"%s\") passes its CRC but "
+               "cannot be applied: %s; with \"salvage\" it is set aside in %s and recovery goes on",
+               src, (unsigned long long)rep->failed_lsn, op, key, l3_strerror(rep->failed_rc), qdir);
+    else
+        L3_LOG(L3_LOG_WARN,
+               "recovery set aside %llu record(s) that pass their CRC but cannot be applied, in %s (first: %s LSN "
+               "%llu, %s, key \"%s\": %s; file %s); list them with 'l3kv-inspect quarantine %s'",
+               (unsigned long long)rep->quarantined, qdir, src, (unsigned long long)rep->failed_lsn, op, key,
+               l3_strerror(rep->failed_rc), rep->quarantine_first, qdir);
+}
+
 int l3_srv_wal_setup(l3_srv_t *srv)
 {
     int rc;
@@ -196,10 +247,25 @@ int l3_srv_wal_setup(l3_srv_t *srv)
     uint64_t t0 = l3_now_ns();
     l3_wal_recover_report_t rep;
     memset(&rep, 0, sizeof(rep));
-    if ((rc = l3_wal_recover(wal_path, snap_path, replay_one, srv->store, &rep)) < 0) {
+    char qdir[4200];
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", c->storage.data_dir);
+    l3_wal_recover_opts_t ro = {.accept_data_loss = c->storage.accept_data_loss,
+                                .strict = c->storage.recovery_strict,
+                                .quarantine_dir = qdir};
+    rc = l3_wal_recover_ex(wal_path, snap_path, &ro, replay_one, srv->store, &rep);
+    if (rep.missing_from != 0)
+        log_missing(&rep, c->storage.accept_data_loss && rc == 0);
+    if (rep.failed_rc != 0)
+        log_failed(&rep, rc < 0, qdir);
+    if (rc < 0) {
+        if (rep.missing_from != 0)
+            return -ENOTRECOVERABLE;
         L3_LOG(L3_LOG_ERROR, "recovery from %s (snapshot %s) failed: %s", wal_path, snap_path, l3_strerror(rc));
         return rc;
     }
+    l3_obs_set_quarantined(&srv->obs, rep.quarantined);
+    if (rep.missing_from != 0)
+        l3_srv_wal_request_checkpoint(srv); /* a snapshot of what is left closes the gap */
     l3_store_set_lsn_floor(srv->store, rep.max_lsn);
     l3_wal_ring_set_next_seq(ring, rep.wal.next_seq);
     L3_LOG(L3_LOG_INFO,

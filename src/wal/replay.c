@@ -15,7 +15,9 @@
  *     "<segment>.corrupt-<unix-seconds>" (fsync'd) before the live file is truncated to its
  *     valid prefix (fsync'd); later segments are renamed to the same pattern; the directory
  *     is fsync'd after;
- *  P4 an empty segment (created, header never written) holds nothing and is removed.
+ *  P4 an empty segment (created, header never written) holds nothing and is removed; its
+ *     sequence number is reused (next_seq does not count it), so the numbers stay gap-free
+ *     and a gap always means deleted or lost segments (recover.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -196,10 +198,10 @@ int l3_wal_replay_from(const char *wal_path, uint64_t min_seq, l3_wal_replay_fn 
     uint64_t next = min_seq ? min_seq : 1;
     for (int i = 0; i < n && rc == 0; i++) {
         uint64_t seq = seqs[i];
-        if (seq + 1 > next)
-            next = seq + 1;
-        if (seq < min_seq)
+        if (seq < min_seq) {
+            next = L3_MAX(next, seq + 1);
             continue;
+        }
         char name[4096];
         rc = l3_wal__seg_name(name, sizeof name, wal_path, seq);
         if (rc < 0)
@@ -216,12 +218,13 @@ int l3_wal_replay_from(const char *wal_path, uint64_t min_seq, l3_wal_replay_fn 
             break;
         }
         uint64_t size = (uint64_t)st.st_size;
-        if (size == 0) { /* P4 */
+        if (size == 0) { /* P4: its number is given out again, so no gap appears */
             l3_wal_shim.close(fd);
             rc = l3_wal_shim.unlink(name);
             dir_dirty = 1;
             continue;
         }
+        next = L3_MAX(next, seq + 1);
         const uint8_t *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
         if (map == MAP_FAILED) {
             rc = -errno;

@@ -320,6 +320,9 @@ int l3_wal__list_segments(const char *wal_path, uint64_t **ret_seqs);
 /* fsync the directory containing path (plain syscall via shim) */
 int l3_wal__fsync_dir_of(const char *path);
 
+/* Verify a mapped quarantine file (quarantine.c): 0 with *ret_rec pointing into p. */
+int l3_wal__quar_verify(const uint8_t *p, uint64_t size, l3_wal_rec_t *ret_rec);
+
 /* Verify a mapped snapshot (snapshot.c); fills info and the salt, or the first bad offset. */
 int l3_wal__snap_verify(const uint8_t *p, uint64_t size, l3_wal_snap_info_t *info, uint64_t *ret_salt,
                         uint64_t *ret_bad_off);

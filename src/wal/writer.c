@@ -559,6 +559,10 @@ static int adopt(wr_t *w, uint64_t *ret_seq)
                 rc = uring_fsync(w, w->dfd, 0);
             if (rc < 0)
                 return rc;
+            /* its number is created again: segment numbers stay gap-free (recovery reads a
+             * gap as deleted segments) */
+            if (next == c->rc_seg_seq + 1)
+                next = c->rc_seg_seq;
         } else if (fd >= 0) {
             struct stat st;
             if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= c->rc_seg_off) {
@@ -574,7 +578,7 @@ static int adopt(wr_t *w, uint64_t *ret_seq)
         } else if (fd != -ENOENT) {
             return fd;
         }
-        if (next <= c->rc_seg_seq)
+        if (next < c->rc_seg_seq || (next == c->rc_seg_seq && c->rc_seg_off >= L3_WAL_SEG_HDR))
             next = c->rc_seg_seq + 1;
         /* everything below the committed tail is now in a synced file */
         publish_durable(w, w->cons);
