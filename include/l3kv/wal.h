@@ -364,6 +364,8 @@ typedef struct {
     char stop_file[512];      /* file where the log ended early ("" if clean) */
     uint64_t stop_offset;     /* offset of the first bad byte in stop_file */
     char aside[512];          /* name the first bad tail was renamed to */
+    uint64_t in_place_bytes;  /* bad tail bytes kept in their segment: no space to copy them */
+    char in_place[512];       /* the first marker "<segment>.end-<offset>" created for them */
 } l3_wal_replay_report_t;
 
 /**

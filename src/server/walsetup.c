@@ -282,6 +282,11 @@ int l3_srv_wal_setup(l3_srv_t *srv)
                rep.wal.stop_file, (unsigned long long)rep.wal.stop_offset, l3_strerror(rep.wal.stop_reason),
                (unsigned long long)rep.wal.discarded_bytes, (unsigned long long)rep.wal.discarded_files,
                rep.wal.aside[0] ? rep.wal.aside : "-");
+    if (rep.wal.in_place_bytes != 0)
+        L3_LOG(L3_LOG_WARN,
+               "wal: no space to copy the bad tail aside: %llu bytes set aside in place (marker %s, the log "
+               "goes on in the next segment); they are moved aside at a start with free space",
+               (unsigned long long)rep.wal.in_place_bytes, rep.wal.in_place[0] ? rep.wal.in_place : "-");
     if (rep.snap_aside[0] != '\0')
         L3_LOG(L3_LOG_WARN, "wal: invalid snapshot set aside as %s", rep.snap_aside);
 
