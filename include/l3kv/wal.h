@@ -486,6 +486,25 @@ int l3_wal_quarantine_dump(const char *dir, FILE *out, int json);
 int l3_wal_recover(const char *wal_path, const char *snap_path, l3_wal_replay_fn fn, void *ctx,
                    l3_wal_recover_report_t *ret_report);
 
+typedef struct {
+    uint64_t ring_bytes;  /* ring bytes between the committed tail and the head */
+    uint64_t records;     /* published records appended */
+    uint64_t seq;         /* the segment they went to (0: none needed) */
+    char segment[512];
+    int stop_reason;      /* 0, or why a slot ended the salvage early (later slots dropped) */
+    uint64_t stopped_at;  /* its ring position */
+} l3_wal_salvage_report_t;
+
+/**
+ * Append the published, not yet written records of a dead instance's ring (region, len: its
+ * WAL region, e.g. mapped read-only) to the WAL at wal_path, before l3_wal_recover: the
+ * committed segment is cut to its committed length and the records go, verified and in ring
+ * order, to a new segment (src/wal/salvage.c states the argument). 0 (see the report),
+ * -ESRCH (the ring is not this WAL's, or names no finished segment), -EBUSY (a process of
+ * the ring still runs), -EBADMSG (not a ring), -errno.
+ */
+int l3_wal_salvage(const void *region, size_t len, const char *wal_path, l3_wal_salvage_report_t *ret);
+
 /** Fills a snapshot: call l3_wal_snapshot_add(w, ...) for every document (e.g. from the
  *  store's l3_store_scan callback). 0 or a negative code (the checkpoint is abandoned). */
 typedef int (*l3_wal_scan_fn)(void *ctx, l3_wal_snap_writer_t *w);

@@ -290,7 +290,9 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
         .replace = true,
     };
     /* arenas of instances that died without cleaning up (SIGKILL, power cut of the
-     * processes) would hold their memory in /dev/shm until reboot */
+     * processes) would hold their memory in /dev/shm until reboot; first, what their rings
+     * hold that is not in the WAL yet goes there (buffered acknowledgements survive) */
+    l3_srv_wal_salvage(srv);
     int swept = l3_store_sweep_stale(0);
     if (swept > 0)
         L3_LOG(L3_LOG_INFO, "removed %d shared-memory arena(s) left by instances that no longer run", swept);

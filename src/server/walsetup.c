@@ -14,6 +14,7 @@
  * Files: <wal_path>.<seq> segments (storage.wal_path, default <data_dir>/data.wal) and the
  * snapshot <data_dir>/l3kv.snap; both formats are defined in l3kv/wal.h.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -225,10 +226,9 @@ static void log_failed(const l3_wal_recover_report_t *rep, bool stopped, const c
                l3_strerror(rep->failed_rc), rep->quarantine_first, qdir);
 }
 
-int l3_srv_wal_setup(l3_srv_t *srv)
+/* wal_path and snap_path from the configuration. */
+static int set_paths(const l3_srv_config_t *c)
 {
-    int rc;
-    const l3_srv_config_t *c = &srv->cfg;
     int n = c->storage.wal_path[0] != '\0' ? snprintf(wal_path, sizeof(wal_path), "%s", c->storage.wal_path)
                                             : snprintf(wal_path, sizeof(wal_path), "%s/data.wal", c->storage.data_dir);
     int m = snprintf(snap_path, sizeof(snap_path), "%s/l3kv.snap", c->storage.data_dir);
@@ -236,6 +236,65 @@ int l3_srv_wal_setup(l3_srv_t *srv)
         L3_LOG(L3_LOG_ERROR, "config: 'storage.wal_path' / 'storage.data_dir' too long");
         return -ENAMETOOLONG;
     }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- salvage
+ * An arena in /dev/shm whose supervisor is dead is what a whole-service crash left: its
+ * ring may hold acknowledged (buffered mode) records the dead writer had not written. They
+ * are appended to this WAL (l3_wal_salvage, which checks that the ring is this WAL's and that
+ * none of its processes runs) before recovery; the caller then removes the arena as stale. */
+static void salvage_one(long pid)
+{
+    l3_store_t *old = NULL;
+    int rc = l3_store_attach(NULL, (pid_t)pid, L3_STORE_ATTACH_READONLY, &old);
+    if (rc < 0)
+        return;
+    size_t len = 0;
+    const void *reg = l3_store_wal_region(old, &len);
+    l3_wal_salvage_report_t sr;
+    memset(&sr, 0, sizeof(sr));
+    rc = l3_wal_salvage(reg, len, wal_path, &sr);
+    l3_store_close(old);
+    if (rc == 0 && sr.records > 0)
+        L3_LOG(L3_LOG_WARN,
+               "wal: the arena of instance %ld (all its processes dead) held %llu published record(s) not yet "
+               "written (%llu ring bytes): appended to %s before recovery",
+               pid, (unsigned long long)sr.records, (unsigned long long)sr.ring_bytes, sr.segment);
+    else if (rc == 0 && sr.ring_bytes > 0)
+        L3_LOG(L3_LOG_INFO, "wal: the arena of instance %ld held no published record to salvage", pid);
+    if (rc == 0 && sr.stop_reason != 0)
+        L3_LOG(L3_LOG_WARN, "wal: salvage of instance %ld stopped at ring position %llu: %s (later slots dropped)",
+               pid, (unsigned long long)sr.stopped_at, l3_strerror(sr.stop_reason));
+    if (rc < 0 && rc != -ESRCH)
+        L3_LOG(L3_LOG_WARN, "wal: cannot salvage the ring of instance %ld: %s", pid, l3_strerror(rc));
+}
+
+void l3_srv_wal_salvage(l3_srv_t *srv)
+{
+    if (set_paths(&srv->cfg) < 0)
+        return;
+    DIR *d = opendir("/dev/shm");
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char *end;
+        if (strncmp(de->d_name, "l3kv-pid-", 9) != 0)
+            continue;
+        long pid = strtol(de->d_name + 9, &end, 10);
+        if (*end == '\0' && pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+            salvage_one(pid);
+    }
+    closedir(d);
+}
+
+int l3_srv_wal_setup(l3_srv_t *srv)
+{
+    int rc;
+    const l3_srv_config_t *c = &srv->cfg;
+    if ((rc = set_paths(c)) < 0)
+        return rc;
     size_t wlen = 0;
     void *wreg = l3_store_wal_region(srv->store, &wlen);
     l3_wal_ring_t *ring = NULL;
