@@ -255,7 +255,12 @@ static void salvage_one(long pid)
     l3_wal_salvage_report_t sr;
     memset(&sr, 0, sizeof(sr));
     rc = l3_wal_salvage(reg, len, wal_path, &sr);
+    /* salvaged once, never again: a second pass would append the same records after newer
+     * ones (an old PUT could bring back a key deleted since) */
+    int urc = rc == 0 ? l3_store_unlink(old) : 0;
     l3_store_close(old);
+    if (urc < 0)
+        L3_LOG(L3_LOG_ERROR, "wal: cannot remove the salvaged arena of instance %ld: %s", pid, l3_strerror(urc));
     if (rc == 0 && sr.records > 0)
         L3_LOG(L3_LOG_WARN,
                "wal: the arena of instance %ld (all its processes dead) held %llu published record(s) not yet "
