@@ -24,9 +24,10 @@
  * restarted writer adopts it (writer.c adopt): every record before rc_tail is in the segment
  * files below rc_seg_off, every record from rc_tail on is still in the ring (its space is
  * released only after the commit). Bytes the dead writer wrote past rc_seg_off are records
- * from rc_tail on: the segment is cut to rc_seg_off (they are rewritten from the ring) and
- * the salvaged records go to a new segment (max seq + 1, fresh salt), fdatasync'd with the
- * directory before recovery reads it.
+ * from rc_tail on: the salvaged records go to a new segment (max seq + 1, fresh salt),
+ * fdatasync'd with the directory, and only then is the old segment cut to rc_seg_off (they
+ * are rewritten from the ring; a torn one there would otherwise end the log before the new
+ * segment). When the new segment cannot be written (a full disk) nothing is cut.
  *
  * Identity: the ring belongs to this WAL only if segment rc_seg_seq exists, is past its
  * header and carries rc_salt (64 random bits) - an arena of another data directory, or one
@@ -86,8 +87,9 @@ static int ring_check(const l3_wal_shm_t *sh, size_t len)
     return 0;
 }
 
-/* The segment named by the progress record, if it is this ring's: cut to rc_seg_off. */
-static int seg_claim(const char *wal_path, const l3_wal_commit_t *c)
+/* The segment named by the progress record, if it is this ring's: its size, or -ESRCH.
+ * cut: truncate it to rc_seg_off (only once the salvaged records are durable elsewhere). */
+static int seg_claim(const char *wal_path, const l3_wal_commit_t *c, int cut)
 {
     char name[4096];
     if (c->rc_seg_seq == 0 || c->rc_seg_off < L3_WAL_SEG_HDR)
@@ -108,8 +110,8 @@ static int seg_claim(const char *wal_path, const l3_wal_commit_t *c)
         return -ESRCH;
     }
     rc = 0;
-    if ((uint64_t)st.st_size > c->rc_seg_off) {
-        rc = l3_wal_shim.ftruncate(fd, (off_t)c->rc_seg_off);
+    if (cut && (uint64_t)st.st_size > c->rc_seg_off) {
+        rc = l3_wal_shim.ftruncate(fd, (off_t)c->rc_seg_off); /* shrinking needs no space */
         if (rc == 0)
             rc = l3_wal_shim.fsync(fd);
     }
@@ -189,7 +191,7 @@ int l3_wal_salvage(const void *region, size_t len, const char *wal_path, l3_wal_
     uint64_t head = atomic_load(&((l3_wal_shm_t *)sh)->rh_head);
     if (head < c.rc_tail || head - c.rc_tail > sh->rh_data_bytes)
         return -EBADMSG;
-    if ((rc = seg_claim(wal_path, &c)) < 0)
+    if ((rc = seg_claim(wal_path, &c, 0)) < 0)
         return rc;
     rep.ring_bytes = head - c.rc_tail;
     if (head == c.rc_tail) {
@@ -227,6 +229,11 @@ int l3_wal_salvage(const void *region, size_t len, const char *wal_path, l3_wal_
     }
     if (rc == 0)
         rc = l3_wal__fsync_dir_of(wal_path);
+    /* only now, with the records durable in the new segment, the dead writer's uncommitted
+     * bytes go (a crash in between replays some records twice, in order: harmless, the
+     * store skips what it has) */
+    if (rc == 0 && rep.stop_reason == 0) /* after a bad slot the file's copies may be all there is */
+        rc = seg_claim(wal_path, &c, 1);
     if (rc < 0)
         return rc;
     if (ret)
