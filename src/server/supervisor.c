@@ -224,27 +224,6 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
-/* Refuse a data directory that group or others may write to (they could replace the
- * WAL or the snapshot): -EPERM, which main turns into exit code 2. New directories are
- * created 0700 (mkdir_p); an existing one keeps its mode when it is not writable by others. */
-static int data_dir_private(const char *dir)
-{
-    struct stat sb;
-    if (stat(dir, &sb) != 0) {
-        L3_LOG(L3_LOG_ERROR, "config: 'storage.data_dir' %s: %s", dir, strerror(errno));
-        return -errno;
-    }
-    if (!S_ISDIR(sb.st_mode) || (sb.st_mode & (S_IWGRP | S_IWOTH))) {
-        L3_LOG(L3_LOG_ERROR,
-               "config: 'storage.data_dir' %s is %s (mode %04o): refusing to start; make it owned by "
-               "the service and not writable by others (chmod 700)",
-               dir, S_ISDIR(sb.st_mode) ? "writable by group or others" : "not a directory",
-               (unsigned)(sb.st_mode & 07777));
-        return -EPERM;
-    }
-    return 0;
-}
-
 int l3_srv_init(l3_srv_t *srv, const char *config_path)
 {
     char err[512] = "";
@@ -267,8 +246,6 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
         L3_LOG(L3_LOG_ERROR, "config: 'storage.data_dir' %s: %s", srv->cfg.storage.data_dir, strerror(-rc));
         return rc;
     }
-    if ((rc = data_dir_private(srv->cfg.storage.data_dir)) < 0)
-        return rc;
 
     srv->ctl = mmap(NULL, sizeof(l3_srv_ctl_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (srv->ctl == MAP_FAILED) {
@@ -292,7 +269,8 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
     /* arenas of instances that died without cleaning up (SIGKILL, power cut of the
      * processes) would hold their memory in /dev/shm until reboot; first, what their rings
      * hold that is not in the WAL yet goes there (buffered acknowledgements survive) */
-    l3_srv_wal_salvage(srv);
+    if ((rc = l3_srv_wal_prepare(srv)) < 0)
+        return rc;
     int swept = l3_store_sweep_stale(0);
     if (swept > 0)
         L3_LOG(L3_LOG_INFO, "removed %d shared-memory arena(s) left by instances that no longer run", swept);

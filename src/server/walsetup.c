@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <sys/wait.h>
 #include <time.h>
@@ -275,13 +276,44 @@ static void salvage_one(long pid)
         L3_LOG(L3_LOG_WARN, "wal: cannot salvage the ring of instance %ld: %s", pid, l3_strerror(rc));
 }
 
-void l3_srv_wal_salvage(l3_srv_t *srv)
+/* Refuse a data directory that group or others may write to (they could replace the
+ * WAL or the snapshot): -EPERM, which main turns into exit code 2. New directories are
+ * created 0700 (supervisor.c mkdir_p); an existing one keeps its mode when it is not
+ * writable by others. */
+static int data_dir_private(const char *dir)
 {
-    if (set_paths(&srv->cfg) < 0)
-        return;
+    struct stat sb;
+    if (stat(dir, &sb) != 0) {
+        L3_LOG(L3_LOG_ERROR, "config: 'storage.data_dir' %s: %s", dir, strerror(errno));
+        return -errno;
+    }
+    if (!S_ISDIR(sb.st_mode) || (sb.st_mode & (S_IWGRP | S_IWOTH))) {
+        L3_LOG(L3_LOG_ERROR,
+               "config: 'storage.data_dir' %s is %s (mode %04o): refusing to start; make it owned by "
+               "the service and not writable by others (chmod 700)",
+               dir, S_ISDIR(sb.st_mode) ? "writable by group or others" : "not a directory",
+               (unsigned)(sb.st_mode & 07777));
+        return -EPERM;
+    }
+    return 0;
+}
+
+int l3_srv_wal_prepare(l3_srv_t *srv)
+{
+    int rc = set_paths(&srv->cfg);
+    if (rc < 0 || (rc = data_dir_private(srv->cfg.storage.data_dir)) < 0)
+        return rc;
+    char wdir[4096];
+    snprintf(wdir, sizeof(wdir), "%s", wal_path);
+    char *slash = strrchr(wdir, '/');
+    if (slash != NULL && slash != wdir) {
+        *slash = '\0';
+        if (strcmp(wdir, srv->cfg.storage.data_dir) != 0 && (rc = data_dir_private(wdir)) < 0)
+            return rc;
+    }
     DIR *d = opendir("/dev/shm");
     if (d == NULL)
-        return;
+        return 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         char *end;
@@ -292,6 +324,7 @@ void l3_srv_wal_salvage(l3_srv_t *srv)
             salvage_one(pid);
     }
     closedir(d);
+    return 0;
 }
 
 int l3_srv_wal_setup(l3_srv_t *srv)

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from conftest import BIN, Server
+from conftest import BIN, Server, free_port
 
 
 def _umask0():
@@ -89,7 +89,7 @@ def test_data_dir_writable_by_others_is_refused(tmp_path):
     data.mkdir()
     os.chmod(data, 0o777)
     cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({"server": {"address": "127.0.0.1", "port": 1},
+    cfg.write_text(json.dumps({"server": {"address": "127.0.0.1", "port": free_port()},
                                "storage": {"data_dir": str(data)}}))
     p = subprocess.run([BIN, str(cfg)], capture_output=True, timeout=60)
     out = (p.stdout + p.stderr).decode()
