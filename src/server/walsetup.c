@@ -262,6 +262,9 @@ static void salvage_one(long pid)
     l3_store_close(old);
     if (urc < 0)
         L3_LOG(L3_LOG_ERROR, "wal: cannot remove the salvaged arena of instance %ld: %s", pid, l3_strerror(urc));
+    else if (rc == 0)
+        L3_LOG(L3_LOG_INFO, "removed 1 shared-memory arena(s) left by instances that no longer run (instance %ld, "
+               "its ring salvaged first)", pid);
     if (rc == 0 && sr.records > 0)
         L3_LOG(L3_LOG_WARN,
                "wal: the arena of instance %ld (all its processes dead) held %llu published record(s) not yet "
