@@ -2,10 +2,13 @@
 /*
  * walsetup.c - connects the server to the write-ahead log (src/wal).
  *
- * Runs in the supervisor, after l3_srv_init (arena and sockets exist) and before
+ * l3_srv_wal_prepare runs inside l3_srv_init, before stale arenas are swept: it refuses a
+ * data directory others may write to and salvages the rings of dead instances into the WAL.
+ * The rest runs in the supervisor, after l3_srv_init (arena and sockets exist) and before
  * l3_srv_run (no child yet): formats the WAL ring in the arena's WAL region, recovers the
- * arena from the newest snapshot plus the WAL segments after it (l3_wal_recover ->
- * l3_store_replay), raises the store's LSN floor, installs the store -> WAL hook, creates
+ * arena from the newest snapshot plus the WAL segments after it (l3_wal_recover_ex ->
+ * l3_store_replay; missing segments refused unless --accept-data-loss, records that cannot
+ * be applied quarantined unless storage.recovery is "strict"), raises the store's LSN floor, installs the store -> WAL hook, creates
  * the per-worker durability eventfds for "fsync" mode, and registers the writer as a
  * supervised child role. Single threaded; nothing here runs concurrently with a worker.
  * Also starts checkpoints (a forked one-shot child) from the supervisor loop when the WAL
