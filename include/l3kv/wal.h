@@ -481,7 +481,8 @@ int l3_wal_quarantine_dump(const char *dir, FILE *out, int json);
  * at segment 1 (no segment was ever deleted); otherwise L3_ECORRUPT (refuse to start rather
  * than come up without the documents it covered). A missing snapshot, or one older than the
  * first segment, while segments it should cover are gone: -ENOTRECOVERABLE. Returns 0 or
- * -errno / L3_ECORRUPT / fn's negative code (strict: a record fn refuses stops recovery). After it: l3_store_set_lsn_floor(max_lsn), l3_wal_ring_set_next_seq(wal.next_seq).
+ * -errno / L3_ECORRUPT / fn's negative code (strict: a record fn refuses stops recovery).
+ * After it: l3_store_set_lsn_floor(max_lsn), l3_wal_ring_set_next_seq(wal.next_seq).
  */
 int l3_wal_recover(const char *wal_path, const char *snap_path, l3_wal_replay_fn fn, void *ctx,
                    l3_wal_recover_report_t *ret_report);

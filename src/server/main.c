@@ -4,8 +4,9 @@
  *
  * Runs in the supervisor process before any fork. Usage: l3kv [--help] [--version]
  * [--check] [--accept-data-loss] [config_path]. Exit codes: 0 clean stop, 1 failure,
- * 2 refused (bad configuration or command line, unsafe data directory, missing WAL data). Without an argument it reads ./config.json if present and otherwise runs
- * with the built-in defaults; a path given explicitly must exist.
+ * 2 refused (bad configuration or command line, unsafe data directory, missing WAL data).
+ * Without an argument it reads ./config.json if present and otherwise runs with the
+ * built-in defaults; a path given explicitly must exist.
  *
  * Integration points (the supervisor API in server.h):
  *   l3_srv_add_role(&srv, "wal writer", fn, arg)  fork a child role, restarted on crash;

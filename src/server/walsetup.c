@@ -8,9 +8,9 @@
  * l3_srv_run (no child yet): formats the WAL ring in the arena's WAL region, recovers the
  * arena from the newest snapshot plus the WAL segments after it (l3_wal_recover_ex ->
  * l3_store_replay; missing segments refused unless --accept-data-loss, records that cannot
- * be applied quarantined unless storage.recovery is "strict"), raises the store's LSN floor, installs the store -> WAL hook, creates
- * the per-worker durability eventfds for "fsync" mode, and registers the writer as a
- * supervised child role. Single threaded; nothing here runs concurrently with a worker.
+ * be applied quarantined unless storage.recovery is "strict"), raises the store's LSN
+ * floor, installs the store -> WAL hook, creates the per-worker durability eventfds for
+ * "fsync" mode, and registers the writer as a supervised child role. Single threaded; nothing here runs concurrently with a worker.
  * Also starts checkpoints (a forked one-shot child) from the supervisor loop when the WAL
  * on disk passes storage.checkpoint_bytes.
  *
