@@ -431,15 +431,15 @@ typedef struct {
      * checkpoint deleted them after writing a snapshot that is now missing, invalid or
      * older (missing_snapshot says which); with accept_data_loss recovery went on. */
     uint64_t missing_from, missing_to;
-    int missing_snapshot; /* 1 absent, 2 invalid, 3 older than the segments */
-    uint64_t quarantined;           /* records set aside in quarantine_dir */
-    char quarantine_first[512];     /* the first quarantine file written */
+    int missing_snapshot;       /* 1 absent, 2 invalid, 3 older than the segments */
+    uint64_t quarantined;       /* records set aside in quarantine_dir */
+    char quarantine_first[512]; /* the first quarantine file written */
     /* the first record that could not be applied (set aside, or where strict mode stopped) */
-    int failed_rc;                  /* 0 = none */
-    unsigned failed_source;         /* L3_WAL_QUAR_WAL / _SNAPSHOT */
+    int failed_rc;          /* 0 = none */
+    unsigned failed_source; /* L3_WAL_QUAR_WAL / _SNAPSHOT */
     uint64_t failed_lsn;
     uint8_t failed_op;
-    uint32_t failed_klen;           /* full key length; failed_key holds at most 127 bytes */
+    uint32_t failed_klen; /* full key length; failed_key holds at most 127 bytes */
     char failed_key[128];
 } l3_wal_recover_report_t;
 
@@ -467,8 +467,8 @@ int l3_wal_recover_ex(const char *wal_path, const char *snap_path, const l3_wal_
  * L3_WAL_QUAR_WAL or _SNAPSHOT, error the code applying it returned. The file name goes to
  * ret_name (may be NULL). 0 or -errno (nothing left behind).
  */
-int l3_wal_quarantine_put(const char *dir, unsigned source, int error, const l3_wal_rec_t *rec, char *ret_name,
-                          size_t cap);
+int l3_wal_quarantine_put(const char *dir, unsigned source, int error, const l3_wal_rec_t *rec,
+                          char *ret_name, size_t cap);
 /** List and verify every quarantine file in dir (l3_wal_dump of each, name order). 0, -errno,
  *  L3_ECORRUPT if one is damaged. */
 int l3_wal_quarantine_dump(const char *dir, FILE *out, int json);
@@ -488,12 +488,12 @@ int l3_wal_recover(const char *wal_path, const char *snap_path, l3_wal_replay_fn
                    l3_wal_recover_report_t *ret_report);
 
 typedef struct {
-    uint64_t ring_bytes;  /* ring bytes between the committed tail and the head */
-    uint64_t records;     /* published records appended */
-    uint64_t seq;         /* the segment they went to (0: none needed) */
+    uint64_t ring_bytes; /* ring bytes between the committed tail and the head */
+    uint64_t records;    /* published records appended */
+    uint64_t seq;        /* the segment they went to (0: none needed) */
     char segment[512];
-    int stop_reason;      /* 0, or why a slot ended the salvage early (later slots dropped) */
-    uint64_t stopped_at;  /* its ring position */
+    int stop_reason;     /* 0, or why a slot ended the salvage early (later slots dropped) */
+    uint64_t stopped_at; /* its ring position */
 } l3_wal_salvage_report_t;
 
 /**

@@ -564,8 +564,8 @@ int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len)
               "active_connections %" PRId64 "\nthread_count %u\nrequests_total %" PRIu64
               "\nconnections_accepted_total %" PRIu64 "\nbytes_received_total %" PRIu64
               "\nbytes_sent_total %" PRIu64 "\nhttp_errors_4xx %" PRIu64 "\nhttp_errors_5xx %" PRIu64
-              "\nworker_restarts_total %" PRIu64 "\ninflight_requests %" PRId64 "\nrecovery_quarantined_records %" PRIu64
-              "\n",
+              "\nworker_restarts_total %" PRIu64 "\ninflight_requests %" PRId64
+              "\nrecovery_quarantined_records %" PRIu64 "\n",
               t.active_conns, t.workers, t.requests, t.accepted, t.bytes_rx, t.bytes_tx, t.err4xx, t.err5xx,
               t.restarts, t.inflight, t.quarantined);
     for (unsigned r = 0; r < L3_OBS_R_MAX; r++)

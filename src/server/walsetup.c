@@ -10,9 +10,9 @@
  * l3_store_replay; missing segments refused unless --accept-data-loss, records that cannot
  * be applied quarantined unless storage.recovery is "strict"), raises the store's LSN
  * floor, installs the store -> WAL hook, creates the per-worker durability eventfds for
- * "fsync" mode, and registers the writer as a supervised child role. Single threaded; nothing here runs concurrently with a worker.
- * Also starts checkpoints (a forked one-shot child) from the supervisor loop when the WAL
- * on disk passes storage.checkpoint_bytes.
+ * "fsync" mode, and registers the writer as a supervised child role. Single threaded;
+ * nothing here runs concurrently with a worker. Also starts checkpoints (a forked one-shot
+ * child) from the supervisor loop when the WAL on disk passes storage.checkpoint_bytes.
  *
  * Files: <wal_path>.<seq> segments (storage.wal_path, default <data_dir>/data.wal) and the
  * snapshot <data_dir>/l3kv.snap; both formats are defined in l3kv/wal.h.

@@ -148,8 +148,7 @@ static int dump_quar(const uint8_t *p, uint64_t size, const char *path, FILE *ou
     if (err == 0) {
         int32_t why = (int32_t)l3_wal__ld32(p + 20);
         if (json)
-            fprintf(out,
-                    "{\"quarantine\":true,\"source\":\"%s\",\"error\":\"%s\",\"time_ns\":%" PRIu64 "}\n",
+            fprintf(out, "{\"quarantine\":true,\"source\":\"%s\",\"error\":\"%s\",\"time_ns\":%" PRIu64 "}\n",
                     source_name(l3_wal__ld32(p + 16)), l3_strerror(why), l3_wal__ld64(p + 32));
         else
             fprintf(out, "quarantined from %s: %s (at %" PRIu64 ")\n", source_name(l3_wal__ld32(p + 16)),

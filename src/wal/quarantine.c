@@ -40,8 +40,8 @@ static int write_all(int fd, const uint8_t *p, size_t len)
     return 0;
 }
 
-int l3_wal_quarantine_put(const char *dir, unsigned source, int error, const l3_wal_rec_t *rec, char *ret_name,
-                          size_t cap)
+int l3_wal_quarantine_put(const char *dir, unsigned source, int error, const l3_wal_rec_t *rec,
+                          char *ret_name, size_t cap)
 {
     uint64_t rlen = l3_wal_rec_size(rec->klen, rec->plen);
     if (rlen > L3_WAL_REC_MAX)

@@ -128,7 +128,8 @@ int l3_wal_recover_ex(const char *wal_path, const char *snap_path, const l3_wal_
     static const l3_wal_recover_opts_t strict = {.strict = 1};
     l3_wal_recover_report_t rep;
     memset(&rep, 0, sizeof rep);
-    track_t t = {.fn = fn, .ctx = ctx, .o = opts ? opts : &strict, .rep = &rep, .source = L3_WAL_QUAR_SNAPSHOT};
+    track_t t = {
+        .fn = fn, .ctx = ctx, .o = opts ? opts : &strict, .rep = &rep, .source = L3_WAL_QUAR_SNAPSHOT};
     uint64_t from = 1;
     int rc = snap_path ? l3_wal_snapshot_load(snap_path, track, &t, &rep.snap) : -ENOENT;
     if (rc < 0 && t.cb_failed) {

@@ -103,9 +103,9 @@ static int seg_claim(const char *wal_path, const l3_wal_commit_t *c, int cut)
     uint8_t hdr[L3_WAL_SEG_HDR];
     l3_wal_seg_hdr_t h;
     struct stat st;
-    if (pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || l3_wal_seg_hdr_decode(hdr, sizeof hdr, &h) < 0 ||
-        h.salt != c->rc_salt || h.seq != c->rc_seg_seq || fstat(fd, &st) < 0 ||
-        (uint64_t)st.st_size < c->rc_seg_off) {
+    if (pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr ||
+        l3_wal_seg_hdr_decode(hdr, sizeof hdr, &h) < 0 || h.salt != c->rc_salt || h.seq != c->rc_seg_seq ||
+        fstat(fd, &st) < 0 || (uint64_t)st.st_size < c->rc_seg_off) {
         l3_wal_shim.close(fd);
         return -ESRCH;
     }
@@ -119,7 +119,8 @@ static int seg_claim(const char *wal_path, const l3_wal_commit_t *c, int cut)
     return rc;
 }
 
-static int out_open(out_t *o, const char *wal_path, uint64_t tail, char *ret_name, size_t cap, uint64_t *ret_seq)
+static int out_open(out_t *o, const char *wal_path, uint64_t tail, char *ret_name, size_t cap,
+                    uint64_t *ret_seq)
 {
     uint64_t *seqs = NULL;
     int n = l3_wal__list_segments(wal_path, &seqs);

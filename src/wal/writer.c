@@ -635,11 +635,11 @@ static int sleep_until_work(wr_t *w, int timeout_ms, int blocked)
  * write one batch (group commit), or else sync, finish the stop, or sleep. Each step says
  * how the loop goes on. */
 typedef enum {
-    STEP_ON = 0,    /* next step of this pass */
-    STEP_AGAIN,     /* start the next pass */
-    STEP_STOPPED,   /* graceful stop: the ring is drained */
-    STEP_FAIL,      /* give up (rc set): cut to the committed length, exit with rc */
-    STEP_FAILSTOP,  /* W3 (rc set): idle until told to stop, exit -EIO */
+    STEP_ON = 0,   /* next step of this pass */
+    STEP_AGAIN,    /* start the next pass */
+    STEP_STOPPED,  /* graceful stop: the ring is drained */
+    STEP_FAIL,     /* give up (rc set): cut to the committed length, exit with rc */
+    STEP_FAILSTOP, /* W3 (rc set): idle until told to stop, exit -EIO */
 } step_t;
 
 /* One pass's view of the ring after gather. */
@@ -760,7 +760,8 @@ static step_t step_quiet(wr_t *w, const pass_t *p, int *rc)
         if (*p->drain_since == 0)
             *p->drain_since = p->now;
         if (p->now - *p->drain_since > (uint64_t)DRAIN_LIVE_WAIT_MS * 1000000u) {
-            wlog(w, L3_WAL_LOG_ERROR, "stopping with %" PRIu64 " ring bytes of live producers", head - w->cons);
+            wlog(w, L3_WAL_LOG_ERROR, "stopping with %" PRIu64 " ring bytes of live producers",
+                 head - w->cons);
             return STEP_STOPPED;
         }
     }

@@ -48,8 +48,12 @@ static int nglob(const char *pat)
 static l3_wal_rec_t mkrec(uint64_t lsn, char *key, size_t cap)
 {
     snprintf(key, cap, "key-%llu", (unsigned long long)lsn);
-    return (l3_wal_rec_t){.op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = (uint32_t)strlen(key),
-                          .payload = key, .plen = (uint32_t)strlen(key)};
+    return (l3_wal_rec_t){.op = L3_WALOP_PUT,
+                          .lsn = lsn,
+                          .key = key,
+                          .klen = (uint32_t)strlen(key),
+                          .payload = key,
+                          .plen = (uint32_t)strlen(key)};
 }
 
 /* Segment seq with records lsn [first, first + n) sealed with salt; returns its size. */
@@ -118,8 +122,8 @@ static void test_salvage(void)
     }
     append(seg1, "\x58\x00\x00\x00torn", 8);
     l3_wal_commit_t *c = &sh->rh_commit[atomic_load(&sh->rh_commit_idx) & 1u];
-    *c = (l3_wal_commit_t){.rc_tail = pos[WRITTEN], .rc_seg_seq = 1, .rc_seg_off = (uint64_t)committed,
-                           .rc_salt = salt};
+    *c = (l3_wal_commit_t){
+        .rc_tail = pos[WRITTEN], .rc_seg_seq = 1, .rc_seg_off = (uint64_t)committed, .rc_salt = salt};
     l3_wal_salvage_report_t rep;
     /* still alive (our own producer entry): nothing done */
     CHECK_EQ_INT(l3_wal_salvage(region, len, base, &rep), -EBUSY);
