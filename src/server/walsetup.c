@@ -278,8 +278,13 @@ static void salvage_one(long pid)
     if (rc == 0 && sr.stop_reason != 0)
         L3_LOG(L3_LOG_WARN, "wal: salvage of instance %ld stopped at ring position %llu: %s (later slots dropped)",
                pid, (unsigned long long)sr.stopped_at, l3_strerror(sr.stop_reason));
-    if (rc < 0 && rc != -ESRCH)
-        L3_LOG(L3_LOG_WARN, "wal: cannot salvage the ring of instance %ld: %s", pid, l3_strerror(rc));
+    if (rc < 0 && rc != -ESRCH && rc != -EBUSY)
+        L3_LOG(L3_LOG_ERROR,
+               "wal: cannot salvage the ring of instance %ld: %s; what it held and no file has is lost when its "
+               "arena is removed",
+               pid, l3_strerror(rc));
+    else if (rc == -EBUSY)
+        L3_LOG(L3_LOG_WARN, "wal: the arena of instance %ld still has live processes: not salvaged", pid);
 }
 
 /* Refuse a data directory that group or others may write to (they could replace the
