@@ -205,6 +205,9 @@ int l3_wal_ring_attach(void *region, size_t len, l3_wal_ring_t **ret_ring);
 /** Free the handle (not the region; closes nothing). NULL allowed. */
 void l3_wal_ring_detach(l3_wal_ring_t *r);
 
+/** Record which WAL the ring belongs to (l3_wal_path_id of its wal_path), so that the next
+ *  start can tell this ring's records from another instance's (l3_wal_salvage). */
+void l3_wal_ring_set_id(l3_wal_ring_t *r, uint64_t id);
 /** Set the sequence number the writer gives to the next segment it creates (after recovery:
  *  l3_wal_replay_report_t.next_seq). Call before forking the writer. */
 void l3_wal_ring_set_next_seq(l3_wal_ring_t *r, uint64_t seq);
@@ -501,10 +504,14 @@ typedef struct {
  * WAL region, e.g. mapped read-only) to the WAL at wal_path, before l3_wal_recover: the
  * committed segment is cut to its committed length and the records go, verified and in ring
  * order, to a new segment (src/wal/salvage.c states the argument). 0 (see the report),
- * -ESRCH (the ring is not this WAL's, or names no finished segment), -EBUSY (a process of
+ * -ESRCH (the ring is not this WAL's: its id, or without one the salt of the segment its
+ * progress record names, does not match), -EBUSY (a process of
  * the ring still runs), -EBADMSG (not a ring), -errno.
  */
 int l3_wal_salvage(const void *region, size_t len, const char *wal_path, l3_wal_salvage_report_t *ret);
+/** 64-bit identity of a WAL: FNV-1a of the real path of its directory, '/', its base name
+ *  (never 0). */
+uint64_t l3_wal_path_id(const char *wal_path);
 
 /** Fills a snapshot: call l3_wal_snapshot_add(w, ...) for every document (e.g. from the
  *  store's l3_store_scan callback). 0 or a negative code (the checkpoint is abandoned). */

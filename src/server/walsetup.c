@@ -376,6 +376,7 @@ int l3_srv_wal_setup(l3_srv_t *srv)
         l3_srv_wal_request_checkpoint(srv); /* a snapshot of what is left closes the gap */
     l3_store_set_lsn_floor(srv->store, rep.max_lsn);
     l3_wal_ring_set_next_seq(ring, rep.wal.next_seq);
+    l3_wal_ring_set_id(ring, l3_wal_path_id(wal_path)); /* lets the next start salvage this ring */
     L3_LOG(L3_LOG_INFO,
            "recovered in %.1f ms: snapshot %s (%llu documents), %llu WAL records from %llu segments "
            "(%llu already reflected), last LSN %llu",

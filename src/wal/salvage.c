@@ -29,9 +29,11 @@
  * are rewritten from the ring; a torn one there would otherwise end the log before the new
  * segment). When the new segment cannot be written (a full disk) nothing is cut.
  *
- * Identity: the ring belongs to this WAL only if segment rc_seg_seq exists, is past its
- * header and carries rc_salt (64 random bits) - an arena of another data directory, or one
- * whose writer was creating a segment when it died, is left alone (-ESRCH).
+ * Identity: the ring belongs to this WAL if its rh_wal_id equals l3_wal_path_id(wal_path)
+ * (set by the supervisor that formatted it). A ring without an id (0) belongs to it only if
+ * segment rc_seg_seq exists, is past its header and carries rc_salt (64 random bits).
+ * Otherwise (another data directory) it is left alone (-ESRCH). A writer that died while
+ * creating a segment (rc_seg_off < 64) had written nothing from rc_tail on: nothing is cut.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -89,17 +91,17 @@ static int ring_check(const l3_wal_shm_t *sh, size_t len)
 
 /* The segment named by the progress record, if it is this ring's: its size, or -ESRCH.
  * cut: truncate it to rc_seg_off (only once the salvaged records are durable elsewhere). */
-static int seg_claim(const char *wal_path, const l3_wal_commit_t *c, int cut)
+static int seg_claim(const char *wal_path, const l3_wal_commit_t *c, int cut, int id_ok)
 {
     char name[4096];
     if (c->rc_seg_seq == 0 || c->rc_seg_off < L3_WAL_SEG_HDR)
-        return -ESRCH;
+        return id_ok ? 0 : -ESRCH; /* no segment yet, or one being created: nothing past the tail */
     int rc = l3_wal__seg_name(name, sizeof name, wal_path, c->rc_seg_seq);
     if (rc < 0)
         return rc;
     int fd = l3_wal_shim.open(name, O_RDWR, 0);
     if (fd < 0)
-        return fd == -ENOENT ? -ESRCH : fd;
+        return fd == -ENOENT && !id_ok ? -ESRCH : fd == -ENOENT ? 0 : fd;
     uint8_t hdr[L3_WAL_SEG_HDR];
     l3_wal_seg_hdr_t h;
     struct stat st;
@@ -179,6 +181,32 @@ static int take_slot(const l3_wal_shm_t *sh, const uint8_t *data, uint64_t pos, 
     return 1;
 }
 
+uint64_t l3_wal_path_id(const char *wal_path)
+{
+    char dir[4096], real[4096];
+    snprintf(dir, sizeof dir, "%s", wal_path);
+    char *slash = strrchr(dir, '/');
+    const char *base = wal_path;
+    if (slash == NULL) {
+        snprintf(dir, sizeof dir, ".");
+    } else {
+        base = wal_path + (slash - dir) + 1;
+        if (slash == dir)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
+    }
+    if (realpath(dir, real) == NULL)
+        snprintf(real, sizeof real, "%s", dir);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *p = real; *p; p++)
+        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    h = (h ^ '/') * 0x100000001b3ull;
+    for (const char *p = base; *p; p++)
+        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    return h ? h : 1;
+}
+
 int l3_wal_salvage(const void *region, size_t len, const char *wal_path, l3_wal_salvage_report_t *ret)
 {
     l3_wal_salvage_report_t rep;
@@ -192,7 +220,10 @@ int l3_wal_salvage(const void *region, size_t len, const char *wal_path, l3_wal_
     uint64_t head = atomic_load(&((l3_wal_shm_t *)sh)->rh_head);
     if (head < c.rc_tail || head - c.rc_tail > sh->rh_data_bytes)
         return -EBADMSG;
-    if ((rc = seg_claim(wal_path, &c, 0)) < 0)
+    int id_ok = sh->rh_wal_id != 0 && sh->rh_wal_id == l3_wal_path_id(wal_path);
+    if (sh->rh_wal_id != 0 && !id_ok)
+        return -ESRCH;
+    if ((rc = seg_claim(wal_path, &c, 0, id_ok)) < 0)
         return rc;
     rep.ring_bytes = head - c.rc_tail;
     if (head == c.rc_tail) {
@@ -234,7 +265,7 @@ int l3_wal_salvage(const void *region, size_t len, const char *wal_path, l3_wal_
      * bytes go (a crash in between replays some records twice, in order: harmless, the
      * store skips what it has) */
     if (rc == 0 && rep.stop_reason == 0) /* after a bad slot the file's copies may be all there is */
-        rc = seg_claim(wal_path, &c, 1);
+        rc = seg_claim(wal_path, &c, 1, id_ok);
     if (rc < 0)
         return rc;
     if (ret)

@@ -29,6 +29,8 @@
  *   16     8 rh_data_bytes      init
  *   24     8 rh_max_rec         init: largest slot (7/8 of the data area)
  *   32     8 rh_init_ns         init (diagnostics)
+ *   40     8 rh_wal_id          supervisor after init (l3_wal_ring_set_id): l3_wal_path_id of the
+ *                               WAL it belongs to, 0 = unknown / salvage of a dead ring checks it
  *   64    40 rh_lock            robust process-shared mutex serialising reservations
  *  104     8 rh_head            producers under rh_lock (atomic store release) / acquire loads
  *  128     8 rh_tail            writer (release) after a batch is in the file / producers acquire
@@ -145,7 +147,8 @@ typedef struct {
     uint64_t rh_data_bytes;
     uint64_t rh_max_rec;
     uint64_t rh_init_ns;
-    uint8_t rh_pad0[24];
+    uint64_t rh_wal_id;
+    uint8_t rh_pad0[16];
 
     pthread_mutex_t rh_lock; /* 64 */
     _Atomic uint64_t rh_head;

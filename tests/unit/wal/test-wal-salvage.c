@@ -159,6 +159,29 @@ static void test_salvage(void)
     CHECK_EQ_INT(rep.records, 7 - WRITTEN);
     CHECK_EQ_INT(rep.stop_reason, L3_ECORRUPT);
     CHECK_EQ_INT(rep.stopped_at, pos[7]);
+    ((uint8_t *)s)[L3_WAL_SLOT_HDR + 40] ^= 1;
+    /* a writer killed while creating segment 2 (progress record "seq 2, offset 0"): only the
+     * ring's id tells whose it is; nothing past the tail is in a file */
+    clean_dir();
+    committed = write_seg(1, salt, 1, WRITTEN);
+    *c = (l3_wal_commit_t){.rc_tail = pos[WRITTEN], .rc_seg_seq = 2, .rc_seg_off = 0, .rc_salt = salt};
+    CHECK_EQ_INT(l3_wal_salvage(region, len, base, &rep), -ESRCH);
+    sh->rh_wal_id = l3_wal_path_id(base) ^ 1; /* another WAL's ring */
+    CHECK_EQ_INT(l3_wal_salvage(region, len, base, &rep), -ESRCH);
+    l3_wal_ring_set_id(r, l3_wal_path_id(base));
+    memset(&rep, 0, sizeof rep);
+    CHECK_EQ_INT(l3_wal_salvage(region, len, base, &rep), 0);
+    CHECK_EQ_INT(rep.records, N - WRITTEN);
+    CHECK_EQ_INT(fsize(seg1), committed);
+    CHECK_EQ_INT(l3_wal_replay(base, walt_collect, &l, &rr), 0);
+    CHECK_EQ_INT(l.n, N);
+    walt_log_free(&l);
+    /* the id is the directory's real path: another spelling of the same WAL matches */
+    char other[400];
+    snprintf(other, sizeof other, "%s/../wal/data.wal", dir);
+    CHECK(l3_wal_path_id(other) == l3_wal_path_id(base));
+    snprintf(other, sizeof other, "%s/data.wal2", dir);
+    CHECK(l3_wal_path_id(other) != l3_wal_path_id(base));
     l3_wal_ring_detach(r);
     munmap(region, len);
 }
