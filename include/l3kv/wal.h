@@ -73,6 +73,25 @@
  *    24     4  st_crc_all    CRC32C of all entry bytes in order
  *    28     4  st_crc        CRC32C of bytes [0, 28) of the trailer
  *
+ * ---------------------------------------------------------------- quarantine file (on disk)
+ * One record that recovery read intact but could not apply (l3_wal_quarantine_put), in
+ * "<data_dir>/quarantine/<unix-secs>-lsn<lsn>-<n>.l3q", written once (O_EXCL, 0600),
+ * fsync'd with its directory. Layout: 64-byte header, then the record.
+ *
+ *     0     8  qh_magic      "L3KVQRN1"
+ *     8     4  qh_version    1
+ *    12     4  qh_hdr_len    64
+ *    16     4  qh_source     1 WAL segment, 2 snapshot entry
+ *    20     4  qh_error      the (negative) code applying it returned
+ *    24     8  qh_lsn        the record's LSN
+ *    32     8  qh_time_ns    when it was set aside (wall clock)
+ *    40     4  qh_rec_len    bytes of the record that follows
+ *    44     4  qh_rec_crc    CRC32C of those bytes
+ *    48    12  qh_resv       0
+ *    60     4  qh_crc        CRC32C of bytes [0, 60)
+ *    64        the record in the WAL record format with salt 0 (a FRAG-split record is
+ *              stored whole, as it was joined): key and payload bytes exactly as logged
+ *
  * ---------------------------------------------------------------- ring (shared memory)
  * The ring lives in a caller-provided region (the store arena's WAL region). Its 4096-byte
  * header and slot format are drawn in src/wal/wal-int.h. Each ring slot is a 16-byte slot
@@ -112,6 +131,10 @@
 #define L3_WAL_SNAP_VERSION 1u
 #define L3_WAL_SNAP_HDR 64u
 #define L3_WAL_SNAP_TRAILER 32u
+#define L3_WAL_QUAR_MAGIC "L3KVQRN1"
+#define L3_WAL_QUAR_VERSION 1u
+#define L3_WAL_QUAR_HDR 64u
+enum { L3_WAL_QUAR_WAL = 1, L3_WAL_QUAR_SNAPSHOT = 2 };
 
 /* A record larger than one ring slot is logged as L3_WALOP_FRAG records with the same key
  * and LSN, in order; each payload starts with this 16-byte header, then the piece:
@@ -183,6 +206,9 @@ int l3_wal_ring_attach(void *region, size_t len, l3_wal_ring_t **ret_ring);
 /** Free the handle (not the region; closes nothing). NULL allowed. */
 void l3_wal_ring_detach(l3_wal_ring_t *r);
 
+/** Record which WAL the ring belongs to (l3_wal_path_id of its wal_path), so that the next
+ *  start can tell this ring's records from another instance's (l3_wal_salvage). */
+void l3_wal_ring_set_id(l3_wal_ring_t *r, uint64_t id);
 /** Set the sequence number the writer gives to the next segment it creates (after recovery:
  *  l3_wal_replay_report_t.next_seq). Call before forking the writer. */
 void l3_wal_ring_set_next_seq(l3_wal_ring_t *r, uint64_t seq);
@@ -345,6 +371,8 @@ typedef struct {
     char stop_file[512];      /* file where the log ended early ("" if clean) */
     uint64_t stop_offset;     /* offset of the first bad byte in stop_file */
     char aside[512];          /* name the first bad tail was renamed to */
+    uint64_t in_place_bytes;  /* bad tail bytes kept in their segment: no space to copy them */
+    char in_place[512];       /* the first marker "<segment>.end-<offset>" created for them */
 } l3_wal_replay_report_t;
 
 /**
@@ -406,7 +434,51 @@ typedef struct {
     l3_wal_replay_report_t wal; /* the replay after it */
     uint64_t max_lsn;           /* max(snapshot LSN, every LSN delivered): the LSN floor */
     char snap_aside[512];       /* an invalid snapshot set aside (only when nothing was lost) */
+    /* segments the data needs but that are gone: [missing_from, missing_to), 0 = none. A
+     * checkpoint deleted them after writing a snapshot that is now missing, invalid or
+     * older (missing_snapshot says which); with accept_data_loss recovery went on. */
+    uint64_t missing_from, missing_to;
+    int missing_snapshot;       /* 1 absent, 2 invalid, 3 older than the segments */
+    uint64_t quarantined;       /* records set aside in quarantine_dir */
+    char quarantine_first[512]; /* the first quarantine file written */
+    /* the first record that could not be applied (set aside, or where strict mode stopped) */
+    int failed_rc;          /* 0 = none */
+    unsigned failed_source; /* L3_WAL_QUAR_WAL / _SNAPSHOT */
+    uint64_t failed_lsn;
+    uint8_t failed_op;
+    uint32_t failed_klen; /* full key length; failed_key holds at most 127 bytes */
+    char failed_key[128];
 } l3_wal_recover_report_t;
+
+typedef struct {
+    /* start even when segments are missing (see missing_*); default: refuse with -ENOTRECOVERABLE */
+    int accept_data_loss;
+    /* a record or snapshot entry that passes its CRC but that fn refuses with a data error
+     * (anything but -ENOMEM, -ENOSPC, -ENOBUFS, -EIO, -EAGAIN, -EINTR) is written to
+     * quarantine_dir and recovery goes on; strict (or quarantine_dir NULL) stops instead */
+    int strict;
+    const char *quarantine_dir;
+} l3_wal_recover_opts_t;
+
+/**
+ * l3_wal_recover with options (NULL = all zero: strict, refuse missing segments).
+ * Missing segments: -ENOTRECOVERABLE unless accept_data_loss (report.missing_*). A record
+ * that cannot be applied: quarantined (report.quarantined) or, strict, fn's code
+ * (report.failed_*). A quarantine file that cannot be written: its -errno.
+ */
+int l3_wal_recover_ex(const char *wal_path, const char *snap_path, const l3_wal_recover_opts_t *opts,
+                      l3_wal_replay_fn fn, void *ctx, l3_wal_recover_report_t *ret_report);
+
+/**
+ * Write one record to a new quarantine file in dir (created 0700 if missing); source
+ * L3_WAL_QUAR_WAL or _SNAPSHOT, error the code applying it returned. The file name goes to
+ * ret_name (may be NULL). 0 or -errno (nothing left behind).
+ */
+int l3_wal_quarantine_put(const char *dir, unsigned source, int error, const l3_wal_rec_t *rec,
+                          char *ret_name, size_t cap);
+/** List and verify every quarantine file in dir (l3_wal_dump of each, name order). 0, -errno,
+ *  L3_ECORRUPT if one is damaged. */
+int l3_wal_quarantine_dump(const char *dir, FILE *out, int json);
 
 /**
  * Start-up recovery in one call: load snap_path (if present) through fn, then replay the WAL
@@ -414,11 +486,36 @@ typedef struct {
  * snapshot's documents as PUT records, so the store's l3_store_replay serves for both.
  * An invalid snapshot is renamed aside and everything is replayed when the WAL still starts
  * at segment 1 (no segment was ever deleted); otherwise L3_ECORRUPT (refuse to start rather
- * than come up without the documents it covered). Returns 0 or -errno / L3_ECORRUPT / fn's
- * negative code. After it: l3_store_set_lsn_floor(max_lsn), l3_wal_ring_set_next_seq(wal.next_seq).
+ * than come up without the documents it covered). A missing snapshot, or one older than the
+ * first segment, while segments it should cover are gone: -ENOTRECOVERABLE. Returns 0 or
+ * -errno / L3_ECORRUPT / fn's negative code (strict: a record fn refuses stops recovery).
+ * After it: l3_store_set_lsn_floor(max_lsn), l3_wal_ring_set_next_seq(wal.next_seq).
  */
 int l3_wal_recover(const char *wal_path, const char *snap_path, l3_wal_replay_fn fn, void *ctx,
                    l3_wal_recover_report_t *ret_report);
+
+typedef struct {
+    uint64_t ring_bytes; /* ring bytes between the committed tail and the head */
+    uint64_t records;    /* published records appended */
+    uint64_t seq;        /* the segment they went to (0: none needed) */
+    char segment[512];
+    int stop_reason;     /* 0, or why a slot ended the salvage early (later slots dropped) */
+    uint64_t stopped_at; /* its ring position */
+} l3_wal_salvage_report_t;
+
+/**
+ * Append the published, not yet written records of a dead instance's ring (region, len: its
+ * WAL region, e.g. mapped read-only) to the WAL at wal_path, before l3_wal_recover: the
+ * committed segment is cut to its committed length and the records go, verified and in ring
+ * order, to a new segment (src/wal/salvage.c states the argument). 0 (see the report),
+ * -ESRCH (the ring is not this WAL's: its id, or without one the salt of the segment its
+ * progress record names, does not match), -EBUSY (a process of
+ * the ring still runs), -EBADMSG (not a ring), -errno.
+ */
+int l3_wal_salvage(const void *region, size_t len, const char *wal_path, l3_wal_salvage_report_t *ret);
+/** 64-bit identity of a WAL: FNV-1a of the real path of its directory, '/', its base name
+ *  (never 0). */
+uint64_t l3_wal_path_id(const char *wal_path);
 
 /** Fills a snapshot: call l3_wal_snapshot_add(w, ...) for every document (e.g. from the
  *  store's l3_store_scan callback). 0 or a negative code (the checkpoint is abandoned). */

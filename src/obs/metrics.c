@@ -27,7 +27,9 @@
  *   32      8     oh_start_wall_ns  supervisor start, ns since the epoch
  *   40      4     oh_as_offset    offset of the autoscaler section (64)
  *   44      4     oh_as_size      its size in bytes (2752)
- *   48      16    reserved, zero
+ *   48      8     oh_quarantined  records recovery set aside in <data_dir>/quarantine at this
+ *                                 start (supervisor writes before forking)
+ *   56      8     reserved, zero
  *   64      2752  autoscaler section (struct l3_obs_as_shm):
  *                   +0     4  sa_magic    "L3AS" (0x5341334c little endian)
  *                   +4     4  sa_version  2
@@ -82,7 +84,8 @@ struct l3_obs_hdr {
     uint64_t oh_start_wall_ns;
     uint32_t oh_as_offset;
     uint32_t oh_as_size;
-    uint8_t oh_reserved[16];
+    uint64_t oh_quarantined;
+    uint8_t oh_reserved[8];
 };
 
 struct l3_obs_as_shm {
@@ -194,6 +197,11 @@ void l3_obs_record(l3_obs_slot_t *s, l3_obs_route_t route, int status, uint64_t 
     l3_obs_add(&s->os_route[route].rt_hist[l3_obs_bucket(handler_ns)], 1);
 }
 
+void l3_obs_set_quarantined(const l3_obs_t *o, uint64_t n)
+{
+    __atomic_store_n(&o->hdr->oh_quarantined, n, __ATOMIC_RELAXED);
+}
+
 void l3_obs_set_workers(const l3_obs_t *o, uint32_t nworkers)
 {
     __atomic_store_n(&o->hdr->oh_workers, nworkers, __ATOMIC_RELAXED);
@@ -274,6 +282,7 @@ void l3_obs_totals(const l3_obs_t *o, l3_obs_totals_t *ret)
     memset(ret, 0, sizeof(*ret));
     ret->workers = LD(&o->hdr->oh_workers);
     ret->start_wall_ns = o->hdr->oh_start_wall_ns;
+    ret->quarantined = LD(&o->hdr->oh_quarantined);
     for (uint32_t i = 0; i < o->nslots; i++) {
         const l3_obs_slot_t *s = &o->slots[i];
         int64_t a = LD(&s->os_active_conns);
@@ -492,6 +501,7 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_q
               ",\"thread_count\":%u,\"worker_processes\":%u,\"worker_restarts_total\":%" PRIu64
               ",\"inflight_requests\":%" PRId64 ",\"accept_queue\":%" PRIu64 "},",
               version, uptime, t.active_conns, t.workers, t.workers, t.restarts, t.inflight, accept_queue);
+    sb_printf(&b, "\"recovery\":{\"quarantined_records\":%" PRIu64 "},", t.quarantined);
     sb_printf(&b,
               "\"throughput\":{\"requests_total\":%" PRIu64 ",\"connections_accepted_total\":%" PRIu64
               ",\"bytes_received_total\":%" PRIu64 ",\"bytes_sent_total\":%" PRIu64
@@ -554,9 +564,10 @@ int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len)
               "active_connections %" PRId64 "\nthread_count %u\nrequests_total %" PRIu64
               "\nconnections_accepted_total %" PRIu64 "\nbytes_received_total %" PRIu64
               "\nbytes_sent_total %" PRIu64 "\nhttp_errors_4xx %" PRIu64 "\nhttp_errors_5xx %" PRIu64
-              "\nworker_restarts_total %" PRIu64 "\ninflight_requests %" PRId64 "\n",
+              "\nworker_restarts_total %" PRIu64 "\ninflight_requests %" PRId64
+              "\nrecovery_quarantined_records %" PRIu64 "\n",
               t.active_conns, t.workers, t.requests, t.accepted, t.bytes_rx, t.bytes_tx, t.err4xx, t.err5xx,
-              t.restarts, t.inflight);
+              t.restarts, t.inflight, t.quarantined);
     for (unsigned r = 0; r < L3_OBS_R_MAX; r++)
         sb_printf(&b, "handler_%s_count %" PRIu64 "\nhandler_%s_median_ns %" PRIu64 "\n", route_names[r],
                   t.route[r].count, route_names[r], t.route[r].median_ns);

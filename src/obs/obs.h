@@ -102,6 +102,8 @@ void l3_obs_record(l3_obs_slot_t *s, l3_obs_route_t route, int status, uint64_t 
 
 /** Supervisor-maintained system figures. */
 void l3_obs_set_workers(const l3_obs_t *o, uint32_t nworkers);
+/** Records recovery set aside in the quarantine at this start (supervisor, before forking). */
+void l3_obs_set_quarantined(const l3_obs_t *o, uint64_t n);
 
 /* ---------------------------------------------------------------- autoscaler state */
 
@@ -175,6 +177,7 @@ typedef struct {
     uint64_t accepted, bytes_rx, bytes_tx, requests, err4xx, err5xx, restarts;
     uint32_t workers;
     uint64_t start_wall_ns;
+    uint64_t quarantined; /* records set aside by recovery at this start */
     struct {
         uint64_t count, ns_total, median_ns, p99_ns;
         uint64_t hist[L3_OBS_NBUCKETS]; /* summed over the slots */

@@ -44,7 +44,7 @@
  * ".corrupt-<secs>.<n>" or ".tmp" suffixes; 96 bytes cover the longest combination. */
 #define PATH_LEN_MAX (4096u - 96u)
 
-typedef enum { T_STR, T_U32, T_U64, T_DBL, T_BOOL, T_DUR, T_LEVEL, T_SECTION } ktype_t;
+typedef enum { T_STR, T_U32, T_U64, T_DBL, T_BOOL, T_DUR, T_LEVEL, T_SECTION, T_RECOV } ktype_t;
 
 typedef struct {
     const char *name; /* dotted */
@@ -77,6 +77,7 @@ static const key_t_ keys[] = {
     {"storage.wal_buffer_bytes", T_U64, O(storage.wal_buffer_bytes), L3_WAL_RING_MIN_BYTES, (double)(UINT64_C(1) << 40)},
     {"storage.durability", T_DUR, O(storage.durability), 0, 0},
     {"storage.flush_interval_ms", T_U32, O(storage.flush_interval_ms), 0, 3600000},
+    {"storage.recovery", T_RECOV, O(storage.recovery_strict), 0, 0},
     {"storage.checkpoint_bytes", T_U64, O(storage.checkpoint_bytes), 1 << 16, (double)(UINT64_C(1) << 50)},
     {"autoscale", T_SECTION, 0, 0, 0},
     {"autoscale.enabled", T_BOOL, O(autoscale.enabled), 0, 0},
@@ -252,6 +253,14 @@ static int apply(l3_srv_config_t *c, const key_t_ *k, json_t *v, seen_t *seen, c
             c->storage.durability = L3_DURABILITY_FSYNC;
         else
             return fail(errbuf, errlen, -EINVAL, "config: '%s' must be \"buffered\" or \"fsync\"", k->name);
+        return 0;
+    }
+    case T_RECOV: {
+        const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+        if (s != NULL && (strcmp(s, "salvage") == 0 || strcmp(s, "strict") == 0))
+            c->storage.recovery_strict = strcmp(s, "strict") == 0;
+        else
+            return fail(errbuf, errlen, -EINVAL, "config: '%s' must be \"salvage\" or \"strict\"", k->name);
         return 0;
     }
     case T_LEVEL: {

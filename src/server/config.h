@@ -49,6 +49,10 @@ typedef struct {
         l3_srv_durability_t durability;
         uint32_t flush_interval_ms;
         uint64_t checkpoint_bytes;
+        bool recovery_strict;  /* storage.recovery "strict": a record recovery cannot apply stops
+                                  the start; "salvage" (default): it goes to <data_dir>/quarantine */
+        bool accept_data_loss; /* command line --accept-data-loss: start although WAL segments
+                                  the data needs are gone (not a configuration key) */
     } storage;
     struct {                     /* maps onto l3_scale_params_t (l3kv/scale.h) */
         bool enabled;            /* false: the worker count stays at min_workers (SIGUSR1/2 still work) */

@@ -3,8 +3,10 @@
  * main.c - the l3kv executable: command line, configuration, then the supervisor.
  *
  * Runs in the supervisor process before any fork. Usage: l3kv [--help] [--version]
- * [--check] [config_path]. Without an argument it reads ./config.json if present and otherwise runs
- * with the built-in defaults; a path given explicitly must exist.
+ * [--check] [--accept-data-loss] [config_path]. Exit codes: 0 clean stop, 1 failure,
+ * 2 refused (bad configuration or command line, unsafe data directory, missing WAL data).
+ * Without an argument it reads ./config.json if present and otherwise runs with the
+ * built-in defaults; a path given explicitly must exist.
  *
  * Integration points (the supervisor API in supervisor.h):
  *   l3_srv_set_worker(&srv, fn)                    the body of the HTTP worker processes;
@@ -14,6 +16,7 @@
  *                                                  (every autoscale.interval_ms);
  *   l3_srv_set_workers(&srv, n)                    scale up (fork) / down (graceful retire).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +28,15 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: l3kv [--help] [--version] [--check] [config_path]\n"
+            "usage: l3kv [--help] [--version] [--check] [--accept-data-loss] [config_path]\n"
             "\n"
             "Persistent HTTP key-value store for JSON documents.\n"
             "\n"
             "  config_path   JSON configuration (default: ./config.json; built-in defaults\n"
             "                are used when that file does not exist)\n"
             "  --check       validate the configuration and exit (0 = valid)\n"
+            "  --accept-data-loss  start even though WAL segments the data needs are gone\n"
+            "                (the snapshot covering them is missing); logs what is lost\n"
             "  --help        show this text\n"
             "  --version     print the version\n"
             "\n"
@@ -44,7 +49,7 @@ static l3_srv_t srv;
 int main(int argc, char **argv)
 {
     const char *path = "config.json";
-    bool explicit_path = false, check_only = false;
+    bool explicit_path = false, check_only = false, accept_loss = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -56,6 +61,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[i], "--check") == 0) {
             check_only = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--accept-data-loss") == 0) {
+            accept_loss = true;
             continue;
         }
         if (argv[i][0] == '-' && argv[i][1] != '\0') {
@@ -83,6 +92,7 @@ int main(int argc, char **argv)
         return 2;
     }
     l3_srv_log_set_level(srv.cfg.log.level);
+    srv.cfg.storage.accept_data_loss = accept_loss;
     if (check_only) {
         printf("%s: %s\n", missing ? "built-in defaults" : path, "configuration is valid");
         l3_srv_config_free(&srv.cfg);
@@ -90,17 +100,20 @@ int main(int argc, char **argv)
     }
     L3_LOG(L3_LOG_INFO, "l3kv %s starting (%s)", L3KV_VERSION,
            missing ? "no config.json: built-in defaults" : path);
-    if (l3_srv_init(&srv, path) != 0)
-        return 1;
+    /* -EPERM: an unsafe data directory; exit 2 like any other refused configuration */
+    srv.before_sweep = l3_srv_wal_prepare;
+    int rc = l3_srv_init(&srv, path);
+    if (rc != 0)
+        return rc == -EPERM ? 2 : 1;
     if (l3_srv_h2o_setup(&srv, err, sizeof(err)) != 0) {
         L3_LOG(L3_LOG_ERROR, "%s", err);
         l3_store_unlink(srv.store);
         return 1;
     }
     l3_srv_set_worker(&srv, l3_srv_worker_main);
-    if (l3_srv_wal_setup(&srv) != 0 || l3_srv_autoscale_setup(&srv) != 0) {
+    if ((rc = l3_srv_wal_setup(&srv)) != 0 || l3_srv_autoscale_setup(&srv) != 0) {
         l3_store_unlink(srv.store);
-        return 1;
+        return rc == -ENOTRECOVERABLE ? 2 : 1; /* WAL data missing: refused, see the log */
     }
     int code = l3_srv_run(&srv);
     l3_srv_config_free(&srv.cfg);

@@ -145,8 +145,12 @@ static int mkdir_p(const char *path)
         if (buf[i] == '/' || buf[i] == '\0') {
             char c = buf[i];
             buf[i] = '\0';
-            if (mkdir(buf, 0750) != 0 && errno != EEXIST)
+            if (mkdir(buf, 0700) == 0) {
+                if (chmod(buf, 0700) != 0) /* the umask may have narrowed it */
+                    return -errno;
+            } else if (errno != EEXIST) {
                 return -errno;
+            }
             buf[i] = c;
         }
     }
@@ -200,7 +204,10 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
         .replace = true,
     };
     /* arenas of instances that died without cleaning up (SIGKILL, power cut of the
-     * processes) would hold their memory in /dev/shm until reboot */
+     * processes) would hold their memory in /dev/shm until reboot; first, what their rings
+     * hold that is not in the WAL yet goes there (buffered acknowledgements survive) */
+    if (srv->before_sweep != NULL && (rc = srv->before_sweep(srv)) < 0)
+        return rc;
     int swept = l3_store_sweep_stale(0);
     if (swept > 0)
         L3_LOG(L3_LOG_INFO, "removed %d shared-memory arena(s) left by instances that no longer run", swept);

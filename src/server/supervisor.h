@@ -86,6 +86,10 @@ struct l3_srv {
     void *wal_ring;               /* l3_wal_ring_t * or NULL */
     bool wal_wait;
     l3_srv_sup_t *sup; /* worker table, roles, scaling target: created by l3_srv_init */
+    /* Set by main before l3_srv_init (may be NULL): runs inside it, before the arenas of
+     * dead instances are swept, so what they still hold can be saved (the WAL salvages their
+     * rings). 0 or a negative code, which l3_srv_init returns. */
+    int (*before_sweep)(l3_srv_t *srv);
 };
 
 /** Create the server: config must be loaded; creates the store, sockets, control block and

@@ -2,24 +2,30 @@
 /*
  * walsetup.c - connects the server to the write-ahead log (src/wal).
  *
- * Runs in the supervisor, after l3_srv_init (arena and sockets exist) and before
+ * l3_srv_wal_prepare runs inside l3_srv_init (srv->before_sweep), before stale arenas are swept: it refuses a
+ * data directory others may write to and salvages the rings of dead instances into the WAL.
+ * The rest runs in the supervisor, after l3_srv_init (arena and sockets exist) and before
  * l3_srv_run (no child yet): formats the WAL ring in the arena's WAL region, recovers the
- * arena from the newest snapshot plus the WAL segments after it (l3_wal_recover ->
- * l3_store_replay), raises the store's LSN floor, installs the store -> WAL hook, creates
- * the per-worker durability eventfds for "fsync" mode, and registers the WAL role with
- * the supervisor: its child is the writer, its hooks (l3_srv_role_t) are the only way the
- * supervisor reaches the WAL. Single threaded; nothing here runs concurrently with a worker.
- * The tick hook starts checkpoints (a forked one-shot child) when the WAL on disk passes
- * storage.checkpoint_bytes or one was requested (SIGRTMIN).
+ * arena from the newest snapshot plus the WAL segments after it (l3_wal_recover_ex ->
+ * l3_store_replay; missing segments refused unless --accept-data-loss, records that cannot
+ * be applied quarantined unless storage.recovery is "strict"), raises the store's LSN
+ * floor, installs the store -> WAL hook, creates the per-worker durability eventfds for
+ * "fsync" mode, and registers the WAL role with the supervisor: its child is the writer,
+ * its hooks (l3_srv_role_t) are the only way the supervisor reaches the WAL. Single
+ * threaded; nothing here runs concurrently with a worker. The tick hook starts checkpoints
+ * (a forked one-shot child) when the WAL on disk passes storage.checkpoint_bytes or one was
+ * requested (SIGRTMIN).
  *
  * Files: <wal_path>.<seq> segments (storage.wal_path, default <data_dir>/data.wal) and the
  * snapshot <data_dir>/l3kv.snap; both formats are defined in l3kv/wal.h.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -213,10 +219,61 @@ static const l3_srv_role_t wal_role = {
     .stopped = wal_stopped,
 };
 
-int l3_srv_wal_setup(l3_srv_t *srv)
+
+/* A record's key for a log line: printable ASCII kept, other bytes as '?', cut at 64. */
+static void key_text(char *buf, size_t cap, const char *key, uint32_t klen)
 {
-    int rc;
-    const l3_srv_config_t *c = &srv->cfg;
+    size_t n = L3_MIN((size_t)klen, L3_MIN(cap - 4, (size_t)64));
+    for (size_t i = 0; i < n; i++)
+        buf[i] = key[i] >= 0x20 && key[i] < 0x7f ? key[i] : '?';
+    strcpy(buf + n, n < klen ? "..." : "");
+}
+
+static void log_missing(const l3_wal_recover_report_t *rep, bool accepted)
+{
+    static const char *const why[] = {"", "is absent", "is invalid (set aside)", "is older than the WAL"};
+    char first[4200], last[4200];
+    snprintf(first, sizeof(first), "%s.%08llu", wal_path, (unsigned long long)rep->missing_from);
+    snprintf(last, sizeof(last), "%s.%08llu", wal_path, (unsigned long long)(rep->missing_to - 1));
+    if (!accepted)
+        L3_LOG(L3_LOG_ERROR,
+               "recovery refused: WAL segments %s .. %s (%llu file(s)) are gone, a checkpoint deleted them, and "
+               "the snapshot %s that holds their documents %s: starting would lose every document only they "
+               "held. Restore the snapshot, or start with --accept-data-loss to accept the loss",
+               first, last, (unsigned long long)(rep->missing_to - rep->missing_from), snap_path,
+               why[rep->missing_snapshot & 3]);
+    else
+        L3_LOG(L3_LOG_WARN,
+               "starting with data loss (--accept-data-loss): WAL segments %s .. %s are gone and the snapshot %s "
+               "%s; every change they held and no later record repeats is lost (%llu WAL records replayed from "
+               "%llu segments after them); a checkpoint follows so the next start needs no flag",
+               first, last, snap_path, why[rep->missing_snapshot & 3], (unsigned long long)rep->wal.records,
+               (unsigned long long)rep->wal.segments);
+}
+
+static void log_failed(const l3_wal_recover_report_t *rep, bool stopped, const char *qdir)
+{
+    static const char *const ops[] = {"none", "put", "delete", "set", "merge", "patch", "frag"};
+    char key[80];
+    key_text(key, sizeof(key), rep->failed_key, rep->failed_klen);
+    const char *src = rep->failed_source == L3_WAL_QUAR_SNAPSHOT ? "snapshot entry" : "WAL record";
+    const char *op = rep->failed_op < L3_ARRAY_SIZE(ops) ? ops[rep->failed_op] : "?";
+    if (stopped)
+        L3_LOG(L3_LOG_ERROR,
+               "recovery stopped ('storage.recovery' \"strict\"): %s LSN %llu (%s, key \"%s\") passes its CRC but "
+               "cannot be applied: %s; with \"salvage\" it is set aside in %s and recovery goes on",
+               src, (unsigned long long)rep->failed_lsn, op, key, l3_strerror(rep->failed_rc), qdir);
+    else
+        L3_LOG(L3_LOG_WARN,
+               "recovery set aside %llu record(s) that pass their CRC but cannot be applied, in %s (first: %s LSN "
+               "%llu, %s, key \"%s\": %s; file %s); list them with 'l3kv-inspect quarantine %s'",
+               (unsigned long long)rep->quarantined, qdir, src, (unsigned long long)rep->failed_lsn, op, key,
+               l3_strerror(rep->failed_rc), rep->quarantine_first, qdir);
+}
+
+/* wal_path and snap_path from the configuration. */
+static int set_paths(const l3_srv_config_t *c)
+{
     int n = c->storage.wal_path[0] != '\0' ? snprintf(wal_path, sizeof(wal_path), "%s", c->storage.wal_path)
                                             : snprintf(wal_path, sizeof(wal_path), "%s/data.wal", c->storage.data_dir);
     int m = snprintf(snap_path, sizeof(snap_path), "%s/l3kv.snap", c->storage.data_dir);
@@ -224,6 +281,110 @@ int l3_srv_wal_setup(l3_srv_t *srv)
         L3_LOG(L3_LOG_ERROR, "config: 'storage.wal_path' / 'storage.data_dir' too long");
         return -ENAMETOOLONG;
     }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- salvage
+ * An arena in /dev/shm whose supervisor is dead is what a whole-service crash left: its
+ * ring may hold acknowledged (buffered mode) records the dead writer had not written. They
+ * are appended to this WAL (l3_wal_salvage, which checks that the ring is this WAL's and that
+ * none of its processes runs) before recovery; the caller then removes the arena as stale. */
+static void salvage_one(long pid)
+{
+    l3_store_t *old = NULL;
+    int rc = l3_store_attach(NULL, (pid_t)pid, L3_STORE_ATTACH_READONLY, &old);
+    if (rc < 0)
+        return;
+    size_t len = 0;
+    const void *reg = l3_store_wal_region(old, &len);
+    l3_wal_salvage_report_t sr;
+    memset(&sr, 0, sizeof(sr));
+    rc = l3_wal_salvage(reg, len, wal_path, &sr);
+    /* salvaged once, never again: a second pass would append the same records after newer
+     * ones (an old PUT could bring back a key deleted since) */
+    int urc = rc == 0 ? l3_store_unlink(old) : 0;
+    l3_store_close(old);
+    if (urc < 0)
+        L3_LOG(L3_LOG_ERROR, "wal: cannot remove the salvaged arena of instance %ld: %s", pid, l3_strerror(urc));
+    else if (rc == 0)
+        L3_LOG(L3_LOG_INFO, "removed 1 shared-memory arena(s) left by instances that no longer run (instance %ld, "
+               "its ring salvaged first)", pid);
+    if (rc == 0 && sr.records > 0)
+        L3_LOG(L3_LOG_WARN,
+               "wal: the arena of instance %ld (all its processes dead) held %llu published record(s) not yet "
+               "written (%llu ring bytes): appended to %s before recovery",
+               pid, (unsigned long long)sr.records, (unsigned long long)sr.ring_bytes, sr.segment);
+    else if (rc == 0 && sr.ring_bytes > 0)
+        L3_LOG(L3_LOG_INFO, "wal: the arena of instance %ld held no published record to salvage", pid);
+    if (rc == 0 && sr.stop_reason != 0)
+        L3_LOG(L3_LOG_WARN, "wal: salvage of instance %ld stopped at ring position %llu: %s (later slots dropped)",
+               pid, (unsigned long long)sr.stopped_at, l3_strerror(sr.stop_reason));
+    if (rc < 0 && rc != -ESRCH && rc != -EBUSY)
+        L3_LOG(L3_LOG_ERROR,
+               "wal: cannot salvage the ring of instance %ld: %s; what it held and no file has is lost when its "
+               "arena is removed",
+               pid, l3_strerror(rc));
+    else if (rc == -EBUSY)
+        L3_LOG(L3_LOG_WARN, "wal: the arena of instance %ld still has live processes: not salvaged", pid);
+}
+
+/* Refuse a data directory that group or others may write to (they could replace the
+ * WAL or the snapshot): -EPERM, which main turns into exit code 2. New directories are
+ * created 0700 (supervisor.c mkdir_p); an existing one keeps its mode when it is not
+ * writable by others. */
+static int data_dir_private(const char *dir)
+{
+    struct stat sb;
+    if (stat(dir, &sb) != 0) {
+        L3_LOG(L3_LOG_ERROR, "config: 'storage.data_dir' %s: %s", dir, strerror(errno));
+        return -errno;
+    }
+    if (!S_ISDIR(sb.st_mode) || (sb.st_mode & (S_IWGRP | S_IWOTH))) {
+        L3_LOG(L3_LOG_ERROR,
+               "config: 'storage.data_dir' %s is %s (mode %04o): refusing to start; make it owned by "
+               "the service and not writable by others (chmod 700)",
+               dir, S_ISDIR(sb.st_mode) ? "writable by group or others" : "not a directory",
+               (unsigned)(sb.st_mode & 07777));
+        return -EPERM;
+    }
+    return 0;
+}
+
+int l3_srv_wal_prepare(l3_srv_t *srv)
+{
+    int rc = set_paths(&srv->cfg);
+    if (rc < 0 || (rc = data_dir_private(srv->cfg.storage.data_dir)) < 0)
+        return rc;
+    char wdir[4096];
+    snprintf(wdir, sizeof(wdir), "%s", wal_path);
+    char *slash = strrchr(wdir, '/');
+    if (slash != NULL && slash != wdir) {
+        *slash = '\0';
+        if (strcmp(wdir, srv->cfg.storage.data_dir) != 0 && (rc = data_dir_private(wdir)) < 0)
+            return rc;
+    }
+    DIR *d = opendir("/dev/shm");
+    if (d == NULL)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char *end;
+        if (strncmp(de->d_name, "l3kv-pid-", 9) != 0)
+            continue;
+        long pid = strtol(de->d_name + 9, &end, 10);
+        if (*end == '\0' && pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+            salvage_one(pid);
+    }
+    closedir(d);
+    return 0;
+}
+
+int l3_srv_wal_setup(l3_srv_t *srv)
+{
+    int rc;
+    const l3_srv_config_t *c = &srv->cfg;
+    if ((rc = set_paths(c)) < 0)
+        return rc;
     size_t wlen = 0;
     void *wreg = l3_store_wal_region(srv->store, &wlen);
     l3_wal_ring_t *ring = NULL;
@@ -235,12 +396,28 @@ int l3_srv_wal_setup(l3_srv_t *srv)
     uint64_t t0 = l3_now_ns();
     l3_wal_recover_report_t rep;
     memset(&rep, 0, sizeof(rep));
-    if ((rc = l3_wal_recover(wal_path, snap_path, replay_one, srv->store, &rep)) < 0) {
+    char qdir[4200];
+    snprintf(qdir, sizeof(qdir), "%s/quarantine", c->storage.data_dir);
+    l3_wal_recover_opts_t ro = {.accept_data_loss = c->storage.accept_data_loss,
+                                .strict = c->storage.recovery_strict,
+                                .quarantine_dir = qdir};
+    rc = l3_wal_recover_ex(wal_path, snap_path, &ro, replay_one, srv->store, &rep);
+    if (rep.missing_from != 0)
+        log_missing(&rep, c->storage.accept_data_loss && rc == 0);
+    if (rep.failed_rc != 0)
+        log_failed(&rep, rc < 0, qdir);
+    if (rc < 0) {
+        if (rep.missing_from != 0)
+            return -ENOTRECOVERABLE;
         L3_LOG(L3_LOG_ERROR, "recovery from %s (snapshot %s) failed: %s", wal_path, snap_path, l3_strerror(rc));
         return rc;
     }
+    l3_obs_set_quarantined(&srv->obs, rep.quarantined);
+    if (rep.missing_from != 0)
+        wal_request(&wal_state); /* a snapshot of what is left closes the gap */
     l3_store_set_lsn_floor(srv->store, rep.max_lsn);
     l3_wal_ring_set_next_seq(ring, rep.wal.next_seq);
+    l3_wal_ring_set_id(ring, l3_wal_path_id(wal_path)); /* lets the next start salvage this ring */
     L3_LOG(L3_LOG_INFO,
            "recovered in %.1f ms: snapshot %s (%llu documents), %llu WAL records from %llu segments "
            "(%llu already reflected), last LSN %llu",
@@ -255,6 +432,11 @@ int l3_srv_wal_setup(l3_srv_t *srv)
                rep.wal.stop_file, (unsigned long long)rep.wal.stop_offset, l3_strerror(rep.wal.stop_reason),
                (unsigned long long)rep.wal.discarded_bytes, (unsigned long long)rep.wal.discarded_files,
                rep.wal.aside[0] ? rep.wal.aside : "-");
+    if (rep.wal.in_place_bytes != 0)
+        L3_LOG(L3_LOG_WARN,
+               "wal: no space to copy the bad tail aside: %llu bytes set aside in place (marker %s, the log "
+               "goes on in the next segment); they are moved aside at a start with free space",
+               (unsigned long long)rep.wal.in_place_bytes, rep.wal.in_place[0] ? rep.wal.in_place : "-");
     if (rep.snap_aside[0] != '\0')
         L3_LOG(L3_LOG_WARN, "wal: invalid snapshot set aside as %s", rep.snap_aside);
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * dump.c - offline dump and verification of a WAL segment or a snapshot (l3kv-inspect wal).
+ * dump.c - offline dump and verification of a WAL segment, a snapshot or a quarantine file
+ * (l3kv-inspect wal, l3kv-inspect quarantine).
  * Read-only: maps the file privately, never writes it. Any process; single-threaded.
  */
 #include <errno.h>
@@ -136,6 +137,30 @@ static int dump_snap(const uint8_t *p, uint64_t size, const char *path, FILE *ou
     return err ? L3_ECORRUPT : 0;
 }
 
+static const char *source_name(uint32_t src)
+{
+    return src == L3_WAL_QUAR_SNAPSHOT ? "snapshot" : src == L3_WAL_QUAR_WAL ? "wal" : "?";
+}
+
+static int dump_quar(const uint8_t *p, uint64_t size, const char *path, FILE *out, int json)
+{
+    l3_wal_rec_t rec;
+    memset(&rec, 0, sizeof rec);
+    int err = l3_wal__quar_verify(p, size, &rec);
+    if (err == 0) {
+        int32_t why = (int32_t)l3_wal__ld32(p + 20);
+        if (json)
+            fprintf(out, "{\"quarantine\":true,\"source\":\"%s\",\"error\":\"%s\",\"time_ns\":%" PRIu64 "}\n",
+                    source_name(l3_wal__ld32(p + 16)), l3_strerror(why), l3_wal__ld64(p + 32));
+        else
+            fprintf(out, "quarantined from %s: %s (at %" PRIu64 ")\n", source_name(l3_wal__ld32(p + 16)),
+                    l3_strerror(why), l3_wal__ld64(p + 32));
+        put_rec(out, L3_WAL_QUAR_HDR, &rec, (int64_t)(size - L3_WAL_QUAR_HDR), json);
+    }
+    summary(out, json, "quarantine", path, err ? 0 : 1, err ? 0 : size, size, err, 0);
+    return err ? L3_ECORRUPT : 0;
+}
+
 int l3_wal_dump(const char *path, FILE *out, int json)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -160,6 +185,8 @@ int l3_wal_dump(const char *path, FILE *out, int json)
     int rc;
     if (size >= L3_WAL_SNAP_HDR && memcmp(p, L3_WAL_SNAP_MAGIC, 8) == 0)
         rc = dump_snap(p, size, path, out, json);
+    else if (memcmp(p, L3_WAL_QUAR_MAGIC, 8) == 0)
+        rc = dump_quar(p, size, path, out, json);
     else
         rc = dump_wal(p, size, path, out, json);
     munmap((void *)p, size);

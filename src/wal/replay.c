@@ -15,10 +15,15 @@
  *     "<segment>.corrupt-<unix-seconds>" (fsync'd) before the live file is truncated to its
  *     valid prefix (fsync'd); later segments are renamed to the same pattern; the directory
  *     is fsync'd after;
- *  P4 an empty segment (created, header never written) holds nothing and is removed.
+ *  P5 when the disk is full the tail is kept in place behind an empty marker file instead
+ *     of copied (see "in-place set-aside" below), so recovery never needs free space;
+ *  P4 an empty segment (created, header never written) holds nothing and is removed; its
+ *     sequence number is reused (next_seq does not count it), so the numbers stay gap-free
+ *     and a gap always means deleted or lost segments (recover.c).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -67,7 +72,7 @@ static int set_tail_aside(const char *name, int fd, const uint8_t *map, uint64_t
         if (rc < 0)
             return rc;
     } else {
-        int afd = l3_wal_shim.open(aside, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        int afd = l3_wal_shim.open(aside, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, L3_WAL_FILE_MODE);
         if (afd < 0)
             return afd;
         uint64_t done = 0;
@@ -83,8 +88,11 @@ static int set_tail_aside(const char *name, int fd, const uint8_t *map, uint64_t
         if (rc == 0)
             rc = l3_wal_shim.fsync(afd);
         l3_wal_shim.close(afd);
-        if (rc == 0)
-            rc = l3_wal_shim.ftruncate(fd, (off_t)off);
+        if (rc < 0) { /* a partial copy is no copy: give its blocks back (the disk may be full) */
+            l3_wal_shim.unlink(aside);
+            return rc;
+        }
+        rc = l3_wal_shim.ftruncate(fd, (off_t)off);
         if (rc == 0)
             rc = l3_wal_shim.fsync(fd);
         if (rc < 0)
@@ -95,6 +103,83 @@ static int set_tail_aside(const char *name, int fd, const uint8_t *map, uint64_t
     if (rep->aside[0] == 0)
         copy_str(rep->aside, sizeof rep->aside, aside);
     return 0;
+}
+
+/*
+ * P5 in-place set-aside (the disk is full). Copying a bad tail aside needs free space, and a
+ * start after a crash on a full disk must not: when the copy fails with ENOSPC/EDQUOT the
+ * bytes stay where they are and an empty marker file "<segment>.end-<offset>" records where
+ * the segment's valid part ends. An empty file needs no data block, only a directory entry.
+ * Replay then reads the segment only up to the marker's offset, and the log goes on in the
+ * next segment (which the writer creates after this recovery). At a later start with space
+ * the tail is copied aside and cut as in P3 and the marker removed. Markers whose segment a
+ * checkpoint deleted are removed.
+ */
+#define MARKER_SUFFIX ".end-"
+
+static int is_full(int rc)
+{
+    return rc == -ENOSPC || rc == -EDQUOT;
+}
+
+/* The valid length recorded by a marker of segment `name`, or UINT64_MAX if none. */
+static uint64_t marker_end(const char *name, char *ret_marker, size_t cap)
+{
+    char pat[4200];
+    snprintf(pat, sizeof pat, "%s" MARKER_SUFFIX "*", name);
+    glob_t g;
+    uint64_t end = UINT64_MAX;
+    if (glob(pat, GLOB_NOSORT, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            const char *num = g.gl_pathv[i] + strlen(name) + strlen(MARKER_SUFFIX);
+            char *e;
+            unsigned long long v = strtoull(num, &e, 10);
+            if (*num != '\0' && *e == '\0' && v >= L3_WAL_SEG_HDR && v < end) {
+                end = v;
+                copy_str(ret_marker, cap, g.gl_pathv[i]);
+            }
+        }
+    }
+    globfree(&g);
+    return end;
+}
+
+static int marker_create(const char *name, uint64_t off, l3_wal_replay_report_t *rep)
+{
+    char marker[4200];
+    int n = snprintf(marker, sizeof marker, "%s" MARKER_SUFFIX "%" PRIu64, name, off);
+    if (n < 0 || (size_t)n >= sizeof marker)
+        return -ENAMETOOLONG;
+    int fd = l3_wal_shim.open(marker, O_WRONLY | O_CREAT | O_EXCL, L3_WAL_FILE_MODE);
+    if (fd < 0 && fd != -EEXIST)
+        return fd;
+    if (fd >= 0)
+        l3_wal_shim.close(fd);
+    if (rep->in_place[0] == 0)
+        copy_str(rep->in_place, sizeof rep->in_place, marker);
+    return 0;
+}
+
+/* Markers of segments that no longer exist (deleted by a checkpoint) are removed. */
+static int markers_sweep(const char *wal_path)
+{
+    char pat[4200];
+    snprintf(pat, sizeof pat, "%s.*" MARKER_SUFFIX "*", wal_path);
+    glob_t g;
+    int removed = 0;
+    if (glob(pat, GLOB_NOSORT, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            char seg[4200];
+            const char *m = strstr(g.gl_pathv[i] + strlen(wal_path), MARKER_SUFFIX);
+            if (m == NULL || (size_t)(m - g.gl_pathv[i]) >= sizeof seg)
+                continue;
+            snprintf(seg, sizeof seg, "%.*s", (int)(m - g.gl_pathv[i]), g.gl_pathv[i]);
+            if (access(seg, F_OK) != 0 && errno == ENOENT && l3_wal_shim.unlink(g.gl_pathv[i]) == 0)
+                removed++;
+        }
+    }
+    globfree(&g);
+    return removed;
 }
 
 /*
@@ -177,123 +262,181 @@ static int asm_add(asms_t *as, const l3_wal_rec_t *rec, l3_wal_rec_t *ret, asm_t
     return 1;
 }
 
+/* One replay in progress. */
+typedef struct {
+    l3_wal_replay_fn fn;
+    void *ctx;
+    asms_t *as;
+    l3_wal_replay_report_t *rep;
+    int ended;     /* P2: a bad record was found; later segments go aside */
+    int dir_dirty; /* a file was removed or renamed: fsync the directory at the end */
+} rp_t;
+
+/* Deliver the records of a mapped segment from offset 64 up to `limit` (P1). Returns 0
+ * when every byte up to limit was a valid record, the decode error that stopped it (> 0
+ * never), and sets *ret_cb to the callback's error if it aborted; *ret_off = where it
+ * stopped. */
+static int read_records(rp_t *p, const uint8_t *map, uint64_t limit, uint64_t salt, uint64_t *ret_off,
+                        int *ret_cb)
+{
+    l3_wal_replay_report_t *rep = p->rep;
+    uint64_t off = L3_WAL_SEG_HDR;
+    int bad = 0;
+    while (off < limit) {
+        l3_wal_rec_t rec;
+        int64_t len = l3_wal_rec_decode(map + off, limit - off, salt, &rec);
+        if (len < 0) {
+            bad = (int)len;
+            break;
+        }
+        asm_t *done = NULL;
+        if (rec.op == L3_WALOP_FRAG) {
+            rep->bytes += (uint64_t)len;
+            off += (uint64_t)len;
+            if (asm_add(p->as, &rec, &rec, &done) == 0)
+                continue;
+            len = 0; /* counted above */
+        }
+        int cr = p->fn ? p->fn(p->ctx, &rec) : 0;
+        if (done != NULL)
+            asm_drop(done);
+        if (cr < 0) {
+            *ret_cb = cr;
+            break;
+        }
+        if (cr > 0)
+            rep->skipped++;
+        rep->records++;
+        if (rec.lsn > rep->max_lsn)
+            rep->max_lsn = rec.lsn;
+        off += (uint64_t)len;
+        rep->bytes += (uint64_t)len;
+    }
+    *ret_off = off;
+    return bad;
+}
+
+/* Set the bytes [off, size) aside (P3); on a full disk keep them in place behind a marker
+ * (P5). marker: the segment's existing marker ("" if none), removed once the tail moved. */
+static int tail_aside(rp_t *p, const char *name, int fd, const uint8_t *map, uint64_t off, uint64_t size,
+                      const char *marker)
+{
+    int rc = set_tail_aside(name, fd, map, off, size, p->rep);
+    p->dir_dirty = 1;
+    if (rc == 0 && marker[0] != '\0')
+        return l3_wal_shim.unlink(marker);
+    if (!is_full(rc) || off == 0)
+        return rc;
+    p->rep->in_place_bytes += size - off;
+    return marker[0] != '\0' ? 0 : marker_create(name, off, p->rep);
+}
+
+/* One segment: header (P2), records up to its end or its marker (P5), the bad tail (P3). */
+static int replay_segment(rp_t *p, const char *name, int fd, const uint8_t *map, uint64_t size, uint64_t seq)
+{
+    l3_wal_replay_report_t *rep = p->rep;
+    char marker[4200] = "";
+    uint64_t limit = L3_MIN(size, marker_end(name, marker, sizeof marker));
+    uint64_t off = 0;
+    int bad = L3_ECORRUPT, cb = 0; /* P2: after the end of the log, everything is bad */
+    if (!p->ended) {
+        l3_wal_seg_hdr_t h;
+        bad = l3_wal_seg_hdr_decode(map, size, &h);
+        if (bad == 0 && h.seq != seq)
+            bad = -EBADMSG;
+        if (bad == 0) {
+            rep->segments++;
+            rep->bytes += L3_WAL_SEG_HDR;
+            bad = read_records(p, map, limit, h.salt, &off, &cb);
+            if (cb < 0)
+                return cb;
+        }
+        if (bad) {
+            p->ended = 1;
+            rep->stop_reason = bad;
+            copy_str(rep->stop_file, sizeof rep->stop_file, name);
+            rep->stop_offset = off;
+        }
+    }
+    if (bad)
+        return tail_aside(p, name, fd, map, off, size, "");
+    if (limit < size) /* a tail a full disk kept in place: move it aside now if there is room */
+        return tail_aside(p, name, fd, map, limit, size, marker);
+    if (marker[0] != '\0') { /* the tail is gone already: the marker has no purpose left */
+        p->dir_dirty = 1;
+        return l3_wal_shim.unlink(marker);
+    }
+    return 0;
+}
+
+/* Open, map and replay one segment; an empty one is removed (P4). */
+static int replay_file(rp_t *p, const char *wal_path, uint64_t seq, int *ret_removed)
+{
+    char name[4096];
+    int rc = l3_wal__seg_name(name, sizeof name, wal_path, seq);
+    if (rc < 0)
+        return rc;
+    int fd = l3_wal_shim.open(name, O_RDWR, 0);
+    if (fd < 0)
+        return fd;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        l3_wal_shim.close(fd);
+        return rc;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size == 0) { /* P4: its number is given out again, so no gap appears */
+        l3_wal_shim.close(fd);
+        p->dir_dirty = 1;
+        *ret_removed = 1;
+        return l3_wal_shim.unlink(name);
+    }
+    const uint8_t *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        rc = -errno;
+        l3_wal_shim.close(fd);
+        return rc;
+    }
+    rc = replay_segment(p, name, fd, map, size, seq);
+    munmap((void *)map, size);
+    l3_wal_shim.close(fd);
+    return rc;
+}
+
 int l3_wal_replay_from(const char *wal_path, uint64_t min_seq, l3_wal_replay_fn fn, void *ctx,
                        l3_wal_replay_report_t *ret_report)
 {
-    asms_t *as = calloc(1, sizeof *as);
-    if (as == NULL)
-        return -ENOMEM;
     l3_wal_replay_report_t rep;
     memset(&rep, 0, sizeof rep);
+    rp_t p = {.fn = fn, .ctx = ctx, .as = calloc(1, sizeof(asms_t)), .rep = &rep};
+    if (p.as == NULL)
+        return -ENOMEM;
     uint64_t *seqs = NULL;
     int n = l3_wal__list_segments(wal_path, &seqs);
-    if (n < 0) {
-        if (n != -ENOENT)
-            return n;
-        n = 0;
+    if (n < 0 && n != -ENOENT) {
+        free(p.as);
+        return n;
     }
-    int rc = 0, ended = 0, dir_dirty = 0;
+    int rc = 0;
     uint64_t next = min_seq ? min_seq : 1;
     for (int i = 0; i < n && rc == 0; i++) {
-        uint64_t seq = seqs[i];
-        if (seq + 1 > next)
-            next = seq + 1;
-        if (seq < min_seq)
-            continue;
-        char name[4096];
-        rc = l3_wal__seg_name(name, sizeof name, wal_path, seq);
-        if (rc < 0)
-            break;
-        int fd = l3_wal_shim.open(name, O_RDWR, 0);
-        if (fd < 0) {
-            rc = fd;
-            break;
-        }
-        struct stat st;
-        if (fstat(fd, &st) < 0) {
-            rc = -errno;
-            l3_wal_shim.close(fd);
-            break;
-        }
-        uint64_t size = (uint64_t)st.st_size;
-        if (size == 0) { /* P4 */
-            l3_wal_shim.close(fd);
-            rc = l3_wal_shim.unlink(name);
-            dir_dirty = 1;
-            continue;
-        }
-        const uint8_t *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-        if (map == MAP_FAILED) {
-            rc = -errno;
-            l3_wal_shim.close(fd);
-            break;
-        }
-        uint64_t off = 0;
-        int bad = 0;
-        if (ended) {
-            bad = L3_ECORRUPT; /* P2: after the end of the log */
-        } else {
-            l3_wal_seg_hdr_t h;
-            bad = l3_wal_seg_hdr_decode(map, size, &h);
-            if (bad == 0 && h.seq != seq)
-                bad = -EBADMSG;
-            if (bad == 0) {
-                rep.segments++;
-                off = L3_WAL_SEG_HDR;
-                rep.bytes += L3_WAL_SEG_HDR;
-                while (off < size) {
-                    l3_wal_rec_t rec;
-                    int64_t len = l3_wal_rec_decode(map + off, size - off, h.salt, &rec);
-                    if (len < 0) {
-                        bad = (int)len;
-                        break;
-                    }
-                    asm_t *done = NULL;
-                    if (rec.op == L3_WALOP_FRAG) {
-                        rep.bytes += (uint64_t)len;
-                        off += (uint64_t)len;
-                        if (asm_add(as, &rec, &rec, &done) == 0)
-                            continue;
-                        len = 0; /* counted above */
-                    }
-                    int cr = fn ? fn(ctx, &rec) : 0;
-                    if (done != NULL)
-                        asm_drop(done);
-                    if (cr < 0) {
-                        rc = cr;
-                        break;
-                    }
-                    if (cr > 0)
-                        rep.skipped++;
-                    rep.records++;
-                    if (rec.lsn > rep.max_lsn)
-                        rep.max_lsn = rec.lsn;
-                    off += (uint64_t)len;
-                    rep.bytes += (uint64_t)len;
-                }
-            }
-            if (bad && rc == 0) {
-                ended = 1;
-                rep.stop_reason = bad;
-                copy_str(rep.stop_file, sizeof rep.stop_file, name);
-                rep.stop_offset = off;
-            }
-        }
-        if (bad && rc == 0) {
-            rc = set_tail_aside(name, fd, map, off, size, &rep);
-            dir_dirty = 1;
-        }
-        munmap((void *)map, size);
-        l3_wal_shim.close(fd);
+        int removed = 0;
+        if (seqs[i] >= min_seq)
+            rc = replay_file(&p, wal_path, seqs[i], &removed);
+        if (!removed)
+            next = L3_MAX(next, seqs[i] + 1);
     }
     free(seqs);
     for (unsigned i = 0; i < ASM_MAX; i++)
-        if (as->a[i].lsn != 0) {
+        if (p.as->a[i].lsn != 0) {
             rep.incomplete++;
-            asm_drop(&as->a[i]);
+            asm_drop(&p.as->a[i]);
         }
-    free(as);
-    if (rc == 0 && dir_dirty)
+    free(p.as);
+    if (rc == 0 && markers_sweep(wal_path) > 0)
+        p.dir_dirty = 1;
+    if (rc == 0 && p.dir_dirty)
         rc = l3_wal__fsync_dir_of(wal_path);
     rep.next_seq = next;
     if (ret_report)

@@ -171,6 +171,11 @@ void l3_wal_ring_detach(l3_wal_ring_t *r)
     free(r);
 }
 
+void l3_wal_ring_set_id(l3_wal_ring_t *r, uint64_t id)
+{
+    r->sh->rh_wal_id = id;
+}
+
 void l3_wal_ring_set_next_seq(l3_wal_ring_t *r, uint64_t seq)
 {
     atomic_store(&r->sh->rh_next_seq, seq ? seq : 1);

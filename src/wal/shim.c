@@ -11,14 +11,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "wal-int.h"
 
+/* A file the WAL creates never follows a symlink and gets exactly `mode` (0600 for every
+ * WAL file), whatever the process umask: fchmod after the open, before any byte is written. */
 static int sys_open(const char *path, int flags, mode_t mode)
 {
+    if (flags & O_CREAT)
+        flags |= O_NOFOLLOW;
     int fd = open(path, flags | O_CLOEXEC, mode);
-    return fd < 0 ? -errno : fd;
+    if (fd < 0)
+        return -errno;
+    if ((flags & O_CREAT) && fchmod(fd, mode) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
 }
 static int sys_close(int fd)
 {

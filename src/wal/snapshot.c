@@ -8,7 +8,7 @@
  * per-document scan calls l3_wal_snapshot_add under each document's lock) and the
  * supervisor at recovery (load). Single-threaded per snapshot. File syscalls go through the
  * shim. A snapshot file is never modified after the rename; a crash before the rename leaves
- * only a stale .tmp that the next snapshot overwrites.
+ * only a stale .tmp that the next snapshot removes and creates afresh (O_EXCL|O_NOFOLLOW, 0600).
  *
  * Invariants: S1 <path> is either absent or a complete, verified snapshot (rename is atomic
  * and happens after the data is durable); S2 load delivers entries only from a file whose
@@ -86,7 +86,10 @@ int l3_wal_snapshot_begin(const char *path, uint64_t wal_seq, uint64_t lsn, l3_w
     }
     snprintf(w->path, sizeof w->path, "%s", path);
     snprintf(w->tmp, sizeof w->tmp, "%s.tmp", path);
-    w->fd = l3_wal_shim.open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    /* a stale .tmp (a checkpointer died) is removed, never written through: O_EXCL and
+     * O_NOFOLLOW refuse whatever (symlink included) reappears at the name in between */
+    (void)l3_wal_shim.unlink(w->tmp);
+    w->fd = l3_wal_shim.open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, L3_WAL_FILE_MODE);
     if (w->fd < 0) {
         int rc = w->fd;
         free(w->buf);

@@ -29,6 +29,8 @@
  *   16     8 rh_data_bytes      init
  *   24     8 rh_max_rec         init: largest slot (7/8 of the data area)
  *   32     8 rh_init_ns         init (diagnostics)
+ *   40     8 rh_wal_id          supervisor after init (l3_wal_ring_set_id): l3_wal_path_id of the
+ *                               WAL it belongs to, 0 = unknown / salvage of a dead ring checks it
  *   64    40 rh_lock            robust process-shared mutex serialising reservations
  *  104     8 rh_head            producers under rh_lock (atomic store release) / acquire loads
  *  128     8 rh_tail            writer (release) after a batch is in the file / producers acquire
@@ -145,7 +147,8 @@ typedef struct {
     uint64_t rh_data_bytes;
     uint64_t rh_max_rec;
     uint64_t rh_init_ns;
-    uint8_t rh_pad0[24];
+    uint64_t rh_wal_id;
+    uint8_t rh_pad0[16];
 
     pthread_mutex_t rh_lock; /* 64 */
     _Atomic uint64_t rh_head;
@@ -307,6 +310,9 @@ typedef struct {
 } l3_wal_shim_t;
 
 extern l3_wal_shim_t l3_wal_shim;
+/* Mode of every file the WAL creates (segments, snapshots, .tmp, set-aside, quarantine):
+ * owner only, applied with fchmod so the umask cannot widen or narrow it. */
+#define L3_WAL_FILE_MODE 0600
 /** Restore the default (real syscalls, identity filters). */
 void l3_wal_shim_reset(void);
 
@@ -316,6 +322,9 @@ int l3_wal__seg_name(char *buf, size_t cap, const char *wal_path, uint64_t seq);
 int l3_wal__list_segments(const char *wal_path, uint64_t **ret_seqs);
 /* fsync the directory containing path (plain syscall via shim) */
 int l3_wal__fsync_dir_of(const char *path);
+
+/* Verify a mapped quarantine file (quarantine.c): 0 with *ret_rec pointing into p. */
+int l3_wal__quar_verify(const uint8_t *p, uint64_t size, l3_wal_rec_t *ret_rec);
 
 /* Verify a mapped snapshot (snapshot.c); fills info and the salt, or the first bad offset. */
 int l3_wal__snap_verify(const uint8_t *p, uint64_t size, l3_wal_snap_info_t *info, uint64_t *ret_salt,

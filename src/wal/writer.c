@@ -22,6 +22,11 @@
  *        +--(size >= segment_bytes, or checkpoint rotation)--> fdatasync -> CLOSED
  *   CLOSED --(checkpoint commit: seq < rh_delete_below)--> unlink -> dir fsync
  *
+ * The main loop (run_loop) takes these steps once per pass: step_segment (create the ACTIVE
+ * segment), step_rotate (ACTIVE -> CLOSED), delete_covered, then step_write (a batch) or
+ * step_quiet (pads, a due fdatasync, the end of a stop, sleep); run() ends in the state the
+ * loop reached (STOP, FAILSTOP or a failed stop).
+ *
  * Invariants:
  *  W1 a record is in the file before rh_tail passes it (ring space is reused only then), so
  *     a writer crash loses nothing: the restarted writer truncates the segment to the
@@ -293,7 +298,7 @@ static int seg_open_new(wr_t *w, uint64_t seq)
         w->seg_seq = seq;
         w->seg_off = 0;
         commit_progress(w);
-        fd = l3_wal_shim.open(w->path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        fd = l3_wal_shim.open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, L3_WAL_FILE_MODE);
     }
     seq--;
     if (fd < 0)
@@ -559,6 +564,10 @@ static int adopt(wr_t *w, uint64_t *ret_seq)
                 rc = uring_fsync(w, w->dfd, 0);
             if (rc < 0)
                 return rc;
+            /* its number is created again: segment numbers stay gap-free (recovery reads a
+             * gap as deleted segments) */
+            if (next == c->rc_seg_seq + 1)
+                next = c->rc_seg_seq;
         } else if (fd >= 0) {
             struct stat st;
             if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= c->rc_seg_off) {
@@ -574,7 +583,7 @@ static int adopt(wr_t *w, uint64_t *ret_seq)
         } else if (fd != -ENOENT) {
             return fd;
         }
-        if (next <= c->rc_seg_seq)
+        if (next < c->rc_seg_seq || (next == c->rc_seg_seq && c->rc_seg_off >= L3_WAL_SEG_HDR))
             next = c->rc_seg_seq + 1;
         /* everything below the committed tail is now in a synced file */
         publish_durable(w, w->cons);
@@ -620,6 +629,239 @@ static int sleep_until_work(wr_t *w, int timeout_ms, int blocked)
     return 0;
 }
 
+/* ---------------------------------------------------------------- main loop
+ * One pass of the loop walks the segment state machine of the file comment: make sure a
+ * segment is ACTIVE (create one), rotate or close it when due, delete covered ones, then
+ * write one batch (group commit), or else sync, finish the stop, or sleep. Each step says
+ * how the loop goes on. */
+typedef enum {
+    STEP_ON = 0,   /* next step of this pass */
+    STEP_AGAIN,    /* start the next pass */
+    STEP_STOPPED,  /* graceful stop: the ring is drained */
+    STEP_FAIL,     /* give up (rc set): cut to the committed length, exit with rc */
+    STEP_FAILSTOP, /* W3 (rc set): idle until told to stop, exit -EIO */
+} step_t;
+
+/* One pass's view of the ring after gather. */
+typedef struct {
+    int stopping, blocked, want, periodic;
+    uint64_t now, end, nrec, nab;
+    size_t used;
+    uint64_t *drain_since;
+} pass_t;
+
+/* ACTIVE? If no segment is open, create one (retried on ENOSPC/EIO). */
+static step_t step_segment(wr_t *w, uint64_t *next_seq, int stopping, uint64_t *drain_since, int *rc)
+{
+    if (w->fd >= 0)
+        return STEP_ON;
+    *rc = seg_open_new(w, *next_seq);
+    if (*rc < 0) {
+        set_error(w, *rc);
+        if (stopping && (atomic_load(&w->sh->rh_head) == w->cons || stop_gave_up(w, drain_since)))
+            return STEP_FAIL;
+        sleep_until_work(w, RETRY_MS, 0);
+        return STEP_AGAIN;
+    }
+    *next_seq = w->seg_seq + 1;
+    set_error(w, 0);
+    return STEP_ON;
+}
+
+/* ACTIVE -> CLOSED on a checkpoint rotation or at segment_bytes. */
+static step_t step_rotate(wr_t *w, int *rc)
+{
+    l3_wal_shm_t *sh = w->sh;
+    uint32_t req = atomic_load(&sh->rh_rotate_req);
+    int rotate_req = req != atomic_load(&sh->rh_rotate_done);
+    if (!rotate_req && w->seg_off < w->seg_bytes)
+        return STEP_ON;
+    if (w->seg_off > L3_WAL_SEG_HDR || !rotate_req) {
+        *rc = seg_close(w);
+        return *rc < 0 ? STEP_FAILSTOP : STEP_AGAIN; /* the next pass opens the next segment */
+    }
+    /* the active segment is empty: it is the new one */
+    atomic_store(&sh->rh_rotate_seq, w->seg_seq);
+    atomic_store(&sh->rh_rotate_done, req);
+    l3_wal__futex_wake(&sh->rh_rotate_done);
+    return STEP_ON;
+}
+
+/* Write the gathered batch, with a linked fdatasync when someone needs it (W1, W2). */
+static step_t step_write(wr_t *w, const pass_t *p, int *rc)
+{
+    l3_wal_shm_t *sh = w->sh;
+    int sync = w->o->durability == L3_WAL_FSYNC || p->want || p->periodic || p->stopping;
+    int srs = 0;
+    if (!w->linked) {
+        link_current(w);
+        w->linked = 1;
+    }
+    *rc = write_all(w, w->fd, w->buf, p->used, w->seg_off, sync, &srs);
+    if (*rc < 0) {
+        atomic_fetch_add_explicit(&sh->rh_st_errors, 1, memory_order_relaxed);
+        set_error(w, *rc);
+        if (p->stopping && stop_gave_up(w, p->drain_since))
+            return STEP_FAIL;
+        sleep_until_work(w, RETRY_MS, 0);
+        return STEP_AGAIN;
+    }
+    if (atomic_load(&sh->rh_error) && !atomic_load(&sh->rh_failstop))
+        set_error(w, 0);
+    w->seg_off += p->used;
+    w->cons = p->end;
+    w->dirty = 1;
+    atomic_fetch_add_explicit(&sh->rh_st_disk_bytes, p->used, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->rh_st_bytes, p->used, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->rh_st_records, p->nrec, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->rh_st_aborted, p->nab, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->rh_st_batches, 1, memory_order_relaxed);
+    commit_progress(w);
+    if (sync) {
+        if (srs < 0) {
+            *rc = srs;
+            return STEP_FAILSTOP;
+        }
+        w->dirty = 0;
+        w->last_sync_ns = l3_now_ns();
+        publish_durable(w, w->cons);
+    }
+    return STEP_AGAIN;
+}
+
+/* Nothing to write: skip pads and aborted slots, sync if due, finish a stop, or sleep. */
+static step_t step_quiet(wr_t *w, const pass_t *p, int *rc)
+{
+    const l3_wal_writer_opts_t *o = w->o;
+    if (p->end > w->cons) { /* only pads / aborted slots */
+        w->cons = p->end;
+        atomic_fetch_add_explicit(&w->sh->rh_st_aborted, p->nab, memory_order_relaxed);
+        commit_progress(w);
+        if (!w->dirty)
+            publish_durable(w, w->cons);
+        return STEP_AGAIN;
+    }
+    if (w->dirty && (p->want || p->periodic || p->stopping)) {
+        *rc = uring_fsync(w, w->fd, 1);
+        if (*rc < 0)
+            return STEP_FAILSTOP;
+        w->dirty = 0;
+        w->last_sync_ns = p->now;
+        publish_durable(w, w->cons);
+        return STEP_AGAIN;
+    }
+    if (!w->dirty)
+        publish_durable(w, w->cons);
+    if (p->stopping) {
+        uint64_t head = atomic_load(&w->sh->rh_head);
+        if (head == w->cons)
+            return STEP_STOPPED;
+        /* a live producer still holds a reservation: wait, bounded */
+        if (*p->drain_since == 0)
+            *p->drain_since = p->now;
+        if (p->now - *p->drain_since > (uint64_t)DRAIN_LIVE_WAIT_MS * 1000000u) {
+            wlog(w, L3_WAL_LOG_ERROR, "stopping with %" PRIu64 " ring bytes of live producers",
+                 head - w->cons);
+            return STEP_STOPPED;
+        }
+    }
+    int tmo = IDLE_MS;
+    if (p->blocked)
+        tmo = (int)L3_MIN(w->abort_ms, (unsigned)IDLE_MS);
+    if (o->flush_interval_ms && w->dirty) {
+        uint64_t due = w->last_sync_ns + (uint64_t)o->flush_interval_ms * 1000000u;
+        int ms = due > p->now ? (int)((due - p->now + 999999u) / 1000000u) : 0;
+        tmo = L3_MIN(tmo, ms);
+    }
+    if (p->stopping)
+        tmo = L3_MIN(tmo, 10);
+    sleep_until_work(w, tmo, p->blocked);
+    return STEP_AGAIN;
+}
+
+/* The loop until a stop (STEP_STOPPED) or a failure (STEP_FAIL / STEP_FAILSTOP, *rc set). */
+static step_t run_loop(wr_t *w, uint64_t next_seq, int *rc)
+{
+    uint64_t drain_since = 0;
+    w->last_sync_ns = l3_now_ns();
+    for (;;) {
+        int stopping = stop_requested(w);
+        step_t st = step_segment(w, &next_seq, stopping, &drain_since, rc);
+        if (st == STEP_ON)
+            st = step_rotate(w, rc);
+        if (st == STEP_AGAIN)
+            continue;
+        if (st != STEP_ON)
+            return st;
+        delete_covered(w);
+        pass_t p = {.stopping = stopping, .drain_since = &drain_since};
+        p.used = gather(w, &p.end, &p.blocked, &p.nrec, &p.nab);
+        p.now = l3_now_ns();
+        p.want = atomic_load(&w->sh->rh_sync_want) > atomic_load(&w->sh->rh_durable);
+        p.periodic = w->o->flush_interval_ms &&
+                     p.now - w->last_sync_ns >= (uint64_t)w->o->flush_interval_ms * 1000000u;
+        st = p.used > 0 ? step_write(w, &p, rc) : step_quiet(w, &p, rc);
+        if (st != STEP_AGAIN)
+            return st;
+    }
+}
+
+static void signals_install(struct sigaction *old_term, struct sigaction *old_int)
+{
+    sig_stop = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, old_term);
+    sigaction(SIGINT, &sa, old_int);
+    /* the supervisor forks us with both blocked so no early signal is lost */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
+/* Start (W1: adopt the previous writer's state), run, and end in the state the loop left:
+ * a graceful stop makes the file and the directory durable; FAILSTOP idles until the stop. */
+static int run(wr_t *w)
+{
+    l3_wal_shm_t *sh = w->sh;
+    uint64_t next_seq = 1;
+    int rc = 0;
+    step_t st = STEP_FAILSTOP;
+    if (!atomic_load(&sh->rh_failstop)) {
+        rc = adopt(w, &next_seq);
+        /* a previous writer's segment that cannot be made durable: as a failed fdatasync
+         * (W3), and no crash loop of restarts */
+        st = rc < 0 ? STEP_FAILSTOP : run_loop(w, next_seq, &rc);
+    }
+    if (st == STEP_STOPPED) {
+        rc = seg_close(w);
+        if (rc < 0)
+            st = STEP_FAILSTOP;
+        else if ((rc = uring_fsync(w, w->dfd, 0)) < 0)
+            st = STEP_FAIL;
+        else
+            return 0;
+    }
+    if (st == STEP_FAILSTOP) {
+        if (!atomic_load(&sh->rh_failstop) || rc < 0)
+            failstop(w, rc < 0 ? rc : -EIO);
+        while (!stop_requested(w)) { /* nothing more is written or acknowledged */
+            uint32_t seq = atomic_load(&sh->rh_pub_seq);
+            l3_wal__futex_wait(&sh->rh_pub_seq, seq, (int)IDLE_MS);
+        }
+        return -EIO;
+    }
+    wlog(w, L3_WAL_LOG_ERROR, "%s: %s", w->path, l3_strerror(rc));
+    /* leave no bytes of a failed write behind the committed length (best effort) */
+    if (w->fd >= 0 && l3_wal_shim.ftruncate(w->fd, (off_t)w->seg_off) == 0)
+        (void)uring_fsync(w, w->fd, 1);
+    return rc;
+}
+
 int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
 {
     wr_t w0 = {0}, *w = &w0;
@@ -632,204 +874,21 @@ int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
     w->seg_bytes = opts->segment_bytes ? opts->segment_bytes : (64ull << 20);
     w->abort_ms = opts->abort_check_ms ? opts->abort_check_ms : 50;
     snprintf(w->path, sizeof w->path, "%s", opts->wal_path);
-    l3_wal_shm_t *sh = w->sh;
 
     struct sigaction old_term, old_int;
-    if (opts->install_signals) {
-        sig_stop = 0;
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_signal;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGTERM, &sa, &old_term);
-        sigaction(SIGINT, &sa, &old_int);
-        /* the supervisor forks us with both blocked so no early signal is lost */
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGTERM);
-        sigaddset(&set, SIGINT);
-        sigprocmask(SIG_UNBLOCK, &set, NULL);
-    }
+    if (opts->install_signals)
+        signals_install(&old_term, &old_int);
     int rc = setup(w);
-    if (rc < 0)
-        goto out_sig;
-    atomic_store(&sh->rh_writer_pid, (uint32_t)getpid());
-
-    uint64_t next_seq = 1;
-    if (atomic_load(&sh->rh_failstop)) {
-        rc = -EIO;
-        goto idle;
+    if (rc == 0) {
+        atomic_store(&w->sh->rh_writer_pid, (uint32_t)getpid());
+        rc = run(w);
+        if (w->fd >= 0)
+            l3_wal_shim.close(w->fd);
+        if (w->dfd >= 0)
+            l3_wal_shim.close(w->dfd);
+        free(w->buf);
+        io_uring_queue_exit(&w->ur);
     }
-    rc = adopt(w, &next_seq);
-    if (rc < 0) {
-        /* the previous writer's segment cannot be made durable: same as a failed fdatasync
-         * (W3), and no crash loop of restarts */
-        failstop(w, rc);
-        goto idle;
-    }
-
-    uint64_t drain_since = 0;
-    w->last_sync_ns = l3_now_ns();
-    for (;;) {
-        int stopping = stop_requested(w);
-        /* an active segment: create one (retried on ENOSPC/EIO) */
-        if (w->fd < 0) {
-            rc = seg_open_new(w, next_seq);
-            if (rc < 0) {
-                set_error(w, rc);
-                if (stopping && (atomic_load(&sh->rh_head) == w->cons || stop_gave_up(w, &drain_since)))
-                    goto fail;
-                sleep_until_work(w, RETRY_MS, 0);
-                continue;
-            }
-            next_seq = w->seg_seq + 1;
-            set_error(w, 0);
-        }
-        /* checkpoint rotation and segment size */
-        uint32_t req = atomic_load(&sh->rh_rotate_req);
-        int rotate_req = req != atomic_load(&sh->rh_rotate_done);
-        if (rotate_req || w->seg_off >= w->seg_bytes) {
-            if (w->seg_off > L3_WAL_SEG_HDR || !rotate_req) {
-                rc = seg_close(w);
-                if (rc < 0) {
-                    failstop(w, rc);
-                    goto idle;
-                }
-                continue; /* opens the next segment */
-            }
-            /* the active segment is empty: it is the new one */
-            atomic_store(&sh->rh_rotate_seq, w->seg_seq);
-            atomic_store(&sh->rh_rotate_done, req);
-            l3_wal__futex_wake(&sh->rh_rotate_done);
-        }
-        delete_covered(w);
-
-        uint64_t end, nrec, nab;
-        int blocked;
-        size_t used = gather(w, &end, &blocked, &nrec, &nab);
-        uint64_t now = l3_now_ns();
-        int want = atomic_load(&sh->rh_sync_want) > atomic_load(&sh->rh_durable);
-        int periodic =
-            opts->flush_interval_ms && now - w->last_sync_ns >= (uint64_t)opts->flush_interval_ms * 1000000u;
-        if (used > 0) {
-            /* group commit: one fdatasync covers this batch and everything before it */
-            int sync = opts->durability == L3_WAL_FSYNC || want || periodic || stopping;
-            int srs = 0;
-            if (!w->linked) {
-                link_current(w);
-                w->linked = 1;
-            }
-            rc = write_all(w, w->fd, w->buf, used, w->seg_off, sync, &srs);
-            if (rc < 0) {
-                atomic_fetch_add_explicit(&sh->rh_st_errors, 1, memory_order_relaxed);
-                set_error(w, rc);
-                if (stopping && stop_gave_up(w, &drain_since))
-                    goto fail;
-                sleep_until_work(w, RETRY_MS, 0);
-                continue;
-            }
-            if (atomic_load(&sh->rh_error) && !atomic_load(&sh->rh_failstop))
-                set_error(w, 0);
-            w->seg_off += used;
-            w->cons = end;
-            w->dirty = 1;
-            atomic_fetch_add_explicit(&sh->rh_st_disk_bytes, used, memory_order_relaxed);
-            atomic_fetch_add_explicit(&sh->rh_st_bytes, used, memory_order_relaxed);
-            atomic_fetch_add_explicit(&sh->rh_st_records, nrec, memory_order_relaxed);
-            atomic_fetch_add_explicit(&sh->rh_st_aborted, nab, memory_order_relaxed);
-            atomic_fetch_add_explicit(&sh->rh_st_batches, 1, memory_order_relaxed);
-            commit_progress(w);
-            if (sync) {
-                if (srs < 0) {
-                    failstop(w, srs);
-                    goto idle;
-                }
-                w->dirty = 0;
-                w->last_sync_ns = l3_now_ns();
-                publish_durable(w, w->cons);
-            }
-            continue;
-        }
-        if (end > w->cons) { /* only pads / aborted slots */
-            w->cons = end;
-            atomic_fetch_add_explicit(&sh->rh_st_aborted, nab, memory_order_relaxed);
-            commit_progress(w);
-            if (!w->dirty)
-                publish_durable(w, w->cons);
-            continue;
-        }
-        /* nothing gathered: sync if someone needs it, or periodically */
-        if (w->dirty && (want || periodic || stopping)) {
-            rc = uring_fsync(w, w->fd, 1);
-            if (rc < 0) {
-                failstop(w, rc);
-                goto idle;
-            }
-            w->dirty = 0;
-            w->last_sync_ns = now;
-            publish_durable(w, w->cons);
-            continue;
-        }
-        if (!w->dirty)
-            publish_durable(w, w->cons);
-        if (stopping) {
-            uint64_t head = atomic_load(&sh->rh_head);
-            if (head == w->cons)
-                break;
-            /* a live producer still holds a reservation: wait, bounded */
-            if (drain_since == 0)
-                drain_since = now;
-            if (now - drain_since > (uint64_t)DRAIN_LIVE_WAIT_MS * 1000000u) {
-                wlog(w, L3_WAL_LOG_ERROR, "stopping with %" PRIu64 " ring bytes of live producers",
-                     head - w->cons);
-                break;
-            }
-        }
-        int tmo = IDLE_MS;
-        if (blocked)
-            tmo = (int)L3_MIN(w->abort_ms, (unsigned)IDLE_MS);
-        if (opts->flush_interval_ms && w->dirty) {
-            uint64_t due = w->last_sync_ns + (uint64_t)opts->flush_interval_ms * 1000000u;
-            int ms = due > now ? (int)((due - now + 999999u) / 1000000u) : 0;
-            tmo = L3_MIN(tmo, ms);
-        }
-        if (stopping)
-            tmo = L3_MIN(tmo, 10);
-        sleep_until_work(w, tmo, blocked);
-    }
-    /* graceful stop: the file and the directory are durable */
-    rc = seg_close(w);
-    if (rc < 0) {
-        failstop(w, rc);
-        goto idle;
-    }
-    rc = uring_fsync(w, w->dfd, 0);
-    if (rc < 0)
-        goto fail;
-    rc = 0;
-    goto out;
-
-idle:
-    /* FAILSTOP (W3): nothing more is written or acknowledged; wait for the stop request */
-    while (!stop_requested(w)) {
-        uint32_t seq = atomic_load(&sh->rh_pub_seq);
-        l3_wal__futex_wait(&sh->rh_pub_seq, seq, (int)IDLE_MS);
-    }
-    rc = -EIO;
-    goto out;
-fail:
-    wlog(w, L3_WAL_LOG_ERROR, "%s: %s", w->path, l3_strerror(rc));
-    /* leave no bytes of a failed write behind the committed length (best effort) */
-    if (w->fd >= 0 && l3_wal_shim.ftruncate(w->fd, (off_t)w->seg_off) == 0)
-        (void)uring_fsync(w, w->fd, 1);
-out:
-    if (w->fd >= 0)
-        l3_wal_shim.close(w->fd);
-    if (w->dfd >= 0)
-        l3_wal_shim.close(w->dfd);
-    free(w->buf);
-    io_uring_queue_exit(&w->ur);
-out_sig:
     if (opts->install_signals) {
         sigaction(SIGTERM, &old_term, NULL);
         sigaction(SIGINT, &old_int, NULL);

@@ -4,6 +4,7 @@
  *
  *   l3kv-inspect [--pid PID | --name NAME] [--json] info | keys [PREFIX] | get KEY | check
  *   l3kv-inspect [--json] wal FILE
+ *   l3kv-inspect [--json] quarantine DIR
  * The options may also follow the command and its arguments (l3kv-inspect wal FILE --json).
  *
  * Attaches read-only (PROT_READ mapping of /dev/shm/l3kv-<name>) and takes no lock, so it
@@ -42,6 +43,7 @@ static void usage(FILE *f)
                "  get KEY        print the document as JSON\n"
                "  check          verify every structure and document (exit 1 on corruption)\n"
                "  wal FILE       dump and verify a WAL segment or snapshot file offline (exit 1 if damaged)\n"
+               "  quarantine DIR list and verify the records recovery set aside (<data_dir>/quarantine)\n"
                "The only instance on the machine is used when neither --pid nor --name is given.\n");
 }
 
@@ -329,6 +331,18 @@ int main(int argc, char **argv)
         if (wrc < 0 && wrc != L3_ECORRUPT && wrc != -EBADMSG)
             fprintf(stderr, "l3kv-inspect: wal: %s: %s\n", arg1, l3_strerror(wrc));
         return wrc == 0 ? 0 : 1;
+    }
+    if (strcmp(cmd, "quarantine") == 0) {
+        /* offline: list and verify the records recovery set aside (<data_dir>/quarantine) */
+        if (nargs != 1 || name || pid) {
+            usage(stderr);
+            return 2;
+        }
+        int qrc = l3_wal_quarantine_dump(arg1, stdout, json_out ? 1 : 0);
+        fflush(stdout);
+        if (qrc < 0 && qrc != L3_ECORRUPT)
+            fprintf(stderr, "l3kv-inspect: quarantine: %s: %s\n", arg1, l3_strerror(qrc));
+        return qrc == 0 ? 0 : 1;
     }
     bool ok = (strcmp(cmd, "info") == 0 && nargs == 0) || (strcmp(cmd, "keys") == 0 && nargs <= 1) ||
               (strcmp(cmd, "get") == 0 && nargs == 1) || (strcmp(cmd, "check") == 0 && nargs == 0);
