@@ -4,7 +4,7 @@
  *
  * Everything here lives in one MAP_SHARED mapping that every server process maps at a
  * different address and that l3kv-inspect maps read-only: structures hold byte offsets
- * from the start of the arena, never pointers (ARCHITECTURE invariant 1). All integers
+ * from the start of the arena, never pointers (S1 in docs/invariants.md). All integers
  * are native little endian (the arena never leaves the machine). A change to any
  * structure below bumps L3_ARENA_LAYOUT; attach refuses a mismatch naming both values.
  *

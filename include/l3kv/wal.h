@@ -101,7 +101,7 @@
  *
  * Ordering: the ring is consumed strictly in reservation order. Producers reserve while they
  * hold the document lock, so the records of one key are in ring order = LSN order = apply
- * order (ARCHITECTURE invariant 3). Across keys ring order may differ from LSN order (the
+ * order (S3 in docs/invariants.md). Across keys ring order may differ from LSN order (the
  * store assigns the LSN before the hook reserves); replay is per-key ordered and skips
  * records at or below the document's LSN, so the cross-key order never matters. For the
  * same reason durability is tracked by ring position ("ticket"), not by LSN: a durable

@@ -4,7 +4,7 @@
  * (which makes mutations durable). The store calls the hook while it still holds the
  * document's lock, after the mutation is applied in memory and before it is visible as
  * committed; a non-zero return makes the store roll the mutation back and return that
- * code, so WAL order equals apply order per key (ARCHITECTURE invariant 3).
+ * code, so WAL order equals apply order per key (S3 in docs/invariants.md).
  *
  * The payload is opaque to the WAL: the store encodes it (l3_store_encode_*) and decodes
  * it again on replay (l3_store_replay). The WAL only frames, checksums and orders it.

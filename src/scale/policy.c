@@ -29,13 +29,13 @@
  * from toggling a worker on and off.
  *
  * Invariants:
- *   P1. Every returned target lies in [min_workers, max_workers].
- *   P2. A decision with delta < 0 and reason DOWN_SUSTAINED is only made after every step
+ *   A1. Every returned target lies in [min_workers, max_workers].
+ *   A2. A decision with delta < 0 and reason DOWN_SUSTAINED is only made after every step
  *       of the preceding cooldown_ms wanted fewer workers than the caller had; any step
  *       that wanted as many or more (or an invalid measurement, or time going backwards)
  *       ends the low period.
- *   P3. Scale-up never adds more than max_step_up workers in one decision.
- *   P4. Time going backwards never advances the filter (dt is taken as 0).
+ *   A3. Scale-up never adds more than max_step_up workers in one decision.
+ *   A4. Time going backwards never advances the filter (dt is taken as 0).
  */
 #include <errno.h>
 #include <limits.h>
@@ -182,7 +182,7 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
 
     sc->steps++;
     if (sc->stepped && now_ms < sc->last_ms) {
-        backwards = true; /* P4: dt stays 0 */
+        backwards = true; /* A4: dt stays 0 */
         sc->time_backwards++;
     } else if (sc->stepped) {
         dt = (double)(now_ms - sc->last_ms) / 1000.0;
@@ -218,7 +218,7 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
     } else if (!valid || !sc->kf.ready) {
         d.reason = L3_SCALE_HOLD_INVALID;
         snprintf(d.text, sizeof(d.text), "hold: invalid measurement");
-        sc->low = false; /* P2 */
+        sc->low = false; /* A2 */
     } else {
         unsigned up = workers_for(pred, p->capacity);
         if (up > cur && pred - p->margin * sd > cur * p->capacity) {
@@ -230,7 +230,7 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
             } else {
                 unsigned t = up;
                 if (t - cur > p->max_step_up)
-                    t = cur + p->max_step_up; /* P3 */
+                    t = cur + p->max_step_up; /* A3 */
                 if (t > p->max_workers)
                     t = p->max_workers;
                 d.target = t;
@@ -268,7 +268,7 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
                              demand, down, (unsigned long long)held, p->cooldown_ms);
                 }
             } else if (down < cur) {
-                /* P2/P4: a clock that went backwards cannot prove the period; start over. */
+                /* A2/A4: a clock that went backwards cannot prove the period; start over. */
                 sc->low = false;
                 d.reason = L3_SCALE_HOLD_COOLDOWN;
                 snprintf(d.text, sizeof(d.text), "hold: cooldown restarted, time went backwards");

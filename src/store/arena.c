@@ -77,7 +77,7 @@ static uint32_t hdr_crc(const l3_arena_hdr_t *h)
     return l3_crc32c(0, h, L3_ARENA_HDR_CRC_BYTES);
 }
 
-/* Check at start that a robust mutex really reports a dead owner (ARCHITECTURE I2). */
+/* Check at start that a robust mutex really reports a dead owner (S2 in docs/invariants.md). */
 static int robust_selftest(void)
 {
     l3_lock_t *lk = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

@@ -6,11 +6,11 @@
  * Runs in: workers (HTTP requests), the supervisor (recovery), the writer (checkpoint
  * scans), tests.
  * Concurrency: an operation takes its key's stripe lock for its whole duration (readers
- * too: they never see a half-written document, ARCHITECTURE I8). A mutation is one
+ * too: they never see a half-written document, S8 in docs/invariants.md). A mutation is one
  * transaction (tx.c): in-place changes are undo-logged; anything larger is built in a
  * private block and published by one logged store of the entry's ie_doc/ie_cap, the old
  * block being freed when the transaction commits. The WAL hook runs under the lock after
- * the change and before the commit, so WAL order is apply order per key (I3); a non-zero
+ * the change and before the commit, so WAL order is apply order per key (S3); a non-zero
  * hook result rolls the mutation back.
  * Invariants:
  *  O1 a failed operation (any return < 0) leaves the arena as it found it

@@ -8,16 +8,16 @@
  * acknowledged from here). Single-threaded.
  *
  * Rules (docs/wal.md, "Recovery"):
- *  P1 segments are read in ascending sequence order; records within a segment in file order;
- *  P2 the first record whose length, magic, CRC or salt is wrong ends the whole log (later
+ *  W1 segments are read in ascending sequence order; records within a segment in file order;
+ *  W2 the first record whose length, magic, CRC or salt is wrong ends the whole log (later
  *     records could depend on the lost one), even if later segments look valid;
- *  P3 bad bytes are never deleted: the tail of the segment is copied to
+ *  W3 bad bytes are never deleted: the tail of the segment is copied to
  *     "<segment>.corrupt-<unix-seconds>" (fsync'd) before the live file is truncated to its
  *     valid prefix (fsync'd); later segments are renamed to the same pattern; the directory
  *     is fsync'd after;
- *  P5 when the disk is full the tail is kept in place behind an empty marker file instead
+ *  W5 when the disk is full the tail is kept in place behind an empty marker file instead
  *     of copied (see "in-place set-aside" below), so recovery never needs free space;
- *  P4 an empty segment (created, header never written) holds nothing and is removed; its
+ *  W4 an empty segment (created, header never written) holds nothing and is removed; its
  *     sequence number is reused (next_seq does not count it), so the numbers stay gap-free
  *     and a gap always means deleted or lost segments (recover.c).
  */
@@ -59,7 +59,7 @@ static int aside_name(char *buf, size_t cap, const char *name)
     return -EEXIST;
 }
 
-/* Copy [off, size) of the mapped file to an aside file, then truncate the live file (P3). */
+/* Copy [off, size) of the mapped file to an aside file, then truncate the live file (W3). */
 static int set_tail_aside(const char *name, int fd, const uint8_t *map, uint64_t off, uint64_t size,
                           l3_wal_replay_report_t *rep)
 {
@@ -106,13 +106,13 @@ static int set_tail_aside(const char *name, int fd, const uint8_t *map, uint64_t
 }
 
 /*
- * P5 in-place set-aside (the disk is full). Copying a bad tail aside needs free space, and a
+ * W5 in-place set-aside (the disk is full). Copying a bad tail aside needs free space, and a
  * start after a crash on a full disk must not: when the copy fails with ENOSPC/EDQUOT the
  * bytes stay where they are and an empty marker file "<segment>.end-<offset>" records where
  * the segment's valid part ends. An empty file needs no data block, only a directory entry.
  * Replay then reads the segment only up to the marker's offset, and the log goes on in the
  * next segment (which the writer creates after this recovery). At a later start with space
- * the tail is copied aside and cut as in P3 and the marker removed. Markers whose segment a
+ * the tail is copied aside and cut as in W3 and the marker removed. Markers whose segment a
  * checkpoint deleted are removed.
  */
 #define MARKER_SUFFIX ".end-"
@@ -268,11 +268,11 @@ typedef struct {
     void *ctx;
     asms_t *as;
     l3_wal_replay_report_t *rep;
-    int ended;     /* P2: a bad record was found; later segments go aside */
+    int ended;     /* W2: a bad record was found; later segments go aside */
     int dir_dirty; /* a file was removed or renamed: fsync the directory at the end */
 } rp_t;
 
-/* Deliver the records of a mapped segment from offset 64 up to `limit` (P1). Returns 0
+/* Deliver the records of a mapped segment from offset 64 up to `limit` (W1). Returns 0
  * when every byte up to limit was a valid record, the decode error that stopped it (> 0
  * never), and sets *ret_cb to the callback's error if it aborted; *ret_off = where it
  * stopped. */
@@ -316,8 +316,8 @@ static int read_records(rp_t *p, const uint8_t *map, uint64_t limit, uint64_t sa
     return bad;
 }
 
-/* Set the bytes [off, size) aside (P3); on a full disk keep them in place behind a marker
- * (P5). marker: the segment's existing marker ("" if none), removed once the tail moved. */
+/* Set the bytes [off, size) aside (W3); on a full disk keep them in place behind a marker
+ * (W5). marker: the segment's existing marker ("" if none), removed once the tail moved. */
 static int tail_aside(rp_t *p, const char *name, int fd, const uint8_t *map, uint64_t off, uint64_t size,
                       const char *marker)
 {
@@ -331,14 +331,14 @@ static int tail_aside(rp_t *p, const char *name, int fd, const uint8_t *map, uin
     return marker[0] != '\0' ? 0 : marker_create(name, off, p->rep);
 }
 
-/* One segment: header (P2), records up to its end or its marker (P5), the bad tail (P3). */
+/* One segment: header (W2), records up to its end or its marker (W5), the bad tail (W3). */
 static int replay_segment(rp_t *p, const char *name, int fd, const uint8_t *map, uint64_t size, uint64_t seq)
 {
     l3_wal_replay_report_t *rep = p->rep;
     char marker[4200] = "";
     uint64_t limit = L3_MIN(size, marker_end(name, marker, sizeof marker));
     uint64_t off = 0;
-    int bad = L3_ECORRUPT, cb = 0; /* P2: after the end of the log, everything is bad */
+    int bad = L3_ECORRUPT, cb = 0; /* W2: after the end of the log, everything is bad */
     if (!p->ended) {
         l3_wal_seg_hdr_t h;
         bad = l3_wal_seg_hdr_decode(map, size, &h);
@@ -369,7 +369,7 @@ static int replay_segment(rp_t *p, const char *name, int fd, const uint8_t *map,
     return 0;
 }
 
-/* Open, map and replay one segment; an empty one is removed (P4). */
+/* Open, map and replay one segment; an empty one is removed (W4). */
 static int replay_file(rp_t *p, const char *wal_path, uint64_t seq, int *ret_removed)
 {
     char name[4096];
@@ -386,7 +386,7 @@ static int replay_file(rp_t *p, const char *wal_path, uint64_t seq, int *ret_rem
         return rc;
     }
     uint64_t size = (uint64_t)st.st_size;
-    if (size == 0) { /* P4: its number is given out again, so no gap appears */
+    if (size == 0) { /* W4: its number is given out again, so no gap appears */
         l3_wal_shim.close(fd);
         p->dir_dirty = 1;
         *ret_removed = 1;

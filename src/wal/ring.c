@@ -12,12 +12,12 @@
  * sleeper announces itself, then re-checks; the waker changes state, then looks for sleepers.
  *
  * Invariants:
- *  I1 every slot in [rh_tail, rh_head) has a valid header (written under rh_lock before head
+ *  R1 every slot in [rh_tail, rh_head) has a valid header (written under rh_lock before head
  *     moves past it);
- *  I2 rh_head - rh_tail <= data size; a slot never straddles the end of the data area;
- *  I3 slots of one key are reserved in apply order (the caller holds the document lock);
- *  I4 rh_durable <= rh_tail <= rh_head, all monotonic;
- *  I5 (probe) a producer entry's pe_pos is 0 or names the slot of its latest hook call whose
+ *  R2 rh_head - rh_tail <= data size; a slot never straddles the end of the data area;
+ *  R3 slots of one key are reserved in apply order (the caller holds the document lock);
+ *  R4 rh_durable <= rh_tail <= rh_head, all monotonic;
+ *  R5 (probe) a producer entry's pe_pos is 0 or names the slot of its latest hook call whose
  *     LSN is pe_lsn; slot memory is reused only by a reservation, which needs rh_lock, so
  *     whoever holds rh_lock reads a slot at a position >= rh_tail as that slot.
  */
@@ -137,7 +137,7 @@ int l3_wal_ring_init(void *region, size_t len, l3_wal_ring_t **ret_ring)
     pthread_mutexattr_destroy(&a);
     if (rc != 0)
         return -rc;
-    /* check that robustness really took effect (see ARCHITECTURE invariant 2) */
+    /* check that robustness really took effect (S2 in docs/invariants.md) */
     pthread_mutexattr_t chk;
     int robust = 0;
     pthread_mutexattr_init(&chk);
@@ -200,7 +200,7 @@ static int ring_lock(l3_wal_shm_t *sh)
 {
     int rc = pthread_mutex_lock(&sh->rh_lock);
     if (rc == EOWNERDEAD) {
-        /* I1: the dead owner either advanced head (slot complete) or not (slot ignored) */
+        /* R1: the dead owner either advanced head (slot complete) or not (slot ignored) */
         pthread_mutex_consistent(&sh->rh_lock);
         rc = 0;
     }
@@ -208,7 +208,7 @@ static int ring_lock(l3_wal_shm_t *sh)
 }
 
 /* Reserve; prod >= 0 tags the slot with producer entry prod and records its position there
- * (under rh_lock, before rh_head moves: I5). */
+ * (under rh_lock, before rh_head moves: R5). */
 static int reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned timeout_ms, int prod,
                    l3_wal_resv_t *ret)
 {
@@ -397,7 +397,7 @@ static int prod_verdict(l3_wal_ring_t *r, l3_wal_prod_t *pe)
     uint64_t pos = (p & ~L3_WAL_POS_PUB) - 1;
     uint64_t tail = atomic_load_explicit(&sh->rh_tail, memory_order_acquire);
     if (tail <= pos) {
-        /* still in the ring and, under rh_lock, not reusable (I5). The owner is dead, so
+        /* still in the ring and, under rh_lock, not reusable (R5). The owner is dead, so
          * RESERVED is final for it (the writer may only turn it into ABORTED). */
         uint32_t st = atomic_load_explicit(&l3_wal__slot(r, pos)->rs_state, memory_order_acquire);
         return st == L3_WAL_SLOT_PUBLISHED;

@@ -5,7 +5,7 @@
  * rotates segments for checkpoints and deletes the ones a snapshot covers.
  *
  * Process: the dedicated writer (forked by the supervisor; restarted if it dies). It is the
- * only process that opens WAL segments for writing (ARCHITECTURE invariant 4).
+ * only process that opens WAL segments for writing (S4 in docs/invariants.md).
  * Concurrency: single-threaded; talks to producers only through the ring's atomics
  * (ring.c). Sleeps on the rh_pub_seq futex when idle; never spins.
  *

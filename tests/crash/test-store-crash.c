@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-store-crash.c - processes SIGKILLed at random instants while they mutate large
- * documents in a shared arena (ARCHITECTURE invariant 2).
+ * documents in a shared arena (S2 in docs/invariants.md).
  *
  * Every document keeps an invariant that a torn mutation would break: check == gen * 7,
  * and pad is (gen % 3000 + 50) copies of one letter chosen by gen. Workers change the
