@@ -173,6 +173,74 @@ static void record(l3_scale_t *sc, const l3_scale_decision_t *d)
         sc->hist_len++;
 }
 
+/* Scale-up branch of l3_scale_step: the forecast needs more than cur workers. */
+static void decide_up(l3_scale_t *sc, unsigned cur, unsigned up, double pred, l3_scale_decision_t *d)
+{
+    const l3_scale_params_t *p = &sc->params;
+    sc->low = false;
+    if (cur >= p->max_workers) {
+        d->reason = L3_SCALE_HOLD_AT_MAX;
+        snprintf(d->text, sizeof(d->text), "hold: at max %u workers, predicted depth %.1f",
+                 p->max_workers, pred);
+    } else {
+        unsigned t = up;
+        if (t - cur > p->max_step_up)
+            t = cur + p->max_step_up; /* A3 */
+        if (t > p->max_workers)
+            t = p->max_workers;
+        d->target = t;
+        d->reason = L3_SCALE_UP_PREDICTED;
+        snprintf(d->text, sizeof(d->text), "scale up: predicted depth %.1f > capacity %.0f", pred,
+                 cur * p->capacity);
+    }
+}
+
+/* Hold or scale-down branch of l3_scale_step: the forecast fits cur workers. */
+static void decide_down(l3_scale_t *sc, unsigned cur, double est, double pred, double sd, bool backwards,
+                        uint64_t now_ms, l3_scale_decision_t *d)
+{
+    const l3_scale_params_t *p = &sc->params;
+    /* Down needs the depth now to be confidently low (upper bound of the estimate)
+     * and the forecast not to need more. The forecast's own sd is not added here:
+     * it is mostly rate noise and would hold one worker too many at steady load. */
+    double est_hi = est + p->margin * sqrt(sc->kf.P[0][0]);
+    double demand = est_hi > pred ? est_hi : pred;
+    unsigned down = workers_for(demand, p->capacity * p->down_fill);
+    if (down < p->min_workers)
+        down = p->min_workers;
+    if (down < cur && !backwards) {
+        if (!sc->low) {
+            sc->low = true;
+            sc->low_since_ms = now_ms;
+            sc->low_peak = down;
+        } else if (down > sc->low_peak) {
+            sc->low_peak = down;
+        }
+        uint64_t held = now_ms - sc->low_since_ms;
+        if (held >= p->cooldown_ms) {
+            d->target = sc->low_peak;
+            d->reason = L3_SCALE_DOWN_SUSTAINED;
+            snprintf(d->text, sizeof(d->text), "scale down: depth %.1f fits %u workers for %llu ms",
+                     demand, sc->low_peak, (unsigned long long)held);
+            sc->low = false;
+        } else {
+            d->reason = L3_SCALE_HOLD_COOLDOWN;
+            snprintf(d->text, sizeof(d->text), "hold: cooldown (depth %.1f fits %u, low %llu of %u ms)",
+                     demand, down, (unsigned long long)held, p->cooldown_ms);
+        }
+    } else if (down < cur) {
+        /* A2/A4: a clock that went backwards cannot prove the period; start over. */
+        sc->low = false;
+        d->reason = L3_SCALE_HOLD_COOLDOWN;
+        snprintf(d->text, sizeof(d->text), "hold: cooldown restarted, time went backwards");
+    } else {
+        sc->low = false;
+        d->reason = L3_SCALE_HOLD;
+        snprintf(d->text, sizeof(d->text), "hold: predicted depth %.1f (sd %.1f) within capacity %.0f",
+                 pred, sd, cur * p->capacity);
+    }
+}
+
 unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, l3_scale_decision_t *ret)
 {
     const l3_scale_params_t *p = &sc->params;
@@ -221,64 +289,10 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
         sc->low = false; /* A2 */
     } else {
         unsigned up = workers_for(pred, p->capacity);
-        if (up > cur && pred - p->margin * sd > cur * p->capacity) {
-            sc->low = false;
-            if (cur >= p->max_workers) {
-                d.reason = L3_SCALE_HOLD_AT_MAX;
-                snprintf(d.text, sizeof(d.text), "hold: at max %u workers, predicted depth %.1f",
-                         p->max_workers, pred);
-            } else {
-                unsigned t = up;
-                if (t - cur > p->max_step_up)
-                    t = cur + p->max_step_up; /* A3 */
-                if (t > p->max_workers)
-                    t = p->max_workers;
-                d.target = t;
-                d.reason = L3_SCALE_UP_PREDICTED;
-                snprintf(d.text, sizeof(d.text), "scale up: predicted depth %.1f > capacity %.0f", pred,
-                         cur * p->capacity);
-            }
-        } else {
-            /* Down needs the depth now to be confidently low (upper bound of the estimate)
-             * and the forecast not to need more. The forecast's own sd is not added here:
-             * it is mostly rate noise and would hold one worker too many at steady load. */
-            double est_hi = est + p->margin * sqrt(sc->kf.P[0][0]);
-            double demand = est_hi > pred ? est_hi : pred;
-            unsigned down = workers_for(demand, p->capacity * p->down_fill);
-            if (down < p->min_workers)
-                down = p->min_workers;
-            if (down < cur && !backwards) {
-                if (!sc->low) {
-                    sc->low = true;
-                    sc->low_since_ms = now_ms;
-                    sc->low_peak = down;
-                } else if (down > sc->low_peak) {
-                    sc->low_peak = down;
-                }
-                uint64_t held = now_ms - sc->low_since_ms;
-                if (held >= p->cooldown_ms) {
-                    d.target = sc->low_peak;
-                    d.reason = L3_SCALE_DOWN_SUSTAINED;
-                    snprintf(d.text, sizeof(d.text), "scale down: depth %.1f fits %u workers for %llu ms",
-                             demand, sc->low_peak, (unsigned long long)held);
-                    sc->low = false;
-                } else {
-                    d.reason = L3_SCALE_HOLD_COOLDOWN;
-                    snprintf(d.text, sizeof(d.text), "hold: cooldown (depth %.1f fits %u, low %llu of %u ms)",
-                             demand, down, (unsigned long long)held, p->cooldown_ms);
-                }
-            } else if (down < cur) {
-                /* A2/A4: a clock that went backwards cannot prove the period; start over. */
-                sc->low = false;
-                d.reason = L3_SCALE_HOLD_COOLDOWN;
-                snprintf(d.text, sizeof(d.text), "hold: cooldown restarted, time went backwards");
-            } else {
-                sc->low = false;
-                d.reason = L3_SCALE_HOLD;
-                snprintf(d.text, sizeof(d.text), "hold: predicted depth %.1f (sd %.1f) within capacity %.0f",
-                         pred, sd, cur * p->capacity);
-            }
-        }
+        if (up > cur && pred - p->margin * sd > cur * p->capacity)
+            decide_up(sc, cur, up, pred, &d);
+        else
+            decide_down(sc, cur, est, pred, sd, backwards, now_ms, &d);
     }
 
     d.delta = delta_of(d.target, cur);
