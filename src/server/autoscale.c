@@ -19,7 +19,11 @@
 #include <string.h>
 
 #include "l3kv/scale.h"
-#include "server.h"
+#include "autoscale.h"
+#include "config.h"
+#include "log.h"
+#include "supervisor.h"
+#include "obs.h"
 
 static l3_scale_t scaler;
 

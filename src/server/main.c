@@ -22,7 +22,12 @@
 #include <string.h>
 
 #include "l3kv-config.h"
-#include "server.h"
+#include "autoscale.h"
+#include "config.h"
+#include "log.h"
+#include "supervisor.h"
+#include "walsetup.h"
+#include "l3kv/store.h"
 #include "worker.h"
 
 static void usage(FILE *f)

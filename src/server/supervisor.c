@@ -52,7 +52,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "server.h"
+#include "config.h"
+#include "ctl.h"
+#include "listen.h"
+#include "log.h"
+#include "supervisor.h"
+#include "obs.h"
+#include "l3kv/error.h"
+#include "l3kv/store.h"
 #include "worker.h"
 
 #define MAX_ROLES 4

@@ -31,7 +31,11 @@
 #include <unistd.h>
 
 #include "l3kv/wal.h"
-#include "server.h"
+#include "log.h"
+#include "supervisor.h"
+#include "walsetup.h"
+#include "l3kv/error.h"
+#include "l3kv/store.h"
 
 #define CHECKPOINT_CHECK_MS 1000u   /* how often the WAL size is compared with checkpoint_bytes */
 #define CHECKPOINT_TIMEOUT_MS 30000 /* bound on waiting for the writer to rotate */

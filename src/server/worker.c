@@ -44,7 +44,9 @@
 #include "errmap.h"
 #include "log.h"
 #include "routes.h"
-#include "server.h"
+#include "ctl.h"
+#include "supervisor.h"
+#include "l3kv/store.h"
 #include "worker.h"
 
 /* Slack above server.max_body_bytes given to h2o's own limit: bodies up to it reach the
