@@ -22,7 +22,7 @@
 
 #include "durable.h"
 #include "errmap.h"
-#include "http.h"
+#include "send.h"
 #include "l3kv/wal.h"
 
 void l3_durable_init(l3_durable_t *d, void *ring, bool wait, uint32_t slot, l3_obs_slot_t *obs)

@@ -19,9 +19,7 @@
 #include "l3kv/store.h"
 #include "obs.h"
 #include "query.h"
-
-#define L3_CT_JSON "application/json"
-#define L3_CT_BIN "application/vnd.l3kv.doc"
+#include "send.h"
 
 /**
  * The routes' environment: one per worker process, carried by the h2o handler
@@ -67,13 +65,10 @@ h2o_iovec_t l3_http_media_type(h2o_req_t *req, h2o_iovec_t v);
 /** Parse the request's query string (values in the request pool). 0 or -1 (malformed escape). */
 int l3_http_query(h2o_req_t *req, l3_query_t *q);
 
-void l3_http_add_header(h2o_req_t *req, const h2o_token_t *tok, const char *v, size_t len);
 void l3_http_add_etag(h2o_req_t *req, uint64_t lsn);
 /** Hand a malloc'd buffer to the request: freed when the request is done. */
 void l3_http_adopt(h2o_req_t *req, void *buf);
 
-/** Send a complete response (Content-Length except 204/304; no body for HEAD). No metrics. */
-void l3_http_send(h2o_req_t *req, int status, const char *ctype, h2o_iovec_t body, int head);
 /** Record the request in the metrics (handler time, status, received bytes). */
 void l3_http_record(l3_rq_t *rq, int status);
 /** Record and send. */
