@@ -4,10 +4,13 @@
  * (l3kv-inspect wal, l3kv-inspect quarantine).
  * Read-only: maps the file privately, never writes it. Any process; single-threaded.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -190,5 +193,63 @@ int l3_wal_dump(const char *path, FILE *out, int json)
     else
         rc = dump_wal(p, size, path, out, json);
     munmap((void *)p, size);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- quarantine directory */
+
+#define QDIR_MAX_FILES 100000u /* a listing reads at most this many names */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int l3_wal_quarantine_dump(const char *dir, FILE *out, int json)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return -errno;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n < QDIR_MAX_FILES) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || strcmp(de->d_name + len - 4, ".l3q") != 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nv = realloc(names, cap * sizeof *nv);
+            if (nv == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            names = nv;
+        }
+        if ((names[n] = strdup(de->d_name)) == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    if (n)
+        qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        int r = l3_wal_dump(path, out, json);
+        if (r < 0 && rc == 0)
+            rc = r;
+        free(names[i]);
+    }
+    free(names);
+    if (rc == 0) {
+        if (json)
+            fprintf(out, "{\"quarantine\":true,\"files\":%zu}\n", n);
+        else
+            fprintf(out, "quarantine %s: %zu file(s)\n", dir, n);
+    }
     return rc;
 }

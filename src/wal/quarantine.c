@@ -4,14 +4,14 @@
  * <data_dir>/quarantine/ so that one bad record never keeps the service from starting
  * (format in l3kv/wal.h, "quarantine file"; docs/wal.md section 5).
  *
- * Process: the supervisor during recovery (writes), l3kv-inspect (lists). Single-threaded.
+ * Process: the supervisor during recovery (writes); l3kv-inspect lists and dumps the files
+ * (dump.c). Single-threaded.
  * File syscalls go through the shim. A quarantine file is written once (O_EXCL, 0600),
  * fsync'd with its directory before recovery goes on, and never modified; the operator
  * removes it after dealing with it.
  * Invariant: Q1 a quarantine file is complete and verified by its CRCs, or recovery stopped
  * (a file that cannot be written is removed and its error returned).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -24,7 +24,6 @@
 #include "l3kv/error.h"
 #include "wal-int.h"
 
-#define QDIR_MAX_FILES 100000u /* a listing reads at most this many names */
 
 static int write_all(int fd, const uint8_t *p, size_t len)
 {
@@ -113,58 +112,4 @@ int l3_wal__quar_verify(const uint8_t *p, uint64_t size, l3_wal_rec_t *ret_rec)
         return L3_ECORRUPT;
     int64_t n = l3_wal_rec_decode(p + L3_WAL_QUAR_HDR, rlen, 0, ret_rec);
     return n < 0 ? (int)n : 0;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-int l3_wal_quarantine_dump(const char *dir, FILE *out, int json)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return -errno;
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL && n < QDIR_MAX_FILES) {
-        size_t len = strlen(de->d_name);
-        if (len < 5 || strcmp(de->d_name + len - 4, ".l3q") != 0)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **nv = realloc(names, cap * sizeof *nv);
-            if (nv == NULL) {
-                rc = -ENOMEM;
-                break;
-            }
-            names = nv;
-        }
-        if ((names[n] = strdup(de->d_name)) == NULL) {
-            rc = -ENOMEM;
-            break;
-        }
-        n++;
-    }
-    closedir(d);
-    if (n)
-        qsort(names, n, sizeof *names, cmp_str);
-    for (size_t i = 0; i < n; i++) {
-        char path[4400];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        int r = l3_wal_dump(path, out, json);
-        if (r < 0 && rc == 0)
-            rc = r;
-        free(names[i]);
-    }
-    free(names);
-    if (rc == 0) {
-        if (json)
-            fprintf(out, "{\"quarantine\":true,\"files\":%zu}\n", n);
-        else
-            fprintf(out, "quarantine %s: %zu file(s)\n", dir, n);
-    }
-    return rc;
 }
