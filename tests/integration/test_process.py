@@ -209,24 +209,27 @@ def test_killed_worker_is_replaced_under_load():
         threads = [threading.Thread(target=load, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()
-        time.sleep(0.7)
+        deadline = time.time() + 30  # the load is running: requests are being answered
+        while time.time() < deadline and ok[0] < 20:
+            time.sleep(0.02)
+        assert ok[0] >= 20, ok[0]
         pids = s.worker_pids()
         assert len(pids) == 3
         victim = pids[1]
         os.kill(victim, signal.SIGKILL)
-        time.sleep(1.5)
+        at_kill = ok[0]
+        deadline = time.time() + 30  # the victim replaced and 50 more requests answered
+        while time.time() < deadline:
+            now = s.worker_pids()
+            if len(now) == 3 and victim not in now and ok[0] >= at_kill + 50:
+                break
+            time.sleep(0.05)
         stop.set()
         for t in threads:
             t.join(30)
         assert not errors_5xx
         assert all(f <= 1 for f in per_thread_fail.values()), per_thread_fail
-        assert ok[0] > 50
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            now = s.worker_pids()
-            if len(now) == 3 and victim not in now:
-                break
-            time.sleep(0.1)
+        assert ok[0] >= at_kill + 50, (at_kill, ok[0])
         assert len(now) == 3 and victim not in now, now
         assert "died" in s.logtext() and "signal 9" in s.logtext()
         m = s.metrics()
