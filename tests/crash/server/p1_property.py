@@ -458,7 +458,9 @@ class Trial:
 
     def resync(self, key):
         doc, et, st = self.server_doc(key)
-        if st == 404 or st != 200:
+        if st == 0:  # the server cannot serve it (failure recorded): the key leaves the run
+            self.tainted.add(key)
+        if st != 200:
             self.model.pop(key, None)
             self.etag.pop(key, None)
         else:
