@@ -101,18 +101,20 @@ def test_sigterm_finishes_inflight_then_exits_0():
         big = json.dumps({"b": "z" * (8 << 20)}, separators=(",", ":"))
         requests.put(s.url("/kv/big"), data=big)
         results = []
+        got_head = threading.Event()
 
         def slow_get():
             # a slow reader: the response must still arrive complete after SIGTERM
             c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=20)
             c.request("GET", "/kv/big")
             r = c.getresponse()
+            got_head.set()  # the response is under way; its 8 MiB body is not read yet
             time.sleep(0.5)
             results.append((r.status, len(r.read())))
 
         t = threading.Thread(target=slow_get)
         t.start()
-        time.sleep(0.2)
+        assert got_head.wait(20), "no response head within 20 s"
         s.proc.send_signal(signal.SIGTERM)
         t.join(20)
         s.proc.wait(timeout=20)
@@ -139,14 +141,14 @@ def test_sigterm_lets_an_upload_in_progress_finish():
                    b"Content-Length: %d\r\n\r\n" % len(body))
         chunk = 64 << 10
         sent = 0
-        t0 = time.time()
-        while sent < len(body):  # ~2.4 s of upload, SIGTERM after ~1.2 s
+        signalled = False
+        while sent < len(body):  # a paced upload, SIGTERM once half the body is sent
             up.sendall(body[sent:sent + chunk])
             sent += chunk
             time.sleep(0.15)
-            if t0 is not None and time.time() - t0 > 1.2:
+            if not signalled and sent >= len(body) // 2:
                 s.proc.send_signal(signal.SIGTERM)
-                t0 = None
+                signalled = True
         resp = recv_head(up)
         up.close()
         assert resp.startswith(b"HTTP/1.1 200"), (resp[:300], s.logtext()[-2000:])
