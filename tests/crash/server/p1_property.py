@@ -60,6 +60,7 @@ import urllib.parse
 BIN = os.environ.get("L3KV_BIN", "")
 BINARY = "application/vnd.l3kv.doc"
 failures = collections.Counter()
+opstats = collections.Counter()  # (operation, "accepted"/"refused") over the run
 first_failure = {}
 
 
@@ -615,6 +616,10 @@ class Trial:
     def expect(self, key, st, h, data, must, newdoc, what, delete=False):
         """must: True (must succeed), False (must be refused), None (either)."""
         ok = 200 <= st < 300
+        label = what.split(" [")[0].split(" ?")[0].split(" {")[0].split(' "')[0]
+        if label.startswith("POST"):
+            label = "POST " + (what.split("op=")[1].split("&")[0] if "op=" in what else "")
+        opstats[(label[:40], "accepted" if ok else "refused")] += 1
         if ok and must is False:
             fail("accepted-invalid", "%s on %r -> %d %r" % (what, key[:60], st, data[:200]))
             self.resync(key)
@@ -635,6 +640,8 @@ class Trial:
         doc = self.rval() if doc is None else doc
         if self.rng.random() < 0.5 and not isinstance(doc, (dict, list)):
             doc = {"v": doc}
+        if what == "PUT" and isinstance(doc, dict) and self.rng.random() < 0.5:
+            doc.update({"n": self.rng.randint(-9, 9), "s": "x", "f": 0.5, "b": False})  # for POST ops
         body = dumps(doc)
         st, h, data = self.req("PUT", self.target(key), body, {"Content-Type": "application/json"}, what)
         self.expect(key, st, h, data, must, doc, what)
@@ -731,9 +738,19 @@ class Trial:
         doc = self.model[key]
         # plain member names only: "" or names with "." or a leading "/" are paths
         names = [k for k in doc if k.isascii() and k.isalnum()]
-        field = r.choice(names + ["new%d" % r.randint(0, 3)])
+        field = r.choice(names + ["new%d" % r.randint(0, 3)]) if names and r.random() < 0.8 else \
+            "new%d" % r.randint(0, 3)
         cur = doc.get(field, "<missing>")
         op = r.choice(["set_int", "set_double", "set_str", "set_bool", "set_null", "incr", "incr"])
+        if r.random() < 0.7:  # mostly an op that fits the member's type, so most succeed
+            if isinstance(cur, bool):
+                op = "set_bool"
+            elif isinstance(cur, int):
+                op = r.choice(["incr", "incr", "set_int", "set_double"])
+            elif isinstance(cur, float):
+                op = "set_double"
+            elif isinstance(cur, str) and cur != "<missing>":
+                op = "set_str"
         val = None
         must = True
         if op == "set_int":
@@ -1100,6 +1117,9 @@ def main():
         total_ops += t.ops_done + 1
         events.update(t.events)
     print("p1: %d trials, %d ops, events %s, %.1f s" % (done, total_ops, dict(events), time.time() - t0))
+    print("p1: operations (accepted/refused): " + ", ".join(
+        "%s %d/%d" % (op, opstats[(op, "accepted")], opstats[(op, "refused")])
+        for op in sorted({op for op, _ in opstats})))
     if failures:
         print("p1: FAILED checks (count, first):")
         for check, cnt in sorted(failures.items()):
