@@ -15,7 +15,8 @@ PUT back with Content-Type: application/vnd.l3kv.doc), JSON Merge Patch, JSON Pa
 (add/remove/replace/move/copy/test), POST set_int/set_double/set_str/set_bool/set_null/
 incr, DELETE, If-Match (right and wrong versions).
 
-Adversarial cases: nesting beyond 512 levels through JSON Patch add/copy/move and merge
+Adversarial cases: member names crafted to collide under the hash seed the binary form
+reveals (accepted means served, round-tripped and recovered), nesting beyond 512 levels through JSON Patch add/copy/move and merge
 patch (refused with 400 too_deep, or accepted and then served and recovered identically),
 copy from "" repeated (413 document_too_large, or accepted and recovered), keys with %2F,
 dot segments and control bytes (a key is the raw path after /kv/ percent-decoded once;
@@ -264,6 +265,24 @@ def nest_obj(n, leaf):
     for _ in range(n):
         v = {"a": v}
     return v
+
+
+M64 = (1 << 64) - 1
+
+
+def name_hash(seed, name):
+    """The member-name hash of the binary document format for an 8-byte name (the
+    multiply-xorshift word step and the murmur3 finaliser), to craft colliding names."""
+    assert len(name) == 8
+    x = ((seed + 0x9E3779B97F4A7C15) & M64) ^ ((8 * 0xC2B2AE3D27D4EB4F) & M64)
+    x = ((x ^ int.from_bytes(name, "little")) * 0x9FB21C651E98DF25) & M64
+    x ^= x >> 32
+    x ^= x >> 33
+    x = (x * 0xff51afd7ed558ccd) & M64
+    x ^= x >> 33
+    x = (x * 0xc4ceb9fe1a85ec53) & M64
+    x ^= x >> 33
+    return x & 0xffffffff
 
 
 def dumps(v):
@@ -935,6 +954,27 @@ class Trial:
                 if self.model.get(key) != before:
                     fail("refused-changed", "POST ?%s refused but the document changed" % q)
 
+    def adv_hashflood(self):
+        """Member names crafted to share one home slot under the seed the server's own
+        binary form reveals (one connection: one worker): whatever the PUT answers, an
+        accepted document must be served, round-trip through its binary form and recover."""
+        self.op_put("hf-probe", {"x": 1}, what="PUT probe")
+        st, h, data = self.req("GET", self.target("hf-probe"), headers={"Accept": BINARY}, what="GET binary")
+        if st != 200 or len(data) < 28:
+            fail("binary-get", "GET hf-probe binary -> %d %r" % (st, data[:60]))
+            return
+        seed = int.from_bytes(data[24:28], "little")
+        names, i = [], 0
+        while len(names) < 300:  # low 11 bits equal: one home slot in tables up to 2048
+            nm = b"%08x" % i
+            if name_hash(seed, nm) & 2047 == 0:
+                names.append(nm.decode())
+            i += 1
+        doc = {n: k for k, n in enumerate(names)}
+        self.op_put("hf-doc", doc, must=None, what="PUT colliding names")
+        if "hf-doc" in self.model:
+            self.op_binary("hf-doc")
+
     def adv_big(self):
         n = self.rng.choice([20000, 60000])
         doc = {"m%d" % i: i for i in range(n)}
@@ -1025,7 +1065,7 @@ class Trial:
         kinds = ["checkpoint", "checkpoint+sigterm", "sigterm"] + (["sigkill", "sigkill"] if self.durability == "fsync" else [])
         at = sorted(r.sample(range(10, max(11, self.nops)), min(self.nrestarts, max(1, self.nops - 10))))
         adv = {r.randrange(self.nops): f for f in (self.adv_keys, self.adv_numbers, self.adv_deep,
-                                                     self.adv_amplify, self.adv_big)}
+                                                     self.adv_amplify, self.adv_big, self.adv_hashflood)}
         self.srv.start()
         try:
             for i in range(self.nops):
