@@ -424,6 +424,7 @@ class Trial:
         self.etag = {}     # key -> ETag of the last acknowledged change
         self.base = tempfile.mkdtemp(prefix="l3kv-p1-")
         extra = {"storage": {"max_document_bytes": maxdoc}} if maxdoc else {}
+        self.extra = extra
         self.srv = Server(self.base, durability, extra)
         self.ops_done = 0
         self.deaths_seen = 0
@@ -559,7 +560,27 @@ class Trial:
                                                                        died[self.deaths_seen][:300]))
             self.deaths_seen = len(died)
 
+    def fresh_start(self):
+        """After a failed start (recorded): go on with the trial's remaining operations on a
+        new, empty data directory, so one defect does not hide the others."""
+        if self.srv.proc and self.srv.proc.poll() is None:
+            self.srv.kill()
+        self.srv.cleanup_shm()
+        shutil.rmtree(self.base, ignore_errors=True)
+        self.base = tempfile.mkdtemp(prefix="l3kv-p1-")
+        self.srv = Server(self.base, self.durability, self.extra)
+        self.model, self.etag, self.deaths_seen = {}, {}, 0
+        print("trial %d: op %d: going on with an empty data directory" % (self.n, self.ops_done), flush=True)
+        self.srv.start()
+
     def event(self, kind):
+        try:
+            self.event1(kind)
+        except StartFailure as e:
+            fail("start", "trial %d (%s) after %s: %s" % (self.n, self.durability, kind, e))
+            self.fresh_start()
+
+    def event1(self, kind):
         self.worker_deaths()
         self.events[kind] += 1
         print("trial %d: op %d: %s" % (self.n, self.ops_done, kind), flush=True)
