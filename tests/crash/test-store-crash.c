@@ -14,7 +14,8 @@
  *    document verified, no leaked block;
  *  - every document must satisfy its invariant (it is fully before or fully after);
  *  - operations on every key must complete (lock timeout 2 s: a leaked lock fails).
- * Bounded by L3_CRASH_TRIALS (default 150) and L3_CRASH_SECONDS (default 25).
+ * Bounded by L3_CRASH_TRIALS (default 150) and L3_CRASH_SECONDS (default 25); L3_SLOW_SECONDS,
+ * when smaller, caps the time (the bounded run of the slow suite).
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -184,6 +185,9 @@ int main(int argc, char **argv)
     int trials = e ? atoi(e) : 150;
     e = getenv("L3_CRASH_SECONDS");
     double seconds = e ? atof(e) : 25.0;
+    e = getenv("L3_SLOW_SECONDS"); /* the bounded run of the slow suite caps every loop */
+    if (e && atof(e) > 0 && atof(e) < seconds)
+        seconds = atof(e);
     uint64_t rs = t_seed();
     alarm((unsigned)(seconds * 4 + 60)); /* nothing may hang: SIGALRM fails the test */
 

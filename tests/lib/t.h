@@ -56,7 +56,7 @@ uint64_t t_rand(uint64_t *state);
 /** Make a fresh temporary directory (removed by t_rmtree). Aborts with 99 on failure. */
 char *t_tmpdir(void);
 void t_rmtree(const char *path);
-/** Print the summary line and return the exit code. */
+/** Print the summary line and return the exit code: 1 if a check failed or no check ran. */
 int t_done(void);
 
 #endif
