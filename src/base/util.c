@@ -73,6 +73,10 @@ const char *l3_strerror(int rc)
         return "value out of range";
     case L3_ETOOBIG:
         return "document too large";
+    case L3_EDOCSIZE:
+        return "document exceeds the configured size limit";
+    case L3_EREHASH:
+        return "document must be rebuilt under a fresh hash seed";
     default:
         break;
     }
