@@ -17,6 +17,7 @@
  *     store and never grows the document.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -748,6 +749,8 @@ static int nv_check(const newval_t *nv)
         return 0;
     if ((unsigned)nv->sc->type >= L3_DOC_TYPE_MAX)
         return L3_ETYPE;
+    if (nv->sc->type == L3_DOC_DOUBLE && !isfinite(nv->sc->d))
+        return L3_ERANGE; /* JSON has no NaN or infinity (verify refuses them) */
     if ((nv->sc->type == L3_DOC_STRING || nv->sc->type == L3_DOC_BIGNUM) && nv->sc->str.len > UINT32_MAX - 64)
         return L3_ETOOBIG;
     if (nv->sc->type == L3_DOC_STRING && !l3_doc__utf8_valid((const uint8_t *)nv->sc->str.ptr, nv->sc->str.len))
@@ -1078,6 +1081,8 @@ int l3_doc_slot_set_int(l3_doc_t *d, uint32_t slot, int64_t v)
 int l3_doc_set(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v,
                uint32_t *ret_slot)
 {
+    if (v->type == L3_DOC_DOUBLE && !isfinite(v->d))
+        return L3_ERANGE; /* JSON has no NaN or infinity (verify refuses them) */
     if (!(flags & L3_DOC_SET_INSERT) && (v->type == L3_DOC_INT || v->type == L3_DOC_DOUBLE || v->type == L3_DOC_BOOL)) {
         /* hot path (D4): an existing scalar of the same type is one aligned store */
         int syntax = path_syntax(flags);

@@ -78,6 +78,7 @@ static const key_t_ keys[] = {
     {"storage.durability", T_DUR, O(storage.durability), 0, 0},
     {"storage.flush_interval_ms", T_U32, O(storage.flush_interval_ms), 0, 3600000},
     {"storage.checkpoint_bytes", T_U64, O(storage.checkpoint_bytes), 1 << 16, (double)(UINT64_C(1) << 50)},
+    {"storage.max_document_bytes", T_U64, O(storage.max_document_bytes), 4096, 4294967288.0},
     {"autoscale", T_SECTION, 0, 0, 0},
     {"autoscale.enabled", T_BOOL, O(autoscale.enabled), 0, 0},
     {"autoscale.interval_ms", T_U32, O(autoscale.interval_ms), 10, 60000},
@@ -133,6 +134,7 @@ int l3_srv_config_defaults(l3_srv_config_t *c)
     c->storage.durability = L3_DURABILITY_BUFFERED;
     c->storage.flush_interval_ms = 10;
     c->storage.checkpoint_bytes = 256ull << 20;
+    c->storage.max_document_bytes = 64ull << 20;
     /* the autoscaler's documented defaults (l3_scale_params_default) */
     c->autoscale.enabled = true;
     c->autoscale.interval_ms = 100;
@@ -438,6 +440,11 @@ static int check(const l3_srv_config_t *c, const seen_t *seen, char *errbuf, siz
     if (c->storage.arena_bytes > (UINT64_C(1) << 46))
         return fail(errbuf, errlen, -ERANGE, "config: 'storage.arena_bytes' (%llu) is above 2^46",
                     (unsigned long long)c->storage.arena_bytes);
+    if (c->storage.max_document_bytes > c->storage.arena_bytes)
+        return fail(errbuf, errlen, -ERANGE,
+                    "config: 'storage.max_document_bytes' (%llu) is larger than 'storage.arena_bytes' (%llu): "
+                    "no such document could be stored",
+                    (unsigned long long)c->storage.max_document_bytes, (unsigned long long)c->storage.arena_bytes);
     return check_scale(c, seen, errbuf, errlen);
 }
 

@@ -45,6 +45,7 @@ typedef struct {
         l3_srv_durability_t durability;
         uint32_t flush_interval_ms;
         uint64_t checkpoint_bytes;
+        uint64_t max_document_bytes; /* binary size of one document a request may build */
     } storage;
     struct {                     /* maps onto l3_scale_params_t (l3kv/scale.h) */
         bool enabled;            /* false: the worker count stays at min_workers (SIGUSR1/2 still work) */

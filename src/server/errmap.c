@@ -49,6 +49,7 @@ void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, l3_srv_errinfo_t *ret)
     case L3_ERANGE: st = 400; e = "bad_value"; break;
     case L3_ECORRUPT: st = 400; e = "invalid_document"; break;
     case L3_ETOOBIG: st = 413; e = "too_large"; break;
+    case L3_EDOCSIZE: st = 413; e = "document_too_large"; break; /* storage.max_document_bytes */
     case -EMSGSIZE: st = 413; e = "too_large_for_wal"; break; /* record above the WAL ring's limit */
     case -ENOENT: st = 404; e = "not_found"; break;
     case -ENAMETOOLONG: st = 414; e = "key_too_long"; break;

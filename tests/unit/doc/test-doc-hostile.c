@@ -484,10 +484,25 @@ static void test_size_limit(void)
     l3_doc_heap_free(&d);
 }
 
+/* JSON has no NaN or infinity: no set stores one (verify would refuse the document). */
+static void test_nonfinite(void)
+{
+    l3_doc_t d;
+    dt_parse(&d, "{\"x\":1.5,\"a\":[]}");
+    l3_doc_scalar_t v = {.type = L3_DOC_DOUBLE, .d = __builtin_nan("")};
+    CHECK_EQ_INT(L3_DOC_HEAP_DO(&d, l3_doc_set(&d, "x", 1, 0, &v, NULL)), L3_ERANGE);
+    v.d = __builtin_inf();
+    CHECK_EQ_INT(L3_DOC_HEAP_DO(&d, l3_doc_set(&d, "/a/-", 4, L3_DOC_SET_PATH_POINTER, &v, NULL)), L3_ERANGE);
+    CHECK_EQ_INT(L3_DOC_HEAP_DO(&d, l3_doc_set(&d, "y", 1, 0, &v, NULL)), L3_ERANGE);
+    CHECK(verifies(d.buf));
+    l3_doc_heap_free(&d);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
 } cases[] = {
+    {"nonfinite", test_nonfinite},
     {"flood_parse", test_flood_parse},
     {"flood_set", test_flood_set},
     {"flood_copy", test_flood_copy},
