@@ -440,11 +440,6 @@ static int check(const l3_srv_config_t *c, const seen_t *seen, char *errbuf, siz
     if (c->storage.arena_bytes > (UINT64_C(1) << 46))
         return fail(errbuf, errlen, -ERANGE, "config: 'storage.arena_bytes' (%llu) is above 2^46",
                     (unsigned long long)c->storage.arena_bytes);
-    if (c->storage.max_document_bytes > c->storage.arena_bytes)
-        return fail(errbuf, errlen, -ERANGE,
-                    "config: 'storage.max_document_bytes' (%llu) is larger than 'storage.arena_bytes' (%llu): "
-                    "no such document could be stored",
-                    (unsigned long long)c->storage.max_document_bytes, (unsigned long long)c->storage.arena_bytes);
     return check_scale(c, seen, errbuf, errlen);
 }
 
