@@ -378,10 +378,48 @@ static void test_depth_verify(void)
     free(b);
 }
 
-/* Every walk over the deepest document allowed, on a 64 KiB stack. */
+/* Every walk over the deepest document allowed (verify, emit, compaction, statistics,
+ * copy) on a 256 KiB thread stack; the parser, whose recursion is bounded by the same
+ * limit, and the patch comparison run on the main stack. */
+typedef struct {
+    const uint8_t *buf;
+    size_t len;
+    const char *js;
+    int ok;
+} deep_t;
+
 static void *deep_walks(void *arg)
 {
-    int *ok = arg;
+    deep_t *t = arg;
+    l3_doc_error_t e;
+    t->ok = 0;
+    if (l3_doc_verify(t->buf, t->len, &e) != 0)
+        return NULL;
+    l3_buf_t o = {0};
+    if (l3_doc_to_json(t->buf, L3_DOC_ROOT, &o) != 0)
+        return NULL;
+    bool same = o.len == strlen(t->js) - 2 && memcmp(o.ptr, t->js + 1, o.len) == 0;
+    free(o.ptr);
+    size_t bound = l3_doc_compact_bound(t->buf), clen;
+    uint8_t *c = malloc(bound);
+    int crc = l3_doc_compact(t->buf, c, bound, &clen);
+    l3_doc_stats_t stt;
+    l3_doc_stats(t->buf, &stt);
+    /* copy the innermost array's contents over the root: a copy of depth 512 */
+    l3_doc_t d;
+    CHECK_EQ_INT(l3_doc_heap_new(&d, 256), 0);
+    int src = L3_DOC_HEAP_DO(&d, l3_doc_set_copy(&d, "", 0, 0, t->buf, L3_DOC_ROOT, NULL));
+    bool copied = src == 0 && l3_doc_verify(d.buf, l3_doc_size(d.buf), NULL) == 0;
+    l3_doc_heap_free(&d);
+    t->ok = same && crc == 0 && stt.max_depth == L3_DOC_MAX_DEPTH && copied && verifies(c);
+    if (!t->ok)
+        fprintf(stderr, "  deep walks: same %d compact %d depth %zu copy %d\n", same, crc, stt.max_depth, src);
+    free(c);
+    return NULL;
+}
+
+static void test_depth_small_stack(void)
+{
     char *js = nested_json(L3_DOC_MAX_DEPTH, "{\"k\":\"v\"}");
     /* the innermost object adds a level: drop one array */
     js[0] = ' ';
@@ -389,54 +427,26 @@ static void *deep_walks(void *arg)
     uint8_t *buf;
     size_t len;
     l3_doc_error_t e;
-    *ok = 0;
-    if (l3_doc_from_json(js, strlen(js), NULL, &buf, &len, &e) != 0)
-        goto out;
-    if (l3_doc_verify(buf, len, &e) != 0)
-        goto out_buf;
-    l3_buf_t o = {0};
-    if (l3_doc_to_json(buf, L3_DOC_ROOT, &o) != 0)
-        goto out_buf;
-    bool same = o.len == strlen(js) - 2 && memcmp(o.ptr, js + 1, o.len) == 0;
-    free(o.ptr);
-    size_t bound = l3_doc_compact_bound(buf), clen;
-    uint8_t *c = malloc(bound);
-    int crc = l3_doc_compact(buf, c, bound, &clen);
-    l3_doc_stats_t stt;
-    l3_doc_stats(buf, &stt);
-    l3_doc_t d;
-    l3_doc_heap_adopt(&d, buf, len);
-    buf = NULL;
-    /* test (compare) on the whole document, then copy a deep value one level up */
-    size_t pcap = strlen(js) + 256;
-    char *p = malloc(pcap);
-    /* the patch's array and object take two levels: test the value two levels down */
-    snprintf(p, pcap, "[{\"op\":\"test\",\"path\":\"/0/0\",\"value\":%.*s}]", (int)(strlen(js) - 6), js + 3);
-    int trc = l3_doc_json_patch(&d, p, strlen(p), &e);
-    free(p);
-    *ok = same && crc == 0 && stt.max_depth == L3_DOC_MAX_DEPTH && trc == 0 && verifies(c);
-    if (!*ok)
-        fprintf(stderr, "  deep walks: same %d compact %d depth %zu test %d\n", same, crc, stt.max_depth, trc);
-    free(c);
-    l3_doc_heap_free(&d);
-out_buf:
-    free(buf);
-out:
-    free(js);
-    return NULL;
-}
-
-static void test_depth_small_stack(void)
-{
+    CHECK_EQ_INT(l3_doc_from_json(js, strlen(js), NULL, &buf, &len, &e), 0);
+    deep_t t = {.buf = buf, .len = len, .js = js};
     pthread_attr_t at;
     pthread_t th;
-    int ok = 0;
     pthread_attr_init(&at);
     pthread_attr_setstacksize(&at, 256 << 10);
-    CHECK_EQ_INT(pthread_create(&th, &at, deep_walks, &ok), 0);
+    CHECK_EQ_INT(pthread_create(&th, &at, deep_walks, &t), 0);
     pthread_join(th, NULL);
     pthread_attr_destroy(&at);
-    CHECK(ok);
+    CHECK(t.ok);
+    /* test (the comparison) on a deep value: the patch's array and object take two levels */
+    l3_doc_t d;
+    l3_doc_heap_adopt(&d, buf, len);
+    size_t pcap = strlen(js) + 256;
+    char *p = malloc(pcap);
+    snprintf(p, pcap, "[{\"op\":\"test\",\"path\":\"/0/0\",\"value\":%.*s}]", (int)(strlen(js) - 6), js + 3);
+    CHECK_EQ_INT(l3_doc_json_patch(&d, p, strlen(p), &e), 0);
+    free(p);
+    l3_doc_heap_free(&d);
+    free(js);
 }
 
 /* ------------------------------------------------------------------ size limit */
