@@ -379,6 +379,10 @@ uint32_t l3_doc__seed(void);
 size_t l3_doc__fmt_double(double d, char *out);
 /* Is [p, p+len) valid UTF-8 (no overlongs, surrogates or values above U+10FFFF)? */
 bool l3_doc__utf8_valid(const uint8_t *p, size_t len);
+/* Walk a value and add up its storage outside its slot (measure.c): alloc = allocated
+ * capacities, else what a copy appends (keep = containers keep their capacity);
+ * *ret_depth (may be NULL) gets its nesting depth. */
+uint64_t l3_doc__measure(const uint8_t *buf, uint64_t val, uint8_t type, bool alloc, bool keep, unsigned *ret_depth);
 /* Bytes a stored value occupies outside its slot (allocated capacity included). */
 uint64_t l3_doc__storage_size(const uint8_t *buf, uint64_t val, uint8_t type);
 
