@@ -9,7 +9,12 @@
  *
  * Buffers are caller owned. A mutation that needs more room than `cap` returns -ENOBUFS,
  * sets d->need to the capacity it would need, and changes nothing: grow the buffer
- * (l3_doc_heap_grow() for malloc'd buffers) and call again.
+ * (l3_doc_heap_grow() for malloc'd buffers) and call again. A mutation that would put a
+ * member name more than L3_DOC_MAX_PROBE slots from its home in a hash table (names crafted
+ * against the document's seed, which every binary copy shows) returns L3_EREHASH and
+ * changes nothing: rebuild the document under a fresh seed (l3_doc_heap_reseed(),
+ * l3_doc_rebuild()) and call again. L3_DOC_HEAP_DO does both. So no writer ever builds
+ * a table verify() refuses, and every lookup ends within L3_DOC_MAX_PROBE + 1 probes.
  *
  * Every function except l3_doc_verify() assumes a verified buffer: check untrusted bytes
  * (network, disk, shared memory seen by a tool) with l3_doc_verify() first.
@@ -37,9 +42,17 @@ typedef enum {
     L3_DOC_TYPE_MAX
 } l3_doc_type_t;
 
-/** Default and hard maximum nesting depth accepted by the parser and verify(). */
-#define L3_DOC_DEFAULT_MAX_DEPTH 512
-#define L3_DOC_HARD_MAX_DEPTH 4096
+/**
+ * The one nesting limit: no document holds more than L3_DOC_MAX_DEPTH nested objects and
+ * arrays (a scalar root is depth 0, [] and {} are depth 1). The parser refuses deeper text,
+ * every mutation refuses to build a deeper document (L3_EDEPTH, nothing changed) and
+ * verify() refuses deeper bytes, so every walk over a document is bounded by it: they all
+ * run on explicit stacks of this many frames, never on recursion the input decides.
+ * A parse may ask for less (l3_doc_parse_opts_t.max_depth), never more.
+ */
+#define L3_DOC_MAX_DEPTH 512
+#define L3_DOC_DEFAULT_MAX_DEPTH L3_DOC_MAX_DEPTH
+#define L3_DOC_HARD_MAX_DEPTH L3_DOC_MAX_DEPTH
 /** Slot offset of the root value (always valid in a verified document). */
 #define L3_DOC_ROOT 32u
 
@@ -59,6 +72,10 @@ typedef struct l3_doc {
      * undone by restoring the header). The store uses it for crash recovery. */
     void (*undo)(void *undo_ctx, const void *addr, size_t len);
     void *undo_ctx;
+    /* Largest used size a mutation may give the document (0 = the format's 4 GiB - 8).
+     * A change that would pass it returns L3_EDOCSIZE before anything is allocated or
+     * written, and l3_doc_heap_grow() never allocates more than it. */
+    size_t limit;
 } l3_doc_t;
 
 /** A read-only view of one value. Pointers point into the document buffer. */
@@ -91,14 +108,17 @@ enum { L3_DOC_PATH_AUTO = 0, L3_DOC_PATH_POINTER = 1, L3_DOC_PATH_DOTTED = 2 };
 /* ---------------------------------------------------------------- parse / serialize */
 
 typedef struct {
-    unsigned max_depth; /* 0 = L3_DOC_DEFAULT_MAX_DEPTH; capped at L3_DOC_HARD_MAX_DEPTH */
+    unsigned max_depth; /* 0 = L3_DOC_MAX_DEPTH; capped at L3_DOC_MAX_DEPTH */
+    size_t max_bytes;   /* largest document to build (L3_EDOCSIZE beyond); 0 = the format's limit */
 } l3_doc_parse_opts_t;
 
 /**
- * Parse strict RFC 8259 JSON text into a new malloc'd document.
- * Duplicate object keys: the last value wins, at the first key's position.
+ * Parse strict RFC 8259 JSON text into a new malloc'd document with a fresh random hash
+ * seed. Duplicate object keys: the last value wins, at the first key's position.
  * Returns 0 and sets *ret_buf (free() it) and *ret_len; or L3_ESYNTAX / L3_EDEPTH /
- * L3_ETOOBIG / -ENOMEM with *err filled (byte offset into json). Does not block.
+ * L3_ETOOBIG / L3_EDOCSIZE / -ENOMEM with *err filled (byte offset into json). Memory used:
+ * the output (at most opts->max_bytes) plus the direct members of the open containers.
+ * Does not block.
  */
 int l3_doc_from_json(const char *json, size_t len, const l3_doc_parse_opts_t *opts, uint8_t **ret_buf,
                      size_t *ret_len, l3_doc_error_t *err);
@@ -193,7 +213,9 @@ int l3_doc_slot_set_int(l3_doc_t *d, uint32_t slot, int64_t v);
  * Ints, doubles and bools are overwritten in place; a string that fits its slot is
  * overwritten in place; anything else is appended and the old bytes counted as garbage.
  * Returns 0, -ENOBUFS (d->need set, nothing changed), L3_EPATH, L3_ENOTFOUND, L3_ETYPE,
- * L3_ERANGE, L3_ETOOBIG. On success *ret_slot (may be NULL) is the value's slot.
+ * L3_ERANGE, L3_ETOOBIG, L3_EDOCSIZE (past d->limit), L3_EDEPTH (the value would sit deeper
+ * than L3_DOC_MAX_DEPTH), L3_EREHASH (see above); nothing changed on any failure.
+ * On success *ret_slot (may be NULL) is the value's slot.
  */
 int l3_doc_set(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v,
                uint32_t *ret_slot);
@@ -218,8 +240,13 @@ int l3_doc_incr(l3_doc_t *d, const char *path, size_t plen, unsigned flags, int6
 bool l3_doc_should_compact(const uint8_t *buf);
 /** Upper bound of the compacted size of buf. */
 size_t l3_doc_compact_bound(const uint8_t *buf);
-/** Rewrite buf into dst (dst_cap >= l3_doc_compact_bound) with no garbage; keeps order and LSN. 0 or -ENOBUFS. */
+/** Rewrite buf into dst (dst_cap >= l3_doc_compact_bound) with no garbage; keeps order and
+ *  LSN (and the seed, unless a table would pass the probe bound: then a fresh one). 0 or -ENOBUFS. */
 int l3_doc_compact(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret_len);
+/** Like l3_doc_compact, under a fresh random hash seed (the answer to L3_EREHASH). */
+int l3_doc_rebuild(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret_len);
+/** Bytes a copy of the value at slot adds to a document (l3_doc_set_copy), and its nesting depth. */
+size_t l3_doc_copy_size(const uint8_t *buf, uint32_t slot, unsigned *ret_depth);
 
 typedef struct {
     size_t used;      /* bytes in use */
@@ -242,14 +269,24 @@ void l3_doc_heap_adopt(l3_doc_t *d, uint8_t *buf, size_t len);
 int l3_doc_heap_grow(l3_doc_t *d);
 /** Compact in place (new allocation) if l3_doc_should_compact. 0 or -ENOMEM. */
 int l3_doc_heap_maybe_compact(l3_doc_t *d);
+/** Rebuild under a fresh hash seed (new allocation; LSN, undo hook and limit kept). 0 or -ENOMEM. */
+int l3_doc_heap_reseed(l3_doc_t *d);
 void l3_doc_heap_free(l3_doc_t *d);
 
-/** Run a mutation, growing a heap document on -ENOBUFS, then compacting if garbage warrants it. */
+/** Run a mutation, growing a heap document on -ENOBUFS and rebuilding it under a fresh
+ *  seed on L3_EREHASH (a few times at most), then compacting if garbage warrants it. */
 #define L3_DOC_HEAP_DO(d, call)                                                                               \
     ({                                                                                                        \
         int rc__;                                                                                             \
-        while ((rc__ = (call)) == -ENOBUFS && l3_doc_heap_grow(d) == 0)                                       \
-            ;                                                                                                 \
+        unsigned reseeds__ = 0;                                                                               \
+        for (;;) {                                                                                            \
+            rc__ = (call);                                                                                    \
+            if (rc__ == -ENOBUFS && l3_doc_heap_grow(d) == 0)                                                 \
+                continue;                                                                                     \
+            if (rc__ == L3_EREHASH && reseeds__++ < 4 && l3_doc_heap_reseed(d) == 0)                          \
+                continue;                                                                                     \
+            break;                                                                                            \
+        }                                                                                                     \
         if (rc__ >= 0)                                                                                        \
             (void)l3_doc_heap_maybe_compact(d);                                                               \
         rc__;                                                                                                 \

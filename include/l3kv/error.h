@@ -19,7 +19,10 @@ enum {
     L3_ERANGE = -32007,    /* number or index out of range */
     L3_ETOOBIG = -32008,   /* document would exceed the format's 4 GiB limit */
     L3_EPOISONED = -32009, /* the store arena is poisoned (a lock repair could not complete) */
-    L3_EMAX = -32010,
+    L3_EDOCSIZE = -32010,  /* document would exceed the configured size limit (l3_doc_t.limit) */
+    L3_EREHASH = -32011,   /* a member-name probe chain reached its bound: rebuild the document under a
+                            * fresh hash seed (l3_doc_heap_reseed, l3_doc_rebuild) and repeat the call */
+    L3_EMAX = -32012,
 };
 
 /** Static, human-readable text for any return code (negative errno or L3_E*). */

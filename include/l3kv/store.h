@@ -25,7 +25,8 @@
  *   -EPERM         handle not registered in this process (call l3_store_proc_register after fork)
  *   -EROFS         handle attached read-only
  *   L3_ESYNTAX, L3_EDEPTH (bad JSON, *err set), L3_EPATH, L3_ENOTFOUND, L3_ETYPE,
- *   L3_ERANGE (from the document layer), L3_ECORRUPT (binary document failed verify)
+ *   L3_ERANGE (from the document layer), L3_ECORRUPT (binary document failed verify),
+ *   L3_EDOCSIZE (the document would pass the handle's max_doc_bytes; nothing changed)
  *   any non-zero value returned by the WAL hook (the mutation is rolled back)
  */
 #ifndef L3KV_STORE_H
@@ -49,6 +50,7 @@
 #define L3_STORE_DEFAULT_OBS_BYTES (64u << 10)
 #define L3_STORE_DEFAULT_UNDO_BYTES (256u << 10) /* per process slot */
 #define L3_STORE_DEFAULT_LOCK_TIMEOUT_MS 10000u
+#define L3_STORE_DEFAULT_MAX_DOC_BYTES (64ull << 20) /* binary size of one document */
 
 typedef struct l3_store l3_store_t;
 
@@ -65,6 +67,12 @@ typedef struct {
     uint32_t nstripes;        /* index lock stripes (power of two); 0 = 1024 */
     uint32_t lock_timeout_ms; /* 0 = default; a lock not obtained in time gives -ETIMEDOUT */
     bool replace;             /* remove a stale shm object of the same name instead of failing with -EEXIST */
+    /* Largest binary document (used bytes) a write may store; 0 = L3_STORE_DEFAULT_MAX_DOC_BYTES.
+     * Process-local: kept by this handle, the children that inherit it and its clones
+     * (l3_store_set_max_doc_bytes changes it; an attached handle starts at the default).
+     * Every path that grows a document checks it before allocating (L3_EDOCSIZE, nothing
+     * changed); WAL replay does not, so a lowered limit never stops recovery. */
+    size_t max_doc_bytes;
 } l3_store_opts_t;
 
 /* ---------------------------------------------------------------- lifetime, processes */
@@ -253,6 +261,7 @@ int l3_store_scan(l3_store_t *st, const void *prefix, size_t plen, l3_store_scan
 /* ---------------------------------------------------------------- WAL */
 
 /** Install the hook called under the document lock after each mutation (NULL = none). */
+void l3_store_set_max_doc_bytes(l3_store_t *st, size_t max_doc_bytes);
 void l3_store_set_wal_hook(l3_store_t *st, l3_wal_hook_fn fn, void *ctx);
 
 /**

@@ -75,6 +75,10 @@ const char *l3_strerror(int rc)
         return "document too large";
     case L3_EPOISONED:
         return "store poisoned (unrepaired state, rebuild from the WAL)";
+    case L3_EDOCSIZE:
+        return "document exceeds the configured size limit";
+    case L3_EREHASH:
+        return "document must be rebuilt under a fresh hash seed";
     default:
         break;
     }

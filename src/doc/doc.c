@@ -4,7 +4,8 @@
  *
  * Owns: path resolution (JSON Pointer and dotted), member and element lookup, the set /
  * delete / incr family, copying values between documents, compaction, statistics and
- * the malloc-backed helpers. Runs in any process on caller-owned buffers; callers
+ * the malloc-backed helpers (hash seeds and size accounting are in measure.c, which the
+ * parser shares; this file uses the parser for l3_doc_set_json, never the reverse). Runs in any process on caller-owned buffers; callers
  * serialise writers (see doc.h).
  *
  * Invariants kept by every mutation (format.h draws the bytes):
@@ -17,6 +18,7 @@
  *     store and never grows the document.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,19 +26,6 @@
 #include "l3kv/error.h"
 
 /* ------------------------------------------------------------------ header */
-
-uint32_t l3_doc__seed(void)
-{
-    static uint32_t seed;
-    static int have;
-    if (!__atomic_load_n(&have, __ATOMIC_ACQUIRE)) {
-        uint32_t s;
-        l3_random_bytes(&s, sizeof(s));
-        __atomic_store_n(&seed, s, __ATOMIC_RELAXED);
-        __atomic_store_n(&have, 1, __ATOMIC_RELEASE);
-    }
-    return __atomic_load_n(&seed, __ATOMIC_RELAXED);
-}
 
 size_t l3_doc_size(const uint8_t *buf)
 {
@@ -280,7 +269,8 @@ static uint32_t obj_index(const uint8_t *buf, const dobj_t *o, const void *key, 
                 k0 = load_small(kb, klen);
             }
         }
-        for (uint32_t probes = 0; probes < o->hcap; probes++) {
+        /* no entry sits more than L3_DOC_MAX_PROBE past its home (verify, writers) */
+        for (uint32_t probes = 0; probes <= L3_DOC_MAX_PROBE && probes < o->hcap; probes++) {
             const dentry_t *e = &ents[h];
             if (e->type == T_EMPTY)
                 return 0;
@@ -446,77 +436,10 @@ int l3_doc_obj_next(const uint8_t *buf, uint32_t slot, uint32_t *inout_pos, cons
 
 /* ------------------------------------------------------------------ sizes */
 
-uint64_t l3_doc__storage_size(const uint8_t *buf, uint64_t val, uint8_t type)
-{
-    switch (type) {
-    case L3_DOC_STRING:
-    case L3_DOC_BIGNUM:
-        return 8 + (uint64_t)AT(buf, (uint32_t)val, const dstr_t)->cap;
-    case L3_DOC_ARRAY: {
-        const darr_t *a = AT(buf, (uint32_t)val, const darr_t);
-        uint64_t n = sizeof(darr_t) + (uint64_t)a->cap * sizeof(dslot_t);
-        const dslot_t *it = AT(buf, a->ioff, const dslot_t);
-        for (uint32_t i = 0; i < a->count; i++)
-            n += l3_doc__storage_size(buf, it[i].val, it[i].type);
-        return n;
-    }
-    case L3_DOC_OBJECT: {
-        const dobj_t *o = AT(buf, (uint32_t)val, const dobj_t);
-        uint64_t n = l3_doc__obj_bytes(o->cap);
-        for (uint32_t i = 0; i < o->n; i++) {
-            const dentry_t *e = l3_doc__nth(buf, o, i);
-            if (e->type == T_DELETED)
-                continue;
-            if (e->klen > KEY_INLINE_MAX)
-                n += a8(e->klen);
-            n += l3_doc__storage_size(buf, e->val, e->type);
-        }
-        return n;
-    }
-    default:
-        return 0;
-    }
-}
-
 /* Bytes copy_value() appends for a value; keep = preserve container capacities. */
 static uint64_t compact_size(const uint8_t *buf, uint64_t val, uint8_t type, bool keep)
 {
-    switch (type) {
-    case L3_DOC_STRING:
-    case L3_DOC_BIGNUM:
-        return 8 + (uint64_t)a8(AT(buf, (uint32_t)val, const dstr_t)->len);
-    case L3_DOC_ARRAY: {
-        const darr_t *a = AT(buf, (uint32_t)val, const darr_t);
-        uint64_t n = sizeof(darr_t) + (uint64_t)(keep ? a->cap : a->count) * sizeof(dslot_t);
-        const dslot_t *it = AT(buf, a->ioff, const dslot_t);
-        for (uint32_t i = 0; i < a->count; i++)
-            n += compact_size(buf, it[i].val, it[i].type, keep);
-        return n;
-    }
-    case L3_DOC_OBJECT: {
-        const dobj_t *o = AT(buf, (uint32_t)val, const dobj_t);
-        uint32_t cap = keep ? o->cap : o->count;
-        uint64_t n = l3_doc__obj_bytes(cap);
-        for (uint32_t i = 0; i < o->n; i++) {
-            const dentry_t *e = l3_doc__nth(buf, o, i);
-            if (e->type == T_DELETED)
-                continue;
-            if (e->klen > KEY_INLINE_MAX)
-                n += a8(e->klen);
-            n += compact_size(buf, e->val, e->type, keep);
-        }
-        return n;
-    }
-    default:
-        return 0;
-    }
-}
-
-/* Bytes a copy of the value at slot appends (no capacity kept). */
-static uint64_t copy_size(const uint8_t *buf, uint32_t slot)
-{
-    const dslot_t *s = SLOT(buf, slot);
-    return compact_size(buf, s->val, s->type, false);
+    return l3_doc__measure(buf, val, type, false, keep, NULL);
 }
 
 /* ------------------------------------------------------------------ writing helpers */
@@ -530,85 +453,116 @@ static inline uint32_t bump(l3_doc_t *d, uint64_t n)
     return off;
 }
 
-/* Copy a value (from any verified document, possibly d itself) into d, without
- * garbage or tombstones; keep = preserve container capacities (compaction: so that the
- * next insert does not immediately regrow, and regrowth cannot thrash with compaction). */
-static uint64_t copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_t type, bool keep)
+/* Copy a string block of src into fresh storage of d. */
+static uint32_t copy_string(l3_doc_t *d, const uint8_t *src, uint64_t val)
 {
-    switch (type) {
-    case L3_DOC_STRING:
-    case L3_DOC_BIGNUM: {
-        const dstr_t *s = AT(src, (uint32_t)val, const dstr_t);
-        uint32_t len = s->len, cap = a8(len);
-        uint32_t off = bump(d, 8 + (uint64_t)cap);
-        dstr_t *t = AT(d->buf, off, dstr_t);
-        t->cap = cap;
-        t->len = len;
-        memmove(t + 1, AT(src, (uint32_t)val + 8, const uint8_t), len);
-        memset((uint8_t *)(t + 1) + len, 0, cap - len);
-        return off;
-    }
-    case L3_DOC_ARRAY: {
-        const darr_t *a = AT(src, (uint32_t)val, const darr_t);
-        uint32_t cnt = a->count, sio = a->ioff, cap = keep ? a->cap : a->count;
+    const dstr_t *s = AT(src, (uint32_t)val, const dstr_t);
+    uint32_t len = s->len, cap = a8(len);
+    uint32_t off = bump(d, 8 + (uint64_t)cap);
+    dstr_t *t = AT(d->buf, off, dstr_t);
+    t->cap = cap;
+    t->len = len;
+    memmove(t + 1, AT(src, (uint32_t)val + 8, const uint8_t), len);
+    memset((uint8_t *)(t + 1) + len, 0, cap - len);
+    return off;
+}
+
+/* Lay out an empty copy of the container node of src at fresh storage of d. */
+static uint32_t copy_node(l3_doc_t *d, const uint8_t *src, uint32_t node, uint8_t type, bool keep)
+{
+    if (type == L3_DOC_ARRAY) {
+        const darr_t *a = AT(src, node, const darr_t);
+        uint32_t cnt = a->count, cap = keep ? a->cap : a->count;
         uint32_t off = bump(d, sizeof(darr_t) + (uint64_t)cap * sizeof(dslot_t));
         darr_t *t = AT(d->buf, off, darr_t);
         t->count = cnt;
         t->cap = cap;
         t->ioff = cap ? off + (uint32_t)sizeof(darr_t) : 0;
-        if (cap > cnt)
-            memset(d->buf + off + sizeof(darr_t) + (uint64_t)cnt * sizeof(dslot_t), 0,
-                   (uint64_t)(cap - cnt) * sizeof(dslot_t));
         t->zero = 0;
-        for (uint32_t i = 0; i < cnt; i++) {
-            const dslot_t *si = AT(src, sio + i * (uint32_t)sizeof(dslot_t), const dslot_t);
-            uint64_t v = si->val;
-            uint8_t ty = si->type;
-            uint64_t nv = copy_value(d, src, v, ty, keep);
-            dslot_t *di = AT(d->buf, off + (uint32_t)sizeof(darr_t) + i * (uint32_t)sizeof(dslot_t), dslot_t);
-            memset(di, 0, sizeof(*di));
-            di->val = nv;
-            di->type = ty;
-        }
+        if (cap)
+            memset(d->buf + off + sizeof(darr_t), 0, (size_t)cap * sizeof(dslot_t));
         return off;
     }
-    case L3_DOC_OBJECT: {
-        const dobj_t *o = AT(src, (uint32_t)val, const dobj_t);
-        dobj_t so = *o; /* src may be d->buf: read the source node before any bump */
-        uint32_t cap = keep ? so.cap : so.count;
-        uint32_t seed = HDR(d->buf)->dh_seed;
-        bool same_seed = HDR(src)->dh_seed == seed;
-        uint32_t off = bump(d, l3_doc__obj_bytes(cap));
-        l3_doc__obj_layout(d->buf, AT(d->buf, off, dobj_t), off + (uint32_t)sizeof(dobj_t), cap);
-        for (uint32_t i = 0; i < so.n; i++) {
-            const dentry_t *se = l3_doc__nth(src, &so, i);
-            if (se->type == T_DELETED)
-                continue;
-            dentry_t e = *se;
-            if (e.klen > KEY_INLINE_MAX) {
-                uint32_t ko = bump(d, a8(e.klen));
-                memmove(d->buf + ko, src + se->koff, e.klen);
-                memset(d->buf + ko + e.klen, 0, a8(e.klen) - e.klen);
-                e.koff = ko;
-            }
-            if (!same_seed)
-                e.hash = l3_doc__hash(seed, l3_doc__ekey(d->buf, &e), e.klen);
-            e.val = copy_value(d, src, se->val, se->type, keep);
-            l3_doc__obj_put(d->buf, AT(d->buf, off, dobj_t), &e);
-        }
-        return off;
-    }
-    default:
-        return val;
-    }
+    const dobj_t *o = AT(src, node, const dobj_t);
+    uint32_t cap = keep ? o->cap : o->count;
+    uint32_t off = bump(d, l3_doc__obj_bytes(cap));
+    l3_doc__obj_layout(d->buf, AT(d->buf, off, dobj_t), off + (uint32_t)sizeof(dobj_t), cap);
+    return off;
 }
 
-/* Room check for `extra` appended bytes (D1). */
+/* Copy a value (from any verified document, possibly d itself) into d, without
+ * garbage or tombstones; keep = preserve container capacities (compaction: so that the
+ * next insert does not immediately regrow, and regrowth cannot thrash with compaction).
+ * Space was checked. Iterative: the source is walked on the walker's bounded stack and
+ * the copies of the open containers wait on a parallel one. 0 with *ret_val, or
+ * L3_EREHASH when a member would pass the probe bound under d's seed (the appended bytes
+ * are then the caller's to drop) - or L3_EDEPTH, which a verified source never gives. */
+static int copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_t type, bool keep, uint64_t *ret_val)
+{
+    if (type == L3_DOC_STRING || type == L3_DOC_BIGNUM) {
+        *ret_val = copy_string(d, src, val);
+        return 0;
+    }
+    if (type != L3_DOC_OBJECT && type != L3_DOC_ARRAY) {
+        *ret_val = val;
+        return 0;
+    }
+    uint32_t seed = HDR(d->buf)->dh_seed;
+    bool same_seed = HDR(src)->dh_seed == seed;
+    uint32_t dst[L3_DOC_MAX_DEPTH]; /* copies of the open containers */
+    l3_doc__walk_t w;
+    l3_doc__wstep_t st;
+    l3_doc__walk_begin(&w, src, val, type);
+    int ev;
+    while ((ev = l3_doc__walk_next(&w, &st)) != L3_W_END) {
+        if (ev == L3_W_DEEP)
+            return L3_EDEPTH;
+        if (ev == L3_W_CLOSE)
+            continue;
+        uint64_t nv = st.val;
+        /* (a container's own frame is pushed already: its parent is one further down) */
+        unsigned parent = ev == L3_W_OPEN ? w.depth - 1 : w.depth;
+        if (ev == L3_W_OPEN)
+            nv = dst[w.depth - 1] = copy_node(d, src, (uint32_t)st.val, st.type, keep);
+        else if (st.type == L3_DOC_STRING || st.type == L3_DOC_BIGNUM)
+            nv = copy_string(d, src, st.val);
+        if (parent == 0) {
+            *ret_val = nv; /* the root of the copy */
+            continue;
+        }
+        const l3_doc__wframe_t *pf = &w.f[parent - 1];
+        uint32_t pnode = dst[parent - 1];
+        if (pf->type == L3_DOC_ARRAY) {
+            dslot_t *di = AT(d->buf, AT(d->buf, pnode, darr_t)->ioff + (pf->i - 1) * (uint32_t)sizeof(dslot_t), dslot_t);
+            di->val = nv;
+            di->type = st.type;
+            continue;
+        }
+        dentry_t e = *st.e;
+        if (e.klen > KEY_INLINE_MAX) {
+            uint32_t ko = bump(d, a8(e.klen));
+            memmove(d->buf + ko, src + st.e->koff, e.klen);
+            memset(d->buf + ko + e.klen, 0, a8(e.klen) - e.klen);
+            e.koff = ko;
+        }
+        if (!same_seed)
+            e.hash = l3_doc__hash(seed, l3_doc__ekey(d->buf, &e), e.klen);
+        e.val = nv;
+        if (!l3_doc__obj_put(d->buf, AT(d->buf, pnode, dobj_t), &e))
+            return L3_EREHASH;
+    }
+    return 0;
+}
+
+/* Room check for `extra` appended bytes (D1); the configured limit comes first, so
+ * nothing is allocated for a change that could never be kept. */
 static int room(l3_doc_t *d, uint64_t extra)
 {
     uint64_t need = (uint64_t)HDR(d->buf)->dh_used + extra;
     if (need > DOC_MAX_SIZE)
         return L3_ETOOBIG;
+    if (d->limit && need > d->limit)
+        return L3_EDOCSIZE;
     if (need > d->cap) {
         d->need = (size_t)need;
         return -ENOBUFS;
@@ -628,11 +582,15 @@ static uint8_t nv_type(const newval_t *nv)
     return nv->sc ? (uint8_t)nv->sc->type : SLOT(nv->src, nv->src_slot)->type;
 }
 
-/* Bytes the new value will append (0 if it can be overwritten in place into `old`). */
-static uint64_t nv_size(const uint8_t *buf, const newval_t *nv, const dslot_t *old)
+/* Bytes the new value will append (0 if it can be overwritten in place into `old`), and
+ * its nesting depth. */
+static uint64_t nv_size(const uint8_t *buf, const newval_t *nv, const dslot_t *old, unsigned *ret_depth)
 {
-    if (!nv->sc)
-        return copy_size(nv->src, nv->src_slot);
+    *ret_depth = 0;
+    if (!nv->sc) {
+        const dslot_t *s = SLOT(nv->src, nv->src_slot);
+        return l3_doc__measure(nv->src, s->val, s->type, false, false, ret_depth);
+    }
     switch (nv->sc->type) {
     case L3_DOC_STRING:
     case L3_DOC_BIGNUM:
@@ -641,24 +599,27 @@ static uint64_t nv_size(const uint8_t *buf, const newval_t *nv, const dslot_t *o
             return 0;
         return 8 + (uint64_t)a8(nv->sc->str.len);
     case L3_DOC_OBJECT:
+        *ret_depth = 1;
         return sizeof(dobj_t);
     case L3_DOC_ARRAY:
+        *ret_depth = 1;
         return sizeof(darr_t);
     default:
         return 0;
     }
 }
 
-/* Materialise the new value into fresh storage; returns (val, type). Space was checked. */
-static void nv_write(l3_doc_t *d, const newval_t *nv, uint64_t *ret_val, uint8_t *ret_type)
+/* Materialise the new value into fresh storage; returns (val, type). Space was checked.
+ * 0, or L3_EREHASH (a copied object would pass the probe bound; only appended bytes were
+ * written). */
+static int nv_write(l3_doc_t *d, const newval_t *nv, uint64_t *ret_val, uint8_t *ret_type)
 {
     if (!nv->sc) {
         const dslot_t *s = SLOT(nv->src, nv->src_slot);
         uint64_t v = s->val;
         uint8_t t = s->type;
-        *ret_val = copy_value(d, nv->src, v, t, false);
         *ret_type = t;
-        return;
+        return copy_value(d, nv->src, v, t, false, ret_val);
     }
     const l3_doc_scalar_t *sc = nv->sc;
     *ret_type = (uint8_t)sc->type;
@@ -703,6 +664,7 @@ static void nv_write(l3_doc_t *d, const newval_t *nv, uint64_t *ret_val, uint8_t
         *ret_val = 0;
         break;
     }
+    return 0;
 }
 
 static int nv_check(const newval_t *nv)
@@ -711,6 +673,8 @@ static int nv_check(const newval_t *nv)
         return 0;
     if ((unsigned)nv->sc->type >= L3_DOC_TYPE_MAX)
         return L3_ETYPE;
+    if (nv->sc->type == L3_DOC_DOUBLE && !isfinite(nv->sc->d))
+        return L3_ERANGE; /* JSON has no NaN or infinity (verify refuses them) */
     if ((nv->sc->type == L3_DOC_STRING || nv->sc->type == L3_DOC_BIGNUM) && nv->sc->str.len > UINT32_MAX - 64)
         return L3_ETOOBIG;
     if (nv->sc->type == L3_DOC_STRING && !l3_doc__utf8_valid((const uint8_t *)nv->sc->str.ptr, nv->sc->str.len))
@@ -718,8 +682,9 @@ static int nv_check(const newval_t *nv)
     return 0;
 }
 
-/* Overwrite an existing slot with the new value (space checked, header journaled). */
-static void replace_slot(l3_doc_t *d, uint32_t base, uint32_t slot, const newval_t *nv)
+/* Overwrite an existing slot with the new value (space checked, header journaled).
+ * 0 or L3_EREHASH before anything below the used mark changed. */
+static int replace_slot(l3_doc_t *d, uint32_t base, uint32_t slot, const newval_t *nv)
 {
     dslot_t *s = AT(d->buf, slot, dslot_t);
     dhdr_t *h = HDR(d->buf);
@@ -738,16 +703,19 @@ static void replace_slot(l3_doc_t *d, uint32_t base, uint32_t slot, const newval
                 jr(d, base, s, 16);
                 s->type = (uint8_t)nv->sc->type;
             }
-            return;
+            return 0;
         }
     }
     uint64_t v;
     uint8_t t;
-    nv_write(d, nv, &v, &t);
+    int rc = nv_write(d, nv, &v, &t);
+    if (rc)
+        return rc;
     h->dh_garbage += (uint32_t)l3_doc__storage_size(d->buf, s->val, s->type);
     jr(d, base, s, 16);
     s->val = v;
     s->type = t;
+    return 0;
 }
 
 /* Grow an object to hold at least one more member; tombstones are dropped. The node
@@ -762,32 +730,35 @@ static uint64_t obj_grow_bytes(const dobj_t *o)
     return l3_doc__obj_bytes(obj_grow_cap(o)) - sizeof(dobj_t);
 }
 
-static void obj_grow(l3_doc_t *d, uint32_t base, uint32_t node)
+/* Build the grown entry storage of the object at node into fresh storage, described by
+ * *ret (the node itself is not touched). 0 or L3_EREHASH. */
+static int obj_grow_build(l3_doc_t *d, uint32_t node, dobj_t *ret)
 {
-    dobj_t *o = AT(d->buf, node, dobj_t);
+    const dobj_t *o = AT(d->buf, node, const dobj_t);
     uint32_t ncap = obj_grow_cap(o);
     uint32_t store = bump(d, obj_grow_bytes(o));
-    o = AT(d->buf, node, dobj_t);
-    dobj_t old = *o;
-    jr(d, base, o, sizeof(*o));
-    l3_doc__obj_layout(d->buf, o, store, ncap);
+    dobj_t old = *AT(d->buf, node, const dobj_t);
+    l3_doc__obj_layout(d->buf, ret, store, ncap);
     for (uint32_t i = 0; i < old.n; i++) {
         const dentry_t *e = l3_doc__nth(d->buf, &old, i);
-        if (e->type != T_DELETED)
-            l3_doc__obj_put(d->buf, o, e);
+        if (e->type != T_DELETED && !l3_doc__obj_put(d->buf, ret, e))
+            return L3_EREHASH;
     }
-    HDR(d->buf)->dh_garbage += (uint32_t)(l3_doc__obj_bytes(old.cap) - sizeof(dobj_t));
+    return 0;
 }
 
-/* Append a member to the object at node; returns the entry's slot offset. */
-static uint32_t obj_append(l3_doc_t *d, uint32_t base, uint32_t node, const char *key, uint32_t klen,
-                           const newval_t *nv)
+/* Append a member to the object at node; *ret_slot gets the entry's offset. Everything is
+ * built in appended storage first - the value, the name, a grown table - and the object
+ * changes only once the new entry's table slot is known to be within the probe bound:
+ * 0, or L3_EREHASH with nothing below the used mark changed. */
+static int obj_append(l3_doc_t *d, uint32_t base, uint32_t node, const char *key, uint32_t klen,
+                      const newval_t *nv, uint32_t *ret_slot)
 {
-    dobj_t *o = AT(d->buf, node, dobj_t);
-    if (o->n == o->cap)
-        obj_grow(d, base, node);
     dentry_t e;
     memset(&e, 0, sizeof(e));
+    int rc = nv_write(d, nv, &e.val, &e.type);
+    if (rc)
+        return rc;
     e.klen = klen;
     if (klen <= KEY_INLINE_MAX) {
         memcpy(e.kin, key, klen);
@@ -798,12 +769,23 @@ static uint32_t obj_append(l3_doc_t *d, uint32_t base, uint32_t node, const char
         e.koff = ko;
     }
     e.hash = l3_doc__hash(HDR(d->buf)->dh_seed, key, klen);
-    nv_write(d, nv, &e.val, &e.type);
-    o = AT(d->buf, node, dobj_t);
-    dentry_t *tab = AT(d->buf, o->eoff, dentry_t);
-    uint32_t pos = o->n;
+    dobj_t *o = AT(d->buf, node, dobj_t);
+    dobj_t grown;
+    bool grow = o->n == o->cap;
+    if (grow && (rc = obj_grow_build(d, node, &grown)))
+        return rc;
+    const dobj_t *t = grow ? &grown : o;
+    dentry_t *tab = AT(d->buf, t->eoff, dentry_t);
+    uint32_t pos = t->n;
+    if (t->hcap && (pos = l3_doc__table_free_slot(tab, t->hcap, e.hash)) == UINT32_MAX)
+        return L3_EREHASH;
+    /* commit */
+    if (grow) {
+        HDR(d->buf)->dh_garbage += (uint32_t)(l3_doc__obj_bytes(o->cap) - sizeof(dobj_t));
+        jr(d, base, o, sizeof(*o));
+        *o = grown;
+    }
     if (o->hcap) {
-        pos = l3_doc__table_free_slot(tab, o->hcap, e.hash);
         uint32_t *ord = AT(d->buf, o->ooff, uint32_t);
         jr(d, base, &ord[o->n], 4);
         ord[o->n] = pos;
@@ -813,7 +795,8 @@ static uint32_t obj_append(l3_doc_t *d, uint32_t base, uint32_t node, const char
     jr(d, base, o, sizeof(*o));
     o->n++;
     o->count++;
-    return o->eoff + pos * (uint32_t)sizeof(dentry_t);
+    *ret_slot = o->eoff + pos * (uint32_t)sizeof(dentry_t);
+    return 0;
 }
 
 static uint32_t arr_grow_cap(const darr_t *a)
@@ -821,12 +804,16 @@ static uint32_t arr_grow_cap(const darr_t *a)
     return L3_MAX(4u, a->cap * 2);
 }
 
-/* Insert at idx (<= count) of the array at node; returns the new element's slot. */
-static uint32_t arr_insert(l3_doc_t *d, uint32_t base, uint32_t node, uint32_t idx, const newval_t *nv)
+/* Insert at idx (<= count) of the array at node; *ret_slot gets the new element's slot.
+ * 0 or L3_EREHASH (from the value's copy, before the array changed). */
+static int arr_insert(l3_doc_t *d, uint32_t base, uint32_t node, uint32_t idx, const newval_t *nv,
+                      uint32_t *ret_slot)
 {
     uint64_t v;
     uint8_t t;
-    nv_write(d, nv, &v, &t);
+    int rc = nv_write(d, nv, &v, &t);
+    if (rc)
+        return rc;
     darr_t *a = AT(d->buf, node, darr_t);
     if (a->count == a->cap) {
         uint32_t ncap = arr_grow_cap(a);
@@ -849,7 +836,8 @@ static uint32_t arr_insert(l3_doc_t *d, uint32_t base, uint32_t node, uint32_t i
     it[idx].type = t;
     jr(d, base, a, sizeof(*a));
     a->count++;
-    return a->ioff + idx * (uint32_t)sizeof(dslot_t);
+    *ret_slot = a->ioff + idx * (uint32_t)sizeof(dslot_t);
+    return 0;
 }
 
 /* Resolve all but the last token; *ret_parent = slot of the parent container (or 0 for the root itself). */
@@ -857,6 +845,7 @@ typedef struct {
     uint32_t parent;  /* parent slot, 0 when the path is the root */
     const char *last; /* last token */
     size_t last_len;
+    unsigned depth;   /* tokens in the path: the nesting depth of the value it names */
     pathit_t it;
 } target_t;
 
@@ -867,10 +856,12 @@ static int resolve_parent(const uint8_t *buf, const char *path, size_t plen, uns
     if (rc)
         return rc;
     t->parent = 0;
+    t->depth = 0;
     uint32_t cur = L3_DOC_ROOT;
     const char *tok;
     size_t tlen;
     while ((rc = path_next(&t->it, &tok, &tlen)) == 1) {
+        t->depth++;
         if (t->it.p >= t->it.end) {
             /* the last token: it stays valid (no further path_next) */
             t->last = tok;
@@ -883,6 +874,16 @@ static int resolve_parent(const uint8_t *buf, const char *path, size_t plen, uns
             return path_fail(&t->it, rc);
     }
     return rc; /* 0: empty path, the root itself (parent 0) */
+}
+
+/* Where a new value goes and what it costs, checked before anything is written. */
+static int set_check(l3_doc_t *d, const target_t *t, const newval_t *nv, const dslot_t *old, uint64_t extra)
+{
+    unsigned vdepth;
+    uint64_t need = nv_size(d->buf, nv, old, &vdepth) + extra;
+    if ((uint64_t)t->depth + vdepth > L3_DOC_MAX_DEPTH)
+        return L3_EDEPTH;
+    return room(d, need);
 }
 
 static int set_common(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const newval_t *nv,
@@ -899,6 +900,8 @@ static int set_common(l3_doc_t *d, const char *path, size_t plen, unsigned flags
     dhdr_t *h = HDR(buf);
     uint32_t base = h->dh_used;
     uint32_t slot = 0;
+    uint8_t saved[16]; /* header bytes a failed build restores (appended bytes are dropped) */
+    memcpy(saved, h, sizeof(saved));
     if (t.parent == 0) {
         slot = L3_DOC_ROOT;
     } else {
@@ -916,14 +919,14 @@ static int set_common(l3_doc_t *d, const char *path, size_t plen, unsigned flags
                     goto out;
                 }
                 const dobj_t *o = AT(buf, (uint32_t)ps->val, const dobj_t);
-                uint64_t need = nv_size(buf, nv, NULL) + (t.last_len > KEY_INLINE_MAX ? a8(t.last_len) : 0) +
-                                (o->n == o->cap ? obj_grow_bytes(o) : 0);
-                if ((rc = room(d, need)))
+                uint64_t extra = (t.last_len > KEY_INLINE_MAX ? a8(t.last_len) : 0) +
+                                 (o->n == o->cap ? obj_grow_bytes(o) : 0);
+                if ((rc = set_check(d, &t, nv, NULL, extra)))
                     goto out;
                 jr(d, base, h, 16);
                 h->dh_flags &= (uint16_t)~L3_DOC_FLAG_SEALED;
-                slot = obj_append(d, base, (uint32_t)ps->val, t.last, (uint32_t)t.last_len, nv);
-                goto done;
+                rc = obj_append(d, base, (uint32_t)ps->val, t.last, (uint32_t)t.last_len, nv, &slot);
+                goto built;
             }
         } else if (ps->type == L3_DOC_ARRAY) {
             const darr_t *a = AT(buf, (uint32_t)ps->val, const darr_t);
@@ -943,14 +946,13 @@ static int set_common(l3_doc_t *d, const char *path, size_t plen, unsigned flags
                     rc = L3_ENOTFOUND;
                     goto out;
                 }
-                uint64_t need = nv_size(buf, nv, NULL) +
-                                (a->count == a->cap ? (uint64_t)arr_grow_cap(a) * sizeof(dslot_t) : 0);
-                if ((rc = room(d, need)))
+                uint64_t extra = a->count == a->cap ? (uint64_t)arr_grow_cap(a) * sizeof(dslot_t) : 0;
+                if ((rc = set_check(d, &t, nv, NULL, extra)))
                     goto out;
                 jr(d, base, h, 16);
                 h->dh_flags &= (uint16_t)~L3_DOC_FLAG_SEALED;
-                slot = arr_insert(d, base, (uint32_t)ps->val, (uint32_t)idx, nv);
-                goto done;
+                rc = arr_insert(d, base, (uint32_t)ps->val, (uint32_t)idx, nv, &slot);
+                goto built;
             }
             slot = a->ioff + (uint32_t)idx * (uint32_t)sizeof(dslot_t);
         } else {
@@ -970,11 +972,17 @@ static int set_common(l3_doc_t *d, const char *path, size_t plen, unsigned flags
             store_word(d, AT(buf, slot, dslot_t), scalar_word(nv->sc)); /* D4 */
             goto done;
         }
-        if ((rc = room(d, nv_size(buf, nv, old))))
+        if ((rc = set_check(d, &t, nv, old, 0)))
             goto out;
         jr(d, base, h, 16);
         h->dh_flags &= (uint16_t)~L3_DOC_FLAG_SEALED;
-        replace_slot(d, base, slot, nv);
+        rc = replace_slot(d, base, slot, nv);
+    }
+built:
+    if (rc) {
+        /* L3_EREHASH: only appended bytes were written; dropping them restores the document */
+        memcpy(h, saved, sizeof(saved));
+        goto out;
     }
 done:
     if (ret_slot)
@@ -997,6 +1005,8 @@ int l3_doc_slot_set_int(l3_doc_t *d, uint32_t slot, int64_t v)
 int l3_doc_set(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v,
                uint32_t *ret_slot)
 {
+    if (v->type == L3_DOC_DOUBLE && !isfinite(v->d))
+        return L3_ERANGE; /* JSON has no NaN or infinity (verify refuses them) */
     if (!(flags & L3_DOC_SET_INSERT) && (v->type == L3_DOC_INT || v->type == L3_DOC_DOUBLE || v->type == L3_DOC_BOOL)) {
         /* hot path (D4): an existing scalar of the same type is one aligned store */
         int syntax = path_syntax(flags);
@@ -1027,7 +1037,8 @@ int l3_doc_set_json(l3_doc_t *d, const char *path, size_t plen, unsigned flags, 
 {
     uint8_t *tmp;
     size_t tlen;
-    int rc = l3_doc_from_json(json, jlen, NULL, &tmp, &tlen, err);
+    l3_doc_parse_opts_t opts = {.max_bytes = d->limit};
+    int rc = l3_doc_from_json(json, jlen, &opts, &tmp, &tlen, err);
     if (rc)
         return rc;
     rc = l3_doc_set_copy(d, path, plen, flags, tmp, L3_DOC_ROOT, NULL);
@@ -1122,7 +1133,8 @@ size_t l3_doc_compact_bound(const uint8_t *buf)
     return DOC_DATA_OFF + (size_t)compact_size(buf, r->val, r->type, true);
 }
 
-int l3_doc_compact(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret_len)
+/* Rewrite buf into dst under the given seed: 0, -ENOBUFS or L3_EREHASH. */
+static int compact_seeded(const uint8_t *buf, uint8_t *dst, size_t dst_cap, uint32_t seed, size_t *ret_len)
 {
     size_t need = l3_doc_compact_bound(buf);
     if (need > dst_cap)
@@ -1134,8 +1146,12 @@ int l3_doc_compact(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret
     h->dh_crc = 0;
     h->dh_used = DOC_DATA_OFF;
     h->dh_garbage = 0;
+    h->dh_seed = seed;
     const dslot_t *root = SLOT(buf, L3_DOC_ROOT);
-    uint64_t v = copy_value(&d, buf, root->val, root->type, true);
+    uint64_t v;
+    int rc = copy_value(&d, buf, root->val, root->type, true, &v);
+    if (rc)
+        return rc;
     dslot_t *r = AT(dst, L3_DOC_ROOT, dslot_t);
     memset(r, 0, sizeof(*r));
     r->val = v;
@@ -1144,27 +1160,26 @@ int l3_doc_compact(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret
     return 0;
 }
 
-static void stats_walk(const uint8_t *buf, uint64_t val, uint8_t type, size_t depth, l3_doc_stats_t *st)
+/* Compaction keeps the seed when it can; a table that would pass the probe bound (the
+ * same names land in a table without tombstones in another order) takes a fresh seed.
+ * A fresh random seed makes that next to impossible; four in a row would mean a broken
+ * random source. */
+static int compact_retry(const uint8_t *buf, uint8_t *dst, size_t dst_cap, bool fresh, size_t *ret_len)
 {
-    if (depth > st->max_depth)
-        st->max_depth = depth;
-    if (type == L3_DOC_OBJECT) {
-        st->objects++;
-        const dobj_t *o = AT(buf, (uint32_t)val, const dobj_t);
-        for (uint32_t i = 0; i < o->n; i++) {
-            const dentry_t *e = l3_doc__nth(buf, o, i);
-            if (e->type != T_DELETED)
-                stats_walk(buf, e->val, e->type, depth + 1, st);
-        }
-    } else if (type == L3_DOC_ARRAY) {
-        st->arrays++;
-        const darr_t *a = AT(buf, (uint32_t)val, const darr_t);
-        const dslot_t *it = AT(buf, a->ioff, const dslot_t);
-        for (uint32_t i = 0; i < a->count; i++)
-            stats_walk(buf, it[i].val, it[i].type, depth + 1, st);
-    } else {
-        st->scalars++;
-    }
+    int rc = L3_EREHASH;
+    for (int tries = 0; tries < 5 && rc == L3_EREHASH; tries++, fresh = true)
+        rc = compact_seeded(buf, dst, dst_cap, fresh ? l3_doc__seed() : HDR(buf)->dh_seed, ret_len);
+    return rc == L3_EREHASH ? -EAGAIN : rc;
+}
+
+int l3_doc_compact(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret_len)
+{
+    return compact_retry(buf, dst, dst_cap, false, ret_len);
+}
+
+int l3_doc_rebuild(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret_len)
+{
+    return compact_retry(buf, dst, dst_cap, true, ret_len);
 }
 
 void l3_doc_stats(const uint8_t *buf, l3_doc_stats_t *ret)
@@ -1173,7 +1188,24 @@ void l3_doc_stats(const uint8_t *buf, l3_doc_stats_t *ret)
     ret->used = HDR(buf)->dh_used;
     ret->garbage = HDR(buf)->dh_garbage;
     const dslot_t *r = SLOT(buf, L3_DOC_ROOT);
-    stats_walk(buf, r->val, r->type, 0, ret);
+    l3_doc__walk_t w;
+    l3_doc__wstep_t st;
+    l3_doc__walk_begin(&w, buf, r->val, r->type);
+    int ev;
+    while ((ev = l3_doc__walk_next(&w, &st)) != L3_W_END && ev != L3_W_DEEP) {
+        if (ev == L3_W_OPEN) {
+            if (st.type == L3_DOC_OBJECT)
+                ret->objects++;
+            else
+                ret->arrays++;
+            if (w.depth - 1 > ret->max_depth)
+                ret->max_depth = w.depth - 1;
+        } else if (ev == L3_W_SCALAR) {
+            ret->scalars++;
+            if (w.depth > ret->max_depth)
+                ret->max_depth = w.depth;
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ heap documents */
@@ -1206,6 +1238,8 @@ int l3_doc_heap_grow(l3_doc_t *d)
         ncap = 256;
     if (ncap > DOC_MAX_SIZE)
         ncap = DOC_MAX_SIZE;
+    if (d->limit && ncap > d->limit && d->need <= d->limit)
+        ncap = L3_MAX(d->limit, d->need); /* room() refuses beyond the limit: never allocate past it */
     if (ncap <= d->cap)
         return -ENOMEM;
     uint8_t *n = realloc(d->buf, ncap);
@@ -1216,25 +1250,37 @@ int l3_doc_heap_grow(l3_doc_t *d)
     return 0;
 }
 
-int l3_doc_heap_maybe_compact(l3_doc_t *d)
+static int heap_rewrite(l3_doc_t *d, bool fresh)
 {
-    if (!l3_doc_should_compact(d->buf))
-        return 0;
     size_t bound = l3_doc_compact_bound(d->buf);
     size_t cap = bound + bound / 4 + 64;
+    if (d->limit && cap > d->limit)
+        cap = L3_MAX(bound, d->limit);
     uint8_t *n = malloc(cap);
     if (!n)
         return -ENOMEM;
     size_t len;
-    int rc = l3_doc_compact(d->buf, n, cap, &len);
+    int rc = compact_retry(d->buf, n, cap, fresh, &len);
     if (rc) {
         free(n);
-        return rc;
+        return rc == -ENOBUFS ? -ENOMEM : rc;
     }
     free(d->buf);
     d->buf = n;
     d->cap = cap;
     return 0;
+}
+
+int l3_doc_heap_maybe_compact(l3_doc_t *d)
+{
+    if (!l3_doc_should_compact(d->buf))
+        return 0;
+    return heap_rewrite(d, false);
+}
+
+int l3_doc_heap_reseed(l3_doc_t *d)
+{
+    return heap_rewrite(d, true);
 }
 
 void l3_doc_heap_free(l3_doc_t *d)

@@ -17,10 +17,8 @@
 #include <string.h>
 
 #include "format.h"
+#include "l3kv/error.h"
 #include "l3kv/json.h"
-
-#define EMIT_PREFETCH 16 /* members fetched ahead when walking a hashed object */
-
 
 int l3_buf_reserve(l3_buf_t *b, size_t extra)
 {
@@ -195,7 +193,8 @@ static inline char *put_string(char *o, const uint8_t *s, size_t len)
             return -ENOMEM;                                                                                  \
     } while (0)
 
-static int emit(const uint8_t *buf, uint64_t val, uint8_t type, l3_buf_t *out)
+/* One scalar. */
+static int emit_scalar(const uint8_t *buf, uint64_t val, uint8_t type, l3_buf_t *out)
 {
     switch (type) {
     case L3_DOC_NULL:
@@ -238,56 +237,43 @@ static int emit(const uint8_t *buf, uint64_t val, uint8_t type, l3_buf_t *out)
         out->len = (size_t)(o - out->ptr);
         return 0;
     }
-    case L3_DOC_ARRAY: {
-        const darr_t *a = AT(buf, (uint32_t)val, darr_t);
-        RESERVE(2);
-        out->ptr[out->len++] = '[';
-        const dslot_t *it = a->count ? AT(buf, a->ioff, dslot_t) : NULL;
-        for (uint32_t i = 0; i < a->count; i++) {
-            if (i) {
-                RESERVE(1);
-                out->ptr[out->len++] = ',';
-            }
-            int rc = emit(buf, it[i].val, it[i].type, out);
-            if (rc)
-                return rc;
-        }
-        RESERVE(1);
-        out->ptr[out->len++] = ']';
-        return 0;
-    }
-    case L3_DOC_OBJECT: {
-        const dobj_t *ob = AT(buf, (uint32_t)val, dobj_t);
-        RESERVE(2);
-        out->ptr[out->len++] = '{';
-        bool first = true;
-        for (uint32_t i = 0; i < ob->n; i++) {
-            /* a hashed object's members sit in table order: fetch a few ahead of the
-             * insertion-order walk so the cache misses overlap */
-            if (ob->hcap && i + EMIT_PREFETCH < ob->n)
-                __builtin_prefetch(l3_doc__nth(buf, ob, i + EMIT_PREFETCH));
-            const dentry_t *e = l3_doc__nth(buf, ob, i);
-            if (e->type == T_DELETED)
-                continue;
-            RESERVE((size_t)e->klen * 6 + 20);
-            char *o = out->ptr + out->len;
-            if (!first)
-                *o++ = ',';
-            first = false;
-            o = put_string(o, l3_doc__ekey(buf, e), e->klen);
-            *o++ = ':';
-            out->len = (size_t)(o - out->ptr);
-            int rc = emit(buf, e->val, e->type, out);
-            if (rc)
-                return rc;
-        }
-        RESERVE(1);
-        out->ptr[out->len++] = '}';
-        return 0;
-    }
     default:
         return -EINVAL;
     }
+}
+
+/* The value, depth first on the walker's bounded stack (no recursion). */
+static int emit(const uint8_t *buf, uint64_t val, uint8_t type, l3_buf_t *out)
+{
+    l3_doc__walk_t w;
+    l3_doc__wstep_t st;
+    l3_doc__walk_begin(&w, buf, val, type);
+    int ev, rc;
+    while ((ev = l3_doc__walk_next(&w, &st)) != L3_W_END) {
+        if (ev == L3_W_DEEP)
+            return L3_EDEPTH; /* a verified document never gets here */
+        if (ev == L3_W_CLOSE) {
+            RESERVE(1);
+            out->ptr[out->len++] = st.type == L3_DOC_ARRAY ? ']' : '}';
+            continue;
+        }
+        /* separator and member name */
+        RESERVE((st.e ? (size_t)st.e->klen * 6 + 20 : 0) + 2);
+        char *o = out->ptr + out->len;
+        if (!st.first)
+            *o++ = ',';
+        if (st.e) {
+            o = put_string(o, l3_doc__ekey(buf, st.e), st.e->klen);
+            *o++ = ':';
+        }
+        out->len = (size_t)(o - out->ptr);
+        if (ev == L3_W_OPEN) {
+            out->ptr[out->len++] = st.type == L3_DOC_ARRAY ? '[' : '{';
+        } else if ((rc = emit_scalar(buf, st.val, st.type, out))) {
+            return rc;
+        }
+    }
+    return 0;
 }
 
 int l3_doc_to_json(const uint8_t *buf, uint32_t slot, l3_buf_t *out)

@@ -70,7 +70,7 @@
 #define T_EMPTY 0x81u /* free slot of a hashed object's entry table */
 #define KEY_INLINE_MAX 12u
 #define HASH_MIN_CAP 8u /* objects with more entries than this get a hash table */
-#define L3_DOC_MAX_PROBE 256u /* longest displacement verify() accepts in a hash table */
+#define L3_DOC_MAX_PROBE 256u /* longest displacement verify() accepts and any writer builds */
 
 typedef struct {
     uint32_t dh_magic;
@@ -131,8 +131,11 @@ static inline uint32_t a8(uint64_t x)
 }
 
 /* Seeded 32-bit hash of a member name: multiply-xorshift over 8-byte words with a
- * murmur3 finaliser. Not cryptographic; the per-document random seed keeps crafted
- * names from colliding on purpose. */
+ * murmur3 finaliser. Not cryptographic, and the seed is no secret (every binary copy of a
+ * document carries it): a fresh random seed per document keeps names crafted for another
+ * document useless, and the probe bound below (with a rebuild under a new seed when a
+ * writer would pass it) keeps names crafted for this one from costing more than
+ * L3_DOC_MAX_PROBE probes. */
 static inline uint32_t l3_doc__hash(uint32_t seed, const void *key, size_t len)
 {
     const uint8_t *k = key;
@@ -199,13 +202,16 @@ static inline void l3_doc__table_clear(dentry_t *tab, uint32_t hcap)
         tab[i].type = T_EMPTY;
 }
 
-/* First free slot on the probe path of hash (the table always has one: hcap > cap). */
+/* First free slot on the probe path of hash, or UINT32_MAX when it lies more than
+ * L3_DOC_MAX_PROBE slots past the home slot: the writer must then give up (L3_EREHASH)
+ * rather than build a table verify() refuses. */
 static inline uint32_t l3_doc__table_free_slot(const dentry_t *tab, uint32_t hcap, uint32_t hash)
 {
     uint32_t mask = hcap - 1, h = hash & mask;
-    while (tab[h].type != T_EMPTY)
-        h = (h + 1) & mask;
-    return h;
+    for (uint32_t dist = 0; dist <= L3_DOC_MAX_PROBE; dist++, h = (h + 1) & mask)
+        if (tab[h].type == T_EMPTY)
+            return h;
+    return UINT32_MAX;
 }
 
 /* Lay out an empty object of capacity cap: node t, entry storage (and order array) at
@@ -228,13 +234,16 @@ static inline void l3_doc__obj_layout(uint8_t *buf, dobj_t *t, uint32_t store, u
 }
 
 /* Add a member known not to be present (n < cap) as the last one; no journaling, for
- * objects being built. Returns the entry's offset. */
+ * objects being built. Returns the entry's offset, or 0 (nothing written) when the probe
+ * bound would be passed. */
 static inline uint32_t l3_doc__obj_put(uint8_t *buf, dobj_t *t, const dentry_t *e)
 {
     dentry_t *tab = (dentry_t *)(void *)(buf + t->eoff);
     uint32_t pos = t->n;
     if (t->hcap) {
         pos = l3_doc__table_free_slot(tab, t->hcap, e->hash);
+        if (pos == UINT32_MAX)
+            return 0;
         ((uint32_t *)(void *)(buf + t->ooff))[t->n] = pos;
     }
     tab[pos] = *e;
@@ -255,12 +264,125 @@ static inline const dentry_t *l3_doc__nth(const uint8_t *buf, const dobj_t *o, u
     return (const dentry_t *)(const void *)(buf + l3_doc__nth_off(buf, o, i));
 }
 
-/* Process-wide hash seed for new documents (random per process). */
+/* ------------------------------------------------------------------ walking a verified document
+ *
+ * Every walk over a document's values (emit, copy, sizes, statistics) runs on this explicit
+ * stack of L3_DOC_MAX_DEPTH frames, never on recursion: depth is bounded by verify() and
+ * by every writer, and a walk that meets a deeper value stops with W_DEEP instead of
+ * overflowing. Events come in document order: W_OPEN / W_CLOSE around a container's
+ * members, W_SCALAR for the rest; `e` is the member's entry inside an object (NULL for
+ * array elements and the root), `first` says whether it is its container's first. */
+enum { L3_W_END = 0, L3_W_SCALAR, L3_W_OPEN, L3_W_CLOSE, L3_W_DEEP };
+
+typedef struct {
+    uint32_t node; /* object or array node */
+    uint32_t i;    /* next member (insertion index) or element */
+    uint8_t type;
+    bool any;      /* a member was reported */
+} l3_doc__wframe_t;
+
+typedef struct {
+    const uint8_t *buf;
+    uint64_t root_val;
+    uint8_t root_type;
+    bool started;
+    unsigned depth; /* open containers */
+    l3_doc__wframe_t f[L3_DOC_MAX_DEPTH];
+} l3_doc__walk_t;
+
+typedef struct {
+    int ev;
+    uint64_t val;
+    uint8_t type;
+    bool first;
+    const dentry_t *e;
+    uint32_t where; /* offset of the value's slot or entry (0 for the root given by value) */
+} l3_doc__wstep_t;
+
+static inline void l3_doc__walk_begin(l3_doc__walk_t *w, const uint8_t *buf, uint64_t val, uint8_t type)
+{
+    w->buf = buf;
+    w->root_val = val;
+    w->root_type = type;
+    w->started = false;
+    w->depth = 0;
+}
+
+static inline int l3_doc__walk_value(l3_doc__walk_t *w, l3_doc__wstep_t *s, uint64_t val, uint8_t type)
+{
+    s->val = val;
+    s->type = type;
+    if (type == L3_DOC_OBJECT || type == L3_DOC_ARRAY) {
+        if (w->depth >= L3_DOC_MAX_DEPTH)
+            return s->ev = L3_W_DEEP;
+        l3_doc__wframe_t *f = &w->f[w->depth++];
+        f->node = (uint32_t)val;
+        f->i = 0;
+        f->type = type;
+        f->any = false;
+        return s->ev = L3_W_OPEN;
+    }
+    return s->ev = L3_W_SCALAR;
+}
+
+static inline int l3_doc__walk_next(l3_doc__walk_t *w, l3_doc__wstep_t *s)
+{
+    const uint8_t *buf = w->buf;
+    s->e = NULL;
+    if (!w->started) {
+        w->started = true;
+        s->first = true;
+        s->where = 0;
+        return l3_doc__walk_value(w, s, w->root_val, w->root_type);
+    }
+    if (w->depth == 0)
+        return s->ev = L3_W_END;
+    l3_doc__wframe_t *f = &w->f[w->depth - 1];
+    if (f->type == L3_DOC_ARRAY) {
+        const darr_t *a = AT(buf, f->node, const darr_t);
+        if (f->i < a->count) {
+            uint32_t so = a->ioff + f->i++ * (uint32_t)sizeof(dslot_t);
+            const dslot_t *it = AT(buf, so, const dslot_t);
+            s->first = !f->any;
+            f->any = true;
+            s->where = so;
+            return l3_doc__walk_value(w, s, it->val, it->type);
+        }
+    } else {
+        const dobj_t *o = AT(buf, f->node, const dobj_t);
+        while (f->i < o->n) {
+            /* a hashed object's members sit in table order: fetch a few ahead of the
+             * insertion-order walk so the cache misses overlap */
+            if (o->hcap && f->i + 16 < o->n)
+                __builtin_prefetch(l3_doc__nth(buf, o, f->i + 16));
+            uint32_t eo = l3_doc__nth_off(buf, o, f->i++);
+            const dentry_t *e = AT(buf, eo, const dentry_t);
+            if (e->type == T_DELETED)
+                continue;
+            s->first = !f->any;
+            f->any = true;
+            s->e = e;
+            s->where = eo;
+            return l3_doc__walk_value(w, s, e->val, e->type);
+        }
+    }
+    w->depth--;
+    s->val = f->node;
+    s->type = f->type;
+    return s->ev = L3_W_CLOSE;
+}
+
+/* Hash seed for a new document: fresh random bits every call (a per-thread pool refilled
+ * from getrandom, and after a fork). */
 uint32_t l3_doc__seed(void);
 /* Shortest round-trip text of a finite double into out (>= 32 bytes); returns length. */
 size_t l3_doc__fmt_double(double d, char *out);
 /* Is [p, p+len) valid UTF-8 (no overlongs, surrogates or values above U+10FFFF)? */
 bool l3_doc__utf8_valid(const uint8_t *p, size_t len);
+/* Walk a value and add up its storage outside its slot (measure.c): alloc = allocated
+ * capacities, else what a copy appends (keep = containers keep their capacity);
+ * *ret_depth (may be NULL) gets its nesting depth. */
+uint64_t l3_doc__measure(const uint8_t *buf, uint64_t val, uint8_t type, bool alloc, bool keep, unsigned *ret_depth);
 /* Bytes a stored value occupies outside its slot (allocated capacity included). */
 uint64_t l3_doc__storage_size(const uint8_t *buf, uint64_t val, uint8_t type);
 

@@ -36,6 +36,7 @@ typedef struct {
     const char *start, *p, *end;
     uint8_t *buf; /* output; NULL when only checking */
     size_t used, cap;
+    size_t max_bytes; /* largest output allowed (L3_EDOCSIZE beyond) */
     uint8_t *scr; /* scratch stack of pending members */
     size_t scr_len, scr_cap;
     unsigned depth, max_depth;
@@ -65,11 +66,13 @@ static int out_reserve(parser_t *ps, size_t extra)
     size_t need = ps->used + extra;
     if (need > DOC_MAX_SIZE)
         return fail(ps, ps->p, L3_ETOOBIG, "document exceeds 4 GiB");
+    if (need > ps->max_bytes)
+        return fail(ps, ps->p, L3_EDOCSIZE, "document exceeds the size limit");
     size_t ncap = ps->cap * 2;
     if (ncap < need)
         ncap = need;
-    if (ncap > DOC_MAX_SIZE)
-        ncap = DOC_MAX_SIZE;
+    if (ncap > ps->max_bytes)
+        ncap = ps->max_bytes;
     uint8_t *nb = realloc(ps->buf, ncap);
     if (!nb)
         return fail(ps, ps->p, -ENOMEM, "out of memory");
@@ -674,9 +677,13 @@ static int finish_object(parser_t *ps, size_t base, const char *at, uint64_t *re
             if (e->type == T_DELETED)
                 continue;
             const uint8_t *k = l3_doc__ekey(ps->buf, e);
-            uint32_t h = e->hash & mask;
+            uint32_t h = e->hash & mask, dist = 0;
             bool dup = false;
             while (tab[h].type != T_EMPTY) {
+                /* past the probe bound: names crafted against this seed (or very bad
+                 * luck): the whole parse is redone under a fresh one */
+                if (dist++ == L3_DOC_MAX_PROBE)
+                    return fail(ps, at, L3_EREHASH, "member name hash chain too long");
                 dentry_t *x = &tab[h];
                 if (x->hash == e->hash && x->klen == e->klen &&
                     memcmp(l3_doc__ekey(ps->buf, x), k, e->klen) == 0) {
@@ -874,8 +881,8 @@ static const char *parse_value(parser_t *ps, const char *p, uint64_t *ret_val, u
 
 static int run(parser_t *ps, const l3_doc_parse_opts_t *opts, l3_doc_error_t *err)
 {
-    unsigned md = opts && opts->max_depth ? opts->max_depth : L3_DOC_DEFAULT_MAX_DEPTH;
-    ps->max_depth = md > L3_DOC_HARD_MAX_DEPTH ? L3_DOC_HARD_MAX_DEPTH : md;
+    unsigned md = opts && opts->max_depth ? opts->max_depth : L3_DOC_MAX_DEPTH;
+    ps->max_depth = md > L3_DOC_MAX_DEPTH ? L3_DOC_MAX_DEPTH : md;
     const char *p = skip_ws(ps->start, ps->end);
     uint64_t v = 0;
     uint8_t t = 0;
@@ -906,13 +913,22 @@ static int run(parser_t *ps, const l3_doc_parse_opts_t *opts, l3_doc_error_t *er
     return 0;
 }
 
-int l3_doc_from_json(const char *json, size_t len, const l3_doc_parse_opts_t *opts, uint8_t **ret_buf,
-                     size_t *ret_len, l3_doc_error_t *err)
+/* One parse under the given seed. */
+static int parse_seeded(const char *json, size_t len, const l3_doc_parse_opts_t *opts, uint32_t seed,
+                        uint8_t **ret_buf, size_t *ret_len, l3_doc_error_t *err)
 {
-    parser_t ps = {.start = json, .p = json, .end = json + len, .seed = l3_doc__seed()};
+    parser_t ps = {.start = json, .p = json, .end = json + len, .seed = seed};
+    ps.max_bytes = opts && opts->max_bytes && opts->max_bytes < DOC_MAX_SIZE ? opts->max_bytes : DOC_MAX_SIZE;
+    if (ps.max_bytes < DOC_DATA_OFF) {
+        if (err) {
+            err->offset = 0;
+            err->msg = "document exceeds the size limit";
+        }
+        return L3_EDOCSIZE;
+    }
     ps.cap = len + len / 4 + 128;
-    if (ps.cap > DOC_MAX_SIZE)
-        ps.cap = DOC_MAX_SIZE;
+    if (ps.cap > ps.max_bytes)
+        ps.cap = ps.max_bytes;
     ps.buf = malloc(ps.cap);
     if (!ps.buf) {
         if (err) {
@@ -935,6 +951,17 @@ int l3_doc_from_json(const char *json, size_t len, const l3_doc_parse_opts_t *op
     *ret_buf = ps.buf;
     *ret_len = ps.used;
     return 0;
+}
+
+int l3_doc_from_json(const char *json, size_t len, const l3_doc_parse_opts_t *opts, uint8_t **ret_buf,
+                     size_t *ret_len, l3_doc_error_t *err)
+{
+    /* every document gets a fresh seed; a hash chain past the probe bound under it (which
+     * no one can aim at: the seed is drawn here) is answered with another */
+    int rc = L3_EREHASH;
+    for (int tries = 0; tries < 4 && rc == L3_EREHASH; tries++)
+        rc = parse_seeded(json, len, opts, l3_doc__seed(), ret_buf, ret_len, err);
+    return rc == L3_EREHASH ? -EAGAIN : rc;
 }
 
 int l3_doc_check_json(const char *json, size_t len, const l3_doc_parse_opts_t *opts, l3_doc_error_t *err)

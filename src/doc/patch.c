@@ -91,20 +91,23 @@ static int path_push(l3_buf_t *path, const char *key, size_t klen)
 /* Replace the whole document with the value encoded in json (P3). */
 static int replace_root_json(l3_doc_t *d, const char *json, size_t len)
 {
-    l3_doc_parse_opts_t opts = {.max_depth = L3_DOC_HARD_MAX_DEPTH};
+    l3_doc_parse_opts_t opts = {.max_bytes = d->limit};
     l3_doc_error_t e;
     uint8_t *nbuf;
     size_t nlen;
     int rc = l3_doc_from_json(json, len, &opts, &nbuf, &nlen, &e);
     if (rc < 0)
         return rc == L3_ESYNTAX ? -EINVAL : rc; /* the text came from our own serializer */
+    (void)e;
     uint64_t lsn = l3_doc_lsn(d->buf);
     void (*undo)(void *, const void *, size_t) = d->undo;
     void *undo_ctx = d->undo_ctx;
+    size_t limit = d->limit;
     l3_doc_heap_free(d);
     l3_doc_heap_adopt(d, nbuf, nlen);
     d->undo = undo;
     d->undo_ctx = undo_ctx;
+    d->limit = limit;
     l3_doc_set_lsn(d, lsn);
     return 0;
 }
@@ -145,18 +148,9 @@ static int store_json(l3_doc_t *d, const char *path, size_t plen, unsigned flags
 
 /* ---------------------------------------------------------------- RFC 7396 merge patch */
 
-/*
- * MergePatch(target at path, patch value at pslot). path is a NUL-terminated JSON Pointer in
- * a growable buffer; it is extended for members and restored before returning.
- */
-static int merge_at(l3_doc_t *d, l3_buf_t *path, const uint8_t *p, uint32_t pslot)
+/* The target at path must be an object: anything else (or nothing) becomes {}. */
+static int merge_open(l3_doc_t *d, l3_buf_t *path)
 {
-    l3_doc_val_t pv;
-    l3_doc_val(p, pslot, &pv);
-    if (pv.type != L3_DOC_OBJECT)
-        return store_copy(d, path->ptr, path->len, 0, p, pslot);
-
-    /* The target must be an object: anything else (or nothing) becomes {}. */
     uint32_t tslot;
     int rc = l3_doc_lookup(d->buf, path->ptr, path->len, L3_DOC_PATH_POINTER, &tslot);
     l3_doc_val_t tv = {.type = L3_DOC_NULL};
@@ -164,23 +158,51 @@ static int merge_at(l3_doc_t *d, l3_buf_t *path, const uint8_t *p, uint32_t pslo
         l3_doc_val(d->buf, tslot, &tv);
     else if (rc != L3_ENOTFOUND)
         return rc;
-    if (rc == L3_ENOTFOUND || tv.type != L3_DOC_OBJECT) {
-        if (path->len == 0) {
-            rc = replace_root_json(d, "{}", 2);
-        } else {
-            l3_doc_scalar_t obj = {.type = L3_DOC_OBJECT};
-            rc = heap_rc(
-                L3_DOC_HEAP_DO(d, l3_doc_set(d, path->ptr, path->len, L3_DOC_SET_PATH_POINTER, &obj, NULL)));
-        }
-        if (rc < 0)
-            return rc;
-    }
+    if (rc == 0 && tv.type == L3_DOC_OBJECT)
+        return 0;
+    if (path->len == 0)
+        return replace_root_json(d, "{}", 2);
+    l3_doc_scalar_t obj = {.type = L3_DOC_OBJECT};
+    return heap_rc(L3_DOC_HEAP_DO(d, l3_doc_set(d, path->ptr, path->len, L3_DOC_SET_PATH_POINTER, &obj, NULL)));
+}
 
-    size_t base = path->len;
-    uint32_t pos = 0, vslot, klen;
-    const char *key;
-    while ((rc = l3_doc_obj_next(p, pslot, &pos, &key, &klen, &vslot)) == 1) {
-        path->len = base;
+/*
+ * MergePatch(target at path, patch value at pslot). path is a NUL-terminated JSON Pointer in
+ * a growable buffer; it is extended for members and restored before returning. Iterative:
+ * the patch's open objects wait on an explicit stack (the patch was parsed under
+ * L3_DOC_MAX_DEPTH, and every store into the target checks the depth it builds).
+ */
+typedef struct {
+    uint32_t pslot, pos;
+    size_t base; /* path length of this object */
+} mframe_t;
+
+static int merge_at(l3_doc_t *d, l3_buf_t *path, const uint8_t *p, uint32_t pslot)
+{
+    l3_doc_val_t pv;
+    l3_doc_val(p, pslot, &pv);
+    if (pv.type != L3_DOC_OBJECT)
+        return store_copy(d, path->ptr, path->len, 0, p, pslot);
+    int rc = merge_open(d, path);
+    if (rc < 0)
+        return rc;
+    mframe_t *st = malloc(sizeof(*st) * L3_DOC_MAX_DEPTH);
+    if (!st)
+        return -ENOMEM;
+    size_t root_len = path->len;
+    unsigned depth = 0;
+    st[depth++] = (mframe_t){.pslot = pslot, .pos = 0, .base = path->len};
+    while (depth > 0 && rc >= 0) {
+        mframe_t *f = &st[depth - 1];
+        path->len = f->base;
+        path->ptr[f->base] = '\0';
+        uint32_t vslot, klen;
+        const char *key;
+        rc = l3_doc_obj_next(p, f->pslot, &f->pos, &key, &klen, &vslot);
+        if (rc != 1) {
+            depth--;
+            continue;
+        }
         if ((rc = path_push(path, key, klen)) < 0)
             break;
         l3_doc_val_t v;
@@ -189,14 +211,17 @@ static int merge_at(l3_doc_t *d, l3_buf_t *path, const uint8_t *p, uint32_t pslo
             rc = heap_rc(L3_DOC_HEAP_DO(d, l3_doc_delete(d, path->ptr, path->len, L3_DOC_SET_PATH_POINTER)));
             if (rc == L3_ENOTFOUND)
                 rc = 0;
-        } else {
-            rc = merge_at(d, path, p, vslot);
+        } else if (v.type != L3_DOC_OBJECT) {
+            rc = store_copy(d, path->ptr, path->len, 0, p, vslot);
+        } else if (depth == L3_DOC_MAX_DEPTH) {
+            rc = L3_EDEPTH; /* a parsed patch is never this deep */
+        } else if ((rc = merge_open(d, path)) >= 0) {
+            st[depth++] = (mframe_t){.pslot = vslot, .pos = 0, .base = path->len};
         }
-        if (rc < 0)
-            break;
     }
-    path->len = base;
-    path->ptr[base] = '\0';
+    free(st);
+    path->len = root_len;
+    path->ptr[root_len] = '\0';
     return rc < 0 ? rc : 0;
 }
 
@@ -320,8 +345,9 @@ static int numbers_equal(const l3_doc_val_t *a, const l3_doc_val_t *b)
     return eq;
 }
 
-/* 1 if the values are equal as JSON (objects unordered, numbers by value), 0 if not, -ENOMEM. */
-static int values_equal(const uint8_t *a, uint32_t sa, const uint8_t *b, uint32_t sb)
+/* The values at sa and sb on their own: scalars completely, containers by type and
+ * count. 1 equal, 0 not, -ENOMEM. */
+static int shallow_equal(const uint8_t *a, uint32_t sa, const uint8_t *b, uint32_t sb)
 {
     l3_doc_val_t va, vb;
     l3_doc_val(a, sa, &va);
@@ -338,34 +364,76 @@ static int values_equal(const uint8_t *a, uint32_t sa, const uint8_t *b, uint32_
     case L3_DOC_STRING:
         return va.str.len == vb.str.len && memcmp(va.str.ptr, vb.str.ptr, va.str.len) == 0;
     case L3_DOC_ARRAY:
-        if (va.count != vb.count)
-            return 0;
-        for (uint32_t i = 0; i < va.count; i++) {
-            uint32_t ea, eb;
-            if (l3_doc_arr_at(a, sa, i, &ea) < 0 || l3_doc_arr_at(b, sb, i, &eb) < 0)
-                return 0;
-            int rc = values_equal(a, ea, b, eb);
-            if (rc != 1)
-                return rc;
-        }
-        return 1;
-    case L3_DOC_OBJECT: {
-        if (va.count != vb.count)
-            return 0;
-        uint32_t pos = 0, klen, ma, mb;
-        const char *key;
-        int rc;
-        while ((rc = l3_doc_obj_next(a, sa, &pos, &key, &klen, &ma)) == 1) {
-            if (l3_doc_obj_find(b, sb, key, klen, &mb) < 0)
-                return 0;
-            if ((rc = values_equal(a, ma, b, mb)) != 1)
-                return rc;
-        }
-        return rc < 0 ? 0 : 1;
-    }
+    case L3_DOC_OBJECT:
+        return va.count == vb.count;
     default:
         return 0;
     }
+}
+
+/* 1 if the values are equal as JSON (objects unordered, numbers by value), 0 if not, -ENOMEM.
+ * Iterative: the open container pairs wait on an explicit stack (both documents are
+ * verified, so at most L3_DOC_MAX_DEPTH deep). */
+typedef struct {
+    uint32_t sa, sb, pos;
+    uint8_t type;
+} eframe_t;
+
+static int values_equal(const uint8_t *a, uint32_t sa, const uint8_t *b, uint32_t sb)
+{
+    eframe_t *st = malloc(sizeof(*st) * L3_DOC_MAX_DEPTH);
+    if (!st)
+        return -ENOMEM;
+    unsigned depth = 0;
+    int rc;
+    for (;;) {
+        if ((rc = shallow_equal(a, sa, b, sb)) != 1)
+            break;
+        l3_doc_val_t va;
+        l3_doc_val(a, sa, &va);
+        if ((va.type == L3_DOC_ARRAY || va.type == L3_DOC_OBJECT) && va.count > 0) {
+            if (depth == L3_DOC_MAX_DEPTH) {
+                rc = 0;
+                break;
+            }
+            st[depth++] = (eframe_t){.sa = sa, .sb = sb, .pos = 0, .type = (uint8_t)va.type};
+        }
+        /* the next pair: the next member of the innermost open pair with one left */
+        bool have = false;
+        while (depth > 0 && !have) {
+            eframe_t *f = &st[depth - 1];
+            if (f->type == L3_DOC_ARRAY) {
+                l3_doc_val_t fv;
+                l3_doc_val(a, f->sa, &fv);
+                if (f->pos < fv.count && l3_doc_arr_at(a, f->sa, f->pos, &sa) == 0 &&
+                    l3_doc_arr_at(b, f->sb, f->pos, &sb) == 0) {
+                    f->pos++;
+                    have = true;
+                    continue;
+                }
+            } else {
+                uint32_t klen, ma;
+                const char *key;
+                if (l3_doc_obj_next(a, f->sa, &f->pos, &key, &klen, &ma) == 1) {
+                    if (l3_doc_obj_find(b, f->sb, key, klen, &sb) < 0)
+                        goto differ;
+                    sa = ma;
+                    have = true;
+                    continue;
+                }
+            }
+            depth--;
+        }
+        if (!have) {
+            rc = 1;
+            break;
+        }
+    }
+    free(st);
+    return rc;
+differ:
+    free(st);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- RFC 6902 JSON Patch */
@@ -564,6 +632,15 @@ static int apply_op(l3_doc_t *d, const uint8_t *p, uint32_t op, const char **ret
             if (plen > flen && memcmp(path, from, flen) == 0 && path[flen] == '/') {
                 *ret_msg = "cannot move a value into one of its own children";
                 return L3_EPATH;
+            }
+        }
+        /* refuse a copy that cannot fit before serialising it (copy "" doubles the document) */
+        if (kind == OP_COPY && d->limit) {
+            unsigned vdepth;
+            size_t add = l3_doc_copy_size(d->buf, slot, &vdepth);
+            if (l3_doc_size(d->buf) + add > d->limit) {
+                *ret_msg = "the copy would make the document larger than the size limit";
+                return L3_EDOCSIZE;
             }
         }
         /* P2: take the value out as text, then (move) remove it, then add it. */

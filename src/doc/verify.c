@@ -13,7 +13,7 @@
  *     [48, used) and no two of them overlap (a granule bitmap) - so there are no cycles
  *     and no shared storage a write through one value could corrupt another through;
  *  V3 types are valid, doubles finite, bools 0/1, strings valid UTF-8, BIGNUM text a
- *     valid JSON number; depth <= L3_DOC_HARD_MAX_DEPTH;
+ *     valid JSON number; at most L3_DOC_MAX_DEPTH nested containers;
  *  V5 used == 48 + bytes of all structures + garbage (so later garbage accounting
  *     cannot overflow);
  *  V4 objects: count <= n <= cap, count equals the live entries, names hash to their
@@ -24,7 +24,9 @@
  *     table, large ones do, and no entry sits more than L3_DOC_MAX_PROBE slots past its
  *     home (a random-seeded table at load <= 1/2 never comes close; a crafted one would
  *     make lookups slow), which also bounds the duplicate check.
- * Cost O(len).
+ * Cost O(len). The walk is iterative: each container's node, names and tables are checked
+ * when it is reached, then its values are walked from an explicit stack of at most
+ * L3_DOC_MAX_DEPTH frames, so no input decides how deep the C stack goes.
  */
 #include <errno.h>
 #include <math.h>
@@ -105,7 +107,12 @@ static bool number_text_valid(const char *s, size_t len)
     return i == len;
 }
 
-static int walk(vctx_t *v, uint64_t val, uint8_t type, unsigned depth, uint64_t where);
+typedef struct {
+    uint32_t node, i;
+    uint8_t type;
+} vframe_t;
+
+static int check_value(vctx_t *v, uint64_t val, uint8_t type, uint64_t where);
 
 static int check_string(vctx_t *v, uint64_t off, bool bignum)
 {
@@ -129,8 +136,8 @@ static bool same_name(const uint8_t *buf, const dentry_t *a, const dentry_t *b)
            memcmp(l3_doc__ekey(buf, a), l3_doc__ekey(buf, b), a->klen) == 0;
 }
 
-/* One live member: name storage, padding, UTF-8 and hash, then its value. */
-static int check_member(vctx_t *v, const dentry_t *e, uint64_t where, unsigned depth)
+/* One live member's name: storage, padding, UTF-8 and hash (its value is walked later). */
+static int check_member(vctx_t *v, const dentry_t *e, uint64_t where)
 {
     int rc;
     if (e->klen > KEY_INLINE_MAX && (rc = claim(v, e->koff, e->klen, "member name out of bounds")))
@@ -146,12 +153,12 @@ static int check_member(vctx_t *v, const dentry_t *e, uint64_t where, unsigned d
         return bad(v, where, "invalid UTF-8 in member name");
     if (e->hash != l3_doc__hash(HDR(v->buf)->dh_seed, k, e->klen))
         return bad(v, where, "member name hash mismatch");
-    return walk(v, e->val, e->type, depth + 1, where);
+    return 0;
 }
 
 /* Small object: cap <= 8 entries in insertion order, scanned; names checked pairwise
  * for duplicates (V6). */
-static int check_small_object(vctx_t *v, uint64_t off, const dobj_t *o, unsigned depth)
+static int check_small_object(vctx_t *v, uint64_t off, const dobj_t *o)
 {
     int rc;
     if (o->cap > HASH_MIN_CAP)
@@ -167,7 +174,7 @@ static int check_small_object(vctx_t *v, uint64_t off, const dobj_t *o, unsigned
         if (e[i].type == T_DELETED)
             continue;
         live++;
-        if ((rc = check_member(v, &e[i], where, depth)))
+        if ((rc = check_member(v, &e[i], where)))
             return rc;
         for (uint32_t j = 0; j < i; j++)
             if (e[j].type != T_DELETED && same_name(v->buf, &e[i], &e[j]))
@@ -178,7 +185,7 @@ static int check_small_object(vctx_t *v, uint64_t off, const dobj_t *o, unsigned
 
 /* Hashed object (V4, V6): an entry table of hcap slots placed by linear probing and an
  * order array naming each occupied slot exactly once. */
-static int check_hashed_object(vctx_t *v, uint64_t off, const dobj_t *o, unsigned depth)
+static int check_hashed_object(vctx_t *v, uint64_t off, const dobj_t *o)
 {
     uint32_t n = o->n, cap = o->cap, hcap = o->hcap, mask = hcap - 1;
     int rc;
@@ -205,7 +212,7 @@ static int check_hashed_object(vctx_t *v, uint64_t off, const dobj_t *o, unsigne
         if (tab[p].type == T_DELETED)
             continue;
         live++;
-        rc = check_member(v, &tab[p], where, depth);
+        rc = check_member(v, &tab[p], where);
     }
     uint32_t occupied = 0, empty = UINT32_MAX;
     for (uint32_t i = 0; i < hcap && !rc; i++) {
@@ -249,7 +256,7 @@ static int check_hashed_object(vctx_t *v, uint64_t off, const dobj_t *o, unsigne
     return 0;
 }
 
-static int check_object(vctx_t *v, uint64_t off, unsigned depth)
+static int check_object(vctx_t *v, uint64_t off)
 {
     int rc = claim(v, off, sizeof(dobj_t), "object node out of bounds");
     if (rc)
@@ -257,10 +264,10 @@ static int check_object(vctx_t *v, uint64_t off, unsigned depth)
     const dobj_t *o = AT(v->buf, (uint32_t)off, const dobj_t);
     if (o->count > o->n || o->n > o->cap)
         return bad(v, off, "bad object counts");
-    return o->hcap ? check_hashed_object(v, off, o, depth) : check_small_object(v, off, o, depth);
+    return o->hcap ? check_hashed_object(v, off, o) : check_small_object(v, off, o);
 }
 
-static int check_array(vctx_t *v, uint64_t off, unsigned depth)
+static int check_array(vctx_t *v, uint64_t off)
 {
     int rc = claim(v, off, sizeof(darr_t), "array node out of bounds");
     if (rc)
@@ -270,19 +277,13 @@ static int check_array(vctx_t *v, uint64_t off, unsigned depth)
         return bad(v, off, "bad array counts");
     if (!a->cap)
         return 0;
-    if ((rc = claim(v, a->ioff, (uint64_t)a->cap * sizeof(dslot_t), "array items out of bounds")))
-        return rc;
-    const dslot_t *it = AT(v->buf, a->ioff, const dslot_t);
-    for (uint32_t i = 0; i < a->count; i++)
-        if ((rc = walk(v, it[i].val, it[i].type, depth + 1, a->ioff + (uint64_t)i * sizeof(dslot_t))))
-            return rc;
-    return 0;
+    return claim(v, a->ioff, (uint64_t)a->cap * sizeof(dslot_t), "array items out of bounds");
 }
 
-static int walk(vctx_t *v, uint64_t val, uint8_t type, unsigned depth, uint64_t where)
+/* A value: scalars completely; a container's own structure (its members' values are
+ * the caller's to walk). */
+static int check_value(vctx_t *v, uint64_t val, uint8_t type, uint64_t where)
 {
-    if (depth > L3_DOC_HARD_MAX_DEPTH)
-        return bad(v, where, "nesting too deep");
     switch (type) {
     case L3_DOC_NULL:
         return val == 0 ? 0 : bad(v, where, "bad null");
@@ -300,12 +301,74 @@ static int walk(vctx_t *v, uint64_t val, uint8_t type, unsigned depth, uint64_t 
     case L3_DOC_BIGNUM:
         return check_string(v, val, true);
     case L3_DOC_OBJECT:
-        return val > UINT32_MAX ? bad(v, where, "bad offset") : check_object(v, val, depth);
+        return val > UINT32_MAX ? bad(v, where, "bad offset") : check_object(v, val);
     case L3_DOC_ARRAY:
-        return val > UINT32_MAX ? bad(v, where, "bad offset") : check_array(v, val, depth);
+        return val > UINT32_MAX ? bad(v, where, "bad offset") : check_array(v, val);
     default:
         return bad(v, where, "bad value type");
     }
+}
+
+/* Walk every value from the root, depth first, on an explicit stack: a container is
+ * checked (node, tables, names) when reached and pushed; its members' values follow. */
+static int walk(vctx_t *v, uint64_t val, uint8_t type, uint64_t where)
+{
+    vframe_t *st = malloc(sizeof(vframe_t) * L3_DOC_MAX_DEPTH);
+    if (!st)
+        return -ENOMEM;
+    unsigned depth = 0;
+    int rc;
+    for (;;) {
+        if ((rc = check_value(v, val, type, where)))
+            break;
+        if (type == L3_DOC_OBJECT || type == L3_DOC_ARRAY) {
+            if (depth == L3_DOC_MAX_DEPTH) {
+                rc = bad(v, where, "nesting too deep");
+                break;
+            }
+            st[depth++] = (vframe_t){.node = (uint32_t)val, .i = 0, .type = type};
+        }
+        /* the next value: the next member of the innermost open container with one left */
+        bool have = false;
+        while (depth > 0 && !have) {
+            vframe_t *f = &st[depth - 1];
+            if (f->type == L3_DOC_ARRAY) {
+                const darr_t *a = AT(v->buf, f->node, const darr_t);
+                if (f->i < a->count) {
+                    where = a->ioff + (uint64_t)f->i * sizeof(dslot_t);
+                    const dslot_t *it = AT(v->buf, (uint32_t)where, const dslot_t);
+                    val = it->val;
+                    type = it->type;
+                    f->i++;
+                    have = true;
+                    continue;
+                }
+            } else {
+                /* the node's order array / entries were checked when it was reached */
+                const dobj_t *o = AT(v->buf, f->node, const dobj_t);
+                while (f->i < o->n) {
+                    uint32_t eo = l3_doc__nth_off(v->buf, o, f->i++);
+                    const dentry_t *e = AT(v->buf, eo, const dentry_t);
+                    if (e->type == T_DELETED)
+                        continue;
+                    where = eo;
+                    val = e->val;
+                    type = e->type;
+                    have = true;
+                    break;
+                }
+                if (have)
+                    continue;
+            }
+            depth--;
+        }
+        if (!have) {
+            rc = 0;
+            break;
+        }
+    }
+    free(st);
+    return rc;
 }
 
 int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
@@ -357,7 +420,7 @@ int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
     if (!v.map)
         return -ENOMEM;
     const dslot_t *root = AT(buf, L3_DOC_ROOT, const dslot_t);
-    rc = walk(&v, root->val, root->type, 0, L3_DOC_ROOT);
+    rc = walk(&v, root->val, root->type, L3_DOC_ROOT);
     free(v.map);
     /* D3: every byte after the root slot is either a live structure or counted garbage */
     if (rc == 0 && (uint64_t)DOC_DATA_OFF + v.claimed + h->dh_garbage != h->dh_used)

@@ -53,6 +53,7 @@ typedef struct {
                                   the start; "salvage" (default): it goes to <data_dir>/quarantine */
         bool accept_data_loss; /* command line --accept-data-loss: start although WAL segments
                                   the data needs are gone (not a configuration key) */
+        uint64_t max_document_bytes; /* binary size of one document a request may build */
     } storage;
     struct {                     /* maps onto l3_scale_params_t (l3kv/scale.h) */
         bool enabled;            /* false: the worker count stays at min_workers (SIGUSR1/2 still work) */

@@ -53,6 +53,11 @@ void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, const l3_srv_errarg_t *arg, l3_s
     case L3_ERANGE: st = 400; e = "bad_value"; break;
     case L3_ECORRUPT: st = 400; e = "invalid_document"; break;
     case L3_ETOOBIG: st = 413; e = "too_large"; break;
+    case L3_EDOCSIZE: /* storage.max_document_bytes */
+        st = 413;
+        e = "document_too_large";
+        d = "the document would exceed storage.max_document_bytes";
+        break;
     case L3_EPOISONED:
         st = 503;
         e = "store_poisoned";

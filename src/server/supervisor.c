@@ -209,6 +209,7 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
         .max_procs = srv->cfg.server.max_workers + 16,
         .obs_bytes = obs_bytes,
         .replace = true,
+        .max_doc_bytes = srv->cfg.storage.max_document_bytes,
     };
     /* arenas of instances that died without cleaning up (SIGKILL, power cut of the
      * processes) would hold their memory in /dev/shm until reboot; first, what their rings

@@ -156,6 +156,7 @@ static int map_handle(int fd, size_t size, bool ro, l3_store_t **ret)
     st->hdr = p;
     st->readonly = ro;
     st->slot = -1;
+    st->max_doc = L3_STORE_DEFAULT_MAX_DOC_BYTES;
     *ret = st;
     return 0;
 }
@@ -329,6 +330,8 @@ int l3_store_create(const l3_store_opts_t *opts, l3_store_t **ret)
     if (symlink(shm, link) < 0) {
         /* not fatal: the instance is still found by name */
     }
+    if (opts != NULL && opts->max_doc_bytes)
+        st->max_doc = opts->max_doc_bytes;
     *ret = st;
     return 0;
 fail:

@@ -16,13 +16,51 @@
  *  O1 a failed operation (any return < 0) leaves the arena as it found it
  *  O2 every document's header LSN equals the LSN returned by its last mutation
  *  O3 a document's block capacity (ie_cap) is >= its used size
+ *  O4 every document a write stores passes l3_doc_verify(): the document layer never
+ *     builds what verify refuses (probe bound, depth limit, finite doubles), and debug
+ *     builds (no NDEBUG) check it after every mutation (DEBUG_VERIFY) but the int stores
+ *     of set_int/incr, which cannot change validity
+ *  O5 no request makes a document larger than st->max_doc: the document layer refuses
+ *     before allocating (l3_doc_t.limit, parse max_bytes); replay is exempt, so a lowered
+ *     limit never stops recovery
  */
+#include <assert.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "store-int.h"
+
+#ifndef NDEBUG
+/* O4: a write path that stores an unverifiable document is a bug: stop at once, before
+ * the WAL hook makes it durable and a restart cannot load it. */
+static void debug_verify(const uint8_t *doc, const char *what)
+{
+    l3_doc_error_t e = {0};
+    int rc = l3_doc_verify(doc, l3_doc_size(doc), &e);
+    if (rc == L3_ECORRUPT) {
+        fprintf(stderr, "l3kv store: %s stored a document that fails verification: %s at %zu\n", what,
+                e.msg ? e.msg : "?", e.offset);
+        assert(!"stored document fails l3_doc_verify");
+    }
+}
+#define DEBUG_VERIFY(doc, what) debug_verify((doc), (what))
+#else
+#define DEBUG_VERIFY(doc, what) ((void)0)
+#endif
+
+void l3_store_set_max_doc_bytes(l3_store_t *st, size_t max_doc_bytes)
+{
+    st->max_doc = max_doc_bytes ? max_doc_bytes : L3_STORE_DEFAULT_MAX_DOC_BYTES;
+}
+
+/* The size limit a change is held to: none in replay (O5). */
+static size_t doc_limit(const l3_store_t *st, uint64_t replay_lsn)
+{
+    return replay_lsn ? 0 : st->max_doc;
+}
 
 typedef struct {
     uint64_t h;
@@ -296,6 +334,7 @@ static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_
     rc = store_doc(st, &c, key, klen, buf, len, lsn);
     if (rc < 0)
         return op_abort(st, &c, rc);
+    DEBUG_VERIFY(c.doc, "put");
     l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
                         .lsn = lsn,
                         .key = key,
@@ -322,7 +361,8 @@ int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *
     uint8_t *buf;
     size_t len;
     l3_doc_error_t e = {0};
-    rc = l3_doc_from_json(json, jlen, NULL, &buf, &len, &e);
+    l3_doc_parse_opts_t po = {.max_bytes = st->max_doc};
+    rc = l3_doc_from_json(json, jlen, &po, &buf, &len, &e);
     if (rc < 0) {
         if (err)
             *err = e;
@@ -349,6 +389,13 @@ int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t
         if (err)
             *err = e;
         return rc;
+    }
+    if (l3_doc_size(doc) > st->max_doc) {
+        if (err) {
+            err->offset = 8;
+            err->msg = "document larger than storage.max_document_bytes";
+        }
+        return L3_EDOCSIZE;
     }
     return put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), if_match, 0, ret_lsn);
 }
@@ -453,22 +500,41 @@ static int guarded_apply(l3_store_t *st, l3_doc_t *d, docop_t *o)
     return rc;
 }
 
-/* Apply on a private, larger copy of the document, then publish it. */
-static int grow_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t need)
+/* Apply on a private, larger copy of the document, then publish it. reseed: the copy is
+ * rebuilt under a fresh hash seed (the answer to L3_EREHASH) instead of copied. */
+static int grow_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t need, size_t limit, bool reseed)
 {
     uint64_t size = l3_doc_size(c->doc);
     uint64_t want = L3_MAX((uint64_t)need + need / 4, size + size / 2) + 256;
-    for (int tries = 0; tries < 4; tries++) {
+    if (limit && want > limit)
+        want = L3_MAX((uint64_t)limit, L3_MAX((uint64_t)need, size)); /* room() refuses past the limit */
+    for (int tries = 0; tries < 6; tries++) {
         uint64_t off, cap;
         int rc = l3_store__alloc(st, want, &off, &cap);
         if (rc < 0)
             return rc;
-        memcpy(st->base + off, c->doc, size);
-        l3_doc_t d = {.buf = st->base + off, .cap = cap};
+        size_t got;
+        if (reseed) {
+            if (l3_doc_compact_bound(c->doc) > cap) {
+                l3_store__free_now(st, off);
+                want = L3_MAX(want * 2, (uint64_t)l3_doc_compact_bound(c->doc) + 256);
+                continue;
+            }
+            rc = l3_doc_rebuild(c->doc, st->base + off, cap, &got);
+            if (rc < 0) {
+                l3_store__free_now(st, off);
+                return rc;
+            }
+        } else {
+            memcpy(st->base + off, c->doc, size);
+        }
+        l3_doc_t d = {.buf = st->base + off, .cap = cap, .limit = limit};
         rc = docop_apply(&d, o);
-        if (rc == -ENOBUFS) {
+        if (rc == -ENOBUFS || rc == L3_EREHASH) {
             l3_store__free_now(st, off);
-            want = L3_MAX((uint64_t)d.need + d.need / 4, want * 2);
+            if (rc == -ENOBUFS)
+                want = L3_MAX((uint64_t)d.need + d.need / 4, want * 2);
+            reseed = reseed || rc == L3_EREHASH;
             continue;
         }
         if (rc < 0) {
@@ -634,18 +700,26 @@ static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint
         return rc;
     size_t old_size = l3_doc_size(c.doc);
     o->lsn = next_lsn(st, replay_lsn);
-    l3_doc_t d = {.buf = c.doc, .cap = c.ent->ie_cap, .undo = l3_store__doc_undo_cb, .undo_ctx = st};
+    size_t limit = doc_limit(st, replay_lsn);
+    l3_doc_t d = {
+        .buf = c.doc, .cap = c.ent->ie_cap, .undo = l3_store__doc_undo_cb, .undo_ctx = st, .limit = limit};
     rc = guarded_apply(st, &d, o);
-    if (rc == L3_STORE__EUNDO) {
-        /* too much to log: undo what was changed and redo on a private copy */
+    if (rc == L3_STORE__EUNDO || rc == L3_EREHASH) {
+        /* too much to log, or a hash chain past its bound: undo what was changed and redo
+         * on a private copy (rebuilt under a fresh seed for the latter) */
         l3_store__tx_undo_phys(st);
-        rc = grow_apply(st, &c, o, old_size);
+        rc = grow_apply(st, &c, o, old_size, limit, rc == L3_EREHASH);
     } else if (rc == -ENOBUFS) {
-        rc = grow_apply(st, &c, o, d.need);
+        rc = grow_apply(st, &c, o, d.need, limit, false);
     }
     if (rc < 0)
         return op_abort(st, &c, rc);
     maybe_compact(st, &c);
+    /* set_int and incr store an int64 into a slot that holds an int (D4 of doc.c): no
+     * value of it can make a document invalid, and an O(size) check per 8-byte store
+     * would make large counters unusable in debug builds */
+    if (o->kind == DOP_SET)
+        DEBUG_VERIFY(c.doc, "set");
     c.dbytes = (int64_t)l3_doc_size(c.doc) - (int64_t)old_size;
 
     /* WAL record: SET with the resulting scalar */
@@ -731,6 +805,7 @@ static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge
             return op_abort(st, &c, -ENOMEM);
         memcpy(copy, c.doc, size);
         l3_doc_heap_adopt(&hd, copy, size);
+        hd.limit = doc_limit(st, replay_lsn);
     } else if (merge) {
         rc = l3_doc_heap_new(&hd, 256);
         if (rc == 0)
@@ -739,6 +814,7 @@ static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge
             l3_doc_heap_free(&hd);
             return op_abort(st, &c, rc < 0 && rc != -ENOBUFS ? rc : -ENOMEM);
         }
+        hd.limit = doc_limit(st, replay_lsn);
         created = 1;
     } else {
         return op_abort(st, &c, replay_lsn ? 1 : -ENOENT);
@@ -756,6 +832,7 @@ static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge
     l3_doc_heap_free(&hd);
     if (rc < 0)
         return op_abort(st, &c, rc);
+    DEBUG_VERIFY(c.doc, merge ? "merge patch" : "JSON Patch");
     l3_wal_rec_t rec = {.op = merge ? L3_WALOP_MERGE : L3_WALOP_PATCH,
                         .lsn = lsn,
                         .key = key,

@@ -28,6 +28,7 @@ struct l3_store {
     l3_stripe_t *stripes; /* stripe array */
     uint32_t smask;       /* nstripes - 1 */
     uint32_t timeout_ms;  /* lock timeout */
+    size_t max_doc;       /* largest document a request may store (l3_store_opts_t.max_doc_bytes) */
     bool readonly;        /* PROT_READ attachment: inspection only */
     bool created;         /* this handle formatted the arena */
     bool borrowed;        /* mapping owned by another handle (l3_store_clone) */

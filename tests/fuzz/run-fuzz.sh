@@ -3,7 +3,7 @@
 #
 # Configures a clang build in build-fuzz (CC=clang, -Dfuzzing=true, -Db_lundef=false; an
 # existing one is reused), builds only the fuzz targets, then runs each target (default:
-# fuzz-json fuzz-verify fuzz-http) for SECONDS seconds on a scratch copy of its committed corpus
+# fuzz-json fuzz-verify fuzz-patch fuzz-http) for SECONDS seconds on a scratch copy of its committed corpus
 # (tests/fuzz/corpus/<target>/ is read, never written). Exits non-zero when a target
 # finds a crash, leak, timeout or out-of-memory; the input is left in
 # build-fuzz/fuzz-artifacts/. Exits 0 with a message when clang or libFuzzer is missing.
@@ -13,7 +13,7 @@ set -eu
 
 secs=${1:-20}
 [ $# -gt 0 ] && shift
-targets=${*:-fuzz-json fuzz-verify fuzz-http}
+targets=${*:-fuzz-json fuzz-verify fuzz-patch fuzz-http}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD:-build-fuzz}
 case $build in /*) ;; *) build=$root/$build ;; esac

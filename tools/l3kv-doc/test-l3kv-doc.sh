@@ -112,7 +112,9 @@ stderr_has check_bad_escape 'error at byte [12]: '
 expect check_lone_surrogate 1 '' '"\ud800"' check
 expect check_depth_default 0 '' "$(python3 -c 'print("["*500+"]"*500)')" check
 expect check_depth_limit 1 '' "$(python3 -c 'print("["*600+"]"*600)')" check
-expect check_depth_option 0 '' "$(python3 -c 'print("["*600+"]"*600)')" --max-depth 1000 check
+# --max-depth only lowers the one nesting limit (512): 300 levels pass by default, not under 200
+expect check_depth_option 1 '' "$(python3 -c 'print("["*300+"]"*300)')" --max-depth 200 check
+expect check_depth_option_above_limit 2 '' '[]' --max-depth 1000 check
 expect check_trailing_garbage 1 '' '{} x' check
 stderr_has check_trailing_garbage 'error at byte 3: '
 
