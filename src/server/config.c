@@ -31,6 +31,7 @@
 
 #include <jansson.h>
 
+#include "auth.h"
 #include "config.h"
 #include "l3kv/base.h"
 #include "l3kv/layout.h"
@@ -116,6 +117,7 @@ static int set_str(char **dst, const char *v)
 int l3_srv_config_defaults(l3_srv_config_t *c)
 {
     memset(c, 0, sizeof(*c));
+    l3_auth_reset(); /* no tokens: protected mode (auth.c) */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (ncpu < 1)
         ncpu = 1;
@@ -280,6 +282,12 @@ static int walk(l3_srv_config_t *c, json_t *obj, const char *prefix, seen_t *see
         int n = snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", name);
         if (n < 0 || (size_t)n >= sizeof(full))
             return fail(errbuf, errlen, -EINVAL, "config: key name too long under '%s'", prefix);
+        if (strcmp(full, "auth") == 0) { /* auth.c parses and installs the token set */
+            int arc = l3_auth_configure(v, errbuf, errlen);
+            if (arc != 0)
+                return arc;
+            continue;
+        }
         const key_t_ *k = find_key(full);
         if (k == NULL)
             return fail(errbuf, errlen, -EINVAL, "config: unknown key '%s'", full);
@@ -464,6 +472,7 @@ int l3_srv_config_load(l3_srv_config_t *c, const char *path, bool must_exist, bo
                        size_t errlen)
 {
     FILE *f = fopen(path, "rb");
+    l3_auth_set_source(f != NULL ? path : NULL); /* re-read on SIGHUP (auth.c) */
     if (ret_missing != NULL)
         *ret_missing = false;
     if (f == NULL) {

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "l3kv-config.h"
+#include "auth.h"
 #include "server.h"
 
 static void usage(FILE *f)
@@ -87,6 +88,7 @@ int main(int argc, char **argv)
     }
     L3_LOG(L3_LOG_INFO, "l3kv %s starting (%s)", L3KV_VERSION,
            missing ? "no config.json: built-in defaults" : path);
+    l3_auth_log_mode();
     if (l3_srv_init(&srv, path) != 0)
         return 1;
     if (l3_srv_wal_setup(&srv) != 0 || l3_srv_autoscale_setup(&srv) != 0) {

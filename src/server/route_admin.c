@@ -3,15 +3,18 @@
  * route_admin.c - operational routes: /kv/health, /kv/metrics (legacy text), /metrics
  * (JSON), /dashboard and POST /admin/checkpoint (asks the supervisor through the
  * environment's request_checkpoint: the worker sends it SIGRTMIN and it forks the
- * checkpointer at its next tick).
+ * checkpointer at its next tick). /metrics shows process ids ("pid", "writer_pid") only
+ * to a request holding the admin scope; others see null there.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "l3kv-config.h"
 #include "l3kv/wal.h"
+#include "auth.h"
 #include "route.h"
 
 int l3_route_health(l3_rq_t *rq, h2o_iovec_t unused)
@@ -58,6 +61,44 @@ static bool store_json(l3_store_t *st, char *extra, size_t cap)
     return true;
 }
 
+/* A copy of the rendered metrics with the value of every "pid" / "writer_pid" member
+ * replaced by null (NULL on ENOMEM). "\"pid\":0" (7 bytes) becomes 10, so the copy needs
+ * less than twice the input. The rendered JSON holds no user strings, so the member
+ * names match only those keys. */
+static char *hide_pids(const char *s, size_t len, size_t *ret_len)
+{
+    static const char *const keys[] = {"\"pid\":", "\"writer_pid\":"};
+    char *d = malloc(2 * len + 1);
+    if (d == NULL)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t klen = 0;
+        for (unsigned k = 0; k < 2 && klen == 0; k++) {
+            size_t n = strlen(keys[k]);
+            if (len - i >= n && memcmp(s + i, keys[k], n) == 0)
+                klen = n;
+        }
+        if (klen == 0) {
+            d[o++] = s[i++];
+            continue;
+        }
+        memcpy(d + o, s + i, klen);
+        o += klen;
+        i += klen;
+        size_t j = i;
+        while (j < len && (s[j] == '-' || (s[j] >= '0' && s[j] <= '9')))
+            j++;
+        if (j > i) {
+            memcpy(d + o, "null", 4);
+            o += 4;
+            i = j;
+        }
+    }
+    *ret_len = o;
+    return d;
+}
+
 int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused)
 {
     (void)unused;
@@ -74,6 +115,13 @@ int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused)
     int rc = l3_obs_render_json(env->obs_all, L3KV_VERSION, aq, ex, wsp, &out, &len);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
+    if ((rq->scopes & L3_SCOPE_ADMIN) == 0) {
+        char *hid = hide_pids(out, len, &len);
+        free(out);
+        if (hid == NULL)
+            return l3_http_fail_rc(rq, -ENOMEM, L3_CTX_READ, NULL);
+        out = hid;
+    }
     respond_metrics(rq, out, len, L3_CT_JSON);
     return 0;
 }

@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "server.h"
 #include "worker.h"
 
@@ -707,6 +708,7 @@ int l3_srv_run(l3_srv_t *srv)
                 L3_LOG(L3_LOG_ERROR, "cannot reopen log: %s", strerror(-rc));
             else
                 L3_LOG(L3_LOG_INFO, "SIGHUP: logs reopened");
+            l3_auth_reload("supervisor"); /* workers forked later inherit the new tokens */
             for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
                 if (workers[i].pid > 0)
                     kill(workers[i].pid, SIGHUP);

@@ -44,6 +44,7 @@
 #include "log.h"
 #include "routes.h"
 #include "server.h"
+#include "auth.h"
 #include "worker.h"
 
 /* Slack above server.max_body_bytes given to h2o's own limit: bodies up to it reach the
@@ -424,6 +425,9 @@ static void on_tick(h2o_timeout_entry_t *e)
         int rc = l3_srv_log_reopen();
         if (rc < 0)
             L3_LOG(L3_LOG_ERROR, "worker %u: cannot reopen log: %s", my_slot, strerror(-rc));
+        char who[32];
+        snprintf(who, sizeof(who), "worker %u", my_slot);
+        l3_auth_reload(who); /* auth.c: a bad set keeps the old one */
     }
     if (srv->store != NULL)
         l3_store_proc_heartbeat(srv->store);
