@@ -16,9 +16,12 @@
  * holds no data and must load in a browser that has no token yet). Order of refusals:
  * 414, 400 token_in_query (a ?token= or ?access_token= parameter: tokens travel only in
  * the Authorization header), 404, then auth.c's verdict (403 protected_mode, 401, 403
- * forbidden), then 400 reserved_key and 405.
+ * forbidden), then 400 reserved_key and 405. A loopback peer whose request carries an
+ * X-Forwarded-For naming any other address (a local reverse proxy) is not loopback.
  */
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "auth.h"
@@ -111,8 +114,46 @@ static bool token_in_query(const h2o_req_t *req)
     return false;
 }
 
+/* Every address in an X-Forwarded-For list is a loopback address (a local reverse proxy
+ * such as h2o adds the client's address: protected mode must see through it). At most 16
+ * entries are looked at; more, or anything unparsable, counts as not loopback. */
+static bool forwarded_all_loopback(h2o_iovec_t v)
+{
+    const char *p = v.base, *end = v.base + v.len;
+    for (unsigned n = 0; p < end; n++) {
+        if (n == 16)
+            return false;
+        const char *c = memchr(p, ',', (size_t)(end - p)), *e = c != NULL ? c : end;
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *q = e;
+        while (q > p && (q[-1] == ' ' || q[-1] == '\t'))
+            q--;
+        char a[64];
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        if ((size_t)(q - p) >= sizeof(a))
+            return false;
+        memcpy(a, p, (size_t)(q - p));
+        a[q - p] = '\0';
+        if (inet_pton(AF_INET, a, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
+            ss.ss_family = AF_INET;
+        else if (inet_pton(AF_INET6, a, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
+            ss.ss_family = AF_INET6;
+        else
+            return false;
+        if (!l3_auth_is_loopback(&ss))
+            return false;
+        p = e + 1;
+    }
+    return true;
+}
+
 static bool peer_is_loopback(h2o_req_t *req)
 {
+    ssize_t xi = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, -1);
+    if (xi >= 0 && !forwarded_all_loopback(req->headers.entries[xi].value))
+        return false;
     if (req->conn == NULL || req->conn->callbacks == NULL || req->conn->callbacks->get_peername == NULL)
         return true; /* an in-process caller (tests, fuzzing) */
     struct sockaddr_storage ss;
