@@ -34,7 +34,8 @@ static void usage(FILE *f)
             "  --version     print the version\n"
             "\n"
             "Defaults: listen on 0.0.0.0:8080, data in ./data. Every key is described in\n"
-            "docs/server.md. Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reopens logs.\n");
+            "docs/server.md. Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reopens logs and\n"
+            "reloads auth tokens. Access control: docs/security.md.\n");
 }
 
 static l3_srv_t srv;
