@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from l3kv_deploy import l3kv_bin, mkworkdir
+from l3kv_deploy import L3kv, l3kv_test_config
 from test_systemd_unit import execstart_argv, parse_unit, unit_text
 
 MAX_EXPOSURE = 2.5
@@ -47,3 +48,30 @@ def test_sandbox_keeps_what_the_server_needs():
     assert svc["StateDirectory"] == ["l3kv"]  # the only writable place but /dev/shm and /tmp
     assert svc["CapabilityBoundingSet"] == [""]
     assert svc["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX"]
+
+
+def test_watchdog_keepalive_while_serving():
+    """WatchdogSec=: the supervisor sends WATCHDOG=1 on $NOTIFY_SOCKET after READY=1."""
+    import socket
+    assert int(parse_unit(unit_text())["Service"]["WatchdogSec"][0]) >= 10
+    d = mkworkdir("l3kv-unit-wd-")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = os.path.join(d, "notify.sock")
+    sock.bind(path)
+    sock.settimeout(30)
+    old = os.environ.get("NOTIFY_SOCKET")
+    os.environ["NOTIFY_SOCKET"] = path
+    try:
+        srv = L3kv(l3kv_test_config(d), d)
+        msgs = []
+        while "WATCHDOG=1" not in msgs:
+            msgs += sock.recv(4096).decode().split("\n")
+        assert "READY=1" in msgs
+        srv.stop(30)
+    finally:
+        if old is None:
+            os.environ.pop("NOTIFY_SOCKET", None)
+        else:
+            os.environ["NOTIFY_SOCKET"] = old
+        sock.close()
+        shutil.rmtree(d, ignore_errors=True)
