@@ -87,10 +87,22 @@ const char *l3_auth_scope_name(unsigned bit)
     return "none";
 }
 
+/* SHA-256 with the algorithm fetched once and one reused context per process: a
+ * per-request EVP_Digest() would fetch the implementation and allocate a context on every
+ * call, which costs more than the hash of a short token itself. */
 static int sha256(const void *p, size_t n, unsigned char out[32])
 {
+    static EVP_MD *md;
+    static EVP_MD_CTX *ctx;
     unsigned int len = 0;
-    return EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) == 1 && len == 32 ? 0 : -EIO;
+    if (md == NULL && (md = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL)
+        return -EIO;
+    if (ctx == NULL && (ctx = EVP_MD_CTX_new()) == NULL)
+        return -ENOMEM;
+    if (EVP_DigestInit_ex2(ctx, md, NULL) != 1 || EVP_DigestUpdate(ctx, p, n) != 1 ||
+        EVP_DigestFinal_ex(ctx, out, &len) != 1 || len != 32)
+        return -EIO;
+    return 0;
 }
 
 /* A token's bytes: printable ASCII without space (what fits a Bearer header). */
