@@ -94,6 +94,7 @@ static const key_t_ keys[] = {
     {"log", T_SECTION, 0, 0, 0},
     {"log.level", T_LEVEL, O(log.level), 0, 0},
     {"log.file", T_STR, O(log.file), 0, 0},
+    {"log.access", T_STR, O(log.access), 0, 0},
 };
 #undef O
 
@@ -164,6 +165,7 @@ void l3_srv_config_free(l3_srv_config_t *c)
     free(c->storage.data_dir);
     free(c->storage.wal_path);
     free(c->log.file);
+    free(c->log.access);
     memset(c, 0, sizeof(*c));
 }
 
@@ -425,7 +427,8 @@ static int check(const l3_srv_config_t *c, const seen_t *seen, char *errbuf, siz
          (rc = check_path("server.tls.key", c->server.tls_key, false, errbuf, errlen)) < 0) ||
         (rc = check_path("storage.data_dir", c->storage.data_dir, false, errbuf, errlen)) < 0 ||
         (rc = check_path("storage.wal_path", c->storage.wal_path, true, errbuf, errlen)) < 0 ||
-        (c->log.file != NULL && (rc = check_path("log.file", c->log.file, false, errbuf, errlen)) < 0))
+        (c->log.file != NULL && (rc = check_path("log.file", c->log.file, false, errbuf, errlen)) < 0) ||
+        (c->log.access != NULL && (rc = check_path("log.access", c->log.access, false, errbuf, errlen)) < 0))
         return rc;
     /* the table's minimum already is the ring's; kept here for configs built in code */
     if (c->storage.wal_buffer_bytes < L3_WAL_RING_MIN_BYTES)

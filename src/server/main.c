@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "l3kv-config.h"
+#include "access.h"
 #include "auth.h"
 #include "server.h"
 
@@ -90,6 +91,11 @@ int main(int argc, char **argv)
     L3_LOG(L3_LOG_INFO, "l3kv %s starting (%s)", L3KV_VERSION,
            missing ? "no config.json: built-in defaults" : path);
     l3_auth_log_mode();
+    int arc = l3_access_open(srv.cfg.log.access);
+    if (arc < 0) {
+        L3_LOG(L3_LOG_ERROR, "%s: config: 'log.access': cannot open %s: %s", path, srv.cfg.log.access, strerror(-arc));
+        return 2;
+    }
     if (l3_srv_init(&srv, path) != 0)
         return 1;
     if (l3_srv_wal_setup(&srv) != 0 || l3_srv_autoscale_setup(&srv) != 0) {

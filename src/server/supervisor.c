@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "auth.h"
 #include "server.h"
 #include "worker.h"
@@ -714,6 +715,7 @@ int l3_srv_run(l3_srv_t *srv)
             else
                 L3_LOG(L3_LOG_INFO, "SIGHUP: logs reopened");
             l3_auth_reload("supervisor"); /* workers forked later inherit the new tokens */
+            l3_access_reopen();
             for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
                 if (workers[i].pid > 0)
                     kill(workers[i].pid, SIGHUP);

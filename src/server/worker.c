@@ -44,6 +44,7 @@
 #include "log.h"
 #include "routes.h"
 #include "server.h"
+#include "access.h"
 #include "auth.h"
 #include "worker.h"
 
@@ -435,6 +436,8 @@ static void on_tick(h2o_timeout_entry_t *e)
         char who[32];
         snprintf(who, sizeof(who), "worker %u", my_slot);
         l3_auth_reload(who); /* auth.c: a bad set keeps the old one */
+        if ((rc = l3_access_reopen()) < 0)
+            L3_LOG(L3_LOG_ERROR, "worker %u: cannot reopen log.access: %s", my_slot, strerror(-rc));
     }
     if (srv->store != NULL)
         l3_store_proc_heartbeat(srv->store);
