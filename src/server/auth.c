@@ -60,7 +60,8 @@ static char *source;
 static const char *const scope_names[] = {"read", "write", "monitor", "admin", "health", "replicate"};
 #define NSCOPES (sizeof(scope_names) / sizeof(scope_names[0]))
 
-static int fail(char *errbuf, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *errbuf, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static int fail(char *errbuf, size_t errlen, int rc, const char *fmt, ...)
 {
     va_list ap;
@@ -117,8 +118,8 @@ static bool token_chars_ok(const char *t, size_t n)
 static int check_token(const char *key, const char *t, size_t n, char *errbuf, size_t errlen)
 {
     if (n < L3_AUTH_MIN_TOKEN_BYTES)
-        return fail(errbuf, errlen, -EINVAL, "config: '%s' is %zu bytes; a token must have at least %u", key, n,
-                    L3_AUTH_MIN_TOKEN_BYTES);
+        return fail(errbuf, errlen, -EINVAL, "config: '%s' is %zu bytes; a token must have at least %u", key,
+                    n, L3_AUTH_MIN_TOKEN_BYTES);
     if (n > L3_AUTH_MAX_TOKEN_BYTES)
         return fail(errbuf, errlen, -EINVAL, "config: '%s' is %zu bytes; a token may have at most %u", key, n,
                     L3_AUTH_MAX_TOKEN_BYTES);
@@ -189,7 +190,8 @@ static int hexval(char c)
     return -1;
 }
 
-static int parse_scopes(const char *key, json_t *v, bool may_be_empty, unsigned *ret, char *errbuf, size_t errlen)
+static int parse_scopes(const char *key, json_t *v, bool may_be_empty, unsigned *ret, char *errbuf,
+                        size_t errlen)
 {
     if (!json_is_array(v) || (!may_be_empty && json_array_size(v) == 0))
         return fail(errbuf, errlen, -EINVAL, "config: '%s' must be %sarray of scope names", key,
@@ -201,11 +203,12 @@ static int parse_scopes(const char *key, json_t *v, bool may_be_empty, unsigned 
     {
         unsigned bit = json_is_string(s) ? l3_auth_scope_bit(json_string_value(s), json_string_length(s)) : 0;
         if (bit == 0)
-            return fail(errbuf, errlen, -EINVAL,
-                        "config: '%s' has an unknown scope %s%.40s%s (known: read, write, monitor, admin, health, "
-                        "replicate)",
-                        key, json_is_string(s) ? "'" : "", json_is_string(s) ? json_string_value(s) : "(not a string)",
-                        json_is_string(s) ? "'" : "");
+            return fail(
+                errbuf, errlen, -EINVAL,
+                "config: '%s' has an unknown scope %s%.40s%s (known: read, write, monitor, admin, health, "
+                "replicate)",
+                key, json_is_string(s) ? "'" : "",
+                json_is_string(s) ? json_string_value(s) : "(not a string)", json_is_string(s) ? "'" : "");
         m |= bit;
     }
     *ret = m;
@@ -273,13 +276,14 @@ static int parse_token(json_t *e, size_t idx, set_t *set, char *errbuf, size_t e
     if (!have_scopes)
         return fail(errbuf, errlen, -EINVAL, "config: '%s.scopes' is missing", key);
     if (sources != 1)
-        return fail(errbuf, errlen, -EINVAL, "config: '%s' needs exactly one of 'token', 'token_sha256', 'token_file'",
-                    key);
+        return fail(errbuf, errlen, -EINVAL,
+                    "config: '%s' needs exactly one of 'token', 'token_sha256', 'token_file'", key);
     for (size_t j = 0; j < set->n; j++) {
         if (strcmp(set->tok[j].name, t->name) == 0)
             return fail(errbuf, errlen, -EINVAL, "config: '%s.name' '%s' is used twice", key, t->name);
         if (CRYPTO_memcmp(set->tok[j].digest, t->digest, 32) == 0)
-            return fail(errbuf, errlen, -EINVAL, "config: '%s' has the same token as '%s'", key, set->tok[j].name);
+            return fail(errbuf, errlen, -EINVAL, "config: '%s' has the same token as '%s'", key,
+                        set->tok[j].name);
     }
     set->n++;
     return 0;
@@ -374,12 +378,14 @@ int l3_auth_reload(const char *who)
     } else {
         json_t *a = json_object_get(root, "auth");
         json_t *empty = a == NULL ? json_object() : NULL;
-        rc = empty == NULL && a == NULL ? -ENOMEM : l3_auth_configure(a != NULL ? a : empty, err, sizeof(err));
+        rc =
+            empty == NULL && a == NULL ? -ENOMEM : l3_auth_configure(a != NULL ? a : empty, err, sizeof(err));
         json_decref(empty);
     }
     json_decref(root);
     if (rc != 0)
-        L3_LOG(L3_LOG_ERROR, "%s: SIGHUP: tokens not reloaded, the previous set stays in force: %s", who, err);
+        L3_LOG(L3_LOG_ERROR, "%s: SIGHUP: tokens not reloaded, the previous set stays in force: %s", who,
+               err);
     else
         L3_LOG(L3_LOG_INFO, "%s: SIGHUP: tokens reloaded (%zu tokens)", who, cur.n);
     return rc;
@@ -392,8 +398,9 @@ void l3_auth_log_mode(void)
     else if (cur.protected_mode)
         L3_LOG(L3_LOG_INFO, "auth: no tokens configured: protected mode, only loopback peers are answered");
     else
-        L3_LOG(L3_LOG_WARN, "auth: no tokens and auth.protected_mode is false: anyone who reaches the port can "
-                            "read, write and administer this server");
+        L3_LOG(L3_LOG_WARN,
+               "auth: no tokens and auth.protected_mode is false: anyone who reaches the port can "
+               "read, write and administer this server");
 }
 
 bool l3_auth_is_loopback(const void *sockaddr)

@@ -30,10 +30,10 @@
 #define L3_AUTH_MAX_NAME_BYTES 64u
 
 typedef enum {
-    L3_AUTH_OK = 0,        /* the request has the scope */
-    L3_AUTH_PROTECTED,     /* 403 protected_mode: no tokens and a non-loopback peer */
-    L3_AUTH_UNAUTHORIZED,  /* 401: no token, an unknown token or another scheme */
-    L3_AUTH_FORBIDDEN,     /* 403 forbidden: a known token (or none) without the scope */
+    L3_AUTH_OK = 0,       /* the request has the scope */
+    L3_AUTH_PROTECTED,    /* 403 protected_mode: no tokens and a non-loopback peer */
+    L3_AUTH_UNAUTHORIZED, /* 401: no token, an unknown token or another scheme */
+    L3_AUTH_FORBIDDEN,    /* 403 forbidden: a known token (or none) without the scope */
 } l3_auth_verdict_t;
 
 /** Parse the "auth" object (a json_t *) and install it as the process's token set.

@@ -93,7 +93,8 @@ int main(int argc, char **argv)
     l3_auth_log_mode();
     int arc = l3_access_open(srv.cfg.log.access);
     if (arc < 0) {
-        L3_LOG(L3_LOG_ERROR, "%s: config: 'log.access': cannot open %s: %s", path, srv.cfg.log.access, strerror(-arc));
+        L3_LOG(L3_LOG_ERROR, "%s: config: 'log.access': cannot open %s: %s", path, srv.cfg.log.access,
+               strerror(-arc));
         return 2;
     }
     if (l3_srv_init(&srv, path) != 0)

@@ -130,7 +130,8 @@ int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused)
 
 /* "'sha256-<base64>'" of the text between open tag `tag` and the next `close`; false
  * when the page has no such element. */
-static bool element_hash(const char *html, size_t len, const char *tag, const char *close, char *out, size_t cap)
+static bool element_hash(const char *html, size_t len, const char *tag, const char *close, char *out,
+                         size_t cap)
 {
     const char *b = memmem(html, len, tag, strlen(tag));
     if (b == NULL)

@@ -50,16 +50,24 @@ typedef struct {
 
 #define R(lit) lit, sizeof(lit) - 1
 static const route_t routes[] = {
-    {"health", R("/kv/health"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_health, L3_SCOPE_HEALTH, L3_SCOPE_WRITE},
+    {"health", R("/kv/health"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_health,
+     L3_SCOPE_HEALTH, L3_SCOPE_WRITE},
     {"metrics_text", R("/kv/metrics"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO,
      l3_route_metrics_text, L3_SCOPE_MONITOR, L3_SCOPE_WRITE},
-    {"list", R("/kv/"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list, L3_SCOPE_READ, L3_SCOPE_WRITE},
-    {"list", R("/kv"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list, L3_SCOPE_READ, L3_SCOPE_WRITE},
-    {"kv", R("/kv/"), true, M_READ | M_WRITE, false, L3_OBS_R_OTHER, L3_ALLOW_DOC, l3_route_kv, L3_SCOPE_READ, L3_SCOPE_WRITE},
-    {"metrics", R("/metrics"), false, M_READ, false, L3_OBS_R_METRICS, L3_ALLOW_RO, l3_route_metrics, L3_SCOPE_MONITOR, L3_SCOPE_MONITOR},
-    {"checkpoint", R("/admin/checkpoint"), false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_checkpoint, L3_SCOPE_ADMIN, L3_SCOPE_ADMIN},
-    {"dashboard", R("/dashboard"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard, 0, 0},
-    {"dashboard", R("/dashboard/"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard, 0, 0},
+    {"list", R("/kv/"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list, L3_SCOPE_READ,
+     L3_SCOPE_WRITE},
+    {"list", R("/kv"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list, L3_SCOPE_READ,
+     L3_SCOPE_WRITE},
+    {"kv", R("/kv/"), true, M_READ | M_WRITE, false, L3_OBS_R_OTHER, L3_ALLOW_DOC, l3_route_kv, L3_SCOPE_READ,
+     L3_SCOPE_WRITE},
+    {"metrics", R("/metrics"), false, M_READ, false, L3_OBS_R_METRICS, L3_ALLOW_RO, l3_route_metrics,
+     L3_SCOPE_MONITOR, L3_SCOPE_MONITOR},
+    {"checkpoint", R("/admin/checkpoint"), false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_checkpoint,
+     L3_SCOPE_ADMIN, L3_SCOPE_ADMIN},
+    {"dashboard", R("/dashboard"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard, 0,
+     0},
+    {"dashboard", R("/dashboard/"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard, 0,
+     0},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -170,28 +178,29 @@ static int check_access(l3_rq_t *rq, const route_t *r, unsigned m)
     unsigned need = (m & M_WRITE) ? r->scope_w : r->scope_r;
     ssize_t hi = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     h2o_iovec_t az = hi >= 0 ? req->headers.entries[hi].value : h2o_iovec_init(NULL, 0);
-    l3_auth_verdict_t v = l3_auth_decide(need, az.base != NULL ? az.base : NULL, az.len, peer_is_loopback(req),
-                                         &rq->who, &rq->scopes);
+    l3_auth_verdict_t v = l3_auth_decide(need, az.base != NULL ? az.base : NULL, az.len,
+                                         peer_is_loopback(req), &rq->who, &rq->scopes);
     if (hi >= 0 && az.base == NULL)
         v = L3_AUTH_UNAUTHORIZED;
     switch (v) {
-    case L3_AUTH_OK: return 0;
+    case L3_AUTH_OK:
+        return 0;
     case L3_AUTH_PROTECTED:
         l3_http_fail(rq, 403, "protected_mode",
-                            "no access tokens are configured, so only loopback clients are answered; configure "
-                            "a token in auth.tokens (see docs/security.md), or set auth.protected_mode: false "
-                            "to serve every peer without authentication");
+                     "no access tokens are configured, so only loopback clients are answered; configure "
+                     "a token in auth.tokens (see docs/security.md), or set auth.protected_mode: false "
+                     "to serve every peer without authentication");
         return 1;
     case L3_AUTH_UNAUTHORIZED:
         l3_http_add_header(req, H2O_TOKEN_WWW_AUTHENTICATE, H2O_STRLIT("Bearer realm=\"l3kv\""));
         l3_http_fail(rq, 401, "unauthorized",
-                            hi < 0 ? "this route needs the '%s' scope: send Authorization: Bearer <token>"
-                                   : "the Authorization header is not a known Bearer token (route needs '%s')",
-                            l3_auth_scope_name(need));
+                     hi < 0 ? "this route needs the '%s' scope: send Authorization: Bearer <token>"
+                            : "the Authorization header is not a known Bearer token (route needs '%s')",
+                     l3_auth_scope_name(need));
         return 1;
     case L3_AUTH_FORBIDDEN:
         l3_http_fail(rq, 403, "forbidden", "token '%s' lacks the '%s' scope this request needs", rq->who,
-                            l3_auth_scope_name(need));
+                     l3_auth_scope_name(need));
         return 1;
     }
     return 1;

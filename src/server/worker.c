@@ -149,7 +149,8 @@ int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
         }
         SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
         /* TLS 1.2: forward-secret AEAD suites only (TLS 1.3 suites are all AEAD); no renegotiation */
-        SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
+        SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                   SSL_OP_NO_COMPRESSION);
         if (SSL_CTX_set_cipher_list(c, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL") != 1) {
             snprintf(errbuf, errlen, "tls: no usable cipher suite");
             SSL_CTX_free(c);

@@ -31,7 +31,8 @@ static l3_auth_verdict_t decide(unsigned need, const char *authz, bool lo, unsig
 {
     const char *who;
     unsigned s;
-    l3_auth_verdict_t v = l3_auth_decide(need, authz, authz ? strlen(authz) : 0, lo, &who, scopes ? scopes : &s);
+    l3_auth_verdict_t v =
+        l3_auth_decide(need, authz, authz ? strlen(authz) : 0, lo, &who, scopes ? scopes : &s);
     return v;
 }
 
@@ -82,9 +83,11 @@ static void test_refusals(void)
     static const struct {
         const char *json, *key;
     } bad[] = {
-        {"{\"tokens\":[{\"name\":\"a\",\"token\":\"" TOKA "\",\"scopes\":[\"nope\"]}]}", "auth.tokens[0].scopes"},
+        {"{\"tokens\":[{\"name\":\"a\",\"token\":\"" TOKA "\",\"scopes\":[\"nope\"]}]}",
+         "auth.tokens[0].scopes"},
         {"{\"tokens\":[{\"name\":\"a\",\"token\":\"" TOKA "\",\"scopes\":[]}]}", "auth.tokens[0].scopes"},
-        {"{\"tokens\":[{\"name\":\"a\",\"token\":\"" TOKA " x\",\"scopes\":[\"read\"]}]}", "auth.tokens[0].token"},
+        {"{\"tokens\":[{\"name\":\"a\",\"token\":\"" TOKA " x\",\"scopes\":[\"read\"]}]}",
+         "auth.tokens[0].token"},
         {"{\"tokens\":[{\"name\":\"a\",\"token_sha256\":\"zz\",\"scopes\":[\"read\"]}]}",
          "auth.tokens[0].token_sha256"},
         {"{\"tokens\":[{\"name\":\"a\",\"token_file\":\"/nonexistent/t\",\"scopes\":[\"read\"]}]}",
