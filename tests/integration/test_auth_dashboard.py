@@ -116,3 +116,74 @@ def test_dashboard_script_sends_the_kept_token(dsrv, tmp_path):
     assert out["kept"] is None and out["login_hidden"] is False  # a refused token is dropped
     out = run_page(dsrv, str(tmp_path), TOK["read"])
     assert "monitor scope" in out["status"]
+
+
+CDP_JS = r"""
+// Drive headless Chromium over --remote-debugging-pipe (fd 3: commands, fd 4: replies,
+// NUL-separated JSON): open the dashboard, put the token in its sessionStorage, reload,
+// and report what the page shows.
+const {spawn} = require('child_process');
+const [chromium, profile, url, token] = process.argv.slice(2);
+const ch = spawn(chromium, ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run', '--user-data-dir=' + profile,
+    '--remote-debugging-pipe', 'about:blank'], {stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe']});
+const out = ch.stdio[3], inp = ch.stdio[4];
+let buf = '', id = 0;
+const waiting = {};
+inp.on('data', d => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\0')) >= 0) {
+        const m = JSON.parse(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+        if (m.id && waiting[m.id]) { waiting[m.id](m); delete waiting[m.id]; }
+    }
+});
+function send(method, params, sessionId) {
+    return new Promise(res => {
+        const m = {id: ++id, method, params: params || {}};
+        if (sessionId) m.sessionId = sessionId;
+        waiting[m.id] = res;
+        out.write(JSON.stringify(m) + '\0');
+    });
+}
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+(async () => {
+    const t = await send('Target.createTarget', {url: 'about:blank'});
+    const a = await send('Target.attachToTarget', {targetId: t.result.targetId, flatten: true});
+    const s = a.result.sessionId;
+    const ev = async e => (await send('Runtime.evaluate', {expression: e, returnByValue: true}, s)).result.result.value;
+    await send('Page.enable', {}, s);
+    await send('Page.navigate', {url}, s);
+    let before = '';
+    for (let i = 0; i < 100 && !before.includes('token'); i++) { await sleep(100); before = String(await ev("document.getElementById('status').textContent")); }
+    await ev("sessionStorage.setItem('l3kv-token', " + JSON.stringify(token) + ")");
+    await send('Page.reload', {}, s);
+    let after = '';
+    for (let i = 0; i < 100 && !after.startsWith('version'); i++) { await sleep(100); after = String(await ev("document.getElementById('status').textContent")); }
+    const hidden = await ev("document.getElementById('login').hidden");
+    const workers = await ev("document.getElementById('workers').innerHTML");
+    console.log(JSON.stringify({before, after, hidden, workers}));
+    ch.kill();
+    process.exit(0);
+})().catch(e => { console.error(e); ch.kill(); process.exit(1); });
+"""
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM) or shutil.which("node") is None,
+                    reason="chromium and node are needed")
+def test_dashboard_with_a_token_in_chromium(dsrv, tmp_path):
+    js = tmp_path / "cdp.js"
+    js.write_text(CDP_JS)
+    profile = tempfile.mkdtemp(prefix="l3kv-chromium-")
+    try:
+        p = subprocess.run(["node", str(js), CHROMIUM, profile, dsrv.url("/dashboard"), TOK["monitor"]],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert "token is needed" in out["before"], out
+    assert out["after"].startswith("version "), out  # the page sent the kept token
+    assert out["hidden"] is True
+    assert "<td" in out["workers"] and "running" in out["workers"]
