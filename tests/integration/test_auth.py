@@ -44,7 +44,9 @@ class AuthServer(Server):
             except requests.RequestException:
                 pass
             time.sleep(0.05)
-        pytest.fail("l3kv did not become ready:\n" + self.logtext())
+        text = self.logtext()
+        self.kill_all()  # leave no server behind
+        pytest.fail("l3kv did not become ready:\n" + text)
 
 
 def auth_config(extra=None):

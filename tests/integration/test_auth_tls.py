@@ -59,7 +59,9 @@ class TlsServer(AuthServer):
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        pytest.fail("l3kv (TLS) did not become ready:\n" + self.logtext())
+        text = self.logtext()
+        self.kill_all()  # leave no server behind
+        pytest.fail("l3kv (TLS) did not become ready:\n" + text)
 
 
 @pytest.fixture(scope="module")
