@@ -61,14 +61,16 @@ def test_watchdog_keepalive_while_serving():
     sock.settimeout(30)
     old = os.environ.get("NOTIFY_SOCKET")
     os.environ["NOTIFY_SOCKET"] = path
+    srv = None
     try:
         srv = L3kv(l3kv_test_config(d), d)
         msgs = []
         while "WATCHDOG=1" not in msgs:
             msgs += sock.recv(4096).decode().split("\n")
         assert "READY=1" in msgs
-        srv.stop(30)
     finally:
+        if srv is not None:
+            srv.stop(30)
         if old is None:
             os.environ.pop("NOTIFY_SOCKET", None)
         else:
