@@ -11,6 +11,12 @@
  * Element ids the script fills (the integration test relies on them): status, sys,
  * as-workers, as-target, as-backlog, as-inflight, as-depth, as-estimate, as-rate,
  * as-prediction, as-sd, as-counts, as-last, chart, decisions, routes, workers, wal.
+ *
+ * Tokens: when /metrics answers 401 (or 403) the page shows the form "login" and asks
+ * for a token, keeps it in sessionStorage (gone when the tab closes) and sends it as
+ * "Authorization: Bearer" on every request. The page has exactly one <style> and one
+ * <script> element and no inline style or event attributes, so the server's
+ * Content-Security-Policy can allow just those two by their SHA-256 (route_admin.c).
  */
 #include <string.h>
 
@@ -21,8 +27,11 @@ static const char page[] =
     "<style>body{font-family:sans-serif;margin:2em;background:#fafafa}table{border-collapse:collapse;margin-bottom:1em}"
     "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}th{background:#eee}"
     "h1{font-size:1.4em}h2{font-size:1.1em}.k{text-align:left}.grid{display:flex;flex-wrap:wrap;gap:2em}"
-    "svg{background:#fff;border:1px solid #ccc}.lg span{margin-right:1.5em}</style></head>\n<body>\n"
+    "svg{background:#fff;border:1px solid #ccc}.lg span{margin-right:1.5em}.c1{color:#999}.c2{color:#1f77b4}"
+    ".c3{color:#d62728}.c4{color:#2ca02c}</style></head>\n<body>\n"
     "<h1>l3kv</h1>\n<p id=\"status\">loading&hellip;</p>\n"
+    "<form id=\"login\" hidden><label>access token (monitor scope) <input id=\"token\" type=\"password\" "
+    "autocomplete=\"off\"></label> <button type=\"submit\">use token</button></form>\n"
     "<div class=\"grid\"><div><h2>System</h2><table id=\"sys\"></table></div>\n"
     "<div><h2>Autoscaler</h2><table id=\"autoscale\">\n"
     "<tr><th class=k>figure</th><th>value</th></tr>\n"
@@ -40,8 +49,8 @@ static const char page[] =
     "</table></div>\n"
     "<div><h2>Queue depth, last 2 minutes</h2>\n"
     "<svg id=\"chart\" width=\"600\" height=\"220\" viewBox=\"0 0 600 220\"></svg>\n"
-    "<div class=\"lg\"><span style=\"color:#999\">&#9632; measured</span><span style=\"color:#1f77b4\">&#9632; "
-    "estimate</span><span style=\"color:#d62728\">&#9632; prediction</span><span style=\"color:#2ca02c\">&#9632; "
+    "<div class=\"lg\"><span class=\"c1\">&#9632; measured</span><span class=\"c2\">&#9632; "
+    "estimate</span><span class=\"c3\">&#9632; prediction</span><span class=\"c4\">&#9632; "
     "capacity (workers &times; capacity)</span></div></div></div>\n"
     "<h2>Scale decisions</h2>\n<table id=\"decisions\"></table>\n"
     "<div class=\"grid\"><div><h2>Handlers</h2><table id=\"routes\"></table></div>\n"
@@ -50,6 +59,13 @@ static const char page[] =
     "<script>\n"
     "'use strict';\n"
     "let last=null;const hist=[];const HMAX=120;\n"
+    "const SS=typeof sessionStorage!=='undefined'?sessionStorage:null;\n"
+    "function tok(){return SS?SS.getItem('l3kv-token'):null;}\n"
+    "function hdrs(){const t=tok();return t?{'Authorization':'Bearer '+t}:{};}\n"
+    "function ask(msg){const f=document.getElementById('login');f.hidden=false;set('status',msg);}\n"
+    "(function(){const f=document.getElementById('login');if(!f.addEventListener)return;\n"
+    " f.addEventListener('submit',ev=>{ev.preventDefault();const v=document.getElementById('token').value.trim();\n"
+    "  if(SS&&v)SS.setItem('l3kv-token',v);document.getElementById('token').value='';f.hidden=true;tick();});})();\n"
     "function esc(v){return String(v).replace(/[&<>\"']/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','\"':'&quot;',"
     "\"'\":'&#39;'})[c]);}\n"
     "function row(cells,th){return '<tr>'+cells.map((c,i)=>(th?'<th>':(i?'<td>':'<td class=k>'))+esc(c)"
@@ -73,7 +89,10 @@ static const char page[] =
     " svg.innerHTML=s;\n"
     "}\n"
     "async function tick(){\n"
-    " try{const r=await fetch('/metrics',{cache:'no-store'});const m=await r.json();\n"
+    " try{const r=await fetch('/metrics',{cache:'no-store',headers:hdrs()});\n"
+    "  if(r.status===401){if(SS)SS.removeItem('l3kv-token');ask('a token is needed to read /metrics');return;}\n"
+    "  if(r.status===403){ask('this token lacks the monitor scope');return;}\n"
+    "  const m=await r.json();\n"
     "  const t=m.throughput,s=m.system;let rps='-';\n"
     "  if(last){rps=((t.requests_total-last.t.requests_total)/((Date.now()-last.at)/1000)).toFixed(0);}\n"
     "  last={t:t,at:Date.now()};\n"

@@ -31,6 +31,7 @@
 
 #include <jansson.h>
 
+#include "auth.h"
 #include "config.h"
 #include "l3kv/base.h"
 #include "l3kv/layout.h"
@@ -95,6 +96,7 @@ static const key_t_ keys[] = {
     {"log", T_SECTION, 0, 0, 0},
     {"log.level", T_LEVEL, O(log.level), 0, 0},
     {"log.file", T_STR, O(log.file), 0, 0},
+    {"log.access", T_STR, O(log.access), 0, 0},
 };
 #undef O
 
@@ -118,6 +120,7 @@ static int set_str(char **dst, const char *v)
 int l3_srv_config_defaults(l3_srv_config_t *c)
 {
     memset(c, 0, sizeof(*c));
+    l3_auth_reset(); /* no tokens: protected mode (auth.c) */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (ncpu < 1)
         ncpu = 1;
@@ -165,6 +168,7 @@ void l3_srv_config_free(l3_srv_config_t *c)
     free(c->storage.data_dir);
     free(c->storage.wal_path);
     free(c->log.file);
+    free(c->log.access);
     memset(c, 0, sizeof(*c));
 }
 
@@ -291,6 +295,12 @@ static int walk(l3_srv_config_t *c, json_t *obj, const char *prefix, seen_t *see
         int n = snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", name);
         if (n < 0 || (size_t)n >= sizeof(full))
             return fail(errbuf, errlen, -EINVAL, "config: key name too long under '%s'", prefix);
+        if (strcmp(full, "auth") == 0) { /* auth.c parses and installs the token set */
+            int arc = l3_auth_configure(v, errbuf, errlen);
+            if (arc != 0)
+                return arc;
+            continue;
+        }
         const key_t_ *k = find_key(full);
         if (k == NULL)
             return fail(errbuf, errlen, -EINVAL, "config: unknown key '%s'", full);
@@ -428,7 +438,8 @@ static int check(const l3_srv_config_t *c, const seen_t *seen, char *errbuf, siz
          (rc = check_path("server.tls.key", c->server.tls_key, false, errbuf, errlen)) < 0) ||
         (rc = check_path("storage.data_dir", c->storage.data_dir, false, errbuf, errlen)) < 0 ||
         (rc = check_path("storage.wal_path", c->storage.wal_path, true, errbuf, errlen)) < 0 ||
-        (c->log.file != NULL && (rc = check_path("log.file", c->log.file, false, errbuf, errlen)) < 0))
+        (c->log.file != NULL && (rc = check_path("log.file", c->log.file, false, errbuf, errlen)) < 0) ||
+        (c->log.access != NULL && (rc = check_path("log.access", c->log.access, false, errbuf, errlen)) < 0))
         return rc;
     /* the table's minimum already is the ring's; kept here for configs built in code */
     if (c->storage.wal_buffer_bytes < L3_WAL_RING_MIN_BYTES)
@@ -475,6 +486,7 @@ int l3_srv_config_load(l3_srv_config_t *c, const char *path, bool must_exist, bo
                        size_t errlen)
 {
     FILE *f = fopen(path, "rb");
+    l3_auth_set_source(f != NULL ? path : NULL); /* re-read on SIGHUP (auth.c) */
     if (ret_missing != NULL)
         *ret_missing = false;
     if (f == NULL) {

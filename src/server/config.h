@@ -71,6 +71,7 @@ typedef struct {
     struct {
         l3_log_level_t level;
         char *file;              /* NULL = stderr only */
+        char *access;            /* log.access: access log file, NULL = none (access.c) */
     } log;
 } l3_srv_config_t;
 

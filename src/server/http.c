@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "access.h"
 #include "http.h"
 #include "l3kv/json.h"
 #include "l3kv/wal.h"
@@ -94,6 +95,9 @@ void l3_http_record(l3_rq_t *rq, int status)
 void l3_http_respond(l3_rq_t *rq, int status, const char *ctype, h2o_iovec_t body)
 {
     l3_http_record(rq, status);
+    if (l3_access_enabled())
+        l3_access_write(rq->req, rq->who != NULL ? rq->who : "-", status, rq->head ? 0 : body.len,
+                        l3_now_ns() - rq->t0);
     l3_http_send(rq->req, status, ctype, body, rq->head);
 }
 
@@ -137,6 +141,9 @@ void l3_http_respond_write(l3_rq_t *rq, int status, const char *ctype, h2o_iovec
         l3_http_respond(rq, 503, L3_CT_JSON, h2o_iovec_init(eb, n));
     } else {
         l3_http_record(rq, status); /* parked: handler time excludes the wait */
+        if (l3_access_enabled())
+            l3_access_write(rq->req, rq->who != NULL ? rq->who : "-", status, rq->head ? 0 : body.len,
+                            l3_now_ns() - rq->t0);
     }
 }
 

@@ -52,6 +52,8 @@ typedef struct {
     uint64_t t0;          /* entry into the dispatcher (handler time) */
     l3_obs_route_t route; /* metrics route */
     int head;             /* HEAD: GET headers, no body */
+    unsigned scopes;      /* L3_SCOPE_* the request holds (auth.c) */
+    const char *who;      /* the token's name, "-" without one (never the token) */
 } l3_rq_t;
 
 bool l3_http_method(const h2o_req_t *req, const char *m, size_t n);

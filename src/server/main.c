@@ -22,6 +22,8 @@
 #include <string.h>
 
 #include "l3kv-config.h"
+#include "access.h"
+#include "auth.h"
 #include "autoscale.h"
 #include "config.h"
 #include "log.h"
@@ -46,7 +48,8 @@ static void usage(FILE *f)
             "  --version     print the version\n"
             "\n"
             "Defaults: listen on 0.0.0.0:8080, data in ./data. Every key is described in\n"
-            "docs/server.md. Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reopens logs.\n");
+            "docs/server.md. Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reopens logs and\n"
+            "reloads auth tokens. Access control: docs/security.md.\n");
 }
 
 static l3_srv_t srv;
@@ -105,6 +108,13 @@ int main(int argc, char **argv)
     }
     L3_LOG(L3_LOG_INFO, "l3kv %s starting (%s)", L3KV_VERSION,
            missing ? "no config.json: built-in defaults" : path);
+    l3_auth_log_mode();
+    int arc = l3_access_open(srv.cfg.log.access);
+    if (arc < 0) {
+        L3_LOG(L3_LOG_ERROR, "%s: config: 'log.access': cannot open %s: %s", path, srv.cfg.log.access,
+               strerror(-arc));
+        return 2;
+    }
     /* -EPERM: an unsafe data directory; exit 2 like any other refused configuration */
     srv.before_sweep = l3_srv_wal_prepare;
     int rc = l3_srv_init(&srv, path);

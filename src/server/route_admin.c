@@ -3,15 +3,20 @@
  * route_admin.c - operational routes: /kv/health, /kv/metrics (legacy text), /metrics
  * (JSON), /dashboard and POST /admin/checkpoint (asks the supervisor through the
  * environment's request_checkpoint: the worker sends it SIGRTMIN and it forks the
- * checkpointer at its next tick).
+ * checkpointer at its next tick). /metrics shows process ids ("pid", "writer_pid") only
+ * to a request holding the admin scope; others see null there.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "l3kv-config.h"
 #include "l3kv/wal.h"
+#include <openssl/evp.h>
+
+#include "auth.h"
 #include "route.h"
 
 int l3_route_health(l3_rq_t *rq, h2o_iovec_t unused)
@@ -58,6 +63,44 @@ static bool store_json(l3_store_t *st, char *extra, size_t cap)
     return true;
 }
 
+/* A copy of the rendered metrics with the value of every "pid" / "writer_pid" member
+ * replaced by null (NULL on ENOMEM). "\"pid\":0" (7 bytes) becomes 10, so the copy needs
+ * less than twice the input. The rendered JSON holds no user strings, so the member
+ * names match only those keys. */
+static char *hide_pids(const char *s, size_t len, size_t *ret_len)
+{
+    static const char *const keys[] = {"\"pid\":", "\"writer_pid\":"};
+    char *d = malloc(2 * len + 1);
+    if (d == NULL)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t klen = 0;
+        for (unsigned k = 0; k < 2 && klen == 0; k++) {
+            size_t n = strlen(keys[k]);
+            if (len - i >= n && memcmp(s + i, keys[k], n) == 0)
+                klen = n;
+        }
+        if (klen == 0) {
+            d[o++] = s[i++];
+            continue;
+        }
+        memcpy(d + o, s + i, klen);
+        o += klen;
+        i += klen;
+        size_t j = i;
+        while (j < len && (s[j] == '-' || (s[j] >= '0' && s[j] <= '9')))
+            j++;
+        if (j > i) {
+            memcpy(d + o, "null", 4);
+            o += 4;
+            i = j;
+        }
+    }
+    *ret_len = o;
+    return d;
+}
+
 int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused)
 {
     (void)unused;
@@ -74,8 +117,51 @@ int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused)
     int rc = l3_obs_render_json(env->obs_all, L3KV_VERSION, aq, ex, wsp, &out, &len);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
+    if ((rq->scopes & L3_SCOPE_ADMIN) == 0) {
+        char *hid = hide_pids(out, len, &len);
+        free(out);
+        if (hid == NULL)
+            return l3_http_fail_rc(rq, -ENOMEM, L3_CTX_READ, NULL);
+        out = hid;
+    }
     respond_metrics(rq, out, len, L3_CT_JSON);
     return 0;
+}
+
+/* "'sha256-<base64>'" of the text between open tag `tag` and the next `close`; false
+ * when the page has no such element. */
+static bool element_hash(const char *html, size_t len, const char *tag, const char *close, char *out,
+                         size_t cap)
+{
+    const char *b = memmem(html, len, tag, strlen(tag));
+    if (b == NULL)
+        return false;
+    b += strlen(tag);
+    const char *e = memmem(b, len - (size_t)(b - html), close, strlen(close));
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    unsigned char b64[48];
+    if (e == NULL || EVP_Digest(b, (size_t)(e - b), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+        return false;
+    EVP_EncodeBlock(b64, md, 32);
+    return (size_t)snprintf(out, cap, "'sha256-%s'", (const char *)b64) < cap;
+}
+
+/* The dashboard's Content-Security-Policy: nothing but its own script and style (by hash)
+ * and fetches to this origin. Computed once per process from the static page. */
+static const char *dashboard_csp(const char *html, size_t len)
+{
+    static char csp[512];
+    if (csp[0] == '\0') {
+        char sh[64] = "'none'", st[64] = "'none'";
+        element_hash(html, len, "<script>", "</script>", sh, sizeof(sh));
+        element_hash(html, len, "<style>", "</style>", st, sizeof(st));
+        snprintf(csp, sizeof(csp),
+                 "default-src 'none'; script-src %s; style-src %s; connect-src 'self'; img-src 'self'; "
+                 "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+                 sh, st);
+    }
+    return csp;
 }
 
 int l3_route_dashboard(l3_rq_t *rq, h2o_iovec_t unused)
@@ -83,6 +169,17 @@ int l3_route_dashboard(l3_rq_t *rq, h2o_iovec_t unused)
     (void)unused;
     size_t len;
     const char *html = l3_obs_dashboard_html(&len);
+    const char *csp = dashboard_csp(html, len);
+    h2o_req_t *req = rq->req;
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("content-security-policy"), 0, NULL, csp,
+                          strlen(csp));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0, NULL,
+                          H2O_STRLIT("nosniff"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-frame-options"), 0, NULL,
+                          H2O_STRLIT("DENY"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("referrer-policy"), 0, NULL,
+                          H2O_STRLIT("no-referrer"));
+    l3_http_add_header(req, H2O_TOKEN_CACHE_CONTROL, H2O_STRLIT("no-store"));
     l3_http_respond(rq, 200, "text/html; charset=utf-8", h2o_iovec_init(html, len));
     return 0;
 }

@@ -10,9 +10,21 @@
  * methods it takes; other methods get 405 with its Allow list, and on a reserved name
  * (health, metrics under /kv/) a write method gets 400 reserved_key, so no document can
  * shadow them.
+ *
+ * Access control is decided here, once, for every route: each entry names the scope its
+ * read methods and its write methods need (0 = none: the dashboard's static page, which
+ * holds no data and must load in a browser that has no token yet). Order of refusals:
+ * 414, 400 token_in_query (a ?token= or ?access_token= parameter: tokens travel only in
+ * the Authorization header), 404, then auth.c's verdict (403 protected_mode, 401, 403
+ * forbidden), then 400 reserved_key and 405. A loopback peer whose request carries an
+ * X-Forwarded-For naming any other address (a local reverse proxy) is not loopback.
  */
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
+#include "auth.h"
 #include "framing.h"
 #include "route.h"
 #include "routes.h"
@@ -33,20 +45,29 @@ typedef struct {
     l3_obs_route_t route; /* metrics route set before the method check */
     const char *allow;
     route_fn fn;
+    unsigned scope_r, scope_w; /* L3_SCOPE_* needed by read / write methods (0 = none) */
 } route_t;
 
 #define R(lit) lit, sizeof(lit) - 1
 static const route_t routes[] = {
-    {"health", R("/kv/health"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_health},
+    {"health", R("/kv/health"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_health,
+     L3_SCOPE_HEALTH, L3_SCOPE_WRITE},
     {"metrics_text", R("/kv/metrics"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO,
-     l3_route_metrics_text},
-    {"list", R("/kv/"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list},
-    {"list", R("/kv"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list},
-    {"kv", R("/kv/"), true, M_READ | M_WRITE, false, L3_OBS_R_OTHER, L3_ALLOW_DOC, l3_route_kv},
-    {"metrics", R("/metrics"), false, M_READ, false, L3_OBS_R_METRICS, L3_ALLOW_RO, l3_route_metrics},
-    {"checkpoint", R("/admin/checkpoint"), false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_checkpoint},
-    {"dashboard", R("/dashboard"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard},
-    {"dashboard", R("/dashboard/"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard},
+     l3_route_metrics_text, L3_SCOPE_MONITOR, L3_SCOPE_WRITE},
+    {"list", R("/kv/"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list, L3_SCOPE_READ,
+     L3_SCOPE_WRITE},
+    {"list", R("/kv"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list, L3_SCOPE_READ,
+     L3_SCOPE_WRITE},
+    {"kv", R("/kv/"), true, M_READ | M_WRITE, false, L3_OBS_R_OTHER, L3_ALLOW_DOC, l3_route_kv, L3_SCOPE_READ,
+     L3_SCOPE_WRITE},
+    {"metrics", R("/metrics"), false, M_READ, false, L3_OBS_R_METRICS, L3_ALLOW_RO, l3_route_metrics,
+     L3_SCOPE_MONITOR, L3_SCOPE_MONITOR},
+    {"checkpoint", R("/admin/checkpoint"), false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_checkpoint,
+     L3_SCOPE_ADMIN, L3_SCOPE_ADMIN},
+    {"dashboard", R("/dashboard"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard, 0,
+     0},
+    {"dashboard", R("/dashboard/"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard, 0,
+     0},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -83,6 +104,108 @@ static unsigned method_class(const h2o_req_t *req)
     return 0;
 }
 
+/* Does the raw query string carry a token parameter (token=, access_token=, any case)? */
+static bool token_in_query(const h2o_req_t *req)
+{
+    if (req->query_at == SIZE_MAX)
+        return false;
+    const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q)), *e = amp != NULL ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(e - q));
+        size_t klen = (size_t)((eq != NULL ? eq : e) - q);
+        if ((klen == 5 && h2o_lcstris(q, 5, H2O_STRLIT("token"))) ||
+            (klen == 12 && h2o_lcstris(q, 12, H2O_STRLIT("access_token"))))
+            return true;
+        q = e + 1;
+    }
+    return false;
+}
+
+/* Every address in an X-Forwarded-For list is a loopback address (a local reverse proxy
+ * such as h2o adds the client's address: protected mode must see through it). At most 16
+ * entries are looked at; more, or anything unparsable, counts as not loopback. */
+static bool forwarded_all_loopback(h2o_iovec_t v)
+{
+    const char *p = v.base, *end = v.base + v.len;
+    for (unsigned n = 0; p < end; n++) {
+        if (n == 16)
+            return false;
+        const char *c = memchr(p, ',', (size_t)(end - p)), *e = c != NULL ? c : end;
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *q = e;
+        while (q > p && (q[-1] == ' ' || q[-1] == '\t'))
+            q--;
+        char a[64];
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        if ((size_t)(q - p) >= sizeof(a))
+            return false;
+        memcpy(a, p, (size_t)(q - p));
+        a[q - p] = '\0';
+        if (inet_pton(AF_INET, a, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
+            ss.ss_family = AF_INET;
+        else if (inet_pton(AF_INET6, a, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
+            ss.ss_family = AF_INET6;
+        else
+            return false;
+        if (!l3_auth_is_loopback(&ss))
+            return false;
+        p = e + 1;
+    }
+    return true;
+}
+
+static bool peer_is_loopback(h2o_req_t *req)
+{
+    ssize_t xi = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, -1);
+    if (xi >= 0 && !forwarded_all_loopback(req->headers.entries[xi].value))
+        return false;
+    if (req->conn == NULL || req->conn->callbacks == NULL || req->conn->callbacks->get_peername == NULL)
+        return true; /* an in-process caller (tests, fuzzing) */
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) == 0)
+        return false;
+    return l3_auth_is_loopback(&ss);
+}
+
+/* The access decision for route r and method class m: 0 to go on, 1 when a refusal was sent. */
+static int check_access(l3_rq_t *rq, const route_t *r, unsigned m)
+{
+    h2o_req_t *req = rq->req;
+    unsigned need = (m & M_WRITE) ? r->scope_w : r->scope_r;
+    ssize_t hi = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    h2o_iovec_t az = hi >= 0 ? req->headers.entries[hi].value : h2o_iovec_init(NULL, 0);
+    l3_auth_verdict_t v = l3_auth_decide(need, az.base != NULL ? az.base : NULL, az.len,
+                                         peer_is_loopback(req), &rq->who, &rq->scopes);
+    if (hi >= 0 && az.base == NULL)
+        v = L3_AUTH_UNAUTHORIZED;
+    switch (v) {
+    case L3_AUTH_OK:
+        return 0;
+    case L3_AUTH_PROTECTED:
+        l3_http_fail(rq, 403, "protected_mode",
+                     "no access tokens are configured, so only loopback clients are answered; configure "
+                     "a token in auth.tokens (see docs/security.md), or set auth.protected_mode: false "
+                     "to serve every peer without authentication");
+        return 1;
+    case L3_AUTH_UNAUTHORIZED:
+        l3_http_add_header(req, H2O_TOKEN_WWW_AUTHENTICATE, H2O_STRLIT("Bearer realm=\"l3kv\""));
+        l3_http_fail(rq, 401, "unauthorized",
+                     hi < 0 ? "this route needs the '%s' scope: send Authorization: Bearer <token>"
+                            : "the Authorization header is not a known Bearer token (route needs '%s')",
+                     l3_auth_scope_name(need));
+        return 1;
+    case L3_AUTH_FORBIDDEN:
+        l3_http_fail(rq, 403, "forbidden", "token '%s' lacks the '%s' scope this request needs", rq->who,
+                     l3_auth_scope_name(need));
+        return 1;
+    }
+    return 1;
+}
+
 /* Runs when h2o frees the request (response complete or connection gone). */
 static void on_req_done(void *p)
 {
@@ -108,12 +231,17 @@ static int dispatch(l3_rq_t *rq)
     if (req->path.len > L3_ROUTES_MAX_PATH_BYTES)
         return l3_http_fail(rq, 414, "uri_too_long", "request target of %zu bytes; the limit is %u",
                             req->path.len, L3_ROUTES_MAX_PATH_BYTES);
+    if (token_in_query(req)) /* refused before anything else looks at it; never logged */
+        return l3_http_fail(rq, 400, "token_in_query",
+                            "tokens are accepted only in the Authorization: Bearer header, never in the URL");
     int i = l3_routes_match(p.base, p.len, &rest);
     if (i < 0)
         return l3_http_fail(rq, 404, "not_found", "no route for %.*s", (int)L3_MIN(p.len, 200), p.base);
     const route_t *r = &routes[i];
     unsigned m = method_class(req);
     rq->route = r->route;
+    if (check_access(rq, r, m) != 0)
+        return 0;
     if (r->reserved && (m & M_WRITE))
         return l3_http_fail(rq, 400, "reserved_key",
                             "'%.*s' is a reserved name; documents cannot be written under it",
@@ -126,7 +254,7 @@ static int dispatch(l3_rq_t *rq)
 int l3_routes_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     l3_route_env_t *env = &((l3_routes_handler_t *)self)->env;
-    l3_rq_t rq = {.req = req, .env = env, .t0 = l3_now_ns(), .route = L3_OBS_R_OTHER};
+    l3_rq_t rq = {.req = req, .env = env, .t0 = l3_now_ns(), .route = L3_OBS_R_OTHER, .who = "-"};
     /* in-flight gauge for the autoscaler: +1 now, -1 when the request's pool is released */
     l3_obs_slot_t *os = env->obs;
     __atomic_store_n(&os->os_inflight, __atomic_load_n(&os->os_inflight, __ATOMIC_RELAXED) + 1,

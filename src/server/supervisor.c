@@ -52,6 +52,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access.h"
+#include "auth.h"
 #include "config.h"
 #include "ctl.h"
 #include "listen.h"
@@ -686,6 +688,8 @@ static void on_signal(l3_srv_t *srv, int sig)
             L3_LOG(L3_LOG_ERROR, "cannot reopen log: %s", strerror(-rc));
         else
             L3_LOG(L3_LOG_INFO, "SIGHUP: logs reopened");
+        l3_auth_reload("supervisor"); /* workers forked later inherit the new tokens */
+        l3_access_reopen();
         for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
             if (srv->sup->workers[i].pid > 0)
                 kill(srv->sup->workers[i].pid, SIGHUP);
@@ -728,10 +732,15 @@ int l3_srv_run(l3_srv_t *srv)
     sd_notify_msg("READY=1\nSTATUS=serving");
 
     uint64_t next_tick = now_ms() + srv->cfg.autoscale.interval_ms;
+    uint64_t last_watchdog = 0;
     for (;;) {
         struct timespec ts = {0, 100 * 1000000L};
         siginfo_t si;
         int sig = sigtimedwait(&set, &si, &ts);
+        if (now_ms() - last_watchdog >= 1000 && live_workers(srv) > 0) { /* WatchdogSec= */
+            sd_notify_msg("WATCHDOG=1"); /* only while the loop runs and a worker serves */
+            last_watchdog = now_ms();
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             L3_LOG(L3_LOG_INFO, "%s: stopping (in-flight requests get up to %u ms)", strsignal(sig),
                    srv->cfg.server.shutdown_timeout_ms);

@@ -44,6 +44,8 @@
 #include "errmap.h"
 #include "log.h"
 #include "routes.h"
+#include "access.h"
+#include "auth.h"
 #include "ctl.h"
 #include "supervisor.h"
 #include "l3kv/store.h"
@@ -149,6 +151,14 @@ int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
             return -ENOMEM;
         }
         SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+        /* TLS 1.2: forward-secret AEAD suites only (TLS 1.3 suites are all AEAD); no renegotiation */
+        SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                   SSL_OP_NO_COMPRESSION);
+        if (SSL_CTX_set_cipher_list(c, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL") != 1) {
+            snprintf(errbuf, errlen, "tls: no usable cipher suite");
+            SSL_CTX_free(c);
+            return -EINVAL;
+        }
         if (SSL_CTX_use_certificate_chain_file(c, srv->cfg.server.tls_cert) != 1) {
             snprintf(errbuf, errlen, "config: 'server.tls.cert': cannot load %s", srv->cfg.server.tls_cert);
             SSL_CTX_free(c);
@@ -434,6 +444,11 @@ static void on_tick(h2o_timeout_entry_t *e)
         int rc = l3_srv_log_reopen();
         if (rc < 0)
             L3_LOG(L3_LOG_ERROR, "worker %u: cannot reopen log: %s", my_slot, strerror(-rc));
+        char who[32];
+        snprintf(who, sizeof(who), "worker %u", my_slot);
+        l3_auth_reload(who); /* auth.c: a bad set keeps the old one */
+        if ((rc = l3_access_reopen()) < 0)
+            L3_LOG(L3_LOG_ERROR, "worker %u: cannot reopen log.access: %s", my_slot, strerror(-rc));
     }
     if (srv->store != NULL)
         l3_store_proc_heartbeat(srv->store);
