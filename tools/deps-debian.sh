@@ -9,7 +9,7 @@ if [ "${1:-}" = "--all" ]; then
     # dashboard script test, systemd-analyze (package systemd) for the unit check, the openssl
     # CLI for the TLS tests, a headless browser for the dashboard test (chromium is installed
     # with its recommended packages: fonts and the like it renders with)
-    PKGS="$PKGS clang libclang-rt-14-dev wrk nghttp2-client h2o valgrind nodejs systemd openssl"
+    PKGS="$PKGS clang libclang-rt-14-dev wrk nghttp2-client h2o valgrind nodejs systemd openssl clang-format"
     BROWSER=chromium
 fi
 missing=""
