@@ -3,7 +3,8 @@
 name of docs/api.md's error table (a test parses the table and fails listing the names no
 integration test asserts), `Upgrade: h2c`, If-Match lists and `*`, the listing's `count`,
 `/kv` and `limit` range, the other PUT content types, 503 `overloaded` on a full WAL ring,
-the port-in-use probe, conflicting `min_threads`/`min_workers`, the SIGRTMIN checkpoint."""
+the port-in-use probe, conflicting `min_threads`/`min_workers`, the SIGRTMIN checkpoint,
+the restart backoff of a crashed worker."""
 import glob
 import json
 import os
@@ -376,3 +377,41 @@ def test_sigrtmin_writes_a_checkpoint():
         assert requests.get(s2.url("/kv/cp-19")).json() == {"i": 19}
     finally:
         s2.stop()
+
+
+# --- restart backoff ------------------------------------------------------------------------
+
+def test_crashed_worker_restart_backoff_doubles():
+    """A worker that crashes while another runs is restarted after a backoff: 100 ms,
+    doubling on each crash within 10 s of its start (docs/server.md, SIGCHLD)."""
+    s = Server(workers=2)
+    try:
+        backoffs, at = [], 0
+        for _ in range(4):
+            pid = next(w["pid"] for w in s.metrics()["workers"] if w["slot"] == 0 and w["state"] == "running")
+            os.kill(pid, signal.SIGKILL)
+            rx = re.compile(r"worker 0 \(pid %d\) died: [^\n]*restarting in (\d+) ms" % pid)
+            deadline, m = time.time() + 30, None
+            while time.time() < deadline and m is None:
+                m = rx.search(s.logtext(), at)
+                if m is None:
+                    time.sleep(0.02)
+            assert m, s.logtext()[-3000:]
+            backoffs.append(int(m.group(1)))
+            at = m.end()
+            rx = re.compile(r"worker 0 started \(pid (\d+)\)")
+            deadline, m = time.time() + 30, None
+            while time.time() < deadline and m is None:
+                m = rx.search(s.logtext(), at)
+                if m is None:
+                    time.sleep(0.02)
+            assert m, s.logtext()[-3000:]
+            at = m.end()
+            deadline = time.time() + 30  # the new worker is in the metrics as running
+            while time.time() < deadline and not any(
+                    w["slot"] == 0 and w["pid"] == int(m.group(1)) and w["state"] == "running"
+                    for w in s.metrics()["workers"]):
+                time.sleep(0.02)
+        assert backoffs == [100, 200, 400, 800], backoffs
+    finally:
+        s.stop()
