@@ -4,7 +4,7 @@ name of docs/api.md's error table (a test parses the table and fails listing the
 integration test asserts), `Upgrade: h2c`, If-Match lists and `*`, the listing's `count`,
 `/kv` and `limit` range, the other PUT content types, 503 `overloaded` on a full WAL ring,
 the port-in-use probe, conflicting `min_threads`/`min_workers`, the SIGRTMIN checkpoint,
-the restart backoff of a crashed worker."""
+the restart backoff of a crashed worker, HTTP/2 REFUSED_STREAM for a body far above the limit."""
 import glob
 import json
 import os
@@ -413,5 +413,94 @@ def test_crashed_worker_restart_backoff_doubles():
                     for w in s.metrics()["workers"]):
                 time.sleep(0.02)
         assert backoffs == [100, 200, 400, 800], backoffs
+    finally:
+        s.stop()
+
+
+# --- HTTP/2: a body far above the limit ends the stream with REFUSED_STREAM -----------------
+# (prior knowledge; HPACK literals without indexing; frames by hand, flow control obeyed)
+
+def h2_frame(typ, flags, stream, payload):
+    return len(payload).to_bytes(3, "big") + bytes([typ, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def hpack_literal(name, value):
+    """A header field as an HPACK literal without indexing, new name, no Huffman."""
+    n, v = name.encode(), value.encode()
+    assert len(n) < 127 and len(v) < 127
+    return b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v
+
+
+def h2_put(port, path, total):
+    """PUT a JSON string of `total` bytes on stream 1 over cleartext HTTP/2 (prior
+    knowledge), within the flow-control windows the server grants. Returns (frames as
+    (type, flags, stream, payload), bytes sent); stops at RST_STREAM or at the end of the
+    response."""
+    body = b'"' + b"x" * (total - 2) + b'"'
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b""))
+        hdr = b"".join(hpack_literal(k, v) for k, v in (
+            (":method", "PUT"), (":scheme", "http"), (":path", path), (":authority", "x"),
+            ("content-type", "application/json"), ("content-length", str(total))))
+        s.sendall(h2_frame(1, 4, 1, hdr))  # END_HEADERS
+        conn_win, stream_win, sent = 65535, 65535, 0
+        buf, frames = b"", []
+        s.setblocking(False)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                d = s.recv(65536)
+                if not d:
+                    break
+                buf += d
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                break
+            while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                ln = int.from_bytes(buf[:3], "big")
+                typ, fl, st = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+                pl, buf = buf[9:9 + ln], buf[9 + ln:]
+                frames.append((typ, fl, st, pl))
+                if typ == 4 and not fl & 1:  # SETTINGS: acknowledge, note the stream window
+                    s.sendall(h2_frame(4, 1, 0, b""))
+                    for i in range(0, len(pl) - 5, 6):
+                        ident, val = struct.unpack(">HI", pl[i:i + 6])
+                        if ident == 4:
+                            stream_win += val - 65535
+                elif typ == 8:  # WINDOW_UPDATE
+                    inc = int.from_bytes(pl[:4], "big") & 0x7FFFFFFF
+                    if st == 0:
+                        conn_win += inc
+                    else:
+                        stream_win += inc
+                elif typ == 3 and st == 1 or typ == 0 and st == 1 and fl & 1:
+                    return frames, sent
+            n = min(16384, conn_win, stream_win, total - sent)
+            if n > 0:
+                try:
+                    s.sendall(h2_frame(0, 1 if sent + n == total else 0, 1, body[sent:sent + n]))
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sent += n
+                conn_win -= n
+                stream_win -= n
+            else:
+                time.sleep(0.01)
+    return frames, sent
+
+
+def test_h2_body_far_above_the_limit_is_refused_stream():
+    s = Server(config={"server": {"max_body_bytes": 4096}}, workers=1)
+    try:
+        events, sent = h2_put(s.port, "/kv/h2big", 3 << 20)
+        rst = [f for f in events if f[0] == 3 and f[2] == 1]
+        assert rst and int.from_bytes(rst[0][3][:4], "big") == 7, (sent, events[-6:])  # REFUSED_STREAM
+        assert requests.get(s.url("/kv/h2big"), timeout=10).status_code == 404
+        # a body within the limit over the same framing is stored
+        events, sent = h2_put(s.port, "/kv/h2small", 2000)
+        assert not [f for f in events if f[0] == 3], events
+        assert any(f[0] == 0 and f[2] == 1 and f[1] & 1 for f in events), events
+        assert requests.get(s.url("/kv/h2small"), timeout=10).json() == "x" * 1998
     finally:
         s.stop()
