@@ -52,6 +52,10 @@ int l3_durable_park(l3_durable_t *d, struct st_h2o_req_t *req, int status, int h
  *  neither known durable nor known lost (docs/api.md). */
 #define L3_ERR_DURABILITY_UNKNOWN "durability_unknown"
 
+/** The 503 durability_unknown reply's body (in the request's pool), with Retry-After added
+ *  to the response headers; the caller sends it with status 503. */
+struct st_h2o_iovec_t l3_durable_unknown_reply(struct st_h2o_req_t *req);
+
 /** The WAL notification eventfd became readable (or a periodic check): send the replies
  *  whose records are now durable, fail them all if the WAL failed. */
 void l3_durable_poll(l3_durable_t *d);

@@ -132,13 +132,7 @@ void l3_http_respond_write(l3_rq_t *rq, int status, const char *ctype, h2o_iovec
     if (rc == 1) {
         l3_http_respond(rq, status, ctype, body);
     } else if (rc < 0) {
-        char *eb = h2o_mem_alloc_pool(&rq->req->pool, 256);
-        size_t n =
-            l3_srv_err_json(eb, 256, L3_ERR_DURABILITY_UNKNOWN,
-                            "the change was applied but the write-ahead log cannot make it durable; it may "
-                            "or may not be kept: read the document to learn its state");
-        l3_http_add_header(rq->req, H2O_TOKEN_RETRY_AFTER, H2O_STRLIT("1"));
-        l3_http_respond(rq, 503, L3_CT_JSON, h2o_iovec_init(eb, n));
+        l3_http_respond(rq, 503, L3_CT_JSON, l3_durable_unknown_reply(rq->req));
     } else {
         l3_http_record(rq, status); /* parked: handler time excludes the wait */
         if (l3_access_enabled())

@@ -22,7 +22,7 @@ import time
 import pytest
 import requests
 
-from l3kv_deploy import SRC_ROOT, L3kv, free_port, l3kv_bin, mkworkdir, stop_like_systemd
+from l3kv_deploy import SRC_ROOT, L3kv, cleanup_shm, free_port, l3kv_bin, mkworkdir, stop_like_systemd
 
 PREFIX = os.environ.get("L3KV_PREFIX", "/usr/local")
 BINDIR = os.environ.get("L3KV_BINDIR", PREFIX + "/bin")
@@ -249,18 +249,32 @@ def test_sd_notify_ready_then_stopping(unit, shipped):
     os.environ["NOTIFY_SOCKET"] = path
     try:
         cfg, argv, cwd, preexec = like_systemd(unit, shipped, d)
-        srv = L3kv(cfg, d, argv=argv, preexec_fn=preexec, cwd=cwd)
-        msg = sock.recv(4096).decode()
-        assert "READY=1" in msg.split("\n"), msg
-        # ready means serving
-        assert requests.get(srv.base + "/kv/health", timeout=10).status_code == 200
-        srv.proc.send_signal(signal.SIGTERM)
-        msg = sock.recv(4096).decode()
-        while msg == "WATCHDOG=1":  # WatchdogSec= keep-alives come in between
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=1)
+        log = open(os.path.join(d, "l3kv.log"), "ab")
+        # started without waiting for /kv/health: READY=1 is read first, then one request
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=cwd, start_new_session=True, preexec_fn=preexec)
+        try:
             msg = sock.recv(4096).decode()
-        assert "STOPPING=1" in msg.split("\n"), msg
-        rc, _, _ = srv.stop(30)
-        assert rc == 0, srv.logtext()
+            while msg == "WATCHDOG=1":  # WatchdogSec= keep-alives may come in between
+                msg = sock.recv(4096).decode()
+            assert "READY=1" in msg.split("\n"), msg
+            # ready means serving: the first request after READY=1 is answered, no retry
+            base = "http://127.0.0.1:%d" % cfg["server"]["port"]
+            assert requests.get(base + "/kv/health", timeout=10).status_code == 200
+            proc.send_signal(signal.SIGTERM)
+            msg = sock.recv(4096).decode()
+            while msg == "WATCHDOG=1":
+                msg = sock.recv(4096).decode()
+            assert "STOPPING=1" in msg.split("\n"), msg
+        finally:
+            rc, _, left = stop_like_systemd(proc, signal.SIGTERM, 30)
+            log.close()
+            if rc is None or left:
+                cleanup_shm(proc.pid)
+        with open(os.path.join(d, "l3kv.log"), "rb") as f:
+            assert rc == 0, f.read().decode("utf-8", "replace")[-4000:]
     finally:
         if old is None:
             os.environ.pop("NOTIFY_SOCKET", None)

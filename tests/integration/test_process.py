@@ -48,7 +48,7 @@ def test_bad_config_rejected(cfg, needle):
         with open(p, "w") as f:
             json.dump(cfg, f)
         r = run_bin([p], cwd=d)
-        assert r.returncode != 0
+        assert r.returncode == 2, (r.returncode, r.stderr)  # a configuration error exits 2
         assert needle.encode() in r.stderr, r.stderr
         assert b" error: " in r.stderr
 
@@ -64,7 +64,7 @@ def test_shipped_config_is_valid():
 
 def test_explicit_missing_config_fails():
     r = run_bin(["/nonexistent/l3kv.json"])
-    assert r.returncode != 0 and b"cannot open" in r.stderr
+    assert r.returncode == 2 and b"cannot open" in r.stderr, (r.returncode, r.stderr)
 
 
 def test_seed_config_unchanged_works():

@@ -65,6 +65,11 @@ opstats = collections.Counter()  # (operation, "accepted"/"refused") over the ru
 first_failure = {}
 
 
+
+def is_int64(v):
+    """A JSON integer the server keeps as an int (beyond int64 it is a number like 1e20)."""
+    return isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63
+
 class StartFailure(Exception):
     pass
 
@@ -806,8 +811,8 @@ class Trial:
                 newv = 7 if val == "007" else None
             else:
                 newv = iv
-            if cur != "<missing>" and (not isinstance(cur, int) or isinstance(cur, bool)):
-                must = False
+            if cur != "<missing>" and not is_int64(cur):
+                must = False   # an integer beyond int64 is stored as a number, not an int
         elif op == "set_double":
             val = r.choice(["1.5", "-0", "1e400", "0.25", "abc"])
             newv = {"1.5": 1.5, "-0": -0.0, "0.25": 0.25}.get(val)
@@ -831,7 +836,7 @@ class Trial:
             d = 1 if val is None else (7 if val == "007" else int(val))
             if val == "007":
                 must = None
-            if cur == "<missing>" or isinstance(cur, bool) or not isinstance(cur, int):
+            if cur == "<missing>" or not is_int64(cur):
                 must = False if cur != "<missing>" else None   # incr on a missing member: either
                 newv = d
             else:

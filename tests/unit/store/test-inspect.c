@@ -155,14 +155,24 @@ int main(int argc, char **argv)
         }
         _exit(0);
     }
+    /* the scenario: the writer is running before the first check (its changes move the
+     * store's LSN; generous deadline 10 s) and writes during at least one check */
+    uint64_t lsn0 = l3_store_last_lsn(st);
+    for (int i = 0; i < 10000 && l3_store_last_lsn(st) == lsn0; i++)
+        usleep(1000);
+    CHECK(l3_store_last_lsn(st) > lsn0);
+    int overlapped = 0;
     for (int i = 0; i < 4; i++) {
+        uint64_t before = l3_store_last_lsn(st);
         int rc = run(out, sizeof(out), "--name", name, "check", NULL, NULL, NULL);
+        overlapped += l3_store_last_lsn(st) > before;
         if (rc != 0)
             fprintf(stderr, "check under load: %s\n", out);
         CHECK_EQ_INT(rc, 0);
         CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "get", "user:1", NULL, NULL), 0);
         CHECK_EQ_STR(out, "{\"name\":\"ann\",\"age\":31}\n");
     }
+    CHECK(overlapped > 0); /* a check ran while the writer changed the store */
     CHECK_EQ_INT(sth_wait(w), 0);
     CHECK_EQ_INT(l3_store_proc_reap(st, w), 1);
 

@@ -142,13 +142,15 @@ static void scenario(int with_probe)
     /* 3. killed after publish, not reaped: the writer consumes the record, then the next
      *    locker (this process, much later) repairs */
     pid = worker_dies(st, r, 4, 1);
-    for (int i = 0; i < 5000; i++) {
+    int drained = 0; /* the writer consumed the record (deadline 30 s) */
+    for (int i = 0; i < 30000 && !drained; i++) {
         l3_wal_stats_t ws;
         l3_wal_ring_stats(r, &ws);
-        if (ws.tail == ws.head)
-            break;
-        usleep(1000);
+        drained = ws.tail == ws.head;
+        if (!drained)
+            usleep(1000);
     }
+    CHECK(drained);
     usleep(20000);
     /* a later mutation whose result depends on the base it lands on */
     CHECK_EQ_INT(l3_store_merge_patch(st, "doc", 3, "{\"m\":1}", 7, 0, NULL, NULL), 0);

@@ -295,6 +295,10 @@ static void test_full(void)
         _exit(0);
     }
     usleep(50000);
+    /* the scenario: the producer is blocked (no writer runs, the ring is full); it cannot
+     * have finished, whatever the scheduling */
+    int early;
+    CHECK_EQ_INT(waitpid(kid, &early, WNOHANG), 0);
     l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_FSYNC};
     pid_t w = walt_writer(&o, NULL);
     int st;
