@@ -886,6 +886,52 @@ static int set_check(l3_doc_t *d, const target_t *t, const newval_t *nv, const d
     return room(d, need);
 }
 
+/* What a set does at its target: replace the value in a slot, add a member to an object,
+ * or insert into an array. */
+enum { SET_REPLACE, SET_MEMBER, SET_INSERT };
+
+/* Decide it from the resolved target (nothing changes): 0 with *ret_how and *ret_slot
+ * (SET_REPLACE) or *ret_idx (SET_INSERT), or the error the set returns. */
+static int set_locate(const uint8_t *buf, const target_t *t, unsigned flags, int *ret_how, uint32_t *ret_slot,
+                      uint64_t *ret_idx)
+{
+    *ret_how = SET_REPLACE;
+    if (t->parent == 0) {
+        *ret_slot = L3_DOC_ROOT;
+        return 0;
+    }
+    const dslot_t *ps = SLOT(buf, t->parent);
+    if (ps->type == L3_DOC_OBJECT) {
+        if (t->last_len > UINT32_MAX - 64)
+            return L3_ETOOBIG;
+        if (l3_doc_obj_find(buf, t->parent, t->last, t->last_len, ret_slot) == 0)
+            return 0;
+        if (flags & L3_DOC_SET_NO_CREATE)
+            return L3_ENOTFOUND;
+        *ret_how = SET_MEMBER;
+        return 0;
+    }
+    if (ps->type != L3_DOC_ARRAY)
+        return L3_ETYPE;
+    const darr_t *a = AT(buf, (uint32_t)ps->val, const darr_t);
+    uint64_t idx;
+    if (t->last_len == 1 && t->last[0] == '-')
+        idx = a->count;
+    else if (parse_index(t->last, t->last_len, &idx))
+        return L3_EPATH;
+    if (idx > a->count)
+        return L3_ENOTFOUND;
+    if (idx == a->count || (flags & L3_DOC_SET_INSERT)) {
+        if (flags & L3_DOC_SET_NO_CREATE)
+            return L3_ENOTFOUND;
+        *ret_how = SET_INSERT;
+        *ret_idx = idx;
+        return 0;
+    }
+    *ret_slot = a->ioff + (uint32_t)idx * (uint32_t)sizeof(dslot_t);
+    return 0;
+}
+
 static int set_common(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const newval_t *nv,
                       uint32_t *ret_slot)
 {
@@ -898,87 +944,43 @@ static int set_common(l3_doc_t *d, const char *path, size_t plen, unsigned flags
         goto out;
     uint8_t *buf = d->buf;
     dhdr_t *h = HDR(buf);
-    uint32_t base = h->dh_used;
-    uint32_t slot = 0;
-    uint8_t saved[16]; /* header bytes a failed build restores (appended bytes are dropped) */
-    memcpy(saved, h, sizeof(saved));
-    if (t.parent == 0) {
-        slot = L3_DOC_ROOT;
+    uint32_t base = h->dh_used, slot = 0;
+    uint64_t idx = 0;
+    int how;
+    if ((rc = set_locate(buf, &t, flags, &how, &slot, &idx)))
+        goto out;
+    const dslot_t *old = how == SET_REPLACE ? SLOT(buf, slot) : NULL;
+    uint64_t extra = 0;
+    if (how == SET_MEMBER) {
+        const dobj_t *o = AT(buf, (uint32_t)SLOT(buf, t.parent)->val, const dobj_t);
+        extra = (t.last_len > KEY_INLINE_MAX ? a8(t.last_len) : 0) + (o->n == o->cap ? obj_grow_bytes(o) : 0);
+    } else if (how == SET_INSERT) {
+        const darr_t *a = AT(buf, (uint32_t)SLOT(buf, t.parent)->val, const darr_t);
+        extra = a->count == a->cap ? (uint64_t)arr_grow_cap(a) * sizeof(dslot_t) : 0;
     } else {
-        const dslot_t *ps = SLOT(buf, t.parent);
-        if (ps->type == L3_DOC_OBJECT) {
-            if (t.last_len > UINT32_MAX - 64) {
-                rc = L3_ETOOBIG;
-                goto out;
-            }
-            if (l3_doc_obj_find(buf, t.parent, t.last, t.last_len, &slot) != 0)
-                slot = 0;
-            if (!slot) {
-                if (flags & L3_DOC_SET_NO_CREATE) {
-                    rc = L3_ENOTFOUND;
-                    goto out;
-                }
-                const dobj_t *o = AT(buf, (uint32_t)ps->val, const dobj_t);
-                uint64_t extra = (t.last_len > KEY_INLINE_MAX ? a8(t.last_len) : 0) +
-                                 (o->n == o->cap ? obj_grow_bytes(o) : 0);
-                if ((rc = set_check(d, &t, nv, NULL, extra)))
-                    goto out;
-                jr(d, base, h, 16);
-                h->dh_flags &= (uint16_t)~L3_DOC_FLAG_SEALED;
-                rc = obj_append(d, base, (uint32_t)ps->val, t.last, (uint32_t)t.last_len, nv, &slot);
-                goto built;
-            }
-        } else if (ps->type == L3_DOC_ARRAY) {
-            const darr_t *a = AT(buf, (uint32_t)ps->val, const darr_t);
-            uint64_t idx;
-            if (t.last_len == 1 && t.last[0] == '-') {
-                idx = a->count;
-            } else if (parse_index(t.last, t.last_len, &idx)) {
-                rc = L3_EPATH;
-                goto out;
-            }
-            if (idx > a->count) {
-                rc = L3_ENOTFOUND;
-                goto out;
-            }
-            if (idx == a->count || (flags & L3_DOC_SET_INSERT)) {
-                if (flags & L3_DOC_SET_NO_CREATE) {
-                    rc = L3_ENOTFOUND;
-                    goto out;
-                }
-                uint64_t extra = a->count == a->cap ? (uint64_t)arr_grow_cap(a) * sizeof(dslot_t) : 0;
-                if ((rc = set_check(d, &t, nv, NULL, extra)))
-                    goto out;
-                jr(d, base, h, 16);
-                h->dh_flags &= (uint16_t)~L3_DOC_FLAG_SEALED;
-                rc = arr_insert(d, base, (uint32_t)ps->val, (uint32_t)idx, nv, &slot);
-                goto built;
-            }
-            slot = a->ioff + (uint32_t)idx * (uint32_t)sizeof(dslot_t);
-        } else {
-            rc = L3_ETYPE;
-            goto out;
-        }
-    }
-    /* replace an existing value */
-    {
-        const dslot_t *old = SLOT(buf, slot);
-        if ((flags & L3_DOC_SET_SAME_TYPE) && old->type != nv_type(nv)) {
-            rc = L3_ETYPE;
-            goto out;
-        }
         uint8_t nt = nv_type(nv);
+        if ((flags & L3_DOC_SET_SAME_TYPE) && old->type != nt) {
+            rc = L3_ETYPE;
+            goto out;
+        }
         if (nv->sc && old->type == nt && (nt == L3_DOC_INT || nt == L3_DOC_DOUBLE || nt == L3_DOC_BOOL)) {
             store_word(d, AT(buf, slot, dslot_t), scalar_word(nv->sc)); /* D4 */
             goto done;
         }
-        if ((rc = set_check(d, &t, nv, old, 0)))
-            goto out;
-        jr(d, base, h, 16);
-        h->dh_flags &= (uint16_t)~L3_DOC_FLAG_SEALED;
-        rc = replace_slot(d, base, slot, nv);
     }
-built:
+    if ((rc = set_check(d, &t, nv, old, extra)))
+        goto out;
+    uint8_t saved[16]; /* header bytes a failed build restores (appended bytes are dropped) */
+    memcpy(saved, h, sizeof(saved));
+    jr(d, base, h, 16);
+    h->dh_flags &= (uint16_t)~L3_DOC_FLAG_SEALED;
+    uint32_t node = t.parent ? (uint32_t)SLOT(buf, t.parent)->val : 0;
+    if (how == SET_MEMBER)
+        rc = obj_append(d, base, node, t.last, (uint32_t)t.last_len, nv, &slot);
+    else if (how == SET_INSERT)
+        rc = arr_insert(d, base, node, (uint32_t)idx, nv, &slot);
+    else
+        rc = replace_slot(d, base, slot, nv);
     if (rc) {
         /* L3_EREHASH: only appended bytes were written; dropping them restores the document */
         memcpy(h, saved, sizeof(saved));

@@ -373,6 +373,67 @@ static bool double_exact(const char *s, size_t len, double d)
     return na == nb && ea == eb && memcmp(a, b, (size_t)na) == 0;
 }
 
+/* The double a number's text stands for, when it round-trips exactly (value = m *
+ * 10^(e10 + exp), nd digits in m, no dropped non-zero digit). */
+static bool number_double(const char *s, size_t tlen, bool neg, uint64_t m, int nd, int e10, long exp, double *ret)
+{
+    /* strip trailing zeros to count significant digits */
+    while (m != 0 && m % 10 == 0) {
+        m /= 10;
+        e10++;
+        nd--;
+    }
+    long e = (long)e10 + exp;
+    double d = 0.0;
+    bool have = false;
+    if (m == 0) {
+        have = true;
+    } else if (m <= (1ull << 53) && e >= -22 && e <= 22) {
+        d = e < 0 ? (double)m / p10[-e] : (double)m * p10[e];
+        have = true;
+    }
+    if (!have) {
+        char tmp[128];
+        if (tlen < sizeof(tmp)) {
+            /* strtod on the magnitude: the sign is applied below like the fast path */
+            size_t skip = neg ? 1 : 0;
+            memcpy(tmp, s + skip, tlen - skip);
+            tmp[tlen - skip] = 0;
+            d = strtod(tmp, NULL);
+            have = true;
+        }
+    }
+    if (!have || !isfinite(d) || (m != 0 && d == 0.0))
+        return false;
+    bool exact = (nd <= 15 && fabs(d) >= 2.2250738585072014e-308) || m == 0 || double_exact(s, tlen, d);
+    if (!exact)
+        return false;
+    *ret = neg ? -d : d;
+    return true;
+}
+
+/* A number kept as its text (BIGNUM): a string block when building. Returns p. */
+static const char *number_bignum(parser_t *ps, const char *s, size_t tlen, const char *p, uint64_t *ret_val,
+                                 uint8_t *ret_type)
+{
+    /* BIGNUM: keep the text (integers beyond int64 always land here, so they print as integers) */
+    *ret_type = L3_DOC_BIGNUM;
+    if (ps->buf) {
+        if (tlen > UINT32_MAX - 16 || out_reserve(ps, 8 + a8(tlen)))
+            return fail(ps, s, L3_ETOOBIG, "number too long"), NULL;
+        uint32_t off = out_alloc(ps, 8 + a8(tlen));
+        dstr_t *str = AT(ps->buf, off, dstr_t);
+        str->cap = a8(tlen);
+        str->len = (uint32_t)tlen;
+        memcpy(str + 1, s, tlen);
+        memset((uint8_t *)(str + 1) + tlen, 0, a8(tlen) - tlen);
+        *ret_val = off;
+    } else {
+        *ret_val = 0;
+    }
+    return p;
+}
+
 /*
  * Parse a number at p. Sets the value and its type; for BIGNUM writes a string block (when
  * building). Returns the end of the number or NULL.
@@ -468,61 +529,13 @@ static const char *parse_number(parser_t *ps, const char *p, uint64_t *ret_val, 
             return p;
         }
     }
-    if (!is_int && !dropped_nz) {
-        /* strip trailing zeros to count significant digits */
-        while (m != 0 && m % 10 == 0) {
-            m /= 10;
-            e10++;
-            nd--;
-        }
-        long e = (long)e10 + exp;
-        double d;
-        bool have = false;
-        if (m == 0) {
-            d = 0.0;
-            have = true;
-        } else if (m <= (1ull << 53) && e >= -22 && e <= 22) {
-            d = e < 0 ? (double)m / p10[-e] : (double)m * p10[e];
-            have = true;
-        }
-        if (!have) {
-            char tmp[128];
-            if (tlen < sizeof(tmp)) {
-                /* strtod on the magnitude: the sign is applied below like the fast path */
-                size_t skip = neg ? 1 : 0;
-                memcpy(tmp, s + skip, tlen - skip);
-                tmp[tlen - skip] = 0;
-                d = strtod(tmp, NULL);
-                have = true;
-            }
-        }
-        if (have && isfinite(d) && (m == 0 || d != 0.0)) {
-            bool exact = (nd <= 15 && fabs(d) >= 2.2250738585072014e-308) || m == 0 || double_exact(s, tlen, d);
-            if (exact) {
-                if (neg)
-                    d = -d;
-                memcpy(ret_val, &d, 8);
-                *ret_type = L3_DOC_DOUBLE;
-                return p;
-            }
-        }
+    double d;
+    if (!is_int && !dropped_nz && number_double(s, tlen, neg, m, nd, e10, exp, &d)) {
+        memcpy(ret_val, &d, 8);
+        *ret_type = L3_DOC_DOUBLE;
+        return p;
     }
-    /* BIGNUM: keep the text (integers beyond int64 always land here, so they print as integers) */
-    *ret_type = L3_DOC_BIGNUM;
-    if (ps->buf) {
-        if (tlen > UINT32_MAX - 16 || out_reserve(ps, 8 + a8(tlen)))
-            return fail(ps, s, L3_ETOOBIG, "number too long"), NULL;
-        uint32_t off = out_alloc(ps, 8 + a8(tlen));
-        dstr_t *str = AT(ps->buf, off, dstr_t);
-        str->cap = a8(tlen);
-        str->len = (uint32_t)tlen;
-        memcpy(str + 1, s, tlen);
-        memset((uint8_t *)(str + 1) + tlen, 0, a8(tlen) - tlen);
-        *ret_val = off;
-    } else {
-        *ret_val = 0;
-    }
-    return p;
+    return number_bignum(ps, s, tlen, p, ret_val, ret_type);
 }
 
 /* ------------------------------------------------------------------ values */

@@ -519,8 +519,16 @@ static const char *path_msg(int rc, bool from)
     }
 }
 
-/* Apply one operation; *ret_msg gets a static description on failure. */
-static int apply_op(l3_doc_t *d, const uint8_t *p, uint32_t op, const char **ret_msg)
+/* One operation's members, read and checked against its kind. */
+typedef struct {
+    op_t kind;
+    const char *path, *from;
+    size_t plen, flen;
+    uint32_t value; /* slot of "value" in the patch document (add, replace, test) */
+} opspec_t;
+
+/* Read an operation object: 0, or L3_ESYNTAX / L3_EPATH with *ret_msg. */
+static int op_read(const uint8_t *p, uint32_t op, opspec_t *o, const char **ret_msg)
 {
     l3_doc_val_t ov;
     l3_doc_val(p, op, &ov);
@@ -528,9 +536,8 @@ static int apply_op(l3_doc_t *d, const uint8_t *p, uint32_t op, const char **ret
         *ret_msg = "operation is not an object";
         return L3_ESYNTAX;
     }
-
-    const char *name, *path, *from = NULL;
-    size_t nlen, plen, flen = 0;
+    const char *name;
+    size_t nlen;
     int rc = op_string(p, op, "op", &name, &nlen);
     if (rc < 0) {
         *ret_msg = rc == L3_ENOTFOUND ? "operation has no \"op\"" : "\"op\" is not a string";
@@ -549,36 +556,94 @@ static int apply_op(l3_doc_t *d, const uint8_t *p, uint32_t op, const char **ret
         *ret_msg = "unknown \"op\"";
         return L3_ESYNTAX;
     }
-    op_t kind = ops[k].op;
-
-    rc = op_string(p, op, "path", &path, &plen);
+    memset(o, 0, sizeof(*o));
+    o->kind = ops[k].op;
+    rc = op_string(p, op, "path", &o->path, &o->plen);
     if (rc < 0) {
         *ret_msg = rc == L3_ENOTFOUND ? "operation has no \"path\"" : "\"path\" is not a string";
         return L3_ESYNTAX;
     }
-    if (plen > 0 && path[0] != '/') {
+    if (o->plen > 0 && o->path[0] != '/') {
         *ret_msg = "\"path\" is not a JSON Pointer";
         return L3_EPATH;
     }
-    uint32_t value = 0;
-    if (kind == OP_ADD || kind == OP_REPLACE || kind == OP_TEST) {
-        if (l3_doc_obj_find(p, op, "value", 5, &value) < 0) {
-            *ret_msg = "operation has no \"value\"";
-            return L3_ESYNTAX;
-        }
+    if ((o->kind == OP_ADD || o->kind == OP_REPLACE || o->kind == OP_TEST) &&
+        l3_doc_obj_find(p, op, "value", 5, &o->value) < 0) {
+        *ret_msg = "operation has no \"value\"";
+        return L3_ESYNTAX;
     }
-    if (kind == OP_MOVE || kind == OP_COPY) {
-        rc = op_string(p, op, "from", &from, &flen);
+    if (o->kind == OP_MOVE || o->kind == OP_COPY) {
+        rc = op_string(p, op, "from", &o->from, &o->flen);
         if (rc < 0) {
             *ret_msg = rc == L3_ENOTFOUND ? "operation has no \"from\"" : "\"from\" is not a string";
             return L3_ESYNTAX;
         }
-        if (flen > 0 && from[0] != '/') {
+        if (o->flen > 0 && o->from[0] != '/') {
             *ret_msg = "\"from\" is not a JSON Pointer";
             return L3_EPATH;
         }
     }
+    return 0;
+}
 
+/* move / copy: the value at "from" is taken out as text (P2), then (move) removed, then added. */
+static int op_move_copy(l3_doc_t *d, const opspec_t *o, const char **ret_msg)
+{
+    const char *path = o->path, *from = o->from;
+    size_t plen = o->plen, flen = o->flen;
+    uint32_t slot;
+    int rc = l3_doc_lookup(d->buf, from, flen, L3_DOC_PATH_POINTER, &slot);
+    if (rc < 0) {
+        *ret_msg = path_msg(rc, true);
+        return rc;
+    }
+    if (o->kind == OP_MOVE) {
+        if (plen == flen && memcmp(path, from, flen) == 0)
+            return 0; /* moving a value onto itself changes nothing */
+        if (plen > flen && memcmp(path, from, flen) == 0 && path[flen] == '/') {
+            *ret_msg = "cannot move a value into one of its own children";
+            return L3_EPATH;
+        }
+    }
+    /* refuse a copy that cannot fit before serialising it (copy "" doubles the document) */
+    if (o->kind == OP_COPY && d->limit) {
+        unsigned vdepth;
+        size_t add = l3_doc_copy_size(d->buf, slot, &vdepth);
+        if (l3_doc_size(d->buf) + add > d->limit) {
+            *ret_msg = "the copy would make the document larger than the size limit";
+            return L3_EDOCSIZE;
+        }
+    }
+    l3_buf_t js = {0};
+    rc = l3_doc_to_json(d->buf, slot, &js);
+    if (rc == 0 && o->kind == OP_MOVE) {
+        /* "from" is not the root here: the root cannot move into its own child. */
+        rc = heap_rc(L3_DOC_HEAP_DO(d, l3_doc_delete(d, from, flen, L3_DOC_SET_PATH_POINTER)));
+        if (rc < 0)
+            *ret_msg = path_msg(rc, true);
+    }
+    if (rc == 0) {
+        rc = store_json(d, path, plen, L3_DOC_SET_INSERT, js.ptr, js.len);
+        if (rc < 0)
+            *ret_msg = path_msg(rc, false);
+    } else if (rc == -ENOMEM) {
+        *ret_msg = "out of memory";
+    }
+    free(js.ptr);
+    return rc;
+}
+
+/* Apply one operation; *ret_msg gets a static description on failure. */
+static int apply_op(l3_doc_t *d, const uint8_t *p, uint32_t op, const char **ret_msg)
+{
+    opspec_t o;
+    int rc = op_read(p, op, &o, ret_msg);
+    if (rc < 0)
+        return rc;
+    const char *path = o.path;
+    size_t plen = o.plen;
+    uint32_t value = o.value;
+    op_t kind = o.kind;
     uint32_t slot;
     switch (kind) {
     case OP_ADD:
@@ -620,48 +685,8 @@ static int apply_op(l3_doc_t *d, const uint8_t *p, uint32_t op, const char **ret
         return rc < 0 ? rc : 0;
 
     case OP_MOVE:
-    case OP_COPY: {
-        rc = l3_doc_lookup(d->buf, from, flen, L3_DOC_PATH_POINTER, &slot);
-        if (rc < 0) {
-            *ret_msg = path_msg(rc, true);
-            return rc;
-        }
-        if (kind == OP_MOVE) {
-            if (plen == flen && memcmp(path, from, flen) == 0)
-                return 0; /* moving a value onto itself changes nothing */
-            if (plen > flen && memcmp(path, from, flen) == 0 && path[flen] == '/') {
-                *ret_msg = "cannot move a value into one of its own children";
-                return L3_EPATH;
-            }
-        }
-        /* refuse a copy that cannot fit before serialising it (copy "" doubles the document) */
-        if (kind == OP_COPY && d->limit) {
-            unsigned vdepth;
-            size_t add = l3_doc_copy_size(d->buf, slot, &vdepth);
-            if (l3_doc_size(d->buf) + add > d->limit) {
-                *ret_msg = "the copy would make the document larger than the size limit";
-                return L3_EDOCSIZE;
-            }
-        }
-        /* P2: take the value out as text, then (move) remove it, then add it. */
-        l3_buf_t js = {0};
-        rc = l3_doc_to_json(d->buf, slot, &js);
-        if (rc == 0 && kind == OP_MOVE) {
-            /* "from" is not the root here: the root cannot move into its own child. */
-            rc = heap_rc(L3_DOC_HEAP_DO(d, l3_doc_delete(d, from, flen, L3_DOC_SET_PATH_POINTER)));
-            if (rc < 0)
-                *ret_msg = path_msg(rc, true);
-        }
-        if (rc == 0) {
-            rc = store_json(d, path, plen, L3_DOC_SET_INSERT, js.ptr, js.len);
-            if (rc < 0)
-                *ret_msg = path_msg(rc, false);
-        } else if (rc == -ENOMEM) {
-            *ret_msg = "out of memory";
-        }
-        free(js.ptr);
-        return rc;
-    }
+    case OP_COPY:
+        return op_move_copy(d, &o, ret_msg);
     }
     return L3_ESYNTAX;
 }
