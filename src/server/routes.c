@@ -15,6 +15,7 @@
 
 #include "framing.h"
 #include "route.h"
+#include "route_feed.h"
 #include "routes.h"
 
 #define M_READ 1u  /* GET, HEAD */
@@ -45,6 +46,7 @@ static const route_t routes[] = {
     {"kv", R("/kv/"), true, M_READ | M_WRITE, false, L3_OBS_R_OTHER, L3_ALLOW_DOC, l3_route_kv},
     {"metrics", R("/metrics"), false, M_READ, false, L3_OBS_R_METRICS, L3_ALLOW_RO, l3_route_metrics},
     {"checkpoint", R("/admin/checkpoint"), false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_checkpoint},
+    {"changes", R("/changes"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_changes},
     {"dashboard", R("/dashboard"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard},
     {"dashboard", R("/dashboard/"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard},
 };
