@@ -19,7 +19,8 @@
  * overwrites while it waits for a slow client gets `event: reset` with that cursor and
  * the stream ends (the writers never wait for it). Durability: in fsync mode, or with
  * durable_only=true, only changes below the durable position are sent.
- * Limits: FEED_MAX_WATCHERS per worker, FEED_TICK_SLOTS ring slots per watcher per turn.
+ * Limits: FEED_MAX_WATCHERS per worker; per watcher and turn FEED_TICK_SLOTS ring reads of
+ * FEED_CALL_SLOTS slots at most.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -32,7 +33,8 @@
 
 #define FEED_TICK_MS 5u
 #define FEED_OUT_CAP (64u * 1024u)
-#define FEED_TICK_SLOTS 8192u
+#define FEED_TICK_SLOTS 8192u /* ring reads per watcher per turn */
+#define FEED_CALL_SLOTS 256u  /* slots one read steps over at most (pads, aborted, pieces) */
 #define FEED_MAX_WATCHERS 20000u
 #define FEED_DEFAULT_HEARTBEAT 15000u
 #define FEED_DEFAULT_TIMEOUT 25000u
@@ -40,6 +42,8 @@
 #define FEED_DEFAULT_LIMIT 1000u
 #define FEED_MAX_LIMIT 10000u
 #define CURSOR_LEN 32u
+#define FEED_CACHE_EVENTS 8192u
+#define FEED_CACHE_KEY_BYTES (1024u * 1024u)
 
 typedef enum { FEED_LONGPOLL, FEED_SSE, FEED_CONTINUOUS } feed_mode_t;
 
@@ -62,6 +66,12 @@ typedef struct watcher {
     l3_buf_t out, sent;     /* staged events / the chunk h2o is writing */
 } watcher_t;
 
+typedef struct {
+    uint64_t from, end, lsn;
+    uint32_t koff, klen;
+    uint8_t op;
+} feed_cev_t;
+
 typedef struct l3_feed {
     watcher_t list; /* list head */
     size_t n;
@@ -71,6 +81,12 @@ typedef struct l3_feed {
     l3_route_env_t *env;
     uint64_t events, resets, started;
     uint8_t key[L3_STORE_KEY_MAX];
+    /* the decoded window (next_change) */
+    bool cvalid;
+    size_t ncev, ckeys_len;
+    uint64_t cfrom, cend;
+    feed_cev_t cev[FEED_CACHE_EVENTS];
+    uint8_t ckeys[FEED_CACHE_KEY_BYTES];
 } l3_feed_t;
 
 static const char *op_name(uint8_t op)
@@ -185,6 +201,75 @@ static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev)
     }
 }
 
+/* The worker's decoded window of the ring, shared by its watchers: most of them sit at the
+ * same position, so each record is read from the ring once, not once per watcher. An entry
+ * is a copy validated when it was read; a published record never changes, so it stays
+ * true. Events [0, ncev) are consecutive changes: event i was found reading from
+ * cev[i].from and ends at cev[i].end; cfrom is the end of the last one, and the slots in
+ * [cfrom, cend) hold no change. Full: the next watcher at the end starts a new window. */
+static int cache_find(const l3_feed_t *f, uint64_t pos)
+{
+    size_t lo = 0, hi = f->ncev;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (f->cev[mid].from < pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < f->ncev && f->cev[lo].from == pos ? (int)lo : -1;
+}
+
+/* The next change at w->pos below limit: 1 (*ret_ev, key in *ret_key), 0 none yet, < 0 as
+ * l3_wal_feed_next. Advances w->pos. */
+static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *ret_ev, const uint8_t **ret_key)
+{
+    int i = cache_find(f, w->pos);
+    if (i >= 0) {
+        if (f->cev[i].end > limit)
+            return 0;
+        *ret_ev = f->cev[i];
+        *ret_key = f->ckeys + f->cev[i].koff;
+        w->pos = f->cev[i].end;
+        return 1;
+    }
+    bool at_end = f->cvalid && (w->pos == f->cfrom || w->pos == f->cend);
+    if (at_end && f->cend > w->pos && f->cend <= limit)
+        w->pos = f->cend; /* [cfrom, cend) is known to hold no change */
+    if (!at_end || f->ncev == FEED_CACHE_EVENTS || f->ckeys_len + L3_STORE_KEY_MAX > sizeof f->ckeys) {
+        if (!f->cvalid || at_end) { /* start a new window here */
+            f->cvalid = true;
+            f->ncev = 0;
+            f->ckeys_len = 0;
+            f->cfrom = f->cend = w->pos;
+            at_end = true;
+        }
+    }
+    l3_wal_feed_ev_t ev;
+    uint64_t from = w->pos, np;
+    uint8_t *kb = at_end ? f->ckeys + f->ckeys_len : f->key;
+    int rc = l3_wal_feed_next(f->env->wal_ring, w->pos, limit, FEED_CALL_SLOTS, &ev, kb, L3_STORE_KEY_MAX, &np);
+    if (rc < 0)
+        return rc;
+    w->pos = np;
+    if (at_end && from == f->cend) {
+        if (rc == 1) {
+            f->cev[f->ncev] = (feed_cev_t){.from = f->cfrom, .end = ev.end, .lsn = ev.lsn,
+                                           .koff = (uint32_t)f->ckeys_len, .klen = ev.klen, .op = ev.op};
+            f->ncev++;
+            f->ckeys_len += ev.klen;
+            f->cfrom = f->cend = ev.end;
+        } else {
+            f->cend = np;
+        }
+    }
+    if (rc == 0)
+        return 0;
+    *ret_ev = (feed_cev_t){.from = from, .end = ev.end, .lsn = ev.lsn, .klen = ev.klen, .op = ev.op};
+    *ret_key = kb;
+    return 1;
+}
+
 /* Read from the ring into w->out. 1 when something was added, 0 nothing, -ESTALE
  * (overrun), -EBADMSG (position not in this ring), -ENOMEM. */
 static int fill(l3_feed_t *f, watcher_t *w)
@@ -195,17 +280,19 @@ static int fill(l3_feed_t *f, watcher_t *w)
     int added = 0;
     unsigned budget = FEED_TICK_SLOTS;
     while (w->out.len < FEED_OUT_CAP && (w->max == 0 || w->count < w->max) && budget > 0) {
-        l3_wal_feed_ev_t ev;
-        uint64_t np;
-        int rc = l3_wal_feed_next(f->env->wal_ring, w->pos, limit, budget, &ev, f->key, sizeof f->key, &np);
+        feed_cev_t ce;
+        const uint8_t *key;
+        int rc = next_change(f, w, limit, &ce, &key);
         if (rc < 0)
             return rc;
-        budget = budget > 64 ? budget - 64 : 0; /* l3_wal_feed_next looks at budget slots at most */
-        w->pos = np;
+        budget--; /* so a turn looks at FEED_TICK_SLOTS x FEED_CALL_SLOTS slots at most */
         if (rc == 0)
             break;
-        if (ev.klen < w->plen || memcmp(f->key, w->prefix, w->plen) != 0)
+        if (ce.klen < w->plen || memcmp(key, w->prefix, w->plen) != 0)
             continue;
+        if (key != f->key)
+            memcpy(f->key, key, ce.klen);
+        l3_wal_feed_ev_t ev = {.op = ce.op, .lsn = ce.lsn, .klen = ce.klen, .end = ce.end};
         size_t mark = w->out.len;
         rc = add_event(f, w, &ev);
         if (rc < 0) {
