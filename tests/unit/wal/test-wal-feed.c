@@ -72,6 +72,7 @@ static void test_order_and_slots(void)
     /* a durable-only reader stops at its limit */
     CHECK_EQ_INT(l3_wal_feed_next(r, at, at, 256, &ev, key, sizeof key, &pos), 0);
     CHECK_EQ_INT(pos, at);
+    l3_wal_ring_detach(r);
 }
 
 typedef struct {
@@ -120,6 +121,7 @@ static void test_wrap_never_torn(uint64_t *seed)
     }
     CHECK(ok > 1000 && stale > 1000); /* both sides of the rule were exercised */
     fprintf(stderr, "wrap: %u reads intact, %u refused as overwritten\n", ok, stale);
+    l3_wal_ring_detach(r);
 }
 
 int main(void)
