@@ -43,6 +43,7 @@ typedef struct l3_route_env {
     int (*request_checkpoint)(void);
     l3_durable_t durable; /* fsync-mode parked replies */
     l3_buf_t jbuf;        /* reused serialisation buffer */
+    struct l3_feed *feed; /* this worker's change-feed watchers (route_feed.c), lazily made */
 } l3_route_env_t;
 
 /** The request being handled (on the stack of the dispatcher; handlers answer synchronously). */

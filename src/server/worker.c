@@ -43,6 +43,7 @@
 #include "l3kv/wal.h"
 #include "errmap.h"
 #include "log.h"
+#include "route_feed.h"
 #include "routes.h"
 #include "access.h"
 #include "auth.h"
@@ -498,6 +499,7 @@ __attribute__((noreturn)) static void drain_and_exit(l3_srv_t *s, uint32_t slot)
             }
     }
     h2o_context_request_shutdown(&ctx);
+    l3_feed_shutdown(&api->env); /* streams never end by themselves */
     uint64_t start = h2o_now(ctx.loop);
     uint64_t deadline = start + s->cfg.server.shutdown_timeout_ms;
     uint64_t req_timeout = ctx.http1.req_timeout.timeout, last_progress = start;

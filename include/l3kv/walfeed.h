@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * l3kv/walfeed.h - reading the WAL ring as a change feed, without touching the WAL files
+ * and without any work on the write path: a reader follows ring positions on its own.
+ *
+ * Records stay in the ring after the writer consumed them until producers reuse the space,
+ * so the ring holds a bounded history behind its head. A reader copies what it needs from
+ * a slot and then checks that no producer can have started to overwrite it (the rule is in
+ * src/wal/feed.c); an overrun reader gets -ESTALE and never sees torn bytes as a change.
+ *
+ * Positions are ring byte positions (64 bits, never wrap) of slot boundaries; an epoch
+ * (the ring's creation time) tells positions of different rings apart, so a position from
+ * before a restart is refused instead of read in the new ring.
+ */
+#ifndef L3KV_WALFEED_H
+#define L3KV_WALFEED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "l3kv/wal.h"
+
+/** One change read from the ring. */
+typedef struct {
+    uint8_t op;     /* L3_WALOP_PUT .. L3_WALOP_PATCH (the original op of a split record) */
+    uint64_t lsn;   /* the document's new LSN */
+    uint32_t klen;  /* key length; the key is copied into the caller's buffer */
+    uint64_t end;   /* ring position after the change: its cursor */
+} l3_wal_feed_ev_t;
+
+typedef struct {
+    uint64_t epoch;   /* identity of this ring instance (never 0) */
+    uint64_t head;    /* every slot below is reserved */
+    uint64_t durable; /* every slot below is in an fdatasync'd file (or aborted) */
+    uint64_t oldest;  /* no position below this can still be read */
+} l3_wal_feed_bounds_t;
+
+void l3_wal_feed_bounds(const l3_wal_ring_t *r, l3_wal_feed_bounds_t *ret);
+
+/**
+ * Read the next change at or after position pos, below limit (head, or durable for a
+ * durable-only reader). Pads, aborted slots and the pieces of a split record before its
+ * final one are stepped over. Returns 1 with *ev filled and the key in key[0..klen) (cap
+ * must be at least L3_STORE_KEY_MAX; longer keys are refused as -EBADMSG); 0 when there is
+ * nothing (more) yet, with *ret_pos the position to resume from (it may have advanced over
+ * skipped slots); -ESTALE when pos has been overwritten (or is older than the ring);
+ * -EBADMSG when pos is not a slot boundary of this ring. Reads at most max_slots slots.
+ */
+int l3_wal_feed_next(const l3_wal_ring_t *r, uint64_t pos, uint64_t limit, unsigned max_slots,
+                     l3_wal_feed_ev_t *ev, uint8_t *key, size_t cap, uint64_t *ret_pos);
+
+/** Has pos been (or can it be at any moment) overwritten? 1 yes, 0 still readable. */
+int l3_wal_feed_overrun(const l3_wal_ring_t *r, uint64_t pos);
+
+#endif

@@ -1,0 +1,693 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * route_feed.c - GET /changes: the change feed, in WAL order, read by each worker from the
+ * shared WAL ring (l3kv/walfeed.h). Workers never open the WAL files, and the write path
+ * does nothing for the feed: a worker with watchers looks at the ring every FEED_TICK_MS
+ * (one timer per worker, only while it has watchers) and at once when a stream's previous
+ * chunk has been written.
+ *
+ * Cursor: 32 hex digits, the ring's epoch (its creation time) then the ring position after
+ * the change (fixed width, so along one feed the cursor strictly increases, also as text).
+ * A cursor of another epoch (the server restarted) or one the ring has overwritten is 410
+ * cursor_expired; a malformed one, one ahead of the ring or not on a slot boundary is 400.
+ * What is retained is what the ring still holds (docs/api.md states the bound).
+ *
+ * Watchers: one per request, in the request's pool (h2o freeing the request - connection
+ * gone - unlinks it). A stream stages at most FEED_OUT_CAP bytes of events (one event more
+ * when a single document is larger) and reads on from the ring only once its previous
+ * chunk was written, so memory per watcher is bounded; a watcher whose position the ring
+ * overwrites while it waits for a slow client gets `event: reset` with that cursor and
+ * the stream ends (the writers never wait for it). Durability: in fsync mode, or with
+ * durable_only=true, only changes below the durable position are sent.
+ * Limits: FEED_MAX_WATCHERS per worker; per watcher and turn FEED_TICK_SLOTS ring reads of
+ * FEED_CALL_SLOTS slots at most.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "l3kv/walfeed.h"
+#include "route_feed.h"
+
+#define FEED_TICK_MS 5u
+#define FEED_OUT_CAP (64u * 1024u)
+#define FEED_TICK_SLOTS 8192u /* ring reads per watcher per turn */
+#define FEED_CALL_SLOTS 256u  /* slots one read steps over at most (pads, aborted, pieces) */
+#define FEED_MAX_WATCHERS 20000u
+#define FEED_DEFAULT_HEARTBEAT 15000u
+#define FEED_DEFAULT_TIMEOUT 25000u
+#define FEED_MAX_MS 3600000u
+#define FEED_DEFAULT_LIMIT 1000u
+#define FEED_MAX_LIMIT 10000u
+#define CURSOR_LEN 32u
+#define FEED_CACHE_EVENTS 8192u
+#define FEED_CACHE_KEY_BYTES (1024u * 1024u)
+
+typedef enum { FEED_LONGPOLL, FEED_SSE, FEED_CONTINUOUS } feed_mode_t;
+
+struct l3_feed;
+
+typedef struct watcher {
+    h2o_generator_t gen; /* first: the generator callbacks find the watcher from it */
+    struct watcher *prev, *next;
+    struct l3_feed *f;
+    h2o_req_t *req;
+    uint64_t t0;
+    feed_mode_t mode;
+    bool linked, include_docs, durable_only, sending, finishing, ended;
+    const char *prefix;
+    size_t plen;
+    uint64_t pos;           /* next ring position to read */
+    uint64_t max, count;    /* changes to deliver (0 = no limit) and delivered */
+    uint64_t hb_ms, next_hb; /* heartbeat period, next heartbeat (h2o_now) */
+    uint64_t deadline;      /* long poll: answer empty at this time */
+    l3_buf_t out, sent;     /* staged events / the chunk h2o is writing */
+} watcher_t;
+
+typedef struct {
+    uint64_t from, end, lsn;
+    uint32_t koff, klen;
+    uint8_t op;
+} feed_cev_t;
+
+typedef struct l3_feed {
+    watcher_t list; /* list head */
+    size_t n;
+    h2o_loop_t *loop;
+    h2o_timeout_t tmo;
+    h2o_timeout_entry_t ent;
+    l3_route_env_t *env;
+    uint64_t events, resets, started;
+    uint8_t key[L3_STORE_KEY_MAX];
+    /* the decoded window (next_change) */
+    bool cvalid;
+    size_t ncev, ckeys_len;
+    uint64_t cfrom, cend;
+    feed_cev_t cev[FEED_CACHE_EVENTS];
+    uint8_t ckeys[FEED_CACHE_KEY_BYTES];
+} l3_feed_t;
+
+static const char *op_name(uint8_t op)
+{
+    switch (op) {
+    case L3_WALOP_PUT: return "put";
+    case L3_WALOP_DELETE: return "delete";
+    case L3_WALOP_SET: return "set";
+    case L3_WALOP_MERGE: return "merge";
+    case L3_WALOP_PATCH: return "patch";
+    default: return "unknown";
+    }
+}
+
+static void fmt_cursor(char *out, uint64_t epoch, uint64_t pos)
+{
+    snprintf(out, CURSOR_LEN + 1, "%016" PRIx64 "%016" PRIx64, epoch, pos);
+}
+
+/* 0 ok, -1 malformed */
+static int parse_cursor(const char *s, size_t n, uint64_t *ret_epoch, uint64_t *ret_pos)
+{
+    if (n != CURSOR_LEN)
+        return -1;
+    uint64_t v[2] = {0, 0};
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        unsigned d;
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else
+            return -1;
+        v[i / 16] = v[i / 16] << 4 | d;
+    }
+    *ret_epoch = v[0];
+    *ret_pos = v[1];
+    return 0;
+}
+
+static uint64_t ring_epoch(l3_feed_t *f)
+{
+    l3_wal_feed_bounds_t b;
+    l3_wal_feed_bounds(f->env->wal_ring, &b);
+    return b.epoch;
+}
+
+/* ------------------------------------------------------------------ events */
+
+static int cat(l3_buf_t *b, const char *s, size_t n)
+{
+    return l3_http_buf_cat(b, s, n);
+}
+
+static int cats(l3_buf_t *b, const char *s)
+{
+    return cat(b, s, strlen(s));
+}
+
+/* {"key":..,"op":..,"version":..[,"cursor":..][,"doc":..]} */
+static int event_json(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, const char *cursor, bool with_cursor)
+{
+    l3_buf_t *b = &w->out;
+    char num[64];
+    if (cats(b, "{\"key\":") != 0 || l3_http_buf_str(b, (const char *)f->key, ev->klen) != 0 ||
+        cats(b, ",\"op\":\"") != 0 || cats(b, op_name(ev->op)) != 0)
+        return -ENOMEM;
+    snprintf(num, sizeof num, "\",\"version\":%" PRIu64, ev->lsn);
+    if (cats(b, num) != 0)
+        return -ENOMEM;
+    if (with_cursor && (cats(b, ",\"cursor\":\"") != 0 || cat(b, cursor, CURSOR_LEN) != 0 || cats(b, "\"") != 0))
+        return -ENOMEM;
+    if (w->include_docs) {
+        if (cats(b, ",\"doc\":") != 0)
+            return -ENOMEM;
+        size_t mark = b->len;
+        int rc = ev->op == L3_WALOP_DELETE
+                     ? -ENOENT
+                     : l3_store_get_json(f->env->store, f->key, ev->klen, NULL, 0, 0, b, NULL);
+        if (rc < 0) {
+            b->len = mark;
+            if (rc != -ENOENT && rc != L3_ENOTFOUND)
+                return rc;
+            if (cats(b, "null") != 0)
+                return -ENOMEM;
+        }
+    }
+    return cats(b, "}");
+}
+
+static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev)
+{
+    char cur[CURSOR_LEN + 1];
+    fmt_cursor(cur, ring_epoch(f), ev->end);
+    l3_buf_t *b = &w->out;
+    int rc;
+    switch (w->mode) {
+    case FEED_SSE:
+        if (cats(b, "id: ") != 0 || cat(b, cur, CURSOR_LEN) != 0 || cats(b, "\nevent: change\ndata: ") != 0)
+            return -ENOMEM;
+        rc = event_json(f, w, ev, cur, false);
+        return rc < 0 ? rc : cats(b, "\n\n");
+    case FEED_CONTINUOUS:
+        rc = event_json(f, w, ev, cur, true);
+        return rc < 0 ? rc : cats(b, "\n");
+    case FEED_LONGPOLL:
+    default:
+        if (w->count > 0 && cats(b, ",") != 0)
+            return -ENOMEM;
+        return event_json(f, w, ev, cur, true);
+    }
+}
+
+/* The worker's decoded window of the ring, shared by its watchers: most of them sit at the
+ * same position, so each record is read from the ring once, not once per watcher. An entry
+ * is a copy validated when it was read; a published record never changes, so it stays
+ * true. Events [0, ncev) are consecutive changes: event i was found reading from
+ * cev[i].from and ends at cev[i].end; cfrom is the end of the last one, and the slots in
+ * [cfrom, cend) hold no change. Full: the next watcher at the end starts a new window. */
+static int cache_find(const l3_feed_t *f, uint64_t pos)
+{
+    size_t lo = 0, hi = f->ncev;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (f->cev[mid].from < pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < f->ncev && f->cev[lo].from == pos ? (int)lo : -1;
+}
+
+/* The next change at w->pos below limit: 1 (*ret_ev, key in *ret_key), 0 none yet, < 0 as
+ * l3_wal_feed_next. Advances w->pos. */
+static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *ret_ev, const uint8_t **ret_key)
+{
+    int i = cache_find(f, w->pos);
+    if (i >= 0) {
+        if (f->cev[i].end > limit)
+            return 0;
+        *ret_ev = f->cev[i];
+        *ret_key = f->ckeys + f->cev[i].koff;
+        w->pos = f->cev[i].end;
+        return 1;
+    }
+    bool at_end = f->cvalid && (w->pos == f->cfrom || w->pos == f->cend);
+    if (at_end && f->cend > w->pos && f->cend <= limit)
+        w->pos = f->cend; /* [cfrom, cend) is known to hold no change */
+    if (!at_end || f->ncev == FEED_CACHE_EVENTS || f->ckeys_len + L3_STORE_KEY_MAX > sizeof f->ckeys) {
+        if (!f->cvalid || at_end) { /* start a new window here */
+            f->cvalid = true;
+            f->ncev = 0;
+            f->ckeys_len = 0;
+            f->cfrom = f->cend = w->pos;
+            at_end = true;
+        }
+    }
+    l3_wal_feed_ev_t ev;
+    uint64_t from = w->pos, np;
+    uint8_t *kb = at_end ? f->ckeys + f->ckeys_len : f->key;
+    int rc = l3_wal_feed_next(f->env->wal_ring, w->pos, limit, FEED_CALL_SLOTS, &ev, kb, L3_STORE_KEY_MAX, &np);
+    if (rc < 0)
+        return rc;
+    w->pos = np;
+    if (at_end && from == f->cend) {
+        if (rc == 1) {
+            f->cev[f->ncev] = (feed_cev_t){.from = f->cfrom, .end = ev.end, .lsn = ev.lsn,
+                                           .koff = (uint32_t)f->ckeys_len, .klen = ev.klen, .op = ev.op};
+            f->ncev++;
+            f->ckeys_len += ev.klen;
+            f->cfrom = f->cend = ev.end;
+        } else {
+            f->cend = np;
+        }
+    }
+    if (rc == 0)
+        return 0;
+    *ret_ev = (feed_cev_t){.from = from, .end = ev.end, .lsn = ev.lsn, .klen = ev.klen, .op = ev.op};
+    *ret_key = kb;
+    return 1;
+}
+
+/* Read from the ring into w->out. 1 when something was added, 0 nothing, -ESTALE
+ * (overrun), -EBADMSG (position not in this ring), -ENOMEM. */
+static int fill(l3_feed_t *f, watcher_t *w)
+{
+    l3_wal_feed_bounds_t b;
+    l3_wal_feed_bounds(f->env->wal_ring, &b);
+    uint64_t limit = w->durable_only ? b.durable : b.head;
+    int added = 0;
+    unsigned budget = FEED_TICK_SLOTS;
+    while (w->out.len < FEED_OUT_CAP && (w->max == 0 || w->count < w->max) && budget > 0) {
+        feed_cev_t ce;
+        const uint8_t *key;
+        int rc = next_change(f, w, limit, &ce, &key);
+        if (rc < 0)
+            return rc;
+        budget--; /* so a turn looks at FEED_TICK_SLOTS x FEED_CALL_SLOTS slots at most */
+        if (rc == 0)
+            break;
+        if (ce.klen < w->plen || memcmp(key, w->prefix, w->plen) != 0)
+            continue;
+        if (key != f->key)
+            memcpy(f->key, key, ce.klen);
+        l3_wal_feed_ev_t ev = {.op = ce.op, .lsn = ce.lsn, .klen = ce.klen, .end = ce.end};
+        size_t mark = w->out.len;
+        rc = add_event(f, w, &ev);
+        if (rc < 0) {
+            w->out.len = mark;
+            return rc;
+        }
+        w->count++;
+        f->events++;
+        added = 1;
+    }
+    return added;
+}
+
+/* ------------------------------------------------------------------ watcher lifetime */
+
+static void unlink_watcher(watcher_t *w)
+{
+    if (!w->linked)
+        return;
+    w->prev->next = w->next;
+    w->next->prev = w->prev;
+    w->linked = false;
+    w->f->n--;
+    if (w->f->n == 0 && h2o_timeout_is_linked(&w->f->ent))
+        h2o_timeout_unlink(&w->f->ent);
+}
+
+static void watcher_dispose(void *p)
+{
+    watcher_t *w = p;
+    unlink_watcher(w);
+    free(w->out.ptr);
+    free(w->sent.ptr);
+}
+
+static void record(watcher_t *w, int status)
+{
+    l3_rq_t rq = {.req = w->req, .env = w->f->env, .t0 = w->t0, .route = L3_OBS_R_OTHER};
+    l3_http_record(&rq, status);
+}
+
+/* long poll: answer with what is staged (maybe nothing) */
+static void longpoll_answer(watcher_t *w)
+{
+    char cur[CURSOR_LEN + 1], tail[96];
+    fmt_cursor(cur, ring_epoch(w->f), w->pos);
+    int n = snprintf(tail, sizeof tail, "],\"cursor\":\"%s\"}\n", cur);
+    l3_buf_t *b = &w->sent;
+    b->len = 0;
+    if (cats(b, "{\"changes\":[") != 0 || cat(b, w->out.ptr ? w->out.ptr : "", w->out.len) != 0 ||
+        cat(b, tail, (size_t)n) != 0) {
+        unlink_watcher(w);
+        w->ended = true;
+        l3_rq_t rq = {.req = w->req, .env = w->f->env, .t0 = w->t0, .route = L3_OBS_R_OTHER};
+        l3_http_fail_rc(&rq, -ENOMEM, L3_CTX_READ, NULL);
+        return;
+    }
+    unlink_watcher(w);
+    w->ended = true;
+    record(w, 200);
+    l3_http_send(w->req, 200, L3_CT_JSON, h2o_iovec_init(b->ptr, b->len), 0);
+}
+
+/* streams: hand the staged bytes to h2o unless a chunk is in flight */
+static void flush(watcher_t *w)
+{
+    if (w->sending || w->ended)
+        return;
+    bool final = w->finishing || (w->max != 0 && w->count >= w->max);
+    if (w->out.len == 0 && !final)
+        return;
+    l3_buf_t t = w->sent;
+    w->sent = w->out;
+    w->out = t;
+    w->out.len = 0;
+    h2o_iovec_t iov = h2o_iovec_init(w->sent.ptr, w->sent.len);
+    w->sending = true;
+    if (final) {
+        unlink_watcher(w);
+        w->ended = true;
+    }
+    h2o_send(w->req, &iov, iov.len ? 1 : 0, final ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+/* stage the reset event that ends a stream: its position is gone from the ring */
+static void prep_reset(watcher_t *w)
+{
+    char cur[CURSOR_LEN + 1];
+    fmt_cursor(cur, ring_epoch(w->f), w->pos);
+    w->out.len = 0; /* staged events after pos are dropped: the client resumes from pos */
+    if (w->mode == FEED_SSE)
+        (void)(cats(&w->out, "event: reset\ndata: {\"cursor\":\"") || cats(&w->out, cur) || cats(&w->out, "\"}\n\n"));
+    else
+        (void)(cats(&w->out, "{\"reset\":true,\"cursor\":\"") || cats(&w->out, cur) || cats(&w->out, "\"}\n"));
+    w->finishing = true;
+    w->f->resets++;
+}
+
+static void heartbeat(watcher_t *w, uint64_t now)
+{
+    if (w->hb_ms == 0 || now < w->next_hb)
+        return;
+    w->next_hb = now + w->hb_ms;
+    if (w->mode == FEED_CONTINUOUS) {
+        (void)cats(&w->out, "\n");
+        return;
+    }
+    char cur[CURSOR_LEN + 1];
+    fmt_cursor(cur, ring_epoch(w->f), w->pos);
+    (void)(cats(&w->out, ": heartbeat\n\nevent: progress\ndata: {\"cursor\":\"") || cats(&w->out, cur) ||
+           cats(&w->out, "\"}\n\n"));
+}
+
+/* one turn for one watcher */
+static void turn(watcher_t *w, uint64_t now)
+{
+    l3_feed_t *f = w->f;
+    if (w->ended)
+        return;
+    if (w->mode == FEED_LONGPOLL) {
+        int rc = fill(f, w);
+        if (rc != 0 || now >= w->deadline || w->finishing)
+            longpoll_answer(w); /* an overrun ends it with what it has; the next request gets 410 */
+        return;
+    }
+    if (w->sending) {
+        /* a slow client: once the ring overwrote its position it can never catch up */
+        if (!w->finishing && l3_wal_feed_overrun(f->env->wal_ring, w->pos))
+            prep_reset(w); /* sent when the chunk in flight is written */
+        return;
+    }
+    if (w->finishing) {
+        flush(w);
+        return;
+    }
+    int rc = fill(f, w);
+    if (rc == -ESTALE || rc == -EBADMSG) {
+        prep_reset(w);
+        flush(w);
+        return;
+    }
+    heartbeat(w, now);
+    flush(w);
+}
+
+static void on_tick(h2o_timeout_entry_t *e)
+{
+    l3_feed_t *f = H2O_STRUCT_FROM_MEMBER(l3_feed_t, ent, e);
+    uint64_t now = h2o_now(f->loop);
+    /* turn() may unlink w (the answer or the final chunk): take next first */
+    for (watcher_t *w = f->list.next, *nx; w != &f->list; w = nx) {
+        nx = w->next;
+        turn(w, now);
+    }
+    if (f->n > 0 && !h2o_timeout_is_linked(&f->ent))
+        h2o_timeout_link(f->loop, &f->tmo, &f->ent);
+}
+
+static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    watcher_t *w = (watcher_t *)g;
+    w->sending = false;
+    w->sent.len = 0;
+    if (w->ended)
+        return;
+    turn(w, h2o_now(w->f->loop));
+}
+
+static void on_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    watcher_t *w = (watcher_t *)g;
+    w->ended = true;
+    unlink_watcher(w);
+}
+
+static l3_feed_t *feed_get(l3_route_env_t *env, h2o_loop_t *loop)
+{
+    if (env->feed == NULL) {
+        l3_feed_t *f = calloc(1, sizeof *f);
+        if (f == NULL)
+            return NULL;
+        f->list.next = f->list.prev = &f->list;
+        f->loop = loop;
+        f->env = env;
+        h2o_timeout_init(loop, &f->tmo, FEED_TICK_MS);
+        f->ent.cb = on_tick;
+        env->feed = f;
+    }
+    return env->feed;
+}
+
+void l3_feed_shutdown(l3_route_env_t *env)
+{
+    l3_feed_t *f = env->feed;
+    if (f == NULL)
+        return;
+    for (watcher_t *w = f->list.next, *nx; w != &f->list; w = nx) {
+        nx = w->next;
+        w->finishing = true;
+        if (!w->sending)
+            turn(w, h2o_now(f->loop));
+    }
+}
+
+/* ------------------------------------------------------------------ the request */
+
+typedef struct {
+    l3_q_str_t since, prefix, include_docs, feed, heartbeat, timeout, limit, durable_only;
+} feed_query_t;
+
+/* Split the query into the feed's parameters (values decoded into the request pool). */
+static int feed_query(h2o_req_t *req, feed_query_t *q)
+{
+    memset(q, 0, sizeof *q);
+    if (req->query_at == SIZE_MAX)
+        return 0;
+    const char *s = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    while (s < end) {
+        const char *amp = memchr(s, '&', (size_t)(end - s));
+        const char *e = amp ? amp : end, *eq = memchr(s, '=', (size_t)(e - s));
+        const char *v = eq ? eq + 1 : e;
+        size_t nlen = (size_t)((eq ? eq : e) - s), vlen = (size_t)(e - v);
+        char *buf = h2o_mem_alloc_pool(&req->pool, vlen + 1);
+        for (size_t i = 0; i < vlen; i++)
+            buf[i] = v[i] == '+' ? ' ' : v[i];
+        long dl = l3_q_path_decode(buf, vlen, buf);
+        if (dl < 0)
+            return -1;
+        l3_q_str_t val = {buf, (size_t)dl};
+#define P(name)                                                                                              \
+    if (nlen == sizeof(#name) - 1 && memcmp(s, #name, nlen) == 0)                                            \
+        q->name = val;
+        P(since)
+        P(prefix)
+        P(include_docs)
+        P(feed)
+        P(heartbeat)
+        P(timeout)
+        P(limit)
+        P(durable_only)
+#undef P
+        s = e + 1;
+    }
+    return 0;
+}
+
+static bool is_lit(l3_q_str_t v, const char *lit)
+{
+    return v.base != NULL && v.len == strlen(lit) && memcmp(v.base, lit, v.len) == 0;
+}
+
+/* absent -> def; "true"/"false" -> 1/0; else -1 */
+static int q_bool(l3_q_str_t v, int def)
+{
+    if (v.base == NULL)
+        return def;
+    return is_lit(v, "true") ? 1 : is_lit(v, "false") ? 0 : -1;
+}
+
+static int q_ms(l3_q_str_t v, uint64_t def, uint64_t *ret)
+{
+    *ret = def;
+    return v.base == NULL || (l3_q_u64(v.base, v.len, ret) && *ret <= FEED_MAX_MS) ? 0 : -1;
+}
+
+int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
+{
+    (void)unused;
+    h2o_req_t *req = rq->req;
+    if (rq->env->wal_ring == NULL)
+        return l3_http_fail(rq, 503, "feed_unavailable", "this server runs without a WAL, so there is no feed");
+    feed_query_t q;
+    if (feed_query(req, &q) != 0)
+        return l3_http_fail(rq, 400, "bad_query", "malformed percent-escape in the query string");
+    feed_mode_t mode = FEED_LONGPOLL;
+    if (q.feed.base == NULL) {
+        h2o_iovec_t acc = l3_http_header(req, H2O_TOKEN_ACCEPT);
+        if (acc.base != NULL && l3_q_contains_ci(acc.base, acc.len, "text/event-stream"))
+            mode = FEED_SSE;
+    } else if (is_lit(q.feed, "sse") || is_lit(q.feed, "eventsource")) {
+        mode = FEED_SSE;
+    } else if (is_lit(q.feed, "continuous")) {
+        mode = FEED_CONTINUOUS;
+    } else if (!is_lit(q.feed, "longpoll")) {
+        return l3_http_fail(rq, 400, "bad_value", "feed must be longpoll, sse or continuous");
+    }
+    int docs = q_bool(q.include_docs, 0), donly = q_bool(q.durable_only, 0);
+    if (docs < 0 || donly < 0)
+        return l3_http_fail(rq, 400, "bad_value", "include_docs and durable_only take true or false");
+    uint64_t hb, tmo, limit = mode == FEED_LONGPOLL ? FEED_DEFAULT_LIMIT : 0;
+    if (q_ms(q.heartbeat, FEED_DEFAULT_HEARTBEAT, &hb) != 0 || hb == 0)
+        return l3_http_fail(rq, 400, "bad_value", "heartbeat must be 1..%u ms", FEED_MAX_MS);
+    if (q_ms(q.timeout, FEED_DEFAULT_TIMEOUT, &tmo) != 0)
+        return l3_http_fail(rq, 400, "bad_value", "timeout must be 0..%u ms", FEED_MAX_MS);
+    if (q.limit.base != NULL &&
+        (!l3_q_u64(q.limit.base, q.limit.len, &limit) || limit == 0 || limit > FEED_MAX_LIMIT))
+        return l3_http_fail(rq, 400, "bad_value", "limit must be 1..%u", FEED_MAX_LIMIT);
+    if (q.prefix.base != NULL && q.prefix.len > L3_STORE_KEY_MAX)
+        return l3_http_fail(rq, 400, "bad_value", "prefix longer than %u bytes", L3_STORE_KEY_MAX);
+
+    l3_wal_feed_bounds_t b;
+    l3_wal_feed_bounds(rq->env->wal_ring, &b);
+    l3_q_str_t since = q.since;
+    if (since.base == NULL) {
+        ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("last-event-id"), -1);
+        if (hi >= 0)
+            since = (l3_q_str_t){req->headers.entries[hi].value.base, req->headers.entries[hi].value.len};
+    }
+    uint64_t pos = b.head;
+    if (since.base != NULL && !is_lit(since, "now")) {
+        uint64_t epoch;
+        if (parse_cursor(since.base, since.len, &epoch, &pos) != 0)
+            return l3_http_fail(rq, 400, "bad_cursor", "since must be \"now\" or a cursor this feed returned");
+        if (epoch != b.epoch)
+            return l3_http_fail(rq, 410, "cursor_expired",
+                                "the cursor is from before the server restarted; list the documents and "
+                                "follow the feed from since=now");
+        if (pos > b.head || pos % 16 != 0)
+            return l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned");
+        if (pos < b.head && l3_wal_feed_overrun(rq->env->wal_ring, pos))
+            return l3_http_fail(rq, 410, "cursor_expired",
+                                "the changes after this cursor are no longer retained; list the documents "
+                                "and follow the feed from since=now");
+    }
+    l3_feed_t *f = feed_get(rq->env, req->conn->ctx->loop);
+    if (f == NULL)
+        return l3_http_fail_rc(rq, -ENOMEM, L3_CTX_READ, NULL);
+    if (f->n >= FEED_MAX_WATCHERS)
+        return l3_http_fail(rq, 503, "too_many_watchers", "this worker serves %u watchers already",
+                            FEED_MAX_WATCHERS);
+
+    watcher_t *w = h2o_mem_alloc_shared(&req->pool, sizeof *w, watcher_dispose);
+    memset(w, 0, sizeof *w);
+    w->gen.proceed = on_proceed;
+    w->gen.stop = on_stop;
+    w->f = f;
+    w->req = req;
+    w->t0 = rq->t0;
+    w->mode = mode;
+    w->include_docs = docs == 1;
+    w->durable_only = donly == 1 || rq->env->durable.wait;
+    w->prefix = q.prefix.base;
+    w->plen = q.prefix.base ? q.prefix.len : 0;
+    w->pos = pos;
+    w->max = limit;
+    w->hb_ms = hb;
+    uint64_t now = h2o_now(f->loop);
+    w->next_hb = now + hb;
+    w->deadline = now + tmo;
+    f->started++;
+
+    if (mode == FEED_LONGPOLL) {
+        int rc = fill(f, w);
+        if (rc == -ESTALE)
+            return l3_http_fail(rq, 410, "cursor_expired", "the changes after this cursor are no longer retained");
+        if (rc == -EBADMSG)
+            return l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned");
+        if (rc < 0)
+            return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
+        if (rc > 0 || tmo == 0 || rq->head) {
+            longpoll_answer(w);
+            return 0;
+        }
+    } else {
+        req->res.status = 200;
+        req->res.reason = "OK";
+        const char *ct = mode == FEED_SSE ? "text/event-stream" : "application/x-ndjson";
+        l3_http_add_header(req, H2O_TOKEN_CONTENT_TYPE, ct, strlen(ct));
+        l3_http_add_header(req, H2O_TOKEN_CACHE_CONTROL, H2O_STRLIT("no-cache"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL,
+                              H2O_STRLIT("no"));
+        record(w, 200);
+        h2o_start_response(req, &w->gen);
+        if (rq->head) {
+            w->ended = true;
+            h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+            return 0;
+        }
+        /* a first chunk at once, so that the headers leave now (and proxies see a stream) */
+        if (mode == FEED_SSE)
+            (void)cats(&w->out, ": l3kv change feed\n\n");
+        else
+            (void)cats(&w->out, "\n");
+    }
+    w->prev = f->list.prev;
+    w->next = &f->list;
+    f->list.prev->next = w;
+    f->list.prev = w;
+    w->linked = true;
+    f->n++;
+    if (!h2o_timeout_is_linked(&f->ent))
+        h2o_timeout_link(f->loop, &f->tmo, &f->ent);
+    if (mode != FEED_LONGPOLL)
+        turn(w, now);
+    return 0;
+}

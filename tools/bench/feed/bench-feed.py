@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Change-feed benchmark for l3kv: PUT throughput (wrk, 64 connections, ~100-byte
+documents on 1,000 keys) against one server with no watcher, with 100 idle watchers (SSE
+streams whose prefix matches nothing: heartbeats only) and with 10 active watchers (curl
+reading the whole SSE feed), interleaved for --rounds rounds in the same run, best round of
+each; prints req/s and the ratios against no watcher (target >= 0.9: PASS or MISS, a
+figure, not an assertion), how many active streams were reset, and the write -> watcher
+event latency p50/p99 of sequential PUTs seen by one SSE watcher.
+
+usage: bench-feed.py [--l3kv BIN] [--duration S] [--rounds R] [--workers N]
+Exit code 0 when the run completed; 77 when wrk or curl is missing.
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "http"))
+import benchlib as B  # noqa: E402
+
+
+def idle_watchers(port, n):
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /changes?feed=sse&prefix=%%00none HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks.append(s)
+    return socks
+
+
+def active_watchers(url, n, tmp):
+    procs = []
+    for i in range(n):
+        path = os.path.join(tmp, "active-%d.txt" % i)
+        procs.append((subprocess.Popen(["curl", "-sN", "-o", path, url + "/changes?feed=sse"]), path))
+    return procs
+
+
+def count_active(procs):
+    changes = resets = 0
+    for p, path in procs:
+        p.terminate()
+        p.wait()
+        with open(path, "rb") as f:
+            for line in f:
+                if line.startswith(b"event: change"):
+                    changes += 1
+                elif line.startswith(b"event: reset"):
+                    resets += 1
+        os.unlink(path)
+    return changes, resets
+
+
+def latency(srv, n=300):
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"GET /changes?feed=sse&prefix=lat- HTTP/1.1\r\nHost: x\r\n\r\n")
+    buf = b""
+    lat = []
+    with _Session() as ses:
+        for i in range(n):
+            t0 = time.perf_counter()
+            ses.put(srv.url("/kv/lat-%d" % i), '{"i":%d}' % i)
+            key = b'"key":"lat-%d"' % i
+            while key not in buf:
+                buf += s.recv(65536)
+            lat.append(time.perf_counter() - t0)
+            buf = buf[buf.index(key):]
+    s.close()
+    lat.sort()
+    return lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1]
+
+
+class _Session:
+    """Keep-alive PUTs over one raw socket (no third-party module needed)."""
+
+    def __enter__(self):
+        self.s = None
+        return self
+
+    def put(self, url, body):
+        rest = url.split("//", 1)[1]
+        hostport, path = rest.split("/", 1)
+        host, port = hostport.split(":")
+        if self.s is None:
+            self.s = socket.create_connection((host, int(port)))
+        self.s.sendall(("PUT /%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %d\r\n\r\n%s" % (path, len(body), body)).encode())
+        resp = b""
+        while b"\r\n\r\n" not in resp:
+            resp += self.s.recv(65536)
+        head, rest = resp.split(b"\r\n\r\n", 1)
+        clen = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                clen = int(line.split(b":")[1])
+        while len(rest) < clen:
+            rest += self.s.recv(65536)
+
+    def __exit__(self, *a):
+        if self.s:
+            self.s.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--l3kv", default=os.environ.get("L3KV_BIN", ""))
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    a = ap.parse_args()
+    if not shutil.which("wrk") or not shutil.which("curl"):
+        print("bench-feed: wrk and curl are needed; skipped")
+        return 77
+    a.l3kv = B.resolve_bin(a.l3kv)
+    tmp = tempfile.mkdtemp(prefix="l3kv-feedbench-")
+    srv = B.Server(a.l3kv, workers=a.workers, log_level="warn")
+    try:
+        lua = B.write_lua(tmp, B.lua_keyed("PUT", 1000, 100, prefix="t"))
+        best = {}
+        resets = changes = 0
+        for _ in range(a.rounds):
+            for case in ("none", "idle100", "active10"):
+                socks, procs = [], []
+                if case == "idle100":
+                    socks = idle_watchers(srv.port, 100)
+                elif case == "active10":
+                    procs = active_watchers(srv.base, 10, tmp)
+                time.sleep(0.5)
+                r = B.wrk(srv.url("/"), a.duration, threads=2, conns=64, lua_path=lua)
+                if r["non2xx"] or r["errors"]:
+                    print("    (%s: wrk non-2xx %d %s)" % (case, r["non2xx"], r["errors"] or ""))
+                time.sleep(0.5)
+                for s in socks:
+                    s.close()
+                if procs:
+                    c, rs = count_active(procs)
+                    changes += c
+                    resets += rs
+                if case not in best or r["rps"] > best[case]["rps"]:
+                    best[case] = r
+        base = best["none"]["rps"] or 1.0
+        print("feed bench: %d workers, wrk 64 connections PUT ~100 B on 1,000 keys, %d s x %d rounds (best)"
+              % (a.workers, a.duration, a.rounds))
+        for case in ("none", "idle100", "active10"):
+            r = best[case]
+            ratio = r["rps"] / base
+            print("  %-9s %10.0f req/s  p50 %s p99 %s  ratio %.3f %s" % (
+                case, r["rps"], B.fmt_s(r["p50"]), B.fmt_s(r["p99"]), ratio,
+                "" if case == "none" else ("PASS" if ratio >= 0.9 else "MISS")))
+        print("  active watchers: %d change events received, %d streams reset" % (changes, resets))
+        p50, p99 = latency(srv)
+        print("  write -> watcher latency (sequential PUTs, one SSE watcher): p50 %s p99 %s"
+              % (B.fmt_s(p50), B.fmt_s(p99)))
+        print(json.dumps({"bench": "feed", "rps_none": best["none"]["rps"], "rps_idle100": best["idle100"]["rps"],
+                          "rps_active10": best["active10"]["rps"],
+                          "ratio_idle100": best["idle100"]["rps"] / base,
+                          "ratio_active10": best["active10"]["rps"] / base,
+                          "active_resets": resets, "latency_p50_s": p50, "latency_p99_s": p99}))
+    finally:
+        srv.stop()
+        srv.remove()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
