@@ -19,14 +19,14 @@
  * Concurrency: none; the caller serialises access to the document like for any mutation.
  *
  * Invariants:
- *   P1. Slots are only kept for the patch document, which is never changed; slots of the
+ *   J1. Slots are only kept for the patch document, which is never changed; slots of the
  *       target are looked up again after every mutation.
- *   P2. A value moved or copied inside the target is first serialised to JSON and then
+ *   J2. A value moved or copied inside the target is first serialised to JSON and then
  *       stored, so the source bytes are never read while the same buffer is being written
  *       (and "move" can remove before it adds, as RFC 6902 4.4 requires).
- *   P3. Replacing the root (path "") builds a new buffer and keeps the document's LSN and
+ *   J3. Replacing the root (path "") builds a new buffer and keeps the document's LSN and
  *       undo hook.
- *   P4. Neither function is atomic: on failure the document may hold the effect of earlier
+ *   J4. Neither function is atomic: on failure the document may hold the effect of earlier
  *       steps. Callers that need all-or-nothing apply to a copy (the header says so).
  *
  * Errors: shape errors of a JSON Patch (not an array, member missing or of the wrong type,
@@ -88,7 +88,7 @@ static int path_push(l3_buf_t *path, const char *key, size_t klen)
 
 /* ---------------------------------------------------------------- root replacement */
 
-/* Replace the whole document with the value encoded in json (P3). */
+/* Replace the whole document with the value encoded in json (J3). */
 static int replace_root_json(l3_doc_t *d, const char *json, size_t len)
 {
     l3_doc_parse_opts_t opts = {.max_bytes = d->limit};
@@ -586,7 +586,7 @@ static int op_read(const uint8_t *p, uint32_t op, opspec_t *o, const char **ret_
     return 0;
 }
 
-/* move / copy: the value at "from" is taken out as text (P2), then (move) removed, then added. */
+/* move / copy: the value at "from" is taken out as text (J2), then (move) removed, then added. */
 static int op_move_copy(l3_doc_t *d, const opspec_t *o, const char **ret_msg)
 {
     const char *path = o->path, *from = o->from;

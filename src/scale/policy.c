@@ -29,13 +29,13 @@
  * from toggling a worker on and off.
  *
  * Invariants:
- *   A1. Every returned target lies in [min_workers, max_workers].
- *   A2. A decision with delta < 0 and reason DOWN_SUSTAINED is only made after every step
+ *   T1. Every returned target lies in [min_workers, max_workers].
+ *   T2. A decision with delta < 0 and reason DOWN_SUSTAINED is only made after every step
  *       of the preceding cooldown_ms wanted fewer workers than the caller had; any step
  *       that wanted as many or more (or an invalid measurement, or time going backwards)
  *       ends the low period.
- *   A3. Scale-up never adds more than max_step_up workers in one decision.
- *   A4. Time going backwards never advances the filter (dt is taken as 0).
+ *   T3. Scale-up never adds more than max_step_up workers in one decision.
+ *   T4. Time going backwards never advances the filter (dt is taken as 0).
  */
 #include <errno.h>
 #include <limits.h>
@@ -185,7 +185,7 @@ static void decide_up(l3_scale_t *sc, unsigned cur, unsigned up, double pred, l3
     } else {
         unsigned t = up;
         if (t - cur > p->max_step_up)
-            t = cur + p->max_step_up; /* A3 */
+            t = cur + p->max_step_up; /* T3 */
         if (t > p->max_workers)
             t = p->max_workers;
         d->target = t;
@@ -229,7 +229,7 @@ static void decide_down(l3_scale_t *sc, unsigned cur, double est, double pred, d
                      demand, down, (unsigned long long)held, p->cooldown_ms);
         }
     } else if (down < cur) {
-        /* A2/A4: a clock that went backwards cannot prove the period; start over. */
+        /* T2/T4: a clock that went backwards cannot prove the period; start over. */
         sc->low = false;
         d->reason = L3_SCALE_HOLD_COOLDOWN;
         snprintf(d->text, sizeof(d->text), "hold: cooldown restarted, time went backwards");
@@ -250,7 +250,7 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
 
     sc->steps++;
     if (sc->stepped && now_ms < sc->last_ms) {
-        backwards = true; /* A4: dt stays 0 */
+        backwards = true; /* T4: dt stays 0 */
         sc->time_backwards++;
     } else if (sc->stepped) {
         dt = (double)(now_ms - sc->last_ms) / 1000.0;
@@ -286,7 +286,7 @@ unsigned l3_scale_step(l3_scale_t *sc, double z, uint64_t now_ms, unsigned cur, 
     } else if (!valid || !sc->kf.ready) {
         d.reason = L3_SCALE_HOLD_INVALID;
         snprintf(d.text, sizeof(d.text), "hold: invalid measurement");
-        sc->low = false; /* A2 */
+        sc->low = false; /* T2 */
     } else {
         unsigned up = workers_for(pred, p->capacity);
         if (up > cur && pred - p->margin * sd > cur * p->capacity)

@@ -4,8 +4,8 @@
  * Pure functions on caller buffers; any process (producers under the document lock, the
  * writer, recovery, the inspector). Decoding treats the bytes as untrusted: every length is
  * checked without overflow before it is used.
- * Invariants: R1 an encoded record is 8-aligned and its size is l3_wal_rec_size(klen, plen);
- * R2 wr_crc covers bytes [8, wr_len) including the salt trailer; R3 padding bytes are zero.
+ * Invariants: E1 an encoded record is 8-aligned and its size is l3_wal_rec_size(klen, plen);
+ * E2 wr_crc covers bytes [8, wr_len) including the salt trailer; E3 padding bytes are zero.
  */
 #include <errno.h>
 #include <string.h>

@@ -3,7 +3,7 @@
  * test-policy.c - the scaling controller and the threshold baseline (src/scale/policy.c).
  *
  * Parameters and validation; decisions on hand-built inputs (clamps, step limit, cooldown,
- * invalid input, time going backwards, history ring, reason text); invariants A1-A3 checked
+ * invalid input, time going backwards, history ring, reason text); invariants T1-T3 checked
  * on long random traces by an independent observer; and the deterministic simulations on
  * the synthetic traces (traces.h, sigma = 3 req, fixed seeds):
  *   - noisy step: reaches the needed capacity within BOUND_REACH intervals;
@@ -484,13 +484,13 @@ static void test_invariants_random(void)
                 t += 50 + t_rand(&st) % 100;
             l3_scale_decision_t d;
             unsigned nw = l3_scale_step(sc, z, t, w, &d);
-            /* A1 */
+            /* T1 */
             if (nw < p.min_workers || nw > p.max_workers)
                 viol_range++;
-            /* A3 */
+            /* T3 */
             if (nw > w && nw - w > p.max_step_up && w >= p.min_workers)
                 viol_step++;
-            /* A2: track the low period from the reasons alone */
+            /* T2: track the low period from the reasons alone */
             if (d.reason == L3_SCALE_HOLD_COOLDOWN && !strstr(d.text, "backwards")) {
                 if (!low) {
                     low = true;
