@@ -47,7 +47,8 @@ uint64_t l3_wall_ns(void);
 /** Fill buf with len bytes from the kernel's random source (getrandom); aborts if it cannot. */
 void l3_random_bytes(void *buf, size_t len);
 
-/** CRC-32C (Castagnoli), hardware accelerated where the CPU has SSE4.2. crc is the running value (0 to start). */
+/** CRC-32C (Castagnoli), hardware accelerated where the CPU has SSE4.2. crc is the running value (0 to
+ * start). */
 uint32_t l3_crc32c(uint32_t crc, const void *buf, size_t len);
 
 /** SipHash-2-4 of (buf,len) under a 128-bit key; for hash tables fed by untrusted keys. */

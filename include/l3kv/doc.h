@@ -89,12 +89,13 @@ typedef struct {
         struct {
             const char *ptr; /* not NUL terminated */
             uint32_t len;
-        } str;              /* STRING and BIGNUM (decimal text) */
-        uint32_t count;     /* OBJECT (live members), ARRAY (elements) */
+        } str;          /* STRING and BIGNUM (decimal text) */
+        uint32_t count; /* OBJECT (live members), ARRAY (elements) */
     };
 } l3_doc_val_t;
 
-/** Path syntax: JSON Pointer (RFC 6901, "/a/b/0"), dotted ("a.b.0"), or auto (pointer if it starts with '/'). */
+/** Path syntax: JSON Pointer (RFC 6901, "/a/b/0"), dotted ("a.b.0"), or auto (pointer if it starts with '/').
+ */
 enum { L3_DOC_PATH_AUTO = 0, L3_DOC_PATH_POINTER = 1, L3_DOC_PATH_DOTTED = 2 };
 
 /* Flags for the set family. */
@@ -187,7 +188,8 @@ int l3_doc_obj_next(const uint8_t *buf, uint32_t slot, uint32_t *inout_pos, cons
 
 /* ---------------------------------------------------------------- writing */
 
-/** A scalar to store. For STRING/BIGNUM, str/len (string bytes must be valid UTF-8; bignum valid JSON number text). */
+/** A scalar to store. For STRING/BIGNUM, str/len (string bytes must be valid UTF-8; bignum valid JSON number
+ * text). */
 typedef struct {
     l3_doc_type_t type; /* NULL, BOOL, INT, DOUBLE, BIGNUM, STRING; OBJECT/ARRAY mean empty {} / [] */
     union {
@@ -220,7 +222,8 @@ int l3_doc_slot_set_int(l3_doc_t *d, uint32_t slot, int64_t v);
 int l3_doc_set(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v,
                uint32_t *ret_slot);
 
-/** Set `path` to a copy of the value at `src_slot` of the verified document `src`. Same returns as l3_doc_set. */
+/** Set `path` to a copy of the value at `src_slot` of the verified document `src`. Same returns as
+ * l3_doc_set. */
 int l3_doc_set_copy(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const uint8_t *src,
                     uint32_t src_slot, uint32_t *ret_slot);
 
@@ -228,15 +231,18 @@ int l3_doc_set_copy(l3_doc_t *d, const char *path, size_t plen, unsigned flags, 
 int l3_doc_set_json(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const char *json, size_t jlen,
                     l3_doc_error_t *err);
 
-/** Remove the value at path (object member or array element; not the root). 0, -ENOBUFS, L3_EPATH, L3_ENOTFOUND. */
+/** Remove the value at path (object member or array element; not the root). 0, -ENOBUFS, L3_EPATH,
+ * L3_ENOTFOUND. */
 int l3_doc_delete(l3_doc_t *d, const char *path, size_t plen, unsigned flags);
 
-/** Atomically add `delta` to the INT at path; *ret_new gets the result. L3_ETYPE if not an int, L3_ERANGE on overflow. */
+/** Atomically add `delta` to the INT at path; *ret_new gets the result. L3_ETYPE if not an int, L3_ERANGE on
+ * overflow. */
 int l3_doc_incr(l3_doc_t *d, const char *path, size_t plen, unsigned flags, int64_t delta, int64_t *ret_new);
 
 /* ---------------------------------------------------------------- compaction and statistics */
 
-/** True when garbage is large enough that compaction pays (more than a quarter of the used bytes and >= 4 KiB). */
+/** True when garbage is large enough that compaction pays (more than a quarter of the used bytes and >= 4
+ * KiB). */
 bool l3_doc_should_compact(const uint8_t *buf);
 /** Upper bound of the compacted size of buf. */
 size_t l3_doc_compact_bound(const uint8_t *buf);
@@ -275,21 +281,21 @@ void l3_doc_heap_free(l3_doc_t *d);
 
 /** Run a mutation, growing a heap document on -ENOBUFS and rebuilding it under a fresh
  *  seed on L3_EREHASH (a few times at most), then compacting if garbage warrants it. */
-#define L3_DOC_HEAP_DO(d, call)                                                                               \
-    ({                                                                                                        \
-        int rc__;                                                                                             \
-        unsigned reseeds__ = 0;                                                                               \
-        for (;;) {                                                                                            \
-            rc__ = (call);                                                                                    \
-            if (rc__ == -ENOBUFS && l3_doc_heap_grow(d) == 0)                                                 \
-                continue;                                                                                     \
-            if (rc__ == L3_EREHASH && reseeds__++ < 4 && l3_doc_heap_reseed(d) == 0)                          \
-                continue;                                                                                     \
-            break;                                                                                            \
-        }                                                                                                     \
-        if (rc__ >= 0)                                                                                        \
-            (void)l3_doc_heap_maybe_compact(d);                                                               \
-        rc__;                                                                                                 \
+#define L3_DOC_HEAP_DO(d, call)                                                                              \
+    ({                                                                                                       \
+        int rc__;                                                                                            \
+        unsigned reseeds__ = 0;                                                                              \
+        for (;;) {                                                                                           \
+            rc__ = (call);                                                                                   \
+            if (rc__ == -ENOBUFS && l3_doc_heap_grow(d) == 0)                                                \
+                continue;                                                                                    \
+            if (rc__ == L3_EREHASH && reseeds__++ < 4 && l3_doc_heap_reseed(d) == 0)                         \
+                continue;                                                                                    \
+            break;                                                                                           \
+        }                                                                                                    \
+        if (rc__ >= 0)                                                                                       \
+            (void)l3_doc_heap_maybe_compact(d);                                                              \
+        rc__;                                                                                                \
     })
 
 /* ---------------------------------------------------------------- patches (RFC 7396, RFC 6902) */

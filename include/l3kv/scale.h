@@ -41,8 +41,8 @@ typedef struct l3_scale_params {
     double q_rate;        /**< process noise of the rate, (req/s)^2 per second (default 50) */
     double r;             /**< measurement noise variance, req^2 (default 9: sigma 3 req) */
     double capacity;      /**< req one worker handles comfortably, in flight + queued (default 8) */
-    double down_fill;     /**< scale down only to a count that would be at most this full, (0,1] (default 1) */
-    double margin;        /**< forecast confidence margin in standard deviations, [0,10] (default 1.5) */
+    double down_fill; /**< scale down only to a count that would be at most this full, (0,1] (default 1) */
+    double margin;    /**< forecast confidence margin in standard deviations, [0,10] (default 1.5) */
     unsigned min_workers; /**< lower clamp, >= 1 (default 1) */
     unsigned max_workers; /**< upper clamp, <= L3_SCALE_WORKERS_LIMIT (default 16) */
     uint32_t cooldown_ms; /**< a low estimate must last this long before scaling down (default 3000) */
@@ -65,14 +65,14 @@ int l3_scale_params_validate(const l3_scale_params_t *params, const char **ret_m
 /* ------------------------------------------------------------------------------------ */
 
 typedef struct l3_kalman {
-    double x[2];      /**< state: x[0] depth (req, kept >= 0), x[1] rate of change (req/s) */
-    double P[2][2];   /**< state covariance (symmetric) */
-    double q_depth;   /**< see l3_scale_params_t */
-    double q_rate;    /**< see l3_scale_params_t */
-    double r;         /**< see l3_scale_params_t */
+    double x[2];       /**< state: x[0] depth (req, kept >= 0), x[1] rate of change (req/s) */
+    double P[2][2];    /**< state covariance (symmetric) */
+    double q_depth;    /**< see l3_scale_params_t */
+    double q_rate;     /**< see l3_scale_params_t */
+    double r;          /**< see l3_scale_params_t */
     double innovation; /**< last z - H x before the update (req), for metrics */
-    uint64_t updates; /**< measurements folded in */
-    bool ready;       /**< false until the first measurement initialises x */
+    uint64_t updates;  /**< measurements folded in */
+    bool ready;        /**< false until the first measurement initialises x */
 } l3_kalman_t;
 
 /** Set noise parameters and forget all state (next update re-initialises x from z). */
@@ -99,16 +99,16 @@ double l3_kalman_forecast(const l3_kalman_t *kf, double horizon_s, double *ret_v
 /* ------------------------------------------------------------------------------------ */
 
 typedef enum l3_scale_reason {
-    L3_SCALE_HOLD = 0,          /**< demand fits the current workers */
-    L3_SCALE_HOLD_COOLDOWN,     /**< demand is low, waiting for the cooldown to pass */
-    L3_SCALE_HOLD_INVALID,      /**< measurement NaN/negative/too large: ignored, nothing changes */
-    L3_SCALE_HOLD_AT_MAX,       /**< more workers wanted, already at max_workers */
-    L3_SCALE_UP_PREDICTED,      /**< predicted depth exceeds current capacity */
-    L3_SCALE_UP_MIN,            /**< fewer workers than min_workers */
-    L3_SCALE_DOWN_SUSTAINED,    /**< low estimate lasted the whole cooldown */
-    L3_SCALE_DOWN_MAX,          /**< more workers than max_workers */
-    L3_SCALE_UP_THRESHOLD,      /**< threshold baseline: measured depth above capacity */
-    L3_SCALE_DOWN_THRESHOLD,    /**< threshold baseline: measured depth below capacity */
+    L3_SCALE_HOLD = 0,       /**< demand fits the current workers */
+    L3_SCALE_HOLD_COOLDOWN,  /**< demand is low, waiting for the cooldown to pass */
+    L3_SCALE_HOLD_INVALID,   /**< measurement NaN/negative/too large: ignored, nothing changes */
+    L3_SCALE_HOLD_AT_MAX,    /**< more workers wanted, already at max_workers */
+    L3_SCALE_UP_PREDICTED,   /**< predicted depth exceeds current capacity */
+    L3_SCALE_UP_MIN,         /**< fewer workers than min_workers */
+    L3_SCALE_DOWN_SUSTAINED, /**< low estimate lasted the whole cooldown */
+    L3_SCALE_DOWN_MAX,       /**< more workers than max_workers */
+    L3_SCALE_UP_THRESHOLD,   /**< threshold baseline: measured depth above capacity */
+    L3_SCALE_DOWN_THRESHOLD, /**< threshold baseline: measured depth below capacity */
     L3_SCALE_REASON_MAX,
 } l3_scale_reason_t;
 
@@ -116,35 +116,35 @@ typedef enum l3_scale_reason {
 const char *l3_scale_reason_name(l3_scale_reason_t reason);
 
 typedef struct l3_scale_decision {
-    uint64_t now_ms;       /**< caller's timestamp of the step */
-    unsigned current;      /**< workers the caller reported */
-    unsigned target;       /**< workers wanted, within [min_workers, max_workers] */
-    int delta;             /**< target - current (saturates at INT_MIN for absurd current) */
+    uint64_t now_ms;  /**< caller's timestamp of the step */
+    unsigned current; /**< workers the caller reported */
+    unsigned target;  /**< workers wanted, within [min_workers, max_workers] */
+    int delta;        /**< target - current (saturates at INT_MIN for absurd current) */
     l3_scale_reason_t reason;
-    double measured;       /**< depth passed in (may be NaN if invalid) */
-    double estimate;       /**< filtered depth now (req) */
-    double rate;           /**< filtered rate (req/s) */
-    double predicted;      /**< forecast horizon_ms ahead (req) */
+    double measured;               /**< depth passed in (may be NaN if invalid) */
+    double estimate;               /**< filtered depth now (req) */
+    double rate;                   /**< filtered rate (req/s) */
+    double predicted;              /**< forecast horizon_ms ahead (req) */
     char text[L3_SCALE_TEXT_SIZE]; /**< e.g. "scale up: predicted depth 37.2 > capacity 16" */
 } l3_scale_decision_t;
 
 typedef struct l3_scale {
     l3_scale_params_t params;
     l3_kalman_t kf;
-    uint64_t last_ms;      /**< time of the previous step (valid if stepped) */
-    bool stepped;          /**< at least one step taken */
-    bool low;              /**< a low-demand period is running */
-    uint64_t low_since_ms; /**< start of the low-demand period */
-    unsigned low_peak;     /**< highest worker count wanted during the low period */
-    uint64_t steps;        /**< total l3_scale_step calls */
-    uint64_t ups;          /**< decisions with delta > 0 */
-    uint64_t downs;        /**< decisions with delta < 0 */
-    uint64_t invalid;      /**< measurements ignored as invalid */
-    uint64_t time_backwards; /**< steps whose now_ms was before the previous one */
-    l3_scale_decision_t last; /**< the most recent decision */
+    uint64_t last_ms;                           /**< time of the previous step (valid if stepped) */
+    bool stepped;                               /**< at least one step taken */
+    bool low;                                   /**< a low-demand period is running */
+    uint64_t low_since_ms;                      /**< start of the low-demand period */
+    unsigned low_peak;                          /**< highest worker count wanted during the low period */
+    uint64_t steps;                             /**< total l3_scale_step calls */
+    uint64_t ups;                               /**< decisions with delta > 0 */
+    uint64_t downs;                             /**< decisions with delta < 0 */
+    uint64_t invalid;                           /**< measurements ignored as invalid */
+    uint64_t time_backwards;                    /**< steps whose now_ms was before the previous one */
+    l3_scale_decision_t last;                   /**< the most recent decision */
     l3_scale_decision_t hist[L3_SCALE_HISTORY]; /**< ring of scale events (delta != 0) */
-    unsigned hist_next;    /**< slot the next event goes to */
-    unsigned hist_len;     /**< events stored, <= L3_SCALE_HISTORY */
+    unsigned hist_next;                         /**< slot the next event goes to */
+    unsigned hist_len;                          /**< events stored, <= L3_SCALE_HISTORY */
 } l3_scale_t;
 
 /** Validate params and reset sc. Returns 0 or -EINVAL (see l3_scale_params_validate). */

@@ -22,10 +22,10 @@
 
 /** One change read from the ring. */
 typedef struct {
-    uint8_t op;     /* L3_WALOP_PUT .. L3_WALOP_PATCH (the original op of a split record) */
-    uint64_t lsn;   /* the document's new LSN */
-    uint32_t klen;  /* key length; the key is copied into the caller's buffer */
-    uint64_t end;   /* ring position after the change: its cursor */
+    uint8_t op;    /* L3_WALOP_PUT .. L3_WALOP_PATCH (the original op of a split record) */
+    uint64_t lsn;  /* the document's new LSN */
+    uint32_t klen; /* key length; the key is copied into the caller's buffer */
+    uint64_t end;  /* ring position after the change: its cursor */
 } l3_wal_feed_ev_t;
 
 typedef struct {

@@ -27,8 +27,8 @@ typedef enum {
 } l3_walop_t;
 
 typedef struct {
-    uint8_t op;        /* l3_walop_t */
-    uint64_t lsn;      /* the new version of the document; global, strictly increasing */
+    uint8_t op;   /* l3_walop_t */
+    uint64_t lsn; /* the new version of the document; global, strictly increasing */
     const void *key;
     uint32_t klen;
     const void *payload;

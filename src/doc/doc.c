@@ -5,8 +5,8 @@
  * Owns: path resolution (JSON Pointer and dotted), member and element lookup, the set /
  * delete / incr family, copying values between documents, compaction, statistics and
  * the malloc-backed helpers (hash seeds and size accounting are in measure.c, which the
- * parser shares; this file uses the parser for l3_doc_set_json, never the reverse). Runs in any process on caller-owned buffers; callers
- * serialise writers (see doc.h).
+ * parser shares; this file uses the parser for l3_doc_set_json, never the reverse). Runs in any process on
+ * caller-owned buffers; callers serialise writers (see doc.h).
  *
  * Invariants kept by every mutation (format.h draws the bytes):
  *  D1 nothing is written before the space check passes: -ENOBUFS changes nothing;
@@ -497,7 +497,8 @@ static uint32_t copy_node(l3_doc_t *d, const uint8_t *src, uint32_t node, uint8_
  * the copies of the open containers wait on a parallel one. 0 with *ret_val, or
  * L3_EREHASH when a member would pass the probe bound under d's seed (the appended bytes
  * are then the caller's to drop) - or L3_EDEPTH, which a verified source never gives. */
-static int copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_t type, bool keep, uint64_t *ret_val)
+static int copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_t type, bool keep,
+                      uint64_t *ret_val)
 {
     if (type == L3_DOC_STRING || type == L3_DOC_BIGNUM) {
         *ret_val = copy_string(d, src, val);
@@ -533,7 +534,8 @@ static int copy_value(l3_doc_t *d, const uint8_t *src, uint64_t val, uint8_t typ
         const l3_doc__wframe_t *pf = &w.f[parent - 1];
         uint32_t pnode = dst[parent - 1];
         if (pf->type == L3_DOC_ARRAY) {
-            dslot_t *di = AT(d->buf, AT(d->buf, pnode, darr_t)->ioff + (pf->i - 1) * (uint32_t)sizeof(dslot_t), dslot_t);
+            dslot_t *di = AT(
+                d->buf, AT(d->buf, pnode, darr_t)->ioff + (pf->i - 1) * (uint32_t)sizeof(dslot_t), dslot_t);
             di->val = nv;
             di->type = st.type;
             continue;
@@ -677,7 +679,8 @@ static int nv_check(const newval_t *nv)
         return L3_ERANGE; /* JSON has no NaN or infinity (verify refuses them) */
     if ((nv->sc->type == L3_DOC_STRING || nv->sc->type == L3_DOC_BIGNUM) && nv->sc->str.len > UINT32_MAX - 64)
         return L3_ETOOBIG;
-    if (nv->sc->type == L3_DOC_STRING && !l3_doc__utf8_valid((const uint8_t *)nv->sc->str.ptr, nv->sc->str.len))
+    if (nv->sc->type == L3_DOC_STRING &&
+        !l3_doc__utf8_valid((const uint8_t *)nv->sc->str.ptr, nv->sc->str.len))
         return L3_ETYPE;
     return 0;
 }
@@ -845,7 +848,7 @@ typedef struct {
     uint32_t parent;  /* parent slot, 0 when the path is the root */
     const char *last; /* last token */
     size_t last_len;
-    unsigned depth;   /* tokens in the path: the nesting depth of the value it names */
+    unsigned depth; /* tokens in the path: the nesting depth of the value it names */
     pathit_t it;
 } target_t;
 
@@ -1009,7 +1012,8 @@ int l3_doc_set(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const
 {
     if (v->type == L3_DOC_DOUBLE && !isfinite(v->d))
         return L3_ERANGE; /* JSON has no NaN or infinity (verify refuses them) */
-    if (!(flags & L3_DOC_SET_INSERT) && (v->type == L3_DOC_INT || v->type == L3_DOC_DOUBLE || v->type == L3_DOC_BOOL)) {
+    if (!(flags & L3_DOC_SET_INSERT) &&
+        (v->type == L3_DOC_INT || v->type == L3_DOC_DOUBLE || v->type == L3_DOC_BOOL)) {
         /* hot path (D4): an existing scalar of the same type is one aligned store */
         int syntax = path_syntax(flags);
         uint32_t slot;

@@ -6,9 +6,9 @@
  * Runs in any process; reads a verified document, writes a caller's l3_buf_t.
  *
  * Output is compact RFC 8259 JSON: object members in insertion order; strings escaped
- * by the shared escaper (l3kv/json.h: '"', '\\' and control characters; UTF-8 passes through); doubles printed
- * in the shortest form that parses back to the same double, always with a '.' or an
- * exponent so they stay doubles; BIGNUMs exactly as stored.
+ * by the shared escaper (l3kv/json.h: '"', '\\' and control characters; UTF-8 passes through); doubles
+ * printed in the shortest form that parses back to the same double, always with a '.' or an exponent so they
+ * stay doubles; BIGNUMs exactly as stored.
  */
 #include <errno.h>
 #include <math.h>
@@ -37,9 +37,10 @@ int l3_buf_reserve(l3_buf_t *b, size_t extra)
 
 /* ------------------------------------------------------------------ numbers */
 
-static const char digits2[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-                              "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-                              "8081828384858687888990919293949596979899";
+static const char digits2[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
 
 /* Write u in decimal ending at end (exclusive); returns the start. */
 static inline char *u64_rev(uint64_t u, char *end)

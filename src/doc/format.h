@@ -69,7 +69,7 @@
 #define T_DELETED 0x80u
 #define T_EMPTY 0x81u /* free slot of a hashed object's entry table */
 #define KEY_INLINE_MAX 12u
-#define HASH_MIN_CAP 8u /* objects with more entries than this get a hash table */
+#define HASH_MIN_CAP 8u       /* objects with more entries than this get a hash table */
 #define L3_DOC_MAX_PROBE 256u /* longest displacement verify() accepts and any writer builds */
 
 typedef struct {
@@ -278,7 +278,7 @@ typedef struct {
     uint32_t node; /* object or array node */
     uint32_t i;    /* next member (insertion index) or element */
     uint8_t type;
-    bool any;      /* a member was reported */
+    bool any; /* a member was reported */
 } l3_doc__wframe_t;
 
 typedef struct {
@@ -382,7 +382,8 @@ bool l3_doc__utf8_valid(const uint8_t *p, size_t len);
 /* Walk a value and add up its storage outside its slot (measure.c): alloc = allocated
  * capacities, else what a copy appends (keep = containers keep their capacity);
  * *ret_depth (may be NULL) gets its nesting depth. */
-uint64_t l3_doc__measure(const uint8_t *buf, uint64_t val, uint8_t type, bool alloc, bool keep, unsigned *ret_depth);
+uint64_t l3_doc__measure(const uint8_t *buf, uint64_t val, uint8_t type, bool alloc, bool keep,
+                         unsigned *ret_depth);
 /* Bytes a stored value occupies outside its slot (allocated capacity included). */
 uint64_t l3_doc__storage_size(const uint8_t *buf, uint64_t val, uint8_t type);
 

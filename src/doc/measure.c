@@ -43,7 +43,8 @@ static uint64_t node_bytes(const uint8_t *buf, uint32_t node, uint8_t type, bool
  * (what becomes garbage when it is dropped), else what copy_value() appends (keep =
  * containers keep their capacity, as compaction does). *ret_depth (may be NULL) gets the
  * value's nesting depth. Iterative (the walker's bounded stack). */
-uint64_t l3_doc__measure(const uint8_t *buf, uint64_t val, uint8_t type, bool alloc, bool keep, unsigned *ret_depth)
+uint64_t l3_doc__measure(const uint8_t *buf, uint64_t val, uint8_t type, bool alloc, bool keep,
+                         unsigned *ret_depth)
 {
     if (type != L3_DOC_OBJECT && type != L3_DOC_ARRAY) {
         if (ret_depth)

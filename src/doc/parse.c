@@ -37,7 +37,7 @@ typedef struct {
     uint8_t *buf; /* output; NULL when only checking */
     size_t used, cap;
     size_t max_bytes; /* largest output allowed (L3_EDOCSIZE beyond) */
-    uint8_t *scr; /* scratch stack of pending members */
+    uint8_t *scr;     /* scratch stack of pending members */
     size_t scr_len, scr_cap;
     unsigned depth, max_depth;
     uint32_t seed;
@@ -167,9 +167,9 @@ static const char *scan_string(parser_t *ps, const char *p, bool *ret_clean)
 #if defined(__SSE2__)
         while (end - p >= 16) {
             __m128i c = _mm_loadu_si128((const __m128i *)(const void *)p);
-            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(c, _mm_set1_epi8('"')),
-                                                  _mm_cmpeq_epi8(c, _mm_set1_epi8('\\'))),
-                                     _mm_cmplt_epi8(c, _mm_set1_epi8(0x20)));
+            __m128i m = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(c, _mm_set1_epi8('"')), _mm_cmpeq_epi8(c, _mm_set1_epi8('\\'))),
+                _mm_cmplt_epi8(c, _mm_set1_epi8(0x20)));
             unsigned mask = (unsigned)_mm_movemask_epi8(m);
             if (mask == 0) {
                 p += 16;
@@ -375,7 +375,8 @@ static bool double_exact(const char *s, size_t len, double d)
 
 /* The double a number's text stands for, when it round-trips exactly (value = m *
  * 10^(e10 + exp), nd digits in m, no dropped non-zero digit). */
-static bool number_double(const char *s, size_t tlen, bool neg, uint64_t m, int nd, int e10, long exp, double *ret)
+static bool number_double(const char *s, size_t tlen, bool neg, uint64_t m, int nd, int e10, long exp,
+                          double *ret)
 {
     /* strip trailing zeros to count significant digits */
     while (m != 0 && m % 10 == 0) {
@@ -451,8 +452,8 @@ static const char *parse_number(parser_t *ps, const char *p, uint64_t *ret_val, 
         return NULL;
     }
     uint64_t m = 0;
-    int nd = 0;          /* digits accumulated in m (leading zeros excluded) */
-    int e10 = 0;         /* value = m * 10^e10 (ignoring dropped digits) */
+    int nd = 0;  /* digits accumulated in m (leading zeros excluded) */
+    int e10 = 0; /* value = m * 10^e10 (ignoring dropped digits) */
     bool dropped_nz = false;
     bool is_int = true;
     if (*p == '0') {

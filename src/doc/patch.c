@@ -163,7 +163,8 @@ static int merge_open(l3_doc_t *d, l3_buf_t *path)
     if (path->len == 0)
         return replace_root_json(d, "{}", 2);
     l3_doc_scalar_t obj = {.type = L3_DOC_OBJECT};
-    return heap_rc(L3_DOC_HEAP_DO(d, l3_doc_set(d, path->ptr, path->len, L3_DOC_SET_PATH_POINTER, &obj, NULL)));
+    return heap_rc(
+        L3_DOC_HEAP_DO(d, l3_doc_set(d, path->ptr, path->len, L3_DOC_SET_PATH_POINTER, &obj, NULL)));
 }
 
 /*

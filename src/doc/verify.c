@@ -41,7 +41,7 @@ typedef struct {
     size_t len;
     uint32_t used;
     uint64_t claimed; /* bytes of all structures found */
-    uint64_t *map; /* one bit per 8-byte granule */
+    uint64_t *map;    /* one bit per 8-byte granule */
     const char *msg;
     size_t at;
 } vctx_t;
@@ -165,7 +165,8 @@ static int check_small_object(vctx_t *v, uint64_t off, const dobj_t *o)
         return bad(v, off, "large object without a hash table");
     if (o->ooff)
         return bad(v, off, "small object with an order array");
-    if (o->cap && (rc = claim(v, o->eoff, (uint64_t)o->cap * sizeof(dentry_t), "object entries out of bounds")))
+    if (o->cap &&
+        (rc = claim(v, o->eoff, (uint64_t)o->cap * sizeof(dentry_t), "object entries out of bounds")))
         return rc;
     const dentry_t *e = o->cap ? AT(v->buf, o->eoff, const dentry_t) : NULL;
     uint32_t live = 0;
@@ -220,7 +221,8 @@ static int check_hashed_object(vctx_t *v, uint64_t off, const dobj_t *o)
             if (empty == UINT32_MAX)
                 empty = i;
         } else if (!seen[i]) {
-            rc = bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "table entry missing from the member order");
+            rc =
+                bad(v, o->eoff + (uint64_t)i * sizeof(dentry_t), "table entry missing from the member order");
         } else {
             occupied++;
         }

@@ -107,9 +107,9 @@ _Static_assert(sizeof(struct l3_obs_as_shm) == 2752, "autoscale section is 2752 
 #define SLOTS_OFFSET (AS_OFFSET + sizeof(struct l3_obs_as_shm))
 
 static const char *const route_names[L3_OBS_R_MAX] = {
-    [L3_OBS_R_GET] = "get",         [L3_OBS_R_PUT] = "put",       [L3_OBS_R_DELETE] = "delete",
-    [L3_OBS_R_POST] = "post",       [L3_OBS_R_PATCH] = "patch",   [L3_OBS_R_LIST] = "list",
-    [L3_OBS_R_HEALTH] = "health",   [L3_OBS_R_METRICS] = "metrics", [L3_OBS_R_OTHER] = "other",
+    [L3_OBS_R_GET] = "get",       [L3_OBS_R_PUT] = "put",         [L3_OBS_R_DELETE] = "delete",
+    [L3_OBS_R_POST] = "post",     [L3_OBS_R_PATCH] = "patch",     [L3_OBS_R_LIST] = "list",
+    [L3_OBS_R_HEALTH] = "health", [L3_OBS_R_METRICS] = "metrics", [L3_OBS_R_OTHER] = "other",
 };
 
 const char *l3_obs_route_name(l3_obs_route_t r)
@@ -419,7 +419,8 @@ static void render_autoscale(sb_t *b, const l3_obs_t *o, uint64_t now_wall_ns)
         sb_printf(b, "null");
     else
         sb_printf(b, "%" PRIu64, now_ms > a.as_wall_ms ? now_ms - a.as_wall_ms : 0);
-    sb_printf(b, ",\"queue_depth\":{\"accept_backlog\":%" PRIu64 ",\"inflight\":%" PRIu64 ",\"in_connections\":",
+    sb_printf(b,
+              ",\"queue_depth\":{\"accept_backlog\":%" PRIu64 ",\"inflight\":%" PRIu64 ",\"in_connections\":",
               a.as_backlog, a.as_inflight);
     sb_num(b, a.as_busy);
     sb_printf(b, ",\"total\":");
@@ -453,8 +454,8 @@ static void render_autoscale(sb_t *b, const l3_obs_t *o, uint64_t now_wall_ns)
         sb_printf(b,
                   "%s{\"time_ms\":%" PRIu64 ",\"age_ms\":%" PRIu64 ",\"from\":%u,\"to\":%u,\"reason_code\":%u"
                   ",\"measured\":",
-                  i ? "," : "", e->ae_wall_ms, now_ms > e->ae_wall_ms ? now_ms - e->ae_wall_ms : 0, e->ae_from,
-                  e->ae_to, e->ae_reason);
+                  i ? "," : "", e->ae_wall_ms, now_ms > e->ae_wall_ms ? now_ms - e->ae_wall_ms : 0,
+                  e->ae_from, e->ae_to, e->ae_reason);
         sb_num(b, e->ae_measured);
         sb_printf(b, ",\"estimate\":");
         sb_num(b, e->ae_estimate);
@@ -475,9 +476,9 @@ static void render_wal(sb_t *b, const l3_wal_stats_t *w)
               ",\"bytes_written_total\":%" PRIu64 ",\"fsyncs_total\":%" PRIu64 ",\"batches_total\":%" PRIu64
               ",\"write_errors_total\":%" PRIu64 ",\"segment\":%" PRIu64 ",\"segment_bytes\":%" PRIu64
               ",\"disk_bytes\":%" PRIu64 ",\"error\":%d,\"failstop\":%s,\"writer_pid\":%d}",
-              w->head, w->tail, w->durable, w->head > w->durable ? w->head - w->durable : 0, w->records, w->aborted,
-              w->bytes, w->fsyncs, w->batches, w->write_errors, w->seg_seq, w->seg_off, w->disk_bytes, w->error,
-              w->failstop ? "true" : "false", (int)w->writer_pid);
+              w->head, w->tail, w->durable, w->head > w->durable ? w->head - w->durable : 0, w->records,
+              w->aborted, w->bytes, w->fsyncs, w->batches, w->write_errors, w->seg_seq, w->seg_off,
+              w->disk_bytes, w->error, w->failstop ? "true" : "false", (int)w->writer_pid);
 }
 
 int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra,
@@ -522,7 +523,8 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_q
                 continue;
             uint64_t lo, hi;
             l3_obs_bucket_range(i, &lo, &hi);
-            sb_printf(&b, "%s[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", firstb ? "" : ",", lo, hi, t.route[r].hist[i]);
+            sb_printf(&b, "%s[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", firstb ? "" : ",", lo, hi,
+                      t.route[r].hist[i]);
             firstb = 0;
         }
         sb_printf(&b, "]}");
@@ -539,7 +541,9 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_q
                   ",\"connections_accepted_total\":%" PRIu64 ",\"requests_total\":%" PRIu64
                   ",\"restarts_total\":%" PRIu64 "}",
                   first ? "" : ",", i, (int)LD(&s->os_pid),
-                  st == L3_OBS_SLOT_RUNNING ? "running" : st == L3_OBS_SLOT_RETIRING ? "retiring" : "empty",
+                  st == L3_OBS_SLOT_RUNNING    ? "running"
+                  : st == L3_OBS_SLOT_RETIRING ? "retiring"
+                                               : "empty",
                   LD(&s->os_active_conns), LD(&s->os_accepted), LD(&s->os_requests), LD(&s->os_restarts));
         first = 0;
     }
@@ -577,7 +581,8 @@ int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len)
                   "autoscale_enabled %u\nautoscale_target_workers %u\nautoscale_accept_backlog %" PRIu64
                   "\nautoscale_inflight %" PRIu64 "\nautoscale_estimate %.6g\nautoscale_prediction %.6g\n"
                   "autoscale_scale_ups_total %" PRIu64 "\nautoscale_scale_downs_total %" PRIu64 "\n",
-                  a.as_enabled, a.as_target, a.as_backlog, a.as_inflight, isfinite(a.as_estimate) ? a.as_estimate : 0,
-                  isfinite(a.as_predicted) ? a.as_predicted : 0, a.as_ups, a.as_downs);
+                  a.as_enabled, a.as_target, a.as_backlog, a.as_inflight,
+                  isfinite(a.as_estimate) ? a.as_estimate : 0, isfinite(a.as_predicted) ? a.as_predicted : 0,
+                  a.as_ups, a.as_downs);
     return sb_finish(&b, ret, ret_len);
 }

@@ -19,15 +19,15 @@
 
 /** Routes whose handler time is measured separately. */
 typedef enum {
-    L3_OBS_R_GET = 0,  /* GET/HEAD /kv/{key} */
-    L3_OBS_R_PUT,      /* PUT /kv/{key} */
-    L3_OBS_R_DELETE,   /* DELETE /kv/{key} */
-    L3_OBS_R_POST,     /* POST /kv/{key}?op= */
-    L3_OBS_R_PATCH,    /* PATCH /kv/{key} */
-    L3_OBS_R_LIST,     /* GET /kv/?prefix= */
-    L3_OBS_R_HEALTH,   /* GET /kv/health */
-    L3_OBS_R_METRICS,  /* GET /metrics, /kv/metrics */
-    L3_OBS_R_OTHER,    /* /dashboard, 404s, 405s, ... */
+    L3_OBS_R_GET = 0, /* GET/HEAD /kv/{key} */
+    L3_OBS_R_PUT,     /* PUT /kv/{key} */
+    L3_OBS_R_DELETE,  /* DELETE /kv/{key} */
+    L3_OBS_R_POST,    /* POST /kv/{key}?op= */
+    L3_OBS_R_PATCH,   /* PATCH /kv/{key} */
+    L3_OBS_R_LIST,    /* GET /kv/?prefix= */
+    L3_OBS_R_HEALTH,  /* GET /kv/health */
+    L3_OBS_R_METRICS, /* GET /metrics, /kv/metrics */
+    L3_OBS_R_OTHER,   /* /dashboard, 404s, 405s, ... */
     L3_OBS_R_MAX
 } l3_obs_route_t;
 
@@ -36,18 +36,18 @@ typedef enum {
 
 /** Per-slot counters (the slot's worker is the only writer). */
 typedef struct {
-    int32_t os_pid;            /* pid of the worker now in the slot, 0 if none (supervisor writes) */
-    uint32_t os_state;         /* l3_obs_slot_state: supervisor writes */
-    int64_t os_active_conns;   /* gauge: open connections (worker; reset to 0 by the supervisor after death) */
-    uint64_t os_accepted;      /* connections accepted */
-    uint64_t os_bytes_rx;      /* bytes read above TLS */
-    uint64_t os_bytes_tx;      /* bytes written above TLS */
-    uint64_t os_requests;      /* requests answered */
-    uint64_t os_err4xx;        /* responses with status 400-499 */
-    uint64_t os_err5xx;        /* responses with status 500-599 */
-    uint64_t os_restarts;      /* times the slot's worker was replaced after a crash (supervisor writes) */
-    int64_t os_inflight;       /* gauge: requests received and not yet completed (worker; reset after death) */
-    uint64_t os_pad[6];        /* to 128 bytes */
+    int32_t os_pid;          /* pid of the worker now in the slot, 0 if none (supervisor writes) */
+    uint32_t os_state;       /* l3_obs_slot_state: supervisor writes */
+    int64_t os_active_conns; /* gauge: open connections (worker; reset to 0 by the supervisor after death) */
+    uint64_t os_accepted;    /* connections accepted */
+    uint64_t os_bytes_rx;    /* bytes read above TLS */
+    uint64_t os_bytes_tx;    /* bytes written above TLS */
+    uint64_t os_requests;    /* requests answered */
+    uint64_t os_err4xx;      /* responses with status 400-499 */
+    uint64_t os_err5xx;      /* responses with status 500-599 */
+    uint64_t os_restarts;    /* times the slot's worker was replaced after a crash (supervisor writes) */
+    int64_t os_inflight;     /* gauge: requests received and not yet completed (worker; reset after death) */
+    uint64_t os_pad[6];      /* to 128 bytes */
     struct {
         uint64_t rt_count;
         uint64_t rt_ns_total;
@@ -114,15 +114,15 @@ void l3_obs_set_quarantined(const l3_obs_t *o, uint64_t n);
 
 /** One scale event (a decision that changed the worker count). 152 bytes. */
 typedef struct {
-    uint64_t ae_wall_ms;   /* when it was taken, ms since the epoch */
-    uint64_t ae_mono_ms;   /* the same instant on the supervisor's CLOCK_MONOTONIC, ms */
-    uint32_t ae_from;      /* workers before */
-    uint32_t ae_to;        /* workers wanted */
-    uint32_t ae_reason;    /* l3_scale_reason_t code */
-    uint32_t ae_pad;       /* zero */
-    double ae_measured;    /* measured depth (req) */
-    double ae_estimate;    /* filtered depth (req) */
-    double ae_predicted;   /* forecast at the horizon (req) */
+    uint64_t ae_wall_ms;          /* when it was taken, ms since the epoch */
+    uint64_t ae_mono_ms;          /* the same instant on the supervisor's CLOCK_MONOTONIC, ms */
+    uint32_t ae_from;             /* workers before */
+    uint32_t ae_to;               /* workers wanted */
+    uint32_t ae_reason;           /* l3_scale_reason_t code */
+    uint32_t ae_pad;              /* zero */
+    double ae_measured;           /* measured depth (req) */
+    double ae_estimate;           /* filtered depth (req) */
+    double ae_predicted;          /* forecast at the horizon (req) */
     char ae_text[L3_OBS_AS_TEXT]; /* reason text, NUL terminated */
 } l3_obs_as_event_t;
 
@@ -138,27 +138,27 @@ typedef struct {
     uint32_t as_horizon_ms;  /* forecast distance */
     uint32_t as_min_workers;
     uint32_t as_max_workers;
-    uint32_t as_workers;     /* live workers (not retiring) the last tick saw */
-    uint32_t as_target;      /* workers the last tick asked for */
-    uint32_t as_nevents;     /* valid entries in as_events, <= L3_OBS_AS_EVENTS */
-    uint64_t as_wall_ms;     /* time of the last tick, ms since the epoch (0: no tick yet) */
-    uint64_t as_backlog;     /* measured: connections waiting in the accept queues */
-    uint64_t as_inflight;    /* measured: requests in flight in all workers */
-    double as_depth;         /* measured depth = backlog + inflight (NaN if the read failed) */
-    double as_estimate;      /* Kalman depth estimate (req) */
-    double as_rate;          /* Kalman rate estimate (req/s) */
-    double as_predicted;     /* forecast as_horizon_ms ahead (req) */
-    double as_predicted_var; /* forecast variance (req^2) */
+    uint32_t as_workers;           /* live workers (not retiring) the last tick saw */
+    uint32_t as_target;            /* workers the last tick asked for */
+    uint32_t as_nevents;           /* valid entries in as_events, <= L3_OBS_AS_EVENTS */
+    uint64_t as_wall_ms;           /* time of the last tick, ms since the epoch (0: no tick yet) */
+    uint64_t as_backlog;           /* measured: connections waiting in the accept queues */
+    uint64_t as_inflight;          /* measured: requests in flight in all workers */
+    double as_depth;               /* measured depth = backlog + inflight (NaN if the read failed) */
+    double as_estimate;            /* Kalman depth estimate (req) */
+    double as_rate;                /* Kalman rate estimate (req/s) */
+    double as_predicted;           /* forecast as_horizon_ms ahead (req) */
+    double as_predicted_var;       /* forecast variance (req^2) */
     double as_p00, as_p01, as_p11; /* state covariance */
-    double as_innovation;    /* last measurement minus prediction (req) */
-    double as_capacity;      /* requests per worker */
+    double as_innovation;          /* last measurement minus prediction (req) */
+    double as_capacity;            /* requests per worker */
     uint64_t as_steps, as_ups, as_downs, as_invalid;
-    uint32_t as_last_reason; /* l3_scale_reason_t of the last decision (holds included) */
-    uint32_t as_pad;         /* zero */
+    uint32_t as_last_reason;           /* l3_scale_reason_t of the last decision (holds included) */
+    uint32_t as_pad;                   /* zero */
     char as_last_text[L3_OBS_AS_TEXT]; /* its reason text */
     l3_obs_as_event_t as_events[L3_OBS_AS_EVENTS]; /* newest first */
-    double as_busy;          /* measured: requests queued inside accepted (keep-alive) connections,
-                                estimated from the workers' CPU use (see docs/autoscale.md) */
+    double as_busy; /* measured: requests queued inside accepted (keep-alive) connections,
+                       estimated from the workers' CPU use (see docs/autoscale.md) */
 } l3_obs_as_t;
 
 /** Publish a new autoscaler state (supervisor only: single writer). */

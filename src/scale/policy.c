@@ -180,8 +180,8 @@ static void decide_up(l3_scale_t *sc, unsigned cur, unsigned up, double pred, l3
     sc->low = false;
     if (cur >= p->max_workers) {
         d->reason = L3_SCALE_HOLD_AT_MAX;
-        snprintf(d->text, sizeof(d->text), "hold: at max %u workers, predicted depth %.1f",
-                 p->max_workers, pred);
+        snprintf(d->text, sizeof(d->text), "hold: at max %u workers, predicted depth %.1f", p->max_workers,
+                 pred);
     } else {
         unsigned t = up;
         if (t - cur > p->max_step_up)
@@ -220,8 +220,8 @@ static void decide_down(l3_scale_t *sc, unsigned cur, double est, double pred, d
         if (held >= p->cooldown_ms) {
             d->target = sc->low_peak;
             d->reason = L3_SCALE_DOWN_SUSTAINED;
-            snprintf(d->text, sizeof(d->text), "scale down: depth %.1f fits %u workers for %llu ms",
-                     demand, sc->low_peak, (unsigned long long)held);
+            snprintf(d->text, sizeof(d->text), "scale down: depth %.1f fits %u workers for %llu ms", demand,
+                     sc->low_peak, (unsigned long long)held);
             sc->low = false;
         } else {
             d->reason = L3_SCALE_HOLD_COOLDOWN;
@@ -236,8 +236,8 @@ static void decide_down(l3_scale_t *sc, unsigned cur, double est, double pred, d
     } else {
         sc->low = false;
         d->reason = L3_SCALE_HOLD;
-        snprintf(d->text, sizeof(d->text), "hold: predicted depth %.1f (sd %.1f) within capacity %.0f",
-                 pred, sd, cur * p->capacity);
+        snprintf(d->text, sizeof(d->text), "hold: predicted depth %.1f (sd %.1f) within capacity %.0f", pred,
+                 sd, cur * p->capacity);
     }
 }
 

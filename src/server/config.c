@@ -75,7 +75,8 @@ static const key_t_ keys[] = {
     {"storage.data_dir", T_STR, O(storage.data_dir), 0, 0},
     {"storage.wal_path", T_STR, O(storage.wal_path), 0, 0},
     {"storage.arena_bytes", T_U64, O(storage.arena_bytes), 1 << 20, (double)(UINT64_C(1) << 46)},
-    {"storage.wal_buffer_bytes", T_U64, O(storage.wal_buffer_bytes), L3_WAL_RING_MIN_BYTES, (double)(UINT64_C(1) << 40)},
+    {"storage.wal_buffer_bytes", T_U64, O(storage.wal_buffer_bytes), L3_WAL_RING_MIN_BYTES,
+     (double)(UINT64_C(1) << 40)},
     {"storage.durability", T_DUR, O(storage.durability), 0, 0},
     {"storage.flush_interval_ms", T_U32, O(storage.flush_interval_ms), 0, 3600000},
     {"storage.recovery", T_RECOV, O(storage.recovery_strict), 0, 0},
@@ -172,7 +173,8 @@ void l3_srv_config_free(l3_srv_config_t *c)
     memset(c, 0, sizeof(*c));
 }
 
-static int fail(char *errbuf, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *errbuf, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static int fail(char *errbuf, size_t errlen, int rc, const char *fmt, ...)
 {
     va_list ap;
@@ -209,8 +211,8 @@ static int apply(l3_srv_config_t *c, const key_t_ *k, json_t *v, seen_t *seen, c
     case T_U32:
     case T_U64: {
         if (!json_is_integer(v))
-            return fail(errbuf, errlen, -EINVAL, "config: '%s' must be an integer in %.0f..%.0f", k->name, k->min,
-                        k->max);
+            return fail(errbuf, errlen, -EINVAL, "config: '%s' must be an integer in %.0f..%.0f", k->name,
+                        k->min, k->max);
         json_int_t n = json_integer_value(v);
         if ((double)n < k->min || (double)n > k->max)
             return fail(errbuf, errlen, -ERANGE, "config: '%s' = %lld is out of range %.0f..%.0f", k->name,
@@ -238,11 +240,11 @@ static int apply(l3_srv_config_t *c, const key_t_ *k, json_t *v, seen_t *seen, c
             return fail(errbuf, errlen, -EINVAL, "config: '%s' must be a number", k->name);
         double d = json_number_value(v);
         if (k->min_excl && !(d > k->min))
-            return fail(errbuf, errlen, -ERANGE, "config: '%s' must be > %g and <= %g (got %g)", k->name, k->min,
-                        k->max, d);
+            return fail(errbuf, errlen, -ERANGE, "config: '%s' must be > %g and <= %g (got %g)", k->name,
+                        k->min, k->max, d);
         if (!(d >= k->min && d <= k->max))
-            return fail(errbuf, errlen, -ERANGE, "config: '%s' = %g is out of range %g..%g", k->name, d, k->min,
-                        k->max);
+            return fail(errbuf, errlen, -ERANGE, "config: '%s' = %g is out of range %g..%g", k->name, d,
+                        k->min, k->max);
         *(double *)(base + k->off) = d;
         return 0;
     }
@@ -276,8 +278,8 @@ static int apply(l3_srv_config_t *c, const key_t_ *k, json_t *v, seen_t *seen, c
                 c->log.level = (l3_log_level_t)i;
                 return 0;
             }
-        return fail(errbuf, errlen, -EINVAL, "config: '%s' must be one of \"debug\", \"info\", \"warn\", \"error\"",
-                    k->name);
+        return fail(errbuf, errlen, -EINVAL,
+                    "config: '%s' must be one of \"debug\", \"info\", \"warn\", \"error\"", k->name);
     }
     case T_SECTION:
         break;
@@ -285,7 +287,8 @@ static int apply(l3_srv_config_t *c, const key_t_ *k, json_t *v, seen_t *seen, c
     return -EINVAL;
 }
 
-static int walk(l3_srv_config_t *c, json_t *obj, const char *prefix, seen_t *seen, char *errbuf, size_t errlen)
+static int walk(l3_srv_config_t *c, json_t *obj, const char *prefix, seen_t *seen, char *errbuf,
+                size_t errlen)
 {
     const char *name;
     json_t *v;
@@ -432,8 +435,8 @@ static int check(const l3_srv_config_t *c, const seen_t *seen, char *errbuf, siz
         return fail(errbuf, errlen, -EINVAL, "config: 'server.tls' needs both 'cert' and 'key'");
     if (c->server.address[0] == '\0')
         return fail(errbuf, errlen, -EINVAL, "config: 'server.address' is empty");
-    if ((c->server.tls_cert != NULL && (rc = check_path("server.tls.cert", c->server.tls_cert, false, errbuf,
-                                                        errlen)) < 0) ||
+    if ((c->server.tls_cert != NULL &&
+         (rc = check_path("server.tls.cert", c->server.tls_cert, false, errbuf, errlen)) < 0) ||
         (c->server.tls_key != NULL &&
          (rc = check_path("server.tls.key", c->server.tls_key, false, errbuf, errlen)) < 0) ||
         (rc = check_path("storage.data_dir", c->storage.data_dir, false, errbuf, errlen)) < 0 ||
@@ -447,16 +450,17 @@ static int check(const l3_srv_config_t *c, const seen_t *seen, char *errbuf, siz
                     (unsigned long long)c->storage.wal_buffer_bytes, (unsigned)L3_WAL_RING_MIN_BYTES);
     uint64_t need = min_arena_bytes(c);
     if (L3_ALIGN_UP(c->storage.arena_bytes, (uint64_t)L3_ARENA_ALIGN) < need)
-        return fail(errbuf, errlen, -ERANGE,
-                    "config: 'storage.arena_bytes' (%llu) has no room for 'storage.wal_buffer_bytes' (%llu): "
-                    "the arena needs at least %llu bytes = the WAL ring (%llu, in 4 KiB pages) + %llu bytes of "
-                    "process, lock, metrics and undo areas for '%s' %u + 1 MiB of heap",
-                    (unsigned long long)c->storage.arena_bytes, (unsigned long long)c->storage.wal_buffer_bytes,
-                    (unsigned long long)need,
-                    (unsigned long long)L3_ALIGN_UP(c->storage.wal_buffer_bytes, (uint64_t)L3_ARENA_ALIGN),
-                    (unsigned long long)(need - (1u << 20) -
-                                         L3_ALIGN_UP(c->storage.wal_buffer_bytes, (uint64_t)L3_ARENA_ALIGN)),
-                    max_key(seen), c->server.max_workers);
+        return fail(
+            errbuf, errlen, -ERANGE,
+            "config: 'storage.arena_bytes' (%llu) has no room for 'storage.wal_buffer_bytes' (%llu): "
+            "the arena needs at least %llu bytes = the WAL ring (%llu, in 4 KiB pages) + %llu bytes of "
+            "process, lock, metrics and undo areas for '%s' %u + 1 MiB of heap",
+            (unsigned long long)c->storage.arena_bytes, (unsigned long long)c->storage.wal_buffer_bytes,
+            (unsigned long long)need,
+            (unsigned long long)L3_ALIGN_UP(c->storage.wal_buffer_bytes, (uint64_t)L3_ARENA_ALIGN),
+            (unsigned long long)(need - (1u << 20) -
+                                 L3_ALIGN_UP(c->storage.wal_buffer_bytes, (uint64_t)L3_ARENA_ALIGN)),
+            max_key(seen), c->server.max_workers);
     if (c->storage.arena_bytes > (UINT64_C(1) << 46))
         return fail(errbuf, errlen, -ERANGE, "config: 'storage.arena_bytes' (%llu) is above 2^46",
                     (unsigned long long)c->storage.arena_bytes);
@@ -468,8 +472,8 @@ int l3_srv_config_parse(l3_srv_config_t *c, const char *text, size_t len, char *
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
-        return fail(errbuf, errlen, -EINVAL, "config: invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
-                    jerr.text);
+        return fail(errbuf, errlen, -EINVAL, "config: invalid JSON at line %d column %d: %s", jerr.line,
+                    jerr.column, jerr.text);
     int rc;
     seen_t seen = {0};
     if (!json_is_object(root))

@@ -30,48 +30,48 @@ typedef l3_wal_durability_t l3_srv_durability_t;
 
 typedef struct {
     struct {
-        char *address;           /* "0.0.0.0" */
-        uint32_t port;           /* 8080; 0 = pick a free port (logged) */
-        uint32_t min_workers;    /* min_threads / min_workers */
-        uint32_t max_workers;    /* max_threads / max_workers */
-        uint64_t max_body_bytes; /* 64 MiB */
-        uint32_t max_connections; /* per server, spread over workers; beyond it: 503 */
-        uint32_t idle_timeout_ms; /* HTTP/1 request and keep-alive idle timeout */
+        char *address;                /* "0.0.0.0" */
+        uint32_t port;                /* 8080; 0 = pick a free port (logged) */
+        uint32_t min_workers;         /* min_threads / min_workers */
+        uint32_t max_workers;         /* max_threads / max_workers */
+        uint64_t max_body_bytes;      /* 64 MiB */
+        uint32_t max_connections;     /* per server, spread over workers; beyond it: 503 */
+        uint32_t idle_timeout_ms;     /* HTTP/1 request and keep-alive idle timeout */
         uint32_t shutdown_timeout_ms; /* bound on the graceful drain */
-        char *tls_cert;          /* NULL = no TLS */
-        char *tls_key;           /* with tls_cert: the port speaks TLS (ALPN h2, http/1.1) */
+        char *tls_cert;               /* NULL = no TLS */
+        char *tls_key;                /* with tls_cert: the port speaks TLS (ALPN h2, http/1.1) */
     } server;
     struct {
-        char *data_dir;          /* "data" */
-        char *wal_path;          /* "" = <data_dir>/data.wal */
+        char *data_dir; /* "data" */
+        char *wal_path; /* "" = <data_dir>/data.wal */
         uint64_t arena_bytes;
         uint64_t wal_buffer_bytes;
         l3_srv_durability_t durability;
         uint32_t flush_interval_ms;
         uint64_t checkpoint_bytes;
-        bool recovery_strict;  /* storage.recovery "strict": a record recovery cannot apply stops
-                                  the start; "salvage" (default): it goes to <data_dir>/quarantine */
-        bool accept_data_loss; /* command line --accept-data-loss: start although WAL segments
-                                  the data needs are gone (not a configuration key) */
+        bool recovery_strict;        /* storage.recovery "strict": a record recovery cannot apply stops
+                                        the start; "salvage" (default): it goes to <data_dir>/quarantine */
+        bool accept_data_loss;       /* command line --accept-data-loss: start although WAL segments
+                                        the data needs are gone (not a configuration key) */
         uint64_t max_document_bytes; /* binary size of one document a request may build */
     } storage;
-    struct {                     /* maps onto l3_scale_params_t (l3kv/scale.h) */
-        bool enabled;            /* false: the worker count stays at min_workers (SIGUSR1/2 still work) */
-        uint32_t interval_ms;    /* interval_ms */
-        uint32_t horizon_ms;     /* horizon_ms */
-        double process_noise;    /* q_depth, req^2/s */
-        double rate_noise;       /* q_rate, (req/s)^2/s */
+    struct {                      /* maps onto l3_scale_params_t (l3kv/scale.h) */
+        bool enabled;             /* false: the worker count stays at min_workers (SIGUSR1/2 still work) */
+        uint32_t interval_ms;     /* interval_ms */
+        uint32_t horizon_ms;      /* horizon_ms */
+        double process_noise;     /* q_depth, req^2/s */
+        double rate_noise;        /* q_rate, (req/s)^2/s */
         double measurement_noise; /* r, req^2 */
-        double worker_capacity;  /* capacity: requests in flight + queued one worker handles */
-        double down_fill;        /* down_fill */
-        double margin;           /* margin, standard deviations */
-        uint32_t cooldown_ms;    /* cooldown_ms */
-        uint32_t max_step_up;    /* max_step_up */
+        double worker_capacity;   /* capacity: requests in flight + queued one worker handles */
+        double down_fill;         /* down_fill */
+        double margin;            /* margin, standard deviations */
+        uint32_t cooldown_ms;     /* cooldown_ms */
+        uint32_t max_step_up;     /* max_step_up */
     } autoscale;
     struct {
         l3_log_level_t level;
-        char *file;              /* NULL = stderr only */
-        char *access;            /* log.access: access log file, NULL = none (access.c) */
+        char *file;   /* NULL = stderr only */
+        char *access; /* log.access: access log file, NULL = none (access.c) */
     } log;
 } l3_srv_config_t;
 

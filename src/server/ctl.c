@@ -13,7 +13,8 @@
 
 l3_srv_ctl_t *l3_srv_ctl_create(void)
 {
-    l3_srv_ctl_t *ctl = mmap(NULL, sizeof(l3_srv_ctl_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    l3_srv_ctl_t *ctl =
+        mmap(NULL, sizeof(l3_srv_ctl_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (ctl == MAP_FAILED)
         return NULL;
     ctl->sc_magic = L3_SRV_CTL_MAGIC;

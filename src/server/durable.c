@@ -84,9 +84,10 @@ int l3_durable_park(l3_durable_t *d, h2o_req_t *req, int status, int head, const
 h2o_iovec_t l3_durable_unknown_reply(struct st_h2o_req_t *req)
 {
     char *eb = h2o_mem_alloc_pool(&req->pool, 256);
-    size_t n = l3_srv_err_json(eb, 256, L3_ERR_DURABILITY_UNKNOWN,
-                               "the change was applied but the write-ahead log failed before it was durable; it "
-                               "may or may not be kept: read the document to learn its state");
+    size_t n =
+        l3_srv_err_json(eb, 256, L3_ERR_DURABILITY_UNKNOWN,
+                        "the change was applied but the write-ahead log failed before it was durable; it "
+                        "may or may not be kept: read the document to learn its state");
     l3_http_add_header(req, H2O_TOKEN_RETRY_AFTER, H2O_STRLIT("1"));
     return h2o_iovec_init(eb, n);
 }

@@ -14,25 +14,44 @@
 const char *l3_srv_reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    case 507: return "Insufficient Storage";
-    default: return "Status";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Payload Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    case 507:
+        return "Insufficient Storage";
+    default:
+        return "Status";
     }
 }
 
@@ -41,20 +60,39 @@ void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, const l3_srv_errarg_t *arg, l3_s
     int st = 500;
     const char *e = "internal", *d = NULL;
     switch (rc) {
-    case L3_ESYNTAX: st = 400; e = "invalid_json"; break;
-    case L3_EDEPTH: st = 400; e = "too_deep"; break;
-    case L3_EPATH: st = 400; e = "bad_path"; break;
+    case L3_ESYNTAX:
+        st = 400;
+        e = "invalid_json";
+        break;
+    case L3_EDEPTH:
+        st = 400;
+        e = "too_deep";
+        break;
+    case L3_EPATH:
+        st = 400;
+        e = "bad_path";
+        break;
     case L3_ENOTFOUND:
         st = ctx == L3_CTX_READ ? 404 : 409;
         e = "path_not_found";
         break;
     case L3_ETYPE:
         st = 409;
-        e = arg != NULL && arg->msg != NULL && strcmp(arg->msg, "test failed") == 0 ? "test_failed" : "type_conflict";
+        e = arg != NULL && arg->msg != NULL && strcmp(arg->msg, "test failed") == 0 ? "test_failed"
+                                                                                    : "type_conflict";
         break;
-    case L3_ERANGE: st = 400; e = "bad_value"; break;
-    case L3_ECORRUPT: st = 400; e = "invalid_document"; break;
-    case L3_ETOOBIG: st = 413; e = "too_large"; break;
+    case L3_ERANGE:
+        st = 400;
+        e = "bad_value";
+        break;
+    case L3_ECORRUPT:
+        st = 400;
+        e = "invalid_document";
+        break;
+    case L3_ETOOBIG:
+        st = 413;
+        e = "too_large";
+        break;
     case L3_EDOCSIZE: /* storage.max_document_bytes */
         st = 413;
         e = "document_too_large";
@@ -75,23 +113,43 @@ void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, const l3_srv_errarg_t *arg, l3_s
         e = "not_found";
         d = "no document under this key";
         break;
-    case -ENAMETOOLONG: st = 414; e = "key_too_long"; break;
-    case -EINVAL: st = 400; e = "bad_request"; break;
+    case -ENAMETOOLONG:
+        st = 414;
+        e = "key_too_long";
+        break;
+    case -EINVAL:
+        st = 400;
+        e = "bad_request";
+        break;
     case -ENOSPC:
         st = 507;
         e = "arena_full";
         if (arg != NULL && arg->wal_error == -ENOSPC) {
             e = "disk_full";
-            d = "the write-ahead log's disk is full; writes are refused until space returns, reads still work";
+            d = "the write-ahead log's disk is full; writes are refused until space returns, reads still "
+                "work";
         }
         break;
-    case -ESTALE: st = 412; e = "precondition_failed"; break;
+    case -ESTALE:
+        st = 412;
+        e = "precondition_failed";
+        break;
     case -ETIMEDOUT:
     case -EAGAIN:
-    case -EBUSY: st = 503; e = "overloaded"; break;
-    case -ENOMEM: st = 503; e = "out_of_memory"; break;
-    case -EIO: st = 503; e = "io_error"; break;
-    default: break;
+    case -EBUSY:
+        st = 503;
+        e = "overloaded";
+        break;
+    case -ENOMEM:
+        st = 503;
+        e = "out_of_memory";
+        break;
+    case -EIO:
+        st = 503;
+        e = "io_error";
+        break;
+    default:
+        break;
     }
     ret->status = st;
     ret->reason = l3_srv_reason(st);

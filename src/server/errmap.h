@@ -14,10 +14,10 @@ typedef enum {
 } l3_srv_errctx_t;
 
 typedef struct {
-    int status;           /* HTTP status */
-    const char *reason;   /* HTTP/1 reason phrase (static) */
-    const char *error;    /* short machine-readable name (static) */
-    const char *detail;   /* fixed detail text (static), or NULL: the caller describes the failure */
+    int status;         /* HTTP status */
+    const char *reason; /* HTTP/1 reason phrase (static) */
+    const char *error;  /* short machine-readable name (static) */
+    const char *detail; /* fixed detail text (static), or NULL: the caller describes the failure */
 } l3_srv_errinfo_t;
 
 /** What else decides the mapping besides the code. */

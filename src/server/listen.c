@@ -19,10 +19,11 @@
 
 #include "listen.h"
 
-int l3_srv_listen_open(const char *address, uint32_t port, uint32_t nsock, int *lfds, uint16_t *ret_port, char *errbuf,
-                       size_t errlen)
+int l3_srv_listen_open(const char *address, uint32_t port, uint32_t nsock, int *lfds, uint16_t *ret_port,
+                       char *errbuf, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE},
+                    *res;
     char portstr[16];
     snprintf(portstr, sizeof(portstr), "%u", port);
     int rc = getaddrinfo(address, portstr, &hints, &res);
@@ -71,7 +72,7 @@ int l3_srv_listen_open(const char *address, uint32_t port, uint32_t nsock, int *
             if (getsockname(fd, (struct sockaddr *)&ss, &sslen) != 0)
                 goto fail_errno;
             *ret_port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                            : ((struct sockaddr_in *)&ss)->sin_port);
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
         }
         if (listen(fd, 4096) != 0)
             goto fail_errno;
@@ -79,8 +80,7 @@ int l3_srv_listen_open(const char *address, uint32_t port, uint32_t nsock, int *
     return 0;
 fail_errno:
     rc = -errno;
-    snprintf(errbuf, errlen, "cannot listen on %s:%u: %s", address, port,
-             strerror(errno));
+    snprintf(errbuf, errlen, "cannot listen on %s:%u: %s", address, port, strerror(errno));
     for (uint32_t i = 0; i < nsock; i++)
         if (lfds[i] >= 0) {
             close(lfds[i]);

@@ -15,8 +15,8 @@
  * plain bind, so a running server on it is not silently joined. On failure every socket
  * is closed again, lfds[] is -1 and errbuf names the cause. 0 or -errno.
  */
-int l3_srv_listen_open(const char *address, uint32_t port, uint32_t nsock, int *lfds, uint16_t *ret_port, char *errbuf,
-                       size_t errlen);
+int l3_srv_listen_open(const char *address, uint32_t port, uint32_t nsock, int *lfds, uint16_t *ret_port,
+                       char *errbuf, size_t errlen);
 
 /** Connections waiting in the accept queues of the nsock sockets (TCP_INFO); lfds[i] < 0 skipped. */
 uint64_t l3_srv_listen_backlog(const int *lfds, uint32_t nsock);

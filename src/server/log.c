@@ -36,9 +36,10 @@ void l3_srv_log(l3_log_level_t lvl, const char *fmt, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ l3kv[%d] %s: ", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-                     (int)getpid(), names[lvl <= L3_LOG_ERROR ? lvl : L3_LOG_ERROR]);
+    int n =
+        snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ l3kv[%d] %s: ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+                 (int)getpid(), names[lvl <= L3_LOG_ERROR ? lvl : L3_LOG_ERROR]);
     if (n < 0)
         return;
     va_list ap;

@@ -34,22 +34,21 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: l3kv [--help] [--version] [--check] [--accept-data-loss] [config_path]\n"
-            "\n"
-            "Persistent HTTP key-value store for JSON documents.\n"
-            "\n"
-            "  config_path   JSON configuration (default: ./config.json; built-in defaults\n"
-            "                are used when that file does not exist)\n"
-            "  --check       validate the configuration and exit (0 = valid)\n"
-            "  --accept-data-loss  start even though WAL segments the data needs are gone\n"
-            "                (the snapshot covering them is missing); logs what is lost\n"
-            "  --help        show this text\n"
-            "  --version     print the version\n"
-            "\n"
-            "Defaults: listen on 0.0.0.0:8080, data in ./data. Every key is described in\n"
-            "docs/server.md. Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reopens logs and\n"
-            "reloads auth tokens. Access control: docs/security.md.\n");
+    fprintf(f, "usage: l3kv [--help] [--version] [--check] [--accept-data-loss] [config_path]\n"
+               "\n"
+               "Persistent HTTP key-value store for JSON documents.\n"
+               "\n"
+               "  config_path   JSON configuration (default: ./config.json; built-in defaults\n"
+               "                are used when that file does not exist)\n"
+               "  --check       validate the configuration and exit (0 = valid)\n"
+               "  --accept-data-loss  start even though WAL segments the data needs are gone\n"
+               "                (the snapshot covering them is missing); logs what is lost\n"
+               "  --help        show this text\n"
+               "  --version     print the version\n"
+               "\n"
+               "Defaults: listen on 0.0.0.0:8080, data in ./data. Every key is described in\n"
+               "docs/server.md. Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reopens logs and\n"
+               "reloads auth tokens. Access control: docs/security.md.\n");
 }
 
 static l3_srv_t srv;

@@ -59,11 +59,11 @@ typedef struct watcher {
     bool linked, include_docs, durable_only, sending, finishing, ended;
     const char *prefix;
     size_t plen;
-    uint64_t pos;           /* next ring position to read */
-    uint64_t max, count;    /* changes to deliver (0 = no limit) and delivered */
+    uint64_t pos;            /* next ring position to read */
+    uint64_t max, count;     /* changes to deliver (0 = no limit) and delivered */
     uint64_t hb_ms, next_hb; /* heartbeat period, next heartbeat (h2o_now) */
-    uint64_t deadline;      /* long poll: answer empty at this time */
-    l3_buf_t out, sent;     /* staged events / the chunk h2o is writing */
+    uint64_t deadline;       /* long poll: answer empty at this time */
+    l3_buf_t out, sent;      /* staged events / the chunk h2o is writing */
 } watcher_t;
 
 typedef struct {
@@ -92,12 +92,18 @@ typedef struct l3_feed {
 static const char *op_name(uint8_t op)
 {
     switch (op) {
-    case L3_WALOP_PUT: return "put";
-    case L3_WALOP_DELETE: return "delete";
-    case L3_WALOP_SET: return "set";
-    case L3_WALOP_MERGE: return "merge";
-    case L3_WALOP_PATCH: return "patch";
-    default: return "unknown";
+    case L3_WALOP_PUT:
+        return "put";
+    case L3_WALOP_DELETE:
+        return "delete";
+    case L3_WALOP_SET:
+        return "set";
+    case L3_WALOP_MERGE:
+        return "merge";
+    case L3_WALOP_PATCH:
+        return "patch";
+    default:
+        return "unknown";
     }
 }
 
@@ -148,7 +154,8 @@ static int cats(l3_buf_t *b, const char *s)
 }
 
 /* {"key":..,"op":..,"version":..[,"cursor":..][,"doc":..]} */
-static int event_json(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, const char *cursor, bool with_cursor)
+static int event_json(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, const char *cursor,
+                      bool with_cursor)
 {
     l3_buf_t *b = &w->out;
     char num[64];
@@ -158,7 +165,8 @@ static int event_json(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, co
     snprintf(num, sizeof num, "\",\"version\":%" PRIu64, ev->lsn);
     if (cats(b, num) != 0)
         return -ENOMEM;
-    if (with_cursor && (cats(b, ",\"cursor\":\"") != 0 || cat(b, cursor, CURSOR_LEN) != 0 || cats(b, "\"") != 0))
+    if (with_cursor &&
+        (cats(b, ",\"cursor\":\"") != 0 || cat(b, cursor, CURSOR_LEN) != 0 || cats(b, "\"") != 0))
         return -ENOMEM;
     if (w->include_docs) {
         if (cats(b, ",\"doc\":") != 0)
@@ -222,7 +230,8 @@ static int cache_find(const l3_feed_t *f, uint64_t pos)
 
 /* The next change at w->pos below limit: 1 (*ret_ev, key in *ret_key), 0 none yet, < 0 as
  * l3_wal_feed_next. Advances w->pos. */
-static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *ret_ev, const uint8_t **ret_key)
+static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *ret_ev,
+                       const uint8_t **ret_key)
 {
     int i = cache_find(f, w->pos);
     if (i >= 0) {
@@ -248,14 +257,19 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
     l3_wal_feed_ev_t ev;
     uint64_t from = w->pos, np;
     uint8_t *kb = at_end ? f->ckeys + f->ckeys_len : f->key;
-    int rc = l3_wal_feed_next(f->env->wal_ring, w->pos, limit, FEED_CALL_SLOTS, &ev, kb, L3_STORE_KEY_MAX, &np);
+    int rc =
+        l3_wal_feed_next(f->env->wal_ring, w->pos, limit, FEED_CALL_SLOTS, &ev, kb, L3_STORE_KEY_MAX, &np);
     if (rc < 0)
         return rc;
     w->pos = np;
     if (at_end && from == f->cend) {
         if (rc == 1) {
-            f->cev[f->ncev] = (feed_cev_t){.from = f->cfrom, .end = ev.end, .lsn = ev.lsn,
-                                           .koff = (uint32_t)f->ckeys_len, .klen = ev.klen, .op = ev.op};
+            f->cev[f->ncev] = (feed_cev_t){.from = f->cfrom,
+                                           .end = ev.end,
+                                           .lsn = ev.lsn,
+                                           .koff = (uint32_t)f->ckeys_len,
+                                           .klen = ev.klen,
+                                           .op = ev.op};
             f->ncev++;
             f->ckeys_len += ev.klen;
             f->cfrom = f->cend = ev.end;
@@ -384,9 +398,11 @@ static void prep_reset(watcher_t *w)
     fmt_cursor(cur, ring_epoch(w->f), w->pos);
     w->out.len = 0; /* staged events after pos are dropped: the client resumes from pos */
     if (w->mode == FEED_SSE)
-        (void)(cats(&w->out, "event: reset\ndata: {\"cursor\":\"") || cats(&w->out, cur) || cats(&w->out, "\"}\n\n"));
+        (void)(cats(&w->out, "event: reset\ndata: {\"cursor\":\"") || cats(&w->out, cur) ||
+               cats(&w->out, "\"}\n\n"));
     else
-        (void)(cats(&w->out, "{\"reset\":true,\"cursor\":\"") || cats(&w->out, cur) || cats(&w->out, "\"}\n"));
+        (void)(cats(&w->out, "{\"reset\":true,\"cursor\":\"") || cats(&w->out, cur) ||
+               cats(&w->out, "\"}\n"));
     w->finishing = true;
     w->f->resets++;
 }
@@ -565,7 +581,8 @@ int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
     (void)unused;
     h2o_req_t *req = rq->req;
     if (rq->env->wal_ring == NULL)
-        return l3_http_fail(rq, 503, "feed_unavailable", "this server runs without a WAL, so there is no feed");
+        return l3_http_fail(rq, 503, "feed_unavailable",
+                            "this server runs without a WAL, so there is no feed");
     feed_query_t q;
     if (feed_query(req, &q) != 0)
         return l3_http_fail(rq, 400, "bad_query", "malformed percent-escape in the query string");
@@ -607,7 +624,8 @@ int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
     if (since.base != NULL && !is_lit(since, "now")) {
         uint64_t epoch;
         if (parse_cursor(since.base, since.len, &epoch, &pos) != 0)
-            return l3_http_fail(rq, 400, "bad_cursor", "since must be \"now\" or a cursor this feed returned");
+            return l3_http_fail(rq, 400, "bad_cursor",
+                                "since must be \"now\" or a cursor this feed returned");
         if (epoch != b.epoch)
             return l3_http_fail(rq, 410, "cursor_expired",
                                 "the cursor is from before the server restarted; list the documents and "
@@ -649,7 +667,8 @@ int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
     if (mode == FEED_LONGPOLL) {
         int rc = fill(f, w);
         if (rc == -ESTALE)
-            return l3_http_fail(rq, 410, "cursor_expired", "the changes after this cursor are no longer retained");
+            return l3_http_fail(rq, 410, "cursor_expired",
+                                "the changes after this cursor are no longer retained");
         if (rc == -EBADMSG)
             return l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned");
         if (rc < 0)

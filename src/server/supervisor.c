@@ -93,7 +93,8 @@ typedef struct {
 static void sd_notify_msg(const char *msg)
 {
     const char *path = getenv("NOTIFY_SOCKET");
-    if (path == NULL || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+    if (path == NULL || (path[0] != '/' && path[0] != '@') ||
+        strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     memcpy(sa.sun_path, path, strlen(path));
@@ -199,8 +200,8 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
     srv->nsock = srv->cfg.server.max_workers;
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
         srv->lfds[i] = -1;
-    if ((rc = l3_srv_listen_open(srv->cfg.server.address, srv->cfg.server.port, srv->nsock, srv->lfds, &srv->port,
-                                 err, sizeof(err))) < 0) {
+    if ((rc = l3_srv_listen_open(srv->cfg.server.address, srv->cfg.server.port, srv->nsock, srv->lfds,
+                                 &srv->port, err, sizeof(err))) < 0) {
         L3_LOG(L3_LOG_ERROR, "%s", err);
         return rc;
     }
@@ -222,14 +223,16 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
     if (swept > 0)
         L3_LOG(L3_LOG_INFO, "removed %d shared-memory arena(s) left by instances that no longer run", swept);
     if ((rc = l3_store_create(&so, &srv->store)) < 0) {
-        L3_LOG(L3_LOG_ERROR,
-               "cannot create the store arena ('storage.arena_bytes' %llu, 'storage.wal_buffer_bytes' %llu): %s",
-               (unsigned long long)so.arena_bytes, (unsigned long long)so.wal_ring_bytes, l3_strerror(rc));
+        L3_LOG(
+            L3_LOG_ERROR,
+            "cannot create the store arena ('storage.arena_bytes' %llu, 'storage.wal_buffer_bytes' %llu): %s",
+            (unsigned long long)so.arena_bytes, (unsigned long long)so.wal_ring_bytes, l3_strerror(rc));
         return rc;
     }
     size_t olen = 0;
     void *oreg = l3_store_obs_region(srv->store, &olen);
-    if ((rc = l3_obs_format(oreg, olen, srv->cfg.server.max_workers, (uint64_t)time(NULL) * 1000000000ull)) < 0 ||
+    if ((rc = l3_obs_format(oreg, olen, srv->cfg.server.max_workers, (uint64_t)time(NULL) * 1000000000ull)) <
+            0 ||
         (rc = l3_obs_attach(&srv->obs, oreg, olen)) < 0) {
         L3_LOG(L3_LOG_ERROR, "metrics region too small (%zu bytes)", olen);
         l3_store_unlink(srv->store);
@@ -473,7 +476,8 @@ static void reap_worker(l3_srv_t *srv, uint32_t i, int status, const char *how, 
         l3_obs_add(&os->os_restarts, 1);
     if (!any_running(srv) && now - srv->sup->workers[i].started_ms >= BACKOFF_MIN_MS) {
         srv->sup->workers[i].restart_at_ms = now; /* due: apply_scale forks it in this loop pass */
-        L3_LOG(L3_LOG_WARN, "worker %u (pid %d) died: %s; last live worker, restarting at once", i, (int)pid, how);
+        L3_LOG(L3_LOG_WARN, "worker %u (pid %d) died: %s; last live worker, restarting at once", i, (int)pid,
+               how);
         return;
     }
     schedule_restart(&srv->sup->workers[i], now);
@@ -750,8 +754,9 @@ int l3_srv_run(l3_srv_t *srv)
         on_signal(srv, sig);
         reap(srv, false);
         if (srv->store != NULL && l3_store_poisoned(srv->store)) {
-            L3_LOG(L3_LOG_ERROR, "store: the arena is poisoned (a lock repair could not complete): stopping so "
-                                 "that the next start rebuilds it from the snapshot and the WAL (exit %d)",
+            L3_LOG(L3_LOG_ERROR,
+                   "store: the arena is poisoned (a lock repair could not complete): stopping so "
+                   "that the next start rebuilds it from the snapshot and the WAL (exit %d)",
                    L3_SRV_EXIT_POISONED);
             srv->sup->poisoned = true;
             sd_notify_msg("STOPPING=1\nSTATUS=arena poisoned, restarting to rebuild from the WAL");

@@ -75,15 +75,15 @@ struct l3_srv {
     l3_srv_ctl_t *ctl;
     int lfds[L3_SRV_MAX_WORKERS]; /* listening sockets (SO_REUSEPORT group), -1 = closed */
     uint32_t nsock;
-    uint16_t port;                /* bound port (after port 0 resolution) */
-    void *ssl_ctx;                /* SSL_CTX * or NULL */
-    void *h2o_globalconf;         /* h2o_globalconf_t *, built before fork */
+    uint16_t port;        /* bound port (after port 0 resolution) */
+    void *ssl_ctx;        /* SSL_CTX * or NULL */
+    void *h2o_globalconf; /* h2o_globalconf_t *, built before fork */
     /* WAL integration (set by main before l3_srv_run): the ring the store's hook appends
      * to, and whether replies to writes wait until their record is durable
      * (storage.durability = "fsync"). With wal_wait, l3_wal_notify_create(ring,
      * max_workers) must have been called before l3_srv_run: worker slot i uses eventfd
      * slot i. */
-    void *wal_ring;               /* l3_wal_ring_t * or NULL */
+    void *wal_ring; /* l3_wal_ring_t * or NULL */
     bool wal_wait;
     l3_srv_sup_t *sup; /* worker table, roles, scaling target: created by l3_srv_init */
     /* Set by main before l3_srv_init (may be NULL): runs inside it, before the arenas of

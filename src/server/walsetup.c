@@ -46,9 +46,9 @@ static char wal_path[4096], snap_path[4096];
 typedef struct {
     l3_srv_t *srv;
     l3_wal_ring_t *ring;
-    pid_t ckpt_pid;             /* running checkpointer, 0 = none */
+    pid_t ckpt_pid; /* running checkpointer, 0 = none */
     uint64_t ckpt_next_check_ms, ckpt_started_ms;
-    bool ckpt_requested;        /* on demand (SIGRTMIN): run at the next tick regardless of size */
+    bool ckpt_requested; /* on demand (SIGRTMIN): run at the next tick regardless of size */
 } wal_role_t;
 
 static wal_role_t wal_state;
@@ -110,7 +110,8 @@ static void wal_tick(void *arg)
     if (ws.writer_pid <= 0 || (!w->ckpt_requested && ws.disk_bytes < srv->cfg.storage.checkpoint_bytes))
         return;
     if (w->ckpt_requested)
-        L3_LOG(L3_LOG_INFO, "checkpoint on demand (WAL holds %llu bytes on disk)", (unsigned long long)ws.disk_bytes);
+        L3_LOG(L3_LOG_INFO, "checkpoint on demand (WAL holds %llu bytes on disk)",
+               (unsigned long long)ws.disk_bytes);
     else
         L3_LOG(L3_LOG_INFO, "WAL holds %llu bytes on disk (>= 'storage.checkpoint_bytes' %llu): checkpoint",
                (unsigned long long)ws.disk_bytes, (unsigned long long)srv->cfg.storage.checkpoint_bytes);
@@ -209,7 +210,8 @@ static int wal_stopped(void *arg)
     if (ws.durable >= ws.head)
         return 0;
     L3_LOG(L3_LOG_ERROR, "wal: stopped with %llu ring bytes not durable (written up to %llu of %llu)",
-           (unsigned long long)(ws.head - ws.durable), (unsigned long long)ws.tail, (unsigned long long)ws.head);
+           (unsigned long long)(ws.head - ws.durable), (unsigned long long)ws.tail,
+           (unsigned long long)ws.head);
     return -EIO;
 }
 
@@ -222,7 +224,6 @@ static const l3_srv_role_t wal_role = {
     .stop_tasks = wal_stop_tasks,
     .stopped = wal_stopped,
 };
-
 
 /* A record's key for a log line: printable ASCII kept, other bytes as '?', cut at 64. */
 static void key_text(char *buf, size_t cap, const char *key, uint32_t klen)
@@ -240,19 +241,22 @@ static void log_missing(const l3_wal_recover_report_t *rep, bool accepted)
     snprintf(first, sizeof(first), "%s.%08llu", wal_path, (unsigned long long)rep->missing_from);
     snprintf(last, sizeof(last), "%s.%08llu", wal_path, (unsigned long long)(rep->missing_to - 1));
     if (!accepted)
-        L3_LOG(L3_LOG_ERROR,
-               "recovery refused: WAL segments %s .. %s (%llu file(s)) are gone, a checkpoint deleted them, and "
-               "the snapshot %s that holds their documents %s: starting would lose every document only they "
-               "held. Restore the snapshot, or start with --accept-data-loss to accept the loss",
-               first, last, (unsigned long long)(rep->missing_to - rep->missing_from), snap_path,
-               why[rep->missing_snapshot & 3]);
+        L3_LOG(
+            L3_LOG_ERROR,
+            "recovery refused: WAL segments %s .. %s (%llu file(s)) are gone, a checkpoint deleted them, and "
+            "the snapshot %s that holds their documents %s: starting would lose every document only they "
+            "held. Restore the snapshot, or start with --accept-data-loss to accept the loss",
+            first, last, (unsigned long long)(rep->missing_to - rep->missing_from), snap_path,
+            why[rep->missing_snapshot & 3]);
     else
-        L3_LOG(L3_LOG_WARN,
-               "starting with data loss (--accept-data-loss): WAL segments %s .. %s are gone and the snapshot %s "
-               "%s; every change they held and no later record repeats is lost (%llu WAL records replayed from "
-               "%llu segments after them); a checkpoint follows so the next start needs no flag",
-               first, last, snap_path, why[rep->missing_snapshot & 3], (unsigned long long)rep->wal.records,
-               (unsigned long long)rep->wal.segments);
+        L3_LOG(
+            L3_LOG_WARN,
+            "starting with data loss (--accept-data-loss): WAL segments %s .. %s are gone and the snapshot "
+            "%s "
+            "%s; every change they held and no later record repeats is lost (%llu WAL records replayed from "
+            "%llu segments after them); a checkpoint follows so the next start needs no flag",
+            first, last, snap_path, why[rep->missing_snapshot & 3], (unsigned long long)rep->wal.records,
+            (unsigned long long)rep->wal.segments);
 }
 
 static void log_failed(const l3_wal_recover_report_t *rep, bool stopped, const char *qdir)
@@ -264,12 +268,14 @@ static void log_failed(const l3_wal_recover_report_t *rep, bool stopped, const c
     const char *op = rep->failed_op < L3_ARRAY_SIZE(ops) ? ops[rep->failed_op] : "?";
     if (stopped)
         L3_LOG(L3_LOG_ERROR,
-               "recovery stopped ('storage.recovery' \"strict\"): %s LSN %llu (%s, key \"%s\") passes its CRC but "
+               "recovery stopped ('storage.recovery' \"strict\"): %s LSN %llu (%s, key \"%s\") passes its "
+               "CRC but "
                "cannot be applied: %s; with \"salvage\" it is set aside in %s and recovery goes on",
                src, (unsigned long long)rep->failed_lsn, op, key, l3_strerror(rep->failed_rc), qdir);
     else
         L3_LOG(L3_LOG_WARN,
-               "recovery set aside %llu record(s) that pass their CRC but cannot be applied, in %s (first: %s LSN "
+               "recovery set aside %llu record(s) that pass their CRC but cannot be applied, in %s (first: "
+               "%s LSN "
                "%llu, %s, key \"%s\": %s; file %s); list them with 'l3kv-inspect quarantine %s'",
                (unsigned long long)rep->quarantined, qdir, src, (unsigned long long)rep->failed_lsn, op, key,
                l3_strerror(rep->failed_rc), rep->quarantine_first, qdir);
@@ -278,8 +284,9 @@ static void log_failed(const l3_wal_recover_report_t *rep, bool stopped, const c
 /* wal_path and snap_path from the configuration. */
 static int set_paths(const l3_srv_config_t *c)
 {
-    int n = c->storage.wal_path[0] != '\0' ? snprintf(wal_path, sizeof(wal_path), "%s", c->storage.wal_path)
-                                            : snprintf(wal_path, sizeof(wal_path), "%s/data.wal", c->storage.data_dir);
+    int n = c->storage.wal_path[0] != '\0'
+                ? snprintf(wal_path, sizeof(wal_path), "%s", c->storage.wal_path)
+                : snprintf(wal_path, sizeof(wal_path), "%s/data.wal", c->storage.data_dir);
     int m = snprintf(snap_path, sizeof(snap_path), "%s/l3kv.snap", c->storage.data_dir);
     if (n < 0 || (size_t)n >= sizeof(wal_path) || m < 0 || (size_t)m >= sizeof(snap_path)) {
         L3_LOG(L3_LOG_ERROR, "config: 'storage.wal_path' / 'storage.data_dir' too long");
@@ -309,25 +316,31 @@ static void salvage_one(long pid)
     int urc = rc == 0 ? l3_store_unlink(old) : 0;
     l3_store_close(old);
     if (urc < 0)
-        L3_LOG(L3_LOG_ERROR, "wal: cannot remove the salvaged arena of instance %ld: %s", pid, l3_strerror(urc));
+        L3_LOG(L3_LOG_ERROR, "wal: cannot remove the salvaged arena of instance %ld: %s", pid,
+               l3_strerror(urc));
     else if (rc == 0)
-        L3_LOG(L3_LOG_INFO, "removed 1 shared-memory arena(s) left by instances that no longer run (instance %ld, "
-               "its ring salvaged first)", pid);
+        L3_LOG(L3_LOG_INFO,
+               "removed 1 shared-memory arena(s) left by instances that no longer run (instance %ld, "
+               "its ring salvaged first)",
+               pid);
     if (rc == 0 && sr.records > 0)
-        L3_LOG(L3_LOG_WARN,
-               "wal: the arena of instance %ld (all its processes dead) held %llu published record(s) not yet "
-               "written (%llu ring bytes): appended to %s before recovery",
-               pid, (unsigned long long)sr.records, (unsigned long long)sr.ring_bytes, sr.segment);
+        L3_LOG(
+            L3_LOG_WARN,
+            "wal: the arena of instance %ld (all its processes dead) held %llu published record(s) not yet "
+            "written (%llu ring bytes): appended to %s before recovery",
+            pid, (unsigned long long)sr.records, (unsigned long long)sr.ring_bytes, sr.segment);
     else if (rc == 0 && sr.ring_bytes > 0)
         L3_LOG(L3_LOG_INFO, "wal: the arena of instance %ld held no published record to salvage", pid);
     if (rc == 0 && sr.stop_reason != 0)
-        L3_LOG(L3_LOG_WARN, "wal: salvage of instance %ld stopped at ring position %llu: %s (later slots dropped)",
-               pid, (unsigned long long)sr.stopped_at, l3_strerror(sr.stop_reason));
+        L3_LOG(L3_LOG_WARN,
+               "wal: salvage of instance %ld stopped at ring position %llu: %s (later slots dropped)", pid,
+               (unsigned long long)sr.stopped_at, l3_strerror(sr.stop_reason));
     if (rc < 0 && rc != -ESRCH && rc != -EBUSY)
-        L3_LOG(L3_LOG_ERROR,
-               "wal: cannot salvage the ring of instance %ld: %s; what it held and no file has is lost when its "
-               "arena is removed",
-               pid, l3_strerror(rc));
+        L3_LOG(
+            L3_LOG_ERROR,
+            "wal: cannot salvage the ring of instance %ld: %s; what it held and no file has is lost when its "
+            "arena is removed",
+            pid, l3_strerror(rc));
     else if (rc == -EBUSY)
         L3_LOG(L3_LOG_WARN, "wal: the arena of instance %ld still has live processes: not salvaged", pid);
 }
@@ -393,7 +406,8 @@ int l3_srv_wal_setup(l3_srv_t *srv)
     void *wreg = l3_store_wal_region(srv->store, &wlen);
     l3_wal_ring_t *ring = NULL;
     if ((rc = l3_wal_ring_init(wreg, wlen, &ring)) < 0) {
-        L3_LOG(L3_LOG_ERROR, "wal: cannot format the ring ('storage.wal_buffer_bytes' %zu): %s", wlen, l3_strerror(rc));
+        L3_LOG(L3_LOG_ERROR, "wal: cannot format the ring ('storage.wal_buffer_bytes' %zu): %s", wlen,
+               l3_strerror(rc));
         return rc;
     }
 
@@ -413,7 +427,8 @@ int l3_srv_wal_setup(l3_srv_t *srv)
     if (rc < 0) {
         if (rep.missing_from != 0)
             return -ENOTRECOVERABLE;
-        L3_LOG(L3_LOG_ERROR, "recovery from %s (snapshot %s) failed: %s", wal_path, snap_path, l3_strerror(rc));
+        L3_LOG(L3_LOG_ERROR, "recovery from %s (snapshot %s) failed: %s", wal_path, snap_path,
+               l3_strerror(rc));
         return rc;
     }
     l3_obs_set_quarantined(&srv->obs, rep.quarantined);
@@ -430,12 +445,13 @@ int l3_srv_wal_setup(l3_srv_t *srv)
            (unsigned long long)rep.wal.segments, (unsigned long long)rep.wal.skipped,
            (unsigned long long)rep.max_lsn);
     if (rep.wal.stop_reason != 0)
-        L3_LOG(L3_LOG_WARN,
-               "wal: log ended early in %s at offset %llu (%s); discarded %llu bytes in %llu file(s), set aside "
-               "(first: %s)",
-               rep.wal.stop_file, (unsigned long long)rep.wal.stop_offset, l3_strerror(rep.wal.stop_reason),
-               (unsigned long long)rep.wal.discarded_bytes, (unsigned long long)rep.wal.discarded_files,
-               rep.wal.aside[0] ? rep.wal.aside : "-");
+        L3_LOG(
+            L3_LOG_WARN,
+            "wal: log ended early in %s at offset %llu (%s); discarded %llu bytes in %llu file(s), set aside "
+            "(first: %s)",
+            rep.wal.stop_file, (unsigned long long)rep.wal.stop_offset, l3_strerror(rep.wal.stop_reason),
+            (unsigned long long)rep.wal.discarded_bytes, (unsigned long long)rep.wal.discarded_files,
+            rep.wal.aside[0] ? rep.wal.aside : "-");
     if (rep.wal.in_place_bytes != 0)
         L3_LOG(L3_LOG_WARN,
                "wal: no space to copy the bad tail aside: %llu bytes set aside in place (marker %s, the log "

@@ -75,10 +75,14 @@ typedef struct {
 static const char *json_err_code(int status)
 {
     switch (status) {
-    case 413: return "too_large";
-    case 414: return "uri_too_long";
-    case 400: return "bad_request";
-    default: return status >= 500 ? "internal" : "bad_request";
+    case 413:
+        return "too_large";
+    case 414:
+        return "uri_too_long";
+    case 400:
+        return "bad_request";
+    default:
+        return status >= 500 ? "internal" : "bad_request";
     }
 }
 
@@ -138,7 +142,8 @@ int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
     globalconf.http1.req_timeout = srv->cfg.server.idle_timeout_ms;
     globalconf.http2.idle_timeout = srv->cfg.server.idle_timeout_ms;
     globalconf.http2.graceful_shutdown_timeout = srv->cfg.server.shutdown_timeout_ms;
-    h2o_hostconf_t *host = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
     api = l3_routes_register(pc);
     h2o_filter_t *ef = h2o_create_filter(&host->fallback_path, sizeof(*ef));
@@ -167,7 +172,8 @@ int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
         }
         if (SSL_CTX_use_PrivateKey_file(c, srv->cfg.server.tls_key, SSL_FILETYPE_PEM) != 1 ||
             SSL_CTX_check_private_key(c) != 1) {
-            snprintf(errbuf, errlen, "config: 'server.tls.key': cannot load %s or it does not match the certificate",
+            snprintf(errbuf, errlen,
+                     "config: 'server.tls.key': cannot load %s or it does not match the certificate",
                      srv->cfg.server.tls_key);
             SSL_CTX_free(c);
             return -EINVAL;
@@ -182,7 +188,7 @@ int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
 
 typedef struct conn {
     h2o_socket_t *sock;
-    size_t tx; /* bytes written already added to the slot counters */
+    size_t tx;      /* bytes written already added to the slot counters */
     size_t in_seen; /* graceful stop: buffered input size at the last look */
     int linger_fd;  /* >= 0: a dup of the fd, drained after h2o closes (lingering close) */
     struct conn *prev, *next;
@@ -394,7 +400,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     if (sock == NULL) {
         if ((errno == EMFILE || errno == ENFILE) && !paused) {
             /* The listener stays readable: stop polling it for 100 ms instead of spinning. */
-            L3_LOG(L3_LOG_WARN, "worker %u: accept: %s; pausing accepts for 100 ms", my_slot, strerror(errno));
+            L3_LOG(L3_LOG_WARN, "worker %u: accept: %s; pausing accepts for 100 ms", my_slot,
+                   strerror(errno));
             paused = true;
             apply_assignment();
             if (!h2o_timeout_is_linked(&pause_entry))
@@ -540,10 +547,16 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
     my_obs = l3_obs_slot(&s->obs, slot);
     uint32_t nw = s->cfg.server.max_workers ? s->cfg.server.max_workers : 1;
     max_active = (int64_t)(s->cfg.server.max_connections / nw) + 1;
-    api->env = (l3_route_env_t){.store = s->store, .obs_all = &s->obs, .obs = my_obs, .wal_ring = s->wal_ring,
-                                .max_body_bytes = s->cfg.server.max_body_bytes, .over_limit = conn_over_limit,
-                                .accept_queue = accept_queue, .accept_arg = s,
-                                .linger = linger_conn, .request_checkpoint = request_checkpoint};
+    api->env = (l3_route_env_t){.store = s->store,
+                                .obs_all = &s->obs,
+                                .obs = my_obs,
+                                .wal_ring = s->wal_ring,
+                                .max_body_bytes = s->cfg.server.max_body_bytes,
+                                .over_limit = conn_over_limit,
+                                .accept_queue = accept_queue,
+                                .accept_arg = s,
+                                .linger = linger_conn,
+                                .request_checkpoint = request_checkpoint};
     l3_durable_init(&api->env.durable, s->wal_ring, s->wal_wait, slot, my_obs);
     if (s->store != NULL) {
         int rc = l3_store_proc_register(s->store, L3_STORE_ROLE_WORKER, NULL);

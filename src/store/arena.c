@@ -196,14 +196,15 @@ static int plan_layout(const l3_store_opts_t *opts, plan_t *p)
     uint64_t arena = o.arena_bytes ? o.arena_bytes : L3_STORE_DEFAULT_ARENA_BYTES;
     p->wal = L3_ALIGN_UP((uint64_t)(o.wal_ring_bytes ? o.wal_ring_bytes : L3_STORE_DEFAULT_WAL_RING_BYTES),
                          (uint64_t)L3_ARENA_ALIGN);
-    p->obs = L3_ALIGN_UP((uint64_t)(o.obs_bytes ? o.obs_bytes : L3_STORE_DEFAULT_OBS_BYTES), (uint64_t)L3_ARENA_ALIGN);
-    p->undo =
-        L3_ALIGN_UP((uint64_t)(o.undo_bytes ? o.undo_bytes : L3_STORE_DEFAULT_UNDO_BYTES), (uint64_t)L3_ARENA_ALIGN);
+    p->obs = L3_ALIGN_UP((uint64_t)(o.obs_bytes ? o.obs_bytes : L3_STORE_DEFAULT_OBS_BYTES),
+                         (uint64_t)L3_ARENA_ALIGN);
+    p->undo = L3_ALIGN_UP((uint64_t)(o.undo_bytes ? o.undo_bytes : L3_STORE_DEFAULT_UNDO_BYTES),
+                          (uint64_t)L3_ARENA_ALIGN);
     p->procs = o.max_procs ? o.max_procs : L3_STORE_DEFAULT_MAX_PROCS;
     p->nstripes = o.nstripes ? o.nstripes : 1024;
     p->lock_timeout_ms = o.lock_timeout_ms ? o.lock_timeout_ms : L3_STORE_DEFAULT_LOCK_TIMEOUT_MS;
-    if (p->undo < (16u << 10) || p->procs > 4096 || p->nstripes > (1u << 16) || (p->nstripes & (p->nstripes - 1)) ||
-        arena > (1ull << 46))
+    if (p->undo < (16u << 10) || p->procs > 4096 || p->nstripes > (1u << 16) ||
+        (p->nstripes & (p->nstripes - 1)) || arena > (1ull << 46))
         return -EINVAL;
     p->arena = L3_ALIGN_UP(arena, (uint64_t)L3_ARENA_ALIGN);
 

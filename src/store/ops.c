@@ -893,7 +893,8 @@ int l3_store_replay(l3_store_t *st, const l3_wal_rec_t *rec)
         }
         rc = l3_doc_verify(doc, rec->plen, NULL) < 0 ? L3_ECORRUPT : l3_store__check_registered(st);
         if (rc >= 0)
-            rc = put_common(st, rec->key, rec->klen, doc, L3_MIN(rec->plen, l3_doc_size(doc)), 0, rec->lsn, NULL);
+            rc = put_common(st, rec->key, rec->klen, doc, L3_MIN(rec->plen, l3_doc_size(doc)), 0, rec->lsn,
+                            NULL);
         free(tmp);
         break;
     }

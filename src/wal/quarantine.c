@@ -24,7 +24,6 @@
 #include "l3kv/error.h"
 #include "wal-int.h"
 
-
 static int write_all(int fd, const uint8_t *p, size_t len)
 {
     size_t done = 0;

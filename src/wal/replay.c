@@ -256,8 +256,8 @@ static int asm_add(asms_t *as, const l3_wal_rec_t *rec, l3_wal_rec_t *ret, asm_t
         asm_drop(a);
         return 0;
     }
-    *ret = (l3_wal_rec_t){.op = a->op, .lsn = a->lsn, .key = rec->key, .klen = rec->klen, .payload = a->buf,
-                          .plen = a->total};
+    *ret = (l3_wal_rec_t){
+        .op = a->op, .lsn = a->lsn, .key = rec->key, .klen = rec->klen, .payload = a->buf, .plen = a->total};
     *ret_a = a;
     return 1;
 }

@@ -259,8 +259,8 @@ static int reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned time
             s->rs_pid = (uint32_t)pid;
             s->rs_tag = 0;
             if (prod >= 0)
-                s->rs_tag = l3_wal__tag((unsigned)prod,
-                                        atomic_load_explicit(&sh->rh_prod[prod].pe_gen, memory_order_relaxed));
+                s->rs_tag = l3_wal__tag(
+                    (unsigned)prod, atomic_load_explicit(&sh->rh_prod[prod].pe_gen, memory_order_relaxed));
             atomic_store_explicit(&s->rs_state, L3_WAL_SLOT_RESERVED, memory_order_relaxed);
             atomic_store_explicit(&sh->rh_head, pos + need, memory_order_release);
             /* after head: a death between the two stores leaves pe_pos 0 for a slot that is
@@ -465,7 +465,8 @@ static int prod_entry(l3_wal_ring_t *r)
     }
     if (idx < 0)
         atomic_store(&sh->rh_probe_lossy, 1); /* this process's records are not tracked */
-    atomic_store_explicit(&r->prod_key, (uint64_t)(uint32_t)me << 32 | (uint32_t)(idx + 1), memory_order_release);
+    atomic_store_explicit(&r->prod_key, (uint64_t)(uint32_t)me << 32 | (uint32_t)(idx + 1),
+                          memory_order_release);
     pthread_mutex_unlock(&claim_mu);
     return idx;
 }

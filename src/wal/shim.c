@@ -178,7 +178,7 @@ int l3_wal__fsync_dir_of(const char *path)
 static struct {
     uint64_t left; /* io_result calls until the cut; 0 = off */
     uint64_t rnd;
-    int cur;       /* index of the file the writer writes to, -1 none */
+    int cur; /* index of the file the writer writes to, -1 none */
     int n;
     struct {
         char path[4096];

@@ -105,7 +105,7 @@
  */
 
 #define L3_WAL_RING_MAGIC 0x31474E4952574C33ull /* "L3WRING1" little-endian */
-#define L3_WAL_RING_VERSION 2u /* 2: producer table, rs_tag */
+#define L3_WAL_RING_VERSION 2u                  /* 2: producer table, rs_tag */
 #define L3_WAL_RING_HDR 4096u
 #define L3_WAL_SLOT_HDR 16u
 #define L3_WAL_PROD_MAX 96u /* > L3_SRV_MAX_WORKERS (64): retiring workers overlap new ones */

@@ -66,7 +66,7 @@ typedef struct {
     uint64_t cons; /* == committed tail */
     uint8_t *buf;
     size_t cap;
-    int dirty; /* bytes written since the last successful fdatasync */
+    int dirty;  /* bytes written since the last successful fdatasync */
     int linked; /* <wal_path> names the active segment (done at its first record) */
     uint64_t last_sync_ns;
     uint64_t stuck_pos, stuck_since;

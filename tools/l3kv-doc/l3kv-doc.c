@@ -397,7 +397,8 @@ int main(int argc, char **argv)
             errno = 0;
             unsigned long v = strtoul(optarg, &end, 10);
             if (errno || *end || end == optarg || v == 0 || v > L3_DOC_HARD_MAX_DEPTH)
-                return usage_error("--max-depth: expected 1..%u, got '%s'", (unsigned)L3_DOC_HARD_MAX_DEPTH, optarg);
+                return usage_error("--max-depth: expected 1..%u, got '%s'", (unsigned)L3_DOC_HARD_MAX_DEPTH,
+                                   optarg);
             opt.max_depth = (unsigned)v;
             break;
         }

@@ -452,8 +452,8 @@ static void warm_side(bool jside, const l3_doc_t *d, json_t *root)
     if (jside) {
         const char *k;
         json_t *x;
-        json_object_foreach (root, k, x)
-            acc += (uint64_t)(uint8_t)k[0] + (json_is_integer(x) ? (uint64_t)json_integer_value(x) : 1);
+        json_object_foreach(root, k, x) acc +=
+            (uint64_t)(uint8_t)k[0] + (json_is_integer(x) ? (uint64_t)json_integer_value(x) : 1);
     } else {
         size_t used = l3_doc_size(d->buf);
         for (size_t i = 0; i + 8 <= used; i += 64) {

@@ -33,7 +33,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     req->res.status = 200;
     req->res.reason = "OK";
     req->res.content_length = 100;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json"));
     h2o_start_response(req, &gen);
     h2o_iovec_t b = h2o_iovec_init(body, 100);
     int head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
@@ -58,8 +59,8 @@ static void on_sig(int sig)
 static int open_listener(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
         bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 4096) != 0) {
         perror("listen");
