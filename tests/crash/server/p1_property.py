@@ -290,8 +290,25 @@ def name_hash(seed, name):
     return x & 0xffffffff
 
 
+_INF = {float("inf"): "\x00l3kv+inf\x00", float("-inf"): "\x00l3kv-inf\x00"}
+
+
+def _mark_inf(v):
+    if isinstance(v, float) and v in _INF:
+        return _INF[v]
+    if isinstance(v, dict):
+        return {k: _mark_inf(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_mark_inf(x) for x in v]
+    return v
+
+
 def dumps(v):
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    """JSON text of v. A number the server keeps beyond double range (1e400, which Python
+    reads as inf) is written back as 1e400, never as the non-JSON token Infinity."""
+    text = json.dumps(_mark_inf(v), ensure_ascii=False, separators=(",", ":"))
+    text = text.replace('"\\u0000l3kv+inf\\u0000"', "1e400").replace('"\\u0000l3kv-inf\\u0000"', "-1e400")
+    return text.encode("utf-8", "surrogatepass")
 
 
 # ---- server ----------------------------------------------------------------------------
