@@ -576,74 +576,98 @@ static int q_ms(l3_q_str_t v, uint64_t def, uint64_t *ret)
     return v.base == NULL || (l3_q_u64(v.base, v.len, ret) && *ret <= FEED_MAX_MS) ? 0 : -1;
 }
 
-int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
+/* A watcher's parameters, from the query string and the headers. */
+typedef struct {
+    feed_mode_t mode;
+    int docs, donly;
+    uint64_t hb, tmo, limit;
+    l3_q_str_t prefix, since;
+} feed_params_t;
+
+/* Read and check the parameters. 0, or -1 when the request was answered with an error. */
+static int feed_params(l3_rq_t *rq, feed_params_t *p)
 {
-    (void)unused;
     h2o_req_t *req = rq->req;
-    if (rq->env->wal_ring == NULL)
-        return l3_http_fail(rq, 503, "feed_unavailable",
-                            "this server runs without a WAL, so there is no feed");
     feed_query_t q;
     if (feed_query(req, &q) != 0)
-        return l3_http_fail(rq, 400, "bad_query", "malformed percent-escape in the query string");
-    feed_mode_t mode = FEED_LONGPOLL;
+        return (l3_http_fail(rq, 400, "bad_query", "malformed percent-escape in the query string"),
+                -1); /* answered */
+    p->mode = FEED_LONGPOLL;
     if (q.feed.base == NULL) {
         h2o_iovec_t acc = l3_http_header(req, H2O_TOKEN_ACCEPT);
         if (acc.base != NULL && l3_q_contains_ci(acc.base, acc.len, "text/event-stream"))
-            mode = FEED_SSE;
+            p->mode = FEED_SSE;
     } else if (is_lit(q.feed, "sse") || is_lit(q.feed, "eventsource")) {
-        mode = FEED_SSE;
+        p->mode = FEED_SSE;
     } else if (is_lit(q.feed, "continuous")) {
-        mode = FEED_CONTINUOUS;
+        p->mode = FEED_CONTINUOUS;
     } else if (!is_lit(q.feed, "longpoll")) {
-        return l3_http_fail(rq, 400, "bad_value", "feed must be longpoll, sse or continuous");
+        return (l3_http_fail(rq, 400, "bad_value", "feed must be longpoll, sse or continuous"),
+                -1); /* answered */
     }
-    int docs = q_bool(q.include_docs, 0), donly = q_bool(q.durable_only, 0);
-    if (docs < 0 || donly < 0)
-        return l3_http_fail(rq, 400, "bad_value", "include_docs and durable_only take true or false");
-    uint64_t hb, tmo, limit = mode == FEED_LONGPOLL ? FEED_DEFAULT_LIMIT : 0;
-    if (q_ms(q.heartbeat, FEED_DEFAULT_HEARTBEAT, &hb) != 0 || hb == 0)
-        return l3_http_fail(rq, 400, "bad_value", "heartbeat must be 1..%u ms", FEED_MAX_MS);
-    if (q_ms(q.timeout, FEED_DEFAULT_TIMEOUT, &tmo) != 0)
-        return l3_http_fail(rq, 400, "bad_value", "timeout must be 0..%u ms", FEED_MAX_MS);
+    p->docs = q_bool(q.include_docs, 0);
+    p->donly = q_bool(q.durable_only, 0);
+    if (p->docs < 0 || p->donly < 0)
+        return (l3_http_fail(rq, 400, "bad_value", "include_docs and durable_only take true or false"),
+                -1); /* answered */
+    p->limit = p->mode == FEED_LONGPOLL ? FEED_DEFAULT_LIMIT : 0;
+    if (q_ms(q.heartbeat, FEED_DEFAULT_HEARTBEAT, &p->hb) != 0 || p->hb == 0)
+        return (l3_http_fail(rq, 400, "bad_value", "heartbeat must be 1..%u ms", FEED_MAX_MS),
+                -1); /* answered */
+    if (q_ms(q.timeout, FEED_DEFAULT_TIMEOUT, &p->tmo) != 0)
+        return (l3_http_fail(rq, 400, "bad_value", "timeout must be 0..%u ms", FEED_MAX_MS),
+                -1); /* answered */
     if (q.limit.base != NULL &&
-        (!l3_q_u64(q.limit.base, q.limit.len, &limit) || limit == 0 || limit > FEED_MAX_LIMIT))
-        return l3_http_fail(rq, 400, "bad_value", "limit must be 1..%u", FEED_MAX_LIMIT);
+        (!l3_q_u64(q.limit.base, q.limit.len, &p->limit) || p->limit == 0 || p->limit > FEED_MAX_LIMIT))
+        return (l3_http_fail(rq, 400, "bad_value", "limit must be 1..%u", FEED_MAX_LIMIT), -1); /* answered */
     if (q.prefix.base != NULL && q.prefix.len > L3_STORE_KEY_MAX)
-        return l3_http_fail(rq, 400, "bad_value", "prefix longer than %u bytes", L3_STORE_KEY_MAX);
-
-    l3_wal_feed_bounds_t b;
-    l3_wal_feed_bounds(rq->env->wal_ring, &b);
-    l3_q_str_t since = q.since;
-    if (since.base == NULL) {
+        return (l3_http_fail(rq, 400, "bad_value", "prefix longer than %u bytes", L3_STORE_KEY_MAX),
+                -1); /* answered */
+    p->prefix = q.prefix;
+    p->since = q.since;
+    if (p->since.base == NULL) {
         ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("last-event-id"), -1);
         if (hi >= 0)
-            since = (l3_q_str_t){req->headers.entries[hi].value.base, req->headers.entries[hi].value.len};
+            p->since = (l3_q_str_t){req->headers.entries[hi].value.base, req->headers.entries[hi].value.len};
     }
+    return 0;
+}
+
+/* The ring position a watcher starts at: the head for "now" or no cursor, else the cursor's.
+ * 0, or -1 when the request was answered (400 bad_cursor, 410 cursor_expired). */
+static int feed_start(l3_rq_t *rq, l3_q_str_t since, uint64_t *ret_pos)
+{
+    l3_wal_feed_bounds_t b;
+    l3_wal_feed_bounds(rq->env->wal_ring, &b);
     uint64_t pos = b.head;
     if (since.base != NULL && !is_lit(since, "now")) {
         uint64_t epoch;
         if (parse_cursor(since.base, since.len, &epoch, &pos) != 0)
-            return l3_http_fail(rq, 400, "bad_cursor",
-                                "since must be \"now\" or a cursor this feed returned");
+            return (
+                l3_http_fail(rq, 400, "bad_cursor", "since must be \"now\" or a cursor this feed returned"),
+                -1); /* answered */
         if (epoch != b.epoch)
             return l3_http_fail(rq, 410, "cursor_expired",
                                 "the cursor is from before the server restarted; list the documents and "
-                                "follow the feed from since=now");
+                                "follow the feed from since=now") -
+                   1;
         if (pos > b.head || pos % 16 != 0)
-            return l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned");
+            return (l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned"),
+                    -1); /* answered */
         if (pos < b.head && l3_wal_feed_overrun(rq->env->wal_ring, pos))
             return l3_http_fail(rq, 410, "cursor_expired",
                                 "the changes after this cursor are no longer retained; list the documents "
-                                "and follow the feed from since=now");
+                                "and follow the feed from since=now") -
+                   1;
     }
-    l3_feed_t *f = feed_get(rq->env, req->conn->ctx->loop);
-    if (f == NULL)
-        return l3_http_fail_rc(rq, -ENOMEM, L3_CTX_READ, NULL);
-    if (f->n >= FEED_MAX_WATCHERS)
-        return l3_http_fail(rq, 503, "too_many_watchers", "this worker serves %u watchers already",
-                            FEED_MAX_WATCHERS);
+    *ret_pos = pos;
+    return 0;
+}
 
+/* A new watcher in the request's pool, not yet linked into its worker's feed. */
+static watcher_t *watcher_new(l3_rq_t *rq, l3_feed_t *f, const feed_params_t *p, uint64_t pos)
+{
+    h2o_req_t *req = rq->req;
     watcher_t *w = h2o_mem_alloc_shared(&req->pool, sizeof *w, watcher_dispose);
     memset(w, 0, sizeof *w);
     w->gen.proceed = on_proceed;
@@ -651,53 +675,87 @@ int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
     w->f = f;
     w->req = req;
     w->t0 = rq->t0;
-    w->mode = mode;
-    w->include_docs = docs == 1;
-    w->durable_only = donly == 1 || rq->env->durable.wait;
-    w->prefix = q.prefix.base;
-    w->plen = q.prefix.base ? q.prefix.len : 0;
+    w->mode = p->mode;
+    w->include_docs = p->docs == 1;
+    w->durable_only = p->donly == 1 || rq->env->durable.wait;
+    w->prefix = p->prefix.base;
+    w->plen = p->prefix.base ? p->prefix.len : 0;
     w->pos = pos;
-    w->max = limit;
-    w->hb_ms = hb;
+    w->max = p->limit;
+    w->hb_ms = p->hb;
     uint64_t now = h2o_now(f->loop);
-    w->next_hb = now + hb;
-    w->deadline = now + tmo;
-    f->started++;
+    w->next_hb = now + p->hb;
+    w->deadline = now + p->tmo;
+    return w;
+}
 
-    if (mode == FEED_LONGPOLL) {
-        int rc = fill(f, w);
-        if (rc == -ESTALE)
-            return l3_http_fail(rq, 410, "cursor_expired",
-                                "the changes after this cursor are no longer retained");
-        if (rc == -EBADMSG)
-            return l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned");
-        if (rc < 0)
-            return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
-        if (rc > 0 || tmo == 0 || rq->head) {
-            longpoll_answer(w);
-            return 0;
-        }
-    } else {
-        req->res.status = 200;
-        req->res.reason = "OK";
-        const char *ct = mode == FEED_SSE ? "text/event-stream" : "application/x-ndjson";
-        l3_http_add_header(req, H2O_TOKEN_CONTENT_TYPE, ct, strlen(ct));
-        l3_http_add_header(req, H2O_TOKEN_CACHE_CONTROL, H2O_STRLIT("no-cache"));
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL,
-                              H2O_STRLIT("no"));
-        record(w, 200);
-        h2o_start_response(req, &w->gen);
-        if (rq->head) {
-            w->ended = true;
-            h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
-            return 0;
-        }
-        /* a first chunk at once, so that the headers leave now (and proxies see a stream) */
-        if (mode == FEED_SSE)
-            (void)cats(&w->out, ": l3kv change feed\n\n");
-        else
-            (void)cats(&w->out, "\n");
+/* Longpoll: answer now when changes are there (or no wait was asked). 1 when answered. */
+static int longpoll_first(l3_rq_t *rq, watcher_t *w, uint64_t tmo)
+{
+    int rc = fill(w->f, w);
+    if (rc == -ESTALE)
+        return (
+            l3_http_fail(rq, 410, "cursor_expired", "the changes after this cursor are no longer retained"),
+            1); /* answered */
+    if (rc == -EBADMSG)
+        return (l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned"),
+                1); /* answered */
+    if (rc < 0)
+        return (l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL), 1); /* answered */
+    if (rc > 0 || tmo == 0 || rq->head) {
+        longpoll_answer(w);
+        return 1;
     }
+    return 0;
+}
+
+/* SSE / NDJSON: the response head and a first chunk go at once. 1 when done (HEAD). */
+static int stream_start(l3_rq_t *rq, watcher_t *w)
+{
+    h2o_req_t *req = rq->req;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    const char *ct = w->mode == FEED_SSE ? "text/event-stream" : "application/x-ndjson";
+    l3_http_add_header(req, H2O_TOKEN_CONTENT_TYPE, ct, strlen(ct));
+    l3_http_add_header(req, H2O_TOKEN_CACHE_CONTROL, H2O_STRLIT("no-cache"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL,
+                          H2O_STRLIT("no"));
+    record(w, 200);
+    h2o_start_response(req, &w->gen);
+    if (rq->head) {
+        w->ended = true;
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        return 1;
+    }
+    /* a first chunk at once, so that the headers leave now (and proxies see a stream) */
+    if (w->mode == FEED_SSE)
+        (void)cats(&w->out, ": l3kv change feed\n\n");
+    else
+        (void)cats(&w->out, "\n");
+    return 0;
+}
+
+int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
+{
+    (void)unused;
+    h2o_req_t *req = rq->req;
+    if (rq->env->wal_ring == NULL)
+        return l3_http_fail(rq, 503, "feed_unavailable",
+                            "this server runs without a WAL, so there is no feed");
+    feed_params_t p;
+    uint64_t pos = 0;
+    if (feed_params(rq, &p) < 0 || feed_start(rq, p.since, &pos) < 0)
+        return 0;
+    l3_feed_t *f = feed_get(rq->env, req->conn->ctx->loop);
+    if (f == NULL)
+        return l3_http_fail_rc(rq, -ENOMEM, L3_CTX_READ, NULL);
+    if (f->n >= FEED_MAX_WATCHERS)
+        return l3_http_fail(rq, 503, "too_many_watchers", "this worker serves %u watchers already",
+                            FEED_MAX_WATCHERS);
+    watcher_t *w = watcher_new(rq, f, &p, pos);
+    f->started++;
+    if ((p.mode == FEED_LONGPOLL ? longpoll_first(rq, w, p.tmo) : stream_start(rq, w)) != 0)
+        return 0;
     w->prev = f->list.prev;
     w->next = &f->list;
     f->list.prev->next = w;
@@ -706,7 +764,7 @@ int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
     f->n++;
     if (!h2o_timeout_is_linked(&f->ent))
         h2o_timeout_link(f->loop, &f->tmo, &f->ent);
-    if (mode != FEED_LONGPOLL)
-        turn(w, now);
+    if (p.mode != FEED_LONGPOLL)
+        turn(w, h2o_now(f->loop));
     return 0;
 }
