@@ -29,26 +29,21 @@
 #include "log.h"
 
 static int fd = -1;
-static char *path;
+static l3_srv_logfile_t file = {NULL, 0600};
 
 int l3_access_open(const char *p)
 {
-    free(path);
-    path = NULL;
-    if (p == NULL)
-        return 0;
-    if ((path = strdup(p)) == NULL)
-        return -ENOMEM;
-    return l3_access_reopen();
+    int rc = l3_srv_logfile_set(&file, p);
+    return rc < 0 ? rc : l3_access_reopen();
 }
 
 int l3_access_reopen(void)
 {
-    if (path == NULL)
+    if (file.path == NULL)
         return 0;
-    int nfd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    int nfd = l3_srv_logfile_open(&file);
     if (nfd < 0)
-        return -errno;
+        return nfd;
     if (fd >= 0)
         close(fd);
     fd = nfd;

@@ -19,7 +19,7 @@
 #include "log.h"
 
 static l3_log_level_t min_level = L3_LOG_INFO;
-static char *log_path;
+static l3_srv_logfile_t log_file = {NULL, 0640};
 static const char *const names[] = {"debug", "info", "warn", "error"};
 
 void l3_srv_log_set_level(l3_log_level_t lvl)
@@ -61,24 +61,36 @@ void l3_srv_log(l3_log_level_t lvl, const char *fmt, ...)
     while (w < 0 && errno == EINTR);
 }
 
+int l3_srv_logfile_set(l3_srv_logfile_t *f, const char *path)
+{
+    free(f->path);
+    f->path = NULL;
+    if (path != NULL && (f->path = strdup(path)) == NULL)
+        return -ENOMEM;
+    return 0;
+}
+
+int l3_srv_logfile_open(const l3_srv_logfile_t *f)
+{
+    if (f->path == NULL)
+        return -ENOENT;
+    int fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, f->mode);
+    return fd < 0 ? -errno : fd;
+}
+
 int l3_srv_log_open(const char *path)
 {
-    free(log_path);
-    log_path = NULL;
-    if (path == NULL)
-        return 0;
-    if ((log_path = strdup(path)) == NULL)
-        return -ENOMEM;
-    return l3_srv_log_reopen();
+    int rc = l3_srv_logfile_set(&log_file, path);
+    return rc < 0 ? rc : l3_srv_log_reopen();
 }
 
 int l3_srv_log_reopen(void)
 {
-    if (log_path == NULL)
+    if (log_file.path == NULL)
         return 0;
-    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    int fd = l3_srv_logfile_open(&log_file);
     if (fd < 0)
-        return -errno;
+        return fd;
     int rc = dup2(fd, 2) < 0 ? -errno : 0;
     close(fd);
     return rc;
