@@ -39,6 +39,9 @@ typedef struct l3_route_env {
     /* The connection closes after this response: drain what the client still sends so
      * it reads the response instead of a reset (NULL = no lingering close). */
     void (*linger)(void *h2o_conn);
+    /* The subject of the connection's verified TLS client certificate, NULL without one
+     * (NULL function: no client certificates). */
+    const char *(*cert_subject)(void *h2o_conn);
     /* Ask the supervisor for a checkpoint: 0 or -errno (NULL = not available). */
     int (*request_checkpoint)(void);
     l3_durable_t durable; /* fsync-mode parked replies */
