@@ -8,6 +8,7 @@ with another subject grants nothing; client_cert "require"; --check refusals."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -16,7 +17,7 @@ import pytest
 import requests
 
 from conftest import BIN
-from test_auth import ALL, TOK, AuthServer, auth_config
+from test_auth import ALL, TOK, AuthServer, auth_config, rewrite, wait_for
 
 
 def run(*a):
@@ -253,6 +254,32 @@ def test_access_log_names_the_certificate_entry(csrv, cpki):
     pytest.fail("no access log line for %s:\n%s" % (p, csrv.logtext()))
 
 
+def test_sighup_adds_and_removes_cert_subject_entries(cpki):
+    s = TlsServer(cpki["ca"], config=cert_config(cpki), workers=1)
+    try:
+        def carol():
+            return requests.get(s.url("/kv/"), cert=cpki["carol"], verify=s.ca, timeout=5).status_code
+        assert carol() == 401
+        auth = dict(s.config["auth"])
+        auth["tokens"] = auth["tokens"] + [{"name": "carol-cert", "cert_subject": "CN=carol,O=L3KV Test",
+                                            "scopes": ["read"]}]
+        rewrite(s, auth)
+        s.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: carol() == 200, "carol's entry after SIGHUP", s)  # new connections see it
+        # an entry naming alice's subject twice is refused; the set in force stays
+        bad = dict(auth)
+        bad["tokens"] = auth["tokens"] + [{"name": "dup", "cert_subject": ALICE, "scopes": ["admin"]}]
+        rewrite(s, bad)
+        s.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "tokens not reloaded" in s.logtext(), "the refused reload", s)
+        assert carol() == 200
+        rewrite(s, s.config["auth"])
+        s.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: carol() == 401, "carol's entry removed after SIGHUP", s)
+    finally:
+        s.stop()
+
+
 class CertTlsServer(TlsServer):
     """Readiness probed with a client certificate (client_cert: require)."""
 
@@ -293,19 +320,37 @@ def test_client_cert_required(cpki):
 
 # --- configuration refusals (exit 2 naming the key) --------------------------------------
 
-def check_config(cfg):
+def check_config(cfg, check=True):
+    """Run `l3kv --check` (or a start, which must refuse and exit) on cfg: (exit code, output)."""
     d = tempfile.mkdtemp(prefix="l3kv-tlscheck-")
     try:
         cfg = dict(cfg)
         cfg["storage"] = {"data_dir": os.path.join(d, "data"), "arena_bytes": 64 << 20}
-        cfg.setdefault("server", {}).update({"address": "127.0.0.1", "port": 0})
+        cfg.setdefault("server", {}).update({"address": "127.0.0.1", "port": 0, "min_workers": 1,
+                                             "max_workers": 1})
         p = os.path.join(d, "config.json")
         with open(p, "w") as f:
             json.dump(cfg, f)
-        c = subprocess.run([BIN, "--check", p], capture_output=True, text=True, timeout=30)
+        c = subprocess.run([BIN] + (["--check"] if check else []) + [p], capture_output=True, text=True,
+                           timeout=60, cwd=d)
         return c.returncode, c.stdout + c.stderr
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_start_refuses_a_key_that_does_not_match(cpki):
+    cfg = cert_config(cpki)
+    cfg["server"]["tls"]["key"] = cpki["alice"][1]  # a valid key, not the certificate's
+    assert check_config(cfg)[0] == 0  # --check reads no key material
+    rc, out = check_config(cfg, check=False)
+    assert rc == 2 and "server.tls.key" in out, (rc, out)
+
+
+def test_start_refuses_cert_subject_without_client_ca(cpki):
+    cfg = cert_config(cpki)
+    cfg["server"]["tls"].pop("client_ca")
+    rc, out = check_config(cfg, check=False)
+    assert rc == 2 and "auth.tokens[7].cert_subject" in out, (rc, out)
 
 
 def test_check_accepts_client_cert_config(cpki):
