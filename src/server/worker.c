@@ -24,7 +24,9 @@
  *
  * Invariants: listeners[i] is read_started iff this slot serves socket i and we are not
  * stopping or paused after EMFILE; active_conns equals the number of accepted sockets
- * whose on_close has not run.
+ * whose on_close has not run; a connection's subject is set only by tls.c's handshake
+ * callback, for a client certificate that verified (auth.c grants cert_subject entries
+ * from it).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -115,11 +115,11 @@ ALICE = "CN=alice,O=L3KV Test"  # RFC 2253 form: the most specific part first
 BOB = "CN=bob,O=L3KV Test"
 
 
-def make_client(d, ca, ca_key, name, subj):
+def make_client(d, ca, ca_key, name, subj, eku="clientAuth"):
     key, csr, crt = (os.path.join(d, name + s) for s in (".key", ".csr", ".pem"))
     ext = os.path.join(d, name + ".cnf")
     with open(ext, "w") as f:
-        f.write("extendedKeyUsage=clientAuth\n")
+        f.write("extendedKeyUsage=%s\n" % eku)
     for cmd in (
         ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
          "-out", csr, "-subj", subj],
@@ -144,6 +144,7 @@ def cpki(pki):
     c["bob"] = make_client(d, pki["ca"], ca_key, "bob", "/O=L3KV Test/CN=bob")
     c["carol"] = make_client(d, pki["ca"], ca_key, "carol", "/O=L3KV Test/CN=carol")
     c["rogue"] = make_client(d, rogue_ca, rogue_key, "rogue", "/O=L3KV Test/CN=alice")
+    c["server_only"] = make_client(d, pki["ca"], ca_key, "server-only", "/O=L3KV Test/CN=alice", eku="serverAuth")
     return c
 
 
@@ -224,6 +225,13 @@ def test_certificate_from_another_ca_is_refused(csrv, cpki):
         requests.get(csrv.url("/kv/"), cert=cpki["rogue"], verify=csrv.ca, timeout=5)
     # the server is still fine
     assert requests.get(csrv.url("/kv/"), cert=cpki["alice"], verify=csrv.ca, timeout=5).status_code == 200
+
+
+def test_certificate_not_for_client_auth_is_refused(csrv, cpki):
+    # the right CA and alice's subject, but an extended key usage without clientAuth
+    crt, key = cpki["server_only"]
+    r = curl(csrv, "--http2", "--cert", crt, "--key", key, csrv.url("/kv/"))
+    assert r.returncode != 0 and not r.stdout.startswith("200"), (r.stdout, r.stderr)
 
 
 def test_verified_certificate_with_unknown_subject_grants_nothing(csrv, cpki):
