@@ -111,10 +111,16 @@ void l3_http_record(l3_rq_t *rq, int status)
     if (!rq->parked)
         l3_obs_record_e2e(rq->env->obs, rq->route, ns);
     record_stages(rq, ns);
-    /* received bytes: the request as HTTP/1 text (request line, headers, body) */
-    size_t rx = req->method.len + req->path.len + 13 + req->authority.len + 8 + req->entity.len;
+    /* received bytes: the request as HTTP/1 text: "M P HTTP/1.1\r\n", "Host: A\r\n", the
+     * headers ("N: V\r\n"), "\r\n", the body, and its "Content-Length: n\r\n", which h2o
+     * keeps out of the header list (exact for an HTTP/1 request framed by Content-Length) */
+    size_t rx = req->method.len + 1 + req->path.len + 11 + 6 + req->authority.len + 2 + 2 + req->entity.len;
     for (size_t i = 0; i < req->headers.size; i++)
         rx += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    if (req->entity.base != NULL && h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_LENGTH, -1) < 0) {
+        char digits[24];
+        rx += 16 + (size_t)snprintf(digits, sizeof(digits), "%zu", req->entity.len) + 2;
+    }
     l3_obs_add(&rq->env->obs->os_bytes_rx, rx);
 }
 
