@@ -3,7 +3,8 @@
 """HTTP benchmark for l3kv: wrk, keep-alive, 64 connections, against a plain libh2o server
 answering a fixed 100-byte body (same worker count, same machine, same run). Prints each
 l3kv figure as a ratio to that baseline, set_int on a 10 MB document against set_int on a
-100-byte one, and the server-side handler time per route from /metrics.
+100-byte one, and the server-side handler and end-to-end time per route and the stage times
+(document operation, JSON serialisation, request handler) from /metrics.
 
 usage: bench-http.py [--l3kv BIN] [--baseline BIN] [--workers N] [--duration S] [--threads T] [--rounds R]
                      [--long]
@@ -148,6 +149,14 @@ def main():
             print("handler time %-6s median %7.2f us  p99 %7.2f us  (n=%d)"
                   % (route, h[route]["median_ns"] / 1000.0, h[route]["p99_ns"] / 1000.0, h[route]["count"]))
         print("GET handler median target < 5 us: %s" % ("met" if h["get"]["median_ns"] < 5000 else "NOT met"))
+        for route in ("get", "put", "post"):
+            e = h[route]["e2e"]
+            print("end to end   %-6s median %7.2f us  p99 %7.2f us  (n=%d)"
+                  % (route, e["median_ns"] / 1000.0, e["p99_ns"] / 1000.0, e["count"]))
+        for stage in ("document_op", "serialize", "handler"):
+            st = m["stages"][stage]
+            print("stage %-12s median %7.2f us  p99 %7.2f us  mean %7.2f us  (n=%d)"
+                  % (stage, st["median_ns"] / 1000.0, st["p99_ns"] / 1000.0, st["mean_ns"] / 1000.0, st["count"]))
         print("client latency (wrk, best round)  %10s %10s %12s" % ("p50", "p99", "p99/base"))
         for name, label in (("baseline", "baseline fixed 100 B"), ("get", "GET 100 B doc"), ("put", "PUT 100 B doc"),
                             ("set_int", "set_int 100 B doc"), ("set_int_10mb", "set_int 10 MB doc")):
