@@ -291,3 +291,24 @@ def test_process_ids_only_for_admin():
         assert requests.get(u, headers={"Authorization": "Bearer not-a-known-token-0123456789"}).status_code == 401
     finally:
         s.stop()
+
+
+def test_rules_and_grafana_name_only_exported_families(fsync_srv, tmp_path):
+    """Every l3kv_ metric the alert rules and the Grafana dashboard query is in a live
+    exposition, and every dashboard query is valid PromQL (promtool checks it as a rule)."""
+    tool = promtool()
+    requests.put(fsync_srv.url("/kv/names"), data="{}")
+    names = {n for n, _ in parse_prom(requests.get(fsync_srv.url("/metrics?format=prometheus")).text)}
+    dash = json.load(open(os.path.join(ETC, "..", "grafana", "l3kv.json")))
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10
+    rules = open(os.path.join(ETC, "l3kv-rules.yml")).read()
+    used = set(re.findall(r"\bl3kv_[a-z0-9_]+", rules + "\n".join(exprs)))
+    assert used and used <= names, used - names
+    lines = ["groups:", "  - name: grafana", "    rules:"]
+    for i, e in enumerate(exprs):
+        lines += ["      - record: grafana:panel_%d" % i, "        expr: %s" % json.dumps(e)]
+    (tmp_path / "dash-rules.yml").write_text("\n".join(lines) + "\n")
+    r = subprocess.run([tool, "check", "rules", str(tmp_path / "dash-rules.yml")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
