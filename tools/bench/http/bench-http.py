@@ -7,7 +7,7 @@ l3kv figure as a ratio to that baseline, set_int on a 10 MB document against set
 (document operation, JSON serialisation, request handler) from /metrics.
 
 usage: bench-http.py [--l3kv BIN] [--baseline BIN] [--workers N] [--duration S] [--threads T] [--rounds R]
-                     [--long]
+                     [--durability buffered|fsync] [--long]
 (defaults from L3KV_BIN / L3KV_BASELINE_BIN; --long: 15 s per case, 3 rounds). After the
 throughput table it prints wrk's p50/p99 latency of each case's best round. Targets from the issue: GET >= 0.8x, PUT >= 0.6x,
 set_int >= 0.7x, set_int 10 MB within 10% of 100 B, GET handler median < 5 us.
@@ -79,6 +79,8 @@ def main():
     ap.add_argument("--duration", type=int, default=int(os.environ.get("L3KV_BENCH_SECONDS", "5")))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("L3KV_BENCH_ROUNDS", "2")))
+    ap.add_argument("--durability", choices=["buffered", "fsync"], default="buffered",
+                    help="storage.durability of the l3kv under test (fsync: end-to-end includes the wait)")
     ap.add_argument("--long", action="store_true", help="15 s per case, 3 rounds (unless given explicitly)")
     a = ap.parse_args()
     if a.long:
@@ -96,7 +98,7 @@ def main():
         json.dump({"server": {"address": "127.0.0.1", "port": lport, "min_workers": a.workers,
                               "max_workers": a.workers},
                    "storage": {"data_dir": os.path.join(tmp, "data"), "arena_bytes": 1 << 30,
-                               "wal_buffer_bytes": 64 << 20},
+                               "wal_buffer_bytes": 64 << 20, "durability": a.durability},
                    "log": {"level": "warn"}}, f)
     procs = []
     try:
