@@ -20,7 +20,7 @@ import time
 import pytest
 import requests
 
-from conftest import Server
+from conftest import Server, wait_until
 
 SEG_HDR = 64  # docs/wal.md 1.2
 
@@ -164,7 +164,7 @@ def test_writer_sigkilled_alone_under_load(mode):
         threads = [threading.Thread(target=client, args=(t,)) for t in range(nthreads)]
         for t in threads:
             t.start()
-        time.sleep(0.6)
+        wait_until(lambda: statuses.get(200, 0) > 20, "20 writes acknowledged before the kill")
         with lock:
             before = sum(statuses.values())
         os.kill(old, signal.SIGKILL)
@@ -179,7 +179,10 @@ def test_writer_sigkilled_alone_under_load(mode):
                 break
             time.sleep(0.05)
         assert new != old, s.logtext()
-        time.sleep(0.6)
+        with lock:
+            acked_at_restart = statuses.get(200, 0)
+        wait_until(lambda: statuses.get(200, 0) > acked_at_restart + 20,
+                   "20 writes acknowledged by the restarted writer")
         stop.set()
         for t in threads:
             t.join(30)
