@@ -13,6 +13,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,22 +23,10 @@ import requests
 
 from conftest import Server, wait_until
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from l3proc import descendants  # noqa: E402
+
 SEG_HDR = 64  # docs/wal.md 1.2
-
-
-def descendants(pid):
-    """pid and every process below it (via /proc/<pid>/task/*/children)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for f in glob.glob("/proc/%d/task/*/children" % p):
-            try:
-                with open(f) as fh:
-                    todo.extend(int(x) for x in fh.read().split())
-            except OSError:
-                pass
-    return out
 
 
 def fd_targets(pid):
