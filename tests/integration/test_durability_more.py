@@ -467,7 +467,7 @@ def test_sigterm_while_disk_full_does_not_exit_0():
                 r = h.put(s.url("/kv/f-%03d" % i), data=json.dumps({"pad": "z" * (60 << 10)}), timeout=15)
                 if r.status_code != 200:
                     break
-            assert r.status_code == 507, (r.status_code, r.text[:200])
+            assert r.status_code == 507 and r.json()["error"] == "disk_full", (r.status_code, r.text[:200])
         s.proc.send_signal(signal.SIGTERM)
         s.proc.wait(timeout=60)
         log = s.logtext()
