@@ -61,6 +61,7 @@ typedef struct {
         bool accept_data_loss;       /* command line --accept-data-loss: start although WAL segments
                                         the data needs are gone (not a configuration key) */
         uint64_t max_document_bytes; /* binary size of one document a request may build */
+        uint32_t lock_timeout_ms;    /* a document lock not obtained in time: 503 overloaded */
     } storage;
     struct {                      /* maps onto l3_scale_params_t (l3kv/scale.h) */
         bool enabled;             /* false: the worker count stays at min_workers (SIGUSR1/2 still work) */

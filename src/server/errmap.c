@@ -134,7 +134,11 @@ void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, const l3_srv_errarg_t *arg, l3_s
         st = 412;
         e = "precondition_failed";
         break;
-    case -ETIMEDOUT:
+    case -ETIMEDOUT: /* a document lock (storage.lock_timeout_ms) */
+        st = 503;
+        e = "overloaded";
+        d = "the document's lock was not obtained within storage.lock_timeout_ms";
+        break;
     case -EAGAIN:
     case -EBUSY:
         st = 503;

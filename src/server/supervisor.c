@@ -213,6 +213,7 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
         .obs_bytes = obs_bytes,
         .replace = true,
         .max_doc_bytes = srv->cfg.storage.max_document_bytes,
+        .lock_timeout_ms = srv->cfg.storage.lock_timeout_ms,
     };
     /* arenas of instances that died without cleaning up (SIGKILL, power cut of the
      * processes) would hold their memory in /dev/shm until reboot; first, what their rings

@@ -132,6 +132,19 @@ def rss_kib(pid):
     return 0
 
 
+def wait_until(pred, what, timeout=30.0, interval=0.02):
+    """Poll pred() until it returns something true (returned); fail naming what did not
+    happen within the (generous) timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            pytest.fail("within %.0f s: %s did not happen" % (timeout, what))
+        time.sleep(interval)
+
+
 def recv_head(sock):
     """Read from sock until the end of a response head (or the connection closes)."""
     out = b""

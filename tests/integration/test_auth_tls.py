@@ -101,10 +101,14 @@ def test_requests_with_ca(tsrv):
 
 
 def test_old_protocols_and_weak_suites_refused(tsrv):
-    r = curl(tsrv, "--tlsv1.1", "--tls-max", "1.1", tsrv.url("/kv/health"))
-    assert r.returncode != 0 and not r.stdout.startswith("200"), r.stdout
-    r = curl(tsrv, "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-AES128-SHA", tsrv.url("/kv/health"))
-    assert r.returncode != 0 and not r.stdout.startswith("200"), r.stdout
+    # curl -v shows its Client hello went out (the client offered it, so the refusal is the
+    # server's), then exits 35: the TLS handshake failed
+    r = curl(tsrv, "-v", "--tlsv1.1", "--tls-max", "1.1", tsrv.url("/kv/health"))
+    assert "TLSv1.1 (OUT), TLS handshake, Client hello" in r.stderr, r.stderr
+    assert r.returncode == 35 and r.stdout.startswith("000"), (r.returncode, r.stdout)
+    r = curl(tsrv, "-v", "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-AES128-SHA", tsrv.url("/kv/health"))
+    assert "TLSv1.2 (OUT), TLS handshake, Client hello" in r.stderr, r.stderr
+    assert r.returncode == 35 and r.stdout.startswith("000"), (r.returncode, r.stdout)
     r = curl(tsrv, "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256", tsrv.url("/kv/health"))
     assert r.stdout.startswith("200"), (r.stdout, r.stderr)
 

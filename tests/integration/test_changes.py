@@ -8,12 +8,11 @@ import json
 import random
 import socket
 import threading
-import time
 
 import pytest
 import requests
 
-from conftest import Server
+from conftest import Server, wait_until
 
 
 class Stream:
@@ -128,6 +127,11 @@ def longpoll_all(s, cursor, params=""):
         cursor = j["cursor"]
 
 
+def inflight(s):
+    """Requests in flight on s, not counting the /metrics request that asks."""
+    return requests.get(s.url("/metrics"), timeout=10).json()["system"]["inflight_requests"] - 1
+
+
 def test_longpoll_and_parameters(fsrv):
     c0 = now_cursor(fsrv)
     requests.put(fsrv.url("/kv/lp-a"), data='{"n":1}', timeout=10)
@@ -148,7 +152,7 @@ def test_longpoll_and_parameters(fsrv):
     t = threading.Thread(target=lambda: box.update(r=requests.get(
         fsrv.url("/changes?since=%s&timeout=30000" % c1), timeout=60)))
     t.start()
-    time.sleep(0.3)
+    wait_until(lambda: inflight(fsrv) >= 1, "the long poll waiting")
     requests.put(fsrv.url("/kv/lp-c"), data="{}", timeout=10)
     t.join(60)
     assert [c["key"] for c in box["r"].json()["changes"]] == ["lp-c"]
@@ -290,7 +294,7 @@ def test_since_now_then_list_reaches_final_state(fsrv):
         requests.put(fsrv.url("/kv/" + k), data='{"c":0}', timeout=10)
     acked, lock = [], threading.Lock()
     ts = flood(fsrv, keys, 150, 3, acked, lock)
-    time.sleep(0.2)
+    wait_until(lambda: len(acked) >= 10, "the flood under way")
     cur = now_cursor(fsrv)  # take since=now, then list, then follow
     state = {}
     for k in requests.get(fsrv.url("/kv/?prefix=sn-&limit=1000"), timeout=10).json()["keys"]:
@@ -340,15 +344,20 @@ def test_slow_consumer_reset_and_410():
         big = json.dumps({"pad": "x" * 8000})
         n = 3000
 
+        refused = []  # an assert in a thread would only warn: the main thread checks this
+
         def put(lo, hi):
             with requests.Session() as ses:
                 for i in range(lo, hi):
-                    assert ses.put(s.url("/kv/sl-%d" % (i % 50)), data=big, timeout=30).status_code == 200
+                    r = ses.put(s.url("/kv/sl-%d" % (i % 50)), data=big, timeout=30)
+                    if r.status_code != 200:
+                        refused.append((i, r.status_code, r.text[:200]))
         ws = [threading.Thread(target=put, args=(i * n // 3, (i + 1) * n // 3)) for i in range(3)]
         for w in ws:
             w.start()
         for w in ws:
             w.join(300)
+        assert not any(w.is_alive() for w in ws) and not refused, refused[:5]
         requests.put(s.url("/kv/sl-end"), data="{}", timeout=10)
         ft.join(120)
         assert not fast_reset and len(fast_n) == n + 1
@@ -375,7 +384,7 @@ def test_graceful_stop_ends_streams():
     lp = {}
     t = threading.Thread(target=lambda: lp.update(r=requests.get(s.url("/changes?timeout=60000"), timeout=60)))
     t.start()
-    time.sleep(0.3)
+    wait_until(lambda: inflight(s) >= 2, "the stream and the long poll in flight")
     s.stop()  # exit code 0 checked there
     t.join(30)
     assert lp["r"].status_code == 200

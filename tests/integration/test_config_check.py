@@ -107,6 +107,8 @@ BAD = [
     ({"storage": {"data_dir": ""}}, "storage.data_dir", []),
     ({"storage": {"wal_path": "/tmp/" + "x" * 4090}}, "storage.wal_path", []),
     ({"log": {"file": ""}}, "log.file", []),
+    ({"storage": {"lock_timeout_ms": 0}}, "storage.lock_timeout_ms", []),
+    ({"storage": {"lock_timeout_ms": 3600001}}, "storage.lock_timeout_ms", []),
     # cross-field errors name the aliases the user wrote
     ({"server": {"min_workers": 3, "max_workers": 2}}, "server.min_workers", ["min_threads", "max_threads"]),
     ({"server": {"min_workers": 3, "max_workers": 2}}, "server.max_workers", ["min_threads", "max_threads"]),

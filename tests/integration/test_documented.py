@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 
@@ -322,6 +323,52 @@ def test_full_wal_ring_answers_503_overloaded():
         s.stop()
 
 
+# --- 503 overloaded on a lock timeout --------------------------------------------------------
+
+def test_lock_timeout_answers_503_overloaded():
+    """A write waits for ring space (at most 100 ms) while it holds the document's lock. With
+    the WAL writer stopped and its ring full, concurrent PUTs of one key on the two workers
+    make the second wait for that lock longer than storage.lock_timeout_ms (20 ms): it is
+    refused with 503 overloaded whose detail names the lock, and nothing is stored."""
+    s = Server(config={"storage": {"wal_buffer_bytes": 69632, "lock_timeout_ms": 20}}, workers=2)
+    pid = writer_pid(s)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with requests.Session() as h:
+            for i in range(400):  # fill the ring until a write is refused
+                r = h.put(s.url("/kv/fill-%d" % i), data=json.dumps({"pad": "f" * 2000}), timeout=30)
+                if r.status_code != 200:
+                    break
+            err(r, 503, "overloaded")
+        details, lock_refusal = [], None
+        deadline = time.monotonic() + 60
+        while lock_refusal is None and time.monotonic() < deadline:
+            answers = []
+
+            def put_hot():  # a new connection each: the kernel spreads them over both workers
+                answers.append(requests.put(s.url("/kv/hot"), data='{"h":1}', timeout=30,
+                                            headers={"Connection": "close"}))
+
+            threads = [threading.Thread(target=put_hot) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert len(answers) == 8, "a PUT got no answer"
+            for r in answers:
+                body = err(r, 503, "overloaded")  # ring full or lock timeout, never stored
+                details.append(body["detail"])
+                if "lock" in body["detail"]:
+                    lock_refusal = r
+        assert lock_refusal is not None, "no lock timeout in %d refusals: %s" % (len(details), set(details))
+        assert lock_refusal.headers.get("Retry-After") == "1", lock_refusal.headers
+        assert "storage.lock_timeout_ms" in lock_refusal.json()["detail"]
+        assert requests.get(s.url("/kv/hot"), timeout=10).status_code == 404
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    s.stop()
+
+
 # --- process: port in use, conflicting worker counts, SIGRTMIN checkpoint ---------------------
 
 def run_bin(args, cwd, timeout=20):
@@ -338,7 +385,7 @@ def test_port_in_use_is_refused_at_start():
             json.dump({"server": {"address": "127.0.0.1", "port": port, "min_workers": 1, "max_workers": 1},
                        "storage": {"data_dir": os.path.join(d, "data"), "arena_bytes": 64 << 20}}, f)
         r = run_bin([p], cwd=d)
-        assert r.returncode != 0, r
+        assert r.returncode == 1, r  # docs/server.md: a start that fails exits 1
         assert str(port).encode() in r.stderr and b" error: " in r.stderr, r.stderr
 
 

@@ -8,7 +8,7 @@ import uuid
 
 import requests
 
-from conftest import Server
+from conftest import Server, wait_until
 
 
 def test_graceful_restart_keeps_everything():
@@ -136,7 +136,7 @@ def test_ctrl_c_to_the_group_loses_no_acknowledged_write():
     threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    wait_until(lambda: len(acked) >= 50, "50 writes acknowledged before the stop")
     os.killpg(s.proc.pid, signal.SIGINT)
     s.proc.wait(timeout=30)
     stop.set()

@@ -13,6 +13,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -20,24 +21,12 @@ import time
 import pytest
 import requests
 
-from conftest import Server
+from conftest import Server, wait_until
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from l3proc import descendants  # noqa: E402
 
 SEG_HDR = 64  # docs/wal.md 1.2
-
-
-def descendants(pid):
-    """pid and every process below it (via /proc/<pid>/task/*/children)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for f in glob.glob("/proc/%d/task/*/children" % p):
-            try:
-                with open(f) as fh:
-                    todo.extend(int(x) for x in fh.read().split())
-            except OSError:
-                pass
-    return out
 
 
 def fd_targets(pid):
@@ -164,7 +153,7 @@ def test_writer_sigkilled_alone_under_load(mode):
         threads = [threading.Thread(target=client, args=(t,)) for t in range(nthreads)]
         for t in threads:
             t.start()
-        time.sleep(0.6)
+        wait_until(lambda: statuses.get(200, 0) > 20, "20 writes acknowledged before the kill")
         with lock:
             before = sum(statuses.values())
         os.kill(old, signal.SIGKILL)
@@ -179,7 +168,10 @@ def test_writer_sigkilled_alone_under_load(mode):
                 break
             time.sleep(0.05)
         assert new != old, s.logtext()
-        time.sleep(0.6)
+        with lock:
+            acked_at_restart = statuses.get(200, 0)
+        wait_until(lambda: statuses.get(200, 0) > acked_at_restart + 20,
+                   "20 writes acknowledged by the restarted writer")
         stop.set()
         for t in threads:
             t.join(30)
@@ -475,12 +467,12 @@ def test_sigterm_while_disk_full_does_not_exit_0():
                 r = h.put(s.url("/kv/f-%03d" % i), data=json.dumps({"pad": "z" * (60 << 10)}), timeout=15)
                 if r.status_code != 200:
                     break
-            assert r.status_code == 507, (r.status_code, r.text[:200])
+            assert r.status_code == 507 and r.json()["error"] == "disk_full", (r.status_code, r.text[:200])
         s.proc.send_signal(signal.SIGTERM)
         s.proc.wait(timeout=60)
         log = s.logtext()
         assert "ring bytes not written" in log, log
-        assert s.proc.returncode != 0, "exit 0 although acknowledged records were not written:\n" + log
+        assert s.proc.returncode == 1, "exit %s although acknowledged records were not written:\n%s" % (s.proc.returncode, log)
     finally:
         if s is not None:
             if s.proc.poll() is None:

@@ -247,7 +247,7 @@ def test_check_validates_max_document_bytes(tmp_path):
         p.write_text(json.dumps(cfg))
         r = subprocess.run([BIN, "--check", str(p)], capture_output=True, timeout=10)
         msg = (r.stdout + r.stderr).decode()
-        assert r.returncode != 0 and "storage.max_document_bytes" in msg and word in msg, msg
+        assert r.returncode == 2 and "storage.max_document_bytes" in msg and word in msg, msg
     cfg["storage"]["max_document_bytes"] = 1 << 20
     cfg["server"]["port"] = 8080
     p.write_text(json.dumps(cfg))

@@ -153,6 +153,7 @@ def test_overload_503_and_full_arena_507():
             time.sleep(0.05)
         assert raw.startswith(b"HTTP/1.1 503"), raw[:200]
         assert b"retry-after: 1" in raw.lower()
+        assert json.loads(raw.partition(b"\r\n\r\n")[2])["error"] == "overloaded", raw[:400]
         # the connections within the limit (the oldest) are still served; the newest is not
         def ask(c):
             c.settimeout(5)

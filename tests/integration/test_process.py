@@ -127,33 +127,95 @@ def test_sigterm_finishes_inflight_then_exits_0():
         s.stop(check=False)
 
 
-def test_sigterm_lets_an_upload_in_progress_finish():
-    """A PUT whose body is still arriving when SIGTERM comes is an in-flight request: it
-    completes and is acknowledged, while an idle keep-alive connection is evicted."""
+def recv_response(sock):
+    """One response with a Content-Length body, read from a keep-alive connection."""
+    out = recv_head(sock)
+    head, _, body = out.partition(b"\r\n\r\n")
+    n = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            n = int(value)
+    while len(body) < n:
+        data = sock.recv(65536)
+        assert data, "connection closed inside a response body"
+        body += data
+    return out
+
+
+def wait_closed(sock, deadline_s):
+    """Block until the peer closes sock (returns b"") or sends something (returns it);
+    fails when neither happens within deadline_s."""
+    sock.settimeout(deadline_s)
+    try:
+        return sock.recv(65536)
+    except ConnectionResetError:
+        return b""
+    except socket.timeout:
+        pytest.fail("the server did not close the connection within %s s" % deadline_s)
+
+
+def test_idle_keepalive_connection_is_closed_after_idle_timeout():
+    """server.idle_timeout_ms closes an idle HTTP/1 keep-alive connection: not before the
+    timeout, and well before h2o's own 10 s default would."""
+    s = Server(config={"server": {"idle_timeout_ms": 2000}}, workers=1)
+    try:
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+        c.sendall(b"GET /kv/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert recv_response(c).startswith(b"HTTP/1.1 200")
+        idle_since = time.monotonic()
+        got = wait_closed(c, 8)  # 2 s timeout + a generous 6 s, below h2o's 10 s default
+        waited = time.monotonic() - idle_since
+        c.close()
+        assert got == b"", got[:200]
+        # a lower bound only: the server's timer started when it sent the response, before
+        # idle_since, so allow the few ms between the two
+        assert waited >= 1.9, "closed after %.3f s of idleness, the timeout is 2 s" % waited
+        # the server is fine and serves a new connection
+        assert requests.get(s.url("/kv/health"), timeout=10).status_code == 200
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_sigterm_lets_an_upload_in_progress_finish(framing):
+    """A PUT whose body (Content-Length or chunked) is still arriving when SIGTERM comes is
+    an in-flight request: it completes, is acknowledged and survives the restart, while an
+    idle keep-alive connection is evicted."""
     s = Server(workers=1)
     try:
         body = json.dumps({"u": "y" * (1 << 20)}, separators=(",", ":")).encode()
-        idle = http.client.HTTPConnection("127.0.0.1", s.port, timeout=20)
-        idle.request("GET", "/kv/health")
-        assert idle.getresponse().read() is not None  # now an idle keep-alive connection
+        idle = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+        idle.sendall(b"GET /kv/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert recv_response(idle).startswith(b"HTTP/1.1 200")  # now an idle keep-alive connection
         up = socket.create_connection(("127.0.0.1", s.port), timeout=20)
-        up.sendall(b"PUT /kv/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                   b"Content-Length: %d\r\n\r\n" % len(body))
+        chunked = framing == "chunked"
+        up.sendall(b"PUT /kv/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+                   (b"Transfer-Encoding: chunked\r\n\r\n" if chunked else
+                    b"Content-Length: %d\r\n\r\n" % len(body)))
         chunk = 64 << 10
         sent = 0
         signalled = False
         while sent < len(body):  # a paced upload, SIGTERM once half the body is sent
-            up.sendall(body[sent:sent + chunk])
+            part = body[sent:sent + chunk]
+            up.sendall(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
             sent += chunk
             time.sleep(0.15)
             if not signalled and sent >= len(body) // 2:
                 s.proc.send_signal(signal.SIGTERM)
                 signalled = True
+        if chunked:
+            up.sendall(b"0\r\n\r\n")
         resp = recv_head(up)
         up.close()
         assert resp.startswith(b"HTTP/1.1 200"), (resp[:300], s.logtext()[-2000:])
+        # the idle keep-alive connection was evicted by the stop: the server closed it
+        assert wait_closed(idle, 20) == b"", "the idle keep-alive connection got bytes"
+        idle.close()
         s.proc.wait(timeout=20)
         assert s.proc.returncode == 0, s.logtext()
+        # evicted, not cut at server.shutdown_timeout_ms with the rest
+        assert "still open after" not in s.logtext(), s.logtext()[-2000:]
     finally:
         s.stop(check=False, keep_dir=True)
     s2 = Server(workers=1, reuse_dir=s.dir)

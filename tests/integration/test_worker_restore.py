@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from conftest import Server
+from conftest import Server, wait_until
 
 
 def wait_log(s, pattern, start=0, timeout=15.0):
@@ -35,6 +35,15 @@ def wait_serving(s, timeout=15.0):
             pass
         time.sleep(0.01)
     raise AssertionError("service did not answer after a kill:\n" + s.logtext())
+
+
+def age_s(pid):
+    """Seconds since process pid started (/proc/<pid>/stat field 22 against /proc/uptime)."""
+    with open("/proc/%d/stat" % pid) as f:
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        up = float(f.read().split()[0])
+    return up - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def running(s):
@@ -63,7 +72,7 @@ def test_last_worker_is_restarted_at_once_and_service_answers_after_every_kill()
             # second kill: pb is the last live worker now, unless slot sa came back already;
             # it has lived past the supervisor's start-up window (a worker dying right after
             # its start keeps the backoff: that is a failing start, not a crash under load)
-            time.sleep(0.15)
+            wait_until(lambda: age_s(pb) >= 0.2, "worker %d older than the start-up window" % pb)
             os.kill(pb, signal.SIGKILL)
             m = wait_log(s, r"worker %d \(pid %d\) died: [^\n]*" % (sb, pb), start)
             # the supervisor's log is in event order: was sa restarted before pb died?

@@ -13,14 +13,12 @@ Prints trials, acknowledged writes and losses; exit 0 when nothing acknowledged 
 1 otherwise, 77 when the binary is missing. Environment: L3KV_BIN, L3_CRASH_TRIALS (5),
 L3_CRASH_SECONDS (time budget, 120), L3_CRASH_SEED.
 """
-import glob
 import http.client
 import json
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,38 +31,13 @@ SECONDS = float(os.environ.get("L3_CRASH_SECONDS", "120"))
 SEED = int(os.environ.get("L3_CRASH_SEED", "0")) or int(time.time() * 1000) % 1000003
 THREADS = 6
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
+from l3proc import free_port, kill_service  # noqa: E402
+
 
 def log(msg):
     sys.stdout.write(msg + "\n")
     sys.stdout.flush()
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def descendants(pid):
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for f in glob.glob("/proc/%d/task/*/children" % p):
-            try:
-                with open(f) as fh:
-                    todo.extend(int(x) for x in fh.read().split())
-            except OSError:
-                pass
-    return out
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 class Server:
@@ -121,20 +94,7 @@ class Server:
             if wpid > 0:
                 os.kill(wpid, signal.SIGKILL)
             time.sleep(writer_first_ms / 1000.0)
-        pids = descendants(self.proc.pid)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=10)
-        deadline = time.time() + 10
-        while any(alive(p) for p in pids) and time.time() < deadline:
-            time.sleep(0.01)
+        kill_service(self.proc)
         self.logf.close()
 
     def stop(self):

@@ -24,7 +24,6 @@ Exit 0 pass, 1 fail, 77 skip. Environment: L3KV_BIN, L3KV_INSPECT_BIN, L3_CRASH_
 L3_CRASH_SECONDS (time budget: trials stop early when it is spent; L3_SLOW_SECONDS, when
 smaller, replaces it), L3_CRASH_SEED.
 """
-import glob
 import http.client
 import json
 import os
@@ -32,7 +31,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +44,9 @@ SECONDS = float(os.environ.get("L3_CRASH_SECONDS", "80"))
 if float(os.environ.get("L3_SLOW_SECONDS") or 0) > 0:  # the bounded run of the slow suite
     SECONDS = min(SECONDS, float(os.environ["L3_SLOW_SECONDS"]))
 SEED = int(os.environ.get("L3_CRASH_SEED", "0")) or int(time.time() * 1000) % 1000003
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
+from l3proc import free_port, kill_service, unlink_arena  # noqa: E402
+
 THREADS = 3
 KEYS_PER_THREAD = 12
 
@@ -57,36 +58,6 @@ class Fail(Exception):
 def log(msg):
     sys.stdout.write(msg + "\n")
     sys.stdout.flush()
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def descendants(pid):
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for f in glob.glob("/proc/%d/task/*/children" % p):
-            try:
-                with open(f) as fh:
-                    todo.extend(int(x) for x in fh.read().split())
-            except OSError:
-                pass
-    return out
-
-
-def alive(pid):
-    """Running (not a zombie, not gone)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            st = f.read().rsplit(")", 1)[1].split()[0]
-        return st not in ("Z", "X")
-    except OSError:
-        return False
 
 
 class Server:
@@ -143,28 +114,11 @@ class Server:
     def kill_all(self):
         """SIGKILL the supervisor's process group and every process of the service (the writer
         and a checkpointer run in their own groups) at once, then wait until none runs."""
-        pids = descendants(self.proc.pid)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=10)
-        deadline = time.time() + 10
-        while any(alive(p) for p in pids):
-            if time.time() > deadline:
-                raise Fail("processes survived SIGKILL: %s" % [p for p in pids if alive(p)])
-            time.sleep(0.01)
+        left = kill_service(self.proc)
+        if left:
+            raise Fail("processes survived SIGKILL: %s" % left)
         self.logf.close()
-        for name in ("l3kv-l3kv.%d" % self.proc.pid, "l3kv-pid-%d" % self.proc.pid):
-            try:
-                os.unlink(os.path.join("/dev/shm", name))
-            except OSError:
-                pass
+        unlink_arena(self.proc.pid)
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)

@@ -42,7 +42,6 @@ not is a failed check).
 """
 import collections
 import copy as copymod
-import glob
 import http.client
 import json
 import math
@@ -50,7 +49,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +62,8 @@ failures = collections.Counter()
 opstats = collections.Counter()  # (operation, "accepted"/"refused") over the run
 first_failure = {}
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
+from l3proc import free_port, kill_service, unlink_arena  # noqa: E402
 
 
 def is_int64(v):
@@ -79,34 +79,6 @@ def fail(check, detail):
     first_failure.setdefault(check, detail)
     if failures[check] <= 3:
         print("FAIL [%s] %s" % (check, detail[:1500]), flush=True)
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def descendants(pid):
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for f in glob.glob("/proc/%d/task/*/children" % p):
-            try:
-                with open(f) as fh:
-                    todo.extend(int(x) for x in fh.read().split())
-            except OSError:
-                pass
-    return out
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # ---- keys -------------------------------------------------------------------------------
@@ -410,29 +382,12 @@ class Server:
         if self.conn:
             self.conn.close()
             self.conn = None
-        pids = descendants(self.proc.pid)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=30)
-        deadline = time.time() + 30
-        while any(alive(p) for p in pids) and time.time() < deadline:
-            time.sleep(0.01)
+        kill_service(self.proc, timeout=30)
         self.pids_killed = getattr(self, "pids_killed", []) + [self.proc.pid]
 
     def cleanup_shm(self):
         for pid in getattr(self, "pids_killed", []) + ([self.proc.pid] if self.proc else []):
-            for name in ("l3kv-l3kv.%d" % pid, "l3kv-pid-%d" % pid):
-                try:
-                    os.unlink(os.path.join("/dev/shm", name))
-                except OSError:
-                    pass
+            unlink_arena(pid)
 
 
 # ---- the driver -------------------------------------------------------------------------

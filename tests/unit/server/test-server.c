@@ -269,13 +269,17 @@ static void test_errors(void)
           strcmp(ei.reason, "Internal Server Error") == 0);
     l3_srv_errmap(-ENOENT, L3_CTX_READ, NULL, &ei);
     CHECK(ei.status == 404 && strcmp(ei.detail, "no document under this key") == 0);
+    l3_srv_errmap(-ETIMEDOUT, L3_CTX_WRITE, NULL, &ei); /* a lock timeout says so */
+    CHECK(ei.status == 503 && strcmp(ei.error, "overloaded") == 0 && ei.detail != NULL &&
+          strstr(ei.detail, "storage.lock_timeout_ms") != NULL);
 
     char buf[128];
     size_t n = l3_srv_err_json(buf, sizeof(buf), "bad_key", "a \"q\" \\ \x01");
     CHECK_EQ_STR(buf, "{\"error\":\"bad_key\",\"detail\":\"a \\\"q\\\" \\\\ \\u0001\"}\n");
     CHECK_EQ_INT(n, strlen(buf));
     n = l3_srv_err_json(buf, sizeof(buf), "x", "caf\xc3\xa9 \xff");
-    CHECK_EQ_STR(buf, "{\"error\":\"x\",\"detail\":\"caf\xc3\xa9 \\u00ff\"}\n"); /* UTF-8 kept, bad byte escaped */
+    CHECK_EQ_STR(buf,
+                 "{\"error\":\"x\",\"detail\":\"caf\xc3\xa9 \\u00ff\"}\n"); /* UTF-8 kept, bad byte escaped */
     n = l3_srv_err_json(buf, sizeof(buf), "x", NULL);
     CHECK_EQ_STR(buf, "{\"error\":\"x\",\"detail\":\"\"}\n");
     /* truncation keeps the body well-formed */
