@@ -13,12 +13,14 @@
  * Kalman prediction) and the tables (system, autoscaler, handlers, stages, WAL, workers,
  * scale decisions). Runs in workers (served from read-only static memory); no state.
  *
- * Invariants the tests rely on:
- *  - every string from /metrics reaches the DOM as textContent or an attribute value set
- *    on an element the script creates; the script never assigns innerHTML;
- *  - rates are counter deltas over performance.now() between two answers; an answer more
- *    than 2.5 s after the previous one (a failed or late poll) adds a gap, not a point;
- *  - element ids: status, theme, login, token, kpi-conn, kpi-rps, kpi-in, kpi-out,
+ * Invariants (letter B, docs/invariants.md):
+ * B1 every string from /metrics reaches the DOM as textContent or an attribute value set
+ *    on an element the script creates; the script never assigns innerHTML.
+ * B2 rates are counter deltas over performance.now() between two answers; an answer more
+ *    than 2.5 s after the previous one (a failed or late poll) or a counter that went down
+ *    adds a gap to the charts, not a point.
+ * B3 one <style> and one <script> element, no inline style or event attribute (the CSP).
+ * B4 element ids the tests read: status, theme, login, token, kpi-conn, kpi-rps, kpi-in, kpi-out,
  *    kpi-4xx, kpi-5xx, kpi-workers, kpi-wal, kpi-arena, kpi-watchers (each card has
  *    data-value, 4xx/5xx also data-rate, WAL data-lag), chart-bytes, chart-rps, chart-lat,
  *    chart (queue; each chart has data-n samples, data-gaps and data-last, the JSON of its
