@@ -231,6 +231,7 @@ def test_theme_follows_system_and_toggle_is_kept(loaded):
     open_page(b, srv, "dark")  # reloaded on a dark system: the choice wins
     assert lum(b.eval(BG_JS)) > 200, b.eval(BG_JS)
     b.viewport(1280, 900)
+    next_sample(b, next_sample(b, sample(b)["polls"])["polls"])  # a few points in the charts
     b.screenshot(os.path.join(artifacts_dir(), "desktop-light.png"))
     b.eval("document.getElementById('theme').click(), true")
     assert lum(b.eval(BG_JS)) < 40 and b.eval("localStorage.getItem('l3kv-theme')") == "dark"

@@ -126,10 +126,12 @@ def test_rates_gaps_and_latency_from_known_answers(srv, tmp_path, e2e):
     p50, p99 = json.loads(k["chart-lat"]["data"]["last"])
     if e2e:  # the 100 new end-to-end samples in [4000, 8000) ns
         assert (p50, p99) == (6000, 7960), (p50, p99)
+        assert ">8.8 \u00b5s</text>" in k["chart-lat"]["html"]  # the axis: 1.1 x the top, in µs
         assert "end to end" in k["lat-src"]["text"]
         assert "e2e median" in k["routes"]["html"]
     else:  # the 100 new handler samples in [200, 256) ns
         assert (p50, p99) == (228, 255.44), (p50, p99)
+        assert ">281.0 ns</text>" in k["chart-lat"]["html"]
         assert k["lat-src"]["text"] == "(handler)"
         assert "e2e median" not in k["routes"]["html"]
     # watchers and stages only when /metrics has them
