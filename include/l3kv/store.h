@@ -181,6 +181,10 @@ const char *l3_store_name(const l3_store_t *st);
  */
 int l3_store_get_json(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
                       unsigned flags, l3_buf_t *out, uint64_t *ret_lsn);
+/** l3_store_get_json, and *ret_ser_ns gets the time spent serialising (the document layer's
+ *  l3_doc_to_json, under the lock; 0 for a read-only store, which is not timed). */
+int l3_store_get_json_timed(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
+                            unsigned flags, l3_buf_t *out, uint64_t *ret_lsn, uint64_t *ret_ser_ns);
 
 /** Copy the binary document into a new malloc'd buffer (*ret_buf, free()). 0, -ENOENT, -ENOMEM. */
 int l3_store_get_bin(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,

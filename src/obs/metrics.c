@@ -18,7 +18,8 @@
  *
  *   offset  size  field
  *   0       8     oh_magic        "L3KVOBS1"
- *   8       4     oh_version      2 (2: autoscaler section added)
+ *   8       4     oh_version      3 (2: autoscaler section added; 3: end-to-end and stage
+ *                                 histograms in the slots)
  *   12      4     oh_nslots       number of worker slots
  *   16      4     oh_slot_size    sizeof(l3_obs_slot_t), a multiple of 64
  *   20      4     oh_nroutes      L3_OBS_R_MAX
@@ -48,10 +49,17 @@
  *                          f64 measured, estimate, predicted; char[96] text
  *                     +2704 f64 busy (queued inside connections, from worker CPU use)
  *                   +2728 24  padding to a multiple of 64, zero
- *   2816    nslots * oh_slot_size   l3_obs_slot_t[nslots] (see obs.h): pid, state,
- *                 active connections, accepted, bytes rx/tx, requests, 4xx, 5xx,
- *                 restarts, in-flight requests, 6 reserved words, then per route {count, ns_total,
- *                 hist[240]} (all u64), padded to a multiple of 64 bytes.
+ *   2816    nslots * oh_slot_size   l3_obs_slot_t[nslots] (see obs.h), 40832 bytes each:
+ *                 +0    pid, state, active connections, accepted, bytes rx/tx, requests,
+ *                       4xx, 5xx, restarts, in-flight requests, 6 reserved words (128 bytes)
+ *                 +128  handler time, 9 routes x l3_obs_hist_t {count, ns_total, hist[240]}
+ *                       (all u64, 1936 bytes each)
+ *                 +17552 end-to-end time, 9 routes x l3_obs_hist_t
+ *                 +34976 stages (document operation, serialisation, handler), 3 x l3_obs_hist_t
+ *                 +40784 48 bytes padding to a multiple of 64, zero
+ *
+ * The region has no checksum: it is formatted at every start and never read back from a
+ * previous run; oh_magic, oh_version and the size fields are what attach checks.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -67,7 +75,7 @@
 #include "obs.h"
 
 #define OBS_MAGIC 0x3153424f564b334cull /* "L3KVOBS1" little endian */
-#define OBS_VERSION 2u
+#define OBS_VERSION 3u
 #define AS_MAGIC 0x5341334cu /* "L3AS" little endian */
 #define AS_VERSION 2u
 #define AS_WORDS (sizeof(l3_obs_as_t) / sizeof(uint64_t))
@@ -98,6 +106,10 @@ struct l3_obs_as_shm {
 _Static_assert(sizeof(struct l3_obs_hdr) == 64, "obs header is 64 bytes");
 _Static_assert(sizeof(l3_obs_slot_t) % 64 == 0, "obs slots are cacheline multiples");
 _Static_assert(offsetof(l3_obs_slot_t, os_route) == 128, "obs slot counters take 128 bytes");
+_Static_assert(sizeof(l3_obs_hist_t) == 1936, "a histogram is 242 words");
+_Static_assert(offsetof(l3_obs_slot_t, os_e2e) == 17552, "end-to-end histograms at +17552");
+_Static_assert(offsetof(l3_obs_slot_t, os_stage) == 34976, "stage histograms at +34976");
+_Static_assert(sizeof(l3_obs_slot_t) == 40832, "obs slot is 40832 bytes");
 _Static_assert(sizeof(l3_obs_as_event_t) == 152, "autoscale event is 152 bytes");
 _Static_assert(sizeof(l3_obs_as_t) == 2712 && sizeof(l3_obs_as_t) % 8 == 0, "autoscale state is 339 words");
 _Static_assert(offsetof(l3_obs_as_t, as_events) == 272, "autoscale events start at +272");
@@ -112,9 +124,20 @@ static const char *const route_names[L3_OBS_R_MAX] = {
     [L3_OBS_R_HEALTH] = "health", [L3_OBS_R_METRICS] = "metrics", [L3_OBS_R_OTHER] = "other",
 };
 
+static const char *const stage_names[L3_OBS_S_MAX] = {
+    [L3_OBS_S_DOCOP] = "document_op",
+    [L3_OBS_S_SERIALIZE] = "serialize",
+    [L3_OBS_S_HANDLER] = "handler",
+};
+
 const char *l3_obs_route_name(l3_obs_route_t r)
 {
     return (unsigned)r < L3_OBS_R_MAX ? route_names[r] : "?";
+}
+
+const char *l3_obs_stage_name(l3_obs_stage_t s)
+{
+    return (unsigned)s < L3_OBS_S_MAX ? stage_names[s] : "?";
 }
 
 size_t l3_obs_region_size(uint32_t nslots)
@@ -181,6 +204,13 @@ void l3_obs_bucket_range(unsigned idx, uint64_t *ret_lo, uint64_t *ret_hi)
     *ret_hi = (uint64_t)(9 + sub) << (e - 3);
 }
 
+static void hist_add(l3_obs_hist_t *h, uint64_t ns)
+{
+    l3_obs_add(&h->rt_count, 1);
+    l3_obs_add(&h->rt_ns_total, ns);
+    l3_obs_add(&h->rt_hist[l3_obs_bucket(ns)], 1);
+}
+
 void l3_obs_record(l3_obs_slot_t *s, l3_obs_route_t route, int status, uint64_t handler_ns)
 {
     if (s == NULL)
@@ -192,9 +222,20 @@ void l3_obs_record(l3_obs_slot_t *s, l3_obs_route_t route, int status, uint64_t 
         l3_obs_add(&s->os_err5xx, 1);
     if ((unsigned)route >= L3_OBS_R_MAX)
         route = L3_OBS_R_OTHER;
-    l3_obs_add(&s->os_route[route].rt_count, 1);
-    l3_obs_add(&s->os_route[route].rt_ns_total, handler_ns);
-    l3_obs_add(&s->os_route[route].rt_hist[l3_obs_bucket(handler_ns)], 1);
+    hist_add(&s->os_route[route], handler_ns);
+}
+
+void l3_obs_record_e2e(l3_obs_slot_t *s, l3_obs_route_t route, uint64_t ns)
+{
+    if (s == NULL)
+        return;
+    hist_add(&s->os_e2e[(unsigned)route < L3_OBS_R_MAX ? route : L3_OBS_R_OTHER], ns);
+}
+
+void l3_obs_record_stage(l3_obs_slot_t *s, l3_obs_stage_t stage, uint64_t ns)
+{
+    if (s != NULL && (unsigned)stage < L3_OBS_S_MAX)
+        hist_add(&s->os_stage[stage], ns);
 }
 
 void l3_obs_set_quarantined(const l3_obs_t *o, uint64_t n)
@@ -277,6 +318,26 @@ uint64_t l3_obs_quantile(const uint64_t *hist, uint64_t count, double q)
 
 #define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 
+/* Sum the histogram at byte offset `off` of every slot into *ret, with its quantiles. */
+static void sum_hist(const l3_obs_t *o, size_t off, l3_obs_sum_t *ret)
+{
+    uint64_t count = 0;
+    for (uint32_t i = 0; i < o->nslots; i++) {
+        const l3_obs_hist_t *h = (const l3_obs_hist_t *)((const char *)&o->slots[i] + off);
+        if (LD(&h->rt_count) == 0)
+            continue;
+        ret->ns_total += LD(&h->rt_ns_total);
+        for (unsigned b = 0; b < L3_OBS_NBUCKETS; b++) {
+            uint64_t v = LD(&h->rt_hist[b]);
+            ret->hist[b] += v;
+            count += v; /* count from the histogram itself so quantiles stay consistent */
+        }
+    }
+    ret->count = count;
+    ret->median_ns = l3_obs_quantile(ret->hist, count, 0.5);
+    ret->p99_ns = l3_obs_quantile(ret->hist, count, 0.99);
+}
+
 void l3_obs_totals(const l3_obs_t *o, l3_obs_totals_t *ret)
 {
     memset(ret, 0, sizeof(*ret));
@@ -300,23 +361,28 @@ void l3_obs_totals(const l3_obs_t *o, l3_obs_totals_t *ret)
         ret->restarts += LD(&s->os_restarts);
     }
     for (unsigned r = 0; r < L3_OBS_R_MAX; r++) {
-        uint64_t *hist = ret->route[r].hist;
-        uint64_t count = 0;
-        for (uint32_t i = 0; i < o->nslots; i++) {
-            const l3_obs_slot_t *s = &o->slots[i];
-            if (LD(&s->os_route[r].rt_count) == 0)
-                continue;
-            ret->route[r].ns_total += LD(&s->os_route[r].rt_ns_total);
-            for (unsigned b = 0; b < L3_OBS_NBUCKETS; b++) {
-                uint64_t v = LD(&s->os_route[r].rt_hist[b]);
-                hist[b] += v;
-                count += v; /* count from the histogram itself so quantiles stay consistent */
-            }
-        }
-        ret->route[r].count = count;
-        ret->route[r].median_ns = l3_obs_quantile(hist, count, 0.5);
-        ret->route[r].p99_ns = l3_obs_quantile(hist, count, 0.99);
+        sum_hist(o, offsetof(l3_obs_slot_t, os_route) + r * sizeof(l3_obs_hist_t), &ret->route[r]);
+        sum_hist(o, offsetof(l3_obs_slot_t, os_e2e) + r * sizeof(l3_obs_hist_t), &ret->e2e[r]);
     }
+    for (unsigned st = 0; st < L3_OBS_S_MAX; st++)
+        sum_hist(o, offsetof(l3_obs_slot_t, os_stage) + st * sizeof(l3_obs_hist_t), &ret->stage[st]);
+}
+
+uint64_t l3_obs_cumulative(const uint64_t *hist, uint64_t ret[L3_OBS_NLE + 1])
+{
+    uint64_t cum = 0;
+    unsigned le = 0;
+    for (unsigned i = 0; i < L3_OBS_NBUCKETS; i++) {
+        uint64_t lo, hi;
+        l3_obs_bucket_range(i, &lo, &hi);
+        while (le < L3_OBS_NLE && lo >= l3_obs_le_ns(le)) /* bucket i starts at or above bound le */
+            ret[le++] = cum;
+        cum += hist[i];
+    }
+    while (le < L3_OBS_NLE)
+        ret[le++] = cum;
+    ret[L3_OBS_NLE] = cum;
+    return cum;
 }
 
 /* ---------------------------------------------------------------- rendering */
@@ -468,6 +534,26 @@ static void render_autoscale(sb_t *b, const l3_obs_t *o, uint64_t now_wall_ns)
     sb_printf(b, "]}");
 }
 
+/* The members of one summed histogram: count, mean, median, p99 and the non-empty buckets
+ * as [lower_ns, upper_ns_exclusive, count] (no braces). */
+static void render_sum(sb_t *b, const l3_obs_sum_t *h)
+{
+    sb_printf(b,
+              "\"count\":%" PRIu64 ",\"mean_ns\":%" PRIu64 ",\"median_ns\":%" PRIu64 ",\"p99_ns\":%" PRIu64
+              ",\"histogram\":[",
+              h->count, h->count ? h->ns_total / h->count : 0, h->median_ns, h->p99_ns);
+    int first = 1;
+    for (unsigned i = 0; i < L3_OBS_NBUCKETS; i++) {
+        if (h->hist[i] == 0)
+            continue;
+        uint64_t lo, hi;
+        l3_obs_bucket_range(i, &lo, &hi);
+        sb_printf(b, "%s[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", first ? "" : ",", lo, hi, h->hist[i]);
+        first = 0;
+    }
+    sb_printf(b, "]");
+}
+
 static void render_wal(sb_t *b, const l3_wal_stats_t *w)
 {
     sb_printf(b,
@@ -484,7 +570,7 @@ static void render_wal(sb_t *b, const l3_wal_stats_t *w)
 int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra,
                        const l3_wal_stats_t *wal, char **ret, size_t *ret_len)
 {
-    static l3_obs_totals_t t; /* ~17 KiB: kept off the stack; one thread per process renders */
+    static l3_obs_totals_t t; /* ~41 KiB: kept off the stack; one thread per process renders */
     sb_t b;
     if (sb_init(&b, 4096) != 0)
         return -ENOMEM;
@@ -510,24 +596,17 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_q
               t.requests, t.accepted, t.bytes_rx, t.bytes_tx, t.err4xx, t.err5xx);
     sb_printf(&b, "\"handlers\":{");
     for (unsigned r = 0; r < L3_OBS_R_MAX; r++) {
-        sb_printf(&b,
-                  "%s\"%s\":{\"count\":%" PRIu64 ",\"mean_ns\":%" PRIu64 ",\"median_ns\":%" PRIu64
-                  ",\"p99_ns\":%" PRIu64 ",\"histogram\":[",
-                  r ? "," : "", route_names[r], t.route[r].count,
-                  t.route[r].count ? t.route[r].ns_total / t.route[r].count : 0, t.route[r].median_ns,
-                  t.route[r].p99_ns);
-        /* non-empty buckets as [lower_ns, upper_ns_exclusive, count] */
-        int firstb = 1;
-        for (unsigned i = 0; i < L3_OBS_NBUCKETS; i++) {
-            if (t.route[r].hist[i] == 0)
-                continue;
-            uint64_t lo, hi;
-            l3_obs_bucket_range(i, &lo, &hi);
-            sb_printf(&b, "%s[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", firstb ? "" : ",", lo, hi,
-                      t.route[r].hist[i]);
-            firstb = 0;
-        }
-        sb_printf(&b, "]}");
+        sb_printf(&b, "%s\"%s\":{", r ? "," : "", route_names[r]);
+        render_sum(&b, &t.route[r]);
+        sb_printf(&b, ",\"e2e\":{");
+        render_sum(&b, &t.e2e[r]);
+        sb_printf(&b, "}}");
+    }
+    sb_printf(&b, "},\"stages\":{");
+    for (unsigned st = 0; st < L3_OBS_S_MAX; st++) {
+        sb_printf(&b, "%s\"%s\":{", st ? "," : "", stage_names[st]);
+        render_sum(&b, &t.stage[st]);
+        sb_printf(&b, "}");
     }
     sb_printf(&b, "},\"workers\":[");
     int first = 1;

@@ -31,8 +31,25 @@ typedef enum {
     L3_OBS_R_MAX
 } l3_obs_route_t;
 
-/** Handler-time histogram: values < 16 ns exact, then 8 buckets per power of two up to 2^32 ns. */
+/** Stages of a document request, each timed in its own histogram (all routes together). */
+typedef enum {
+    L3_OBS_S_DOCOP = 0, /* document operation: the store call (lookup or parse + change + WAL
+                           append), serialisation excluded */
+    L3_OBS_S_SERIALIZE, /* JSON serialisation of a document (or a part) for a response */
+    L3_OBS_S_HANDLER,   /* request handler: dispatcher entry to the response handed to h2o
+                           (or parked), for the document routes (get ... list) */
+    L3_OBS_S_MAX
+} l3_obs_stage_t;
+
+/** Duration histograms: values < 16 ns exact, then 8 buckets per power of two up to 2^32 ns. */
 #define L3_OBS_NBUCKETS 240
+
+/** One duration histogram in a slot (all u64; 1936 bytes). */
+typedef struct {
+    uint64_t rt_count;
+    uint64_t rt_ns_total;
+    uint64_t rt_hist[L3_OBS_NBUCKETS];
+} l3_obs_hist_t;
 
 /** Per-slot counters (the slot's worker is the only writer). */
 typedef struct {
@@ -48,11 +65,10 @@ typedef struct {
     uint64_t os_restarts;    /* times the slot's worker was replaced after a crash (supervisor writes) */
     int64_t os_inflight;     /* gauge: requests received and not yet completed (worker; reset after death) */
     uint64_t os_pad[6];      /* to 128 bytes */
-    struct {
-        uint64_t rt_count;
-        uint64_t rt_ns_total;
-        uint64_t rt_hist[L3_OBS_NBUCKETS];
-    } os_route[L3_OBS_R_MAX];
+    l3_obs_hist_t os_route[L3_OBS_R_MAX]; /* handler time per route (durable wait excluded) */
+    l3_obs_hist_t os_e2e[L3_OBS_R_MAX];   /* end to end per route: dispatcher entry to the
+                                             response handed to h2o, durable wait included */
+    l3_obs_hist_t os_stage[L3_OBS_S_MAX]; /* per stage (l3_obs_stage_t) */
 } __attribute__((aligned(64))) l3_obs_slot_t;
 
 enum { L3_OBS_SLOT_EMPTY = 0, L3_OBS_SLOT_RUNNING = 1, L3_OBS_SLOT_RETIRING = 2 };
@@ -63,6 +79,12 @@ typedef struct l3_obs {
     l3_obs_slot_t *slots;
     uint32_t nslots;
 } l3_obs_t;
+
+/** The store's figures the Prometheus exposition shows (from l3_store_stats). */
+typedef struct l3_obs_store_figs {
+    uint64_t keys, doc_bytes, heap_bytes, used_bytes, free_bytes, largest_free, last_lsn;
+    double fragmentation;
+} l3_obs_store_figs_t;
 
 /** Bytes a region for `nslots` worker slots needs (multiple of 4096). */
 size_t l3_obs_region_size(uint32_t nslots);
@@ -99,6 +121,10 @@ void l3_obs_bucket_range(unsigned idx, uint64_t *ret_lo, uint64_t *ret_hi);
 
 /** Record one answered request in the caller's slot. */
 void l3_obs_record(l3_obs_slot_t *s, l3_obs_route_t route, int status, uint64_t handler_ns);
+/** Record a request's end-to-end time (once per request, when its response goes to h2o). */
+void l3_obs_record_e2e(l3_obs_slot_t *s, l3_obs_route_t route, uint64_t ns);
+/** Record one timed stage. */
+void l3_obs_record_stage(l3_obs_slot_t *s, l3_obs_stage_t stage, uint64_t ns);
 
 /** Supervisor-maintained system figures. */
 void l3_obs_set_workers(const l3_obs_t *o, uint32_t nworkers);
@@ -170,18 +196,23 @@ void l3_obs_as_publish(const l3_obs_t *o, const l3_obs_as_t *st);
  */
 int l3_obs_as_read(const l3_obs_t *o, l3_obs_as_t *ret);
 
-/** Sums across all slots. */
+/** One histogram summed across all slots. */
+typedef struct {
+    uint64_t count, ns_total, median_ns, p99_ns;
+    uint64_t hist[L3_OBS_NBUCKETS];
+} l3_obs_sum_t;
+
+/** Sums across all slots (about 41 KiB: keep it off small stacks). */
 typedef struct {
     int64_t active_conns;
     int64_t inflight;
     uint64_t accepted, bytes_rx, bytes_tx, requests, err4xx, err5xx, restarts;
     uint32_t workers;
     uint64_t start_wall_ns;
-    uint64_t quarantined; /* records set aside by recovery at this start */
-    struct {
-        uint64_t count, ns_total, median_ns, p99_ns;
-        uint64_t hist[L3_OBS_NBUCKETS]; /* summed over the slots */
-    } route[L3_OBS_R_MAX];
+    uint64_t quarantined;             /* records set aside by recovery at this start */
+    l3_obs_sum_t route[L3_OBS_R_MAX]; /* handler time */
+    l3_obs_sum_t e2e[L3_OBS_R_MAX];   /* end to end */
+    l3_obs_sum_t stage[L3_OBS_S_MAX];
 } l3_obs_totals_t;
 
 void l3_obs_totals(const l3_obs_t *o, l3_obs_totals_t *ret);
@@ -191,6 +222,28 @@ uint64_t l3_obs_quantile(const uint64_t *hist, uint64_t count, double q);
 
 /** Name of a route as used in JSON ("get", "put", ...). */
 const char *l3_obs_route_name(l3_obs_route_t r);
+/** Name of a stage as used in JSON ("document_op", "serialize", "handler"). */
+const char *l3_obs_stage_name(l3_obs_stage_t s);
+
+/**
+ * Bounds of the exposition's cumulative ("le") buckets: one per power of two, bound i is
+ * 2^(L3_OBS_LE_MIN_LOG2 + i) ns (256 ns ... 2^31 ns = 2.147 s), then +Inf. Each bound is a
+ * boundary of the log-linear buckets, so collapsing splits none.
+ */
+#define L3_OBS_LE_MIN_LOG2 8u
+#define L3_OBS_NLE 24u
+/** Bound i (< L3_OBS_NLE) in ns. */
+static inline uint64_t l3_obs_le_ns(unsigned i)
+{
+    return UINT64_C(1) << (L3_OBS_LE_MIN_LOG2 + i);
+}
+/**
+ * Collapse a histogram (L3_OBS_NBUCKETS counts) into cumulative counts: ret[i] (i <
+ * L3_OBS_NLE) counts the values below l3_obs_le_ns(i) (a value of exactly the bound falls in
+ * the next one: the buckets' upper bounds are exclusive), ret[L3_OBS_NLE] (+Inf) all of
+ * them, including the last octave and values beyond 2^32 ns. Returns that total.
+ */
+uint64_t l3_obs_cumulative(const uint64_t *hist, uint64_t ret[L3_OBS_NLE + 1]);
 
 /**
  * Render the /metrics JSON document into a malloc'd buffer (*ret, *ret_len).
@@ -203,6 +256,14 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_q
                        const l3_wal_stats_t *wal, char **ret, size_t *ret_len);
 /** Render the legacy /kv/metrics text ("name value" lines). 0 or -ENOMEM. */
 int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len);
+/**
+ * Render the Prometheus text exposition (format 0.0.4) of the same figures as the JSON.
+ * `extra` as for l3_obs_render_json but a struct (may be NULL); `with_pids`: show process ids.
+ * 0 or -ENOMEM.
+ */
+int l3_obs_render_prom(const l3_obs_t *o, const char *version, uint64_t accept_queue,
+                       const struct l3_obs_store_figs *store, const l3_wal_stats_t *wal, bool with_pids,
+                       char **ret, size_t *ret_len);
 /** The static /dashboard HTML page. */
 const char *l3_obs_dashboard_html(size_t *ret_len);
 

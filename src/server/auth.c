@@ -16,11 +16,20 @@
  * entries, tokens of L3_AUTH_MIN_TOKEN_BYTES..L3_AUTH_MAX_TOKEN_BYTES printable
  * non-space ASCII bytes, names of 1..L3_AUTH_MAX_NAME_BYTES bytes.
  *
- * Decision (l3_auth_decide): with no token configured, every peer on loopback holds every
+ * An entry may instead (or as well) carry a "cert_subject": the RFC 2253 subject of a
+ * client certificate (tls.c verifies it against server.tls.client_ca and hands over the
+ * subject; unverified certificates never get here). Subjects are compared byte for byte
+ * (they are not secret); cert_subject entries are refused unless server.tls.client_ca is
+ * set (config.c's check at start, subjects_ok on SIGHUP).
+ *
+ * Decision (l3_auth_decide): with no entry configured, every peer on loopback holds every
  * scope and any other peer is refused with protected_mode (unless auth.protected_mode is
- * false: then everyone holds every scope). With tokens, a request without an
- * Authorization header holds the anonymous scopes (default ["health"]); a header that is
- * not "Bearer <known token>" is 401; a known token holds its scopes plus the anonymous ones.
+ * false: then everyone holds every scope). With entries, a request without an
+ * Authorization header holds the scopes of the entry whose cert_subject is the
+ * connection's verified certificate subject, or else the anonymous scopes (default
+ * ["health"]); a header that is not "Bearer <known token>" is 401 whatever the
+ * certificate; a known token holds its scopes plus the anonymous ones (a token, when sent,
+ * decides: the certificate adds nothing to it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,18 +53,21 @@
 typedef struct {
     char name[L3_AUTH_MAX_NAME_BYTES + 1];
     unsigned char digest[32];
+    bool has_token; /* digest is set (an entry may carry only a cert_subject) */
     unsigned scopes;
+    char *subject; /* cert_subject (malloc'd) or NULL */
 } tok_t;
 
 typedef struct {
     tok_t *tok;
-    size_t n;
+    size_t n, cap;       /* entries parsed, entries allocated */
     unsigned anon;       /* scopes without a token (only meaningful with tokens) */
     bool protected_mode; /* with no tokens: answer loopback peers only */
 } set_t;
 
 static set_t cur = {.protected_mode = true, .anon = L3_SCOPE_HEALTH};
 static char *source;
+static bool subjects_ok = true; /* cert_subject entries accepted (false: no server.tls.client_ca) */
 
 static const char *const scope_names[] = {"read", "write", "monitor", "admin", "health", "replicate"};
 #define NSCOPES (sizeof(scope_names) / sizeof(scope_names[0]))
@@ -215,6 +227,29 @@ static int parse_scopes(const char *key, json_t *v, bool may_be_empty, unsigned 
     return 0;
 }
 
+/* A cert_subject: 1..L3_AUTH_MAX_SUBJECT_BYTES bytes, no NUL, in the RFC 2253 form (the
+ * slash-separated "/CN=x/O=y" form of older openssl output is refused: it never matches). */
+static int parse_subject(const char *k, json_t *v, tok_t *t, char *errbuf, size_t errlen)
+{
+    size_t n = json_is_string(v) ? json_string_length(v) : 0;
+    if (n == 0 || n > L3_AUTH_MAX_SUBJECT_BYTES || strlen(json_string_value(v)) != n)
+        return fail(errbuf, errlen, -EINVAL, "config: '%s' must be a certificate subject of 1..%u bytes", k,
+                    L3_AUTH_MAX_SUBJECT_BYTES);
+    if (json_string_value(v)[0] == '/')
+        return fail(errbuf, errlen, -EINVAL,
+                    "config: '%s' must be in RFC 2253 form (\"CN=name,O=org\", as printed by openssl x509 "
+                    "-noout -subject -nameopt RFC2253)",
+                    k);
+    if (!subjects_ok)
+        return fail(errbuf, errlen, -EINVAL,
+                    "config: '%s' needs 'server.tls.client_ca' (the CA that verifies client certificates)",
+                    k);
+    free(t->subject);
+    if ((t->subject = strdup(json_string_value(v))) == NULL)
+        return -ENOMEM;
+    return 0;
+}
+
 static int parse_token(json_t *e, size_t idx, set_t *set, char *errbuf, size_t errlen)
 {
     char key[96];
@@ -222,6 +257,7 @@ static int parse_token(json_t *e, size_t idx, set_t *set, char *errbuf, size_t e
     if (!json_is_object(e))
         return fail(errbuf, errlen, -EINVAL, "config: '%s' must be an object", key);
     tok_t *t = &set->tok[set->n];
+    free(t->subject);
     memset(t, 0, sizeof(*t));
     int sources = 0, rc;
     bool have_scopes = false;
@@ -260,6 +296,9 @@ static int parse_token(json_t *e, size_t idx, set_t *set, char *errbuf, size_t e
                 t->digest[i] = (unsigned char)(hi << 4 | lo);
             }
             sources++;
+        } else if (strcmp(name, "cert_subject") == 0) {
+            if ((rc = parse_subject(k, v, t, errbuf, errlen)) < 0)
+                return rc;
         } else if (strcmp(name, "token_file") == 0) {
             if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= 4096 ||
                 strlen(json_string_value(v)) != json_string_length(v))
@@ -275,14 +314,20 @@ static int parse_token(json_t *e, size_t idx, set_t *set, char *errbuf, size_t e
         return fail(errbuf, errlen, -EINVAL, "config: '%s.name' is missing", key);
     if (!have_scopes)
         return fail(errbuf, errlen, -EINVAL, "config: '%s.scopes' is missing", key);
-    if (sources != 1)
+    if (sources > 1 || (sources == 0 && t->subject == NULL))
         return fail(errbuf, errlen, -EINVAL,
-                    "config: '%s' needs exactly one of 'token', 'token_sha256', 'token_file'", key);
+                    "config: '%s' needs exactly one of 'token', 'token_sha256', 'token_file' (or only a "
+                    "'cert_subject')",
+                    key);
+    t->has_token = sources == 1;
     for (size_t j = 0; j < set->n; j++) {
         if (strcmp(set->tok[j].name, t->name) == 0)
             return fail(errbuf, errlen, -EINVAL, "config: '%s.name' '%s' is used twice", key, t->name);
-        if (CRYPTO_memcmp(set->tok[j].digest, t->digest, 32) == 0)
+        if (t->has_token && set->tok[j].has_token && CRYPTO_memcmp(set->tok[j].digest, t->digest, 32) == 0)
             return fail(errbuf, errlen, -EINVAL, "config: '%s' has the same token as '%s'", key,
+                        set->tok[j].name);
+        if (t->subject != NULL && set->tok[j].subject != NULL && strcmp(set->tok[j].subject, t->subject) == 0)
+            return fail(errbuf, errlen, -EINVAL, "config: '%s.cert_subject' is also the subject of '%s'", key,
                         set->tok[j].name);
     }
     set->n++;
@@ -291,11 +336,14 @@ static int parse_token(json_t *e, size_t idx, set_t *set, char *errbuf, size_t e
 
 static void set_free(set_t *s)
 {
-    if (s->tok != NULL)
-        OPENSSL_cleanse(s->tok, s->n * sizeof(*s->tok));
+    if (s->tok != NULL) {
+        for (size_t i = 0; i < s->cap; i++) /* [n] may be an entry that failed to parse */
+            free(s->tok[i].subject);
+        OPENSSL_cleanse(s->tok, s->cap * sizeof(*s->tok));
+    }
     free(s->tok);
     s->tok = NULL;
-    s->n = 0;
+    s->n = s->cap = 0;
 }
 
 static int parse_set(json_t *auth, set_t *set, char *errbuf, size_t errlen)
@@ -319,6 +367,7 @@ static int parse_set(json_t *auth, set_t *set, char *errbuf, size_t errlen)
             set->tok = calloc(n ? n : 1, sizeof(*set->tok));
             if (set->tok == NULL)
                 return -ENOMEM;
+            set->cap = n ? n : 1;
             for (size_t i = 0; i < n && rc == 0; i++)
                 rc = parse_token(json_array_get(v, i), i, set, errbuf, errlen);
         } else if (strcmp(name, "anonymous") == 0) {
@@ -353,8 +402,22 @@ void l3_auth_reset(void)
 {
     set_free(&cur);
     cur = (set_t){.protected_mode = true, .anon = L3_SCOPE_HEALTH};
+    subjects_ok = true; /* until config.c's check knows whether server.tls.client_ca is set */
     free(source);
     source = NULL;
+}
+
+void l3_auth_set_client_ca(bool on)
+{
+    subjects_ok = on;
+}
+
+int l3_auth_subject_entry(void)
+{
+    for (size_t i = 0; i < cur.n; i++)
+        if (cur.tok[i].subject != NULL)
+            return (int)i;
+    return -1;
 }
 
 void l3_auth_set_source(const char *config_path)
@@ -393,8 +456,13 @@ int l3_auth_reload(const char *who)
 
 void l3_auth_log_mode(void)
 {
+    size_t certs = 0;
+    for (size_t i = 0; i < cur.n; i++)
+        certs += cur.tok[i].subject != NULL;
     if (cur.n > 0)
-        L3_LOG(L3_LOG_INFO, "auth: %zu tokens; anonymous requests hold %u scope bits", cur.n, cur.anon);
+        L3_LOG(L3_LOG_INFO,
+               "auth: %zu entries (%zu with a cert_subject); anonymous requests hold %u scope bits", cur.n,
+               certs, cur.anon);
     else if (cur.protected_mode)
         L3_LOG(L3_LOG_INFO, "auth: no tokens configured: protected mode, only loopback peers are answered");
     else
@@ -419,8 +487,17 @@ bool l3_auth_is_loopback(const void *sockaddr)
     return sa->sa_family == AF_UNIX;
 }
 
-l3_auth_verdict_t l3_auth_decide(unsigned need, const char *authz, size_t authz_len, bool loopback,
-                                 const char **ret_name, unsigned *ret_scopes)
+/* The entry whose cert_subject is `subject` (a verified client certificate's), or NULL. */
+static const tok_t *by_subject(const char *subject)
+{
+    for (size_t i = 0; subject != NULL && i < cur.n; i++)
+        if (cur.tok[i].subject != NULL && strcmp(cur.tok[i].subject, subject) == 0)
+            return &cur.tok[i];
+    return NULL;
+}
+
+l3_auth_verdict_t l3_auth_decide(unsigned need, const char *authz, size_t authz_len, const char *cert_subject,
+                                 bool loopback, const char **ret_name, unsigned *ret_scopes)
 {
     *ret_name = "-";
     *ret_scopes = 0;
@@ -431,6 +508,12 @@ l3_auth_verdict_t l3_auth_decide(unsigned need, const char *authz, size_t authz_
         return L3_AUTH_OK;
     }
     if (authz == NULL) {
+        const tok_t *c = by_subject(cert_subject);
+        if (c != NULL) {
+            *ret_name = c->name;
+            *ret_scopes = c->scopes | cur.anon;
+            return (need & ~*ret_scopes) == 0 ? L3_AUTH_OK : L3_AUTH_FORBIDDEN;
+        }
         *ret_scopes = cur.anon;
         return (need & ~cur.anon) == 0 ? L3_AUTH_OK : L3_AUTH_UNAUTHORIZED;
     }
@@ -449,7 +532,7 @@ l3_auth_verdict_t l3_auth_decide(unsigned need, const char *authz, size_t authz_
         return L3_AUTH_UNAUTHORIZED;
     const tok_t *hit = NULL;
     for (size_t i = 0; i < cur.n; i++) /* every entry, no early exit */
-        if (CRYPTO_memcmp(cur.tok[i].digest, d, 32) == 0)
+        if (CRYPTO_memcmp(cur.tok[i].digest, d, 32) == 0 && cur.tok[i].has_token)
             hit = &cur.tok[i];
     if (hit == NULL)
         return L3_AUTH_UNAUTHORIZED;

@@ -28,6 +28,7 @@
 #define L3_AUTH_MIN_TOKEN_BYTES 16u /* shorter tokens are refused */
 #define L3_AUTH_MAX_TOKEN_BYTES 4096u
 #define L3_AUTH_MAX_NAME_BYTES 64u
+#define L3_AUTH_MAX_SUBJECT_BYTES 1024u /* a cert_subject (tls.h keeps subjects up to this) */
 
 typedef enum {
     L3_AUTH_OK = 0,       /* the request has the scope */
@@ -39,6 +40,11 @@ typedef enum {
 /** Parse the "auth" object (a json_t *) and install it as the process's token set.
  *  Errors name the key ("auth.tokens[1].token_file: ..."). 0 or -errno. */
 int l3_auth_configure(void *json_auth, char *errbuf, size_t errlen);
+/** Are cert_subject entries allowed (server.tls.client_ca is set)? config.c's check sets it;
+ *  a SIGHUP reload refuses a set with cert_subject entries while it is false. */
+void l3_auth_set_client_ca(bool on);
+/** Index of the first installed entry with a cert_subject, or -1. */
+int l3_auth_subject_entry(void);
 /** Remember the configuration file that l3_auth_reload() re-reads. */
 void l3_auth_set_source(const char *config_path);
 /** Re-read the source file's "auth" section; on any error keep the current set and log why.
@@ -54,12 +60,13 @@ const char *l3_auth_scope_name(unsigned bit);
 
 /**
  * Decide a request: `need` is the scope bit the route needs (0 = none), `authz` the
- * Authorization header (NULL when absent), `loopback` whether the peer is a loopback
+ * Authorization header (NULL when absent), `cert_subject` the subject of the connection's
+ * verified client certificate (NULL: none), `loopback` whether the peer is a loopback
  * address. *ret_name gets the token's name ("-" without one) for logging, *ret_scopes the
  * scopes the request holds (e.g. /metrics shows process ids only with admin).
  */
-l3_auth_verdict_t l3_auth_decide(unsigned need, const char *authz, size_t authz_len, bool loopback,
-                                 const char **ret_name, unsigned *ret_scopes);
+l3_auth_verdict_t l3_auth_decide(unsigned need, const char *authz, size_t authz_len, const char *cert_subject,
+                                 bool loopback, const char **ret_name, unsigned *ret_scopes);
 
 /** Is the socket address (struct sockaddr *) a loopback peer? */
 bool l3_auth_is_loopback(const void *sockaddr);

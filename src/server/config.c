@@ -39,13 +39,14 @@
 #include "l3kv/store.h"
 #include "l3kv/wal.h"
 #include "obs.h"
+#include "tls.h"
 
 /* Longest storage.data_dir / storage.wal_path: the server and the WAL build paths in
  * 4096-byte buffers by appending "/data.wal", "/l3kv.snap", ".<seq>" (up to 20 digits),
  * ".corrupt-<secs>.<n>" or ".tmp" suffixes; 96 bytes cover the longest combination. */
 #define PATH_LEN_MAX (4096u - 96u)
 
-typedef enum { T_STR, T_U32, T_U64, T_DBL, T_BOOL, T_DUR, T_LEVEL, T_SECTION, T_RECOV } ktype_t;
+typedef enum { T_STR, T_U32, T_U64, T_DBL, T_BOOL, T_DUR, T_LEVEL, T_SECTION, T_RECOV, T_CLIENT } ktype_t;
 
 typedef struct {
     const char *name; /* dotted */
@@ -71,6 +72,8 @@ static const key_t_ keys[] = {
     {"server.tls", T_SECTION, 0, 0, 0},
     {"server.tls.cert", T_STR, O(server.tls_cert), 0, 0},
     {"server.tls.key", T_STR, O(server.tls_key), 0, 0},
+    {"server.tls.client_ca", T_STR, O(server.tls_client_ca), 0, 0},
+    {"server.tls.client_cert", T_CLIENT, O(server.tls_client_cert), 0, 0},
     {"storage", T_SECTION, 0, 0, 0},
     {"storage.data_dir", T_STR, O(storage.data_dir), 0, 0},
     {"storage.wal_path", T_STR, O(storage.wal_path), 0, 0},
@@ -166,6 +169,7 @@ void l3_srv_config_free(l3_srv_config_t *c)
     free(c->server.address);
     free(c->server.tls_cert);
     free(c->server.tls_key);
+    free(c->server.tls_client_ca);
     free(c->storage.data_dir);
     free(c->storage.wal_path);
     free(c->log.file);
@@ -269,6 +273,15 @@ static int apply(l3_srv_config_t *c, const key_t_ *k, json_t *v, seen_t *seen, c
             c->storage.recovery_strict = strcmp(s, "strict") == 0;
         else
             return fail(errbuf, errlen, -EINVAL, "config: '%s' must be \"salvage\" or \"strict\"", k->name);
+        return 0;
+    }
+    case T_CLIENT: {
+        const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+        if (s != NULL && (strcmp(s, "optional") == 0 || strcmp(s, "require") == 0))
+            c->server.tls_client_cert =
+                strcmp(s, "require") == 0 ? L3_TLS_CLIENT_REQUIRE : L3_TLS_CLIENT_OPTIONAL;
+        else
+            return fail(errbuf, errlen, -EINVAL, "config: '%s' must be \"optional\" or \"require\"", k->name);
         return 0;
     }
     case T_LEVEL: {
@@ -425,21 +438,48 @@ static int check_path(const char *key, const char *v, bool may_be_empty, char *e
     return 0;
 }
 
+/* server.tls: both halves, client certificates only with TLS, files that load (so --check
+ * refuses what the start would), and auth's cert_subject entries only with a client CA. */
+static int check_tls(const l3_srv_config_t *c, char *errbuf, size_t errlen)
+{
+    int rc;
+    if ((c->server.tls_cert == NULL) != (c->server.tls_key == NULL))
+        return fail(errbuf, errlen, -EINVAL, "config: 'server.tls' needs both 'cert' and 'key'");
+    if (c->server.tls_client_ca != NULL && c->server.tls_cert == NULL)
+        return fail(errbuf, errlen, -EINVAL,
+                    "config: 'server.tls.client_ca' needs 'server.tls.cert' and 'server.tls.key'");
+    if (c->server.tls_client_cert != L3_TLS_CLIENT_UNSET && c->server.tls_client_ca == NULL)
+        return fail(errbuf, errlen, -EINVAL, "config: 'server.tls.client_cert' needs 'server.tls.client_ca'");
+    if ((c->server.tls_cert != NULL &&
+         ((rc = check_path("server.tls.cert", c->server.tls_cert, false, errbuf, errlen)) < 0 ||
+          (rc = l3_srv_tls_check_pem("server.tls.cert", c->server.tls_cert, errbuf, errlen)) < 0)) ||
+        (c->server.tls_key != NULL &&
+         (rc = check_path("server.tls.key", c->server.tls_key, false, errbuf, errlen)) < 0) ||
+        (c->server.tls_client_ca != NULL &&
+         ((rc = check_path("server.tls.client_ca", c->server.tls_client_ca, false, errbuf, errlen)) < 0 ||
+          (rc = l3_srv_tls_check_pem("server.tls.client_ca", c->server.tls_client_ca, errbuf, errlen)) < 0)))
+        return rc;
+    int ent = l3_auth_subject_entry();
+    if (ent >= 0 && c->server.tls_client_ca == NULL)
+        return fail(errbuf, errlen, -EINVAL,
+                    "config: 'auth.tokens[%d].cert_subject' needs 'server.tls.client_ca' (the CA that "
+                    "verifies client certificates)",
+                    ent);
+    l3_auth_set_client_ca(c->server.tls_client_ca != NULL); /* SIGHUP reloads check it too */
+    return 0;
+}
+
 static int check(const l3_srv_config_t *c, const seen_t *seen, char *errbuf, size_t errlen)
 {
     int rc;
     if (c->server.min_workers > c->server.max_workers)
         return fail(errbuf, errlen, -EINVAL, "config: '%s' (%u) exceeds '%s' (%u)", min_key(seen),
                     c->server.min_workers, max_key(seen), c->server.max_workers);
-    if ((c->server.tls_cert == NULL) != (c->server.tls_key == NULL))
-        return fail(errbuf, errlen, -EINVAL, "config: 'server.tls' needs both 'cert' and 'key'");
     if (c->server.address[0] == '\0')
         return fail(errbuf, errlen, -EINVAL, "config: 'server.address' is empty");
-    if ((c->server.tls_cert != NULL &&
-         (rc = check_path("server.tls.cert", c->server.tls_cert, false, errbuf, errlen)) < 0) ||
-        (c->server.tls_key != NULL &&
-         (rc = check_path("server.tls.key", c->server.tls_key, false, errbuf, errlen)) < 0) ||
-        (rc = check_path("storage.data_dir", c->storage.data_dir, false, errbuf, errlen)) < 0 ||
+    if ((rc = check_tls(c, errbuf, errlen)) < 0)
+        return rc;
+    if ((rc = check_path("storage.data_dir", c->storage.data_dir, false, errbuf, errlen)) < 0 ||
         (rc = check_path("storage.wal_path", c->storage.wal_path, true, errbuf, errlen)) < 0 ||
         (c->log.file != NULL && (rc = check_path("log.file", c->log.file, false, errbuf, errlen)) < 0) ||
         (c->log.access != NULL && (rc = check_path("log.access", c->log.access, false, errbuf, errlen)) < 0))

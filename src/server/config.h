@@ -23,6 +23,11 @@
 /** Hard cap of worker processes (and of listening sockets). */
 #define L3_SRV_MAX_WORKERS 64
 
+/* server.tls.client_cert: whether a client must present a certificate (with client_ca) */
+#define L3_TLS_CLIENT_UNSET 0u
+#define L3_TLS_CLIENT_OPTIONAL 1u /* the default: ask, verify one that is presented */
+#define L3_TLS_CLIENT_REQUIRE 2u  /* refuse the handshake without a verified certificate */
+
 /* storage.durability is the WAL writer's mode (l3kv/wal.h); log levels are l3kv/base.h's. */
 typedef l3_wal_durability_t l3_srv_durability_t;
 #define L3_DURABILITY_BUFFERED L3_WAL_BUFFERED
@@ -40,6 +45,8 @@ typedef struct {
         uint32_t shutdown_timeout_ms; /* bound on the graceful drain */
         char *tls_cert;               /* NULL = no TLS */
         char *tls_key;                /* with tls_cert: the port speaks TLS (ALPN h2, http/1.1) */
+        char *tls_client_ca;          /* PEM CA file verifying client certificates; NULL = none */
+        uint32_t tls_client_cert;     /* L3_TLS_CLIENT_*: server.tls.client_cert */
     } server;
     struct {
         char *data_dir; /* "data" */

@@ -11,7 +11,9 @@
  * writes are answered 503 durability_unknown: the change was applied in memory and its
  * record may still reach the disk once the WAL recovers (a restart may or may not show
  * it), so the reply must not claim that nothing changed. Handler time is recorded by the
- * caller when the reply is parked (it excludes the wait).
+ * caller when the reply is parked (it excludes the wait); the end-to-end time (from the
+ * request's receipt, the wait included) is recorded here when the reply, or its 503, is
+ * handed to h2o.
  *
  * Tickets: l3_wal_last_ticket() is the ticket of the newest record this process appended;
  * it is read here and nowhere else in the server.
@@ -22,8 +24,9 @@
 
 #include "durable.h"
 #include "errmap.h"
-#include "send.h"
+#include "l3kv/base.h"
 #include "l3kv/wal.h"
+#include "send.h"
 
 void l3_durable_init(l3_durable_t *d, void *ring, bool wait, uint32_t slot, l3_obs_slot_t *obs)
 {
@@ -56,7 +59,7 @@ size_t l3_durable_pending(const l3_durable_t *d)
 }
 
 int l3_durable_park(l3_durable_t *d, h2o_req_t *req, int status, int head, const char *ctype,
-                    const char *body, size_t body_len)
+                    const char *body, size_t body_len, uint64_t t0, l3_obs_route_t route)
 {
     if (d->ring == NULL || !d->wait)
         return 1;
@@ -68,7 +71,9 @@ int l3_durable_park(l3_durable_t *d, h2o_req_t *req, int status, int head, const
     *p = (l3_durable_reply_t){.owner = d,
                               .req = req,
                               .ticket = ticket,
+                              .t0 = t0,
                               .status = status,
+                              .route = route,
                               .head = head,
                               .ctype = ctype,
                               .body = body,
@@ -110,6 +115,7 @@ void l3_durable_poll(l3_durable_t *d)
         while (d->parked.next != &d->parked && (d->parked.next->ticket <= durable || err != 0)) {
             l3_durable_reply_t *p = d->parked.next;
             unpark(p);
+            l3_obs_record_e2e(d->obs, p->route, l3_now_ns() - p->t0);
             if (p->ticket <= durable)
                 l3_http_send(p->req, p->status, p->ctype, h2o_iovec_init(p->body, p->body_len), p->head);
             else

@@ -22,7 +22,9 @@ typedef struct l3_durable_reply {
     struct l3_durable *owner;
     struct st_h2o_req_t *req;
     uint64_t ticket;
+    uint64_t t0; /* when the request was received (l3_now_ns): end-to-end time */
     int status, head;
+    l3_obs_route_t route;
     const char *ctype;
     const char *body;
     size_t body_len;
@@ -35,7 +37,7 @@ typedef struct l3_durable {
     void *ring;         /* l3_wal_ring_t * or NULL (no WAL) */
     uint32_t slot;      /* this worker's eventfd slot */
     bool wait;          /* storage.durability = "fsync" */
-    l3_obs_slot_t *obs; /* for the 5xx count of replies failed late */
+    l3_obs_slot_t *obs; /* for the 5xx count of replies failed late and end-to-end times */
 } l3_durable_t;
 
 void l3_durable_init(l3_durable_t *d, void *ring, bool wait, uint32_t slot, l3_obs_slot_t *obs);
@@ -46,7 +48,7 @@ void l3_durable_init(l3_durable_t *d, void *ring, bool wait, uint32_t slot, l3_o
  * -errno when the WAL cannot make changes durable (the caller answers 503).
  */
 int l3_durable_park(l3_durable_t *d, struct st_h2o_req_t *req, int status, int head, const char *ctype,
-                    const char *body, size_t body_len);
+                    const char *body, size_t body_len, uint64_t t0, l3_obs_route_t route);
 
 /** Error name of a write whose outcome is not known: applied in memory, its WAL record
  *  neither known durable nor known lost (docs/api.md). */

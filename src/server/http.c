@@ -9,7 +9,12 @@
  * headers, body); sent bytes are counted exactly per connection in worker.c. Handler time
  * is measured from entry into the dispatcher to the moment the response is handed to h2o
  * (h2o_start_response): parsing, routing, the store call and serialisation, without
- * socket I/O.
+ * socket I/O. End-to-end time runs from the same start to the moment the response is
+ * handed to h2o, so it equals the handler time except for replies parked until their WAL
+ * record is durable (fsync mode), whose end-to-end time durable.c records when it sends
+ * them. Stages (document routes only): the store calls the handler timed with
+ * l3_http_doc_done, minus the serialisation the store reported, the serialisation, and the
+ * handler time.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -80,15 +85,42 @@ void l3_http_add_etag(h2o_req_t *req, uint64_t lsn)
     l3_http_add_header(req, H2O_TOKEN_ETAG, p, (size_t)n);
 }
 
+void l3_http_doc_done(l3_rq_t *rq, uint64_t t_start)
+{
+    rq->doc_ns += l3_now_ns() - t_start;
+    rq->doc_timed = true;
+}
+
+static void record_stages(l3_rq_t *rq, uint64_t handler_ns)
+{
+    l3_obs_slot_t *s = rq->env->obs;
+    if ((unsigned)rq->route > L3_OBS_R_LIST)
+        return; /* health, metrics, other: not document routes */
+    if (rq->doc_timed)
+        l3_obs_record_stage(s, L3_OBS_S_DOCOP, rq->doc_ns > rq->ser_ns ? rq->doc_ns - rq->ser_ns : 0);
+    if (rq->ser_timed)
+        l3_obs_record_stage(s, L3_OBS_S_SERIALIZE, rq->ser_ns);
+    l3_obs_record_stage(s, L3_OBS_S_HANDLER, handler_ns);
+}
+
 void l3_http_record(l3_rq_t *rq, int status)
 {
     h2o_req_t *req = rq->req;
     uint64_t ns = l3_now_ns() - rq->t0;
     l3_obs_record(rq->env->obs, rq->route, status, ns);
-    /* received bytes: the request as HTTP/1 text (request line, headers, body) */
-    size_t rx = req->method.len + req->path.len + 13 + req->authority.len + 8 + req->entity.len;
+    if (!rq->parked)
+        l3_obs_record_e2e(rq->env->obs, rq->route, ns);
+    record_stages(rq, ns);
+    /* received bytes: the request as HTTP/1 text: "M P HTTP/1.1\r\n", "Host: A\r\n", the
+     * headers ("N: V\r\n"), "\r\n", the body, and its "Content-Length: n\r\n", which h2o
+     * keeps out of the header list (exact for an HTTP/1 request framed by Content-Length) */
+    size_t rx = req->method.len + 1 + req->path.len + 11 + 6 + req->authority.len + 2 + 2 + req->entity.len;
     for (size_t i = 0; i < req->headers.size; i++)
         rx += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    if (req->entity.base != NULL && h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_LENGTH, -1) < 0) {
+        char digits[24];
+        rx += 16 + (size_t)snprintf(digits, sizeof(digits), "%zu", req->entity.len) + 2;
+    }
     l3_obs_add(&rq->env->obs->os_bytes_rx, rx);
 }
 
@@ -128,12 +160,14 @@ void l3_http_respond_jbuf(l3_rq_t *rq, int status, const char *ctype)
 
 void l3_http_respond_write(l3_rq_t *rq, int status, const char *ctype, h2o_iovec_t body)
 {
-    int rc = l3_durable_park(&rq->env->durable, rq->req, status, rq->head, ctype, body.base, body.len);
+    int rc = l3_durable_park(&rq->env->durable, rq->req, status, rq->head, ctype, body.base, body.len, rq->t0,
+                             rq->route);
     if (rc == 1) {
         l3_http_respond(rq, status, ctype, body);
     } else if (rc < 0) {
         l3_http_respond(rq, 503, L3_CT_JSON, l3_durable_unknown_reply(rq->req));
     } else {
+        rq->parked = true;
         l3_http_record(rq, status); /* parked: handler time excludes the wait */
         if (l3_access_enabled())
             l3_access_write(rq->req, rq->who != NULL ? rq->who : "-", status, rq->head ? 0 : body.len,

@@ -39,6 +39,9 @@ typedef struct l3_route_env {
     /* The connection closes after this response: drain what the client still sends so
      * it reads the response instead of a reset (NULL = no lingering close). */
     void (*linger)(void *h2o_conn);
+    /* The subject of the connection's verified TLS client certificate, NULL without one
+     * (NULL function: no client certificates). */
+    const char *(*cert_subject)(void *h2o_conn);
     /* Ask the supervisor for a checkpoint: 0 or -errno (NULL = not available). */
     int (*request_checkpoint)(void);
     l3_durable_t durable; /* fsync-mode parked replies */
@@ -55,6 +58,11 @@ typedef struct {
     int head;             /* HEAD: GET headers, no body */
     unsigned scopes;      /* L3_SCOPE_* the request holds (auth.c) */
     const char *who;      /* the token's name, "-" without one (never the token) */
+    bool parked;          /* the reply waits for durability: end-to-end time recorded later */
+    bool doc_timed;       /* a document operation was timed (doc_ns) */
+    bool ser_timed;       /* a serialisation was timed (ser_ns) */
+    uint64_t doc_ns;      /* time in store calls, serialisation included (l3_http_doc_done) */
+    uint64_t ser_ns;      /* of which JSON serialisation */
 } l3_rq_t;
 
 bool l3_http_method(const h2o_req_t *req, const char *m, size_t n);
@@ -72,7 +80,10 @@ void l3_http_add_etag(h2o_req_t *req, uint64_t lsn);
 /** Hand a malloc'd buffer to the request: freed when the request is done. */
 void l3_http_adopt(h2o_req_t *req, void *buf);
 
-/** Record the request in the metrics (handler time, status, received bytes). */
+/** Add the time since t_start (an l3_now_ns value) to the request's document operation. */
+void l3_http_doc_done(l3_rq_t *rq, uint64_t t_start);
+/** Record the request in the metrics (handler time, status, received bytes; end-to-end
+ *  time too unless rq->parked; the stages of a document route). */
 void l3_http_record(l3_rq_t *rq, int status);
 /** Record and send. */
 void l3_http_respond(l3_rq_t *rq, int status, const char *ctype, h2o_iovec_t body);

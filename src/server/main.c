@@ -119,10 +119,10 @@ int main(int argc, char **argv)
     int rc = l3_srv_init(&srv, path);
     if (rc != 0)
         return rc == -EPERM ? 2 : 1;
-    if (l3_srv_h2o_setup(&srv, err, sizeof(err)) != 0) {
+    if ((rc = l3_srv_h2o_setup(&srv, err, sizeof(err))) != 0) {
         L3_LOG(L3_LOG_ERROR, "%s", err);
         l3_store_unlink(srv.store);
-        return 1;
+        return rc == -EINVAL ? 2 : 1; /* a TLS file that does not load: a refused configuration */
     }
     l3_srv_set_worker(&srv, l3_srv_worker_main);
     if ((rc = l3_srv_wal_setup(&srv)) != 0 || l3_srv_autoscale_setup(&srv) != 0) {

@@ -4,7 +4,14 @@
  * (JSON), /dashboard and POST /admin/checkpoint (asks the supervisor through the
  * environment's request_checkpoint: the worker sends it SIGRTMIN and it forks the
  * checkpointer at its next tick). /metrics shows process ids ("pid", "writer_pid") only
- * to a request holding the admin scope; others see null there.
+ * to a request holding the admin scope; others see null there (and the Prometheus form
+ * leaves the l3kv_worker_pid and l3kv_wal_writer_pid families out).
+ *
+ * /metrics answers JSON unless the client asks for the Prometheus text format 0.0.4:
+ * ?format=prometheus (format=json forces JSON; any other value is 400 bad_request), or,
+ * without format=, an Accept header that rates text/plain or application/openmetrics-text
+ * strictly above application/json (as Prometheus's scraper does: its header lists
+ * openmetrics and text/plain, and JSON only through a low-weighted wildcard).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -47,12 +54,22 @@ int l3_route_metrics_text(l3_rq_t *rq, h2o_iovec_t unused)
     return 0;
 }
 
-/* The store's figures as the JSON object /metrics shows under "store"; false without a store. */
-static bool store_json(l3_store_t *st, char *extra, size_t cap)
+/* The store's figures as the JSON object /metrics shows under "store" (and, when figs is
+ * not NULL, as the Prometheus rendering takes them); false without a store. */
+static bool store_json(l3_store_t *st, char *extra, size_t cap, l3_obs_store_figs_t *figs)
 {
     l3_store_stats_t s;
     if (st == NULL || l3_store_stats(st, &s) != 0)
         return false;
+    if (figs != NULL)
+        *figs = (l3_obs_store_figs_t){.keys = s.keys,
+                                      .doc_bytes = s.doc_bytes,
+                                      .heap_bytes = s.heap_bytes,
+                                      .used_bytes = s.used_bytes,
+                                      .free_bytes = s.free_bytes,
+                                      .largest_free = s.largest_free,
+                                      .last_lsn = s.last_lsn,
+                                      .fragmentation = s.fragmentation};
     snprintf(extra, cap,
              "{\"keys\":%" PRIu64 ",\"doc_bytes\":%" PRIu64 ",\"heap_bytes\":%" PRIu64
              ",\"used_bytes\":%" PRIu64 ",\"free_bytes\":%" PRIu64 ",\"largest_free\":%" PRIu64
@@ -101,30 +118,107 @@ static char *hide_pids(const char *s, size_t len, size_t *ret_len)
     return d;
 }
 
+/* The q weight (0..1000) of one media range's parameters p[0..n) (after its ';'). */
+static unsigned accept_q(const char *p, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if ((p[i] != 'q' && p[i] != 'Q') || p[i + 1] != '=' || (i > 0 && p[i - 1] != ';' && p[i - 1] != ' '))
+            continue;
+        unsigned q = 0, scale = 1000, j = i + 2;
+        if (j < n && p[j] == '1')
+            return 1000;
+        for (j += 2; j < n && j < i + 7 && p[j] >= '0' && p[j] <= '9'; j++) /* "0.xyz" */
+            q += (unsigned)(p[j] - '0') * (scale /= 10);
+        return q;
+    }
+    return 1000;
+}
+
+/* Does the Accept header rate the Prometheus text (text/plain, application/openmetrics-text)
+ * strictly above JSON (application/json, application/ *, * / *)? At most 32 ranges are read. */
+static bool accept_prefers_text(h2o_iovec_t v)
+{
+    unsigned qtext = 0, qjson = 0;
+    const char *p = v.base, *end = v.base + v.len;
+    for (unsigned n = 0; p < end && n < 32; n++) {
+        const char *c = memchr(p, ',', (size_t)(end - p)), *e = c != NULL ? c : end;
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *semi = e > p ? memchr(p, ';', (size_t)(e - p)) : NULL, *te = semi != NULL ? semi : e;
+        while (te > p && (te[-1] == ' ' || te[-1] == '\t'))
+            te--;
+        h2o_iovec_t mt = h2o_iovec_init(p, (size_t)(te - p));
+        unsigned q = semi != NULL ? accept_q(semi + 1, (size_t)(e - semi - 1)) : 1000;
+        if (l3_http_ieq(mt, H2O_STRLIT("text/plain")) ||
+            l3_http_ieq(mt, H2O_STRLIT("application/openmetrics-text")))
+            qtext = q > qtext ? q : qtext;
+        else if (l3_http_ieq(mt, H2O_STRLIT("application/json")) ||
+                 l3_http_ieq(mt, H2O_STRLIT("application/*")) || l3_http_ieq(mt, H2O_STRLIT("*/*")))
+            qjson = q > qjson ? q : qjson;
+        p = e + 1;
+    }
+    return qtext > qjson;
+}
+
+/* 1: Prometheus text, 0: JSON, -1: a bad format= value (answered 400). */
+static int wants_prometheus(l3_rq_t *rq)
+{
+    h2o_req_t *req = rq->req;
+    if (req->query_at != SIZE_MAX) {
+        const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+        while (q < end) {
+            const char *amp = memchr(q, '&', (size_t)(end - q)), *e = amp != NULL ? amp : end;
+            if (e - q >= 7 && memcmp(q, "format=", 7) == 0) {
+                h2o_iovec_t f = h2o_iovec_init(q + 7, (size_t)(e - q - 7));
+                if (l3_http_ieq(f, H2O_STRLIT("prometheus")))
+                    return 1;
+                if (l3_http_ieq(f, H2O_STRLIT("json")))
+                    return 0;
+                l3_http_fail(rq, 400, "bad_request", "format must be 'json' or 'prometheus', not '%.*s'",
+                             (int)L3_MIN(f.len, 32), f.base);
+                return -1;
+            }
+            q = e + 1;
+        }
+    }
+    h2o_iovec_t acc = l3_http_header(req, H2O_TOKEN_ACCEPT);
+    return acc.base != NULL && accept_prefers_text(acc) ? 1 : 0;
+}
+
+#define L3_CT_PROM "text/plain; version=0.0.4; charset=utf-8"
+
 int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused)
 {
     (void)unused;
     l3_route_env_t *env = rq->env;
+    int prom = wants_prometheus(rq);
+    if (prom < 0)
+        return 0;
     char *out = NULL, extra[768];
     size_t len = 0;
-    const char *ex = store_json(env->store, extra, sizeof(extra)) ? extra : NULL;
+    l3_obs_store_figs_t figs;
+    const char *ex = store_json(env->store, extra, sizeof(extra), &figs) ? extra : NULL;
     l3_wal_stats_t ws, *wsp = NULL;
     if (env->wal_ring != NULL) {
         l3_wal_ring_stats(env->wal_ring, &ws);
         wsp = &ws;
     }
     uint64_t aq = env->accept_queue != NULL ? env->accept_queue(env->accept_arg) : 0;
-    int rc = l3_obs_render_json(env->obs_all, L3KV_VERSION, aq, ex, wsp, &out, &len);
+    bool admin = (rq->scopes & L3_SCOPE_ADMIN) != 0;
+    int rc = prom ? l3_obs_render_prom(env->obs_all, L3KV_VERSION, aq, ex != NULL ? &figs : NULL, wsp, admin,
+                                       &out, &len)
+                  : l3_obs_render_json(env->obs_all, L3KV_VERSION, aq, ex, wsp, &out, &len);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
-    if ((rq->scopes & L3_SCOPE_ADMIN) == 0) {
+    if (!prom && !admin) {
         char *hid = hide_pids(out, len, &len);
         free(out);
         if (hid == NULL)
             return l3_http_fail_rc(rq, -ENOMEM, L3_CTX_READ, NULL);
         out = hid;
     }
-    respond_metrics(rq, out, len, L3_CT_JSON);
+    l3_http_add_header(rq->req, H2O_TOKEN_VARY, H2O_STRLIT("Accept"));
+    respond_metrics(rq, out, len, prom ? L3_CT_PROM : L3_CT_JSON);
     return 0;
 }
 

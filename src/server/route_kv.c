@@ -26,8 +26,9 @@ static int resolve_if_match(l3_rq_t *rq, h2o_iovec_t key, uint64_t *ret)
     h2o_iovec_t im = l3_http_header(rq->req, H2O_TOKEN_IF_MATCH);
     if (im.base == NULL)
         return 0;
-    uint64_t lsn = 0;
+    uint64_t lsn = 0, t = l3_now_ns();
     int rc = l3_store_get_lsn(rq->env->store, key.base, key.len, &lsn);
+    l3_http_doc_done(rq, t);
     if (rc == -ENOENT) {
         l3_http_fail(rq, 412, "precondition_failed", "If-Match given but the document does not exist");
         return 1;
@@ -52,8 +53,9 @@ static int on_get(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
     l3_store_t *st = rq->env->store;
     h2o_iovec_t inm = l3_http_header(req, H2O_TOKEN_IF_NONE_MATCH);
     if (inm.base != NULL) {
-        uint64_t lsn;
+        uint64_t lsn, t = l3_now_ns();
         int rc = l3_store_get_lsn(st, key.base, key.len, &lsn);
+        l3_http_doc_done(rq, t);
         if (rc == 0 && l3_q_etag_matches(inm.base, inm.len, lsn, true)) {
             l3_http_add_etag(req, lsn);
             l3_http_respond(rq, 304, NULL, h2o_iovec_init(NULL, 0));
@@ -64,8 +66,9 @@ static int on_get(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
     if (!q->has_field && accept.base != NULL && l3_q_contains_ci(accept.base, accept.len, L3_CT_BIN)) {
         uint8_t *buf;
         size_t len;
-        uint64_t lsn;
+        uint64_t lsn, t = l3_now_ns();
         int rc = l3_store_get_bin(st, key.base, key.len, &buf, &len, &lsn);
+        l3_http_doc_done(rq, t);
         if (rc < 0)
             return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
         l3_http_adopt(req, buf);
@@ -73,10 +76,13 @@ static int on_get(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
         l3_http_respond(rq, 200, L3_CT_BIN, h2o_iovec_init(buf, len));
         return 0;
     }
-    uint64_t lsn = 0;
+    uint64_t lsn = 0, t = l3_now_ns(), ser_ns = 0;
     rq->env->jbuf.len = 0;
-    int rc = l3_store_get_json(st, key.base, key.len, q->has_field ? q->field.base : NULL,
-                               q->has_field ? q->field.len : 0, 0, &rq->env->jbuf, &lsn);
+    int rc = l3_store_get_json_timed(st, key.base, key.len, q->has_field ? q->field.base : NULL,
+                                     q->has_field ? q->field.len : 0, 0, &rq->env->jbuf, &lsn, &ser_ns);
+    l3_http_doc_done(rq, t);
+    rq->ser_ns += ser_ns;
+    rq->ser_timed = rc == 0;
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
     l3_http_add_etag(req, lsn);
@@ -153,6 +159,7 @@ static int on_put(l3_rq_t *rq, h2o_iovec_t key)
     uint64_t lsn = 0;
     l3_doc_error_t err = {0, NULL};
     int rc;
+    uint64_t t = l3_now_ns();
     if (bin) {
         const uint8_t *doc = (const uint8_t *)req->entity.base;
         if (((uintptr_t)doc & 7) != 0 && req->entity.len > 0) { /* the format wants 8-byte alignment */
@@ -169,6 +176,7 @@ static int on_put(l3_rq_t *rq, h2o_iovec_t key)
         rc =
             l3_store_put_json(st, key.base, key.len, req->entity.base, req->entity.len, if_match, &lsn, &err);
     }
+    l3_http_doc_done(rq, t);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, &err);
     return ok_version(rq, 200, lsn);
@@ -179,7 +187,9 @@ static int on_delete(l3_rq_t *rq, h2o_iovec_t key)
     uint64_t if_match, lsn = 0;
     if (resolve_if_match(rq, key, &if_match))
         return 0;
+    uint64_t t = l3_now_ns();
     int rc = l3_store_delete(rq->env->store, key.base, key.len, if_match, &lsn);
+    l3_http_doc_done(rq, t);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, NULL);
     return ok_version(rq, 200, lsn);
@@ -200,8 +210,10 @@ static int on_incr(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
     if (resolve_if_match(rq, key, &if_match))
         return 0;
     /* the store's incr takes no If-Match: with one, the check above is advisory under races */
+    uint64_t t = l3_now_ns();
     int rc =
         l3_store_incr(rq->env->store, key.base, key.len, q->field.base, q->field.len, 0, delta, &nv, &lsn);
+    l3_http_doc_done(rq, t);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, NULL);
     int n = snprintf(numbuf, sizeof(numbuf), "%" PRId64, nv);
@@ -306,9 +318,11 @@ static int on_post(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
         return 0;
     if (resolve_if_match(rq, key, &if_match))
         return 0;
+    uint64_t t = l3_now_ns();
     if (v.type == L3_DOC_INT && if_match == 0) {
         rc = l3_store_set_int(st, key.base, key.len, path, plen, 0, v.i, &lsn); /* fast path */
         if (rc != L3_ENOTFOUND) {
+            l3_http_doc_done(rq, t);
             if (rc < 0)
                 return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, NULL);
             return echo_scalar(rq, &v, lsn);
@@ -318,6 +332,7 @@ static int on_post(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
     /* set_double may replace any number (an int becomes a double); other types conflict */
     if (rc == L3_ETYPE && v.type == L3_DOC_DOUBLE && is_number(st, key, q))
         rc = l3_store_set(st, key.base, key.len, path, plen, 0, &v, if_match, &lsn);
+    l3_http_doc_done(rq, t);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, NULL);
     return echo_scalar(rq, &v, lsn);
@@ -346,10 +361,12 @@ static int on_patch(l3_rq_t *rq, h2o_iovec_t key)
         return 0;
     l3_doc_error_t err = {0, NULL};
     l3_store_t *st = rq->env->store;
+    uint64_t t = l3_now_ns();
     int rc = merge ? l3_store_merge_patch(st, key.base, key.len, req->entity.base, req->entity.len, if_match,
                                           &lsn, &err)
                    : l3_store_json_patch(st, key.base, key.len, req->entity.base, req->entity.len, if_match,
                                          &lsn, &err);
+    l3_http_doc_done(rq, t);
     if (rc < 0) {
         if (rc == L3_ESYNTAX && err.msg != NULL && err.offset == 0 && !merge)
             return l3_http_fail(rq, 400, "invalid_patch", "%s", err.msg);

@@ -46,7 +46,9 @@ int l3_route_list(l3_rq_t *rq, h2o_iovec_t unused)
     list_ctx_t c = {.b = jb};
     if (l3_http_buf_cat(jb, H2O_STRLIT("{\"keys\":[")) != 0)
         return l3_http_fail_rc(rq, -ENOMEM, L3_CTX_READ, NULL);
+    uint64_t t = l3_now_ns(); /* the document operation: the walk, the keys' JSON written as it goes */
     int rc = l3_store_keys(rq->env->store, q.prefix.base, q.prefix.len, &cursor, (size_t)limit, list_one, &c);
+    l3_http_doc_done(rq, t);
     if (rc < 0 || c.rc < 0)
         return l3_http_fail_rc(rq, rc < 0 ? rc : c.rc, L3_CTX_READ, NULL);
     char tail[64];

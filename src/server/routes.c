@@ -181,7 +181,8 @@ static int check_access(l3_rq_t *rq, const route_t *r, unsigned m)
     unsigned need = (m & M_WRITE) ? r->scope_w : r->scope_r;
     ssize_t hi = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     h2o_iovec_t az = hi >= 0 ? req->headers.entries[hi].value : h2o_iovec_init(NULL, 0);
-    l3_auth_verdict_t v = l3_auth_decide(need, az.base != NULL ? az.base : NULL, az.len,
+    const char *subject = rq->env->cert_subject != NULL ? rq->env->cert_subject(req->conn) : NULL;
+    l3_auth_verdict_t v = l3_auth_decide(need, az.base != NULL ? az.base : NULL, az.len, subject,
                                          peer_is_loopback(req), &rq->who, &rq->scopes);
     if (hi >= 0 && az.base == NULL)
         v = L3_AUTH_UNAUTHORIZED;

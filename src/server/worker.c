@@ -24,7 +24,9 @@
  *
  * Invariants: listeners[i] is read_started iff this slot serves socket i and we are not
  * stopping or paused after EMFILE; active_conns equals the number of accepted sockets
- * whose on_close has not run.
+ * whose on_close has not run; a connection's subject is set only by tls.c's handshake
+ * callback, for a client certificate that verified (auth.c grants cert_subject entries
+ * from it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,6 +51,7 @@
 #include "auth.h"
 #include "ctl.h"
 #include "supervisor.h"
+#include "tls.h"
 #include "l3kv/store.h"
 #include "worker.h"
 
@@ -134,6 +137,8 @@ static void json_err_setup(h2o_filter_t *f, h2o_req_t *req, h2o_ostream_t **slot
     h2o_setup_next_ostream(req, slot);
 }
 
+static void on_tls_peer(void *sock, const char *subject);
+
 int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
 {
     h2o_config_init(&globalconf);
@@ -150,37 +155,11 @@ int l3_srv_h2o_setup(l3_srv_t *srv, char *errbuf, size_t errlen)
     ef->on_setup_ostream = json_err_setup;
     srv->h2o_globalconf = &globalconf;
 
-    if (srv->cfg.server.tls_cert != NULL) {
-        SSL_CTX *c = SSL_CTX_new(TLS_server_method());
-        if (c == NULL) {
-            snprintf(errbuf, errlen, "tls: SSL_CTX_new failed");
-            return -ENOMEM;
-        }
-        SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
-        /* TLS 1.2: forward-secret AEAD suites only (TLS 1.3 suites are all AEAD); no renegotiation */
-        SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                   SSL_OP_NO_COMPRESSION);
-        if (SSL_CTX_set_cipher_list(c, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL") != 1) {
-            snprintf(errbuf, errlen, "tls: no usable cipher suite");
-            SSL_CTX_free(c);
-            return -EINVAL;
-        }
-        if (SSL_CTX_use_certificate_chain_file(c, srv->cfg.server.tls_cert) != 1) {
-            snprintf(errbuf, errlen, "config: 'server.tls.cert': cannot load %s", srv->cfg.server.tls_cert);
-            SSL_CTX_free(c);
-            return -EINVAL;
-        }
-        if (SSL_CTX_use_PrivateKey_file(c, srv->cfg.server.tls_key, SSL_FILETYPE_PEM) != 1 ||
-            SSL_CTX_check_private_key(c) != 1) {
-            snprintf(errbuf, errlen,
-                     "config: 'server.tls.key': cannot load %s or it does not match the certificate",
-                     srv->cfg.server.tls_key);
-            SSL_CTX_free(c);
-            return -EINVAL;
-        }
-        h2o_ssl_register_alpn_protocols(c, h2o_alpn_protocols);
-        srv->ssl_ctx = c;
-    }
+    SSL_CTX *ssl = NULL;
+    int rc = l3_srv_tls_setup(&srv->cfg, on_tls_peer, &ssl, errbuf, errlen);
+    srv->ssl_ctx = ssl;
+    if (rc != 0)
+        return rc;
     return 0;
 }
 
@@ -191,6 +170,7 @@ typedef struct conn {
     size_t tx;      /* bytes written already added to the slot counters */
     size_t in_seen; /* graceful stop: buffered input size at the last look */
     int linger_fd;  /* >= 0: a dup of the fd, drained after h2o closes (lingering close) */
+    char *subject;  /* the verified client certificate's subject (tls.c), or NULL */
     struct conn *prev, *next;
 } conn_t;
 
@@ -344,6 +324,36 @@ static void linger_conn(void *hc)
     linger_after_close(hc);
 }
 
+static void on_conn_close(void *data);
+
+/* tls.c: a handshake completed with a verified client certificate. Kept with the
+ * connection (renegotiation is off, so it cannot change; a TLS 1.3 post-handshake event
+ * reports the same certificate again). */
+static void on_tls_peer(void *s, const char *subject)
+{
+    h2o_socket_t *sock = s;
+    if (sock == NULL || sock->on_close.cb != on_conn_close)
+        return;
+    conn_t *c = sock->on_close.data;
+    if (c->subject != NULL && strcmp(c->subject, subject) == 0)
+        return;
+    free(c->subject);
+    c->subject = strdup(subject); /* NULL on ENOMEM: the certificate then grants nothing */
+}
+
+/* The verified client certificate subject of a request's connection (NULL: none). O(1):
+ * the connection's socket carries its conn_t in on_close.data. */
+static const char *conn_subject(void *h)
+{
+    h2o_conn_t *hc = h;
+    if (hc == NULL || hc->callbacks == NULL || hc->callbacks->get_socket == NULL)
+        return NULL;
+    h2o_socket_t *sock = hc->callbacks->get_socket(hc);
+    if (sock == NULL || sock->on_close.cb != on_conn_close)
+        return NULL;
+    return ((conn_t *)sock->on_close.data)->subject;
+}
+
 /* POST /admin/checkpoint: the supervisor forks the checkpointer at its next tick. */
 static int request_checkpoint(void)
 {
@@ -360,6 +370,7 @@ static void on_conn_close(void *data)
         linger_start(c->linger_fd);
     c->prev->next = c->next;
     c->next->prev = c->prev;
+    free(c->subject);
     free(c);
     --active_conns;
     set_active();
@@ -418,6 +429,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     c->tx = 0;
     c->in_seen = 0;
     c->linger_fd = -1;
+    c->subject = NULL;
     c->next = conns.next;
     c->prev = &conns;
     conns.next->prev = c;
@@ -556,6 +568,7 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
                                 .accept_queue = accept_queue,
                                 .accept_arg = s,
                                 .linger = linger_conn,
+                                .cert_subject = conn_subject,
                                 .request_checkpoint = request_checkpoint};
     l3_durable_init(&api->env.durable, s->wal_ring, s->wal_wait, slot, my_obs);
     if (s->store != NULL) {

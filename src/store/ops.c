@@ -250,7 +250,15 @@ static int ro_get_json(l3_store_t *st, const void *key, size_t klen, const char 
 int l3_store_get_json(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
                       unsigned flags, l3_buf_t *out, uint64_t *ret_lsn)
 {
+    uint64_t ser_ns;
+    return l3_store_get_json_timed(st, key, klen, path, plen, flags, out, ret_lsn, &ser_ns);
+}
+
+int l3_store_get_json_timed(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
+                            unsigned flags, l3_buf_t *out, uint64_t *ret_lsn, uint64_t *ret_ser_ns)
+{
     opctx_t c;
+    *ret_ser_ns = 0;
     if (st->readonly)
         return ro_get_json(st, key, klen, path, plen, flags, out, ret_lsn);
     int rc = op_lock(st, key, klen, false, &c);
@@ -264,7 +272,9 @@ int l3_store_get_json(l3_store_t *st, const void *key, size_t klen, const char *
         if (rc < 0)
             return op_abort(st, &c, rc);
     }
+    uint64_t t0 = l3_now_ns();
     rc = l3_doc_to_json(c.doc, slot, out);
+    *ret_ser_ns = l3_now_ns() - t0;
     uint64_t lsn = l3_doc_lsn(c.doc);
     l3_store__stripe_unlock(st, c.s);
     if (rc < 0)

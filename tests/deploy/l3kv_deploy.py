@@ -71,7 +71,14 @@ def stop_like_systemd(proc, sig=signal.SIGTERM, timeout_s=30.0):
     except subprocess.TimeoutExpired:
         rc = None
     took = time.monotonic() - t0
+    # a child already on its way out (exit signalled, not yet reaped by init) is given a
+    # moment; one still there after it is a leftover, named with its command line
     leftovers = group_members(proc.pid)
+    settle = time.monotonic() + 2.0
+    while leftovers and time.monotonic() < settle:
+        time.sleep(0.05)
+        leftovers = group_members(proc.pid)
+    leftovers = [(pid, cmdline(pid)) for pid in leftovers]
     if rc is None or leftovers:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -79,6 +86,15 @@ def stop_like_systemd(proc, sig=signal.SIGTERM, timeout_s=30.0):
             pass
         proc.wait()
     return rc, took, leftovers
+
+
+def cmdline(pid):
+    """The command line of a process, or '?' when it is gone."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return "?"
 
 
 def group_members(pgid):

@@ -88,7 +88,7 @@ def stack():
     yield srv, proxy
     prc = proxy.stop()
     src = srv.stop()
-    assert prc[0] is not None and not prc[2], "h2o did not stop on SIGTERM"
+    assert prc[0] is not None and not prc[2], "h2o did not stop on SIGTERM: %r" % (prc,)
     assert src[0] == 0 and not src[2], "l3kv did not stop cleanly:\n" + srv.logtext()
     shutil.rmtree(d, ignore_errors=True)
 

@@ -32,7 +32,7 @@ static l3_auth_verdict_t decide(unsigned need, const char *authz, bool lo, unsig
     const char *who;
     unsigned s;
     l3_auth_verdict_t v =
-        l3_auth_decide(need, authz, authz ? strlen(authz) : 0, lo, &who, scopes ? scopes : &s);
+        l3_auth_decide(need, authz, authz ? strlen(authz) : 0, NULL, lo, &who, scopes ? scopes : &s);
     return v;
 }
 
@@ -75,6 +75,59 @@ static void test_decisions(void)
                     sizeof(err)) < 0);
     CHECK(strstr(err, "auth.tokens[0].token") != NULL);
     CHECK_EQ_INT(decide(L3_SCOPE_READ, "Bearer " TOKA, false, NULL), L3_AUTH_OK);
+    l3_auth_reset();
+}
+
+#define ALICE "CN=alice,O=Example"
+
+static l3_auth_verdict_t decide_cert(unsigned need, const char *authz, const char *subject, const char **who)
+{
+    unsigned s;
+    return l3_auth_decide(need, authz, authz ? strlen(authz) : 0, subject, false, who, &s);
+}
+
+static void test_cert_subjects(void)
+{
+    char err[256];
+    l3_auth_reset();
+    CHECK_EQ_INT(configure("{\"tokens\":[{\"name\":\"a\",\"token\":\"" TOKA "\",\"scopes\":[\"read\"]},"
+                           "{\"name\":\"alice\",\"cert_subject\":\"" ALICE "\",\"scopes\":[\"write\"]},"
+                           "{\"name\":\"both\",\"token\":\"" TOKB "\",\"cert_subject\":\"CN=b\","
+                           "\"scopes\":[\"admin\"]}]}",
+                           err, sizeof(err)),
+                 0);
+    CHECK_EQ_INT(l3_auth_subject_entry(), 1);
+    const char *who = NULL;
+    CHECK_EQ_INT(decide_cert(L3_SCOPE_WRITE, NULL, ALICE, &who), L3_AUTH_OK);
+    CHECK_EQ_STR(who, "alice");
+    CHECK_EQ_INT(decide_cert(L3_SCOPE_READ, NULL, ALICE, &who), L3_AUTH_FORBIDDEN);
+    CHECK_EQ_INT(decide_cert(L3_SCOPE_WRITE, NULL, "CN=alice,O=Example2", &who), L3_AUTH_UNAUTHORIZED);
+    CHECK_EQ_INT(decide_cert(L3_SCOPE_WRITE, NULL, "cn=alice,o=example", &who), L3_AUTH_UNAUTHORIZED);
+    CHECK_EQ_INT(decide_cert(L3_SCOPE_WRITE, NULL, NULL, &who), L3_AUTH_UNAUTHORIZED);
+    CHECK_EQ_INT(decide_cert(L3_SCOPE_ADMIN, NULL, "CN=b", &who), L3_AUTH_OK); /* either credential */
+    CHECK_EQ_INT(decide_cert(L3_SCOPE_ADMIN, "Bearer " TOKB, NULL, &who), L3_AUTH_OK);
+    /* a sent token decides, whatever the certificate */
+    CHECK_EQ_INT(decide_cert(L3_SCOPE_WRITE, "Bearer " TOKA, ALICE, &who), L3_AUTH_FORBIDDEN);
+    CHECK_EQ_INT(decide_cert(L3_SCOPE_WRITE, "Bearer wrong-wrong-wrong-wrong", ALICE, &who),
+                 L3_AUTH_UNAUTHORIZED);
+    /* without a client CA (as SIGHUP sees it) a cert_subject entry is refused, the set stays */
+    l3_auth_set_client_ca(false);
+    CHECK(configure("{\"tokens\":[{\"name\":\"x\",\"cert_subject\":\"CN=x\",\"scopes\":[\"read\"]}]}", err,
+                    sizeof(err)) < 0);
+    CHECK(strstr(err, "auth.tokens[0].cert_subject") != NULL);
+    CHECK_EQ_INT(decide_cert(L3_SCOPE_WRITE, NULL, ALICE, &who), L3_AUTH_OK);
+    l3_auth_reset();
+    static const char *const bad[] = {
+        "{\"tokens\":[{\"name\":\"x\",\"cert_subject\":\"/CN=x\",\"scopes\":[\"read\"]}]}",
+        "{\"tokens\":[{\"name\":\"x\",\"cert_subject\":\"\",\"scopes\":[\"read\"]}]}",
+        "{\"tokens\":[{\"name\":\"x\",\"cert_subject\":7,\"scopes\":[\"read\"]}]}",
+        "{\"tokens\":[{\"name\":\"x\",\"cert_subject\":\"CN=x\",\"scopes\":[\"read\"]},"
+        "{\"name\":\"y\",\"cert_subject\":\"CN=x\",\"scopes\":[\"read\"]}]}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK(configure(bad[i], err, sizeof(err)) < 0);
+        CHECK(strstr(err, "cert_subject") != NULL);
+    }
     l3_auth_reset();
 }
 
@@ -131,6 +184,7 @@ int main(void)
     test_protected_mode();
     test_decisions();
     test_refusals();
+    test_cert_subjects();
     test_loopback();
     return t_done();
 }

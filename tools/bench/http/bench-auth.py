@@ -3,12 +3,14 @@
 """GET with a Bearer token against GET without one, in the same run: two l3kv servers on
 this machine (same worker count), one without tokens (loopback clients hold every scope),
 one with a token holding read, write and monitor; wrk with keep-alive against each, in
-alternating rounds. Prints the throughput ratio (token / no token) of the summed rounds and
+alternating rounds (which server goes first alternates too). Prints the median of the
+rounds' throughput ratios (token / no token; the target is >= 0.95), the ratio of the sums, and
 each server's GET handler median from /metrics (the handler time includes the access
 check: header lookup, SHA-256 of the token, digest comparison).
 
 usage: bench-auth.py [--l3kv BIN] [--workers N] [--duration S] [--rounds R]
-Exit code 0 when the run completed (the figure is reported, not asserted); 77 without wrk.
+Exit code 0 when the run completed (the figure is reported against the 0.95 target as
+PASS or MISS, not asserted: one shared machine's noise is not a failure); 77 without wrk.
 """
 import argparse
 import json
@@ -26,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 
 TOKEN = "bench-token-0123456789abcdef0123456789"
+TARGET = 0.95  # GET with a token keeps at least this share of the throughput without one
 
 
 def free_port():
@@ -91,20 +94,35 @@ def main():
         req("PUT", tok[1] + "/kv/k", doc, TOKEN)
         lua = benchlib.write_lua(tmp, 'wrk.headers["Authorization"] = "Bearer %s"\n' % TOKEN)
         sums = {"plain": 0.0, "token": 0.0}
+        ratios = []
         for r in range(a.rounds):
-            p = benchlib.wrk(plain[1] + "/kv/k", a.duration, threads=1, conns=32)
-            t = benchlib.wrk(tok[1] + "/kv/k", a.duration, threads=1, conns=32, lua_path=lua)
+            # alternate which server goes first, so a load change on the shared machine
+            # during a round does not always fall on the same side
+            def run_plain():
+                return benchlib.wrk(plain[1] + "/kv/k", a.duration, threads=1, conns=32)
+
+            def run_token():
+                return benchlib.wrk(tok[1] + "/kv/k", a.duration, threads=1, conns=32, lua_path=lua)
+            if r % 2 == 0:
+                p, t = run_plain(), run_token()
+            else:
+                t, p = run_token(), run_plain()
             if p["non2xx"] or t["non2xx"]:
                 raise SystemExit("non-2xx responses: %s / %s" % (p["non2xx"], t["non2xx"]))
             sums["plain"] += p["rps"]
             sums["token"] += t["rps"]
-            print("round %d: no token %.0f req/s, token %.0f req/s" % (r + 1, p["rps"], t["rps"]))
+            ratios.append(t["rps"] / p["rps"])
+            print("round %d: no token %.0f req/s, token %.0f req/s, ratio %.3f" %
+                  (r + 1, p["rps"], t["rps"], ratios[-1]))
         med = {}
         for name, (_, base), token in (("plain", plain, None), ("token", tok, TOKEN)):
             m = json.loads(req("GET", base + "/metrics", token=token))
             med[name] = m["handlers"]["get"]["median_ns"]
-        print("GET with token / without: %.3f (%.0f vs %.0f req/s over %d rounds)" %
-              (sums["token"] / sums["plain"], sums["token"] / a.rounds, sums["plain"] / a.rounds, a.rounds))
+        ratio = sorted(ratios)[len(ratios) // 2]
+        print("GET with token / without: median of the rounds' ratios %.3f, of the sums %.3f (%.0f vs %.0f "
+              "req/s over %d rounds; target >= %.2f: %s)" %
+              (ratio, sums["token"] / sums["plain"], sums["token"] / a.rounds, sums["plain"] / a.rounds, a.rounds,
+               TARGET, "PASS" if ratio >= TARGET else "MISS"))
         print("GET handler median: %d ns without token, %d ns with token" % (med["plain"], med["token"]))
         return 0
     finally:

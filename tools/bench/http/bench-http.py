@@ -3,10 +3,11 @@
 """HTTP benchmark for l3kv: wrk, keep-alive, 64 connections, against a plain libh2o server
 answering a fixed 100-byte body (same worker count, same machine, same run). Prints each
 l3kv figure as a ratio to that baseline, set_int on a 10 MB document against set_int on a
-100-byte one, and the server-side handler time per route from /metrics.
+100-byte one, and the server-side handler and end-to-end time per route and the stage times
+(document operation, JSON serialisation, request handler) from /metrics.
 
 usage: bench-http.py [--l3kv BIN] [--baseline BIN] [--workers N] [--duration S] [--threads T] [--rounds R]
-                     [--long]
+                     [--durability buffered|fsync] [--long]
 (defaults from L3KV_BIN / L3KV_BASELINE_BIN; --long: 15 s per case, 3 rounds). After the
 throughput table it prints wrk's p50/p99 latency of each case's best round. Targets from the issue: GET >= 0.8x, PUT >= 0.6x,
 set_int >= 0.7x, set_int 10 MB within 10% of 100 B, GET handler median < 5 us.
@@ -78,6 +79,8 @@ def main():
     ap.add_argument("--duration", type=int, default=int(os.environ.get("L3KV_BENCH_SECONDS", "5")))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("L3KV_BENCH_ROUNDS", "2")))
+    ap.add_argument("--durability", choices=["buffered", "fsync"], default="buffered",
+                    help="storage.durability of the l3kv under test (fsync: end-to-end includes the wait)")
     ap.add_argument("--long", action="store_true", help="15 s per case, 3 rounds (unless given explicitly)")
     a = ap.parse_args()
     if a.long:
@@ -95,7 +98,7 @@ def main():
         json.dump({"server": {"address": "127.0.0.1", "port": lport, "min_workers": a.workers,
                               "max_workers": a.workers},
                    "storage": {"data_dir": os.path.join(tmp, "data"), "arena_bytes": 1 << 30,
-                               "wal_buffer_bytes": 64 << 20},
+                               "wal_buffer_bytes": 64 << 20, "durability": a.durability},
                    "log": {"level": "warn"}}, f)
     procs = []
     try:
@@ -148,6 +151,14 @@ def main():
             print("handler time %-6s median %7.2f us  p99 %7.2f us  (n=%d)"
                   % (route, h[route]["median_ns"] / 1000.0, h[route]["p99_ns"] / 1000.0, h[route]["count"]))
         print("GET handler median target < 5 us: %s" % ("met" if h["get"]["median_ns"] < 5000 else "NOT met"))
+        for route in ("get", "put", "post"):
+            e = h[route]["e2e"]
+            print("end to end   %-6s median %7.2f us  p99 %7.2f us  (n=%d)"
+                  % (route, e["median_ns"] / 1000.0, e["p99_ns"] / 1000.0, e["count"]))
+        for stage in ("document_op", "serialize", "handler"):
+            st = m["stages"][stage]
+            print("stage %-12s median %7.2f us  p99 %7.2f us  mean %7.2f us  (n=%d)"
+                  % (stage, st["median_ns"] / 1000.0, st["p99_ns"] / 1000.0, st["mean_ns"] / 1000.0, st["count"]))
         print("client latency (wrk, best round)  %10s %10s %12s" % ("p50", "p99", "p99/base"))
         for name, label in (("baseline", "baseline fixed 100 B"), ("get", "GET 100 B doc"), ("put", "PUT 100 B doc"),
                             ("set_int", "set_int 100 B doc"), ("set_int_10mb", "set_int 10 MB doc")):
