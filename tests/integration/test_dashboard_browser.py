@@ -185,6 +185,12 @@ def test_every_kpi_and_chart_changes_under_load(loaded):
     assert 0 < float(k["kpi-arena"]["value"]) < 100, k["kpi-arena"]
     for c in CHARTS:
         assert prev["charts"][c]["lines"] >= 1, (c, prev["charts"][c])
+    # the end-to-end histograms and the stages are used when /metrics has them
+    e2e = any("e2e" in h for h in m["handlers"].values())
+    assert ("end to end" in b.eval("document.getElementById('lat-src').textContent")) == e2e
+    assert b.eval("document.getElementById('stages-box').hidden") == ("stages" not in m)
+    if "stages" in m:
+        assert "document_op" in b.eval("document.getElementById('stages').textContent")
     assert b.problems() == []
 
 
