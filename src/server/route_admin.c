@@ -251,7 +251,7 @@ static const char *dashboard_csp(const char *html, size_t len)
         element_hash(html, len, "<script>", "</script>", sh, sizeof(sh));
         element_hash(html, len, "<style>", "</style>", st, sizeof(st));
         snprintf(csp, sizeof(csp),
-                 "default-src 'none'; script-src %s; style-src %s; connect-src 'self'; img-src 'self'; "
+                 "default-src 'none'; script-src %s; style-src %s; connect-src 'self'; img-src data:; "
                  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
                  sh, st);
     }

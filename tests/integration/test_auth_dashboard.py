@@ -19,6 +19,7 @@ import requests
 from test_auth import ALL, TOK, AuthServer, auth_config
 
 CHROMIUM = "/usr/bin/chromium"
+FAKEDOM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakedom.js")
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +80,11 @@ def run_page(server, tmpdir, token):
         f.write(r"""
 const fs = require('fs');
 const base = process.argv[2];
-const els = {};
+const {els} = require(process.argv[5]);
 const store = {'l3kv-token': process.argv[4] || null};
 if (!process.argv[4]) delete store['l3kv-token'];
 globalThis.sessionStorage = {getItem: k => (k in store ? store[k] : null), setItem: (k, v) => { store[k] = v; },
                              removeItem: k => { delete store[k]; }};
-globalThis.document = {getElementById(id) {
-    return els[id] || (els[id] = {id: id, textContent: '', innerHTML: '', hidden: true});
-}};
 const sent = [];
 const realFetch = globalThis.fetch;
 globalThis.fetch = (u, o) => { sent.push((o && o.headers && o.headers.Authorization) || null); return realFetch(base + u, o); };
@@ -97,8 +95,8 @@ setTimeout(() => {
                                 kept: store['l3kv-token'] || null}));
 }, 1500);
 """)
-    p = subprocess.run(["node", harness, server.base, page_js, token or ""], capture_output=True, text=True,
-                       timeout=30)
+    p = subprocess.run(["node", harness, server.base, page_js, token or "", FAKEDOM], capture_output=True,
+                       text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 

@@ -31,7 +31,9 @@ WAL_INTS = ["head", "tail", "durable", "pending_bytes", "records_total", "aborte
             "error", "writer_pid"]
 DASH_IDS = ["status", "sys", "as-workers", "as-target", "as-backlog", "as-inflight", "as-depth", "as-estimate",
             "as-rate", "as-prediction", "as-sd", "as-counts", "as-last", "chart", "decisions", "routes",
-            "workers", "wal"]
+            "workers", "wal", "theme", "kpi-conn", "kpi-rps", "kpi-in", "kpi-out", "kpi-4xx", "kpi-5xx",
+            "kpi-workers", "kpi-wal", "kpi-arena", "kpi-watchers", "chart-bytes", "chart-rps", "chart-lat"]
+FAKEDOM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakedom.js")
 
 
 def is_int(v):
@@ -235,40 +237,38 @@ def test_dashboard_is_self_contained_html(srv):
     html = r.text
     for i in DASH_IDS:
         assert ('id="%s"' % i) in html, i
-    assert "fetch('/metrics'" in html and "setInterval(tick,1000)" in html
+    assert "fetch('/metrics'" in html and "setInterval(tick, POLL_MS)" in html and "POLL_MS = 1000" in html
+    assert "innerHTML" not in html  # figures reach the page as text, never as markup
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # no external assets
     assert "<svg" in html
 
 
 def run_dashboard_in_node(server, tmpdir):
-    """Run the page's script in node against the live server with a minimal DOM; return
-    {id: {"text":..., "html":...}} and the output of its esc() on a hostile string."""
+    """Run the page's script in node against the live server with the DOM of fakedom.js
+    (which throws when innerHTML is assigned); return {id: {"text":..., "html":...}}."""
     html = requests.get(server.url("/dashboard")).text
     script = re.search(r"<script>(.*)</script>", html, re.S).group(1)
     page_js = os.path.join(tmpdir, "page.js")
     with open(page_js, "w") as f:
-        f.write(script + "\nglobalThis.__esc = esc;\n")
+        f.write(script)
     harness = os.path.join(tmpdir, "run.js")
     with open(harness, "w") as f:
         f.write(r"""
 const fs = require('fs');
 const base = process.argv[2];
-const els = {};
-globalThis.document = {getElementById(id) {
-    return els[id] || (els[id] = {id: id, textContent: '', innerHTML: ''});
-}};
+const {els, html} = require(process.argv[4]);
 const realFetch = globalThis.fetch;
 globalThis.fetch = (u, o) => realFetch(base + u, o);
 let ticks = 0;
-globalThis.setInterval = (fn, ms) => { const h = setTimeout(function again() { if (++ticks < 2) { fn(); setTimeout(again, ms); } }, ms); return h; };
+globalThis.setInterval = (fn, ms) => { const h = setTimeout(function again() { if (++ticks < 3) { fn(); setTimeout(again, ms); } }, ms); return h; };
 (0, eval)(fs.readFileSync(process.argv[3], 'utf8'));
 setTimeout(() => {
     const out = {};
-    for (const [k, v] of Object.entries(els)) out[k] = {text: v.textContent, html: v.innerHTML};
-    console.log(JSON.stringify({els: out, esc: globalThis.__esc('<b x="1">&\'')}));
+    for (const [k, v] of Object.entries(els)) out[k] = {text: v.textContent, html: html(v), data: v.dataset};
+    console.log(JSON.stringify({els: out}));
 }, 3500);
 """)
-    p = subprocess.run(["node", harness, server.base, page_js], capture_output=True, text=True, timeout=30)
+    p = subprocess.run(["node", harness, server.base, page_js, FAKEDOM], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
@@ -277,7 +277,6 @@ setTimeout(() => {
 def test_dashboard_script_fills_the_page(scaled, tmp_path):
     out = run_dashboard_in_node(scaled, str(tmp_path))
     els = out["els"]
-    assert out["esc"] == "&lt;b x=&quot;1&quot;&gt;&amp;&#39;"
     assert not els["status"]["text"].startswith("error"), els["status"]
     assert els["status"]["text"].startswith("version ")
     m = scaled.metrics()
@@ -292,14 +291,20 @@ def test_dashboard_script_fills_the_page(scaled, tmp_path):
     assert "requests/s" in els["sys"]["html"] and "<td" in els["sys"]["html"]
     # the routes table: one row per route with median and p99
     for r in m["handlers"]:
-        assert "<td class=k>%s</td>" % r in els["routes"]["html"], r
+        assert '<td class="k">%s</td>' % r in els["routes"]["html"], r
     assert "\u00b5s" in els["routes"]["html"]
     assert "writer pid" in els["wal"]["html"]
-    assert "<polyline" in els["chart"]["html"]  # two polls: the chart has lines
+    for c in ("chart", "chart-bytes", "chart-rps"):
+        assert "<polyline" in els[c]["html"], c  # two polls: the charts have lines
+        assert int(els[c]["data"]["n"]) >= 2 and els[c]["data"]["gaps"] == "0", els[c]["data"]
+    for k in ("kpi-conn", "kpi-rps", "kpi-in", "kpi-out", "kpi-4xx", "kpi-5xx", "kpi-arena"):
+        assert re.fullmatch(r"\d+(\.\d+)?", els[k]["data"]["value"]), (k, els[k]["data"])
+    assert re.fullmatch(r"\d+/\d+", els["kpi-workers"]["data"]["value"]), els["kpi-workers"]
     # the burst test ran before (same server): its decisions are in the table with reasons
     if m["autoscale"]["decisions"]:
         assert "scale up" in els["decisions"]["html"]
     assert "<th>reason</th>" in els["decisions"]["html"]
+    assert els["kpi-watchers"]["data"].get("value") is None or "changes" in m
 
 
 CHROMIUM = "/usr/bin/chromium"
