@@ -10,7 +10,11 @@
  * the change (fixed width, so along one feed the cursor strictly increases, also as text).
  * A cursor of another epoch (the server restarted) or one the ring has overwritten is 410
  * cursor_expired; a malformed one, one ahead of the ring or not on a slot boundary is 400.
- * What is retained is what the ring still holds (docs/api.md states the bound).
+ * What is retained is what the ring still holds (docs/api.md states the bound). One cursor
+ * of the previous run survives a graceful restart: its final position (feedstat.h, the
+ * feed position file), which stands for this ring's position 0. Epochs are wall-clock
+ * times, so cursors also increase across restarts. A graceful stop ends each SSE stream
+ * with `event: progress` at the position it reached.
  *
  * Watchers: one per request, in the request's pool (h2o freeing the request - connection
  * gone - unlinks it). A stream stages at most FEED_OUT_CAP bytes of events (one event more
@@ -433,6 +437,15 @@ static void prep_reset(watcher_t *w)
     STAT_ADD(w->f, fs_resets_total, 1);
 }
 
+/* SSE: stage `event: progress` with the position reached */
+static void progress(watcher_t *w)
+{
+    char cur[CURSOR_LEN + 1];
+    fmt_cursor(cur, ring_epoch(w->f), w->pos);
+    (void)(cats(&w->out, "event: progress\ndata: {\"cursor\":\"") || cats(&w->out, cur) ||
+           cats(&w->out, "\"}\n\n"));
+}
+
 static void heartbeat(watcher_t *w, uint64_t now)
 {
     if (w->hb_ms == 0 || now < w->next_hb)
@@ -442,10 +455,8 @@ static void heartbeat(watcher_t *w, uint64_t now)
         (void)cats(&w->out, "\n");
         return;
     }
-    char cur[CURSOR_LEN + 1];
-    fmt_cursor(cur, ring_epoch(w->f), w->pos);
-    (void)(cats(&w->out, ": heartbeat\n\nevent: progress\ndata: {\"cursor\":\"") || cats(&w->out, cur) ||
-           cats(&w->out, "\"}\n\n"));
+    (void)cats(&w->out, ": heartbeat\n\n");
+    progress(w);
 }
 
 /* one turn for one watcher */
@@ -551,6 +562,8 @@ void l3_feed_shutdown(l3_route_env_t *env)
         return;
     for (watcher_t *w = f->list.next, *nx; w != &f->list; w = nx) {
         nx = w->next;
+        if (w->mode == FEED_SSE && !w->sending && !w->finishing && fill(f, w) >= 0)
+            progress(w); /* its cursor resumes after a restart when nothing was written since */
         w->finishing = true;
         if (!w->sending)
             turn(w, h2o_now(f->loop));
@@ -688,6 +701,10 @@ static int feed_start(l3_rq_t *rq, l3_q_str_t since, uint64_t *ret_pos)
             return (
                 l3_http_fail(rq, 400, "bad_cursor", "since must be \"now\" or a cursor this feed returned"),
                 -1); /* answered */
+        uint64_t pe, pend;
+        if (epoch != b.epoch && l3_feed_stats_prev(rq->env->feed_stats, &pe, &pend) == 1 && epoch == pe &&
+            pos == pend)
+            epoch = b.epoch, pos = 0; /* the final cursor of the previous run: this ring's start */
         if (epoch != b.epoch)
             return l3_http_fail(rq, 410, "cursor_expired",
                                 "the cursor is from before the server restarted; list the documents and "
