@@ -17,7 +17,9 @@
  *                        this field, the salt trailer included, in file order
  *     8     2  wr_magic  0x574C ("LW" read as bytes 4C 57)
  *    10     1  wr_op     l3_walop_t (1..L3_WALOP_MAX-1)
- *    11     1  wr_flags  0 (reserved, checked)
+ *    11     1  wr_flags  L3_WAL_RF_* (walhook.h): bit 0 INCR marks a SET record written by
+ *                        incr, for the change feed; other bits 0 (checked). Segments of
+ *                        version 1 have 0 here; replay ignores the flags
  *    12     4  wr_klen   key length
  *    16     4  wr_plen   payload length (opaque bytes from the store)
  *    20     4  wr_resv   0 (reserved, checked)
@@ -38,7 +40,7 @@
  *
  *   off  size  field         meaning
  *     0     8  sh_magic      "L3KVWAL1"
- *     8     4  sh_version    1
+ *     8     4  sh_version    2 (1 is read too: the same layout, wr_flags always 0)
  *    12     4  sh_hdr_len    64
  *    16     8  sh_salt       random (getrandom); every record in the file carries it
  *    24     8  sh_seq        the segment's sequence number (equals the file name's)
@@ -124,7 +126,7 @@
 #define L3_WAL_REC_MIN 40u        /* header + salt trailer */
 #define L3_WAL_REC_MAX (1u << 30) /* sanity bound for untrusted lengths */
 #define L3_WAL_SEG_MAGIC "L3KVWAL1"
-#define L3_WAL_SEG_VERSION 1u
+#define L3_WAL_SEG_VERSION 2u /* 2: wr_flags may carry L3_WAL_RF_*; version 1 files are read too */
 #define L3_WAL_SEG_HDR 64u
 #define L3_WAL_SNAP_MAGIC "L3KVSNP1"
 #define L3_WAL_SNAP_END_MAGIC "L3KVSNPE"

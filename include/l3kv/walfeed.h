@@ -23,6 +23,7 @@
 /** One change read from the ring. */
 typedef struct {
     uint8_t op;    /* L3_WALOP_PUT .. L3_WALOP_PATCH (the original op of a split record) */
+    uint8_t flags; /* the record's L3_WAL_RF_* (L3_WAL_RF_INCR: a SET written by incr) */
     uint64_t lsn;  /* the document's new LSN */
     uint32_t klen; /* key length; the key is copied into the caller's buffer */
     uint64_t end;  /* ring position after the change: its cursor */

@@ -26,9 +26,14 @@ typedef enum {
     L3_WALOP_MAX
 } l3_walop_t;
 
+/* Record flags (wr_flags): what the feed reports beyond the op; replay ignores them. */
+#define L3_WAL_RF_INCR 0x01u /* an L3_WALOP_SET written by incr (the payload holds the result) */
+#define L3_WAL_RF_MASK 0x01u /* every defined flag */
+
 typedef struct {
-    uint8_t op;   /* l3_walop_t */
-    uint64_t lsn; /* the new version of the document; global, strictly increasing */
+    uint8_t op;    /* l3_walop_t */
+    uint8_t flags; /* L3_WAL_RF_* (0 for most records) */
+    uint64_t lsn;  /* the new version of the document; global, strictly increasing */
     const void *key;
     uint32_t klen;
     const void *payload;

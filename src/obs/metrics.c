@@ -567,8 +567,18 @@ static void render_wal(sb_t *b, const l3_wal_stats_t *w)
               w->disk_bytes, w->error, w->failstop ? "true" : "false", (int)w->writer_pid);
 }
 
+/* "changes": the change feed (the cursor is 32 hex digits: nothing to escape) */
+static void render_changes(sb_t *b, const l3_obs_changes_t *c)
+{
+    sb_printf(b,
+              ",\"changes\":{\"watchers\":%" PRIu64 ",\"events_sent_total\":%" PRIu64
+              ",\"resets_total\":%" PRIu64 ",\"oldest_cursor\":\"%.32s\"}",
+              c->watchers, c->events_sent_total, c->resets_total, c->oldest_cursor);
+}
+
 int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra,
-                       const l3_wal_stats_t *wal, char **ret, size_t *ret_len)
+                       const l3_wal_stats_t *wal, const l3_obs_changes_t *changes, char **ret,
+                       size_t *ret_len)
 {
     static l3_obs_totals_t t; /* ~41 KiB: kept off the stack; one thread per process renders */
     sb_t b;
@@ -632,6 +642,8 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_q
     render_autoscale(&b, o, now);
     if (wal != NULL)
         render_wal(&b, wal);
+    if (changes != NULL)
+        render_changes(&b, changes);
     sb_printf(&b, "}\n");
     return sb_finish(&b, ret, ret_len);
 }

@@ -245,25 +245,36 @@ static inline uint64_t l3_obs_le_ns(unsigned i)
  */
 uint64_t l3_obs_cumulative(const uint64_t *hist, uint64_t ret[L3_OBS_NLE + 1]);
 
+/** The change feed's figures for /metrics (member "changes"). */
+typedef struct {
+    uint64_t watchers;          /* open watchers, every worker */
+    uint64_t events_sent_total; /* changes sent */
+    uint64_t resets_total;      /* streams ended by a reset */
+    char oldest_cursor[40];     /* the oldest cursor that can still be resumed (NUL-terminated) */
+} l3_obs_changes_t;
+
 /**
  * Render the /metrics JSON document into a malloc'd buffer (*ret, *ret_len).
  * accept_queue: connections waiting in the listening sockets' queues (system.accept_queue).
  * `extra` (may be NULL) is a JSON object text inserted as member "store"; `wal` (may be
- * NULL: member omitted) the WAL figures from l3_wal_ring_stats. The "autoscale" member comes from the region.
+ * NULL: member omitted) the WAL figures from l3_wal_ring_stats, `changes` (may be NULL: member
+ * omitted) the change feed's. The "autoscale" member comes from the region.
  * 0 or -ENOMEM.
  */
 int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra,
-                       const l3_wal_stats_t *wal, char **ret, size_t *ret_len);
+                       const l3_wal_stats_t *wal, const l3_obs_changes_t *changes, char **ret,
+                       size_t *ret_len);
 /** Render the legacy /kv/metrics text ("name value" lines). 0 or -ENOMEM. */
 int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len);
 /**
  * Render the Prometheus text exposition (format 0.0.4) of the same figures as the JSON.
- * `extra` as for l3_obs_render_json but a struct (may be NULL); `with_pids`: show process ids.
+ * `extra` as for l3_obs_render_json but a struct (may be NULL), `wal` and `changes` as there;
+ * `with_pids`: show process ids.
  * 0 or -ENOMEM.
  */
 int l3_obs_render_prom(const l3_obs_t *o, const char *version, uint64_t accept_queue,
-                       const struct l3_obs_store_figs *store, const l3_wal_stats_t *wal, bool with_pids,
-                       char **ret, size_t *ret_len);
+                       const struct l3_obs_store_figs *store, const l3_wal_stats_t *wal,
+                       const l3_obs_changes_t *changes, bool with_pids, char **ret, size_t *ret_len);
 /** The static /dashboard HTML page. */
 const char *l3_obs_dashboard_html(size_t *ret_len);
 

@@ -203,6 +203,14 @@ static void wal_figs(FILE *f, const l3_wal_stats_t *w, bool with_pids)
               (uint64_t)(w->writer_pid > 0 ? w->writer_pid : 0));
 }
 
+static void changes_figs(FILE *f, const l3_obs_changes_t *c)
+{
+    one_u(f, "changes_watchers", "gauge", "Open change-feed watchers.", c->watchers);
+    one_u(f, "changes_events_sent_total", "counter", "Change-feed events sent to watchers.",
+          c->events_sent_total);
+    one_u(f, "changes_resets_total", "counter", "Watchers reset for falling behind.", c->resets_total);
+}
+
 static void autoscale_figs(FILE *f, const l3_obs_t *o)
 {
     l3_obs_as_t a;
@@ -220,8 +228,8 @@ static void autoscale_figs(FILE *f, const l3_obs_t *o)
 }
 
 int l3_obs_render_prom(const l3_obs_t *o, const char *version, uint64_t accept_queue,
-                       const l3_obs_store_figs_t *store, const l3_wal_stats_t *wal, bool with_pids,
-                       char **ret, size_t *ret_len)
+                       const l3_obs_store_figs_t *store, const l3_wal_stats_t *wal,
+                       const l3_obs_changes_t *changes, bool with_pids, char **ret, size_t *ret_len)
 {
     static l3_obs_totals_t t; /* ~41 KiB, off the stack */
     char *buf = NULL;
@@ -237,6 +245,8 @@ int l3_obs_render_prom(const l3_obs_t *o, const char *version, uint64_t accept_q
         store_figs(f, store);
     if (wal != NULL)
         wal_figs(f, wal, with_pids);
+    if (changes != NULL)
+        changes_figs(f, changes);
     autoscale_figs(f, o);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad || buf == NULL) {

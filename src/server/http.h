@@ -17,6 +17,7 @@
 #include "l3kv/doc.h"
 #include "l3kv/error.h"
 #include "l3kv/store.h"
+#include "feedstat.h"
 #include "obs.h"
 #include "query.h"
 #include "send.h"
@@ -44,9 +45,11 @@ typedef struct l3_route_env {
     const char *(*cert_subject)(void *h2o_conn);
     /* Ask the supervisor for a checkpoint: 0 or -errno (NULL = not available). */
     int (*request_checkpoint)(void);
-    l3_durable_t durable; /* fsync-mode parked replies */
-    l3_buf_t jbuf;        /* reused serialisation buffer */
-    struct l3_feed *feed; /* this worker's change-feed watchers (route_feed.c), lazily made */
+    l3_durable_t durable;              /* fsync-mode parked replies */
+    l3_buf_t jbuf;                     /* reused serialisation buffer */
+    struct l3_feed *feed;              /* this worker's change-feed watchers (route_feed.c), lazily made */
+    const l3_feed_stats_t *feed_stats; /* every worker's feed counters (feedstat.h) or NULL */
+    l3_feed_slot_stats_t *feed_slot;   /* this worker's block of them, or NULL */
 } l3_route_env_t;
 
 /** The request being handled (on the stack of the dispatcher; handlers answer synchronously). */

@@ -25,6 +25,7 @@
 
 #include "auth.h"
 #include "route.h"
+#include "route_feed.h"
 
 int l3_route_health(l3_rq_t *rq, h2o_iovec_t unused)
 {
@@ -203,11 +204,12 @@ int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused)
         l3_wal_ring_stats(env->wal_ring, &ws);
         wsp = &ws;
     }
+    l3_obs_changes_t ch, *chp = l3_feed_metrics(env, &ch) == 0 ? &ch : NULL;
     uint64_t aq = env->accept_queue != NULL ? env->accept_queue(env->accept_arg) : 0;
     bool admin = (rq->scopes & L3_SCOPE_ADMIN) != 0;
-    int rc = prom ? l3_obs_render_prom(env->obs_all, L3KV_VERSION, aq, ex != NULL ? &figs : NULL, wsp, admin,
-                                       &out, &len)
-                  : l3_obs_render_json(env->obs_all, L3KV_VERSION, aq, ex, wsp, &out, &len);
+    int rc = prom ? l3_obs_render_prom(env->obs_all, L3KV_VERSION, aq, ex != NULL ? &figs : NULL, wsp, chp,
+                                       admin, &out, &len)
+                  : l3_obs_render_json(env->obs_all, L3KV_VERSION, aq, ex, wsp, chp, &out, &len);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
     if (!prom && !admin) {

@@ -10,7 +10,11 @@
  * the change (fixed width, so along one feed the cursor strictly increases, also as text).
  * A cursor of another epoch (the server restarted) or one the ring has overwritten is 410
  * cursor_expired; a malformed one, one ahead of the ring or not on a slot boundary is 400.
- * What is retained is what the ring still holds (docs/api.md states the bound).
+ * What is retained is what the ring still holds (docs/api.md states the bound). One cursor
+ * of the previous run survives a graceful restart: its final position (feedstat.h, the
+ * feed position file), which stands for this ring's position 0. Epochs are wall-clock
+ * times, so cursors also increase across restarts. A graceful stop ends each SSE stream
+ * with `event: progress` at the position it reached.
  *
  * Watchers: one per request, in the request's pool (h2o freeing the request - connection
  * gone - unlinks it). A stream stages at most FEED_OUT_CAP bytes of events (one event more
@@ -24,6 +28,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +66,7 @@ typedef struct watcher {
     size_t plen;
     uint64_t pos;            /* next ring position to read */
     uint64_t max, count;     /* changes to deliver (0 = no limit) and delivered */
+    uint64_t staged;         /* changes in out, counted as sent once handed to h2o */
     uint64_t hb_ms, next_hb; /* heartbeat period, next heartbeat (h2o_now) */
     uint64_t deadline;       /* long poll: answer empty at this time */
     l3_buf_t out, sent;      /* staged events / the chunk h2o is writing */
@@ -69,7 +75,7 @@ typedef struct watcher {
 typedef struct {
     uint64_t from, end, lsn;
     uint32_t koff, klen;
-    uint8_t op;
+    uint8_t op, flags;
 } feed_cev_t;
 
 typedef struct l3_feed {
@@ -89,7 +95,7 @@ typedef struct l3_feed {
     uint8_t ckeys[FEED_CACHE_KEY_BYTES];
 } l3_feed_t;
 
-static const char *op_name(uint8_t op)
+static const char *op_name(uint8_t op, uint8_t flags)
 {
     switch (op) {
     case L3_WALOP_PUT:
@@ -97,7 +103,7 @@ static const char *op_name(uint8_t op)
     case L3_WALOP_DELETE:
         return "delete";
     case L3_WALOP_SET:
-        return "set";
+        return flags & L3_WAL_RF_INCR ? "incr" : "set";
     case L3_WALOP_MERGE:
         return "merge";
     case L3_WALOP_PATCH:
@@ -160,7 +166,7 @@ static int event_json(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, co
     l3_buf_t *b = &w->out;
     char num[64];
     if (cats(b, "{\"key\":") != 0 || l3_http_buf_str(b, (const char *)f->key, ev->klen) != 0 ||
-        cats(b, ",\"op\":\"") != 0 || cats(b, op_name(ev->op)) != 0)
+        cats(b, ",\"op\":\"") != 0 || cats(b, op_name(ev->op, ev->flags)) != 0)
         return -ENOMEM;
     snprintf(num, sizeof num, "\",\"version\":%" PRIu64, ev->lsn);
     if (cats(b, num) != 0)
@@ -269,7 +275,8 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
                                            .lsn = ev.lsn,
                                            .koff = (uint32_t)f->ckeys_len,
                                            .klen = ev.klen,
-                                           .op = ev.op};
+                                           .op = ev.op,
+                                           .flags = ev.flags};
             f->ncev++;
             f->ckeys_len += ev.klen;
             f->cfrom = f->cend = ev.end;
@@ -279,7 +286,8 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
     }
     if (rc == 0)
         return 0;
-    *ret_ev = (feed_cev_t){.from = from, .end = ev.end, .lsn = ev.lsn, .klen = ev.klen, .op = ev.op};
+    *ret_ev = (feed_cev_t){
+        .from = from, .end = ev.end, .lsn = ev.lsn, .klen = ev.klen, .op = ev.op, .flags = ev.flags};
     *ret_key = kb;
     return 1;
 }
@@ -306,7 +314,7 @@ static int fill(l3_feed_t *f, watcher_t *w)
             continue;
         if (key != f->key)
             memcpy(f->key, key, ce.klen);
-        l3_wal_feed_ev_t ev = {.op = ce.op, .lsn = ce.lsn, .klen = ce.klen, .end = ce.end};
+        l3_wal_feed_ev_t ev = {.op = ce.op, .flags = ce.flags, .lsn = ce.lsn, .klen = ce.klen, .end = ce.end};
         size_t mark = w->out.len;
         rc = add_event(f, w, &ev);
         if (rc < 0) {
@@ -314,7 +322,7 @@ static int fill(l3_feed_t *f, watcher_t *w)
             return rc;
         }
         w->count++;
-        f->events++;
+        w->staged++;
         added = 1;
     }
     return added;
@@ -322,10 +330,28 @@ static int fill(l3_feed_t *f, watcher_t *w)
 
 /* ------------------------------------------------------------------ watcher lifetime */
 
+/* the shared counters (feedstat.h) of this worker's slot */
+static void stat_add(l3_feed_t *f, size_t field, int64_t d)
+{
+    l3_feed_slot_stats_t *s = f->env->feed_slot;
+    if (s != NULL)
+        __atomic_add_fetch((int64_t *)(void *)((char *)s + field), d, __ATOMIC_RELAXED);
+}
+#define STAT_ADD(f, field, d) stat_add((f), offsetof(l3_feed_slot_stats_t, field), (int64_t)(d))
+
+/* the staged changes were handed to h2o */
+static void count_sent(watcher_t *w)
+{
+    w->f->events += w->staged;
+    STAT_ADD(w->f, fs_events_total, w->staged);
+    w->staged = 0;
+}
+
 static void unlink_watcher(watcher_t *w)
 {
     if (!w->linked)
         return;
+    STAT_ADD(w->f, fs_watchers, -1);
     w->prev->next = w->next;
     w->next->prev = w->prev;
     w->linked = false;
@@ -366,6 +392,7 @@ static void longpoll_answer(watcher_t *w)
     }
     unlink_watcher(w);
     w->ended = true;
+    count_sent(w);
     record(w, 200);
     l3_http_send(w->req, 200, L3_CT_JSON, h2o_iovec_init(b->ptr, b->len), 0);
 }
@@ -382,6 +409,7 @@ static void flush(watcher_t *w)
     w->sent = w->out;
     w->out = t;
     w->out.len = 0;
+    count_sent(w);
     h2o_iovec_t iov = h2o_iovec_init(w->sent.ptr, w->sent.len);
     w->sending = true;
     if (final) {
@@ -397,6 +425,7 @@ static void prep_reset(watcher_t *w)
     char cur[CURSOR_LEN + 1];
     fmt_cursor(cur, ring_epoch(w->f), w->pos);
     w->out.len = 0; /* staged events after pos are dropped: the client resumes from pos */
+    w->staged = 0;
     if (w->mode == FEED_SSE)
         (void)(cats(&w->out, "event: reset\ndata: {\"cursor\":\"") || cats(&w->out, cur) ||
                cats(&w->out, "\"}\n\n"));
@@ -405,6 +434,16 @@ static void prep_reset(watcher_t *w)
                cats(&w->out, "\"}\n"));
     w->finishing = true;
     w->f->resets++;
+    STAT_ADD(w->f, fs_resets_total, 1);
+}
+
+/* SSE: stage `event: progress` with the position reached */
+static void progress(watcher_t *w)
+{
+    char cur[CURSOR_LEN + 1];
+    fmt_cursor(cur, ring_epoch(w->f), w->pos);
+    (void)(cats(&w->out, "event: progress\ndata: {\"cursor\":\"") || cats(&w->out, cur) ||
+           cats(&w->out, "\"}\n\n"));
 }
 
 static void heartbeat(watcher_t *w, uint64_t now)
@@ -416,10 +455,8 @@ static void heartbeat(watcher_t *w, uint64_t now)
         (void)cats(&w->out, "\n");
         return;
     }
-    char cur[CURSOR_LEN + 1];
-    fmt_cursor(cur, ring_epoch(w->f), w->pos);
-    (void)(cats(&w->out, ": heartbeat\n\nevent: progress\ndata: {\"cursor\":\"") || cats(&w->out, cur) ||
-           cats(&w->out, "\"}\n\n"));
+    (void)cats(&w->out, ": heartbeat\n\n");
+    progress(w);
 }
 
 /* one turn for one watcher */
@@ -502,6 +539,22 @@ static l3_feed_t *feed_get(l3_route_env_t *env, h2o_loop_t *loop)
     return env->feed;
 }
 
+int l3_feed_metrics(const l3_route_env_t *env, l3_obs_changes_t *ret)
+{
+    memset(ret, 0, sizeof *ret);
+    if (env->wal_ring == NULL)
+        return -ENOENT;
+    l3_feed_totals_t t;
+    l3_feed_stats_totals(env->feed_stats, &t);
+    ret->watchers = t.watchers;
+    ret->events_sent_total = t.events_sent;
+    ret->resets_total = t.resets;
+    l3_wal_feed_bounds_t b;
+    l3_wal_feed_bounds(env->wal_ring, &b);
+    fmt_cursor(ret->oldest_cursor, b.epoch, b.oldest);
+    return 0;
+}
+
 void l3_feed_shutdown(l3_route_env_t *env)
 {
     l3_feed_t *f = env->feed;
@@ -509,6 +562,8 @@ void l3_feed_shutdown(l3_route_env_t *env)
         return;
     for (watcher_t *w = f->list.next, *nx; w != &f->list; w = nx) {
         nx = w->next;
+        if (w->mode == FEED_SSE && !w->sending && !w->finishing && fill(f, w) >= 0)
+            progress(w); /* its cursor resumes after a restart when nothing was written since */
         w->finishing = true;
         if (!w->sending)
             turn(w, h2o_now(f->loop));
@@ -646,6 +701,10 @@ static int feed_start(l3_rq_t *rq, l3_q_str_t since, uint64_t *ret_pos)
             return (
                 l3_http_fail(rq, 400, "bad_cursor", "since must be \"now\" or a cursor this feed returned"),
                 -1); /* answered */
+        uint64_t pe, pend;
+        if (epoch != b.epoch && l3_feed_stats_prev(rq->env->feed_stats, &pe, &pend) == 1 && epoch == pe &&
+            pos == pend)
+            epoch = b.epoch, pos = 0; /* the final cursor of the previous run: this ring's start */
         if (epoch != b.epoch)
             return l3_http_fail(rq, 410, "cursor_expired",
                                 "the cursor is from before the server restarted; list the documents and "
@@ -762,6 +821,7 @@ int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
     f->list.prev = w;
     w->linked = true;
     f->n++;
+    STAT_ADD(f, fs_watchers, 1);
     if (!h2o_timeout_is_linked(&f->ent))
         h2o_timeout_link(f->loop, &f->tmo, &f->ent);
     if (p.mode != FEED_LONGPOLL)

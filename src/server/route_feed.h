@@ -11,6 +11,9 @@
 /** GET /changes. */
 int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused);
 
+/** The feed's figures for /metrics: 0, or -ENOENT without a WAL (no feed). */
+int l3_feed_metrics(const l3_route_env_t *env, l3_obs_changes_t *ret);
+
 /** Graceful stop: answer every parked long poll and end every stream (nothing is lost:
  *  each client holds the cursor of the last change it got). */
 void l3_feed_shutdown(l3_route_env_t *env);

@@ -56,6 +56,7 @@
 #include "auth.h"
 #include "config.h"
 #include "ctl.h"
+#include "feedstat.h"
 #include "listen.h"
 #include "log.h"
 #include "supervisor.h"
@@ -195,6 +196,9 @@ int l3_srv_init(l3_srv_t *srv, const char *config_path)
 
     srv->ctl = l3_srv_ctl_create();
     if (srv->ctl == NULL)
+        return -errno;
+    srv->feed_stats = l3_feed_stats_create();
+    if (srv->feed_stats == NULL)
         return -errno;
 
     srv->nsock = srv->cfg.server.max_workers;

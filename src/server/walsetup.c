@@ -30,7 +30,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "feedstat.h"
 #include "l3kv/wal.h"
+#include "l3kv/walfeed.h"
 #include "log.h"
 #include "supervisor.h"
 #include "walsetup.h"
@@ -40,7 +42,7 @@
 #define CHECKPOINT_CHECK_MS 1000u   /* how often the WAL size is compared with checkpoint_bytes */
 #define CHECKPOINT_TIMEOUT_MS 30000 /* bound on waiting for the writer to rotate */
 
-static char wal_path[4096], snap_path[4096];
+static char wal_path[4096], snap_path[4096], feedpos_path[4200];
 
 /* The WAL role's state, handed to every hook as its arg. */
 typedef struct {
@@ -207,8 +209,17 @@ static int wal_stopped(void *arg)
         return 0;
     l3_wal_stats_t ws;
     l3_wal_ring_stats(w->ring, &ws);
-    if (ws.durable >= ws.head)
+    if (ws.durable >= ws.head) {
+        /* every change is in the files: the feed's final cursor resumes at the next start */
+        l3_wal_feed_bounds_t b;
+        l3_wal_feed_bounds(w->ring, &b);
+        int rc = l3_feed_pos_save(feedpos_path, b.epoch, b.head, l3_wal_path_id(wal_path));
+        if (rc < 0)
+            L3_LOG(L3_LOG_WARN,
+                   "feed: cannot write %s (%s): cursors of this run will be 410 after the restart",
+                   feedpos_path, strerror(-rc));
         return 0;
+    }
     L3_LOG(L3_LOG_ERROR, "wal: stopped with %llu ring bytes not durable (written up to %llu of %llu)",
            (unsigned long long)(ws.head - ws.durable), (unsigned long long)ws.tail,
            (unsigned long long)ws.head);
@@ -292,6 +303,7 @@ static int set_paths(const l3_srv_config_t *c)
         L3_LOG(L3_LOG_ERROR, "config: 'storage.wal_path' / 'storage.data_dir' too long");
         return -ENAMETOOLONG;
     }
+    snprintf(feedpos_path, sizeof(feedpos_path), "%s/feed.pos", c->storage.data_dir);
     return 0;
 }
 
@@ -396,6 +408,24 @@ int l3_srv_wal_prepare(l3_srv_t *srv)
     return 0;
 }
 
+/* The previous run stopped gracefully: its final feed cursor resumes at this ring's start
+ * (nothing was logged in between). The file is removed first, so a crash of this run
+ * cannot make the next start take it for its own end. */
+static void feed_continue(l3_srv_t *srv, l3_wal_ring_t *ring, bool clean)
+{
+    uint64_t epoch = 0, end = 0;
+    int rc = l3_feed_pos_take(feedpos_path, l3_wal_path_id(wal_path), &epoch, &end);
+    if (rc < 0) {
+        L3_LOG(L3_LOG_WARN, "feed: cannot remove %s (%s): cursors of the previous run are 410", feedpos_path,
+               strerror(-rc));
+        return;
+    }
+    l3_wal_feed_bounds_t b;
+    l3_wal_feed_bounds(ring, &b);
+    if (rc == 1 && clean && b.epoch > epoch && srv->feed_stats != NULL) /* epochs grow with the wall clock */
+        l3_feed_stats_set_prev(srv->feed_stats, epoch, end);
+}
+
 int l3_srv_wal_setup(l3_srv_t *srv)
 {
     int rc;
@@ -437,6 +467,8 @@ int l3_srv_wal_setup(l3_srv_t *srv)
     l3_store_set_lsn_floor(srv->store, rep.max_lsn);
     l3_wal_ring_set_next_seq(ring, rep.wal.next_seq);
     l3_wal_ring_set_id(ring, l3_wal_path_id(wal_path)); /* lets the next start salvage this ring */
+    /* a log cut short or with a gap lost changes a client may have seen: no continuation */
+    feed_continue(srv, ring, rep.wal.stop_reason == 0 && rep.missing_from == 0 && rep.failed_rc == 0);
     L3_LOG(L3_LOG_INFO,
            "recovered in %.1f ms: snapshot %s (%llu documents), %llu WAL records from %llu segments "
            "(%llu already reflected), last LSN %llu",

@@ -569,7 +569,11 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
                                 .accept_arg = s,
                                 .linger = linger_conn,
                                 .cert_subject = conn_subject,
-                                .request_checkpoint = request_checkpoint};
+                                .request_checkpoint = request_checkpoint,
+                                .feed_stats = s->feed_stats,
+                                .feed_slot = l3_feed_stats_slot(s->feed_stats, slot)};
+    if (api->env.feed_slot != NULL) /* the watchers of a dead predecessor in this slot are gone */
+        __atomic_store_n(&api->env.feed_slot->fs_watchers, 0, __ATOMIC_RELAXED);
     l3_durable_init(&api->env.durable, s->wal_ring, s->wal_wait, slot, my_obs);
     if (s->store != NULL) {
         int rc = l3_store_proc_register(s->store, L3_STORE_ROLE_WORKER, NULL);

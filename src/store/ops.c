@@ -734,7 +734,11 @@ static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint
     c.dbytes = (int64_t)l3_doc_size(c.doc) - (int64_t)old_size;
 
     /* WAL record: SET with the resulting scalar */
-    l3_wal_rec_t rec = {.op = L3_WALOP_SET, .lsn = o->lsn, .key = key, .klen = (uint32_t)klen};
+    l3_wal_rec_t rec = {.op = L3_WALOP_SET,
+                        .flags = o->kind == DOP_INCR ? L3_WAL_RF_INCR : 0,
+                        .lsn = o->lsn,
+                        .key = key,
+                        .klen = (uint32_t)klen};
     uint8_t stackbuf[512];
     uint8_t *heap = NULL;
     if (st->hook && !replay_lsn) {

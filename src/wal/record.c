@@ -21,7 +21,7 @@ uint32_t l3_wal__rec_fill(uint8_t *p, uint32_t size, const l3_wal_rec_t *rec)
     p[8] = (uint8_t)(L3_WAL_REC_MAGIC & 0xff);
     p[9] = (uint8_t)(L3_WAL_REC_MAGIC >> 8);
     p[10] = rec->op;
-    p[11] = 0;
+    p[11] = rec->flags & L3_WAL_RF_MASK;
     l3_wal__st32(p + 12, rec->klen);
     l3_wal__st32(p + 16, rec->plen);
     l3_wal__st32(p + 20, 0);
@@ -62,8 +62,8 @@ int64_t l3_wal_rec_decode(const void *buf, size_t avail, uint64_t salt, l3_wal_r
     uint32_t klen = l3_wal__ld32(p + 12), plen = l3_wal__ld32(p + 16);
     uint16_t magic = (uint16_t)(p[8] | (p[9] << 8));
     uint8_t op = p[10];
-    if (magic != L3_WAL_REC_MAGIC || op == L3_WALOP_NONE || op >= L3_WALOP_MAX || p[11] != 0 ||
-        l3_wal__ld32(p + 20) != 0)
+    if (magic != L3_WAL_REC_MAGIC || op == L3_WALOP_NONE || op >= L3_WALOP_MAX ||
+        (p[11] & ~L3_WAL_RF_MASK) != 0 || l3_wal__ld32(p + 20) != 0)
         return -EBADMSG;
     /* len == rec_size(klen, plen), computed in 64 bits so huge fields cannot wrap */
     if ((uint64_t)klen + plen > len || l3_wal_rec_size(klen, plen) != len)
@@ -74,6 +74,7 @@ int64_t l3_wal_rec_decode(const void *buf, size_t avail, uint64_t salt, l3_wal_r
         return -ESTALE;
     if (ret_rec) {
         ret_rec->op = op;
+        ret_rec->flags = p[11];
         ret_rec->lsn = l3_wal__ld64(p + 24);
         ret_rec->klen = klen;
         ret_rec->plen = plen;
@@ -102,7 +103,8 @@ int l3_wal_seg_hdr_decode(const void *buf, size_t avail, l3_wal_seg_hdr_t *ret_h
     const uint8_t *p = buf;
     if (avail < L3_WAL_SEG_HDR)
         return -EBADMSG;
-    if (memcmp(p, L3_WAL_SEG_MAGIC, 8) != 0 || l3_wal__ld32(p + 8) != L3_WAL_SEG_VERSION ||
+    if (memcmp(p, L3_WAL_SEG_MAGIC, 8) != 0 ||
+        (l3_wal__ld32(p + 8) != L3_WAL_SEG_VERSION && l3_wal__ld32(p + 8) != 1u) ||
         l3_wal__ld32(p + 12) != L3_WAL_SEG_HDR)
         return -EBADMSG;
     if (l3_crc32c(0, p, 60) != l3_wal__ld32(p + 60))

@@ -549,6 +549,7 @@ static int put_fragments(l3_wal_ring_t *r, const l3_wal_rec_t *rec, int prod, l3
         memcpy(buf + 12, &at, 4);
         memcpy(buf + L3_WAL_FRAG_HDR, src + off, len);
         l3_wal_rec_t f = {.op = L3_WALOP_FRAG,
+                          .flags = rec->flags,
                           .lsn = rec->lsn,
                           .key = rec->key,
                           .klen = rec->klen,

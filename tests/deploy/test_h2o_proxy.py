@@ -457,3 +457,36 @@ def test_tls_at_h2o_with_http2(px, tmp_path):
         if proxy is not None:
             proxy.stop()
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_sse_change_feed_streams_through_h2o(px):
+    """The shipped configuration streams /changes: an event written after the stream
+    opened reaches the client through h2o while the response is still open."""
+    sock = socket.create_connection(("127.0.0.1", px.proxy.port), timeout=30)
+    try:
+        sock.sendall(b"GET /changes?feed=sse&heartbeat=300&prefix=h2o-sse- HTTP/1.1\r\n"
+                     b"Host: x\r\nAccept: text/event-stream\r\n\r\n")
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            d = sock.recv(65536)
+            assert d, "h2o closed the connection before the response head"
+            raw += d
+        head = raw.split(b"\r\n\r\n", 1)[0].decode()
+        assert head.split()[1] == "200", head
+        assert "text/event-stream" in head.lower(), head
+        r = px.put(u(px, "/kv/h2o-sse-1"), data='{"n":1}', headers=JSON_HDR, timeout=10)
+        assert r.status_code in (200, 201), r.text
+        version = r.json()["version"]
+        # read until the change arrives; the stream must still be open (no final chunk)
+        while b"event: change" not in raw or b"\n\n" not in raw.split(b"event: change", 1)[1]:
+            d = sock.recv(65536)
+            assert d, "the stream ended before the change arrived: h2o buffered it"
+            raw += d
+        block = raw.split(b"event: change", 1)[1].split(b"\n\n", 1)[0].decode()
+        data = json.loads(block.split("data: ", 1)[1])
+        assert data["key"] == "h2o-sse-1" and data["version"] == version and data["op"] == "put"
+        assert b"\r\n0\r\n\r\n" not in raw, "the response ended"
+    finally:
+        # h2o notices the closed client at the next heartbeat it forwards and then drops
+        # the backend stream (h2o waits for open requests when it is stopped)
+        sock.close()

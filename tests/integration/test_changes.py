@@ -64,9 +64,11 @@ class Stream:
     def more(self):
         """Read until at least one more body byte (or the end). False at the end."""
         n = len(self.body)
-        while len(self.body) == n:
+        while True:
             if self._dechunk():
                 return len(self.body) > n
+            if len(self.body) > n:  # what was buffered already completed a chunk
+                return True
             try:
                 self._recv()
             except EOFError:
@@ -391,3 +393,245 @@ def test_graceful_stop_ends_streams():
     while st.sse() is not None:
         pass
     assert st.eof
+
+
+def test_op_names(fsrv):
+    """Each write names its own op: put, merge, patch, set (every op=set_*), incr, delete."""
+    c0 = now_cursor(fsrv)
+    k = fsrv.url("/kv/op-a")
+    assert requests.put(k, data='{"n":1,"s":"x","b":true}', timeout=10).status_code in (200, 201)
+    assert requests.patch(k, data='{"m":1}', headers={"Content-Type": "application/merge-patch+json"},
+                          timeout=10).status_code == 200
+    assert requests.patch(k, data='[{"op":"add","path":"/p","value":2}]',
+                          headers={"Content-Type": "application/json-patch+json"}, timeout=10).status_code == 200
+    for q in ("op=set_int&field=n&val=5", "op=set_double&field=d&val=1.5", "op=set_str&field=s&val=y",
+              "op=set_bool&field=b&val=false", "op=set_null&field=z", "op=incr&field=n",
+              "op=incr&field=n&val=-3"):
+        r = requests.post(k + "?" + q, timeout=10)
+        assert r.status_code == 200, (q, r.text)
+    assert requests.delete(k, timeout=10).status_code == 200
+    ch, _ = longpoll_all(fsrv, c0, "&prefix=op-")
+    assert [c["op"] for c in ch] == ["put", "merge", "patch", "set", "set", "set", "set", "set",
+                                     "incr", "incr", "delete"]
+    vs = [c["version"] for c in ch]
+    assert vs == sorted(vs) and len(set(vs)) == len(vs)
+
+
+def changes_metrics(s):
+    return s.metrics()["changes"]
+
+
+def wait_metric(s, pred, what, deadline=30):
+    end = time.time() + deadline
+    while True:
+        m = changes_metrics(s)
+        if pred(m):
+            return m
+        assert time.time() < end, "%s: %r" % (what, m)
+        time.sleep(0.02)
+
+
+def test_metrics_counters_exact():
+    """watchers, events_sent_total, resets_total and oldest_cursor after a known sequence."""
+    s = Server(workers=2)
+    try:
+        m = changes_metrics(s)
+        assert m["watchers"] == 0 and m["events_sent_total"] == 0 and m["resets_total"] == 0
+        assert len(m["oldest_cursor"]) == 32
+        c0 = now_cursor(s)  # answered at once: never a watcher, nothing sent
+        assert m["oldest_cursor"][:16] == c0[:16] and m["oldest_cursor"] <= c0
+        # short heartbeats: a closed client is noticed when the next one is written
+        streams = [Stream(s.port, "/changes?feed=sse&heartbeat=200&prefix=mc-&since=" + c0) for _ in range(3)]
+        nd = Stream(s.port, "/changes?feed=continuous&heartbeat=200&prefix=mc-&since=" + c0)
+        wait_metric(s, lambda m: m["watchers"] == 4, "four watchers")
+        for i in range(5):
+            requests.put(s.url("/kv/mc-%d" % i), data="{}", timeout=10)
+        requests.put(s.url("/kv/other"), data="{}", timeout=10)  # filtered out: not sent
+        for st in streams:
+            got = 0
+            while got < 5:
+                ev = st.sse()
+                if ev.get("event") == "change":
+                    got += 1
+        got = 0
+        while got < 5:
+            if nd.take(b"\n"):
+                got += 1
+        lp = requests.get(s.url("/changes?since=%s&prefix=mc-&limit=2" % c0), timeout=10).json()
+        assert len(lp["changes"]) == 2
+        m = wait_metric(s, lambda m: m["events_sent_total"] >= 22, "22 events")
+        assert m["events_sent_total"] == 4 * 5 + 2 and m["resets_total"] == 0
+        for st in streams + [nd]:
+            st.close()
+        m = wait_metric(s, lambda m: m["watchers"] == 0, "watchers gone")
+        assert m["events_sent_total"] == 22
+    finally:
+        s.stop()
+
+
+def writer_pid(s):
+    pid = s.metrics()["wal"]["writer_pid"]
+    assert isinstance(pid, int) and pid > 0
+    return pid
+
+
+def stopped_writer(s):
+    """Context: the WAL writer process stopped (nothing becomes durable) until the block ends."""
+    import contextlib
+    import os
+    import signal
+
+    @contextlib.contextmanager
+    def cm():
+        pid = writer_pid(s)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    return cm()
+
+
+def test_durable_only_in_buffered_mode():
+    """Buffered mode: a plain watcher sees a write at once, a durable_only=true one only after
+    the WAL writer made it durable."""
+    s = Server(workers=1)
+    try:
+        c0 = now_cursor(s)
+        with stopped_writer(s):
+            r = requests.put(s.url("/kv/du-1"), data="{}", timeout=10)
+            assert r.status_code in (200, 201)
+            plain = requests.get(s.url("/changes?since=%s&timeout=5000" % c0), timeout=30).json()
+            assert [c["key"] for c in plain["changes"]] == ["du-1"]
+            dur = requests.get(s.url("/changes?since=%s&durable_only=true&timeout=500" % c0), timeout=30).json()
+            assert dur["changes"] == [], "durable_only sent a change that is not durable"
+        dur = requests.get(s.url("/changes?since=%s&durable_only=true&timeout=20000" % c0), timeout=60).json()
+        assert [c["key"] for c in dur["changes"]] == ["du-1"]
+    finally:
+        s.stop()
+
+
+def test_fsync_mode_sends_only_durable_changes():
+    """fsync mode: while the write is not durable (writer stopped) no watcher gets it, even
+    without durable_only; once it is durable, the write is acknowledged and sent."""
+    s = Server(workers=1, config={"storage": {"durability": "fsync"}})
+    try:
+        c0 = now_cursor(s)
+        box = {}
+        with stopped_writer(s):
+            t = threading.Thread(target=lambda: box.update(
+                r=requests.put(s.url("/kv/fs-1"), data="{}", timeout=60)))
+            t.start()
+            # the record is in the ring (published) but not durable
+            end = time.time() + 30
+            while s.metrics()["wal"]["head"] <= int(c0[16:], 16):
+                assert time.time() < end, "the write never reached the ring"
+                time.sleep(0.02)
+            lp = requests.get(s.url("/changes?since=%s&timeout=500" % c0), timeout=30).json()
+            assert lp["changes"] == [], "fsync mode sent a change that is not durable"
+            assert "r" not in box
+        t.join(60)
+        assert box["r"].status_code in (200, 201)
+        lp = requests.get(s.url("/changes?since=%s&timeout=20000" % c0), timeout=60).json()
+        assert [c["key"] for c in lp["changes"]] == ["fs-1"]
+    finally:
+        s.stop()
+
+
+def test_thousand_sse_watchers():
+    """1,000 concurrent SSE streams on one server: each gets the change."""
+    import resource
+    import selectors
+    n = 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n + 256
+    if soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            pytest.fail("RLIMIT_NOFILE hard limit %d is below %d" % (hard, want))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    s = Server(workers=2, config={"server": {"max_connections": 4096}})
+    socks = []
+    sel = selectors.DefaultSelector()
+    try:
+        c0 = now_cursor(s)
+        for i in range(n):
+            so = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+            so.sendall(("GET /changes?feed=sse&prefix=tw-&since=%s HTTP/1.1\r\nHost: x\r\n\r\n" % c0).encode())
+            so.setblocking(False)
+            socks.append(so)
+            sel.register(so, selectors.EVENT_READ, i)
+        wait_metric(s, lambda m: m["watchers"] == n, "%d watchers" % n, deadline=60)
+        r = requests.put(s.url("/kv/tw-1"), data='{"x":1}', timeout=10)
+        version = r.json()["version"]
+        buf = [b""] * n
+        done = set()
+        end = time.time() + 60
+        while len(done) < n and time.time() < end:
+            for key, _ in sel.select(timeout=1):
+                i = key.data
+                d = key.fileobj.recv(65536)
+                assert d, "stream %d ended" % i
+                buf[i] += d
+                if b"event: change" in buf[i] and b'"key":"tw-1"' in buf[i] and i not in done:
+                    done.add(i)
+                    sel.unregister(key.fileobj)
+        assert len(done) == n, "%d of %d watchers got the change" % (len(done), n)
+        for b in buf:
+            assert b.startswith(b"HTTP/1.1 200") and (b'"version":%d' % version) in b
+    finally:
+        sel.close()
+        for so in socks:
+            so.close()
+        s.stop()
+
+
+def test_cursor_from_before_graceful_restart_resumes():
+    """The final cursor of a run that stopped gracefully resumes after the restart: every
+    later change exactly once; a cursor behind it, or one from before a crash, is 410."""
+    s = Server(workers=1)
+    d = s.dir
+    c0 = now_cursor(s)
+    requests.put(s.url("/kv/gr-a"), data="{}", timeout=10)
+    st = Stream(s.port, "/changes?feed=sse&prefix=gr-&heartbeat=3600000&since=" + c0)
+    ev = st.sse()
+    while ev.get("event") != "change":
+        ev = st.sse()
+    assert json.loads(ev["data"])["key"] == "gr-a"
+    lp = requests.get(s.url("/changes?since=%s&prefix=gr-&timeout=0" % c0), timeout=10).json()
+    behind, c_lp = c0, lp["cursor"]
+    s.stop(keep_dir=True)
+    # the stop ends the stream with a progress event carrying the position reached
+    last = None
+    while True:
+        ev = st.sse()
+        if ev is None:
+            break
+        last = ev
+    assert last is not None and last["event"] == "progress", last
+    c_sse = json.loads(last["data"])["cursor"]
+    assert c_sse == c_lp and c_sse > c0
+    s = Server(workers=1, reuse_dir=d)
+    try:
+        assert now_cursor(s) > c_sse  # strictly increasing across the restart
+        for i in range(3):
+            requests.put(s.url("/kv/gr-%d" % i), data="{}", timeout=10)
+        ch, _ = longpoll_all(s, c_sse, "&prefix=gr-")
+        assert [c["key"] for c in ch] == ["gr-0", "gr-1", "gr-2"]
+        assert all(c["cursor"] > c_sse for c in ch)
+        sse = Stream(s.port, "/changes?prefix=gr-", {"Accept": "text/event-stream", "Last-Event-ID": c_sse})
+        got = []
+        while len(got) < 3:
+            ev = sse.sse()
+            if ev.get("event") == "change":
+                got.append(json.loads(ev["data"])["key"])
+        assert got == ["gr-0", "gr-1", "gr-2"]
+        sse.close()
+        r = requests.get(s.url("/changes?since=" + behind), timeout=10)
+        assert r.status_code == 410 and r.json()["error"] == "cursor_expired"
+        c_crash = now_cursor(s)
+        s.kill_all()
+        s = Server(workers=1, reuse_dir=d)
+        r = requests.get(s.url("/changes?since=" + c_crash), timeout=10)
+        assert r.status_code == 410 and r.json()["error"] == "cursor_expired"
+    finally:
+        s.stop()

@@ -227,6 +227,10 @@ def test_exact_counters_after_known_requests():
                            h["mean_ns"] * h["count"] / 1e9) <= h["count"] * 1e-9 + 1e-9
         for stage, h in mj["stages"].items():
             assert val(p, "l3kv_stage_duration_seconds_count", stage=stage) == h["count"], stage
+        ch = mj["changes"]
+        assert val(p, "l3kv_changes_watchers") == ch["watchers"] == 0
+        assert val(p, "l3kv_changes_events_sent_total") == ch["events_sent_total"]
+        assert val(p, "l3kv_changes_resets_total") == ch["resets_total"]
         workers = {dict(l)["worker"]: v for (n, l), v in p.items() if n == "l3kv_worker_requests_total"}
         assert sum(workers.values()) == val(p, "l3kv_requests_total")
         assert {str(w["slot"]) for w in mj["workers"]} == set(workers)
