@@ -8,6 +8,7 @@ import json
 import random
 import socket
 import threading
+import time
 
 import pytest
 import requests
@@ -470,9 +471,9 @@ def test_metrics_counters_exact():
 
 
 def writer_pid(s):
-    pid = s.metrics()["wal"]["writer_pid"]
-    assert isinstance(pid, int) and pid > 0
-    return pid
+    """The WAL writer's pid, once the writer has published it (it does so when its setup is done,
+    which may come after the server first answers)."""
+    return wait_until(lambda: s.metrics()["wal"]["writer_pid"], "the WAL writer publishing its pid")
 
 
 def stopped_writer(s):

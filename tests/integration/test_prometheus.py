@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-from conftest import Server
+from conftest import Server, wait_until
 
 PROM_CT = "text/plain; version=0.0.4; charset=utf-8"
 # what Prometheus 2.42 sends when it scrapes
@@ -282,6 +282,9 @@ def test_process_ids_only_for_admin():
         {"name": "adm", "token": ADMIN_TOK, "scopes": ["monitor", "admin"]}]}})
     try:
         u = s.url("/metrics?format=prometheus")
+        # the writer publishes its pid when its setup is done, which may follow the first answer
+        wait_until(lambda: requests.get(s.url("/metrics"), headers={"Authorization": "Bearer " + ADMIN_TOK})
+                   .json()["wal"]["writer_pid"] > 0, "the WAL writer publishing its pid")
         mon = requests.get(u, headers={"Authorization": "Bearer " + MON_TOK})
         adm = requests.get(u, headers={"Authorization": "Bearer " + ADMIN_TOK})
         assert mon.status_code == 200 and adm.status_code == 200
