@@ -7,7 +7,8 @@
  * Process: the dedicated writer (forked by the supervisor; restarted if it dies). It is the
  * only process that opens WAL segments for writing (S4 in docs/invariants.md).
  * Concurrency: single-threaded; talks to producers only through the ring's atomics
- * (ring.c). Sleeps on the rh_pub_seq futex when idle; never spins.
+ * (ring.c). Sleeps on the rh_pub_seq futex when idle or holding a buffered batch for its
+ * flush (wake-up protocol in ring.c); never spins.
  *
  * Segment state machine (per file):
  *
@@ -23,7 +24,8 @@
  *   CLOSED --(checkpoint commit: seq < rh_delete_below)--> unlink -> dir fsync
  *
  * The main loop (run_loop) takes these steps once per pass: step_segment (create the ACTIVE
- * segment), step_rotate (ACTIVE -> CLOSED), delete_covered, then step_write (a batch) or
+ * segment), step_rotate (ACTIVE -> CLOSED), delete_covered, hold_batch (buffered mode: sleep
+ * while the records may wait for their flush), then step_write (a batch) or
  * step_quiet (pads, a due fdatasync, the end of a stop, sleep); run() ends in the state the
  * loop reached (STOP, FAILSTOP or a failed stop).
  *
