@@ -6,25 +6,38 @@
  * the parser (seeds, duplicate-name garbage) and the writers in doc.c, so neither of those
  * files calls the other for it. Runs in any process; the seed pool is per thread.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "format.h"
 
+/* The seed pool is per thread; a forked child must not replay its parent's pool. Only the
+ * forking thread exists in the child, so the child handler empties that thread's pool:
+ * no getpid() (a system call) per document. */
+static __thread uint32_t seed_pool[32];
+static __thread unsigned seed_left;
+static pthread_once_t seed_once = PTHREAD_ONCE_INIT;
+
+static void seed_child(void)
+{
+    seed_left = 0;
+}
+
+static void seed_register(void)
+{
+    (void)pthread_atfork(NULL, NULL, seed_child);
+}
+
 uint32_t l3_doc__seed(void)
 {
-    /* one getrandom per 32 documents; a forked child must not replay its parent's pool */
-    static __thread uint32_t pool[32];
-    static __thread unsigned left;
-    static __thread pid_t owner;
-    pid_t pid = getpid();
-    if (left == 0 || owner != pid) {
-        l3_random_bytes(pool, sizeof(pool));
-        left = L3_ARRAY_SIZE(pool);
-        owner = pid;
+    /* one getrandom per 32 documents */
+    if (seed_left == 0) {
+        pthread_once(&seed_once, seed_register);
+        l3_random_bytes(seed_pool, sizeof(seed_pool));
+        seed_left = L3_ARRAY_SIZE(seed_pool);
     }
-    return pool[--left];
+    return seed_pool[--seed_left];
 }
 
 /* Bytes of one container node with its entry/item storage; keep = the allocated

@@ -188,12 +188,50 @@ uint64_t l3_wal_ring_max_payload(const l3_wal_ring_t *r)
 
 /* ---------------------------------------------------------------- producers */
 
+/*
+ * Wake-up protocol (producers and waiters -> writer). The writer sleeps on the rh_pub_seq
+ * futex; before sleeping it stores rh_writer_sleeping (seq_cst), then re-reads the state
+ * that would give it work, and sleeps only if there is none. A waker first changes that
+ * state (seq_cst: a slot's PUBLISHED CAS, rh_sync_want, rh_armed, rh_space_waiters), then
+ * loads rh_writer_sleeping (seq_cst) and, if the writer sleeps in a state that this change
+ * ends, bumps rh_pub_seq and FUTEX_WAKEs. In the seq_cst order either the waker's load
+ * comes after the writer's store (it sees the writer sleeping and wakes it; the bumped
+ * rh_pub_seq makes a FUTEX_WAIT that has not started yet return at once), or the writer's
+ * re-check comes after the waker's change (it sees the work and does not sleep): no
+ * wake-up is lost. The states:
+ *   L3_WAL_WS_IDLE: nothing unwritten; any publish wakes the writer (the first record after
+ *     a quiet spell must start the flush timer).
+ *   L3_WAL_WS_HOLD (buffered mode with flush_interval_ms): records are waiting and the
+ *     writer sleeps until their flush is due; a publish wakes it only once the unwritten
+ *     bytes reach l3_wal__wake_fill(). Durability requests (notify_arm, wait_durable), ring
+ *     space waiters and checkpoint requests wake it in every state.
+ * So under a steady stream of buffered writes no producer makes a syscall: the writer
+ * flushes on its timer, one io_uring submission per flush interval.
+ */
 static void wake_writer(l3_wal_shm_t *sh)
 {
-    if (atomic_load(&sh->rh_writer_sleeping)) {
+    if (atomic_load(&sh->rh_writer_sleeping) != L3_WAL_WS_AWAKE) {
         atomic_fetch_add(&sh->rh_pub_seq, 1);
         l3_wal__futex_wake(&sh->rh_pub_seq);
     }
+}
+
+/* After a publish: wake an idle writer, or a holding one once enough is unwritten. */
+static void wake_writer_published(const l3_wal_ring_t *r)
+{
+    l3_wal_shm_t *sh = r->sh;
+    uint32_t ws = atomic_load(&sh->rh_writer_sleeping);
+    if (ws == L3_WAL_WS_AWAKE)
+        return;
+    if (ws == L3_WAL_WS_HOLD) {
+        /* a stale (smaller) tail only overestimates the fill: at worst an early wake-up */
+        uint64_t head = atomic_load_explicit(&sh->rh_head, memory_order_relaxed);
+        uint64_t tail = atomic_load_explicit(&sh->rh_tail, memory_order_relaxed);
+        if (head - tail < l3_wal__wake_fill(r->size))
+            return;
+    }
+    atomic_fetch_add(&sh->rh_pub_seq, 1);
+    l3_wal__futex_wake(&sh->rh_pub_seq);
 }
 
 static int ring_lock(l3_wal_shm_t *sh)
@@ -304,7 +342,7 @@ static int publish_state(l3_wal_ring_t *r, l3_wal_resv_t *res, uint32_t state)
     uint32_t expect = L3_WAL_SLOT_RESERVED;
     /* seq_cst: pairs with the writer's rh_writer_sleeping store (Dekker) */
     int ok = atomic_compare_exchange_strong(&s->rs_state, &expect, state);
-    wake_writer(r->sh);
+    wake_writer_published(r);
     return ok ? 0 : -ECANCELED;
 }
 
@@ -677,8 +715,8 @@ int l3_wal_notify_arm(l3_wal_ring_t *r, unsigned slot, uint64_t ticket)
     int err = atomic_load(&sh->rh_error);
     if (err)
         return err;
-    atomic_fetch_add(&sh->rh_pub_seq, 1);
-    l3_wal__futex_wake(&sh->rh_pub_seq);
+    /* rh_sync_want and rh_armed are stored (seq_cst) above: wake only a sleeping writer */
+    wake_writer(sh);
     return 0;
 }
 

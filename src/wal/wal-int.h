@@ -41,7 +41,10 @@
  *                               inactive copy is written, then rh_commit_idx flipped, so a
  *                               restarted writer always finds a consistent (tail, file length)
  *  256     4 rh_pub_seq         producers bump + FUTEX_WAKE when the writer sleeps
- *  260     4 rh_writer_sleeping writer sets before sleeping (seq_cst Dekker pair with producers)
+ *  260     4 rh_writer_sleeping writer sets before sleeping (seq_cst Dekker pair with producers):
+ *                               0 awake, 1 idle (every publish wakes it), 2 holding a batch on
+ *                               a timer (a publish wakes it only past the wake fill; see
+ *                               "Wake-up protocol" in ring.c)
  *  264     4 rh_writer_pid      writer at start / stats
  *  268     4 rh_rotate_req      checkpointer increments / writer compares with rh_rotate_done
  *  272     4 rh_rotate_done     writer (futex word) after the rotation / checkpointer waits
@@ -253,6 +256,17 @@ int l3_wal__futex_wait(_Atomic uint32_t *addr, uint32_t val, int timeout_ms);
 void l3_wal__futex_wake(_Atomic uint32_t *addr);
 /* wake blocking durability waiters and armed eventfd slots */
 void l3_wal__notify_durable(l3_wal_ring_t *r);
+
+/* rh_writer_sleeping values (wake-up protocol, ring.c) */
+enum { L3_WAL_WS_AWAKE = 0, L3_WAL_WS_IDLE = 1, L3_WAL_WS_HOLD = 2 };
+
+/* Unwritten bytes (rh_head - rh_tail) past which a publish wakes a writer that holds its
+ * batch (L3_WAL_WS_HOLD): an eighth of the data area, at most 1 MiB (the default batch). */
+static inline uint64_t l3_wal__wake_fill(uint64_t data_bytes)
+{
+    uint64_t f = data_bytes / 8;
+    return f < ((uint64_t)1 << 20) ? f : ((uint64_t)1 << 20);
+}
 
 /* little-endian helpers (the build targets little-endian hosts; checked here) */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "formats are little-endian; add byte swaps");

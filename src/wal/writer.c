@@ -7,7 +7,8 @@
  * Process: the dedicated writer (forked by the supervisor; restarted if it dies). It is the
  * only process that opens WAL segments for writing (S4 in docs/invariants.md).
  * Concurrency: single-threaded; talks to producers only through the ring's atomics
- * (ring.c). Sleeps on the rh_pub_seq futex when idle; never spins.
+ * (ring.c). Sleeps on the rh_pub_seq futex when idle or holding a buffered batch for its
+ * flush (wake-up protocol in ring.c); never spins.
  *
  * Segment state machine (per file):
  *
@@ -23,7 +24,8 @@
  *   CLOSED --(checkpoint commit: seq < rh_delete_below)--> unlink -> dir fsync
  *
  * The main loop (run_loop) takes these steps once per pass: step_segment (create the ACTIVE
- * segment), step_rotate (ACTIVE -> CLOSED), delete_covered, then step_write (a batch) or
+ * segment), step_rotate (ACTIVE -> CLOSED), delete_covered, hold_batch (buffered mode: sleep
+ * while the records may wait for their flush), then step_write (a batch) or
  * step_quiet (pads, a due fdatasync, the end of a stop, sleep); run() ends in the state the
  * loop reached (STOP, FAILSTOP or a failed stop).
  *
@@ -69,6 +71,8 @@ typedef struct {
     int dirty;  /* bytes written since the last successful fdatasync */
     int linked; /* <wal_path> names the active segment (done at its first record) */
     uint64_t last_sync_ns;
+    uint64_t hold_ns;   /* buffered hold: flush delay (flush_interval_ms), 0 = write at once */
+    uint64_t oldest_ns; /* buffered hold: when the oldest record not yet synced was seen */
     uint64_t stuck_pos, stuck_since;
     uint64_t seg_bytes, batch;
     uint64_t deleted_below; /* last rh_delete_below acted upon */
@@ -607,26 +611,79 @@ static int stop_gave_up(wr_t *w, uint64_t *since)
     return 1;
 }
 
-static int sleep_until_work(wr_t *w, int timeout_ms, int blocked)
+/* Sleep on rh_pub_seq unless there is work (the wake-up protocol in ring.c). hold: records
+ * are waiting for their flush timer (L3_WAL_WS_HOLD): they are work only past the wake fill. */
+static int sleep_until_work(wr_t *w, int timeout_ms, int hold)
 {
     l3_wal_shm_t *sh = w->sh;
     uint32_t seq = atomic_load(&sh->rh_pub_seq);
-    atomic_store(&sh->rh_writer_sleeping, 1); /* seq_cst: Dekker with publishers */
+    /* seq_cst: Dekker with publishers and waiters, then re-check everything they change */
+    atomic_store(&sh->rh_writer_sleeping, hold ? L3_WAL_WS_HOLD : L3_WAL_WS_IDLE);
     uint64_t head = atomic_load(&sh->rh_head);
-    int work = 0;
+    int ready = 0, work = 0;
     if (head > w->cons) {
         l3_wal_slot_t *s = l3_wal__slot(w->r, w->cons);
-        work = atomic_load(&s->rs_state) != L3_WAL_SLOT_RESERVED;
+        ready = atomic_load(&s->rs_state) != L3_WAL_SLOT_RESERVED;
     }
-    (void)blocked;
+    if (ready && (!hold || head - w->cons >= l3_wal__wake_fill(w->r->size)))
+        work = 1;
+    if (hold && atomic_load(&sh->rh_space_waiters))
+        work = 1;
     if (atomic_load(&sh->rh_rotate_req) != atomic_load(&sh->rh_rotate_done))
         work = 1;
-    if (atomic_load(&sh->rh_sync_want) > atomic_load(&sh->rh_durable) && w->dirty)
+    if (atomic_load(&sh->rh_sync_want) > atomic_load(&sh->rh_durable) && (w->dirty || ready))
         work = 1;
     if (!work && !stop_requested(w))
         l3_wal__futex_wait(&sh->rh_pub_seq, seq, timeout_ms);
-    atomic_store(&sh->rh_writer_sleeping, 0);
+    atomic_store(&sh->rh_writer_sleeping, L3_WAL_WS_AWAKE);
     return 0;
+}
+
+/*
+ * Buffered mode with a flush interval: the ring already holds what an acknowledgement
+ * promises (docs/wal.md 4), so records wait in it and are written, with the fdatasync
+ * linked, once the oldest of them has waited flush_interval_ms - one submission per
+ * interval instead of one per wake-up. Returns 1 (and the sleep in *ret_ms) while the
+ * batch should wait: no stop, no durability request, no space waiter, no rotation, less
+ * than the wake fill unwritten and the flush not yet due.
+ */
+static int hold_batch(wr_t *w, int stopping, uint64_t now, int *ret_ms)
+{
+    l3_wal_shm_t *sh = w->sh;
+    if (w->hold_ns == 0 || stopping)
+        return 0;
+    uint64_t head = atomic_load(&sh->rh_head);
+    if (head == w->cons)
+        return 0;
+    if (w->oldest_ns == 0)
+        w->oldest_ns = now;
+    uint64_t due = w->oldest_ns + w->hold_ns;
+    if (now >= due || head - w->cons >= l3_wal__wake_fill(w->r->size) ||
+        atomic_load(&sh->rh_sync_want) > atomic_load(&sh->rh_durable) || atomic_load(&sh->rh_space_waiters) ||
+        atomic_load(&sh->rh_rotate_req) != atomic_load(&sh->rh_rotate_done))
+        return 0;
+    *ret_ms = (int)L3_MIN((due - now + 999999u) / 1000000u, (uint64_t)IDLE_MS);
+    return 1;
+}
+
+/* When the unsynced bytes must be fdatasync'd (0: none, or no flush interval). */
+static uint64_t sync_due(const wr_t *w)
+{
+    if (w->hold_ns)
+        return w->oldest_ns ? w->oldest_ns + w->hold_ns : 0;
+    if (!w->o->flush_interval_ms || !w->dirty)
+        return 0;
+    return w->last_sync_ns + (uint64_t)w->o->flush_interval_ms * 1000000u;
+}
+
+/* After a successful fdatasync that covered everything up to w->cons (gathered at `now`). */
+static void synced(wr_t *w, uint64_t now)
+{
+    w->dirty = 0;
+    w->last_sync_ns = l3_now_ns();
+    /* records left behind were seen at `now` at the latest */
+    w->oldest_ns = atomic_load(&w->sh->rh_head) > w->cons ? now : 0;
+    publish_durable(w, w->cons);
 }
 
 /* ---------------------------------------------------------------- main loop
@@ -722,9 +779,7 @@ static step_t step_write(wr_t *w, const pass_t *p, int *rc)
             *rc = srs;
             return STEP_FAILSTOP;
         }
-        w->dirty = 0;
-        w->last_sync_ns = l3_now_ns();
-        publish_durable(w, w->cons);
+        synced(w, p->now);
     }
     return STEP_AGAIN;
 }
@@ -732,7 +787,6 @@ static step_t step_write(wr_t *w, const pass_t *p, int *rc)
 /* Nothing to write: skip pads and aborted slots, sync if due, finish a stop, or sleep. */
 static step_t step_quiet(wr_t *w, const pass_t *p, int *rc)
 {
-    const l3_wal_writer_opts_t *o = w->o;
     if (p->end > w->cons) { /* only pads / aborted slots */
         w->cons = p->end;
         atomic_fetch_add_explicit(&w->sh->rh_st_aborted, p->nab, memory_order_relaxed);
@@ -745,9 +799,7 @@ static step_t step_quiet(wr_t *w, const pass_t *p, int *rc)
         *rc = uring_fsync(w, w->fd, 1);
         if (*rc < 0)
             return STEP_FAILSTOP;
-        w->dirty = 0;
-        w->last_sync_ns = p->now;
-        publish_durable(w, w->cons);
+        synced(w, p->now);
         return STEP_AGAIN;
     }
     if (!w->dirty)
@@ -768,14 +820,14 @@ static step_t step_quiet(wr_t *w, const pass_t *p, int *rc)
     int tmo = IDLE_MS;
     if (p->blocked)
         tmo = (int)L3_MIN(w->abort_ms, (unsigned)IDLE_MS);
-    if (o->flush_interval_ms && w->dirty) {
-        uint64_t due = w->last_sync_ns + (uint64_t)o->flush_interval_ms * 1000000u;
-        int ms = due > p->now ? (int)((due - p->now + 999999u) / 1000000u) : 0;
+    uint64_t due = w->dirty ? sync_due(w) : 0;
+    if (due) {
+        int ms = due > p->now ? (int)L3_MIN((due - p->now + 999999u) / 1000000u, (uint64_t)IDLE_MS) : 0;
         tmo = L3_MIN(tmo, ms);
     }
     if (p->stopping)
         tmo = L3_MIN(tmo, 10);
-    sleep_until_work(w, tmo, p->blocked);
+    sleep_until_work(w, tmo, 0);
     return STEP_AGAIN;
 }
 
@@ -795,11 +847,18 @@ static step_t run_loop(wr_t *w, uint64_t next_seq, int *rc)
             return st;
         delete_covered(w);
         pass_t p = {.stopping = stopping, .drain_since = &drain_since};
-        p.used = gather(w, &p.end, &p.blocked, &p.nrec, &p.nab);
+        int hold_ms;
+        if (hold_batch(w, stopping, l3_now_ns(), &hold_ms)) {
+            sleep_until_work(w, hold_ms, 1);
+            continue;
+        }
         p.now = l3_now_ns();
+        p.used = gather(w, &p.end, &p.blocked, &p.nrec, &p.nab);
         p.want = atomic_load(&w->sh->rh_sync_want) > atomic_load(&w->sh->rh_durable);
-        p.periodic = w->o->flush_interval_ms &&
-                     p.now - w->last_sync_ns >= (uint64_t)w->o->flush_interval_ms * 1000000u;
+        uint64_t due = sync_due(w);
+        p.periodic = w->hold_ns ? due && p.now >= due
+                                : w->o->flush_interval_ms &&
+                                      p.now - w->last_sync_ns >= (uint64_t)w->o->flush_interval_ms * 1000000u;
         st = p.used > 0 ? step_write(w, &p, rc) : step_quiet(w, &p, rc);
         if (st != STEP_AGAIN)
             return st;
@@ -873,6 +932,8 @@ int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
     w->stuck_pos = UINT64_MAX;
     w->seg_bytes = opts->segment_bytes ? opts->segment_bytes : (64ull << 20);
     w->abort_ms = opts->abort_check_ms ? opts->abort_check_ms : 50;
+    if (opts->durability == L3_WAL_BUFFERED)
+        w->hold_ns = (uint64_t)opts->flush_interval_ms * 1000000u;
     snprintf(w->path, sizeof w->path, "%s", opts->wal_path);
 
     struct sigaction old_term, old_int;

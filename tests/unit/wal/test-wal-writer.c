@@ -245,6 +245,55 @@ static void test_flush_interval(void)
     l3_wal_ring_detach(r);
 }
 
+/* buffered mode with a flush interval holds records in the ring (one batch per flush, no
+ * write per wake-up) until the flush is due, a durability request comes, or the unwritten
+ * bytes pass the wake fill (an eighth of the ring here) */
+static void test_buffered_hold(void)
+{
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    CHECK_EQ_INT(l3_wal_notify_create(r, 1), 0);
+    l3_wal_writer_opts_t o = {
+        .ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED, .flush_interval_ms = 600000};
+    pid_t w = walt_writer(&o, NULL);
+    uint64_t n = 0;
+    while (n < 20)
+        CHECK_EQ_INT(append(r, ++n), 0);
+    uint64_t t = l3_wal_last_ticket();
+    usleep(300000);
+    l3_wal_stats_t s;
+    l3_wal_ring_stats(r, &s);
+    CHECK(s.tail < t); /* held: the flush is not due, nobody asked */
+    CHECK_EQ_INT(s.batches, 0);
+    /* an armed eventfd ends the hold: one batch for all 20, synced */
+    int armed = l3_wal_notify_arm(r, 0, t);
+    CHECK_EQ_INT(armed, 0);
+    struct pollfd pfd = {.fd = l3_wal_notify_fd(r, 0), .events = POLLIN};
+    CHECK_EQ_INT(poll(&pfd, 1, 10000), 1);
+    l3_wal_notify_ack(r, 0);
+    l3_wal_ring_stats(r, &s);
+    CHECK(s.durable >= t);
+    CHECK_EQ_INT(s.records, 20);
+    CHECK_EQ_INT(s.batches, 1);
+    /* past the wake fill the held records are written (not synced: nobody asked) */
+    uint64_t from = s.tail;
+    while (l3_wal_last_ticket() - from < (1024 * 1024) / 8 + 4096)
+        CHECK_EQ_INT(append(r, ++n), 0);
+    for (int i = 0; i < 2000; i++) {
+        l3_wal_ring_stats(r, &s);
+        if (s.tail - from >= (1024 * 1024) / 8)
+            break;
+        usleep(5000);
+    }
+    CHECK(s.tail - from >= (1024 * 1024) / 8);
+    /* a blocking wait ends the hold too */
+    CHECK_EQ_INT(append(r, ++n), 0);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    check_replay(n);
+    l3_wal_ring_detach(r);
+}
+
 /* ---------------------------------------------------------------- injected failures */
 
 static int inj_enospc(int op, uint64_t off, uint32_t len, int res)
@@ -516,6 +565,7 @@ int main(void)
     test_only_writer_has_wal_open();
     test_notify();
     test_flush_interval();
+    test_buffered_hold();
     test_write_error(1, -ENOSPC);
     test_write_error(3, -EIO);
     test_enospc_stop();
