@@ -10,7 +10,9 @@
  * produced piece by piece with an h2o generator: each time h2o asks for more (on_proceed),
  * up to BACKUP_CHUNK bytes of entries are encoded into the one buffer the stream owns, so a
  * backup of any size holds about BACKUP_CHUNK bytes (plus the largest document) in memory
- * and the loop is never blocked longer than one chunk's worth of copies.
+ * and the loop is never blocked longer than one chunk's worth of copies. ?rate_mib=N caps
+ * the stream at N MiB/s (a piece waits on a timer until the bytes sent fit the rate), so a
+ * large backup takes a bounded share of a worker's time next to the requests it serves.
  *
  * Consistency, the checkpoint's rule (walsetup.c): the header's sn_lsn is the store's last
  * LSN when the backup starts (also sent as X-L3KV-Backup-LSN); every document is copied under
@@ -28,6 +30,7 @@
  * BACKUP_CHUNK + one encoded document (storage.max_document_bytes) + one key batch.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,10 +38,13 @@
 
 #include "l3kv/store.h"
 #include "l3kv/wal.h"
+#include "query.h"
 #include "route.h"
 
-#define BACKUP_CHUNK (1u << 20) /* bytes of entries per piece sent */
-#define BACKUP_KEYS 256u        /* keys listed per l3_store_keys call */
+#define BACKUP_CHUNK (64u << 10) /* bytes of entries per piece sent */
+#define BACKUP_KEYS 256u         /* keys listed per l3_store_keys call */
+#define BACKUP_TICK_MS 2u        /* a throttled stream looks again after this long */
+#define BACKUP_MAX_RATE 65536u   /* ?rate_mib= upper bound (MiB/s) */
 
 typedef struct {
     h2o_generator_t gen; /* first: the callbacks find the stream from it */
@@ -52,6 +58,11 @@ typedef struct {
     size_t cap, len;
     char *keys; /* the current key batch: [u32 klen][key] back to back */
     size_t klen_total, kpos, kcap;
+    uint64_t rate; /* ?rate_mib= in bytes per second, 0 = as fast as the client reads */
+    uint64_t t_start_ns, sent;
+    h2o_loop_t *loop;
+    h2o_timeout_t tmo; /* the throttle's timer (initialised only with a rate) */
+    h2o_timeout_entry_t ent;
 } backup_t;
 
 typedef struct {
@@ -168,34 +179,97 @@ static void send_piece(backup_t *b)
     h2o_send(b->req, &iov, 1, rc == 0 ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
 }
 
+/* With a rate: the next piece waits until the bytes sent so far fit the rate. */
+static bool throttled(backup_t *b)
+{
+    if (b->rate == 0)
+        return false;
+    uint64_t due = b->t_start_ns + (uint64_t)((double)b->sent * 1e9 / (double)b->rate);
+    if (l3_now_ns() >= due)
+        return false;
+    if (!h2o_timeout_is_linked(&b->ent))
+        h2o_timeout_link(b->loop, &b->tmo, &b->ent);
+    return true;
+}
+
+static void next_piece(backup_t *b)
+{
+    if (b->ended || throttled(b))
+        return;
+    b->sent += b->len;
+    b->len = 0;
+    send_piece(b);
+}
+
+static void on_tick(h2o_timeout_entry_t *e)
+{
+    next_piece((backup_t *)((char *)e - offsetof(backup_t, ent)));
+}
+
 static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
 {
     (void)req;
-    backup_t *b = (backup_t *)g;
-    b->len = 0;
-    if (!b->ended)
-        send_piece(b);
+    next_piece((backup_t *)g);
 }
 
 static void on_stop(h2o_generator_t *g, h2o_req_t *req)
 {
     (void)req;
-    ((backup_t *)g)->ended = true;
+    backup_t *b = (backup_t *)g;
+    b->ended = true;
+    if (h2o_timeout_is_linked(&b->ent))
+        h2o_timeout_unlink(&b->ent);
 }
 
 static void backup_dispose(void *p)
 {
     backup_t *b = p;
+    if (h2o_timeout_is_linked(&b->ent))
+        h2o_timeout_unlink(&b->ent);
+    if (b->rate)
+        h2o_timeout_dispose(b->loop, &b->tmo);
     free(b->buf);
     free(b->keys);
+}
+
+/* ?rate_mib=N (1..BACKUP_MAX_RATE MiB/s): 0 and *ret = bytes/s (0 = none), -1 malformed. */
+static int parse_rate(h2o_req_t *req, uint64_t *ret)
+{
+    *ret = 0;
+    if (req->query_at == SIZE_MAX)
+        return 0;
+    const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q)), *e = amp != NULL ? amp : end;
+        if (e - q >= 9 && memcmp(q, "rate_mib=", 9) == 0) {
+            uint64_t v;
+            if (!l3_q_u64(q + 9, (size_t)(e - q - 9), &v) || v == 0 || v > BACKUP_MAX_RATE)
+                return -1;
+            *ret = v << 20;
+        } else if (e - q == 8 && memcmp(q, "rate_mib", 8) == 0) {
+            return -1;
+        }
+        q = e + 1;
+    }
+    return 0;
 }
 
 int l3_route_backup(l3_rq_t *rq, h2o_iovec_t unused)
 {
     (void)unused;
     h2o_req_t *req = rq->req;
+    uint64_t rate;
+    if (parse_rate(req, &rate) < 0)
+        return l3_http_fail(rq, 400, "bad_value", "rate_mib must be 1..%u (MiB/s)", BACKUP_MAX_RATE);
     backup_t *b = h2o_mem_alloc_shared(&req->pool, sizeof *b, backup_dispose);
     memset(b, 0, sizeof *b);
+    b->rate = rate;
+    b->t_start_ns = l3_now_ns();
+    if (rate) {
+        b->loop = req->conn->ctx->loop;
+        h2o_timeout_init(b->loop, &b->tmo, BACKUP_TICK_MS);
+        b->ent.cb = on_tick;
+    }
     b->gen.proceed = on_proceed;
     b->gen.stop = on_stop;
     b->req = req;

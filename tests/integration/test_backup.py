@@ -10,6 +10,7 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 import requests
@@ -214,3 +215,26 @@ def test_backup_head_and_bad_method(srv):
     assert h.status_code == 200 and h.headers["X-L3KV-Backup-LSN"].isdigit() and h.content == b""
     p = requests.post(srv.url("/admin/backup"), timeout=10)
     assert p.status_code == 405 and p.json()["error"]
+
+
+def test_backup_rate_limit(tmp_path, small_backup):
+    s = Server(workers=1)
+    try:
+        fill(s, 2000)  # about 5 MiB
+        for bad in ("0", "x", "", "65537", "-1"):
+            r = requests.get(s.url("/admin/backup?rate_mib=" + bad), timeout=10)
+            assert r.status_code == 400 and r.json()["error"] == "bad_value", (bad, r.text)
+        r = requests.get(s.url("/admin/backup?rate_mib"), timeout=10)
+        assert r.status_code == 400 and r.json()["error"] == "bad_value"
+        t = time.monotonic()
+        r = requests.get(s.url("/admin/backup?rate_mib=2"), timeout=60)
+        dt = time.monotonic() - t
+        assert r.status_code == 200
+        # the throttle never lets the stream run ahead of 2 MiB/s (a lower bound only)
+        assert dt >= (len(r.content) - (64 << 10)) / (2 << 20) * 0.95, (dt, len(r.content))
+        path = str(tmp_path / "rated.snap")
+        with open(path, "wb") as f:
+            f.write(r.content)
+        assert run([INSPECT, "wal", path]).returncode == 0
+    finally:
+        s.stop()
