@@ -140,8 +140,8 @@ int l3_wal_snapshot_verify_file(const char *path, l3_wal_snap_info_t *ret_info, 
     if (fd < 0)
         return fd;
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        int e = S_ISREG(st.st_mode) ? -errno : -EINVAL;
+    int e = fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : 0;
+    if (e < 0) {
         l3_wal_shim.close(fd);
         return e;
     }

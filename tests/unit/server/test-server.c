@@ -172,6 +172,7 @@ static void test_routing(void)
     CHECK_EQ_STR(route_of("/dashboard", &rest), "dashboard");
     CHECK_EQ_STR(route_of("/dashboard/", &rest), "dashboard");
     CHECK_EQ_STR(route_of("/admin/checkpoint", &rest), "checkpoint");
+    CHECK_EQ_STR(route_of("/admin/backup", &rest), "backup");
     CHECK_EQ_STR(route_of("/kvx", &rest), "none");
     /* routing sees the raw path: encoded or dotted spellings do not reach other routes */
     CHECK_EQ_STR(route_of("/kv/a%2Fb%2F..%2F..%2F..%2Fmetrics", &rest), "kv");
@@ -275,7 +276,8 @@ static void test_errors(void)
     CHECK_EQ_STR(buf, "{\"error\":\"bad_key\",\"detail\":\"a \\\"q\\\" \\\\ \\u0001\"}\n");
     CHECK_EQ_INT(n, strlen(buf));
     n = l3_srv_err_json(buf, sizeof(buf), "x", "caf\xc3\xa9 \xff");
-    CHECK_EQ_STR(buf, "{\"error\":\"x\",\"detail\":\"caf\xc3\xa9 \\u00ff\"}\n"); /* UTF-8 kept, bad byte escaped */
+    CHECK_EQ_STR(buf,
+                 "{\"error\":\"x\",\"detail\":\"caf\xc3\xa9 \\u00ff\"}\n"); /* UTF-8 kept, bad byte escaped */
     n = l3_srv_err_json(buf, sizeof(buf), "x", NULL);
     CHECK_EQ_STR(buf, "{\"error\":\"x\",\"detail\":\"\"}\n");
     /* truncation keeps the body well-formed */
