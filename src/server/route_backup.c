@@ -12,7 +12,10 @@
  * backup of any size holds about BACKUP_CHUNK bytes (plus the largest document) in memory
  * and the loop is never blocked longer than one chunk's worth of copies. ?rate_mib=N caps
  * the stream at N MiB/s (a piece waits on a timer until the bytes sent fit the rate), so a
- * large backup takes a bounded share of a worker's time next to the requests it serves.
+ * large backup takes a bounded share of a worker's time next to the requests it serves
+ * (default BACKUP_DEFAULT_RATE; 0 = as fast as the client reads).
+ * Every piece after the first is produced from a timer (0 ms without a rate), never inline
+ * from h2o's proceed callback: the loop serves its other connections between pieces.
  *
  * Consistency, the checkpoint's rule (walsetup.c): the header's sn_lsn is the store's last
  * LSN when the backup starts (also sent as X-L3KV-Backup-LSN); every document is copied under
@@ -45,6 +48,7 @@
 #define BACKUP_KEYS 256u         /* keys listed per l3_store_keys call */
 #define BACKUP_TICK_MS 2u        /* a throttled stream looks again after this long */
 #define BACKUP_MAX_RATE 65536u   /* ?rate_mib= upper bound (MiB/s) */
+#define BACKUP_DEFAULT_RATE 32u  /* MiB/s without ?rate_mib= (docs/api.md, /admin/backup) */
 
 typedef struct {
     h2o_generator_t gen; /* first: the callbacks find the stream from it */
@@ -61,7 +65,8 @@ typedef struct {
     uint64_t rate; /* ?rate_mib= in bytes per second, 0 = as fast as the client reads */
     uint64_t t_start_ns, sent;
     h2o_loop_t *loop;
-    h2o_timeout_t tmo; /* the throttle's timer (initialised only with a rate) */
+    h2o_timeout_t now_tmo;  /* 0 ms: the next piece on the loop's next timer pass */
+    h2o_timeout_t wait_tmo; /* BACKUP_TICK_MS: a throttled stream looks again */
     h2o_timeout_entry_t ent;
 } backup_t;
 
@@ -179,37 +184,38 @@ static void send_piece(backup_t *b)
     h2o_send(b->req, &iov, 1, rc == 0 ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
 }
 
-/* With a rate: the next piece waits until the bytes sent so far fit the rate. */
-static bool throttled(backup_t *b)
+/* May the next piece go now? With a rate, not before the bytes sent so far (the last
+ * piece, b->len, included) fit it. */
+static bool due(const backup_t *b)
 {
     if (b->rate == 0)
-        return false;
-    uint64_t due = b->t_start_ns + (uint64_t)((double)b->sent * 1e9 / (double)b->rate);
-    if (l3_now_ns() >= due)
-        return false;
-    if (!h2o_timeout_is_linked(&b->ent))
-        h2o_timeout_link(b->loop, &b->tmo, &b->ent);
-    return true;
+        return true;
+    return l3_now_ns() >= b->t_start_ns + (uint64_t)((double)(b->sent + b->len) * 1e9 / (double)b->rate);
 }
 
-static void next_piece(backup_t *b)
+/* The timer: the next piece is produced from the loop's timer pass, never inline from
+ * h2o's proceed callback (which a fast reader on loopback would call back to back without
+ * returning to the loop), so the worker's other connections get their turn between pieces. */
+static void on_tick(h2o_timeout_entry_t *e)
 {
-    if (b->ended || throttled(b))
+    backup_t *b = (backup_t *)((char *)e - offsetof(backup_t, ent));
+    if (b->ended)
         return;
+    if (!due(b)) {
+        h2o_timeout_link(b->loop, &b->wait_tmo, &b->ent);
+        return;
+    }
     b->sent += b->len;
     b->len = 0;
     send_piece(b);
 }
 
-static void on_tick(h2o_timeout_entry_t *e)
-{
-    next_piece((backup_t *)((char *)e - offsetof(backup_t, ent)));
-}
-
 static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
 {
     (void)req;
-    next_piece((backup_t *)g);
+    backup_t *b = (backup_t *)g;
+    if (!b->ended && !h2o_timeout_is_linked(&b->ent))
+        h2o_timeout_link(b->loop, due(b) ? &b->now_tmo : &b->wait_tmo, &b->ent);
 }
 
 static void on_stop(h2o_generator_t *g, h2o_req_t *req)
@@ -226,16 +232,17 @@ static void backup_dispose(void *p)
     backup_t *b = p;
     if (h2o_timeout_is_linked(&b->ent))
         h2o_timeout_unlink(&b->ent);
-    if (b->rate)
-        h2o_timeout_dispose(b->loop, &b->tmo);
+    h2o_timeout_dispose(b->loop, &b->now_tmo);
+    h2o_timeout_dispose(b->loop, &b->wait_tmo);
     free(b->buf);
     free(b->keys);
 }
 
-/* ?rate_mib=N (1..BACKUP_MAX_RATE MiB/s): 0 and *ret = bytes/s (0 = none), -1 malformed. */
+/* ?rate_mib=N (0..BACKUP_MAX_RATE MiB/s, 0 = unthrottled; default BACKUP_DEFAULT_RATE):
+ * 0 and *ret = bytes/s (0 = none), -1 malformed. */
 static int parse_rate(h2o_req_t *req, uint64_t *ret)
 {
-    *ret = 0;
+    *ret = (uint64_t)BACKUP_DEFAULT_RATE << 20;
     if (req->query_at == SIZE_MAX)
         return 0;
     const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
@@ -243,7 +250,7 @@ static int parse_rate(h2o_req_t *req, uint64_t *ret)
         const char *amp = memchr(q, '&', (size_t)(end - q)), *e = amp != NULL ? amp : end;
         if (e - q >= 9 && memcmp(q, "rate_mib=", 9) == 0) {
             uint64_t v;
-            if (!l3_q_u64(q + 9, (size_t)(e - q - 9), &v) || v == 0 || v > BACKUP_MAX_RATE)
+            if (!l3_q_u64(q + 9, (size_t)(e - q - 9), &v) || v > BACKUP_MAX_RATE)
                 return -1;
             *ret = v << 20;
         } else if (e - q == 8 && memcmp(q, "rate_mib", 8) == 0) {
@@ -260,16 +267,16 @@ int l3_route_backup(l3_rq_t *rq, h2o_iovec_t unused)
     h2o_req_t *req = rq->req;
     uint64_t rate;
     if (parse_rate(req, &rate) < 0)
-        return l3_http_fail(rq, 400, "bad_value", "rate_mib must be 1..%u (MiB/s)", BACKUP_MAX_RATE);
+        return l3_http_fail(rq, 400, "bad_value", "rate_mib must be 0..%u (MiB/s, 0 = unthrottled)",
+                            BACKUP_MAX_RATE);
     backup_t *b = h2o_mem_alloc_shared(&req->pool, sizeof *b, backup_dispose);
     memset(b, 0, sizeof *b);
     b->rate = rate;
     b->t_start_ns = l3_now_ns();
-    if (rate) {
-        b->loop = req->conn->ctx->loop;
-        h2o_timeout_init(b->loop, &b->tmo, BACKUP_TICK_MS);
-        b->ent.cb = on_tick;
-    }
+    b->loop = req->conn->ctx->loop;
+    h2o_timeout_init(b->loop, &b->now_tmo, 0);
+    h2o_timeout_init(b->loop, &b->wait_tmo, BACKUP_TICK_MS);
+    b->ent.cb = on_tick;
     b->gen.proceed = on_proceed;
     b->gen.stop = on_stop;
     b->req = req;

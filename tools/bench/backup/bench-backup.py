@@ -10,7 +10,8 @@ median p99 with and without a backup, their ratio (target <= 2.0: PASS or MISS, 
 not an assertion), and the backup throughput alone and under the PUT load (MB/s of the
 stream, the file verified once with l3kv-inspect).
 
---rate N streams the backups under load with ?rate_mib=N (the server's throttle).
+--rate N streams the backups under load with ?rate_mib=N (the server's throttle; default 0 =
+unthrottled; the backup alone is always unthrottled).
 
 usage: bench-backup.py [--l3kv BIN] [--inspect BIN] [--mib M] [--rounds R] [--duration S]
                        [--conns C] [--rate N]
@@ -53,7 +54,7 @@ end
 
 def one_backup(url, out, rate=0):
     t = time.monotonic()
-    q = "?rate_mib=%d" % rate if rate else ""
+    q = "?rate_mib=%d" % rate
     p = subprocess.run(["curl", "-sf", "-o", out, url + "/admin/backup" + q], timeout=3600)
     dt = time.monotonic() - t
     return (os.path.getsize(out) if p.returncode == 0 else 0), dt
@@ -76,7 +77,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--conns", type=int, default=16)
-    ap.add_argument("--rate", type=int, default=0, help="rate_mib of the backups under load (0 = none)")
+    ap.add_argument("--rate", type=int, default=0, help="rate_mib of the backups under load (0 = unthrottled)")
     a = ap.parse_args()
     if not shutil.which("wrk") or not shutil.which("curl"):
         print("bench-backup: wrk and curl are needed (tools/deps-debian.sh)")
@@ -91,7 +92,7 @@ def main():
         fill_s = max(5, nkeys // 8000)
         B.wrk(s.url("/"), fill_s, threads=4, conns=4, lua_path=fl)
         out = os.path.join(tmp, "b.snap")
-        size, alone_s = one_backup(s.url(""), out)
+        size, alone_s = one_backup(s.url(""), out, 0)
         ins = subprocess.run([B.resolve_bin(a.inspect), "wal", out], capture_output=True, text=True)
         print("backup: %s in %.2f s alone: %.1f MB/s; inspector: %s" %
               (B.fmt_bytes(size), alone_s, size / alone_s / 1e6,
