@@ -428,6 +428,26 @@ typedef struct {
  */
 int l3_wal_snapshot_load(const char *path, l3_wal_replay_fn fn, void *ctx, l3_wal_snap_info_t *ret_info);
 
+/** Verify a snapshot file completely without delivering anything (l3kv --restore): 0,
+ *  -EBADMSG (not a snapshot: magic, version, header length, or an entry that is not a PUT),
+ *  L3_ECORRUPT (a checksum or the trailer's counts), -errno. *ret_bad_off: where it failed. */
+int l3_wal_snapshot_verify_file(const char *path, l3_wal_snap_info_t *ret_info, uint64_t *ret_bad_off);
+
+/*
+ * In-memory encoder of the snapshot format, in pieces (the online backup stream): the
+ * header (L3_WAL_SNAP_HDR bytes, a fresh salt), entries one by one, the trailer
+ * (L3_WAL_SNAP_TRAILER bytes). The concatenation is a file l3_wal_snapshot_load accepts.
+ */
+typedef struct {
+    uint64_t salt, count, bytes;
+    uint32_t crc_all;
+} l3_wal_snap_enc_t;
+void l3_wal_snap_enc_header(l3_wal_snap_enc_t *e, uint64_t wal_seq, uint64_t lsn, uint8_t *out);
+/** Encode one entry into out: its size, -ENOSPC (cap below l3_wal_rec_size), -EMSGSIZE. */
+int64_t l3_wal_snap_enc_add(l3_wal_snap_enc_t *e, uint8_t *out, size_t cap, const void *key, uint32_t klen,
+                            const void *doc, uint32_t len, uint64_t lsn);
+void l3_wal_snap_enc_trailer(const l3_wal_snap_enc_t *e, uint8_t *out);
+
 /* ---------------------------------------------------------------- start-up and checkpoint helpers */
 
 typedef struct {

@@ -3,7 +3,8 @@
  * main.c - the l3kv executable: command line, configuration, then the supervisor.
  *
  * Runs in the supervisor process before any fork. Usage: l3kv [--help] [--version]
- * [--check] [--accept-data-loss] [config_path]. Exit codes: 0 clean stop, 1 failure,
+ * [--check] [--accept-data-loss] [--restore FILE [--force]] [config_path] (--restore:
+ * restore.c, then exit). Exit codes: 0 clean stop, 1 failure,
  * 2 refused (bad configuration or command line, unsafe data directory, missing WAL data).
  * Without an argument it reads ./config.json if present and otherwise runs with the
  * built-in defaults; a path given explicitly must exist.
@@ -26,6 +27,7 @@
 #include "auth.h"
 #include "autoscale.h"
 #include "config.h"
+#include "restore.h"
 #include "log.h"
 #include "supervisor.h"
 #include "walsetup.h"
@@ -34,7 +36,8 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: l3kv [--help] [--version] [--check] [--accept-data-loss] [config_path]\n"
+    fprintf(f, "usage: l3kv [--help] [--version] [--check] [--accept-data-loss]\n"
+               "            [--restore FILE [--force]] [config_path]\n"
                "\n"
                "Persistent HTTP key-value store for JSON documents.\n"
                "\n"
@@ -43,6 +46,10 @@ static void usage(FILE *f)
                "  --check       validate the configuration and exit (0 = valid)\n"
                "  --accept-data-loss  start even though WAL segments the data needs are gone\n"
                "                (the snapshot covering them is missing); logs what is lost\n"
+               "  --restore FILE  verify the backup FILE (GET /admin/backup) and install it in\n"
+               "                the configured data directory, then exit (0 = restored); a\n"
+               "                non-empty directory is refused (exit 2) unless --force\n"
+               "  --force       with --restore: replace the directory's snapshot and WAL\n"
                "  --help        show this text\n"
                "  --version     print the version\n"
                "\n"
@@ -56,7 +63,8 @@ static l3_srv_t srv;
 int main(int argc, char **argv)
 {
     const char *path = "config.json";
-    bool explicit_path = false, check_only = false, accept_loss = false;
+    const char *restore = NULL;
+    bool explicit_path = false, check_only = false, accept_loss = false, force = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -72,6 +80,14 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[i], "--accept-data-loss") == 0) {
             accept_loss = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--restore") == 0 && i + 1 < argc) {
+            restore = argv[++i];
+            continue;
+        }
+        if (strcmp(argv[i], "--force") == 0) {
+            force = true;
             continue;
         }
         if (argv[i][0] == '-' && argv[i][1] != '\0') {
@@ -104,6 +120,13 @@ int main(int argc, char **argv)
         printf("%s: %s\n", missing ? "built-in defaults" : path, "configuration is valid");
         l3_srv_config_free(&srv.cfg);
         return 0;
+    }
+    if (restore != NULL || force) {
+        int code = restore != NULL ? l3_srv_restore(&srv.cfg, restore, force) : 2;
+        if (restore == NULL)
+            fprintf(stderr, "l3kv: --force is only meaningful with --restore FILE\n");
+        l3_srv_config_free(&srv.cfg);
+        return code;
     }
     L3_LOG(L3_LOG_INFO, "l3kv %s starting (%s)", L3KV_VERSION,
            missing ? "no config.json: built-in defaults" : path);

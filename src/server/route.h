@@ -2,8 +2,8 @@
 /*
  * route.h - the route handlers routes.c's table points at, one family per file:
  * route_kv.c (/kv/{key}), route_list.c (/kv/), route_admin.c (health, metrics,
- * dashboard, checkpoint). A handler is reached only with a method its table entry allows;
- * it answers the request and returns 0.
+ * dashboard, checkpoint), route_backup.c (/admin/backup). A handler is reached only with a method its table
+ * entry allows; it answers the request and returns 0.
  */
 #ifndef L3KV_SRV_ROUTE_H
 #define L3KV_SRV_ROUTE_H
@@ -28,5 +28,7 @@ int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused);
 int l3_route_dashboard(l3_rq_t *rq, h2o_iovec_t unused);
 /** POST /admin/checkpoint. */
 int l3_route_checkpoint(l3_rq_t *rq, h2o_iovec_t unused);
+/** GET /admin/backup: the whole store streamed as a snapshot file (route_backup.c). */
+int l3_route_backup(l3_rq_t *rq, h2o_iovec_t unused);
 
 #endif

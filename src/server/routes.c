@@ -65,6 +65,8 @@ static const route_t routes[] = {
      L3_SCOPE_MONITOR, L3_SCOPE_MONITOR},
     {"checkpoint", R("/admin/checkpoint"), false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_checkpoint,
      L3_SCOPE_ADMIN, L3_SCOPE_ADMIN},
+    {"backup", R("/admin/backup"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_backup,
+     L3_SCOPE_ADMIN, L3_SCOPE_ADMIN},
     {"changes", R("/changes"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_changes,
      L3_SCOPE_READ, L3_SCOPE_READ},
     {"dashboard", R("/dashboard"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard, 0,

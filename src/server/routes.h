@@ -29,7 +29,7 @@ int l3_routes_on_req(h2o_handler_t *self, h2o_req_t *req);
  *  none (404). *ret_rest is the part after a prefix entry's path (the key). */
 int l3_routes_match(const char *path, size_t len, h2o_iovec_t *ret_rest);
 /** A table entry's name ("kv", "list", "health", "metrics_text", "metrics", "dashboard",
- *  "checkpoint"), or NULL past the end. */
+ *  "checkpoint", "backup", "changes"), or NULL past the end. */
 const char *l3_routes_name(int idx);
 
 #endif

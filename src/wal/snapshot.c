@@ -74,6 +74,97 @@ static int put(l3_wal_snap_writer_t *w, const void *p, size_t len)
     return 0;
 }
 
+static void build_header(uint8_t h[L3_WAL_SNAP_HDR], uint64_t salt, uint64_t wal_seq, uint64_t lsn)
+{
+    memset(h, 0, L3_WAL_SNAP_HDR);
+    memcpy(h, L3_WAL_SNAP_MAGIC, 8);
+    l3_wal__st32(h + 8, L3_WAL_SNAP_VERSION);
+    l3_wal__st32(h + 12, L3_WAL_SNAP_HDR);
+    l3_wal__st64(h + 16, salt);
+    l3_wal__st64(h + 24, wal_seq);
+    l3_wal__st64(h + 32, lsn);
+    l3_wal__st64(h + 40, l3_wall_ns());
+    l3_wal__st32(h + 60, l3_crc32c(0, h, 60));
+}
+
+static void build_trailer(uint8_t t[L3_WAL_SNAP_TRAILER], uint64_t count, uint64_t bytes, uint32_t crc_all)
+{
+    memset(t, 0, L3_WAL_SNAP_TRAILER);
+    memcpy(t, L3_WAL_SNAP_END_MAGIC, 8);
+    l3_wal__st64(t + 8, count);
+    l3_wal__st64(t + 16, bytes);
+    l3_wal__st32(t + 24, crc_all);
+    l3_wal__st32(t + 28, l3_crc32c(0, t, 28));
+}
+
+/* ---------------------------------------------------------------- in-memory encoder
+ * The same bytes as the file writer, produced piece by piece into caller buffers (the
+ * backup stream): header, entries, trailer. No file, no allocation. */
+
+void l3_wal_snap_enc_header(l3_wal_snap_enc_t *e, uint64_t wal_seq, uint64_t lsn, uint8_t *out)
+{
+    memset(e, 0, sizeof *e);
+    do
+        l3_random_bytes(&e->salt, sizeof e->salt);
+    while (e->salt == 0);
+    build_header(out, e->salt, wal_seq, lsn);
+}
+
+int64_t l3_wal_snap_enc_add(l3_wal_snap_enc_t *e, uint8_t *out, size_t cap, const void *key, uint32_t klen,
+                            const void *doc, uint32_t len, uint64_t lsn)
+{
+    uint64_t size = l3_wal_rec_size(klen, len);
+    if (size > L3_WAL_REC_MAX)
+        return -EMSGSIZE;
+    if (size > cap)
+        return -ENOSPC;
+    l3_wal_rec_t rec = {
+        .op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = klen, .payload = doc, .plen = len};
+    int64_t n = l3_wal_rec_encode(out, cap, &rec, e->salt);
+    if (n < 0)
+        return n;
+    e->crc_all = l3_crc32c(e->crc_all, out, (size_t)n);
+    e->count++;
+    e->bytes += (uint64_t)n;
+    return n;
+}
+
+void l3_wal_snap_enc_trailer(const l3_wal_snap_enc_t *e, uint8_t *out)
+{
+    build_trailer(out, e->count, e->bytes, e->crc_all);
+}
+
+int l3_wal_snapshot_verify_file(const char *path, l3_wal_snap_info_t *ret_info, uint64_t *ret_bad_off)
+{
+    int fd = l3_wal_shim.open(path, O_RDONLY, 0);
+    if (fd < 0)
+        return fd;
+    struct stat st;
+    int e = fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : 0;
+    if (e < 0) {
+        l3_wal_shim.close(fd);
+        return e;
+    }
+    uint64_t size = (uint64_t)st.st_size, salt = 0, bad = 0;
+    if (size < L3_WAL_SNAP_HDR + L3_WAL_SNAP_TRAILER) {
+        l3_wal_shim.close(fd);
+        return -EBADMSG;
+    }
+    const uint8_t *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    l3_wal_shim.close(fd);
+    if (p == MAP_FAILED)
+        return -errno;
+    l3_wal_snap_info_t info;
+    memset(&info, 0, sizeof info);
+    int rc = l3_wal__snap_verify(p, size, &info, &salt, &bad);
+    munmap((void *)p, size);
+    if (ret_info)
+        *ret_info = info;
+    if (ret_bad_off)
+        *ret_bad_off = bad;
+    return rc;
+}
+
 int l3_wal_snapshot_begin(const char *path, uint64_t wal_seq, uint64_t lsn, l3_wal_snap_writer_t **ret_w)
 {
     l3_wal_snap_writer_t *w = calloc(1, sizeof *w);
@@ -100,15 +191,7 @@ int l3_wal_snapshot_begin(const char *path, uint64_t wal_seq, uint64_t lsn, l3_w
         l3_random_bytes(&w->salt, sizeof w->salt);
     while (w->salt == 0);
     uint8_t h[L3_WAL_SNAP_HDR];
-    memset(h, 0, sizeof h);
-    memcpy(h, L3_WAL_SNAP_MAGIC, 8);
-    l3_wal__st32(h + 8, L3_WAL_SNAP_VERSION);
-    l3_wal__st32(h + 12, L3_WAL_SNAP_HDR);
-    l3_wal__st64(h + 16, w->salt);
-    l3_wal__st64(h + 24, wal_seq);
-    l3_wal__st64(h + 32, lsn);
-    l3_wal__st64(h + 40, l3_wall_ns());
-    l3_wal__st32(h + 60, l3_crc32c(0, h, 60));
+    build_header(h, w->salt, wal_seq, lsn);
     put(w, h, sizeof h); /* fits: the buffer is empty */
     *ret_w = w;
     return 0;
@@ -163,12 +246,7 @@ int l3_wal_snapshot_commit(l3_wal_snap_writer_t *w)
 {
     int rc = w->err;
     uint8_t t[L3_WAL_SNAP_TRAILER];
-    memset(t, 0, sizeof t);
-    memcpy(t, L3_WAL_SNAP_END_MAGIC, 8);
-    l3_wal__st64(t + 8, w->count);
-    l3_wal__st64(t + 16, w->bytes);
-    l3_wal__st32(t + 24, w->crc_all);
-    l3_wal__st32(t + 28, l3_crc32c(0, t, 28));
+    build_trailer(t, w->count, w->bytes, w->crc_all);
     if (rc == 0)
         rc = put(w, t, sizeof t);
     if (rc == 0)

@@ -82,6 +82,8 @@ ROUTES = [
     ("GET", "/metrics", None, "monitor", {200}),
     ("POST", "/admin/checkpoint", None, "admin", {202, 503}),
     ("GET", "/admin/checkpoint", None, "admin", {405}),
+    ("GET", "/admin/backup", None, "admin", {200}),
+    ("POST", "/admin/backup", None, "admin", {405}),
     ("GET", "/changes?since=now&timeout=0", None, "read", {200}),
     ("POST", "/changes", None, "read", {405}),
     ("GET", "/dashboard", None, None, {200}),

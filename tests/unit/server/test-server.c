@@ -172,6 +172,7 @@ static void test_routing(void)
     CHECK_EQ_STR(route_of("/dashboard", &rest), "dashboard");
     CHECK_EQ_STR(route_of("/dashboard/", &rest), "dashboard");
     CHECK_EQ_STR(route_of("/admin/checkpoint", &rest), "checkpoint");
+    CHECK_EQ_STR(route_of("/admin/backup", &rest), "backup");
     CHECK_EQ_STR(route_of("/kvx", &rest), "none");
     /* routing sees the raw path: encoded or dotted spellings do not reach other routes */
     CHECK_EQ_STR(route_of("/kv/a%2Fb%2F..%2F..%2F..%2Fmetrics", &rest), "kv");
