@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Pure helpers of the benchmark suite (tools/bench/suite/l3kv-bench-suite.py), kept free of
+"""Pure functions of the benchmark suite (tools/bench/suite/l3kv-bench-suite.py), kept free of
 processes and sockets so that test-benchsuite.py can check them offline:
 
 - Zipfian: the YCSB zipfian generator (Gray et al., "Quickly generating billion-record
