@@ -8,10 +8,10 @@ if [ "${1:-}" = "--all" ]; then
     # test and benchmark extras: clang/libFuzzer, load generators, reverse proxy, node for the
     # dashboard script test, systemd-analyze (package systemd) for the unit check, the openssl
     # CLI for the TLS tests, promtool (package prometheus) for the exposition and alert-rule
-    # checks, a headless browser for the dashboard test (chromium is installed
+    # checks, Redis and webdis for the benchmark suite, a headless browser for the dashboard test (chromium is installed
     # with its recommended packages: fonts and the like it renders with)
     PKGS="$PKGS clang libclang-rt-14-dev wrk nghttp2-client h2o valgrind nodejs systemd openssl clang-format
-          prometheus"
+          prometheus redis-server webdis"
     BROWSER=chromium
 fi
 missing=""
