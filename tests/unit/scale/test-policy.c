@@ -565,7 +565,7 @@ static void test_step_and_comparison(void)
         simulate(false, &p, z, N, TR_STEP_AT, need, N, &st_);
         CHECK(sk.reach >= 0 && sk.reach <= BOUND_REACH);
         CHECK(st_.reach >= 0);
-        /* the comparison from the issue */
+        /* the comparison the policy is judged by */
         CHECK(3 * sk.events <= st_.events);
         CHECK(sk.reach <= st_.reach + 2);
         CHECK(sk.peak <= BOUND_STEP_PEAK);

@@ -154,7 +154,7 @@ static void replay(const expect_t *e, const tr_csv_t *g)
 
     CHECK(rms < e->rms);
     CHECK(ev <= e->max_events);
-    CHECK(3 * ev <= evt); /* the ratio, on every trace */
+    CHECK(3 * ev <= evt); /* the target ratio, on every trace */
     CHECK_EQ_INT(bad_range, 0);
     CHECK_EQ_INT(early_down, 0);
     if (e->need) {

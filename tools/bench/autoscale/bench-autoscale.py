@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Autoscaling benchmark for l3kv (issue figures: p99 latency during a load step with the
+"""Autoscaling benchmark for l3kv (figures: p99 latency during a load step with the
 Kalman autoscaler against a fixed minimum and a fixed maximum pool; scale events per minute
 under steady noisy load).
 

@@ -2,7 +2,7 @@
 /*
  * docbench.c - `l3kv-docbench`: the document format against jansson, in the same run.
  *
- * Owns the figures the document format is judged by (issue: parse >= 10x and serialize
+ * Owns the figures the document format is judged by (targets: parse >= 10x and serialize
  * >= 8x jansson's throughput, random-key int set in a 10 MB document <= 100 ns median,
  * hot-key set <= 30 ns). A standalone, single-threaded process; it links the doc library
  * and jansson and nothing else.
@@ -46,7 +46,7 @@
 #include "l3kv/doc.h"
 #include "l3kv/error.h"
 
-/* Targets from the issue, next to the Lite³ figures they were derived from. */
+/* Targets, next to the Lite³ figures they were derived from. */
 #define TARGET_PARSE_RATIO 10.0    /* parse >= 10x jansson */
 #define TARGET_SERIAL_RATIO 8.0    /* serialize >= 8x jansson */
 #define TARGET_SET_RANDOM_NS 100.0 /* random-key int set in the 10 MB document */
@@ -587,7 +587,7 @@ static void print_table(const results_t *r)
     }
     printf("%-34s %12.1f %12s %9s  %-12s\n", "set int 10mb random, l3_doc_set (ns)", r->set_generic, "-", "",
            "");
-    printf("\nratio = times faster than jansson (>1 is better). Targets from the issue: parse >= 10x and\n"
+    printf("\nratio = times faster than jansson (>1 is better). Targets: parse >= 10x and\n"
            "serialize >= 8x jansson; random-key int set in the 10 MB document <= 100 ns; hot-key set <= 30 "
            "ns.\n");
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Durability benchmark for l3kv (issue figures: fsync / buffered PUT throughput, recovery
+"""Durability benchmark for l3kv (figures: fsync / buffered PUT throughput, recovery
 time per GB of WAL and per million records, steady-state WAL disk use under updates).
 
 Three parts, each against the real l3kv binary on a free loopback port with a temporary

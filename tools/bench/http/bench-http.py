@@ -9,7 +9,7 @@ l3kv figure as a ratio to that baseline, set_int on a 10 MB document against set
 usage: bench-http.py [--l3kv BIN] [--baseline BIN] [--workers N] [--duration S] [--threads T] [--rounds R]
                      [--durability buffered|fsync] [--long]
 (defaults from L3KV_BIN / L3KV_BASELINE_BIN; --long: 15 s per case, 3 rounds). After the
-throughput table it prints wrk's p50/p99 latency of each case's best round. Targets from the issue: GET >= 0.8x, PUT >= 0.6x,
+throughput table it prints wrk's p50/p99 latency of each case's best round. Targets: GET >= 0.8x, PUT >= 0.6x,
 set_int >= 0.7x, set_int 10 MB within 10% of 100 B, GET handler median < 5 us.
 Exit code 0 when the run completed (figures are reported, not asserted); 77 when wrk is missing.
 """
