@@ -127,7 +127,7 @@ static int parse_vals(l3_rq_t *rq, const l3_query_t *q, arr_req_t *r)
         return l3_http_fail(rq, 400, "bad_value", "val must be one JSON value"), -1;
     r->vslot = L3_DOC_ROOT;
     r->nvals = 1;
-    if (q_true(q->multi)) {
+    if (r->op != A_SET && q_true(q->multi)) { /* set takes one value, whatever multi says */
         (void)l3_doc_arr_at(r->vals, L3_DOC_ROOT, 0, &r->vslot);
         l3_doc_val(r->vals, r->vslot, &v);
         if (v.type != L3_DOC_ARRAY || v.count == 0)

@@ -240,6 +240,9 @@ def test_if_match_errors_and_feed(srv, session):
     assert session.get(srv.url("/kv/" + key)).json() == {"a": [1, 2]}
     feed = session.get(srv.url("/changes?since=%s&prefix=%s&feed=longpoll&timeout=0" % (cur, key)), timeout=10)
     assert [(c["op"], c["version"]) for c in feed.json()["changes"]] == [("patch", v2)], feed.text[:300]
+    r = session.post(srv.url("/kv/%s?op=set&field=z&multi=true&val=%s" % (key, urllib.parse.quote("[1,2]"))))
+    assert r.status_code == 200 and r.json()["value"] == [1, 2]  # set stores one value, multi or not
+    assert session.get(srv.url("/kv/" + key)).json() == {"a": [1, 2], "z": [1, 2]}
 
 
 def test_document_size_limit(tmp_path):
