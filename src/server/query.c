@@ -101,6 +101,12 @@ int l3_q_parse(const char *s, size_t n, char *out, l3_query_t *q)
             q->limit = v;
         else if (is(k, "cursor"))
             q->cursor = v;
+        else if (is(k, "index"))
+            q->index = v;
+        else if (is(k, "multi"))
+            q->multi = v;
+        else if (is(k, "create_parents"))
+            q->create_parents = v;
         p = amp + 1;
     }
     return 0;

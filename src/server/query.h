@@ -20,6 +20,7 @@ typedef struct {
 /** The query parameters the API knows; unknown names are ignored. */
 typedef struct {
     l3_q_str_t op, field, val, prefix, limit, cursor;
+    l3_q_str_t index, multi, create_parents; /* the array and path ops (route_arr.c) */
     bool has_field, has_val;
 } l3_query_t;
 

@@ -16,6 +16,11 @@
 /** /kv/{key}: GET, HEAD, PUT, DELETE, POST (?op=), PATCH. raw: the path after "/kv/",
  *  not decoded. */
 int l3_route_kv(l3_rq_t *rq, h2o_iovec_t raw);
+/** Is op one of route_arr.c's (append, insert, pop, remove, set)? */
+int l3_route_arr_is_op(l3_q_str_t op);
+/** POST /kv/{key}?op=append|insert|pop|remove|set (route_arr.c); if_match: the client's
+ *  If-Match resolved to a version, 0 = none. Answers the request, returns 0. */
+int l3_route_arr(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q, uint64_t if_match);
 /** /kv/ and /kv: key listing (?prefix, limit, cursor). */
 int l3_route_list(l3_rq_t *rq, h2o_iovec_t unused);
 /** /kv/health. */

@@ -303,9 +303,14 @@ static int on_post(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
     l3_store_t *st = rq->env->store;
     if (q->op.base == NULL)
         return l3_http_fail(rq, 400, "bad_op",
-                            "missing ?op= (set_int, set_double, set_str, set_bool, set_null, incr)");
+                            "missing ?op= (set_int, set_double, set_str, set_bool, set_null, incr, set, "
+                            "append, insert, pop, remove)");
     if (!q->has_field)
         return l3_http_fail(rq, 400, "bad_path", "missing ?field= (dotted path or JSON Pointer)");
+    if (l3_route_arr_is_op(q->op)) {
+        uint64_t im;
+        return resolve_if_match(rq, key, &im) ? 0 : l3_route_arr(rq, key, q, im);
+    }
     if (q_is(q->op, "incr"))
         return on_incr(rq, key, q);
     const char *path = q->field.base;
