@@ -48,9 +48,9 @@ def lum(rgb):
 
 
 class Load:
-    """Requests of every kind in a thread, and every few rounds a burst of 30 fresh
+    """Requests of every kind in a thread, every few rounds a burst of 30 fresh
     connections (over the 8 a worker may hold: some get 503) that also moves the queue
-    depth, the autoscaler and the active-connection count."""
+    depth, the autoscaler and the active-connection count, and now and then a quiet phase."""
 
     def __init__(self, srv):
         self.srv, self.stop, self.counts = srv, threading.Event(), {}
@@ -103,6 +103,10 @@ class Load:
                 s = requests.Session()
             if i % 40 == 0:
                 self.burst()
+            if i % 150 == 0:
+                # a quiet phase: the autoscaler scales down, so the workers figure moves too
+                # (a pool pinned at its maximum by steady load would never change)
+                self.stop.wait(2.5)
             if self.watchers and i % 60 == 0:
                 threading.Thread(target=self.watch, args=(300 + (i % 7) * 300,), daemon=True).start()
 
