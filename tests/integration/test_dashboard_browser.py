@@ -104,9 +104,15 @@ class Load:
             if i % 40 == 0:
                 self.burst()
             if i % 150 == 0:
-                # a quiet phase: the autoscaler scales down, so the workers figure moves too
-                # (a pool pinned at its maximum by steady load would never change)
-                self.stop.wait(2.5)
+                # a quiet phase (a write every 0.2 s, so write latency keeps its data): the
+                # autoscaler scales down, so the workers figure moves too (a pool pinned at its
+                # maximum by steady load would never change)
+                end = time.time() + 2.5
+                while time.time() < end and not self.stop.wait(0.2):
+                    try:
+                        self.count(s.put(self.srv.url("/kv/dash-q"), json={"q": i}).status_code)
+                    except requests.RequestException:
+                        s = requests.Session()
             if self.watchers and i % 60 == 0:
                 threading.Thread(target=self.watch, args=(300 + (i % 7) * 300,), daemon=True).start()
 
