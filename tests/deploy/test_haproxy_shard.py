@@ -5,7 +5,8 @@ l3kv nodes, each key on exactly one of them and read back through HAProxy; SIGTE
 node affects only its keys (503 while HAProxy still sees it up, then they hash to the other
 nodes, which do not hold them: 404), the other keys keep their owner and their document;
 going from three nodes to four with tools/l3kv-reshard moves about a quarter of the keys and
-loses none. L3KV_SHARD_KEYS sets the number of keys (default 10000)."""
+loses none; a stray copy on another node than the owner is reported or made the owner's per
+--conflict. L3KV_SHARD_KEYS sets the number of keys (default 10000)."""
 import concurrent.futures
 import json
 import os
@@ -272,3 +273,30 @@ def test_reshard_three_to_four(env):
     # a second run finds nothing left to move
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and json.loads(again.stdout)["misplaced"] == 0, again.stdout
+
+
+def test_reshard_conflicts(env):
+    """A key held by its owner and, as a stray copy, by another node (a write made while the
+    owner was off the ring): --conflict report changes nothing and exits 1, keep-source makes
+    the stray copy the owner's and removes it from the other node."""
+    hp4 = env.proxies[-1]
+    key = next(k for k in ("stray/%d" % i for i in range(200))
+               if requests.head(hp4.base + path_of(k), timeout=10).headers.get(NODE_HDR) == "node4")
+    url4, url1 = env.nodes["node4"].base + path_of(key), env.nodes["node1"].base + path_of(key)
+    assert requests.put(url4, json={"v": "owner"}, timeout=10).status_code == 200
+    assert requests.put(url1, json={"v": "stray"}, timeout=10).status_code == 200
+    argv = [sys.executable, RESHARD, "--router", hp4.base, "--prefix", "stray/"]
+    for n in ("node1", "node2", "node3", "node4"):
+        argv += ["--node", "%s=%s" % (n, env.nodes[n].base)]
+    rep = subprocess.run(argv + ["--conflict", "report"], capture_output=True, text=True, timeout=60)
+    assert rep.returncode == 1, rep.stdout + rep.stderr
+    stats = json.loads(rep.stdout)
+    assert stats["scanned"] == 2 and stats["conflicts"] == 1 and stats["moved"] == 0, stats
+    assert requests.get(url4, timeout=10).json() == {"v": "owner"}
+    assert requests.get(url1, timeout=10).json() == {"v": "stray"}
+    src = subprocess.run(argv + ["--conflict", "keep-source"], capture_output=True, text=True, timeout=60)
+    assert src.returncode == 0, src.stdout + src.stderr
+    assert json.loads(src.stdout)["moved"] == 1, src.stdout
+    assert requests.get(url4, timeout=10).json() == {"v": "stray"}
+    assert requests.get(url1, timeout=10).status_code == 404
+    assert requests.get(hp4.base + path_of(key), timeout=10).json() == {"v": "stray"}
