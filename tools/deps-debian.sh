@@ -5,13 +5,14 @@ set -eu
 PKGS="build-essential meson ninja-build pkg-config libh2o-evloop-dev libjansson-dev liburing-dev libssl-dev
       python3 python3-pytest python3-requests curl"
 if [ "${1:-}" = "--all" ]; then
-    # test and benchmark extras: clang/libFuzzer, load generators, reverse proxy, node for the
-    # dashboard script test, systemd-analyze (package systemd) for the unit check, the openssl
-    # CLI for the TLS tests, promtool (package prometheus) for the exposition and alert-rule
-    # checks, Redis and webdis for the benchmark suite, a headless browser for the dashboard test (chromium is installed
-    # with its recommended packages: fonts and the like it renders with)
+    # test and benchmark extras: clang/libFuzzer, load generators, reverse proxies (h2o; haproxy
+    # for the sharding tests), node for the dashboard script test, systemd-analyze (package
+    # systemd) for the unit check, the openssl CLI for the TLS tests, promtool (package
+    # prometheus) for the exposition and alert-rule checks, Redis and webdis for the benchmark
+    # suite, a headless browser for the dashboard test (chromium is installed with its
+    # recommended packages: fonts and the like it renders with)
     PKGS="$PKGS clang libclang-rt-14-dev wrk nghttp2-client h2o valgrind nodejs systemd openssl clang-format
-          prometheus redis-server webdis"
+          prometheus redis-server webdis haproxy"
     BROWSER=chromium
 fi
 missing=""
