@@ -71,29 +71,41 @@ static void hist_samples(FILE *f, const char *name, const char *lab, const l3_ob
     fprintf(f, "l3kv_%s_count{%s} %" PRIu64 "\n", name, lab, n);
 }
 
-static void histograms(FILE *f, const l3_obs_totals_t *t)
+static const char *route_label(unsigned r)
+{
+    return l3_obs_route_name((l3_obs_route_t)r);
+}
+
+static const char *stage_label(unsigned s)
+{
+    return l3_obs_stage_name((l3_obs_stage_t)s);
+}
+
+/* One histogram family with a sample set per label value: `key`="name_of(i)" for i < n. */
+static void hist_family(FILE *f, const char *name, const char *help, const char *key,
+                        const char *(*name_of)(unsigned), const l3_obs_sum_t *h, unsigned n)
 {
     char lab[64];
-    family(f, "handler_duration_seconds", "histogram",
-           "Request handler time by route: dispatcher entry to the response handed to h2o, durable wait "
-           "excluded.");
-    for (unsigned r = 0; r < L3_OBS_R_MAX; r++) {
-        snprintf(lab, sizeof(lab), "route=\"%s\"", l3_obs_route_name(r));
-        hist_samples(f, "handler_duration_seconds", lab, &t->route[r]);
+    family(f, name, "histogram", help);
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(lab, sizeof(lab), "%s=\"%s\"", key, name_of(i));
+        hist_samples(f, name, lab, &h[i]);
     }
-    family(f, "request_duration_seconds", "histogram",
-           "End-to-end request time by route: received to the response handed to h2o, durable wait "
-           "included.");
-    for (unsigned r = 0; r < L3_OBS_R_MAX; r++) {
-        snprintf(lab, sizeof(lab), "route=\"%s\"", l3_obs_route_name(r));
-        hist_samples(f, "request_duration_seconds", lab, &t->e2e[r]);
-    }
-    family(f, "stage_duration_seconds", "histogram",
-           "Time of the stages of document requests: document_op, serialize, handler.");
-    for (unsigned s = 0; s < L3_OBS_S_MAX; s++) {
-        snprintf(lab, sizeof(lab), "stage=\"%s\"", l3_obs_stage_name(s));
-        hist_samples(f, "stage_duration_seconds", lab, &t->stage[s]);
-    }
+}
+
+static void histograms(FILE *f, const l3_obs_totals_t *t)
+{
+    hist_family(f, "handler_duration_seconds",
+                "Request handler time by route: dispatcher entry to the response handed to h2o, durable wait "
+                "excluded.",
+                "route", route_label, t->route, L3_OBS_R_MAX);
+    hist_family(f, "request_duration_seconds",
+                "End-to-end request time by route: received to the response handed to h2o, durable wait "
+                "included.",
+                "route", route_label, t->e2e, L3_OBS_R_MAX);
+    hist_family(f, "stage_duration_seconds",
+                "Time of the stages of document requests: document_op, serialize, handler.", "stage",
+                stage_label, t->stage, L3_OBS_S_MAX);
 }
 
 static void system_figs(FILE *f, const l3_obs_totals_t *t, const char *version, uint64_t accept_queue)
