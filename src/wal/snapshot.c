@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -134,26 +135,38 @@ void l3_wal_snap_enc_trailer(const l3_wal_snap_enc_t *e, uint8_t *out)
     build_trailer(out, e->count, e->bytes, e->crc_all);
 }
 
-int l3_wal_snapshot_verify_file(const char *path, l3_wal_snap_info_t *ret_info, uint64_t *ret_bad_off)
+/* Maps the whole snapshot at `path` read-only (the descriptor is closed again). A file shorter than
+ * a header and a trailer is -EBADMSG; with `regular_only`, anything but a regular file is -EINVAL. */
+static int map_snapshot(const char *path, bool regular_only, const uint8_t **ret_p, uint64_t *ret_size)
 {
     int fd = l3_wal_shim.open(path, O_RDONLY, 0);
     if (fd < 0)
         return fd;
     struct stat st;
-    int e = fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : 0;
+    int e = fstat(fd, &st) < 0 ? -errno : regular_only && !S_ISREG(st.st_mode) ? -EINVAL : 0;
+    if (e == 0 && (uint64_t)st.st_size < L3_WAL_SNAP_HDR + L3_WAL_SNAP_TRAILER)
+        e = -EBADMSG;
     if (e < 0) {
         l3_wal_shim.close(fd);
         return e;
     }
-    uint64_t size = (uint64_t)st.st_size, salt = 0, bad = 0;
-    if (size < L3_WAL_SNAP_HDR + L3_WAL_SNAP_TRAILER) {
-        l3_wal_shim.close(fd);
-        return -EBADMSG;
-    }
+    uint64_t size = (uint64_t)st.st_size;
     const uint8_t *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     l3_wal_shim.close(fd);
     if (p == MAP_FAILED)
         return -errno;
+    *ret_p = p;
+    *ret_size = size;
+    return 0;
+}
+
+int l3_wal_snapshot_verify_file(const char *path, l3_wal_snap_info_t *ret_info, uint64_t *ret_bad_off)
+{
+    const uint8_t *p;
+    uint64_t size, salt = 0, bad = 0;
+    int e = map_snapshot(path, true, &p, &size);
+    if (e < 0)
+        return e;
     l3_wal_snap_info_t info;
     memset(&info, 0, sizeof info);
     int rc = l3_wal__snap_verify(p, size, &info, &salt, &bad);
@@ -334,24 +347,11 @@ int l3_wal__snap_verify(const uint8_t *p, uint64_t size, l3_wal_snap_info_t *inf
 
 int l3_wal_snapshot_load(const char *path, l3_wal_replay_fn fn, void *ctx, l3_wal_snap_info_t *ret_info)
 {
-    int fd = l3_wal_shim.open(path, O_RDONLY, 0);
-    if (fd < 0)
-        return fd;
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        int e = -errno;
-        l3_wal_shim.close(fd);
+    const uint8_t *p;
+    uint64_t size;
+    int e = map_snapshot(path, false, &p, &size);
+    if (e < 0)
         return e;
-    }
-    uint64_t size = (uint64_t)st.st_size;
-    if (size < L3_WAL_SNAP_HDR + L3_WAL_SNAP_TRAILER) {
-        l3_wal_shim.close(fd);
-        return -EBADMSG;
-    }
-    const uint8_t *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    l3_wal_shim.close(fd);
-    if (p == MAP_FAILED)
-        return -errno;
     l3_wal_snap_info_t info;
     memset(&info, 0, sizeof info);
     uint64_t salt = 0, bad = 0;
