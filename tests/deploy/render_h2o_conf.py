@@ -45,6 +45,23 @@ def render_file(values=None, template=TEMPLATE):
         return render(f.read(), values)
 
 
+def write_rendered(prog, make_text, output=None):
+    """Write what make_text() returns to the file `output` (standard output without one) and
+    return 0; an OSError or ValueError of make_text() is reported as `prog: ...` and gives 1.
+    The command-line end of this renderer and of render_haproxy_cfg.py."""
+    try:
+        text = make_text()
+    except (OSError, ValueError) as e:
+        sys.stderr.write("%s: %s\n" % (prog, e))
+        return 1
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv):
     template, output, values = TEMPLATE, None, {}
     args = list(argv)
@@ -61,17 +78,7 @@ def main(argv):
         else:
             sys.stderr.write(__doc__)
             return 2
-    try:
-        text = render_file(values, template)
-    except (OSError, ValueError) as e:
-        sys.stderr.write("render_h2o_conf: %s\n" % e)
-        return 1
-    if output:
-        with open(output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return write_rendered("render_h2o_conf", lambda: render_file(values, template), output)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import os
 import re
 import sys
 
+from render_h2o_conf import write_rendered
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, "..", "..", "etc", "haproxy", "l3kv.cfg")
 
@@ -49,20 +51,14 @@ def main(argv):
     if len(args) < 2:
         sys.stderr.write(__doc__)
         return 2
-    try:
+
+    def make_text():
         servers = [tuple(a.split("=", 2)) for a in args[1:]]
         if any(len(s) != 3 for s in servers):
             raise ValueError("a server is NAME=ID=HOST:PORT")
-        text = render_file(args[0], servers)
-    except (OSError, ValueError) as e:
-        sys.stderr.write("render_haproxy_cfg: %s\n" % e)
-        return 1
-    if output:
-        with open(output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+        return render_file(args[0], servers)
+
+    return write_rendered("render_haproxy_cfg", make_text, output)
 
 
 if __name__ == "__main__":
