@@ -8,8 +8,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -20,11 +20,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC_ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 BIN = os.environ.get("L3KV_BIN", "")
 
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(SRC_ROOT, "tests", "lib"))
+from l3proc import free_port  # noqa: E402  (re-exported for the deploy tests)
+from l3proc import unlink_arena as cleanup_shm  # noqa: E402  (the arena a SIGKILLed supervisor left)
 
 
 def l3kv_bin():
@@ -112,15 +110,6 @@ def group_members(pgid):
         if int(fields[2]) == pgid and fields[0] != "Z":
             out.append(int(d))
     return out
-
-
-def cleanup_shm(pid):
-    """Remove the arena a supervisor that was SIGKILLed left behind."""
-    for name in ("l3kv-l3kv.%d" % pid, "l3kv-pid-%d" % pid):
-        try:
-            os.unlink(os.path.join("/dev/shm", name))
-        except OSError:
-            pass
 
 
 class L3kv:
