@@ -36,12 +36,7 @@ DOC = 4096
 def fill_lua(nkeys):
     pad = DOC - 40
     return """-- fill: thread t writes keys t, t+T, t+2T, ... once, then repeats
-local nthreads = 0
-function setup(thread)
-    thread:set("tid", nthreads)
-    nthreads = nthreads + 1
-end
-local n = 0
+""" + B.LUA_THREAD_IDS + """local n = 0
 local pad = string.rep("f", %d)
 local hdr = {["Content-Type"] = "application/json"}
 function request()
