@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -167,13 +166,7 @@ def main():
                                                  p99 / lat["baseline"][1] if lat["baseline"][1] > 0 else float("nan")))
         return 0
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        benchlib.stop_procs(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

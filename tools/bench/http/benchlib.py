@@ -288,6 +288,18 @@ end
 """ % (pad, conn, conn.lstrip(", "), seed, prefix, nkeys, extra_get_pct, extra_get_pct, method)
 
 
+def stop_procs(procs, timeout=20):
+    """SIGTERM every process of procs (subprocess.Popen), then wait for each up to timeout
+    seconds and SIGKILL one that is still there."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def fmt_s(x):
     """Seconds as a short latency string."""
     if x != x:  # NaN

@@ -368,13 +368,7 @@ def main():
         for s in servers:
             s.stop()
             s.remove()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        benchlib.stop_procs(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
