@@ -300,12 +300,12 @@ def stop_procs(procs, timeout=20):
             p.kill()
 
 
-def fmt_s(x):
-    """Seconds as a short latency string."""
+def fmt_s(x, micro="us"):
+    """Seconds as a short latency string; `micro` names the microsecond."""
     if x != x:  # NaN
         return "n/a"
     if x < 1e-3:
-        return "%.0f us" % (x * 1e6)
+        return "%.0f %s" % (x * 1e6, micro)
     if x < 1.0:
         return "%.2f ms" % (x * 1e3)
     return "%.2f s" % x

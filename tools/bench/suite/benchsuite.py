@@ -11,7 +11,12 @@ processes and sockets so that test-benchsuite.py can check them offline:
 - markdown_table(): the result table.
 """
 import math
+import os
 import random
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "http"))
+import benchlib  # noqa: E402  (fmt_s)
 
 ZIPF_THETA = 0.99
 
@@ -86,13 +91,7 @@ def fmt_pct(x):
 
 
 def fmt_s(x):
-    if x is None or x != x:
-        return "n/a"
-    if x < 1e-3:
-        return "%.0f µs" % (x * 1e6)
-    if x < 1.0:
-        return "%.2f ms" % (x * 1e3)
-    return "%.2f s" % x
+    return "n/a" if x is None else benchlib.fmt_s(x, micro="µs")
 
 
 def fmt_ratio(x):
