@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,14 +182,35 @@ static void workers(FILE *f, const l3_obs_t *o, bool with_pids)
     }
 }
 
+/* Families of one unlabelled sample each, the uint64_t at `off` in the struct at `base`. */
+typedef struct {
+    const char *name, *type, *help;
+    size_t off;
+} u64_fam_t;
+
+static void u64_fams(FILE *f, const u64_fam_t *fams, size_t n, const void *base)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)base + fams[i].off, sizeof v);
+        one_u(f, fams[i].name, fams[i].type, fams[i].help, v);
+    }
+}
+
 static void store_figs(FILE *f, const l3_obs_store_figs_t *s)
 {
-    one_u(f, "store_keys", "gauge", "Documents in the store.", s->keys);
-    one_u(f, "store_document_bytes", "gauge", "Bytes of the stored documents.", s->doc_bytes);
-    one_u(f, "store_heap_bytes", "gauge", "Size of the arena's document heap.", s->heap_bytes);
-    one_u(f, "store_used_bytes", "gauge", "Heap bytes in use.", s->used_bytes);
-    one_u(f, "store_free_bytes", "gauge", "Heap bytes free.", s->free_bytes);
-    one_u(f, "store_largest_free_bytes", "gauge", "Largest free heap block.", s->largest_free);
+    static const u64_fam_t fams[] = {
+        {"store_keys", "gauge", "Documents in the store.", offsetof(l3_obs_store_figs_t, keys)},
+        {"store_document_bytes", "gauge", "Bytes of the stored documents.",
+         offsetof(l3_obs_store_figs_t, doc_bytes)},
+        {"store_heap_bytes", "gauge", "Size of the arena's document heap.",
+         offsetof(l3_obs_store_figs_t, heap_bytes)},
+        {"store_used_bytes", "gauge", "Heap bytes in use.", offsetof(l3_obs_store_figs_t, used_bytes)},
+        {"store_free_bytes", "gauge", "Heap bytes free.", offsetof(l3_obs_store_figs_t, free_bytes)},
+        {"store_largest_free_bytes", "gauge", "Largest free heap block.",
+         offsetof(l3_obs_store_figs_t, largest_free)},
+    };
+    u64_fams(f, fams, sizeof(fams) / sizeof(fams[0]), s);
     one_d(f, "store_fragmentation_ratio", "gauge", "Heap fragmentation (0..1).", s->fragmentation);
     one_u(f, "store_last_lsn", "gauge", "Newest log sequence number applied.", s->last_lsn);
 }
@@ -197,14 +219,21 @@ static void wal_figs(FILE *f, const l3_wal_stats_t *w, bool with_pids)
 {
     one_u(f, "wal_pending_bytes", "gauge", "WAL ring bytes appended and not yet durable.",
           w->head > w->durable ? w->head - w->durable : 0);
-    one_u(f, "wal_records_total", "counter", "WAL records written.", w->records);
-    one_u(f, "wal_aborted_total", "counter", "WAL reservations aborted.", w->aborted);
-    one_u(f, "wal_written_bytes_total", "counter", "Bytes the WAL writer wrote.", w->bytes);
-    one_u(f, "wal_fsyncs_total", "counter", "fdatasync calls of the WAL writer.", w->fsyncs);
-    one_u(f, "wal_batches_total", "counter", "Write batches of the WAL writer.", w->batches);
-    one_u(f, "wal_write_errors_total", "counter", "Failed WAL writes.", w->write_errors);
-    one_u(f, "wal_segment", "gauge", "Sequence number of the current WAL segment.", w->seg_seq);
-    one_u(f, "wal_disk_bytes", "gauge", "Bytes in live WAL segments.", w->disk_bytes);
+    static const u64_fam_t fams[] = {
+        {"wal_records_total", "counter", "WAL records written.", offsetof(l3_wal_stats_t, records)},
+        {"wal_aborted_total", "counter", "WAL reservations aborted.", offsetof(l3_wal_stats_t, aborted)},
+        {"wal_written_bytes_total", "counter", "Bytes the WAL writer wrote.",
+         offsetof(l3_wal_stats_t, bytes)},
+        {"wal_fsyncs_total", "counter", "fdatasync calls of the WAL writer.",
+         offsetof(l3_wal_stats_t, fsyncs)},
+        {"wal_batches_total", "counter", "Write batches of the WAL writer.",
+         offsetof(l3_wal_stats_t, batches)},
+        {"wal_write_errors_total", "counter", "Failed WAL writes.", offsetof(l3_wal_stats_t, write_errors)},
+        {"wal_segment", "gauge", "Sequence number of the current WAL segment.",
+         offsetof(l3_wal_stats_t, seg_seq)},
+        {"wal_disk_bytes", "gauge", "Bytes in live WAL segments.", offsetof(l3_wal_stats_t, disk_bytes)},
+    };
+    u64_fams(f, fams, sizeof(fams) / sizeof(fams[0]), w);
     one_u(f, "wal_error", "gauge", "The WAL's sticky error as a positive errno (0 none, 28 ENOSPC, 5 EIO).",
           (uint64_t)(w->error < 0 ? -w->error : w->error));
     one_u(f, "wal_disk_full", "gauge", "1 while the WAL cannot write because the disk is full.",
