@@ -65,10 +65,30 @@ typedef struct {
     uint64_t rate; /* ?rate_mib= in bytes per second, 0 = as fast as the client reads */
     uint64_t t_start_ns, sent;
     h2o_loop_t *loop;
-    h2o_timeout_t now_tmo;  /* 0 ms: the next piece on the loop's next timer pass */
-    h2o_timeout_t wait_tmo; /* BACKUP_TICK_MS: a throttled stream looks again */
-    h2o_timeout_entry_t ent;
+    h2o_timeout_entry_t ent; /* linked to one of the worker's two backup timeouts */
 } backup_t;
+
+/*
+ * The timeouts every backup stream of this worker links its entry to, made once per loop and
+ * never disposed: now (0 ms, the next piece on the loop's next timer pass) and wait
+ * (BACKUP_TICK_MS, a throttled stream looks again). A timeout owned by the request would be
+ * freed with it while h2o's timer pass may still be walking that timeout (a piece sent from
+ * on_tick can end the request), and its removal would shift the loop's list of timeouts
+ * under that walk.
+ */
+static struct {
+    h2o_loop_t *loop;
+    h2o_timeout_t now, wait;
+} tmos;
+
+static void tmos_init(h2o_loop_t *loop)
+{
+    if (tmos.loop == loop)
+        return;
+    h2o_timeout_init(loop, &tmos.now, 0);
+    h2o_timeout_init(loop, &tmos.wait, BACKUP_TICK_MS);
+    tmos.loop = loop;
+}
 
 typedef struct {
     backup_t *b;
@@ -202,7 +222,7 @@ static void on_tick(h2o_timeout_entry_t *e)
     if (b->ended)
         return;
     if (!due(b)) {
-        h2o_timeout_link(b->loop, &b->wait_tmo, &b->ent);
+        h2o_timeout_link(b->loop, &tmos.wait, &b->ent);
         return;
     }
     b->sent += b->len;
@@ -215,7 +235,7 @@ static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
     (void)req;
     backup_t *b = (backup_t *)g;
     if (!b->ended && !h2o_timeout_is_linked(&b->ent))
-        h2o_timeout_link(b->loop, due(b) ? &b->now_tmo : &b->wait_tmo, &b->ent);
+        h2o_timeout_link(b->loop, due(b) ? &tmos.now : &tmos.wait, &b->ent);
 }
 
 static void on_stop(h2o_generator_t *g, h2o_req_t *req)
@@ -232,8 +252,6 @@ static void backup_dispose(void *p)
     backup_t *b = p;
     if (h2o_timeout_is_linked(&b->ent))
         h2o_timeout_unlink(&b->ent);
-    h2o_timeout_dispose(b->loop, &b->now_tmo);
-    h2o_timeout_dispose(b->loop, &b->wait_tmo);
     free(b->buf);
     free(b->keys);
 }
@@ -274,8 +292,7 @@ int l3_route_backup(l3_rq_t *rq, h2o_iovec_t unused)
     b->rate = rate;
     b->t_start_ns = l3_now_ns();
     b->loop = req->conn->ctx->loop;
-    h2o_timeout_init(b->loop, &b->now_tmo, 0);
-    h2o_timeout_init(b->loop, &b->wait_tmo, BACKUP_TICK_MS);
+    tmos_init(b->loop);
     b->ent.cb = on_tick;
     b->gen.proceed = on_proceed;
     b->gen.stop = on_stop;
