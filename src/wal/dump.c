@@ -17,12 +17,16 @@
 
 #include "l3kv/error.h"
 #include "l3kv/json.h"
+#include "l3kv/walhook.h"
 #include "wal-int.h"
 
-static const char *op_name(unsigned op)
+/* The record's op as the change feed names it: a SET that an incr wrote is "incr". */
+static const char *op_name(const l3_wal_rec_t *rec)
 {
     static const char *names[] = {"none", "put", "delete", "set", "merge", "patch", "frag"};
-    return op < L3_ARRAY_SIZE(names) ? names[op] : "?";
+    if (rec->op == L3_WALOP_SET && (rec->flags & L3_WAL_RF_INCR))
+        return "incr";
+    return rec->op < L3_ARRAY_SIZE(names) ? names[rec->op] : "?";
 }
 
 /* key as text, at most 64 bytes shown: JSON through the shared escaper (l3kv/json.h);
@@ -48,11 +52,11 @@ static void put_rec(FILE *out, uint64_t off, const l3_wal_rec_t *rec, int64_t le
     if (json) {
         fprintf(out,
                 "{\"offset\":%" PRIu64 ",\"len\":%" PRId64 ",\"op\":\"%s\",\"lsn\":%" PRIu64 ",\"key\":\"",
-                off, len, op_name(rec->op), rec->lsn);
+                off, len, op_name(rec), rec->lsn);
         put_key(out, rec->key, rec->klen, 1);
         fprintf(out, "\",\"payload_bytes\":%u}\n", rec->plen);
     } else {
-        fprintf(out, "%12" PRIu64 " %8" PRId64 " %-6s lsn=%-12" PRIu64 " key=", off, len, op_name(rec->op),
+        fprintf(out, "%12" PRIu64 " %8" PRId64 " %-6s lsn=%-12" PRIu64 " key=", off, len, op_name(rec),
                 rec->lsn);
         put_key(out, rec->key, rec->klen, 0);
         fprintf(out, " payload=%u\n", rec->plen);

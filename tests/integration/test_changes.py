@@ -4,9 +4,13 @@ A watcher sees every acknowledged change of a concurrent flood exactly once and 
 version order; resuming with Last-Event-ID after disconnects leaves no gap and no
 duplicate; prefix; since=now + list reaches the final state; a slow consumer is reset
 while a fast one keeps going; an overwritten cursor is 410; streams end on a graceful stop."""
+import glob
 import json
+import os
 import random
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -636,3 +640,29 @@ def test_cursor_from_before_graceful_restart_resumes():
         assert r.status_code == 410 and r.json()["error"] == "cursor_expired"
     finally:
         s.stop()
+
+
+def test_inspector_names_ops_as_the_feed_does(tmp_path):
+    """l3kv-inspect wal names each record's op as the change feed does (an incr is "incr")."""
+    inspect = os.path.join(os.path.dirname(os.environ["L3KV_BIN"]), "..", "..", "tools", "l3kv-inspect",
+                           "l3kv-inspect")
+    s = Server(workers=1)
+    try:
+        k = s.url("/kv/ins-a")
+        assert requests.put(k, data='{"n":1}', timeout=10).status_code == 200
+        for q in ("op=incr&field=n", "op=set_int&field=n&val=7", "op=incr&field=n&val=-2"):
+            assert requests.post(k + "?" + q, timeout=10).status_code == 200, q
+        assert requests.delete(k, timeout=10).status_code == 200
+    finally:
+        s.stop(keep_dir=True)
+    data = os.path.join(s.dir, "data")
+    ops = []
+    for seg in sorted(glob.glob(os.path.join(data, "data.wal.[0-9]*"))):
+        p = subprocess.run([inspect, "--json", "wal", seg], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        for line in p.stdout.splitlines():
+            j = json.loads(line)
+            if not j.get("summary") and j.get("key") == "ins-a":
+                ops.append(j["op"])
+    shutil.rmtree(s.dir, ignore_errors=True)
+    assert ops == ["put", "incr", "set", "incr", "delete"], ops
