@@ -265,6 +265,34 @@ typedef struct {
 
 void l3_doc_stats(const uint8_t *buf, l3_doc_stats_t *ret);
 
+/** Where a document's bytes go: every byte of dh_used falls in exactly one field (the
+ *  layout is in src/doc/format.h). Scalars other than strings live in their slot or entry
+ *  and take no bytes of their own. */
+typedef struct {
+    size_t header;      /* document header */
+    size_t root;        /* root slot */
+    size_t obj_nodes;   /* object nodes */
+    size_t entries;     /* live object entries (value, hash, name up to 12 bytes inline) */
+    size_t entry_slack; /* entry storage not holding a live member: spare capacity, tombstones,
+                           free hash-table slots */
+    size_t order;       /* insertion-order arrays of hashed objects, padding to 8 included */
+    size_t arr_nodes;   /* array nodes */
+    size_t items;       /* live array slots */
+    size_t item_slack;  /* spare array capacity */
+    size_t str_heads;   /* string and bignum block headers */
+    size_t str_bytes;   /* string and bignum text */
+    size_t str_pad;     /* string block capacity beyond the text (spare room, padding to 8) */
+    size_t names;       /* member names longer than the inline limit */
+    size_t name_pad;    /* their padding to 8 */
+    size_t garbage;     /* unreferenced bytes (dh_garbage) */
+    int64_t other;      /* used minus all of the above: 0 for a well-formed document */
+    size_t used;        /* bytes in use (dh_used) */
+} l3_doc_breakdown_t;
+
+/** Fill *ret with the byte breakdown of a verified document. Iterative, bounded by the
+ *  document depth limit (deeper parts are left in `other`). */
+void l3_doc_breakdown(const uint8_t *buf, l3_doc_breakdown_t *ret);
+
 /* ---------------------------------------------------------------- malloc-backed convenience */
 
 /** Allocate an empty document with at least cap bytes. 0 or -ENOMEM. Free with l3_doc_heap_free. */

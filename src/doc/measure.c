@@ -2,7 +2,8 @@
 /*
  * measure.c - hash seeds for new documents and the size accounting of stored values.
  *
- * Owns: l3_doc__seed, l3_doc__measure, l3_doc__storage_size, l3_doc_copy_size. Shared by
+ * Owns: l3_doc__seed, l3_doc__measure, l3_doc__storage_size, l3_doc_copy_size,
+ * l3_doc_breakdown. Shared by
  * the parser (seeds, duplicate-name garbage) and the writers in doc.c, so neither of those
  * files calls the other for it. Runs in any process; the seed pool is per thread.
  */
@@ -100,4 +101,61 @@ size_t l3_doc_copy_size(const uint8_t *buf, uint32_t slot, unsigned *ret_depth)
 {
     const dslot_t *s = AT(buf, slot, const dslot_t);
     return (size_t)l3_doc__measure(buf, s->val, s->type, false, false, ret_depth);
+}
+
+/* One container node of the breakdown: its node, live and spare entry/item storage. */
+static void breakdown_node(const uint8_t *buf, uint32_t node, uint8_t type, l3_doc_breakdown_t *b)
+{
+    if (type == L3_DOC_ARRAY) {
+        const darr_t *a = AT(buf, node, const darr_t);
+        b->arr_nodes += sizeof(darr_t);
+        b->items += (size_t)a->count * sizeof(dslot_t);
+        b->item_slack += (size_t)(a->cap - a->count) * sizeof(dslot_t);
+        return;
+    }
+    const dobj_t *o = AT(buf, node, const dobj_t);
+    uint32_t slots = o->hcap ? o->hcap : o->cap;
+    b->obj_nodes += sizeof(dobj_t);
+    b->entries += (size_t)o->count * sizeof(dentry_t);
+    b->entry_slack += (size_t)(slots - o->count) * sizeof(dentry_t);
+    if (o->hcap)
+        b->order += a8((uint64_t)o->cap * sizeof(uint32_t));
+}
+
+static void breakdown_string(const uint8_t *buf, uint32_t off, l3_doc_breakdown_t *b)
+{
+    const dstr_t *str = AT(buf, off, const dstr_t);
+    b->str_heads += sizeof(dstr_t);
+    b->str_bytes += str->len;
+    b->str_pad += a8(str->cap) - str->len;
+}
+
+void l3_doc_breakdown(const uint8_t *buf, l3_doc_breakdown_t *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    ret->used = HDR(buf)->dh_used;
+    ret->garbage = HDR(buf)->dh_garbage;
+    ret->header = sizeof(dhdr_t);
+    ret->root = sizeof(dslot_t);
+    const dslot_t *r = AT(buf, L3_DOC_ROOT, const dslot_t);
+    l3_doc__walk_t w;
+    l3_doc__wstep_t st;
+    l3_doc__walk_begin(&w, buf, r->val, r->type);
+    int ev;
+    while ((ev = l3_doc__walk_next(&w, &st)) != L3_W_END && ev != L3_W_DEEP) {
+        if (ev == L3_W_CLOSE)
+            continue;
+        if (st.e && st.e->klen > KEY_INLINE_MAX) {
+            ret->names += st.e->klen;
+            ret->name_pad += a8(st.e->klen) - st.e->klen;
+        }
+        if (ev == L3_W_OPEN)
+            breakdown_node(buf, (uint32_t)st.val, st.type, ret);
+        else if (st.type == L3_DOC_STRING || st.type == L3_DOC_BIGNUM)
+            breakdown_string(buf, (uint32_t)st.val, ret);
+    }
+    size_t sum = ret->header + ret->root + ret->obj_nodes + ret->entries + ret->entry_slack + ret->order +
+                 ret->arr_nodes + ret->items + ret->item_slack + ret->str_heads + ret->str_bytes +
+                 ret->str_pad + ret->names + ret->name_pad + ret->garbage;
+    ret->other = (int64_t)ret->used - (int64_t)sum;
 }

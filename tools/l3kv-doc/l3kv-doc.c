@@ -51,7 +51,7 @@ static void usage(FILE *f)
             "  set PATH VALUE     set PATH to the JSON text VALUE and print the whole document as JSON\n"
             "  merge PATCH        apply a JSON Merge Patch (RFC 7396) and print the document\n"
             "  patch PATCH        apply a JSON Patch (RFC 6902) and print the document\n"
-            "  stats              size, used and garbage bytes, node counts and depth\n"
+            "  stats              size, used and garbage bytes, node counts, depth and where the bytes go\n"
             "\n"
             "PATH is a JSON Pointer (\"/a/b/0\", RFC 6901) or a dotted path (\"a.b.0\"); \"\" is the root.\n"
             "\n"
@@ -336,6 +336,45 @@ static int cmd_patch(const char *cmd, const char *patch)
     return st;
 }
 
+/* The byte breakdown of stats: every byte of `used` in one row. */
+static void print_breakdown(const uint8_t *buf)
+{
+    l3_doc_breakdown_t b;
+    l3_doc_breakdown(buf, &b);
+    const struct {
+        const char *name;
+        size_t v;
+    } rows[] = {
+        {"header", b.header},
+        {"root", b.root},
+        {"obj_nodes", b.obj_nodes},
+        {"entries", b.entries},
+        {"entry_slack", b.entry_slack},
+        {"order", b.order},
+        {"arr_nodes", b.arr_nodes},
+        {"items", b.items},
+        {"item_slack", b.item_slack},
+        {"str_heads", b.str_heads},
+        {"str_bytes", b.str_bytes},
+        {"str_pad", b.str_pad},
+        {"names", b.names},
+        {"name_pad", b.name_pad},
+        {"garbage", b.garbage},
+    };
+    if (opt.json) {
+        printf("\"bytes\":{");
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+            printf("\"%s\":%zu,", rows[i].name, rows[i].v);
+        printf("\"other\":%lld}", (long long)b.other);
+        return;
+    }
+    printf("bytes      (of used)\n");
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        printf("  %-12s %8zu %5.1f%%\n", rows[i].name, rows[i].v,
+               b.used ? 100.0 * (double)rows[i].v / (double)b.used : 0.0);
+    printf("  %-12s %8lld\n", "other", (long long)b.other);
+}
+
 static int cmd_stats(void)
 {
     l3_doc_t d;
@@ -347,8 +386,10 @@ static int cmd_stats(void)
     size_t size = l3_doc_size(d.buf), nodes = s.objects + s.arrays + s.scalars;
     if (opt.json) {
         printf("{\"size\":%zu,\"used\":%zu,\"garbage\":%zu,\"objects\":%zu,\"arrays\":%zu,\"scalars\":%zu,"
-               "\"nodes\":%zu,\"max_depth\":%zu}\n",
+               "\"nodes\":%zu,\"max_depth\":%zu,",
                size, s.used, s.garbage, s.objects, s.arrays, s.scalars, nodes, s.max_depth);
+        print_breakdown(d.buf);
+        printf("}\n");
     } else {
         printf("size       %zu\n"
                "used       %zu\n"
@@ -360,6 +401,7 @@ static int cmd_stats(void)
                "max_depth  %zu\n",
                size, s.used, s.garbage, s.used ? 100.0 * (double)s.garbage / (double)s.used : 0.0, s.objects,
                s.arrays, s.scalars, nodes, s.max_depth);
+        print_breakdown(d.buf);
     }
     l3_doc_heap_free(&d);
     return finish_output();

@@ -184,6 +184,8 @@ echo "$got" | grep -q '"arrays":1' || fail "stats --json arrays: $got"
 echo "$got" | grep -q '"scalars":4' || fail "stats --json scalars: $got"
 echo "$got" | grep -q '"max_depth":4' || fail "stats --json depth: $got"
 echo "$got" | grep -q '"garbage":0' || fail "stats --json garbage: $got"
+echo "$got" | grep -q '"bytes":{"header":32,' || fail "stats --json bytes: $got"
+echo "$got" | grep -q '"other":0}' || fail "stats --json bytes other: $got"
 # Garbage appears after a longer string replaces a shorter one (binary in, binary stats).
 checks=$((checks + 1))
 size=$(wc -c <"$TMP/doc.bin")

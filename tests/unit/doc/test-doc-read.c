@@ -2,7 +2,7 @@
 /*
  * test-doc-read.c - reading a document: l3_doc_lookup (JSON Pointer with ~0/~1 escapes,
  * dotted form, auto), l3_doc_get, l3_doc_val, l3_doc_obj_find, l3_doc_arr_at,
- * l3_doc_obj_next, l3_doc_size/garbage/lsn, l3_doc_init, l3_doc_stats.
+ * l3_doc_obj_next, l3_doc_size/garbage/lsn, l3_doc_init, l3_doc_stats, l3_doc_breakdown.
  * Single-threaded; no files.
  */
 #include "dt.h"
@@ -173,7 +173,8 @@ static void test_find_at_val(const uint8_t *buf)
     CHECK_EQ_INT(l3_doc_get(buf, "/arr/5", 6, L3_DOC_PATH_POINTER, &v), 0);
     CHECK(v.type == L3_DOC_OBJECT && v.count == 0);
     CHECK_EQ_INT(l3_doc_get(buf, "/big", 4, L3_DOC_PATH_POINTER, &v), 0);
-    CHECK(v.type == L3_DOC_BIGNUM && v.str.len == 30 && memcmp(v.str.ptr, "123456789012345678901234567890", 30) == 0);
+    CHECK(v.type == L3_DOC_BIGNUM && v.str.len == 30 &&
+          memcmp(v.str.ptr, "123456789012345678901234567890", 30) == 0);
     CHECK_EQ_INT(l3_doc_get(buf, "num", 3, L3_DOC_PATH_DOTTED, &v), 0);
     CHECK(v.type == L3_DOC_INT && v.i == 7);
 }
@@ -307,6 +308,69 @@ static void test_stats(void)
     l3_doc_heap_free(&d);
 }
 
+/* Sum of every part of a breakdown but `other` and `used`. */
+static size_t breakdown_sum(const l3_doc_breakdown_t *b)
+{
+    return b->header + b->root + b->obj_nodes + b->entries + b->entry_slack + b->order + b->arr_nodes +
+           b->items + b->item_slack + b->str_heads + b->str_bytes + b->str_pad + b->names + b->name_pad +
+           b->garbage;
+}
+
+/* Expected values below come from the documented layout (src/doc/format.h): header 32,
+ * slot 16, object node 24, entry 32 (names up to 12 bytes inline), array node 16, string
+ * block 8 + text padded to 8, objects of more than 8 members hashed in a power-of-two table
+ * of at least twice their capacity (minimum 16) plus a uint32 order array padded to 8. */
+static void test_breakdown(void)
+{
+    l3_doc_t d;
+    l3_doc_breakdown_t b;
+    /* small object, a 20-byte name, strings of 5, 1 and 2 bytes, an array of 2 */
+    dt_parse(&d, "{\"id\":1,\"a_member_name_longer\":\"hello\",\"t\":[\"a\",\"bc\"],\"n\":null}");
+    l3_doc_breakdown(d.buf, &b);
+    CHECK_EQ_INT(b.header, 32);
+    CHECK_EQ_INT(b.root, 16);
+    CHECK_EQ_INT(b.obj_nodes, 24);
+    CHECK_EQ_INT(b.entries, 4 * 32);
+    CHECK_EQ_INT(b.entry_slack, 0);
+    CHECK_EQ_INT(b.order, 0);
+    CHECK_EQ_INT(b.arr_nodes, 16);
+    CHECK_EQ_INT(b.items, 2 * 16);
+    CHECK_EQ_INT(b.item_slack, 0);
+    CHECK_EQ_INT(b.str_heads, 3 * 8);
+    CHECK_EQ_INT(b.str_bytes, 5 + 1 + 2);
+    CHECK_EQ_INT(b.str_pad, 3 + 7 + 6);
+    CHECK_EQ_INT(b.names, 20);
+    CHECK_EQ_INT(b.name_pad, 4);
+    CHECK_EQ_INT(b.garbage, 0);
+    CHECK_EQ_INT(b.other, 0);
+    CHECK_EQ_INT(b.used, l3_doc_size(d.buf));
+    CHECK_EQ_INT(breakdown_sum(&b), l3_doc_size(d.buf));
+    CHECK_EQ_INT(l3_doc_size(d.buf), 32 + 16 + 24 + 128 + 16 + 32 + 24 + 8 + 16 + 20 + 4);
+
+    /* a deleted member leaves a tombstone: its entry moves to entry_slack */
+    CHECK_EQ_INT(dt_del(&d, "/n"), 0);
+    l3_doc_breakdown(d.buf, &b);
+    CHECK_EQ_INT(b.entries, 3 * 32);
+    CHECK_EQ_INT(b.entry_slack, 32);
+    CHECK_EQ_INT(b.garbage, l3_doc_garbage(d.buf));
+    CHECK_EQ_INT(b.other, 0);
+    CHECK_EQ_INT(breakdown_sum(&b), l3_doc_size(d.buf));
+    l3_doc_heap_free(&d);
+
+    /* 9 members: hashed, table of 32 entries, order array of 9 uint32 padded to 40 */
+    dt_parse(&d, "{\"k0\":0,\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8}");
+    l3_doc_breakdown(d.buf, &b);
+    CHECK_EQ_INT(b.obj_nodes, 24);
+    CHECK_EQ_INT(b.entries, 9 * 32);
+    CHECK_EQ_INT(b.entry_slack, (32 - 9) * 32);
+    CHECK_EQ_INT(b.order, 40);
+    CHECK_EQ_INT(b.str_heads + b.str_bytes + b.str_pad + b.names + b.arr_nodes + b.items, 0);
+    CHECK_EQ_INT(b.other, 0);
+    CHECK_EQ_INT(breakdown_sum(&b), l3_doc_size(d.buf));
+    CHECK_EQ_INT(l3_doc_size(d.buf), 48 + 24 + 32 * 32 + 40);
+    l3_doc_heap_free(&d);
+}
+
 int main(void)
 {
     l3_doc_t d;
@@ -319,5 +383,6 @@ int main(void)
     test_obj_next();
     test_init_and_header();
     test_stats();
+    test_breakdown();
     return t_done();
 }
