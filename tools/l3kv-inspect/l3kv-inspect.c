@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "l3kv/base.h"
+#include "l3kv/doc.h"
 #include "l3kv/error.h"
 #include "l3kv/json.h"
 #include "l3kv/layout.h"
@@ -42,6 +43,7 @@ static void usage(FILE *f)
                "  keys [PREFIX]  list keys (with their LSN)\n"
                "  get KEY        print the document as JSON\n"
                "  check          verify every structure and document (exit 1 on corruption)\n"
+               "  bytes          where the heap's bytes go per key: index tables, entries, documents\n"
                "  wal FILE       dump and verify a WAL segment or snapshot file offline (exit 1 if damaged)\n"
                "  quarantine DIR list and verify the records recovery set aside (<data_dir>/quarantine)\n"
                "The only instance on the machine is used when neither --pid nor --name is given.\n");
@@ -223,6 +225,108 @@ static int cmd_get(l3_store_t *st, const char *key)
     return 0;
 }
 
+/* ---------------------------------------------------------------- bytes: the per-key costs
+ * Walks every stripe's index table (read-only, no locks: a figure of a moving arena) and
+ * splits the heap's used blocks into index tables, index entries and documents, each with
+ * its block header and rounding. */
+typedef struct {
+    uint64_t keys, tables, table_slots, table_hdr, table_round;
+    uint64_t entry_hdr, entry, entry_key, entry_round;
+    uint64_t doc_hdr, doc_used, doc_room;
+} bytes_t;
+
+/* Size of the block whose payload is at off (0 when off is out of the arena). */
+static uint64_t block_size(const uint8_t *base, uint64_t arena, uint64_t off)
+{
+    if (off < L3_BLOCK_HDR || off >= arena || off % 8)
+        return 0;
+    uint64_t h;
+    memcpy(&h, base + off - L3_BLOCK_HDR, sizeof(h));
+    uint64_t sz = h & ~L3_BLOCK_FLAGS;
+    return sz <= arena - off + L3_BLOCK_HDR ? sz : 0;
+}
+
+static void bytes_entry(const uint8_t *base, uint64_t arena, uint64_t eoff, bytes_t *b)
+{
+    uint64_t esz = block_size(base, arena, eoff);
+    if (esz < L3_BLOCK_HDR + sizeof(l3_ix_entry_t))
+        return;
+    const l3_ix_entry_t *e = (const l3_ix_entry_t *)(const void *)(base + eoff);
+    uint64_t klen = e->ie_klen, doc = e->ie_doc, dsz = block_size(base, arena, doc);
+    if (klen > esz - L3_BLOCK_HDR - sizeof(l3_ix_entry_t) || dsz < L3_BLOCK_HDR + 48)
+        return;
+    uint64_t used = l3_doc_size(base + doc);
+    if (used > dsz - L3_BLOCK_HDR)
+        return;
+    b->keys++;
+    b->entry_hdr += L3_BLOCK_HDR;
+    b->entry += sizeof(l3_ix_entry_t);
+    b->entry_key += klen;
+    b->entry_round += esz - L3_BLOCK_HDR - sizeof(l3_ix_entry_t) - klen;
+    b->doc_hdr += L3_BLOCK_HDR;
+    b->doc_used += used;
+    b->doc_room += dsz - L3_BLOCK_HDR - used;
+}
+
+static void bytes_walk(l3_store_t *st, bytes_t *b)
+{
+    const uint8_t *base = l3_store_header(st);
+    const l3_arena_hdr_t *h = (const l3_arena_hdr_t *)(const void *)base;
+    uint64_t arena = h->ah_arena_bytes;
+    const l3_stripe_t *sps = (const l3_stripe_t *)(const void *)(base + h->ah_off_stripes);
+    for (uint32_t s = 0; s < h->ah_nstripes; s++) {
+        uint64_t toff = __atomic_load_n(&sps[s].sp_table, __ATOMIC_ACQUIRE);
+        uint64_t cap = sps[s].sp_cap, tsz = block_size(base, arena, toff);
+        if (!toff || tsz < L3_BLOCK_HDR + cap * sizeof(l3_ix_slot_t))
+            continue;
+        b->tables++;
+        b->table_slots += cap * sizeof(l3_ix_slot_t);
+        b->table_hdr += L3_BLOCK_HDR;
+        b->table_round += tsz - L3_BLOCK_HDR - cap * sizeof(l3_ix_slot_t);
+        const l3_ix_slot_t *t = (const l3_ix_slot_t *)(const void *)(base + toff);
+        for (uint64_t i = 0; i < cap; i++) {
+            uint64_t eoff = __atomic_load_n(&t[i].ix_entry, __ATOMIC_ACQUIRE);
+            if (eoff > L3_IX_TOMB)
+                bytes_entry(base, arena, eoff, b);
+        }
+    }
+}
+
+static int cmd_bytes(l3_store_t *st)
+{
+    bytes_t b = {0};
+    bytes_walk(st, &b);
+    l3_store_stats_t s;
+    l3_store_stats(st, &s);
+    const struct {
+        const char *name;
+        uint64_t v;
+    } rows[] = {
+        {"table_slots", b.table_slots}, {"table_hdr", b.table_hdr}, {"table_round", b.table_round},
+        {"entry_hdr", b.entry_hdr},     {"entry", b.entry},         {"entry_key", b.entry_key},
+        {"entry_round", b.entry_round}, {"doc_hdr", b.doc_hdr},     {"doc_used", b.doc_used},
+        {"doc_room", b.doc_room},
+    };
+    uint64_t total = 0;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        total += rows[i].v;
+    if (json_out) {
+        printf("{\"keys\":%" PRIu64 ",\"tables\":%" PRIu64, b.keys, b.tables);
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+            printf(",\"%s\":%" PRIu64, rows[i].name, rows[i].v);
+        printf(",\"total\":%" PRIu64 ",\"used_bytes\":%" PRIu64 "}\n", total, s.used_bytes);
+        return 0;
+    }
+    printf("keys %" PRIu64 ", index tables %" PRIu64 ", allocator used_bytes %" PRIu64 "\n", b.keys, b.tables,
+           s.used_bytes);
+    printf("%-12s %14s %10s\n", "part", "bytes", "per key");
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        printf("%-12s %14" PRIu64 " %10.1f\n", rows[i].name, rows[i].v,
+               b.keys ? (double)rows[i].v / (double)b.keys : 0.0);
+    printf("%-12s %14" PRIu64 " %10.1f\n", "total", total, b.keys ? (double)total / (double)b.keys : 0.0);
+    return 0;
+}
+
 typedef struct {
     int n;
 } checkctx_t;
@@ -345,7 +449,8 @@ int main(int argc, char **argv)
         return qrc == 0 ? 0 : 1;
     }
     bool ok = (strcmp(cmd, "info") == 0 && nargs == 0) || (strcmp(cmd, "keys") == 0 && nargs <= 1) ||
-              (strcmp(cmd, "get") == 0 && nargs == 1) || (strcmp(cmd, "check") == 0 && nargs == 0);
+              (strcmp(cmd, "get") == 0 && nargs == 1) || (strcmp(cmd, "check") == 0 && nargs == 0) ||
+              (strcmp(cmd, "bytes") == 0 && nargs == 0);
     if (!ok) {
         usage(stderr);
         return 2;
@@ -367,6 +472,8 @@ int main(int argc, char **argv)
         rc = cmd_keys(st, arg1);
     else if (strcmp(cmd, "get") == 0)
         rc = cmd_get(st, arg1);
+    else if (strcmp(cmd, "bytes") == 0)
+        rc = cmd_bytes(st);
     else
         rc = cmd_check(st);
     l3_store_close(st);

@@ -2,6 +2,7 @@
 /*
  * test-inspect.c - runs the l3kv-inspect binary (argv[1]) against a live arena: every
  * command in human and --json form, usage errors (exit 2), a missing instance (exit 1),
+ * the per-key byte figure (bytes) against values computed here from the layout,
  * a check while another process writes (must stay 0: the inspector tolerates change and
  * takes no locks), and deliberate corruption of a document and of a free list (exit 1
  * with a report naming it).
@@ -75,6 +76,51 @@ static l3_ix_entry_t *find_entry(l3_store_t *st, const char *key)
     return NULL;
 }
 
+/* Index table bytes of every stripe, from the public layout. */
+static uint64_t table_slot_bytes(l3_store_t *st)
+{
+    const uint8_t *base = l3_store_header(st);
+    const l3_arena_hdr_t *h = (const l3_arena_hdr_t *)base;
+    const l3_stripe_t *sps = (const l3_stripe_t *)(base + h->ah_off_stripes);
+    uint64_t n = 0;
+    for (uint32_t s = 0; s < h->ah_nstripes; s++)
+        if (sps[s].sp_table)
+            n += (uint64_t)sps[s].sp_cap * sizeof(l3_ix_slot_t);
+    return n;
+}
+
+/* `bytes --json` for the four keys of main(): each part as the layout gives it, and the
+ * parts add up to the allocator's used bytes (no other blocks in this arena). */
+static void check_bytes(l3_store_t *st, const char *name, char *out, size_t cap)
+{
+    CHECK_EQ_INT(run(out, cap, "--name", name, "--json", "bytes", NULL, NULL), 0);
+    json_error_t je;
+    json_t *j = json_loads(out, 0, &je);
+    CHECK(j != NULL);
+    if (!j)
+        return;
+    l3_store_stats_t s;
+    CHECK_EQ_INT(l3_store_stats(st, &s), 0);
+#define JV(k) ((uint64_t)json_integer_value(json_object_get(j, k)))
+    CHECK_EQ_INT(JV("keys"), 4);
+    CHECK_EQ_INT(JV("entry"), 4 * 32); /* l3_ix_entry_t */
+    CHECK_EQ_INT(JV("entry_key"), 6 + 6 + 3 + 8);
+    CHECK_EQ_INT(JV("entry_hdr"), 4 * 16); /* a block header each */
+    /* blocks are multiples of 16: 32 + klen + 16 rounded up, so 10 + 10 + 13 + 8 spare */
+    CHECK_EQ_INT(JV("entry_round"), 10 + 10 + 13 + 8);
+    CHECK_EQ_INT(JV("doc_hdr"), 4 * 16);
+    CHECK_EQ_INT(JV("doc_used"), s.doc_bytes);
+    CHECK_EQ_INT(JV("table_slots"), table_slot_bytes(st));
+    uint64_t sum = JV("table_slots") + JV("table_hdr") + JV("table_round") + JV("entry_hdr") + JV("entry") +
+                   JV("entry_key") + JV("entry_round") + JV("doc_hdr") + JV("doc_used") + JV("doc_room");
+    CHECK_EQ_INT(JV("total"), sum);
+    CHECK_EQ_INT(sum, s.used_bytes);
+#undef JV
+    json_decref(j);
+    CHECK_EQ_INT(run(out, cap, "--name", name, "bytes", NULL, NULL, NULL), 0);
+    CHECK(strstr(out, "doc_used") != NULL && strstr(out, "per key") != NULL);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -116,6 +162,8 @@ int main(int argc, char **argv)
         CHECK_EQ_INT(json_integer_value(json_object_get(j, "count")), 4);
         json_decref(j);
     }
+
+    check_bytes(st, name, out, sizeof(out));
 
     CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "get", "user:2", NULL, NULL), 0);
     CHECK_EQ_STR(out, "{\"name\":\"bob\",\"tags\":[1,2]}\n");
