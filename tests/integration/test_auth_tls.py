@@ -52,6 +52,13 @@ class TlsServer(AuthServer):
         self.ca = ca
         super().__init__(**kw)
 
+    what = "TLS"
+
+    def probe(self):
+        """One readiness request over TLS."""
+        return requests.get(self.url("/metrics"), headers={"Authorization": "Bearer " + ALL},
+                            verify=self.ca, timeout=2)
+
     def wait_ready(self, timeout=15.0):
         self.base = "https://127.0.0.1:%d" % self.port
         deadline = time.time() + timeout
@@ -59,15 +66,14 @@ class TlsServer(AuthServer):
             if self.proc.poll() is not None:
                 pytest.fail("l3kv exited early:\n" + self.logtext())
             try:
-                if requests.get(self.url("/metrics"), headers={"Authorization": "Bearer " + ALL},
-                                verify=self.ca, timeout=2).status_code == 200:
+                if self.probe().status_code == 200:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.1)
         text = self.logtext()
         self.kill_all()  # leave no server behind
-        pytest.fail("l3kv (TLS) did not become ready:\n" + text)
+        pytest.fail("l3kv (%s) did not become ready:\n%s" % (self.what, text))
 
 
 @pytest.fixture(scope="module")
@@ -299,22 +305,10 @@ class CertTlsServer(TlsServer):
         self.client = cert
         super().__init__(ca, **kw)
 
-    def wait_ready(self, timeout=15.0):
-        self.base = "https://127.0.0.1:%d" % self.port
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail("l3kv exited early:\n" + self.logtext())
-            try:
-                if requests.get(self.url("/kv/health"), cert=self.client, verify=self.ca,
-                                timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        text = self.logtext()
-        self.kill_all()
-        pytest.fail("l3kv (TLS, client certificates required) did not become ready:\n" + text)
+    what = "TLS, client certificates required"
+
+    def probe(self):
+        return requests.get(self.url("/kv/health"), cert=self.client, verify=self.ca, timeout=2)
 
 
 def test_client_cert_required(cpki):

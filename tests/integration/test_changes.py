@@ -103,6 +103,15 @@ class Stream:
             if ev:
                 return ev
 
+    def last_sse(self):
+        """Read events until the stream ends; the last one (None if there was none)."""
+        last = None
+        while True:
+            ev = self.sse()
+            if ev is None:
+                return last
+            last = ev
+
     def close(self):
         self.sock.close()
 
@@ -369,12 +378,7 @@ def test_slow_consumer_reset_and_410():
         ft.join(120)
         assert not fast_reset and len(fast_n) == n + 1
         # the slow one now reads: its events stop at a reset carrying its cursor, then the end
-        last = None
-        while True:
-            ev = slow.sse()
-            if ev is None:
-                break
-            last = ev
+        last = slow.last_sse()
         assert last is not None and last["event"] == "reset", last
         cur = json.loads(last["data"])["cursor"]
         r = requests.get(s.url("/changes?since=" + cur), timeout=10)
@@ -606,12 +610,7 @@ def test_cursor_from_before_graceful_restart_resumes():
     behind, c_lp = c0, lp["cursor"]
     s.stop(keep_dir=True)
     # the stop ends the stream with a progress event carrying the position reached
-    last = None
-    while True:
-        ev = st.sse()
-        if ev is None:
-            break
-        last = ev
+    last = st.last_sse()
     assert last is not None and last["event"] == "progress", last
     c_sse = json.loads(last["data"])["cursor"]
     assert c_sse == c_lp and c_sse > c0
