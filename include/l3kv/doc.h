@@ -133,6 +133,9 @@ typedef struct {
 
 /** Ensure room for `extra` more bytes. 0 or -ENOMEM. */
 int l3_buf_reserve(l3_buf_t *b, size_t extra);
+/** Append one member name to a JSON Pointer (RFC 6901): '/' then the name with ~ as ~0 and
+ * / as ~1; the buffer stays NUL-terminated. 0 or -ENOMEM. */
+int l3_doc_ptr_push(l3_buf_t *path, const char *key, size_t klen);
 
 /**
  * Append the value at `slot` (L3_DOC_ROOT for the whole document) as compact JSON:

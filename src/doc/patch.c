@@ -60,8 +60,7 @@ static int heap_rc(int rc)
     return rc == -ENOBUFS ? -ENOMEM : rc;
 }
 
-/* Append one key to a JSON Pointer: '/' then the key with ~ -> ~0 and / -> ~1. */
-static int path_push(l3_buf_t *path, const char *key, size_t klen)
+int l3_doc_ptr_push(l3_buf_t *path, const char *key, size_t klen)
 {
     size_t extra = 1;
     for (size_t i = 0; i < klen; i++)
@@ -204,7 +203,7 @@ static int merge_at(l3_doc_t *d, l3_buf_t *path, const uint8_t *p, uint32_t pslo
             depth--;
             continue;
         }
-        if ((rc = path_push(path, key, klen)) < 0)
+        if ((rc = l3_doc_ptr_push(path, key, klen)) < 0)
             break;
         l3_doc_val_t v;
         l3_doc_val(p, vslot, &v);

@@ -87,13 +87,8 @@ static int to_pointer(const char *f, size_t n, l3_buf_t *out)
             e++;
         if (e == i)
             return L3_EPATH;
-        if (put(out, "/", 1) != 0)
+        if (l3_doc_ptr_push(out, f + i, e - i) != 0)
             return -ENOMEM;
-        for (size_t k = i; k < e; k++) {
-            int rc = f[k] == '~' ? put(out, "~0", 2) : f[k] == '/' ? put(out, "~1", 2) : put(out, f + k, 1);
-            if (rc != 0)
-                return rc;
-        }
         i = e + 1;
     }
     return 0;
