@@ -62,16 +62,6 @@ int l3_route_arr_is_op(l3_q_str_t op)
            q_eq(op, "set");
 }
 
-static int put(l3_buf_t *b, const char *s, size_t n)
-{
-    if (l3_buf_reserve(b, n + 1) != 0)
-        return -ENOMEM;
-    memcpy(b->ptr + b->len, s, n);
-    b->len += n;
-    b->ptr[b->len] = '\0';
-    return 0;
-}
-
 /* The field as a JSON Pointer: verbatim when it starts with '/', else each dotted segment
  * escaped (~ as ~0, / as ~1). 0, L3_EPATH (empty, or an empty dotted segment), -ENOMEM. */
 static int to_pointer(const char *f, size_t n, l3_buf_t *out)
@@ -79,7 +69,7 @@ static int to_pointer(const char *f, size_t n, l3_buf_t *out)
     if (n == 0)
         return L3_EPATH;
     if (f[0] == '/')
-        return put(out, f, n);
+        return l3_http_buf_cat(out, f, n);
     size_t i = 0;
     while (i <= n) {
         size_t e = i;
@@ -163,11 +153,11 @@ static int parse_req(l3_rq_t *rq, const l3_query_t *q, arr_req_t *r)
 static int add_op(l3_buf_t *p, const char *op, const char *ptr, size_t plen, const char *suffix)
 {
     size_t n = strlen(suffix);
-    int rc = put(p, p->len > 1 ? ",{\"op\":\"" : "{\"op\":\"", p->len > 1 ? 8 : 7);
+    int rc = l3_http_buf_cat(p, p->len > 1 ? ",{\"op\":\"" : "{\"op\":\"", p->len > 1 ? 8 : 7);
     if (rc == 0)
-        rc = put(p, op, strlen(op));
+        rc = l3_http_buf_cat(p, op, strlen(op));
     if (rc == 0)
-        rc = put(p, "\",\"path\":", 9);
+        rc = l3_http_buf_cat(p, "\",\"path\":", 9);
     char *full = malloc(plen + n + 1);
     if (full == NULL)
         return -ENOMEM;
@@ -184,10 +174,10 @@ static int add_value(l3_buf_t *p, const arr_req_t *r, uint32_t i)
 {
     uint32_t slot = 0;
     (void)l3_doc_arr_at(r->vals, r->vslot, r->vslot == L3_DOC_ROOT ? 0 : i, &slot);
-    int rc = put(p, ",\"value\":", 9);
+    int rc = l3_http_buf_cat(p, ",\"value\":", 9);
     if (rc == 0)
         rc = l3_doc_to_json(r->vals, slot, p);
-    return rc == 0 ? put(p, "}", 1) : rc;
+    return rc == 0 ? l3_http_buf_cat(p, "}", 1) : rc;
 }
 
 /* set with create_parents: an "add" of {} for every missing proper prefix of the path. */
@@ -201,7 +191,7 @@ static int add_parents(l3_buf_t *p, const uint8_t *doc, const l3_buf_t *ptr)
             continue;
         int rc = add_op(p, "add", ptr->ptr, i, "");
         if (rc == 0)
-            rc = put(p, ",\"value\":{}}", 12);
+            rc = l3_http_buf_cat(p, ",\"value\":{}}", 12);
         if (rc != 0)
             return rc;
     }
@@ -245,7 +235,7 @@ static int plan(const arr_req_t *r, const uint8_t *doc, arr_plan_t *pl)
     const char *P = r->ptr.ptr;
     size_t n = r->ptr.len;
     char sfx[32];
-    int rc = put(&pl->patch, "[", 1);
+    int rc = l3_http_buf_cat(&pl->patch, "[", 1);
     if (rc != 0)
         return rc;
     if (r->op == A_REMOVE) {
@@ -254,7 +244,7 @@ static int plan(const arr_req_t *r, const uint8_t *doc, arr_plan_t *pl)
         rc = l3_doc_to_json(doc, slot, &pl->reply);
         if (rc == 0)
             rc = add_op(&pl->patch, "remove", P, n, "");
-        return rc == 0 ? put(&pl->patch, "}]", 2) : rc;
+        return rc == 0 ? l3_http_buf_cat(&pl->patch, "}]", 2) : rc;
     }
     if (r->op == A_SET) {
         rc = r->parents && found != 0 ? add_parents(&pl->patch, doc, &r->ptr) : 0;
@@ -262,7 +252,7 @@ static int plan(const arr_req_t *r, const uint8_t *doc, arr_plan_t *pl)
             rc = add_op(&pl->patch, found == 0 ? "replace" : "add", P, n, "");
         if (rc == 0)
             rc = add_value(&pl->patch, r, 0);
-        return rc == 0 ? put(&pl->patch, "]", 1) : rc;
+        return rc == 0 ? l3_http_buf_cat(&pl->patch, "]", 1) : rc;
     }
     if (target_array(pl, doc, slot, found, &count) != 0)
         return 0;
@@ -277,7 +267,7 @@ static int plan(const arr_req_t *r, const uint8_t *doc, arr_plan_t *pl)
         snprintf(sfx, sizeof(sfx), "/%" PRId64, i);
         if (rc == 0)
             rc = add_op(&pl->patch, "remove", P, n, sfx);
-        return rc == 0 ? put(&pl->patch, "}]", 2) : rc;
+        return rc == 0 ? l3_http_buf_cat(&pl->patch, "}]", 2) : rc;
     }
     if (r->op == A_INSERT && (r->index < 0 || (uint64_t)r->index > count))
         return plan_fail(pl, 409, "path_not_found", "insert index out of range (0 to the array's length)");
@@ -290,7 +280,7 @@ static int plan(const arr_req_t *r, const uint8_t *doc, arr_plan_t *pl)
         if (rc == 0)
             rc = add_value(&pl->patch, r, k);
     }
-    return rc == 0 ? put(&pl->patch, "]", 1) : rc;
+    return rc == 0 ? l3_http_buf_cat(&pl->patch, "]", 1) : rc;
 }
 
 static void plan_free(arr_plan_t *pl)
