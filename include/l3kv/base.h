@@ -44,6 +44,9 @@ typedef enum { L3_LOG_DEBUG = 0, L3_LOG_INFO, L3_LOG_WARN, L3_LOG_ERROR } l3_log
 uint64_t l3_now_ns(void);
 /** Wall clock in nanoseconds since the epoch. */
 uint64_t l3_wall_ns(void);
+/** fsync a directory (after a create, rename or unlink in it). 0 or -errno. The WAL's files
+ * go through its own I/O layer instead (src/wal/shim.c). */
+int l3_fsync_dir(const char *dir);
 /** Fill buf with len bytes from the kernel's random source (getrandom); aborts if it cannot. */
 void l3_random_bytes(void *buf, size_t len);
 

@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * util.c - fatal errors, clocks, randomness, error strings.
+ * util.c - fatal errors, clocks, randomness, error strings, directory fsync.
  * Runs in every process. No shared state.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "l3kv/base.h"
 #include "l3kv/error.h"
@@ -30,6 +32,16 @@ uint64_t l3_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int l3_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
 }
 
 uint64_t l3_wall_ns(void)

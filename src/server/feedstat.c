@@ -80,12 +80,7 @@ static int sync_dir_of(const char *path)
     if (strlen(path) >= sizeof d)
         return -ENAMETOOLONG;
     strcpy(d, path);
-    int fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return rc;
+    return l3_fsync_dir(dirname(d));
 }
 
 int l3_feed_pos_save(const char *path, uint64_t epoch, uint64_t end, uint64_t wal_id)

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "l3kv/base.h"
 #include "l3kv/wal.h"
 #include "l3kv/error.h"
 #include "log.h"
@@ -100,16 +101,6 @@ static int copy_fd(int in, int out)
     return rc;
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return rc;
-}
-
 /* Copy file to tmp, fsync, verify the copy, rename to dst, fsync the directory. */
 static int install(const char *file, const char *tmp, const char *dst, const char *dir)
 {
@@ -139,7 +130,7 @@ static int install(const char *file, const char *tmp, const char *dst, const cha
     if (rc < 0)
         (void)unlink(tmp);
     else
-        rc = fsync_dir(dir);
+        rc = l3_fsync_dir(dir);
     return rc;
 }
 
