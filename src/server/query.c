@@ -73,19 +73,32 @@ bool l3_q_key_valid(const char *key, size_t n)
     return l3_utf8_valid(key, n);
 }
 
+bool l3_q_next(const char **s, const char *end, l3_q_str_t *name, l3_q_str_t *value)
+{
+    const char *p = *s;
+    if (p >= end)
+        return false;
+    const char *amp = memchr(p, '&', (size_t)(end - p));
+    if (amp == NULL)
+        amp = end;
+    const char *eq = memchr(p, '=', (size_t)(amp - p));
+    *name = (l3_q_str_t){p, (size_t)((eq ? eq : amp) - p)};
+    *value = eq ? (l3_q_str_t){eq + 1, (size_t)(amp - eq - 1)} : (l3_q_str_t){NULL, 0};
+    *s = amp + 1;
+    return true;
+}
+
 int l3_q_parse(const char *s, size_t n, char *out, l3_query_t *q)
 {
     memset(q, 0, sizeof(*q));
     const char *p = s, *end = s + n;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        if (amp == NULL)
-            amp = end;
-        const char *eq = memchr(p, '=', (size_t)(amp - p));
-        const char *kend = eq ? eq : amp;
-        l3_q_str_t k = {p, (size_t)(kend - p)}, v;
-        char *o = out + (p - s); /* a value decodes into no more bytes than it occupies */
-        if (qdecode(eq ? eq + 1 : amp, eq ? (size_t)(amp - eq - 1) : 0, o, &v) != 0)
+    l3_q_str_t k, raw, v;
+    while (true) {
+        const char *at = p;
+        if (!l3_q_next(&p, end, &k, &raw))
+            break;
+        char *o = out + (at - s); /* a value decodes into no more bytes than it occupies */
+        if (qdecode(raw.base ? raw.base : k.base + k.len, raw.len, o, &v) != 0)
             return -1;
         if (is(k, "op"))
             q->op = v;
@@ -107,7 +120,6 @@ int l3_q_parse(const char *s, size_t n, char *out, l3_query_t *q)
             q->multi = v;
         else if (is(k, "create_parents"))
             q->create_parents = v;
-        p = amp + 1;
     }
     return 0;
 }

@@ -25,6 +25,12 @@ typedef struct {
 } l3_query_t;
 
 /**
+ * The next name=value pair of the raw query string [*s, end) (nothing decoded): *s moves past
+ * it. value.base is NULL when the pair has no '='. false once the string is used up.
+ */
+bool l3_q_next(const char **s, const char *end, l3_q_str_t *name, l3_q_str_t *value);
+
+/**
  * Parse the query string s[0..n) (without the '?'): percent-decoding and '+' -> ' ' in
  * values. The decoded values are written into out, which must hold n bytes; the returned
  * ranges point into it. 0, or -1 on a malformed percent-escape.

@@ -167,19 +167,18 @@ static int wants_prometheus(l3_rq_t *rq)
     h2o_req_t *req = rq->req;
     if (req->query_at != SIZE_MAX) {
         const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
-        while (q < end) {
-            const char *amp = memchr(q, '&', (size_t)(end - q)), *e = amp != NULL ? amp : end;
-            if (e - q >= 7 && memcmp(q, "format=", 7) == 0) {
-                h2o_iovec_t f = h2o_iovec_init(q + 7, (size_t)(e - q - 7));
-                if (l3_http_ieq(f, H2O_STRLIT("prometheus")))
-                    return 1;
-                if (l3_http_ieq(f, H2O_STRLIT("json")))
-                    return 0;
-                l3_http_fail(rq, 400, "bad_request", "format must be 'json' or 'prometheus', not '%.*s'",
-                             (int)L3_MIN(f.len, 32), f.base);
-                return -1;
-            }
-            q = e + 1;
+        l3_q_str_t k, v;
+        while (l3_q_next(&q, end, &k, &v)) {
+            if (v.base == NULL || k.len != 6 || memcmp(k.base, "format", 6) != 0)
+                continue;
+            h2o_iovec_t f = h2o_iovec_init(v.base, v.len);
+            if (l3_http_ieq(f, H2O_STRLIT("prometheus")))
+                return 1;
+            if (l3_http_ieq(f, H2O_STRLIT("json")))
+                return 0;
+            l3_http_fail(rq, 400, "bad_request", "format must be 'json' or 'prometheus', not '%.*s'",
+                         (int)L3_MIN(f.len, 32), f.base);
+            return -1;
         }
     }
     h2o_iovec_t acc = l3_http_header(req, H2O_TOKEN_ACCEPT);

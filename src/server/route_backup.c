@@ -264,17 +264,14 @@ static int parse_rate(h2o_req_t *req, uint64_t *ret)
     if (req->query_at == SIZE_MAX)
         return 0;
     const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
-    while (q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q)), *e = amp != NULL ? amp : end;
-        if (e - q >= 9 && memcmp(q, "rate_mib=", 9) == 0) {
-            uint64_t v;
-            if (!l3_q_u64(q + 9, (size_t)(e - q - 9), &v) || v > BACKUP_MAX_RATE)
-                return -1;
-            *ret = v << 20;
-        } else if (e - q == 8 && memcmp(q, "rate_mib", 8) == 0) {
+    l3_q_str_t k, v;
+    while (l3_q_next(&q, end, &k, &v)) {
+        if (k.len != 8 || memcmp(k.base, "rate_mib", 8) != 0)
+            continue;
+        uint64_t mib;
+        if (v.base == NULL || !l3_q_u64(v.base, v.len, &mib) || mib > BACKUP_MAX_RATE)
             return -1;
-        }
-        q = e + 1;
+        *ret = mib << 20;
     }
     return 0;
 }

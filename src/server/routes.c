@@ -115,15 +115,11 @@ static bool token_in_query(const h2o_req_t *req)
     if (req->query_at == SIZE_MAX)
         return false;
     const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
-    while (q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q)), *e = amp != NULL ? amp : end;
-        const char *eq = memchr(q, '=', (size_t)(e - q));
-        size_t klen = (size_t)((eq != NULL ? eq : e) - q);
-        if ((klen == 5 && h2o_lcstris(q, 5, H2O_STRLIT("token"))) ||
-            (klen == 12 && h2o_lcstris(q, 12, H2O_STRLIT("access_token"))))
+    l3_q_str_t k, v;
+    while (l3_q_next(&q, end, &k, &v))
+        if (h2o_lcstris(k.base, k.len, H2O_STRLIT("token")) ||
+            h2o_lcstris(k.base, k.len, H2O_STRLIT("access_token")))
             return true;
-        q = e + 1;
-    }
     return false;
 }
 
