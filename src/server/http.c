@@ -118,8 +118,10 @@ void l3_http_record(l3_rq_t *rq, int status)
     for (size_t i = 0; i < req->headers.size; i++)
         rx += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
     if (req->entity.base != NULL && h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_LENGTH, -1) < 0) {
-        char digits[24];
-        rx += 16 + (size_t)snprintf(digits, sizeof(digits), "%zu", req->entity.len) + 2;
+        size_t digits = 1;
+        for (size_t n = req->entity.len; n >= 10; n /= 10)
+            digits++;
+        rx += 16 + digits + 2;
     }
     l3_obs_add(&rq->env->obs->os_bytes_rx, rx);
 }
