@@ -18,8 +18,11 @@
  *     8     2  wr_magic  0x574C ("LW" read as bytes 4C 57)
  *    10     1  wr_op     l3_walop_t (1..L3_WALOP_MAX-1)
  *    11     1  wr_flags  L3_WAL_RF_* (walhook.h): bit 0 INCR marks a SET record written by
- *                        incr, for the change feed; other bits 0 (checked). Segments of
- *                        version 1 have 0 here; replay ignores the flags
+ *                        incr, for the change feed; bit 1 TX: the record belongs to a
+ *                        transaction group, bit 2 TXFIRST its first record, bit 3 TXLAST its
+ *                        last (docs/wal.md 1.2; replay applies a group whole or not at all);
+ *                        other bits 0 (checked). Segments of version 1 have 0 here, version
+ *                        2 only INCR
  *    12     4  wr_klen   key length
  *    16     4  wr_plen   payload length (opaque bytes from the store)
  *    20     4  wr_resv   0 (reserved, checked)
@@ -40,7 +43,8 @@
  *
  *   off  size  field         meaning
  *     0     8  sh_magic      "L3KVWAL1"
- *     8     4  sh_version    2 (1 is read too: the same layout, wr_flags always 0)
+ *     8     4  sh_version    3 (1 and 2 are read too: the same layout, wr_flags 0 in 1, at
+ *                            most INCR in 2)
  *    12     4  sh_hdr_len    64
  *    16     8  sh_salt       random (getrandom); every record in the file carries it
  *    24     8  sh_seq        the segment's sequence number (equals the file name's)
@@ -126,7 +130,10 @@
 #define L3_WAL_REC_MIN 40u        /* header + salt trailer */
 #define L3_WAL_REC_MAX (1u << 30) /* sanity bound for untrusted lengths */
 #define L3_WAL_SEG_MAGIC "L3KVWAL1"
-#define L3_WAL_SEG_VERSION 2u /* 2: wr_flags may carry L3_WAL_RF_*; version 1 files are read too */
+/* 2: wr_flags may carry L3_WAL_RF_INCR; 3: also the transaction group flags (RF_TX, TXFIRST,
+ * TXLAST). Versions 1 and 2 are read too: the same layout with fewer flags in use. */
+#define L3_WAL_SEG_VERSION 3u
+#define L3_WAL_SEG_VERSION_MIN 1u
 #define L3_WAL_SEG_HDR 64u
 #define L3_WAL_SNAP_MAGIC "L3KVSNP1"
 #define L3_WAL_SNAP_END_MAGIC "L3KVSNPE"
@@ -239,6 +246,23 @@ int l3_wal_hook(void *ring_ctx, const l3_wal_rec_t *rec);
  * reservation lock briefly; no syscall. The argument and the races: src/wal/ring.c, "WAL probe".
  */
 int l3_wal_probe(void *ring_ctx, uint64_t lsn);
+
+/** Most records in one transaction group (l3_wal_hook_group). */
+#define L3_WAL_GROUP_MAX 4096u
+
+/** Largest transaction group (slot bytes of all its records) the ring takes: half its data area. */
+uint64_t l3_wal_ring_max_group(const l3_wal_ring_t *r);
+
+/**
+ * The store's group hook (matches l3_wal_group_hook_fn, walhook.h; ctx is the ring): the
+ * records of one transaction, contiguous in the ring, each marked L3_WAL_RF_TX (the first
+ * TXFIRST, the last TXLAST), published in order; the last one is tracked for the probe
+ * (l3_wal_probe with recs[n-1].lsn). Waits at most L3_WAL_FULL_WAIT_MS for space. Returns
+ * 0, -EMSGSIZE (more than L3_WAL_GROUP_MAX records or l3_wal_ring_max_group bytes), -EINVAL,
+ * -EAGAIN, -ENOSPC / -EIO like l3_wal_hook, -ENOMEM. On success l3_wal_last_ticket() is the
+ * end of the last record.
+ */
+int l3_wal_hook_group(void *ring_ctx, const l3_wal_rec_t *recs, size_t n);
 
 /** Ticket (ring end position) of the last record the calling thread appended; 0 if none. */
 uint64_t l3_wal_last_ticket(void);
@@ -364,6 +388,8 @@ typedef struct {
     uint64_t records;         /* valid records delivered */
     uint64_t skipped;         /* records for which the callback returned > 0 */
     uint64_t incomplete;      /* records split in FRAG pieces whose final piece is missing */
+    uint64_t tx_groups;       /* transaction groups delivered whole */
+    uint64_t tx_dropped;      /* records of transaction groups that never completed (not delivered) */
     uint64_t bytes;           /* valid bytes read (headers included) */
     uint64_t discarded_bytes; /* bytes set aside (bad tail and later segments) */
     uint64_t discarded_files; /* files renamed aside */

@@ -12,6 +12,7 @@
 #ifndef L3KV_WALHOOK_H
 #define L3KV_WALHOOK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum {
@@ -26,9 +27,12 @@ typedef enum {
     L3_WALOP_MAX
 } l3_walop_t;
 
-/* Record flags (wr_flags): what the feed reports beyond the op; replay ignores them. */
-#define L3_WAL_RF_INCR 0x01u /* an L3_WALOP_SET written by incr (the payload holds the result) */
-#define L3_WAL_RF_MASK 0x01u /* every defined flag */
+/* Record flags (wr_flags): what the feed reports beyond the op, and transaction groups. */
+#define L3_WAL_RF_INCR 0x01u    /* an L3_WALOP_SET written by incr (the payload holds the result) */
+#define L3_WAL_RF_TX 0x02u      /* one record of a transaction group (docs/wal.md 1.2): set by the */
+#define L3_WAL_RF_TXFIRST 0x04u /* group hook on every record, with TXFIRST on the first one and */
+#define L3_WAL_RF_TXLAST 0x08u  /* TXLAST on the last; replay applies a group whole or not at all */
+#define L3_WAL_RF_MASK 0x0Fu    /* every defined flag */
 
 typedef struct {
     uint8_t op;    /* l3_walop_t */
@@ -47,5 +51,15 @@ typedef struct {
  * cannot keep writes: 507 / 503). Must not block for long.
  */
 typedef int (*l3_wal_hook_fn)(void *ctx, const l3_wal_rec_t *rec);
+
+/**
+ * A multi-key transaction's records, called once under all of its document locks after
+ * every change is applied in memory. The records go to the WAL as one group: contiguous
+ * in the log (no other record between them), the last one published last, so the group is
+ * durable, replayed and reported by the change feed whole or not at all. The WAL may refuse
+ * a group as a whole (-EMSGSIZE when it is larger than the ring allows); otherwise the
+ * same codes as l3_wal_hook_fn. The LSN of recs[n-1] identifies the call for the WAL probe.
+ */
+typedef int (*l3_wal_group_hook_fn)(void *ctx, const l3_wal_rec_t *recs, size_t n);
 
 #endif

@@ -20,8 +20,17 @@
  * Every position from rh_head - (size - rh_max_rec) up is readable by this rule; older
  * slots are readable while the head has not come close to their next lap.
  *
- * Limits: a call looks at max_slots slots at most; keys longer than the caller's buffer
- * are refused; every read is bounds-checked against the data area before it happens, so a
+ * Transaction groups (ring.c, "transaction groups"): a record with L3_WAL_RF_TXFIRST is
+ * reported only once every record of its group up to the TXLAST one is published below
+ * the limit; until then the reader waits there, as at a RESERVED slot. A group that can no
+ * longer complete (an ABORTED slot, or a record that does not belong, before its TXLAST:
+ * the producer died) is stepped over: its published records are never reported, so the
+ * feed shows a transaction whole or not at all, and its records contiguously. The look
+ * ahead reads slot headers only, bounded by L3_WAL_GROUP_MAX records (and their pads),
+ * all at positions above pos, so the one overrun check of pos covers them.
+ *
+ * Limits: a call looks at max_slots slots at most (a group's look-ahead counts as one); keys longer than the
+ * caller's buffer are refused; every read is bounds-checked against the data area before it happens, so a
  * forged position reads garbage at worst, never outside the ring, and the garbage fails
  * the slot and record checks.
  */
@@ -66,6 +75,50 @@ int l3_wal_feed_overrun(const l3_wal_ring_t *r, uint64_t pos)
     return overrun_at(r, pos, head);
 }
 
+/* The transaction group whose first record is at pos: 1 every record up to the last one
+ * is published below limit, 0 not yet, -1 it cannot complete (*ret_end: where its
+ * published part ends), -2 a slot of the wrong shape. */
+static int group_state(const l3_wal_ring_t *r, uint64_t pos, uint64_t limit, uint64_t *ret_end)
+{
+    const uint64_t size = r->size;
+    uint64_t q = pos;
+    for (unsigned n = 0; n < 2 * L3_WAL_GROUP_MAX + 2 && q < limit; n++) {
+        uint64_t off = q % size;
+        if (off + L3_WAL_SLOT_HDR > size)
+            return -2;
+        l3_wal_slot_t *s = l3_wal__slot(r, q);
+        uint32_t st = atomic_load_explicit(&s->rs_state, memory_order_acquire);
+        uint32_t len = s->rs_len;
+        if (len < L3_WAL_SLOT_HDR || len % L3_WAL_SLOT_HDR != 0 || off + len > size ||
+            st < L3_WAL_SLOT_RESERVED || st > L3_WAL_SLOT_PAD)
+            return -2;
+        if (st == L3_WAL_SLOT_RESERVED)
+            return 0;
+        if (st == L3_WAL_SLOT_PUBLISHED) {
+            if (len < L3_WAL_SLOT_HDR + L3_WAL_REC_MIN)
+                return -2;
+            const uint8_t *rec = (const uint8_t *)s + L3_WAL_SLOT_HDR;
+            uint8_t fl = rec[11];
+            if (rd(rec + 8, 2) != L3_WAL_REC_MAGIC || !(fl & L3_WAL_RF_TX) ||
+                (q != pos && (fl & L3_WAL_RF_TXFIRST))) {
+                *ret_end = q;
+                return -1;
+            }
+            if (fl & L3_WAL_RF_TXLAST)
+                return 1;
+        } else if (st == L3_WAL_SLOT_ABORTED) {
+            *ret_end = q;
+            return -1;
+        }
+        q += len;
+    }
+    if (q < limit) { /* longer than any group: not one */
+        *ret_end = q;
+        return -1;
+    }
+    return 0;
+}
+
 int l3_wal_feed_next(const l3_wal_ring_t *r, uint64_t pos, uint64_t limit, unsigned max_slots,
                      l3_wal_feed_ev_t *ev, uint8_t *key, size_t cap, uint64_t *ret_pos)
 {
@@ -104,12 +157,20 @@ int l3_wal_feed_next(const l3_wal_ring_t *r, uint64_t pos, uint64_t limit, unsig
                     memcpy(frag, rec + L3_WAL_REC_HDR + klen, sizeof frag);
             }
         }
+        int gs = 1;
+        uint64_t gend = pos;
+        if (rec_ok && (hdr[11] & L3_WAL_RF_TX) && (hdr[11] & L3_WAL_RF_TXFIRST))
+            gs = group_state(r, pos, limit, &gend);
         if (l3_wal_feed_overrun(r, pos))
             return -ESTALE; /* what was copied may be another lap's bytes */
-        if (!shape || (st == L3_WAL_SLOT_PUBLISHED && !rec_ok))
+        if (!shape || (st == L3_WAL_SLOT_PUBLISHED && !rec_ok) || gs == -2)
             return -EBADMSG;
-        if (st == L3_WAL_SLOT_RESERVED)
+        if (st == L3_WAL_SLOT_RESERVED || gs == 0)
             break; /* not published yet: later slots wait for it (ring order) */
+        if (gs == -1) {
+            pos = gend; /* a transaction that never completed: none of it is reported */
+            continue;
+        }
         uint64_t next = pos + len;
         if (st == L3_WAL_SLOT_PUBLISHED) {
             uint8_t op = hdr[10];

@@ -103,9 +103,8 @@ int l3_wal_seg_hdr_decode(const void *buf, size_t avail, l3_wal_seg_hdr_t *ret_h
     const uint8_t *p = buf;
     if (avail < L3_WAL_SEG_HDR)
         return -EBADMSG;
-    if (memcmp(p, L3_WAL_SEG_MAGIC, 8) != 0 ||
-        (l3_wal__ld32(p + 8) != L3_WAL_SEG_VERSION && l3_wal__ld32(p + 8) != 1u) ||
-        l3_wal__ld32(p + 12) != L3_WAL_SEG_HDR)
+    if (memcmp(p, L3_WAL_SEG_MAGIC, 8) != 0 || l3_wal__ld32(p + 8) > L3_WAL_SEG_VERSION ||
+        l3_wal__ld32(p + 8) < L3_WAL_SEG_VERSION_MIN || l3_wal__ld32(p + 12) != L3_WAL_SEG_HDR)
         return -EBADMSG;
     if (l3_crc32c(0, p, 60) != l3_wal__ld32(p + 60))
         return L3_ECORRUPT;

@@ -20,6 +20,11 @@
  *  W4 an empty segment (created, header never written) holds nothing and is removed; its
  *     sequence number is reused (next_seq does not count it), so the numbers stay gap-free
  *     and a gap always means deleted or lost segments (recover.c).
+ *  W6 the records of a transaction group (L3_WAL_RF_TX, docs/wal.md 1.2) are held back
+ *     until its TXLAST record and then delivered together; a group that another record,
+ *     another group's TXFIRST or the end of the log interrupts is dropped whole, and so are
+ *     TX records that follow no TXFIRST (the rest of a group whose first part an older,
+ *     deleted segment held: the snapshot has its effect). Counted in rep.tx_dropped.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -262,15 +267,105 @@ static int asm_add(asms_t *as, const l3_wal_rec_t *rec, l3_wal_rec_t *ret, asm_t
     return 1;
 }
 
+/* A transaction group being collected (W6): copies of its records, in order. */
+typedef struct {
+    bool open;
+    size_t n, cap;
+    uint64_t bytes;
+    l3_wal_rec_t *recs; /* key and payload in one malloc'd block each */
+} grp_t;
+
+static void grp_drop(grp_t *g, l3_wal_replay_report_t *rep)
+{
+    if (rep != NULL)
+        rep->tx_dropped += g->n;
+    for (size_t i = 0; i < g->n; i++)
+        free((void *)g->recs[i].key);
+    g->n = 0;
+    g->bytes = 0;
+    g->open = false;
+}
+
+/* Copy rec into the group; false (the group dropped) past the bounds or without memory. */
+static bool grp_add(grp_t *g, const l3_wal_rec_t *rec, l3_wal_replay_report_t *rep)
+{
+    uint64_t sz = (uint64_t)rec->klen + rec->plen;
+    if (g->n >= L3_WAL_GROUP_MAX || g->bytes + sz > L3_WAL_REC_MAX) {
+        grp_drop(g, rep);
+        return false;
+    }
+    if (g->n == g->cap) {
+        size_t nc = g->cap ? g->cap * 2 : 16;
+        l3_wal_rec_t *nr = realloc(g->recs, nc * sizeof(*nr));
+        if (nr == NULL) {
+            grp_drop(g, rep);
+            return false;
+        }
+        g->recs = nr;
+        g->cap = nc;
+    }
+    uint8_t *b = malloc(sz ? sz : 1); /* key then payload, as in the record */
+    if (b == NULL) {
+        grp_drop(g, rep);
+        return false;
+    }
+    memcpy(b, rec->key, rec->klen);
+    memcpy(b + rec->klen, rec->payload, rec->plen);
+    l3_wal_rec_t c = *rec;
+    c.key = b;
+    c.payload = b + rec->klen;
+    g->recs[g->n++] = c;
+    g->bytes += sz;
+    return true;
+}
+
 /* One replay in progress. */
 typedef struct {
     l3_wal_replay_fn fn;
     void *ctx;
     asms_t *as;
+    grp_t grp;
     l3_wal_replay_report_t *rep;
     int ended;     /* W2: a bad record was found; later segments go aside */
     int dir_dirty; /* a file was removed or renamed: fsync the directory at the end */
 } rp_t;
+
+/* Hand one record to the callback and count it. The callback's negative code, else 0. */
+static int deliver(rp_t *p, const l3_wal_rec_t *rec)
+{
+    int cr = p->fn ? p->fn(p->ctx, rec) : 0;
+    if (cr < 0)
+        return cr;
+    if (cr > 0)
+        p->rep->skipped++;
+    p->rep->records++;
+    if (rec->lsn > p->rep->max_lsn)
+        p->rep->max_lsn = rec->lsn;
+    return 0;
+}
+
+/* A record of a transaction group (W6): collect it; deliver the group at its last one. */
+static int group_rec(rp_t *p, const l3_wal_rec_t *rec)
+{
+    grp_t *g = &p->grp;
+    if (rec->flags & L3_WAL_RF_TXFIRST) {
+        if (g->open)
+            grp_drop(g, p->rep);
+        g->open = true;
+    }
+    if (!g->open) {
+        p->rep->tx_dropped++;
+        return 0;
+    }
+    if (!grp_add(g, rec, p->rep) || !(rec->flags & L3_WAL_RF_TXLAST))
+        return 0;
+    int cr = 0;
+    for (size_t i = 0; i < g->n && cr == 0; i++)
+        cr = deliver(p, &g->recs[i]);
+    grp_drop(g, NULL);
+    p->rep->tx_groups++;
+    return cr;
+}
 
 /* Deliver the records of a mapped segment from offset 64 up to `limit` (W1). Returns 0
  * when every byte up to limit was a valid record, the decode error that stopped it (> 0
@@ -297,18 +392,19 @@ static int read_records(rp_t *p, const uint8_t *map, uint64_t limit, uint64_t sa
                 continue;
             len = 0; /* counted above */
         }
-        int cr = p->fn ? p->fn(p->ctx, &rec) : 0;
+        int cr = 0;
+        if (rec.flags & L3_WAL_RF_TX)
+            cr = group_rec(p, &rec);
+        else if (p->grp.open)
+            grp_drop(&p->grp, rep); /* W6: interrupted */
+        if (!(rec.flags & L3_WAL_RF_TX))
+            cr = deliver(p, &rec);
         if (done != NULL)
             asm_drop(done);
         if (cr < 0) {
             *ret_cb = cr;
             break;
         }
-        if (cr > 0)
-            rep->skipped++;
-        rep->records++;
-        if (rec.lsn > rep->max_lsn)
-            rep->max_lsn = rec.lsn;
         off += (uint64_t)len;
         rep->bytes += (uint64_t)len;
     }
@@ -428,6 +524,8 @@ int l3_wal_replay_from(const char *wal_path, uint64_t min_seq, l3_wal_replay_fn 
             next = L3_MAX(next, seqs[i] + 1);
     }
     free(seqs);
+    grp_drop(&p.grp, &rep); /* W6: a group the log ends in */
+    free(p.grp.recs);
     for (unsigned i = 0; i < ASM_MAX; i++)
         if (p.as->a[i].lsn != 0) {
             rep.incomplete++;

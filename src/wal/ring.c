@@ -623,6 +623,148 @@ int l3_wal_hook(void *ring_ctx, const l3_wal_rec_t *rec)
     return 0;
 }
 
+/* ---------------------------------------------------------------- transaction groups
+ *
+ * l3_wal_hook_group: the records of one multi-key transaction reserved in one rh_lock
+ * section, so that they are contiguous in the ring (a pad may sit between two of them at
+ * the end of the data area) and therefore in the log, then filled and published in order,
+ * each marked L3_WAL_RF_TX, the first TXFIRST, the last TXLAST. Only the last slot is
+ * tracked for the probe: a producer that dies before publishing it has its transaction
+ * rolled back, and the records it did publish are a group without its last record, which
+ * replay drops (replay.c) and the change feed skips (feed.c). A group is at most half the
+ * data area, so it always fits an empty ring; no record of it is split (FRAG).
+ */
+
+static int reserve_group(l3_wal_ring_t *r, const uint64_t *need, size_t n, int prod, l3_wal_resv_t *res)
+{
+    l3_wal_shm_t *sh = r->sh;
+    uint64_t deadline = 0;
+    for (;;) {
+        int err = atomic_load_explicit(&sh->rh_error, memory_order_acquire);
+        if (err)
+            return err;
+        int rc = ring_lock(sh);
+        if (rc < 0)
+            return rc;
+        uint64_t head = atomic_load_explicit(&sh->rh_head, memory_order_relaxed);
+        uint64_t tail = atomic_load_explicit(&sh->rh_tail, memory_order_acquire);
+        uint64_t end = head;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t off = end % r->size;
+            end += (off + need[i] > r->size ? r->size - off : 0) + need[i];
+        }
+        if (end - tail <= r->size) {
+            pid_t pid = my_pid();
+            uint64_t pos = head;
+            for (size_t i = 0; i < n; i++) {
+                uint64_t off = pos % r->size;
+                if (off + need[i] > r->size) {
+                    l3_wal_slot_t *ps = l3_wal__slot(r, pos);
+                    ps->rs_len = (uint32_t)(r->size - off);
+                    ps->rs_pid = (uint32_t)pid;
+                    ps->rs_tag = 0;
+                    atomic_store_explicit(&ps->rs_state, L3_WAL_SLOT_PAD, memory_order_relaxed);
+                    pos += r->size - off;
+                }
+                l3_wal_slot_t *s = l3_wal__slot(r, pos);
+                s->rs_len = (uint32_t)need[i];
+                s->rs_pid = (uint32_t)pid;
+                s->rs_tag = 0;
+                if (prod >= 0 && i + 1 == n)
+                    s->rs_tag = l3_wal__tag((unsigned)prod, atomic_load_explicit(&sh->rh_prod[prod].pe_gen,
+                                                                                 memory_order_relaxed));
+                atomic_store_explicit(&s->rs_state, L3_WAL_SLOT_RESERVED, memory_order_relaxed);
+                res[i].pos = pos;
+                res[i].end = pos + need[i];
+                res[i].rec = (uint8_t *)s + L3_WAL_SLOT_HDR;
+                pos += need[i];
+            }
+            atomic_store_explicit(&sh->rh_head, pos, memory_order_release);
+            if (prod >= 0) /* after head, as in reserve() */
+                atomic_store_explicit(&sh->rh_prod[prod].pe_pos, res[n - 1].pos + 1, memory_order_release);
+            pthread_mutex_unlock(&sh->rh_lock);
+            return 0;
+        }
+        atomic_fetch_add(&sh->rh_space_waiters, 1);
+        uint32_t seq = atomic_load(&sh->rh_space_seq);
+        pthread_mutex_unlock(&sh->rh_lock);
+        if (deadline == 0)
+            deadline = l3_now_ns() + (uint64_t)L3_WAL_FULL_WAIT_MS * 1000000u;
+        int left = ms_left(deadline);
+        uint64_t tail2 = atomic_load(&sh->rh_tail);
+        if (tail2 == tail && left > 0) {
+            wake_writer(sh);
+            l3_wal__futex_wait(&sh->rh_space_seq, seq, left);
+        }
+        atomic_fetch_sub(&sh->rh_space_waiters, 1);
+        if (tail2 == tail && ms_left(deadline) == 0 && atomic_load(&sh->rh_tail) == tail)
+            return -EAGAIN;
+    }
+}
+
+uint64_t l3_wal_ring_max_group(const l3_wal_ring_t *r)
+{
+    return r->size / 2;
+}
+
+/* Slot bytes of each record (need[]), or -EINVAL / -EMSGSIZE. */
+static int group_sizes(const l3_wal_ring_t *r, const l3_wal_rec_t *recs, size_t n, uint64_t *need)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (recs[i].op == L3_WALOP_NONE || recs[i].op >= L3_WALOP_FRAG)
+            return -EINVAL;
+        need[i] = L3_ALIGN_UP(l3_wal_rec_size(recs[i].klen, recs[i].plen) + L3_WAL_SLOT_HDR, (uint64_t)16);
+        total += need[i];
+    }
+    return total > l3_wal_ring_max_group(r) ? -EMSGSIZE : 0;
+}
+
+int l3_wal_hook_group(void *ring_ctx, const l3_wal_rec_t *recs, size_t n)
+{
+    l3_wal_ring_t *r = ring_ctx;
+    if (n == 0)
+        return 0;
+    if (n > L3_WAL_GROUP_MAX)
+        return -EMSGSIZE;
+    uint64_t *need = malloc(n * (sizeof(uint64_t) + sizeof(l3_wal_resv_t)));
+    if (need == NULL)
+        return -ENOMEM;
+    l3_wal_resv_t *res = (l3_wal_resv_t *)(void *)(need + n);
+    int rc = group_sizes(r, recs, n, need);
+    int prod = rc == 0 ? prod_entry(r) : -1;
+    if (rc == 0 && prod >= 0) { /* announce the tracked (last) record, as l3_wal_hook does */
+        l3_wal_prod_t *pe = &r->sh->rh_prod[prod];
+        atomic_store_explicit(&pe->pe_pos, 0, memory_order_relaxed);
+        atomic_store_explicit(&pe->pe_lsn, recs[n - 1].lsn, memory_order_release);
+    }
+    if (rc == 0)
+        rc = reserve_group(r, need, n, prod, res);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        l3_wal_rec_t g = recs[i];
+        g.flags = (uint8_t)(g.flags | L3_WAL_RF_TX | (i == 0 ? L3_WAL_RF_TXFIRST : 0) |
+                            (i + 1 == n ? L3_WAL_RF_TXLAST : 0));
+        res[i].size = (uint32_t)l3_wal_rec_size(g.klen, g.plen);
+        l3_wal__rec_fill(res[i].rec, res[i].size, &g);
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (L3_UNLIKELY(i + 1 == n && l3_wal__test_before_publish != NULL))
+            l3_wal__test_before_publish(r, &recs[i]);
+        if (publish_state(r, &res[i], L3_WAL_SLOT_PUBLISHED) < 0) {
+            /* the writer judged this process dead: the group stays without its last record */
+            for (size_t k = i + 1; k < n; k++)
+                l3_wal_abandon(r, &res[k]);
+            rc = -EIO;
+        }
+    }
+    if (rc == 0 && L3_UNLIKELY(l3_wal__test_after_publish != NULL))
+        l3_wal__test_after_publish(r, &recs[n - 1]);
+    if (rc == 0)
+        last_ticket = res[n - 1].end;
+    free(need);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- durability */
 
 int l3_wal_ring_error(const l3_wal_ring_t *r)
