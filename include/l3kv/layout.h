@@ -35,7 +35,7 @@
 #include <stdint.h>
 
 #define L3_ARENA_MAGIC 0x414E5241564B334CULL /* bytes "L3KVARNA" */
-#define L3_ARENA_LAYOUT 2u                   /* bump on any change in this file */
+#define L3_ARENA_LAYOUT 3u                   /* bump on any change in this file (3: tx_multi, tx_ntail) */
 #define L3_ARENA_HDR_BYTES 4096u
 #define L3_ARENA_ALIGN 4096u
 
@@ -151,6 +151,16 @@ static_assert(offsetof(l3_arena_hdr_t, ah_index_slots) == 288, "ah_index_slots o
  *    (trailer last, so the log is walked backwards from tx_used, the number of valid
  *    bytes). tx_alloc lists blocks allocated by the transaction (freed on
  *    rollback), tx_free blocks to free once it commits (tx_free_done marks each done).
+ *    A multi-key transaction (tx_multi = 1, txn.c) holds several stripe locks and may
+ *    allocate and free thousands of blocks: it keeps them in the tail list instead, u64
+ *    entries from the end of the same undo area downwards (entry i at
+ *    ah_undo_bytes - 8 * (i + 1)), tx_ntail of them, each a value | tag (L3_TXT_*):
+ *        stripe << 4 | STRIPE   a stripe lock taken (listed before the attempt)
+ *        payload | ALLOC        a block the transaction allocated (freed on rollback)
+ *        payload | FREE         a block to free once it commits
+ *        0                      an entry whose block was freed (settled)
+ *    Physical entries and the tail never overlap: tx_used + 8 * tx_ntail stays below
+ *    ah_undo_bytes.
  *  - the allocator record (au_*): old 8-byte words overwritten inside one allocator
  *    critical section, restored in reverse if the process dies there.
  *
@@ -175,12 +185,17 @@ static_assert(offsetof(l3_arena_hdr_t, ah_index_slots) == 288, "ah_index_slots o
  *  212  4  au_pad
  *  216 16*L3_ALLOC_UNDO_MAX  au_rec[]: { u64 offset, u64 old value }
  * 1752  8  tx_lsn          LSN of the transaction's WAL record (valid with tx_hooked)
+ * 1760  4  tx_multi        1: a multi-key transaction, whose stripes and blocks are in the tail list
+ * 1764  4  tx_ntail        entries in the tail list
  *  ...     reserved to 2048
  */
 enum { L3_TX_IDLE = 0, L3_TX_ACTIVE = 1, L3_TX_COMMITTED = 2 };
 #define L3_TX_MAX_BLOCKS 8u
 #define L3_ALLOC_UNDO_MAX 96u
 #define L3_PROC_SLOT_BYTES 2048u
+/* tail list tags (low 4 bits of an entry; block payloads are 16-aligned) */
+enum { L3_TXT_STRIPE = 1, L3_TXT_ALLOC = 2, L3_TXT_FREE = 3 };
+#define L3_TXT_TAG 0xFull
 
 typedef struct {
     uint64_t au_off;
@@ -209,7 +224,9 @@ typedef struct {
     uint32_t au_pad;
     l3_alloc_undo_t au_rec[L3_ALLOC_UNDO_MAX];
     uint64_t tx_lsn;
-    uint8_t ps_reserved[L3_PROC_SLOT_BYTES - 216 - 16 * L3_ALLOC_UNDO_MAX - 8];
+    uint32_t tx_multi;
+    uint32_t tx_ntail;
+    uint8_t ps_reserved[L3_PROC_SLOT_BYTES - 216 - 16 * L3_ALLOC_UNDO_MAX - 16];
 } l3_proc_slot_t;
 static_assert(sizeof(l3_proc_slot_t) == L3_PROC_SLOT_BYTES, "slot size");
 static_assert(offsetof(l3_proc_slot_t, tx_state) == 48, "tx_state offset");
@@ -217,6 +234,7 @@ static_assert(offsetof(l3_proc_slot_t, tx_alloc) == 80, "tx_alloc offset");
 static_assert(offsetof(l3_proc_slot_t, tx_free) == 144, "tx_free offset");
 static_assert(offsetof(l3_proc_slot_t, au_rec) == 216, "au_rec offset");
 static_assert(offsetof(l3_proc_slot_t, tx_lsn) == 1752, "tx_lsn offset");
+static_assert(offsetof(l3_proc_slot_t, tx_multi) == 1760, "tx_multi offset");
 
 /* Undo entry trailer in the undo area (follows the saved bytes). */
 typedef struct {

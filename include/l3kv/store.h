@@ -235,6 +235,65 @@ int l3_store_merge_patch(l3_store_t *st, const void *key, size_t klen, const cha
 int l3_store_json_patch(l3_store_t *st, const void *key, size_t klen, const char *patch, size_t len,
                         uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err);
 
+/* ---------------------------------------------------------------- multi-key transactions
+ * Several documents changed as one unit (src/store/txn.c). Begin locks every key's stripe,
+ * in ascending stripe order, so concurrent transactions never deadlock (with each other or
+ * with single-key calls); the locks are held until commit or abort, and no lock is held
+ * across I/O (the WAL group hook only fills the shared ring). The calls below work on
+ * private copies - each write costs a copy of the document, like a PATCH - and see the
+ * transaction's own earlier writes; nothing is visible to others until commit. A failed
+ * call changes nothing (the transaction goes on; the caller decides to commit or abort).
+ * Every write takes its own LSN, returned like the single-key call's. Commit applies all
+ * changes in one transaction record of this process's slot and logs their records as one
+ * WAL group (l3_store_set_wal_group_hook): a process killed during it is rolled back (or
+ * forward, when its group is in the WAL) like a single-key change; recovery replays the
+ * group whole or not at all. Keys passed to a call must be among those given to begin
+ * (-EINVAL otherwise); the key bytes given to begin must stay valid until the end. */
+
+/** Most distinct keys one transaction locks; most write calls (records) it queues. */
+#define L3_STORE_TXN_MAX_KEYS 1024u
+#define L3_STORE_TXN_MAX_RECS 4096u
+
+typedef struct l3_store_txn l3_store_txn_t;
+
+/**
+ * Lock keys[i] (klens[i] bytes, i < n; duplicates allowed) and start a transaction.
+ * max_bytes bounds the private copies and queued record payloads together (0 = four times
+ * the handle's max_doc_bytes): a call past it fails with -E2BIG. Returns 0, -EINVAL,
+ * -ENAMETOOLONG, -E2BIG (more than L3_STORE_TXN_MAX_KEYS keys, or more stripes than the
+ * undo area can list), -ETIMEDOUT, L3_EPOISONED, -ENOMEM, -EPERM.
+ */
+int l3_store_txn_begin(l3_store_t *st, const void *const *keys, const size_t *klens, size_t n,
+                       size_t max_bytes, l3_store_txn_t **ret);
+/** The document as the transaction sees it: *ret_doc stays valid until the next call on t.
+ *  0, -ENOENT. */
+int l3_store_txn_get(l3_store_txn_t *t, const void *key, size_t klen, const uint8_t **ret_doc,
+                     uint64_t *ret_lsn);
+/** The single-key calls' counterparts (same arguments, codes and LSN semantics). */
+int l3_store_txn_put_json(l3_store_txn_t *t, const void *key, size_t klen, const char *json, size_t jlen,
+                          uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err);
+int l3_store_txn_delete(l3_store_txn_t *t, const void *key, size_t klen, uint64_t if_match,
+                        uint64_t *ret_lsn);
+int l3_store_txn_set(l3_store_txn_t *t, const void *key, size_t klen, const char *path, size_t plen,
+                     unsigned flags, const l3_doc_scalar_t *v, uint64_t if_match, uint64_t *ret_lsn);
+int l3_store_txn_incr(l3_store_txn_t *t, const void *key, size_t klen, const char *path, size_t plen,
+                      unsigned flags, int64_t delta, int64_t *ret_new, uint64_t *ret_lsn);
+/** 1 when the patch created the document, 0 otherwise (as l3_store_merge_patch). */
+int l3_store_txn_merge_patch(l3_store_txn_t *t, const void *key, size_t klen, const char *patch, size_t len,
+                             uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err);
+int l3_store_txn_json_patch(l3_store_txn_t *t, const void *key, size_t klen, const char *patch, size_t len,
+                            uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err);
+/**
+ * Apply every change as one unit, log it as one WAL group, release the locks and free t
+ * (also on failure). 0; or, with nothing changed: -ENOSPC, L3_EDOCSIZE, -E2BIG (the undo
+ * area cannot hold the record of that many keys), the group hook's code (-EMSGSIZE: the
+ * WAL cannot take a group that large), -ENOTSUP (a WAL hook is set but no group hook),
+ * L3_EPOISONED. A transaction without writes only unlocks.
+ */
+int l3_store_txn_commit(l3_store_txn_t *t);
+/** Release the locks and free t; nothing changes. NULL allowed. */
+void l3_store_txn_abort(l3_store_txn_t *t);
+
 /* ---------------------------------------------------------------- listing and scanning */
 
 /** Called per key; return 0 to continue, non-zero to stop (that value is returned). */
@@ -267,6 +326,8 @@ int l3_store_scan(l3_store_t *st, const void *prefix, size_t plen, l3_store_scan
 /** Install the hook called under the document lock after each mutation (NULL = none). */
 void l3_store_set_max_doc_bytes(l3_store_t *st, size_t max_doc_bytes);
 void l3_store_set_wal_hook(l3_store_t *st, l3_wal_hook_fn fn, void *ctx);
+/** Install the hook a transaction's commit logs its records with, as one group (NULL = none). */
+void l3_store_set_wal_group_hook(l3_store_t *st, l3_wal_group_hook_fn fn, void *ctx);
 
 /**
  * Tells a repairer whether the WAL record with this LSN, written by a process that then

@@ -500,7 +500,8 @@ int l3_srv_wal_setup(l3_srv_t *srv)
         srv->wal_wait = true;
     }
     l3_store_set_wal_hook(srv->store, l3_wal_hook, ring);
-    l3_store_set_wal_probe(srv->store, l3_wal_probe, ring); /* repair keeps a published mutation */
+    l3_store_set_wal_group_hook(srv->store, l3_wal_hook_group, ring); /* POST /batch transactions */
+    l3_store_set_wal_probe(srv->store, l3_wal_probe, ring);           /* repair keeps a published mutation */
     srv->wal_ring = ring;
     wal_state.srv = srv;
     wal_state.ring = ring;

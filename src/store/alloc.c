@@ -139,7 +139,9 @@ int l3_store__alloc(l3_store_t *st, uint64_t bytes, uint64_t *ret_payload, uint6
     if (rc < 0)
         return rc;
     l3_proc_slot_t *ps = st->ps;
-    if (ps->tx_state == L3_TX_ACTIVE && ps->tx_nalloc >= L3_TX_MAX_BLOCKS) {
+    bool multi = ps->tx_state == L3_TX_ACTIVE && ps->tx_multi;
+    if (ps->tx_state == L3_TX_ACTIVE &&
+        (multi ? l3_store__undo_free(st) < 8 : ps->tx_nalloc >= L3_TX_MAX_BLOCKS)) {
         l3_store__alloc_unlock(st);
         return -ENOSPC;
     }
@@ -169,7 +171,11 @@ int l3_store__alloc(l3_store_t *st, uint64_t bytes, uint64_t *ret_payload, uint6
     l3_store__aw(st, &al->al_used_bytes, al->al_used_bytes + bsz);
     l3_store__aw(st, &al->al_used_blocks, al->al_used_blocks + 1);
     uint64_t payload = b + L3_BLOCK_HDR;
-    if (ps->tx_state == L3_TX_ACTIVE) {
+    if (multi) {
+        uint32_t n = ps->tx_ntail;
+        l3_store__aw(st, l3_store__tail_at(st, st->undo, n), payload | L3_TXT_ALLOC);
+        l3_store__aw32(st, &ps->tx_ntail, n + 1);
+    } else if (ps->tx_state == L3_TX_ACTIVE) {
         uint32_t n = ps->tx_nalloc;
         l3_store__aw(st, &ps->tx_alloc[n], payload);
         l3_store__aw32(st, &ps->tx_nalloc, n + 1);
@@ -230,7 +236,14 @@ void l3_store__free_now(l3_store_t *st, uint64_t payload)
         ;
     l3_store__free_locked(st, payload);
     l3_proc_slot_t *ps = st->ps;
-    for (uint32_t i = 0; i < ps->tx_nalloc && i < L3_TX_MAX_BLOCKS; i++) {
+    for (uint32_t i = 0; ps->tx_multi && i < ps->tx_ntail; i++) {
+        uint64_t *e = l3_store__tail_at(st, st->undo, i);
+        if (*e == (payload | L3_TXT_ALLOC)) {
+            l3_store__aw(st, e, 0);
+            break;
+        }
+    }
+    for (uint32_t i = 0; !ps->tx_multi && i < ps->tx_nalloc && i < L3_TX_MAX_BLOCKS; i++) {
         if (ps->tx_alloc[i] == payload) {
             l3_store__aw(st, &ps->tx_alloc[i], 0);
             break;

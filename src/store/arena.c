@@ -133,6 +133,8 @@ static void claim_slot_fields(l3_store_t *st, uint32_t i, int role)
     ps->tx_used = 0;
     ps->tx_nalloc = 0;
     ps->tx_nfree = 0;
+    ps->tx_multi = 0;
+    ps->tx_ntail = 0;
     ps->au_count = 0;
     st->slot = (int)i;
     st->ps = ps;

@@ -314,6 +314,17 @@ static void check_refs(l3_store_t *st, chk_t *c)
         const l3_proc_slot_t *ps = l3_store__slot(st, i);
         if (ps->ps_pid == 0)
             continue;
+        if (ps->tx_multi && ps->tx_state != L3_TX_IDLE) {
+            /* a multi-key record lists its blocks in the tail of its undo area */
+            uint32_t want = ps->tx_state == L3_TX_ACTIVE ? L3_TXT_ALLOC : L3_TXT_FREE;
+            uint32_t n = (uint32_t)L3_MIN((uint64_t)ps->tx_ntail, st->hdr->ah_undo_bytes / 8);
+            for (uint32_t j = 0; j < n; j++) {
+                uint64_t v = *l3_store__tail_at(st, l3_store__undo_area(st, i), j);
+                if ((v & L3_TXT_TAG) == want && (v & ~L3_TXT_TAG) != 0)
+                    push(&c->refs, &c->nrefs, &c->caprefs, v & ~L3_TXT_TAG);
+            }
+            continue;
+        }
         if (ps->tx_state == L3_TX_ACTIVE)
             for (uint32_t j = 0; j < L3_MIN(ps->tx_nalloc, L3_TX_MAX_BLOCKS); j++)
                 if (ps->tx_alloc[j])

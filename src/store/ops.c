@@ -63,20 +63,7 @@ static size_t doc_limit(const l3_store_t *st, uint64_t replay_lsn)
     return replay_lsn ? 0 : st->max_doc;
 }
 
-typedef struct {
-    uint64_t h;
-    uint32_t s;
-    bool tx;
-    l3_stripe_t *sp;
-    uint64_t entry; /* 0 = key absent */
-    uint32_t pos;
-    l3_ix_entry_t *ent;
-    uint8_t *doc;
-    int64_t dkeys;  /* change of ah_keys at commit */
-    int64_t dbytes; /* change of ah_doc_bytes at commit */
-} opctx_t;
-
-static int key_ok(const void *key, size_t klen)
+int l3_store__key_ok(const void *key, size_t klen)
 {
     if (klen > L3_STORE_KEY_MAX)
         return -ENAMETOOLONG;
@@ -90,7 +77,7 @@ static int op_lock(l3_store_t *st, const void *key, size_t klen, bool tx, opctx_
     int rc = l3_store__check_registered(st);
     if (rc < 0)
         return rc;
-    rc = key_ok(key, klen);
+    rc = l3_store__key_ok(key, klen);
     if (rc < 0)
         return rc;
     if (tx && __atomic_load_n(&st->hdr->ah_state, __ATOMIC_ACQUIRE) == L3_ARENA_POISONED)
@@ -142,7 +129,7 @@ static int op_finish(l3_store_t *st, opctx_t *c, const l3_wal_rec_t *rec)
     return 0;
 }
 
-static uint64_t next_lsn(l3_store_t *st, uint64_t replay_lsn)
+uint64_t l3_store__next_lsn(l3_store_t *st, uint64_t replay_lsn)
 {
     if (replay_lsn) {
         l3_store_set_lsn_floor(st, replay_lsn);
@@ -193,8 +180,8 @@ static int insert_key(l3_store_t *st, opctx_t *c, const void *key, size_t klen, 
 }
 
 /* Store a complete document (len bytes at buf, verified) under the key. */
-static int store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf, size_t len,
-                     uint64_t lsn)
+int l3_store__store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf,
+                        size_t len, uint64_t lsn)
 {
     uint64_t cap = doc_cap_for(len), off, got;
     int rc = l3_store__alloc(st, cap, &off, &got);
@@ -230,7 +217,7 @@ static int ro_get_json(l3_store_t *st, const void *key, size_t klen, const char 
     uint8_t *b;
     size_t len;
     uint64_t lsn;
-    int rc = key_ok(key, klen);
+    int rc = l3_store__key_ok(key, klen);
     if (rc < 0)
         return rc;
     rc = l3_store__ro_copy(st, key, klen, &b, &len, &lsn);
@@ -289,7 +276,7 @@ int l3_store_get_bin(l3_store_t *st, const void *key, size_t klen, uint8_t **ret
 {
     opctx_t c;
     if (st->readonly) {
-        int r = key_ok(key, klen);
+        int r = l3_store__key_ok(key, klen);
         return r < 0 ? r : l3_store__ro_copy(st, key, klen, ret_buf, ret_len, ret_lsn);
     }
     int rc = op_lock(st, key, klen, false, &c);
@@ -341,8 +328,8 @@ static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_
         return op_abort(st, &c, rc);
     if (replay_lsn && c.entry && l3_doc_lsn(c.doc) >= replay_lsn)
         return op_abort(st, &c, 1);
-    uint64_t lsn = next_lsn(st, replay_lsn);
-    rc = store_doc(st, &c, key, klen, buf, len, lsn);
+    uint64_t lsn = l3_store__next_lsn(st, replay_lsn);
+    rc = l3_store__store_doc(st, &c, key, klen, buf, len, lsn);
     if (rc < 0)
         return op_abort(st, &c, rc);
     DEBUG_VERIFY(c.doc, "put");
@@ -363,7 +350,7 @@ static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_
 int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen,
                       uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err)
 {
-    int rc = key_ok(key, klen);
+    int rc = l3_store__key_ok(key, klen);
     if (rc < 0)
         return rc;
     rc = l3_store__check_registered(st);
@@ -388,7 +375,7 @@ int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *
 int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t *doc, size_t len,
                      uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err)
 {
-    int rc = key_ok(key, klen);
+    int rc = l3_store__key_ok(key, klen);
     if (rc < 0)
         return rc;
     rc = l3_store__check_registered(st);
@@ -439,7 +426,7 @@ static int delete_common(l3_store_t *st, const void *key, size_t klen, uint64_t 
     int rc = lock_existing(st, key, klen, if_match, replay_lsn, &c);
     if (rc != 0)
         return rc;
-    uint64_t lsn = next_lsn(st, replay_lsn);
+    uint64_t lsn = l3_store__next_lsn(st, replay_lsn);
     c.dkeys = -1;
     c.dbytes = -(int64_t)l3_doc_size(c.doc);
     l3_store__ix_remove(st, c.sp, c.pos);
@@ -577,8 +564,8 @@ static void maybe_compact(l3_store_t *st, opctx_t *c)
 }
 
 /* SET payload encoding (store.h). Returns the encoded length; writes only if it fits. */
-static size_t enc_set(uint8_t *dst, size_t cap, const char *path, size_t plen, unsigned flags,
-                      const l3_doc_scalar_t *v)
+size_t l3_store__enc_set(uint8_t *dst, size_t cap, const char *path, size_t plen, unsigned flags,
+                         const l3_doc_scalar_t *v)
 {
     size_t n = 8 + plen;
     switch (v->type) {
@@ -637,11 +624,11 @@ int l3_store_encode_set(const char *path, size_t plen, unsigned flags, const l3_
     if (plen > UINT32_MAX ||
         (v->type == L3_DOC_STRING || v->type == L3_DOC_BIGNUM ? v->str.len > UINT32_MAX : 0))
         return -EINVAL;
-    size_t n = enc_set(NULL, 0, path, plen, flags, v);
+    size_t n = l3_store__enc_set(NULL, 0, path, plen, flags, v);
     uint8_t *b = malloc(n);
     if (!b)
         return -ENOMEM;
-    enc_set(b, n, path, plen, flags, v);
+    l3_store__enc_set(b, n, path, plen, flags, v);
     *ret_buf = b;
     *ret_len = n;
     return 0;
@@ -710,7 +697,7 @@ static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint
     if (rc != 0)
         return rc;
     size_t old_size = l3_doc_size(c.doc);
-    o->lsn = next_lsn(st, replay_lsn);
+    o->lsn = l3_store__next_lsn(st, replay_lsn);
     size_t limit = doc_limit(st, replay_lsn);
     l3_doc_t d = {
         .buf = c.doc, .cap = c.ent->ie_cap, .undo = l3_store__doc_undo_cb, .undo_ctx = st, .limit = limit};
@@ -752,12 +739,12 @@ static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint
             v = &sv;
             fl = (o->flags & 3u) | L3_DOC_SET_NO_CREATE | L3_DOC_SET_SAME_TYPE;
         }
-        size_t n = enc_set(stackbuf, sizeof(stackbuf), o->path, o->plen, fl, v);
+        size_t n = l3_store__enc_set(stackbuf, sizeof(stackbuf), o->path, o->plen, fl, v);
         if (n > sizeof(stackbuf)) {
             heap = malloc(n);
             if (!heap)
                 return op_abort(st, &c, -ENOMEM);
-            enc_set(heap, n, o->path, o->plen, fl, v);
+            l3_store__enc_set(heap, n, o->path, o->plen, fl, v);
         }
         rec.payload = heap ? heap : stackbuf;
         rec.plen = (uint32_t)n;
@@ -842,8 +829,8 @@ static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge
         return op_abort(st, &c, rc);
     }
     (void)l3_doc_heap_maybe_compact(&hd);
-    uint64_t lsn = next_lsn(st, replay_lsn);
-    rc = store_doc(st, &c, key, klen, hd.buf, l3_doc_size(hd.buf), lsn);
+    uint64_t lsn = l3_store__next_lsn(st, replay_lsn);
+    rc = l3_store__store_doc(st, &c, key, klen, hd.buf, l3_doc_size(hd.buf), lsn);
     l3_doc_heap_free(&hd);
     if (rc < 0)
         return op_abort(st, &c, rc);

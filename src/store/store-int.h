@@ -38,6 +38,8 @@ struct l3_store {
     uint8_t *undo;        /* our undo area */
     l3_wal_hook_fn hook;
     void *hook_ctx;
+    l3_wal_group_hook_fn ghook; /* multi-key transactions (txn.c) */
+    void *ghook_ctx;
     l3_wal_probe_fn probe;
     void *probe_ctx;
     /* undo-overflow escape: the document layer's undo callback jumps back here when
@@ -62,6 +64,12 @@ static inline l3_proc_slot_t *l3_store__slot(const l3_store_t *st, uint32_t i)
 static inline uint8_t *l3_store__undo_area(const l3_store_t *st, uint32_t i)
 {
     return st->base + st->hdr->ah_off_undo + (uint64_t)i * st->hdr->ah_undo_bytes;
+}
+
+/* entry i of the tail list of undo area ua (layout.h, "process slot") */
+static inline uint64_t *l3_store__tail_at(const l3_store_t *st, uint8_t *ua, uint32_t i)
+{
+    return (uint64_t *)(void *)(ua + st->hdr->ah_undo_bytes - 8ull * ((uint64_t)i + 1));
 }
 
 /* ---- arena.c */
@@ -94,6 +102,15 @@ void l3_store__tx_undo_phys(l3_store_t *st);
 void l3_store__tx_defer_free(l3_store_t *st, uint64_t payload);
 void l3_store__doc_undo_cb(void *ctx, const void *addr, size_t len);
 int l3_store__reap_slot(l3_store_t *st, uint32_t i);
+/* multi-key transactions (txn.c): lock the stripes s[0..n) (ascending, distinct; L7),
+ * listing each in the tail first; 0, or the lock's error with nothing held */
+int l3_store__multi_lock(l3_store_t *st, const uint32_t *s, size_t n);
+/* unlock every listed stripe (reverse order) and end the multi record */
+void l3_store__multi_unlock(l3_store_t *st);
+/* begin the transaction record over every listed stripe (after l3_store__multi_lock) */
+void l3_store__tx_begin_multi(l3_store_t *st);
+/* bytes of the undo area neither the physical log nor the tail list uses */
+uint64_t l3_store__undo_free(const l3_store_t *st);
 
 /* ---- alloc.c (caller holds no allocator lock; these take it) */
 void l3_store__alloc_format(l3_store_t *st, uint64_t heap_off, uint64_t heap_bytes);
@@ -113,6 +130,32 @@ uint64_t l3_store__ix_find(l3_store_t *st, l3_stripe_t *sp, uint64_t h, const vo
                            uint32_t *ret_pos);
 int l3_store__ix_insert(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry);
 void l3_store__ix_remove(l3_store_t *st, l3_stripe_t *sp, uint32_t pos);
+
+/* ---- ops.c: one key's state under its stripe lock */
+typedef struct {
+    uint64_t h;
+    uint32_t s;
+    bool tx;
+    l3_stripe_t *sp;
+    uint64_t entry; /* 0 = key absent */
+    uint32_t pos;
+    l3_ix_entry_t *ent;
+    uint8_t *doc;
+    int64_t dkeys;  /* change of ah_keys at commit */
+    int64_t dbytes; /* change of ah_doc_bytes at commit */
+} opctx_t;          /* an operation on one key (ops.c, txn.c) */
+
+/* 0, -ENAMETOOLONG, -EINVAL */
+int l3_store__key_ok(const void *key, size_t klen);
+/* the next LSN (replay_lsn != 0: that one, raising the floor) */
+uint64_t l3_store__next_lsn(l3_store_t *st, uint64_t replay_lsn);
+/* store a complete document (verified, len bytes) under c's key: a new block, published
+ * over the old one or inserted with a new entry; inside the caller's transaction */
+int l3_store__store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf,
+                        size_t len, uint64_t lsn);
+/* SET payload (store.h l3_store_encode_set): the length; written only when it fits cap */
+size_t l3_store__enc_set(uint8_t *dst, size_t cap, const char *path, size_t plen, unsigned flags,
+                         const l3_doc_scalar_t *v);
 
 /* ---- ops.c: lock-free, verified copy of a document (read-only handles) */
 int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,

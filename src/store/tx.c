@@ -18,6 +18,14 @@
  *     mid-repair leaves a state the next repairer handles the same way.
  *  L5 A transaction is committed once tx_state = COMMITTED: after that, repair completes
  *     its deferred frees instead of rolling it back.
+ *  L7 A multi-key transaction (tx_multi, txn.c) takes its stripes in ascending stripe order
+ *     with no allocator lock held, lists each in its tail before the attempt, and takes no
+ *     other lock but the allocator's while it holds them: single-key operations hold one
+ *     stripe, so no cycle of waits can form. Whichever stripe of a dead holder is locked
+ *     first settles the whole record (all its stripes' bytes) under the allocator lock; the
+ *     lockers of its other stripes wait for that lock and find the record idle. The
+ *     physical log is emptied (tx_used = 0) before the first block is freed, so a repairer
+ *     that dies after freeing never replays entries that point into freed blocks.
  *  L6 A repair that cannot complete (the allocator lock cannot be had) poisons the arena
  *     and leaves the stripe exactly as its dead holder left it: lk_owner still names the
  *     holder and its undo record is kept. The operation that found it fails with
@@ -41,8 +49,8 @@ static int tlog_limit(l3_store_t *st, const void *p, size_t len, uint64_t limit)
 {
     l3_proc_slot_t *ps = st->ps;
     size_t pad = L3_ALIGN_UP(len, (size_t)8);
-    uint64_t used = ps->tx_used;
-    if (len > UINT32_MAX || used + pad + sizeof(l3_undo_ent_t) > limit)
+    uint64_t used = ps->tx_used, tail = ps->tx_multi ? 8ull * ps->tx_ntail : 0;
+    if (len > UINT32_MAX || used + pad + sizeof(l3_undo_ent_t) + tail > limit)
         return L3_STORE__EUNDO;
     uint8_t *dst = st->undo + used;
     memcpy(dst, p, len);
@@ -101,10 +109,46 @@ static void undo_phys(l3_store_t *st, l3_proc_slot_t *ds, const uint8_t *ua)
     l3_store__fence();
 }
 
+/* End one allocator section inside a longer hold of the allocator lock: what was logged so
+ * far is a consistent state, a death after this point rolls back nothing of it (L3). */
+static void au_section(l3_store_t *st)
+{
+    l3_store__fence();
+    st->ps->au_count = 0;
+    l3_store__fence();
+}
+
+/* settle_tx for a multi-key record: its blocks are in the tail list, freed one allocator
+ * section each (a record may list thousands; one section holds L3_ALLOC_UNDO_MAX words). */
+static void settle_tail(l3_store_t *st, l3_proc_slot_t *ds, uint8_t *ua)
+{
+    uint64_t want;
+    if (ds->tx_state == L3_TX_ACTIVE) {
+        undo_phys(st, ds, ua);
+        l3_store__aw(st, &ds->tx_used, 0); /* L7: never replayed once blocks are freed */
+        au_section(st);
+        want = L3_TXT_ALLOC;
+        __atomic_fetch_add(&st->hdr->ah_rollbacks, 1, __ATOMIC_RELAXED);
+    } else if (ds->tx_state == L3_TX_COMMITTED) {
+        want = L3_TXT_FREE;
+    } else {
+        return;
+    }
+    uint32_t n = (uint32_t)L3_MIN((uint64_t)ds->tx_ntail, st->hdr->ah_undo_bytes / 8);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t *e = l3_store__tail_at(st, ua, i);
+        if ((*e & L3_TXT_TAG) != want || (*e & ~L3_TXT_TAG) == 0)
+            continue;
+        l3_store__free_locked(st, *e & ~L3_TXT_TAG);
+        l3_store__aw(st, e, 0);
+        au_section(st);
+    }
+}
+
 /* Finish or roll back the transaction of slot ds. Caller holds the allocator lock.
  * may_forward: ds is a dead process's slot; a transaction whose WAL record the probe
  * reports as written is completed instead of rolled back (memory must match the WAL). */
-static void settle_tx(l3_store_t *st, l3_proc_slot_t *ds, const uint8_t *ua, bool may_forward)
+static void settle_tx(l3_store_t *st, l3_proc_slot_t *ds, uint8_t *ua, bool may_forward)
 {
     if (ds->tx_state == L3_TX_ACTIVE && may_forward && ds->tx_hooked && st->probe &&
         st->probe(st->probe_ctx, ds->tx_lsn) == 1) {
@@ -112,7 +156,9 @@ static void settle_tx(l3_store_t *st, l3_proc_slot_t *ds, const uint8_t *ua, boo
         l3_store__aw32(st, &ds->tx_state, L3_TX_COMMITTED);
         __atomic_fetch_add(&st->hdr->ah_rollforwards, 1, __ATOMIC_RELAXED);
     }
-    if (ds->tx_state == L3_TX_ACTIVE) {
+    if (ds->tx_multi) {
+        settle_tail(st, ds, ua);
+    } else if (ds->tx_state == L3_TX_ACTIVE) {
         undo_phys(st, ds, ua);
         uint32_t n = L3_MIN(ds->tx_nalloc, L3_TX_MAX_BLOCKS);
         for (uint32_t i = 0; i < n; i++) {
@@ -144,7 +190,8 @@ static int repair_stripe(l3_store_t *st, uint32_t s)
     uint32_t owner = __atomic_load_n(&sp->sp_lock.lk_owner, __ATOMIC_ACQUIRE);
     if (owner != 0 && owner <= st->hdr->ah_max_procs) {
         l3_proc_slot_t *ds = l3_store__slot(st, owner - 1);
-        if (ds->tx_state != L3_TX_IDLE && ds->tx_stripe == s) {
+        /* a multi-key record covers every stripe its holder had locked (L1, L7) */
+        if (ds->tx_state != L3_TX_IDLE && (ds->tx_multi || ds->tx_stripe == s)) {
             /* The allocator lock is taken even when it is not needed, so that repairs
              * never interleave with a half-finished allocator section. If it cannot be
              * had, the stripe stays unrepaired: poison instead. */
@@ -165,17 +212,15 @@ static int repair_stripe(l3_store_t *st, uint32_t s)
     return 0;
 }
 
-int l3_store__stripe_lock(l3_store_t *st, uint32_t s)
+/* Lock stripe s and repair what a dead holder left. The caller has announced the attempt
+ * (ps_stripe_held, or a tail entry of a multi-key record). */
+static int lock_stripe(l3_store_t *st, uint32_t s)
 {
     bool dead;
     l3_stripe_t *sp = &st->stripes[s];
-    st->ps->ps_stripe_held = s + 1;
-    l3_store__fence();
     int rc = l3_store__lock_raw(st, &sp->sp_lock, &dead);
-    if (rc < 0) {
-        st->ps->ps_stripe_held = 0;
+    if (rc < 0)
         return rc;
-    }
     /* lk_owner != 0 on a lock that was not EOWNERDEAD: a repair before us could not
      * complete and left the stripe as its dead holder did (L1, L6): repair it now */
     bool leftover = !dead && __atomic_load_n(&sp->sp_lock.lk_owner, __ATOMIC_ACQUIRE) != 0;
@@ -185,7 +230,6 @@ int l3_store__stripe_lock(l3_store_t *st, uint32_t s)
         if (dead)
             pthread_mutex_consistent(&sp->sp_lock.lk_mutex);
         pthread_mutex_unlock(&sp->sp_lock.lk_mutex);
-        st->ps->ps_stripe_held = 0;
         return L3_EPOISONED;
     }
     if (dead) {
@@ -198,13 +242,130 @@ int l3_store__stripe_lock(l3_store_t *st, uint32_t s)
     return 0;
 }
 
-void l3_store__stripe_unlock(l3_store_t *st, uint32_t s)
+int l3_store__stripe_lock(l3_store_t *st, uint32_t s)
+{
+    st->ps->ps_stripe_held = s + 1;
+    l3_store__fence();
+    int rc = lock_stripe(st, s);
+    if (rc < 0)
+        st->ps->ps_stripe_held = 0;
+    return rc;
+}
+
+static void unlock_stripe(l3_store_t *st, uint32_t s)
 {
     l3_stripe_t *sp = &st->stripes[s];
     l3_store__fence();
     __atomic_store_n(&sp->sp_lock.lk_owner, 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&sp->sp_lock.lk_mutex);
+}
+
+void l3_store__stripe_unlock(l3_store_t *st, uint32_t s)
+{
+    unlock_stripe(st, s);
     st->ps->ps_stripe_held = 0;
+}
+
+/* ---------------------------------------------------------------- multi-key records */
+
+uint64_t l3_store__undo_free(const l3_store_t *st)
+{
+    const l3_proc_slot_t *ps = st->ps;
+    uint64_t used = ps->tx_used + 8ull * ps->tx_ntail;
+    return used < st->hdr->ah_undo_bytes ? st->hdr->ah_undo_bytes - used : 0;
+}
+
+/* Append v to our tail list (outside an allocator section). 0 or L3_STORE__EUNDO. */
+static int tail_push(l3_store_t *st, uint64_t v)
+{
+    l3_proc_slot_t *ps = st->ps;
+    uint32_t n = ps->tx_ntail;
+    if (l3_store__undo_free(st) < 8)
+        return L3_STORE__EUNDO;
+    *l3_store__tail_at(st, st->undo, n) = v;
+    l3_store__fence();
+    ps->tx_ntail = n + 1;
+    l3_store__fence();
+    return 0;
+}
+
+static void multi_end(l3_store_t *st)
+{
+    l3_proc_slot_t *ps = st->ps;
+    l3_store__fence();
+    ps->tx_multi = 0;
+    ps->tx_ntail = 0;
+    l3_store__fence();
+}
+
+int l3_store__multi_lock(l3_store_t *st, const uint32_t *s, size_t n)
+{
+    l3_proc_slot_t *ps = st->ps;
+    L3_ASSERT(ps->tx_state == L3_TX_IDLE && ps->ps_stripe_held == 0);
+    ps->tx_ntail = 0;
+    ps->tx_used = 0;
+    l3_store__fence();
+    ps->tx_multi = 1;
+    l3_store__fence();
+    for (size_t i = 0; i < n; i++) {
+        int rc = tail_push(st, (uint64_t)s[i] << 4 | L3_TXT_STRIPE);
+        if (rc == 0) {
+            rc = lock_stripe(st, s[i]);
+            if (rc < 0) {
+                ps->tx_ntail--;
+                l3_store__fence();
+            }
+        } else {
+            rc = -E2BIG;
+        }
+        if (rc < 0) {
+            l3_store__multi_unlock(st);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void l3_store__multi_unlock(l3_store_t *st)
+{
+    l3_proc_slot_t *ps = st->ps;
+    for (uint32_t i = ps->tx_ntail; i-- > 0;) {
+        uint64_t v = *l3_store__tail_at(st, st->undo, i);
+        if ((v & L3_TXT_TAG) == L3_TXT_STRIPE)
+            unlock_stripe(st, (uint32_t)(v >> 4));
+    }
+    multi_end(st);
+}
+
+/* sp_gen of every listed stripe: odd (changing) at the start, even at the end */
+static void multi_gen(l3_store_t *st, bool begin)
+{
+    l3_proc_slot_t *ps = st->ps;
+    for (uint32_t i = 0; i < ps->tx_ntail; i++) {
+        uint64_t v = *l3_store__tail_at(st, st->undo, i);
+        if ((v & L3_TXT_TAG) != L3_TXT_STRIPE)
+            continue;
+        l3_stripe_t *sp = &st->stripes[v >> 4];
+        if (begin || (__atomic_load_n(&sp->sp_gen, __ATOMIC_RELAXED) & 1))
+            __atomic_fetch_add(&sp->sp_gen, 1, __ATOMIC_RELEASE);
+    }
+}
+
+void l3_store__tx_begin_multi(l3_store_t *st)
+{
+    l3_proc_slot_t *ps = st->ps;
+    ps->tx_used = 0;
+    ps->tx_nalloc = 0;
+    ps->tx_nfree = 0;
+    ps->tx_free_done = 0;
+    ps->tx_hooked = 0;
+    memset(ps->tx_alloc, 0, sizeof(ps->tx_alloc));
+    memset(ps->tx_free, 0, sizeof(ps->tx_free));
+    ps->tx_stripe = 0;
+    l3_store__fence();
+    ps->tx_state = L3_TX_ACTIVE;
+    multi_gen(st, true);
+    l3_store__fence();
 }
 
 void l3_store__tx_begin(l3_store_t *st, uint32_t s)
@@ -226,6 +387,10 @@ void l3_store__tx_begin(l3_store_t *st, uint32_t s)
 
 static void tx_end(l3_store_t *st)
 {
+    if (st->ps->tx_multi) {
+        multi_gen(st, false);
+        return;
+    }
     l3_stripe_t *sp = &st->stripes[st->ps->tx_stripe];
     if (__atomic_load_n(&sp->sp_gen, __ATOMIC_RELAXED) & 1)
         __atomic_fetch_add(&sp->sp_gen, 1, __ATOMIC_RELEASE);
@@ -237,7 +402,7 @@ void l3_store__tx_commit(l3_store_t *st)
     l3_store__fence();
     ps->tx_state = L3_TX_COMMITTED;
     l3_store__fence();
-    if (ps->tx_nfree > 0) {
+    if (ps->tx_nfree > 0 || ps->tx_multi) {
         /* A timeout here leaves the frees to the next repair of this slot's record:
          * retry until the allocator lock is had, the blocks must not leak. */
         while (l3_store__alloc_lock(st) < 0)
@@ -263,7 +428,7 @@ void l3_store__tx_rollback(l3_store_t *st)
     l3_proc_slot_t *ps = st->ps;
     if (ps->tx_state != L3_TX_ACTIVE)
         return;
-    if (ps->tx_nalloc > 0) {
+    if (ps->tx_nalloc > 0 || ps->tx_multi) {
         while (l3_store__alloc_lock(st) < 0)
             ;
         settle_tx(st, ps, st->undo, false);
@@ -279,6 +444,11 @@ void l3_store__tx_rollback(l3_store_t *st)
 void l3_store__tx_defer_free(l3_store_t *st, uint64_t payload)
 {
     l3_proc_slot_t *ps = st->ps;
+    if (ps->tx_multi) {
+        /* txn.c keeps L3_TXN_KEY_UNDO bytes free per key it stores: this always fits */
+        L3_ASSERT(tail_push(st, payload | L3_TXT_FREE) == 0);
+        return;
+    }
     L3_ASSERT(ps->tx_nfree < L3_TX_MAX_BLOCKS);
     ps->tx_free[ps->tx_nfree] = payload;
     l3_store__fence();
@@ -289,6 +459,23 @@ void l3_store__tx_defer_free(l3_store_t *st, uint64_t payload)
 int l3_store__reap_slot(l3_store_t *st, uint32_t i)
 {
     l3_proc_slot_t *ds = l3_store__slot(st, i);
+    if (ds->tx_multi) {
+        /* every stripe it had locked or was waiting for: the first one locked settles the
+         * record, the others are only made consistent (L7) */
+        uint8_t *ua = l3_store__undo_area(st, i);
+        uint32_t n = (uint32_t)L3_MIN((uint64_t)ds->tx_ntail, st->hdr->ah_undo_bytes / 8);
+        for (uint32_t k = 0; k < n; k++) {
+            uint64_t v = *l3_store__tail_at(st, ua, k);
+            if ((v & L3_TXT_TAG) != L3_TXT_STRIPE || (v >> 4) >= st->hdr->ah_nstripes)
+                continue;
+            int rc = l3_store__stripe_lock(st, (uint32_t)(v >> 4));
+            if (rc < 0)
+                return rc;
+            l3_store__stripe_unlock(st, (uint32_t)(v >> 4));
+        }
+        ds->tx_multi = 0;
+        ds->tx_ntail = 0;
+    }
     uint32_t held = ds->ps_stripe_held;
     if (held == 0 && ds->tx_state != L3_TX_IDLE)
         held = ds->tx_stripe + 1;
