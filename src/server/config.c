@@ -66,6 +66,7 @@ static const key_t_ keys[] = {
     {"server.max_threads", T_U32, O(server.max_workers), 1, L3_SRV_MAX_WORKERS},
     {"server.max_workers", T_U32, O(server.max_workers), 1, L3_SRV_MAX_WORKERS},
     {"server.max_body_bytes", T_U64, O(server.max_body_bytes), 1, (double)(UINT64_C(1) << 32)},
+    {"server.max_batch_ops", T_U32, O(server.max_batch_ops), 1, 4000},
     {"server.max_connections", T_U32, O(server.max_connections), 1, 1000000},
     {"server.idle_timeout_ms", T_U32, O(server.idle_timeout_ms), 100, 3600000},
     {"server.shutdown_timeout_ms", T_U32, O(server.shutdown_timeout_ms), 0, 3600000},
@@ -135,6 +136,7 @@ int l3_srv_config_defaults(l3_srv_config_t *c)
     if (c->server.max_workers < c->server.min_workers)
         c->server.max_workers = c->server.min_workers;
     c->server.max_body_bytes = 64ull << 20;
+    c->server.max_batch_ops = 1000;
     c->server.max_connections = 10000;
     c->server.idle_timeout_ms = 30000;
     c->server.shutdown_timeout_ms = 10000;

@@ -40,6 +40,7 @@ typedef struct {
         uint32_t min_workers;         /* min_threads / min_workers */
         uint32_t max_workers;         /* max_threads / max_workers */
         uint64_t max_body_bytes;      /* 64 MiB */
+        uint32_t max_batch_ops;       /* POST /batch: operations and compares per request, 1000 */
         uint32_t max_connections;     /* per server, spread over workers; beyond it: 503 */
         uint32_t idle_timeout_ms;     /* HTTP/1 request and keep-alive idle timeout */
         uint32_t shutdown_timeout_ms; /* bound on the graceful drain */

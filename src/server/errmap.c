@@ -103,6 +103,11 @@ void l3_srv_errmap(int rc, l3_srv_errctx_t ctx, const l3_srv_errarg_t *arg, l3_s
         e = "store_poisoned";
         d = "a lock repair could not complete; the server is restarting from its log";
         break;
+    case -E2BIG: /* a transaction (POST /batch) larger than one unit may be */
+        st = 413;
+        e = "transaction_too_large";
+        d = "the transaction touches more keys or bytes than one unit may (docs/api.md, \"Batches\")";
+        break;
     case -EMSGSIZE: /* record above the WAL ring's limit */
         st = 413;
         e = "too_large_for_wal";

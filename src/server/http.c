@@ -201,24 +201,36 @@ int l3_http_fail_405(l3_rq_t *rq, const char *allow)
                         (int)L3_MIN(req->method.len, 32), req->method.base, allow);
 }
 
-int l3_http_fail_rc(l3_rq_t *rq, int rc, l3_srv_errctx_t ctx, const l3_doc_error_t *err)
+int l3_http_describe_rc(const l3_route_env_t *env, int rc, l3_srv_errctx_t ctx, const l3_doc_error_t *err,
+                        const char **ret_error, char *detail, size_t cap)
 {
     l3_srv_errinfo_t ei;
     l3_srv_errarg_t arg = {.msg = err != NULL ? err->msg : NULL,
-                           .wal_error = rq->env->wal_ring != NULL ? l3_wal_ring_error(rq->env->wal_ring) : 0};
+                           .wal_error = env->wal_ring != NULL ? l3_wal_ring_error(env->wal_ring) : 0};
     l3_srv_errmap(rc, ctx, &arg, &ei);
+    *ret_error = ei.error;
     if ((rc == L3_ESYNTAX || rc == L3_EDEPTH) && err != NULL)
-        return l3_http_fail(rq, ei.status, ei.error, "invalid JSON at byte offset %zu: %s", err->offset,
-                            err->msg ? err->msg : l3_strerror(rc));
-    if (rc == L3_ECORRUPT && err != NULL)
-        return l3_http_fail(rq, ei.status, ei.error, "document failed verification at byte offset %zu: %s",
-                            err->offset, err->msg ? err->msg : "corrupt");
-    if (rc == L3_ETYPE && err != NULL && err->msg != NULL)
-        return l3_http_fail(rq, ei.status, ei.error, "%s", err->msg);
-    if (ei.status == 500)
+        snprintf(detail, cap, "invalid JSON at byte offset %zu: %s", err->offset,
+                 err->msg ? err->msg : l3_strerror(rc));
+    else if (rc == L3_ECORRUPT && err != NULL)
+        snprintf(detail, cap, "document failed verification at byte offset %zu: %s", err->offset,
+                 err->msg ? err->msg : "corrupt");
+    else if (rc == L3_ETYPE && err != NULL && err->msg != NULL)
+        snprintf(detail, cap, "%s", err->msg);
+    else
+        snprintf(detail, cap, "%s", ei.detail != NULL ? ei.detail : l3_strerror(rc));
+    return ei.status;
+}
+
+int l3_http_fail_rc(l3_rq_t *rq, int rc, l3_srv_errctx_t ctx, const l3_doc_error_t *err)
+{
+    const char *error;
+    char detail[512];
+    int status = l3_http_describe_rc(rq->env, rc, ctx, err, &error, detail, sizeof detail);
+    if (status == 500)
         L3_LOG(L3_LOG_ERROR, "unexpected error %d (%s) for %.*s", rc, l3_strerror(rc),
                (int)L3_MIN(rq->req->path.len, 200), rq->req->path.base);
-    return l3_http_fail(rq, ei.status, ei.error, "%s", ei.detail != NULL ? ei.detail : l3_strerror(rc));
+    return l3_http_fail(rq, status, error, "%s", detail);
 }
 
 int l3_http_buf_str(l3_buf_t *b, const char *s, size_t len)

@@ -32,6 +32,7 @@ typedef struct l3_route_env {
     l3_obs_slot_t *obs;      /* this worker's slot */
     void *wal_ring;          /* l3_wal_ring_t * or NULL */
     uint64_t max_body_bytes; /* server.max_body_bytes */
+    uint32_t max_batch_ops;  /* server.max_batch_ops (0: the default, 1000) */
     /* Is this connection beyond the worker's connection limit? (NULL = no limit) */
     bool (*over_limit)(const void *h2o_conn);
     /* Connections waiting in the listening sockets' accept queues (for /metrics). */
@@ -104,6 +105,10 @@ int l3_http_fail_405(l3_rq_t *rq, const char *allow);
 /** Answer a store/doc error code through errmap; err (may be NULL) adds the byte offset of
  *  syntax errors and the document layer's message. Returns 0. */
 int l3_http_fail_rc(l3_rq_t *rq, int rc, l3_srv_errctx_t ctx, const l3_doc_error_t *err);
+/** What l3_http_fail_rc would answer, without answering: the status; *ret_error the error
+ *  name, detail[0..cap) the detail text. */
+int l3_http_describe_rc(const l3_route_env_t *env, int rc, l3_srv_errctx_t ctx, const l3_doc_error_t *err,
+                        const char **ret_error, char *detail, size_t cap);
 
 /** Append s[0..len) as a JSON string literal (l3_json_escape). 0 or -ENOMEM. */
 int l3_http_buf_str(l3_buf_t *b, const char *s, size_t len);

@@ -21,6 +21,47 @@ int l3_route_arr_is_op(l3_q_str_t op);
 /** POST /kv/{key}?op=append|insert|pop|remove|set (route_arr.c); if_match: the client's
  *  If-Match resolved to a version, 0 = none. Answers the request, returns 0. */
 int l3_route_arr(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q, uint64_t if_match);
+/* ---- route_arr.c's core, shared with POST /batch (route_batch.c) */
+typedef enum { L3_ARR_APPEND, L3_ARR_INSERT, L3_ARR_POP, L3_ARR_REMOVE, L3_ARR_SET } l3_arr_op_t;
+
+typedef struct {
+    l3_arr_op_t op;
+    l3_buf_t ptr;      /* the field as a JSON Pointer */
+    uint8_t *vals;     /* "[" val "]" parsed: the values to add (NULL for pop, remove) */
+    uint32_t vslot;    /* the array in vals holding them */
+    uint32_t nvals;    /* its length */
+    int64_t index;     /* insert, pop */
+    bool has_index;    /* index given */
+    bool parents;      /* set: create_parents */
+    uint64_t if_match; /* the client's, 0 = none */
+} l3_arr_req_t;
+
+/** The outcome: rc < 0 a store/doc code (with e), else status != 0 an error reply
+ *  (error, detail), else success: value (the JSON text to return) and version. */
+typedef struct {
+    int rc;
+    int status;
+    const char *error;
+    char detail[160];
+    l3_doc_error_t e;
+    l3_buf_t value;
+    uint64_t version;
+} l3_arr_res_t;
+
+/** Build the request: op (append|insert|pop|remove|set), field (dotted or pointer), val (JSON
+ *  text, NULL when absent), multi, index (base NULL = none), create_parents. 0, or -1 with
+ *  res set. Free with l3_arr_free in every case. */
+int l3_arr_req_init(l3_arr_req_t *r, l3_q_str_t op, l3_q_str_t field, const l3_q_str_t *val, bool multi,
+                    l3_q_str_t index, bool parents, l3_arr_res_t *res);
+/** Run it on key: in txn when not NULL (its view is the snapshot), else on the store
+ *  with If-Match retries. Fills res. */
+void l3_arr_run(l3_store_t *st, l3_store_txn_t *txn, h2o_iovec_t key, const l3_arr_req_t *r,
+                l3_arr_res_t *res);
+void l3_arr_free(l3_arr_req_t *r, l3_arr_res_t *res);
+
+/** POST /batch: several operations in one request, optionally one transaction (route_batch.c). */
+int l3_route_batch(l3_rq_t *rq, h2o_iovec_t unused);
+
 /** /kv/ and /kv: key listing (?prefix, limit, cursor). */
 int l3_route_list(l3_rq_t *rq, h2o_iovec_t unused);
 /** /kv/health. */

@@ -17,8 +17,12 @@
  *     JSON, parsed from val first), and the path only as an escaped JSON string: no
  *     client text can add patch operations
  *  A2 a refused request changes nothing (the store applies the patch atomically)
- * Bounds: val and field come from the request target (at most 8 KiB); the snapshot is one
- * copy of the document (storage.max_document_bytes); ARR_TRIES attempts.
+ * Bounds: val and field come from the request target (at most 8 KiB), or from a POST /batch
+ * operation (at most server.max_body_bytes); the snapshot is one copy of the document
+ * (storage.max_document_bytes); ARR_TRIES attempts.
+ * POST /batch (route_batch.c) runs the same code: l3_arr_req_init builds the request from
+ * an operation's fields, l3_arr_run plans and applies it - on the store as here, or inside
+ * a transaction, whose view is the snapshot and needs no retry.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -32,19 +36,7 @@
 
 #define ARR_TRIES 8
 
-typedef enum { A_APPEND, A_INSERT, A_POP, A_REMOVE, A_SET } arr_op_t;
-
-typedef struct {
-    arr_op_t op;
-    l3_buf_t ptr;      /* the field as a JSON Pointer */
-    uint8_t *vals;     /* "[" val "]" parsed: the values to add (NULL for pop, remove) */
-    uint32_t vslot;    /* the array in vals holding them */
-    uint32_t nvals;    /* its length */
-    int64_t index;     /* insert, pop */
-    bool has_index;    /* ?index= given */
-    bool parents;      /* set: create_parents=true */
-    uint64_t if_match; /* the client's, 0 = none */
-} arr_req_t;
+typedef l3_arr_req_t arr_req_t;
 
 static bool q_eq(l3_q_str_t v, const char *lit)
 {
@@ -84,69 +76,86 @@ static int to_pointer(const char *f, size_t n, l3_buf_t *out)
     return 0;
 }
 
-/* Parse val as "[" val "]" into r->vals: one value, or with multi=true one array whose
- * elements are the values. 0, or -1 after answering 400. */
-static int parse_vals(l3_rq_t *rq, const l3_query_t *q, arr_req_t *r)
+static int req_fail(l3_arr_res_t *res, int status, const char *error, const char *detail)
 {
-    if (!q->has_val)
-        return l3_http_fail(rq, 400, "bad_value", "missing val (a JSON value)"), -1;
-    size_t n = q->val.len + 2;
+    res->status = status;
+    res->error = error;
+    snprintf(res->detail, sizeof res->detail, "%s", detail);
+    return -1;
+}
+
+/* Parse val as "[" val "]" into r->vals: one value, or with multi one array whose elements
+ * are the values. 0, or -1 with res set. */
+static int parse_vals(l3_q_str_t val, bool multi, arr_req_t *r, l3_arr_res_t *res)
+{
+    size_t n = val.len + 2;
     char *w = malloc(n);
     if (w == NULL)
-        return l3_http_fail_rc(rq, -ENOMEM, L3_CTX_WRITE, NULL), -1;
+        return res->rc = -ENOMEM, -1;
     w[0] = '[';
-    memcpy(w + 1, q->val.base, q->val.len);
+    memcpy(w + 1, val.base, val.len);
     w[n - 1] = ']';
     size_t len;
     l3_doc_error_t e = {0, NULL};
     int rc = l3_doc_from_json(w, n, NULL, &r->vals, &len, &e);
     free(w);
     if (rc == L3_EDEPTH)
-        return l3_http_fail(rq, 400, "too_deep", "val nests deeper than the document limit"), -1;
+        return req_fail(res, 400, "too_deep", "val nests deeper than the document limit");
     if (rc == -ENOMEM)
-        return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, NULL), -1;
+        return res->rc = rc, -1;
     l3_doc_val_t v;
     if (rc == 0)
         l3_doc_val(r->vals, L3_DOC_ROOT, &v);
     if (rc != 0 || v.count != 1)
-        return l3_http_fail(rq, 400, "bad_value", "val must be one JSON value"), -1;
+        return req_fail(res, 400, "bad_value", "val must be one JSON value");
     r->vslot = L3_DOC_ROOT;
     r->nvals = 1;
-    if (r->op != A_SET && q_true(q->multi)) { /* set takes one value, whatever multi says */
+    if (r->op != L3_ARR_SET && multi) { /* set takes one value, whatever multi says */
         (void)l3_doc_arr_at(r->vals, L3_DOC_ROOT, 0, &r->vslot);
         l3_doc_val(r->vals, r->vslot, &v);
         if (v.type != L3_DOC_ARRAY || v.count == 0)
-            return l3_http_fail(rq, 400, "bad_value", "with multi=true, val must be a non-empty JSON array"),
-                   -1;
+            return req_fail(res, 400, "bad_value", "with multi=true, val must be a non-empty JSON array");
         r->nvals = v.count;
     }
     return 0;
 }
 
-/* Read the query into r. 0, or -1 after answering 400. */
-static int parse_req(l3_rq_t *rq, const l3_query_t *q, arr_req_t *r)
+int l3_arr_req_init(arr_req_t *r, l3_q_str_t op, l3_q_str_t field, const l3_q_str_t *val, bool multi,
+                    l3_q_str_t index, bool parents, l3_arr_res_t *res)
 {
-    r->op = q_eq(q->op, "append")   ? A_APPEND
-            : q_eq(q->op, "insert") ? A_INSERT
-            : q_eq(q->op, "pop")    ? A_POP
-            : q_eq(q->op, "remove") ? A_REMOVE
-                                    : A_SET;
-    int rc = to_pointer(q->field.base, q->field.len, &r->ptr);
+    memset(r, 0, sizeof(*r));
+    memset(res, 0, sizeof(*res));
+    r->op = q_eq(op, "append")   ? L3_ARR_APPEND
+            : q_eq(op, "insert") ? L3_ARR_INSERT
+            : q_eq(op, "pop")    ? L3_ARR_POP
+            : q_eq(op, "remove") ? L3_ARR_REMOVE
+                                 : L3_ARR_SET;
+    int rc = field.base != NULL ? to_pointer(field.base, field.len, &r->ptr) : L3_EPATH;
     if (rc == -ENOMEM)
-        return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, NULL), -1;
+        return res->rc = rc, -1;
     if (rc != 0)
-        return l3_http_fail(rq, 400, "bad_path",
-                            "field must name a value inside the document (no empty segment)"),
-               -1;
-    r->has_index = q->index.base != NULL;
-    if (r->has_index && !l3_q_i64(q->index.base, q->index.len, &r->index))
-        return l3_http_fail(rq, 400, "bad_value", "index must be an integer"), -1;
-    if (r->op == A_INSERT && !r->has_index)
-        return l3_http_fail(rq, 400, "bad_value", "insert needs ?index="), -1;
-    r->parents = r->op == A_SET && q_true(q->create_parents);
-    if (r->op == A_POP || r->op == A_REMOVE)
+        return req_fail(res, 400, "bad_path",
+                        "field must name a value inside the document (no empty segment)");
+    r->has_index = index.base != NULL;
+    if (r->has_index && !l3_q_i64(index.base, index.len, &r->index))
+        return req_fail(res, 400, "bad_value", "index must be an integer");
+    if (r->op == L3_ARR_INSERT && !r->has_index)
+        return req_fail(res, 400, "bad_value", "insert needs ?index=");
+    r->parents = r->op == L3_ARR_SET && parents;
+    if (r->op == L3_ARR_POP || r->op == L3_ARR_REMOVE)
         return 0;
-    return parse_vals(rq, q, r);
+    if (val == NULL)
+        return req_fail(res, 400, "bad_value", "missing val (a JSON value)");
+    return parse_vals(*val, multi, r, res);
+}
+
+void l3_arr_free(arr_req_t *r, l3_arr_res_t *res)
+{
+    free(r->ptr.ptr);
+    free(r->vals);
+    free(res->value.ptr);
+    memset(r, 0, sizeof(*r));
+    res->value = (l3_buf_t){0};
 }
 
 /* Append `{"op":"<op>","path":"<ptr><suffix>"` to the patch (the caller closes it). */
@@ -238,7 +247,7 @@ static int plan(const arr_req_t *r, const uint8_t *doc, arr_plan_t *pl)
     int rc = l3_http_buf_cat(&pl->patch, "[", 1);
     if (rc != 0)
         return rc;
-    if (r->op == A_REMOVE) {
+    if (r->op == L3_ARR_REMOVE) {
         if (found != 0)
             return plan_fail(pl, 404, "path_not_found", "field names nothing in the document");
         rc = l3_doc_to_json(doc, slot, &pl->reply);
@@ -246,7 +255,7 @@ static int plan(const arr_req_t *r, const uint8_t *doc, arr_plan_t *pl)
             rc = add_op(&pl->patch, "remove", P, n, "");
         return rc == 0 ? l3_http_buf_cat(&pl->patch, "}]", 2) : rc;
     }
-    if (r->op == A_SET) {
+    if (r->op == L3_ARR_SET) {
         rc = r->parents && found != 0 ? add_parents(&pl->patch, doc, &r->ptr) : 0;
         if (rc == 0)
             rc = add_op(&pl->patch, found == 0 ? "replace" : "add", P, n, "");
@@ -256,7 +265,7 @@ static int plan(const arr_req_t *r, const uint8_t *doc, arr_plan_t *pl)
     }
     if (target_array(pl, doc, slot, found, &count) != 0)
         return 0;
-    if (r->op == A_POP) {
+    if (r->op == L3_ARR_POP) {
         int64_t i = r->has_index ? r->index : -1;
         if (i < 0)
             i += count;
@@ -269,10 +278,10 @@ static int plan(const arr_req_t *r, const uint8_t *doc, arr_plan_t *pl)
             rc = add_op(&pl->patch, "remove", P, n, sfx);
         return rc == 0 ? l3_http_buf_cat(&pl->patch, "}]", 2) : rc;
     }
-    if (r->op == A_INSERT && (r->index < 0 || (uint64_t)r->index > count))
+    if (r->op == L3_ARR_INSERT && (r->index < 0 || (uint64_t)r->index > count))
         return plan_fail(pl, 409, "path_not_found", "insert index out of range (0 to the array's length)");
     for (uint32_t k = 0; k < r->nvals && rc == 0; k++) {
-        if (r->op == A_APPEND)
+        if (r->op == L3_ARR_APPEND)
             snprintf(sfx, sizeof(sfx), "/-");
         else
             snprintf(sfx, sizeof(sfx), "/%" PRId64, r->index + (int64_t)k);
@@ -290,16 +299,6 @@ static void plan_free(arr_plan_t *pl)
     memset(pl, 0, sizeof(*pl));
 }
 
-static int reply(l3_rq_t *rq, const l3_buf_t *v, uint64_t lsn)
-{
-    size_t cap = v->len + 64;
-    char *p = h2o_mem_alloc_pool(&rq->req->pool, cap);
-    int n = snprintf(p, cap, "{\"value\":%.*s,\"version\":%" PRIu64 "}\n", (int)v->len, v->ptr, lsn);
-    l3_http_add_etag(rq->req, lsn);
-    l3_http_respond_write(rq, 200, L3_CT_JSON, h2o_iovec_init(p, (size_t)n));
-    return 0;
-}
-
 /* Apply the plan to the snapshot (heap copy, adopted and freed here): the errors a patch
  * gives, and for append/insert/set the new value at the target into pl->reply. */
 static int dry_run(const arr_req_t *r, uint8_t *doc, size_t len, arr_plan_t *pl, l3_doc_error_t *e)
@@ -308,7 +307,7 @@ static int dry_run(const arr_req_t *r, uint8_t *doc, size_t len, arr_plan_t *pl,
     l3_doc_heap_adopt(&hd, doc, len);
     int rc = l3_doc_json_patch(&hd, pl->patch.ptr, pl->patch.len, e);
     uint32_t slot;
-    if (rc == 0 && r->op != A_POP && r->op != A_REMOVE) {
+    if (rc == 0 && r->op != L3_ARR_POP && r->op != L3_ARR_REMOVE) {
         rc = l3_doc_lookup(hd.buf, r->ptr.ptr, r->ptr.len, L3_DOC_PATH_POINTER, &slot);
         if (rc == 0)
             rc = l3_doc_to_json(hd.buf, slot, &pl->reply);
@@ -317,54 +316,91 @@ static int dry_run(const arr_req_t *r, uint8_t *doc, size_t len, arr_plan_t *pl,
     return rc;
 }
 
-/* One attempt: snapshot, plan, dry run, store. 0 = answered, 1 = stale, retry. */
-static int attempt(l3_rq_t *rq, h2o_iovec_t key, const arr_req_t *r, bool last)
+/* One attempt: snapshot, plan, dry run, store (or transaction). 0 = res filled, 1 = stale,
+ * retry. Nothing is sent: the caller answers from res. */
+static int attempt(l3_store_t *st, l3_store_txn_t *txn, h2o_iovec_t key, const arr_req_t *r, bool last,
+                   l3_arr_res_t *res)
 {
-    l3_store_t *st = rq->env->store;
-    uint8_t *doc;
-    size_t len;
-    uint64_t lsn, nlsn = 0, t = l3_now_ns();
-    l3_doc_error_t e = {0, NULL};
+    uint8_t *doc = NULL;
+    size_t len = 0;
+    uint64_t lsn = 0, nlsn = 0;
     arr_plan_t pl = {0};
-    int rc = l3_store_get_bin(st, key.base, key.len, &doc, &len, &lsn);
-    l3_http_doc_done(rq, t);
+    int rc;
+    if (txn != NULL) {
+        const uint8_t *view;
+        rc = l3_store_txn_get(txn, key.base, key.len, &view, &lsn);
+        if (rc == 0) {
+            len = l3_doc_size(view);
+            if ((doc = malloc(len ? len : 1)) == NULL)
+                rc = -ENOMEM;
+            else
+                memcpy(doc, view, len);
+        }
+    } else {
+        rc = l3_store_get_bin(st, key.base, key.len, &doc, &len, &lsn);
+    }
     if (rc < 0)
-        return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, NULL);
+        return res->rc = rc, 0;
     rc = plan(r, doc, &pl);
     if (rc == 0 && pl.err_status == 0)
-        rc = dry_run(r, doc, len, &pl, &e);
+        rc = dry_run(r, doc, len, &pl, &res->e);
     else
         free(doc);
     if (rc == 0 && pl.err_status == 0) {
-        t = l3_now_ns();
-        rc = l3_store_json_patch(st, key.base, key.len, pl.patch.ptr, pl.patch.len,
-                                 r->if_match ? r->if_match : lsn, &nlsn, &e);
-        l3_http_doc_done(rq, t);
+        uint64_t im = r->if_match ? r->if_match : lsn;
+        rc = txn != NULL
+                 ? l3_store_txn_json_patch(txn, key.base, key.len, pl.patch.ptr, pl.patch.len, im, &nlsn,
+                                           &res->e)
+                 : l3_store_json_patch(st, key.base, key.len, pl.patch.ptr, pl.patch.len, im, &nlsn, &res->e);
     }
-    if (rc == -ESTALE && r->if_match == 0 && !last) {
+    if (rc == -ESTALE && r->if_match == 0 && txn == NULL && !last) {
         plan_free(&pl);
         return 1;
     }
-    if (rc == -ESTALE && r->if_match == 0)
-        l3_http_fail(rq, 503, "overloaded", "the document kept changing during the operation; retry");
+    if (rc == -ESTALE && r->if_match == 0 && txn == NULL)
+        req_fail(res, 503, "overloaded", "the document kept changing during the operation; retry");
     else if (rc < 0)
-        l3_http_fail_rc(rq, rc, L3_CTX_WRITE, &e);
+        res->rc = rc;
     else if (pl.err_status != 0)
-        l3_http_fail(rq, pl.err_status, pl.err_error, "%s", pl.err_detail);
-    else
-        reply(rq, &pl.reply, nlsn);
+        req_fail(res, pl.err_status, pl.err_error, pl.err_detail);
+    else {
+        res->value = pl.reply;
+        pl.reply = (l3_buf_t){0};
+        res->version = nlsn;
+    }
     plan_free(&pl);
     return 0;
 }
 
+void l3_arr_run(l3_store_t *st, l3_store_txn_t *txn, h2o_iovec_t key, const arr_req_t *r, l3_arr_res_t *res)
+{
+    for (unsigned i = 0; i < ARR_TRIES && attempt(st, txn, key, r, i + 1 == ARR_TRIES, res) == 1; i++)
+        ;
+}
+
 int l3_route_arr(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q, uint64_t if_match)
 {
-    arr_req_t r = {0};
-    r.if_match = if_match;
-    if (parse_req(rq, q, &r) == 0)
-        for (unsigned i = 0; i < ARR_TRIES && attempt(rq, key, &r, i + 1 == ARR_TRIES) == 1; i++)
-            ;
-    free(r.ptr.ptr);
-    free(r.vals);
+    arr_req_t r;
+    l3_arr_res_t res;
+    if (l3_arr_req_init(&r, q->op, q->field, q->has_val ? &q->val : NULL, q_true(q->multi), q->index,
+                        q_true(q->create_parents), &res) == 0) {
+        r.if_match = if_match;
+        uint64_t t = l3_now_ns();
+        l3_arr_run(rq->env->store, NULL, key, &r, &res);
+        l3_http_doc_done(rq, t);
+    }
+    if (res.rc < 0) {
+        l3_http_fail_rc(rq, res.rc, L3_CTX_WRITE, &res.e);
+    } else if (res.status != 0) {
+        l3_http_fail(rq, res.status, res.error, "%s", res.detail);
+    } else {
+        size_t cap = res.value.len + 64;
+        char *p = h2o_mem_alloc_pool(&rq->req->pool, cap);
+        int n = snprintf(p, cap, "{\"value\":%.*s,\"version\":%" PRIu64 "}\n", (int)res.value.len,
+                         res.value.ptr, res.version);
+        l3_http_add_etag(rq->req, res.version);
+        l3_http_respond_write(rq, 200, L3_CT_JSON, h2o_iovec_init(p, (size_t)n));
+    }
+    l3_arr_free(&r, &res);
     return 0;
 }

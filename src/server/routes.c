@@ -47,6 +47,7 @@ typedef struct {
     const char *allow;
     route_fn fn;
     unsigned scope_r, scope_w; /* L3_SCOPE_* needed by read / write methods (0 = none) */
+    bool either;               /* scope_r or scope_w lets a request in (the handler decides) */
 } route_t;
 
 #define R(lit) lit, sizeof(lit) - 1
@@ -67,6 +68,8 @@ static const route_t routes[] = {
      L3_SCOPE_ADMIN, L3_SCOPE_ADMIN},
     {"backup", R("/admin/backup"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_backup,
      L3_SCOPE_ADMIN, L3_SCOPE_ADMIN},
+    {"batch", R("/batch"), false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_batch, L3_SCOPE_READ,
+     L3_SCOPE_WRITE, true},
     {"changes", R("/changes"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_changes,
      L3_SCOPE_READ, L3_SCOPE_READ},
     {"dashboard", R("/dashboard"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard, 0,
@@ -172,11 +175,10 @@ static bool peer_is_loopback(h2o_req_t *req)
     return l3_auth_is_loopback(&ss);
 }
 
-/* The access decision for route r and method class m: 0 to go on, 1 when a refusal was sent. */
-static int check_access(l3_rq_t *rq, const route_t *r, unsigned m)
+/* The access decision for scope `need`: 0 to go on, 1 when a refusal was sent. */
+static int decide(l3_rq_t *rq, unsigned need, bool answer)
 {
     h2o_req_t *req = rq->req;
-    unsigned need = (m & M_WRITE) ? r->scope_w : r->scope_r;
     ssize_t hi = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     h2o_iovec_t az = hi >= 0 ? req->headers.entries[hi].value : h2o_iovec_init(NULL, 0);
     const char *subject = rq->env->cert_subject != NULL ? rq->env->cert_subject(req->conn) : NULL;
@@ -184,9 +186,11 @@ static int check_access(l3_rq_t *rq, const route_t *r, unsigned m)
                                          peer_is_loopback(req), &rq->who, &rq->scopes);
     if (hi >= 0 && az.base == NULL)
         v = L3_AUTH_UNAUTHORIZED;
-    switch (v) {
-    case L3_AUTH_OK:
+    if (v == L3_AUTH_OK)
         return 0;
+    if (!answer)
+        return 1;
+    switch (v) {
     case L3_AUTH_PROTECTED:
         l3_http_fail(rq, 403, "protected_mode",
                      "no access tokens are configured, so only loopback clients are answered; configure "
@@ -200,12 +204,28 @@ static int check_access(l3_rq_t *rq, const route_t *r, unsigned m)
                             : "the Authorization header is not a known Bearer token (route needs '%s')",
                      l3_auth_scope_name(need));
         return 1;
-    case L3_AUTH_FORBIDDEN:
+    default:
         l3_http_fail(rq, 403, "forbidden", "token '%s' lacks the '%s' scope this request needs", rq->who,
                      l3_auth_scope_name(need));
         return 1;
     }
-    return 1;
+}
+
+/* The access decision for route r and method class m: 0 to go on, 1 when a refusal was sent.
+ * An `either` route lets the read or the write scope in; its handler asks for the one the
+ * request needs (l3_routes_require). */
+static int check_access(l3_rq_t *rq, const route_t *r, unsigned m)
+{
+    if (r->either && decide(rq, r->scope_r, false) == 0)
+        return 0;
+    return decide(rq, (m & M_WRITE) ? r->scope_w : r->scope_r, true);
+}
+
+int l3_routes_require(l3_rq_t *rq, unsigned need)
+{
+    if ((rq->scopes & need) == need)
+        return 0;
+    return decide(rq, need, true);
 }
 
 /* Runs when h2o frees the request (response complete or connection gone). */

@@ -29,7 +29,11 @@ int l3_routes_on_req(h2o_handler_t *self, h2o_req_t *req);
  *  none (404). *ret_rest is the part after a prefix entry's path (the key). */
 int l3_routes_match(const char *path, size_t len, h2o_iovec_t *ret_rest);
 /** A table entry's name ("kv", "list", "health", "metrics_text", "metrics", "dashboard",
- *  "checkpoint", "backup", "changes"), or NULL past the end. */
+ *  "checkpoint", "backup", "batch", "changes"), or NULL past the end. */
 const char *l3_routes_name(int idx);
+
+/** Inside a handler: does the request hold scope `need` (L3_SCOPE_*)? 0, or 1 after
+ *  answering 401 / 403 as the route check would. */
+int l3_routes_require(l3_rq_t *rq, unsigned need);
 
 #endif

@@ -564,6 +564,7 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
                                 .obs = my_obs,
                                 .wal_ring = s->wal_ring,
                                 .max_body_bytes = s->cfg.server.max_body_bytes,
+                                .max_batch_ops = s->cfg.server.max_batch_ops,
                                 .over_limit = conn_over_limit,
                                 .accept_queue = accept_queue,
                                 .accept_arg = s,

@@ -84,6 +84,11 @@ ROUTES = [
     ("GET", "/admin/checkpoint", None, "admin", {405}),
     ("GET", "/admin/backup", None, "admin", {200}),
     ("POST", "/admin/backup", None, "admin", {405}),
+    ("POST", "/batch", '{"ops":[{"op":"get","key":"present"}]}', "read", {200}),
+    ("POST", "/batch", '{"ops":[{"op":"put","key":"w-{n}","doc":{"x":1}}]}', "write", {200}),
+    ("POST", "/batch", '{"atomic":true,"compare":[{"key":"present","exists":true}],"success":[{"op":"get",'
+                       '"key":"present"}],"failure":[{"op":"delete","key":"absent-{n}"}]}', "write", {200}),
+    ("GET", "/batch", None, "read", {405}),
     ("GET", "/changes?since=now&timeout=0", None, "read", {200}),
     ("POST", "/changes", None, "read", {405}),
     ("GET", "/dashboard", None, None, {200}),
@@ -114,6 +119,17 @@ def test_route_scope_matrix(asrv, method, path, body, tok, expect):
         j = r.json()
         assert j["error"] == "forbidden"
         assert "scope" in j["detail"]
+
+
+def test_route_matrix_covers_every_route():
+    """Every path of the route table (src/server/routes.c) is in ROUTES above."""
+    import re
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "server", "routes.c")
+    with open(src) as f:
+        paths = set(re.findall(r'R\("([^"]+)"\)', f.read()))
+    covered = {p.split("?")[0] for (_m, p, _b, _n, _o) in ROUTES}
+    covered |= {"/kv/" for p in covered if p.startswith("/kv/")}  # the /kv/{key} prefix entry
+    assert paths and paths <= covered, paths - covered
 
 
 def test_forbidden_names_scope(asrv):
