@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -27,6 +28,15 @@ static const char *op_name(const l3_wal_rec_t *rec)
     if (rec->op == L3_WALOP_SET && (rec->flags & L3_WAL_RF_INCR))
         return "incr";
     return rec->op < L3_ARRAY_SIZE(names) ? names[rec->op] : "?";
+}
+
+/* A record's place in a transaction group (docs/wal.md 1.1), NULL outside one. */
+static const char *tx_name(uint8_t flags)
+{
+    if (!(flags & L3_WAL_RF_TX))
+        return NULL;
+    bool first = flags & L3_WAL_RF_TXFIRST, last = flags & L3_WAL_RF_TXLAST;
+    return first && last ? "only" : first ? "first" : last ? "last" : "part";
 }
 
 /* key as text, at most 64 bytes shown: JSON through the shared escaper (l3kv/json.h);
@@ -54,12 +64,18 @@ static void put_rec(FILE *out, uint64_t off, const l3_wal_rec_t *rec, int64_t le
                 "{\"offset\":%" PRIu64 ",\"len\":%" PRId64 ",\"op\":\"%s\",\"lsn\":%" PRIu64 ",\"key\":\"",
                 off, len, op_name(rec), rec->lsn);
         put_key(out, rec->key, rec->klen, 1);
-        fprintf(out, "\",\"payload_bytes\":%u}\n", rec->plen);
+        fprintf(out, "\",\"payload_bytes\":%u", rec->plen);
+        if (tx_name(rec->flags) != NULL)
+            fprintf(out, ",\"tx\":\"%s\"", tx_name(rec->flags));
+        fputs("}\n", out);
     } else {
         fprintf(out, "%12" PRIu64 " %8" PRId64 " %-6s lsn=%-12" PRIu64 " key=", off, len, op_name(rec),
                 rec->lsn);
         put_key(out, rec->key, rec->klen, 0);
-        fprintf(out, " payload=%u\n", rec->plen);
+        fprintf(out, " payload=%u", rec->plen);
+        if (tx_name(rec->flags) != NULL)
+            fprintf(out, " tx=%s", tx_name(rec->flags));
+        fputc('\n', out);
     }
 }
 

@@ -6,10 +6,13 @@ of the whole service in fsync mode (L3_BATCH_KILL_TRIALS trials, 3 here, 20 in t
 suite); transactions over overlapping keys in opposite orders never deadlock; failed
 compares run the failure branch; a failed write aborts the whole transaction; limits; the
 change feed shows a transaction's changes contiguously; a restart keeps every transaction."""
+import glob
 import json
 import os
 import random
+import shutil
 import signal
+import subprocess
 import threading
 import time
 
@@ -484,6 +487,28 @@ def test_transactions_survive_restarts():
         assert got == [404] * 10 + [200] * 10
     finally:
         s.stop()
+
+
+def test_inspector_shows_transaction_groups():
+    """l3kv-inspect wal marks the records of a transaction group (first, part, last, only)."""
+    inspect = os.path.join(os.path.dirname(os.environ["L3KV_BIN"]), "..", "..", "tools", "l3kv-inspect",
+                           "l3kv-inspect")
+    s = Server(workers=1)
+    try:
+        batch(s, {"atomic": True, "success": [{"op": "put", "key": "ig-%d" % i, "doc": i} for i in range(3)]})
+        batch(s, {"atomic": True, "success": [{"op": "put", "key": "ig-one", "doc": 1}]})
+        batch(s, {"ops": [{"op": "put", "key": "ig-plain", "doc": 1}]})
+    finally:
+        s.stop(keep_dir=True)
+    got = []
+    for seg in sorted(glob.glob(os.path.join(s.dir, "data", "data.wal.[0-9]*"))):
+        p = subprocess.run([inspect, "--json", "wal", seg], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        got += [(j["key"], j.get("tx")) for j in map(json.loads, p.stdout.splitlines())
+                if not j.get("summary") and j.get("key", "").startswith("ig-")]
+    shutil.rmtree(s.dir, ignore_errors=True)
+    assert got == [("ig-0", "first"), ("ig-1", "part"), ("ig-2", "last"), ("ig-one", "only"),
+                   ("ig-plain", None)], got
 
 
 def test_transfers_across_service_sigkill_fsync():
