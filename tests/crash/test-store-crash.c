@@ -13,7 +13,9 @@
  *    as argv[1], runs it at the end) must find nothing: allocator, free lists, index, every
  *    document verified, no leaked block;
  *  - every document must satisfy its invariant (it is fully before or fully after);
- *  - operations on every key must complete (lock timeout 2 s: a leaked lock fails).
+ *  - operations on every key must complete (lock timeout 2 s: a leaked lock fails);
+ *  - multi-key transactions (txn.c) move amounts between NTX counters, some also changing a
+ *    large document: the counters' sum never changes (a transaction is whole or absent).
  * Bounded by L3_CRASH_TRIALS (default 150) and L3_CRASH_SECONDS (default 25); L3_SLOW_SECONDS,
  * when smaller, caps the time (the bounded run of the slow suite).
  */
@@ -87,11 +89,68 @@ static int copy_hook(void *ctx, const l3_wal_rec_t *rec)
     return 0;
 }
 
+#define NTX 6
+
+static int copy_group(void *ctx, const l3_wal_rec_t *recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        copy_hook(ctx, &recs[i]);
+    return 0;
+}
+
+/* Move an amount between two counters, sometimes also bumping a large document's counter,
+ * in one transaction. */
+static int transfer(l3_store_t *st, uint64_t *rs)
+{
+    char k[3][8];
+    int x = (int)(t_rand(rs) % NTX), y = (int)(t_rand(rs) % NTX);
+    snprintf(k[0], sizeof k[0], "T%d", x);
+    snprintf(k[1], sizeof k[1], "T%d", y);
+    snprintf(k[2], sizeof k[2], "L%d", (int)(t_rand(rs) % NDOCS));
+    const void *kp[3] = {k[0], k[1], k[2]};
+    size_t kl[3] = {2, 2, 2};
+    size_t n = t_rand(rs) % 4 == 0 ? 3 : 2;
+    l3_store_txn_t *t = NULL;
+    int rc = l3_store_txn_begin(st, kp, kl, n, 0, &t);
+    if (rc < 0)
+        return rc;
+    int64_t amount = (int64_t)(t_rand(rs) % 50) + 1;
+    rc = l3_store_txn_incr(t, k[0], 2, "/n", 2, 0, -amount, NULL, NULL);
+    if (rc == 0)
+        rc = l3_store_txn_incr(t, k[1], 2, "/n", 2, 0, amount, NULL, NULL);
+    if (rc == 0 && n == 3)
+        rc = l3_store_txn_incr(t, k[2], 2, "/counter", 8, 0, 1, NULL, NULL);
+    if (rc < 0) {
+        l3_store_txn_abort(t);
+        return rc;
+    }
+    return l3_store_txn_commit(t);
+}
+
+static int64_t tx_sum(l3_store_t *st)
+{
+    int64_t sum = 0;
+    for (int i = 0; i < NTX; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "T%d", i);
+        l3_buf_t b = {0};
+        if (l3_store_get_json(st, key, 2, "/n", 2, 0, &b, NULL) != 0 || l3_buf_reserve(&b, 1) < 0) {
+            free(b.ptr);
+            return INT64_MIN;
+        }
+        b.ptr[b.len] = 0;
+        sum += strtoll(b.ptr, NULL, 10);
+        free(b.ptr);
+    }
+    return sum;
+}
+
 static void worker(l3_store_t *st, uint64_t seed)
 {
     if (l3_store_proc_register(st, L3_STORE_ROLE_WORKER, NULL) != 0)
         _exit(3);
     l3_store_set_wal_hook(st, copy_hook, NULL);
+    l3_store_set_wal_group_hook(st, copy_group, NULL);
     uint64_t rs = seed;
     static char sbuf[400000];
     memset(sbuf, 'f', sizeof(sbuf));
@@ -100,9 +159,11 @@ static void worker(l3_store_t *st, uint64_t seed)
         int d = (int)(t_rand(&rs) % NDOCS);
         snprintf(key, sizeof(key), "L%d", d);
         int64_t gen = (int64_t)(t_rand(&rs) % 1000000) + 1;
-        int op = (int)(t_rand(&rs) % 100);
+        int op = (int)(t_rand(&rs) % 120);
         int rc = 0;
-        if (op < 20) {
+        if (op >= 100) {
+            rc = transfer(st, &rs);
+        } else if (op < 20) {
             variant_t *v = &variants[d][t_rand(&rs) % NVARIANTS];
             rc = l3_store_put_bin(st, key, 2, v->bin, v->len, 0, NULL, NULL);
         } else if (op < 35) {
@@ -217,6 +278,11 @@ int main(int argc, char **argv)
         snprintf(key, sizeof(key), "L%d", d);
         CHECK_EQ_INT(l3_store_put_bin(st, key, 2, variants[d][0].bin, variants[d][0].len, 0, NULL, NULL), 0);
     }
+    for (int i = 0; i < NTX; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "T%d", i);
+        CHECK_EQ_INT(sth_put(st, key, "{\"n\":1000}"), 0);
+    }
     uint64_t t_end = l3_now_ns() + (uint64_t)(seconds * 1e9);
     int done = 0;
     for (; done < trials && l3_now_ns() < t_end && t_failures == 0; done++) {
@@ -248,6 +314,11 @@ int main(int argc, char **argv)
                 CHECK(l3_store_proc_reap(st, pids[w]) >= 0);
         for (int d = 0; d < NDOCS; d++)
             CHECK(doc_ok(st, d));
+        int64_t sum = tx_sum(st);
+        if (sum != 1000 * NTX) {
+            fprintf(stderr, "trial %d: the transfers' counters sum to %" PRId64 "\n", done, sum);
+            CHECK(0);
+        }
         for (int k = 0; k < 16; k++) {
             char key[16];
             snprintf(key, sizeof(key), "S%d", k);

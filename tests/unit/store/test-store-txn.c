@@ -32,7 +32,8 @@ static int cap_group(void *ctx, const l3_wal_rec_t *recs, size_t n)
         caprec_t *c = &cap[ncap++];
         c->buf = malloc(recs[i].klen + recs[i].plen + 8);
         memcpy(c->buf, recs[i].key, recs[i].klen);
-        memcpy(c->buf + recs[i].klen, recs[i].payload, recs[i].plen);
+        if (recs[i].plen > 0)
+            memcpy(c->buf + recs[i].klen, recs[i].payload, recs[i].plen);
         c->rec = recs[i];
         c->rec.key = c->buf;
         c->rec.payload = c->buf + recs[i].klen;

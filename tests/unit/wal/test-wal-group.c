@@ -142,6 +142,7 @@ static void test_ring_and_feed(void)
         consume_all(r);
         head = atomic_load(&r->sh->rh_head);
     }
+    l3_wal_ring_detach(r);
 }
 
 /* ---------------------------------------------------------------- replay */
