@@ -156,6 +156,13 @@ static int on_put(l3_rq_t *rq, h2o_iovec_t key)
     uint64_t if_match;
     if (resolve_if_match(rq, key, &if_match))
         return 0;
+    h2o_iovec_t inm = l3_http_header(req, H2O_TOKEN_IF_NONE_MATCH);
+    if (inm.base != NULL) {
+        if (if_match != 0 || inm.len != 1 || inm.base[0] != '*')
+            return l3_http_fail(rq, 400, "bad_value",
+                                "PUT takes If-None-Match: * alone (create only), not with If-Match");
+        if_match = L3_STORE_IF_ABSENT;
+    }
     uint64_t lsn = 0;
     l3_doc_error_t err = {0, NULL};
     int rc;
@@ -177,6 +184,8 @@ static int on_put(l3_rq_t *rq, h2o_iovec_t key)
             l3_store_put_json(st, key.base, key.len, req->entity.base, req->entity.len, if_match, &lsn, &err);
     }
     l3_http_doc_done(rq, t);
+    if (rc == -EEXIST)
+        return l3_http_fail(rq, 412, "precondition_failed", "If-None-Match: * given but the document exists");
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, &err);
     return ok_version(rq, 200, lsn);

@@ -228,6 +228,8 @@ static int check_match(const opctx_t *c, uint64_t if_match)
 {
     if (if_match == 0)
         return 0;
+    if (if_match == L3_STORE_IF_ABSENT)
+        return c->entry ? -EEXIST : 0;
     if (!c->entry)
         return -ENOENT;
     return l3_doc_lsn(c->doc) == if_match ? 0 : -ESTALE;
