@@ -92,10 +92,14 @@ static int on_get(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
 
 static int ok_version(l3_rq_t *rq, int status, uint64_t lsn)
 {
+    static const char head[] = "{\"ok\":true,\"version\":";
     char *p = h2o_mem_alloc_pool(&rq->req->pool, 48);
-    int n = snprintf(p, 48, "{\"ok\":true,\"version\":%" PRIu64 "}\n", lsn);
+    memcpy(p, head, sizeof(head) - 1);
+    size_t n = sizeof(head) - 1 + l3_http_u64_dec(p + sizeof(head) - 1, lsn);
+    p[n++] = '}';
+    p[n++] = '\n';
     l3_http_add_etag(rq->req, lsn);
-    l3_http_respond_write(rq, status, L3_CT_JSON, h2o_iovec_init(p, (size_t)n));
+    l3_http_respond_write(rq, status, L3_CT_JSON, h2o_iovec_init(p, n));
     return 0;
 }
 
