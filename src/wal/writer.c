@@ -382,7 +382,7 @@ static void pick_covered(const uint64_t *seqs, const int64_t *sizes, int n, uint
         del[i] = 0;
         if (seqs[i] >= below || seqs[i] == cur || sizes[i] < 0)
             continue;
-        if (!full && kept + (uint64_t)sizes[i] <= retain) {
+        if (!full && retain > 0 && kept + (uint64_t)sizes[i] <= retain) {
             kept += (uint64_t)sizes[i];
             continue;
         }
