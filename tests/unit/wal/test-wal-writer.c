@@ -40,6 +40,17 @@ static int append(l3_wal_ring_t *r, uint64_t lsn)
     return l3_wal_hook(r, &rec);
 }
 
+/* append lsn lo..hi, waiting out a full ring */
+static void append_all(l3_wal_ring_t *r, uint64_t lo, uint64_t hi)
+{
+    for (uint64_t i = lo; i <= hi; i++) {
+        int rc;
+        while ((rc = append(r, i)) == -EAGAIN) {
+        }
+        CHECK_EQ_INT(rc, 0);
+    }
+}
+
 /* replay must give exactly lsn 1..n in order with the appended contents */
 static void check_replay(uint64_t n)
 {
@@ -442,12 +453,7 @@ static void test_short_writes(l3_wal_durability_t mode)
     l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
     l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = mode};
     pid_t w = walt_writer(&o, setup_short);
-    for (uint64_t i = 1; i <= N; i++) {
-        int rc;
-        while ((rc = append(r, i)) == -EAGAIN) {
-        }
-        CHECK_EQ_INT(rc, 0);
-    }
+    append_all(r, 1, N);
     CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
     l3_wal_stats_t s;
     l3_wal_ring_stats(r, &s);
@@ -502,22 +508,12 @@ static void test_checkpoint_retention(void)
                               .segment_bytes = 64 * 1024,
                               .retain_bytes = 200 * 1024};
     pid_t w = walt_writer(&o, NULL);
-    for (uint64_t i = 1; i <= N; i++) {
-        int rc;
-        while ((rc = append(r, i)) == -EAGAIN) {
-        }
-        CHECK_EQ_INT(rc, 0);
-    }
+    append_all(r, 1, N);
     CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
     uint64_t seq = 0;
     CHECK_EQ_INT(l3_wal_checkpoint_begin(r, 10000, &seq), 0);
     CHECK(count_segments() >= 6);
-    for (uint64_t i = N + 1; i <= N + 100; i++) {
-        int rc;
-        while ((rc = append(r, i)) == -EAGAIN) {
-        }
-        CHECK_EQ_INT(rc, 0);
-    }
+    append_all(r, N + 1, N + 100);
     CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
     l3_wal_checkpoint_commit(r, seq);
     uint64_t *seqs = NULL, kept = 0;
@@ -564,12 +560,7 @@ static void test_rotation_checkpoint(void)
     l3_wal_writer_opts_t o = {
         .ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED, .segment_bytes = 256 * 1024};
     pid_t w = walt_writer(&o, NULL);
-    for (uint64_t i = 1; i <= N / 2; i++) {
-        int rc;
-        while ((rc = append(r, i)) == -EAGAIN) {
-        }
-        CHECK_EQ_INT(rc, 0);
-    }
+    append_all(r, 1, N / 2);
     CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
     uint64_t seq = 0;
     CHECK_EQ_INT(l3_wal_checkpoint_begin(r, 10000, &seq), 0);
@@ -579,12 +570,7 @@ static void test_rotation_checkpoint(void)
     int n = l3_wal__list_segments(base, &seqs);
     CHECK(n > 0 && seqs[0] == 5 && seqs[n - 1] == seq);
     free(seqs);
-    for (uint64_t i = N / 2 + 1; i <= N; i++) {
-        int rc;
-        while ((rc = append(r, i)) == -EAGAIN) {
-        }
-        CHECK_EQ_INT(rc, 0);
-    }
+    append_all(r, N / 2 + 1, N);
     CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
     /* everything below seq is in older segments: replay from seq sees only later records */
     walt_log_t l = {0};
