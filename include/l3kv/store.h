@@ -194,8 +194,10 @@ int l3_store_get_bin(l3_store_t *st, const void *key, size_t klen, uint8_t **ret
 int l3_store_get_lsn(l3_store_t *st, const void *key, size_t klen, uint64_t *ret_lsn);
 
 /* ---------------------------------------------------------------- writing
- * if_match: 0 = unconditional; otherwise the document must exist with exactly this LSN
+ * if_match: 0 = unconditional; L3_STORE_IF_ABSENT = the key must not exist (-EEXIST if it
+ * does; create-only PUT); otherwise the document must exist with exactly this LSN
  * (-ESTALE if it differs, -ENOENT if absent). ret_lsn (may be NULL) gets the new LSN. */
+#define L3_STORE_IF_ABSENT UINT64_MAX /* no LSN reaches it */
 
 /** Store a JSON document (parsed outside the lock). 0; L3_ESYNTAX/L3_EDEPTH with *err (may be NULL). */
 int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen,

@@ -338,11 +338,15 @@ typedef struct {
     l3_wal_durability_t durability;
     unsigned flush_interval_ms; /* buffered mode: periodic fdatasync; 0 = only on demand */
     uint64_t segment_bytes;     /* rotate after this many bytes; 0 = 64 MiB */
-    uint32_t batch_bytes;       /* largest single write; 0 = 1 MiB */
-    unsigned abort_check_ms;    /* a reservation stuck this long gets a liveness check; 0 = 50 */
-    unsigned queue_depth;       /* io_uring entries; 0 = 8 */
-    volatile int *stop;         /* optional: non-zero requests drain-and-exit */
-    int install_signals;        /* non-zero: SIGTERM/SIGINT request drain-and-exit */
+    /* closed segments a checkpoint covers are kept, newest first, while their sizes sum to at
+     * most this many bytes (older log for readers; recovery still starts at the snapshot's
+     * segment); 0 = delete every covered segment */
+    uint64_t retain_bytes;
+    uint32_t batch_bytes;    /* largest single write; 0 = 1 MiB */
+    unsigned abort_check_ms; /* a reservation stuck this long gets a liveness check; 0 = 50 */
+    unsigned queue_depth;    /* io_uring entries; 0 = 8 */
+    volatile int *stop;      /* optional: non-zero requests drain-and-exit */
+    int install_signals;     /* non-zero: SIGTERM/SIGINT request drain-and-exit */
     /* optional: receives each event line (no newline); severity L3_WAL_LOG_*. NULL =
      * "l3kv-wal-writer: <line>" on stderr */
     void (*log)(int severity, const char *line);

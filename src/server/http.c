@@ -78,11 +78,26 @@ void l3_http_adopt(h2o_req_t *req, void *buf)
     *holder = buf;
 }
 
+size_t l3_http_u64_dec(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
 void l3_http_add_etag(h2o_req_t *req, uint64_t lsn)
 {
     char *p = h2o_mem_alloc_pool(&req->pool, 24);
-    int n = snprintf(p, 24, "\"%" PRIu64 "\"", lsn);
-    l3_http_add_header(req, H2O_TOKEN_ETAG, p, (size_t)n);
+    p[0] = '"';
+    size_t n = 1 + l3_http_u64_dec(p + 1, lsn);
+    p[n++] = '"';
+    l3_http_add_header(req, H2O_TOKEN_ETAG, p, n);
 }
 
 void l3_http_doc_done(l3_rq_t *rq, uint64_t t_start)

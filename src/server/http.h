@@ -80,6 +80,8 @@ h2o_iovec_t l3_http_media_type(h2o_req_t *req, h2o_iovec_t v);
 /** Parse the request's query string (values in the request pool). 0 or -1 (malformed escape). */
 int l3_http_query(h2o_req_t *req, l3_query_t *q);
 
+/** Write v in decimal to out (room for 20 characters, no NUL); returns the length. */
+size_t l3_http_u64_dec(char *out, uint64_t v);
 void l3_http_add_etag(h2o_req_t *req, uint64_t lsn);
 /** Hand a malloc'd buffer to the request: freed when the request is done. */
 void l3_http_adopt(h2o_req_t *req, void *buf);

@@ -284,6 +284,8 @@ int l3_route_backup(l3_rq_t *rq, h2o_iovec_t unused)
     if (parse_rate(req, &rate) < 0)
         return l3_http_fail(rq, 400, "bad_value", "rate_mib must be 0..%u (MiB/s, 0 = unthrottled)",
                             BACKUP_MAX_RATE);
+    if (req->conn == NULL || req->conn->ctx == NULL) /* a request replayed without a connection */
+        return l3_http_fail(rq, 503, "unavailable", "a backup streams only on a client connection");
     backup_t *b = h2o_mem_alloc_shared(&req->pool, sizeof *b, backup_dispose);
     memset(b, 0, sizeof *b);
     b->rate = rate;

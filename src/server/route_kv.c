@@ -92,10 +92,14 @@ static int on_get(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
 
 static int ok_version(l3_rq_t *rq, int status, uint64_t lsn)
 {
+    static const char head[] = "{\"ok\":true,\"version\":";
     char *p = h2o_mem_alloc_pool(&rq->req->pool, 48);
-    int n = snprintf(p, 48, "{\"ok\":true,\"version\":%" PRIu64 "}\n", lsn);
+    memcpy(p, head, sizeof(head) - 1);
+    size_t n = sizeof(head) - 1 + l3_http_u64_dec(p + sizeof(head) - 1, lsn);
+    p[n++] = '}';
+    p[n++] = '\n';
     l3_http_add_etag(rq->req, lsn);
-    l3_http_respond_write(rq, status, L3_CT_JSON, h2o_iovec_init(p, (size_t)n));
+    l3_http_respond_write(rq, status, L3_CT_JSON, h2o_iovec_init(p, n));
     return 0;
 }
 
@@ -156,6 +160,13 @@ static int on_put(l3_rq_t *rq, h2o_iovec_t key)
     uint64_t if_match;
     if (resolve_if_match(rq, key, &if_match))
         return 0;
+    h2o_iovec_t inm = l3_http_header(req, H2O_TOKEN_IF_NONE_MATCH);
+    if (inm.base != NULL) {
+        if (if_match != 0 || inm.len != 1 || inm.base[0] != '*')
+            return l3_http_fail(rq, 400, "bad_value",
+                                "PUT takes If-None-Match: * alone (create only), not with If-Match");
+        if_match = L3_STORE_IF_ABSENT;
+    }
     uint64_t lsn = 0;
     l3_doc_error_t err = {0, NULL};
     int rc;
@@ -177,6 +188,8 @@ static int on_put(l3_rq_t *rq, h2o_iovec_t key)
             l3_store_put_json(st, key.base, key.len, req->entity.base, req->entity.len, if_match, &lsn, &err);
     }
     l3_http_doc_done(rq, t);
+    if (rc == -EEXIST)
+        return l3_http_fail(rq, 412, "precondition_failed", "If-None-Match: * given but the document exists");
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, &err);
     return ok_version(rq, 200, lsn);

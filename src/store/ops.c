@@ -138,11 +138,23 @@ uint64_t l3_store__next_lsn(l3_store_t *st, uint64_t replay_lsn)
     return __atomic_add_fetch(&st->hdr->ah_lsn, 1, __ATOMIC_ACQ_REL);
 }
 
-/* Capacity to give a document of `len` bytes: room to grow in place. */
+/* Capacity to give a document of `len` bytes that has just been compacted, or that is
+ * large: room to grow in place. */
 static uint64_t doc_cap_for(uint64_t len)
 {
     uint64_t slack = L3_MIN(len / 4, (uint64_t)1 << 20);
     return L3_ALIGN_UP(len + slack + 64, (uint64_t)16);
+}
+
+/* Capacity to give a document stored by a PUT. Below L3_DOC_TIGHT_BYTES the document gets
+ * no growth room: most small documents are never changed in place, copying one is cheaper
+ * than the room (a quarter of it) every key would carry, and the first change that does not
+ * fit moves it to a block with room (grow_apply). Larger documents keep the room, so an
+ * in-place change of a big document does not copy it. */
+#define L3_DOC_TIGHT_BYTES 4096u
+static uint64_t doc_cap_fresh(uint64_t len)
+{
+    return len < L3_DOC_TIGHT_BYTES ? L3_ALIGN_UP(len, (uint64_t)16) : doc_cap_for(len);
 }
 
 /* Make `newdoc` (a block allocated in this transaction) the document of the entry. */
@@ -183,7 +195,7 @@ static int insert_key(l3_store_t *st, opctx_t *c, const void *key, size_t klen, 
 int l3_store__store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf,
                         size_t len, uint64_t lsn)
 {
-    uint64_t cap = doc_cap_for(len), off, got;
+    uint64_t cap = doc_cap_fresh(len), off, got;
     int rc = l3_store__alloc(st, cap, &off, &got);
     if (rc < 0)
         return rc;
@@ -203,6 +215,8 @@ static int check_match(const opctx_t *c, uint64_t if_match)
 {
     if (if_match == 0)
         return 0;
+    if (if_match == L3_STORE_IF_ABSENT)
+        return c->entry ? -EEXIST : 0;
     if (!c->entry)
         return -ENOENT;
     return l3_doc_lsn(c->doc) == if_match ? 0 : -ESTALE;

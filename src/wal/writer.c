@@ -21,7 +21,8 @@
  *        |   --(fdatasync failed)--> FAILSTOP (sticky: no more writes, no more acks)
  *        |
  *        +--(size >= segment_bytes, or checkpoint rotation)--> fdatasync -> CLOSED
- *   CLOSED --(checkpoint commit: seq < rh_delete_below)--> unlink -> dir fsync
+ *   CLOSED --(checkpoint commit: seq < rh_delete_below, and not among the newest covered
+ *             segments that fit opts.retain_bytes)--> unlink -> dir fsync
  *
  * The main loop (run_loop) takes these steps once per pass: step_segment (create the ACTIVE
  * segment), step_rotate (ACTIVE -> CLOSED), delete_covered, hold_batch (buffered mode: sleep
@@ -370,6 +371,38 @@ static int seg_close(wr_t *w)
     return 0;
 }
 
+/* Covered segments (seq < below, not the active one) to delete: all but the newest ones whose
+ * sizes sum to at most retain_bytes. seqs is ascending; sizes[i] = -1 when stat failed. */
+static void pick_covered(const uint64_t *seqs, const int64_t *sizes, int n, uint64_t below, uint64_t cur,
+                         uint64_t retain, uint8_t *del)
+{
+    uint64_t kept = 0;
+    int full = 0;
+    for (int i = n; i-- > 0;) {
+        del[i] = 0;
+        if (seqs[i] >= below || seqs[i] == cur || sizes[i] < 0)
+            continue;
+        if (!full && retain > 0 && kept + (uint64_t)sizes[i] <= retain) {
+            kept += (uint64_t)sizes[i];
+            continue;
+        }
+        full = 1; /* once one does not fit, every older one goes: the kept range has no gap */
+        del[i] = 1;
+    }
+}
+
+static int covered_sizes(wr_t *w, const uint64_t *seqs, int n, int64_t *sizes)
+{
+    for (int i = 0; i < n; i++) {
+        char name[4096];
+        struct stat st;
+        sizes[i] = -1;
+        if (l3_wal__seg_name(name, sizeof name, w->o->wal_path, seqs[i]) == 0 && stat(name, &st) == 0)
+            sizes[i] = (int64_t)st.st_size;
+    }
+    return 0;
+}
+
 static void delete_covered(wr_t *w)
 {
     uint64_t below = atomic_load(&w->sh->rh_delete_below);
@@ -378,21 +411,28 @@ static void delete_covered(wr_t *w)
     w->deleted_below = below;
     uint64_t *seqs = NULL;
     int n = l3_wal__list_segments(w->o->wal_path, &seqs);
+    int64_t *sizes = n > 0 ? calloc((size_t)n, sizeof *sizes) : NULL;
+    uint8_t *del = n > 0 ? calloc((size_t)n, 1) : NULL;
     int removed = 0;
-    for (int i = 0; i < n; i++) {
-        if (seqs[i] >= below || seqs[i] == w->seg_seq)
-            continue;
+    if (n > 0 && sizes && del) {
+        covered_sizes(w, seqs, n, sizes);
+        pick_covered(seqs, sizes, n, below, w->seg_seq, w->o->retain_bytes, del);
+    }
+    for (int i = 0; del && i < n; i++) {
         char name[4096];
-        struct stat st;
-        if (l3_wal__seg_name(name, sizeof name, w->o->wal_path, seqs[i]) < 0)
+        if (!del[i] || l3_wal__seg_name(name, sizeof name, w->o->wal_path, seqs[i]) < 0)
             continue;
-        if (stat(name, &st) == 0 && l3_wal_shim.unlink(name) == 0) {
+        if (l3_wal_shim.unlink(name) == 0) {
             uint64_t cur = atomic_load(&w->sh->rh_st_disk_bytes);
-            uint64_t sz = (uint64_t)st.st_size;
+            uint64_t sz = (uint64_t)sizes[i];
             atomic_store(&w->sh->rh_st_disk_bytes, cur > sz ? cur - sz : 0);
             removed++;
         }
     }
+    if (n > 0 && (!sizes || !del))
+        w->deleted_below = 0; /* out of memory: retried at the next checkpoint or pass */
+    free(sizes);
+    free(del);
     free(seqs);
     struct stat lst;
     if (removed && stat(w->o->wal_path, &lst) != 0) { /* the link named a deleted segment */

@@ -186,6 +186,31 @@ def test_etag_conditionals(srv, session):
     assert session.get(u, headers={"If-None-Match": "*"}).status_code == 304
 
 
+def test_create_only_put(srv, session):
+    u = srv.url("/kv/" + k())
+    r = session.put(u, data='{"v":1}', headers={"If-None-Match": "*"})
+    assert r.status_code == 200, r.text
+    e1 = r.headers["ETag"]
+    err(session.put(u, data='{"v":2}', headers={"If-None-Match": "*"}), 412, "precondition_failed")
+    err(session.put(u, data='{"v":2}', headers={"If-None-Match": e1}), 400, "bad_value")
+    err(session.put(u, data='{"v":2}', headers={"If-None-Match": "*", "If-Match": e1}), 400, "bad_value")
+    r = session.get(u)
+    assert r.json() == {"v": 1} and r.headers["ETag"] == e1
+    # of concurrent creates of one key exactly one succeeds, and its body is the stored one
+    import concurrent.futures
+    u2 = srv.url("/kv/" + k())
+
+    def create(i):
+        with requests.Session() as s:
+            return i, s.put(u2, data='{"writer":%d}' % i, headers={"If-None-Match": "*"}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        codes = list(ex.map(create, range(16)))
+    won = [i for i, c in codes if c == 200]
+    assert len(won) == 1 and all(c in (200, 412) for _, c in codes), codes
+    assert session.get(u2).json() == {"writer": won[0]}
+
+
 def test_merge_patch(srv, session):
     key = k()
     u = srv.url("/kv/" + key)

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-server.c - the server's pure parts: query and integer parsing, ETag matching,
- * media types, which route a path reaches, and the JSON error bodies.
+ * the decimal writer of versions, media types, which route a path reaches, and the JSON error bodies.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 
 #include "errmap.h"
 #include "framing.h"
@@ -131,6 +133,18 @@ static void test_etag(void)
     CHECK_EQ_INT(M("", 5, true), 0);
     CHECK_EQ_INT(M(",,, ,", 5, true), 0);
 #undef M
+}
+
+static void test_u64_dec(void)
+{
+    static const uint64_t vals[] = {0, 7, 9, 10, 99, 100, 12345, 4294967296ULL, UINT64_MAX};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        char got[24], want[24];
+        size_t n = l3_http_u64_dec(got, vals[i]);
+        got[n] = 0;
+        snprintf(want, sizeof(want), "%" PRIu64, vals[i]);
+        CHECK_EQ_STR(got, want);
+    }
 }
 
 static void test_media_type(void)
@@ -299,6 +313,7 @@ int main(void)
     test_key_decode();
     test_numbers();
     test_etag();
+    test_u64_dec();
     test_media_type();
     test_routing();
     test_framing();

@@ -40,6 +40,17 @@ static int append(l3_wal_ring_t *r, uint64_t lsn)
     return l3_wal_hook(r, &rec);
 }
 
+/* append lsn lo..hi, waiting out a full ring */
+static void append_all(l3_wal_ring_t *r, uint64_t lo, uint64_t hi)
+{
+    for (uint64_t i = lo; i <= hi; i++) {
+        int rc;
+        while ((rc = append(r, i)) == -EAGAIN) {
+        }
+        CHECK_EQ_INT(rc, 0);
+    }
+}
+
 /* replay must give exactly lsn 1..n in order with the appended contents */
 static void check_replay(uint64_t n)
 {
@@ -442,12 +453,7 @@ static void test_short_writes(l3_wal_durability_t mode)
     l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
     l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = mode};
     pid_t w = walt_writer(&o, setup_short);
-    for (uint64_t i = 1; i <= N; i++) {
-        int rc;
-        while ((rc = append(r, i)) == -EAGAIN) {
-        }
-        CHECK_EQ_INT(rc, 0);
-    }
+    append_all(r, 1, N);
     CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
     l3_wal_stats_t s;
     l3_wal_ring_stats(r, &s);
@@ -489,6 +495,62 @@ static void test_writer_restart(uint64_t *seed)
     l3_wal_ring_detach(r);
 }
 
+/* retain_bytes: a checkpoint keeps the newest covered segments that fit the budget, deletes
+ * the older ones, and replay from the snapshot's segment still sees only later records */
+static void test_checkpoint_retention(void)
+{
+    enum { N = 4000 };
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r,
+                              .wal_path = base,
+                              .durability = L3_WAL_BUFFERED,
+                              .segment_bytes = 64 * 1024,
+                              .retain_bytes = 200 * 1024};
+    pid_t w = walt_writer(&o, NULL);
+    append_all(r, 1, N);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    uint64_t seq = 0;
+    CHECK_EQ_INT(l3_wal_checkpoint_begin(r, 10000, &seq), 0);
+    CHECK(count_segments() >= 6);
+    append_all(r, N + 1, N + 100);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    l3_wal_checkpoint_commit(r, seq);
+    uint64_t *seqs = NULL, kept = 0;
+    int n = 0;
+    for (int t = 0; t < 1000; t++) { /* the writer unlinks one file after the other */
+        free(seqs);
+        seqs = NULL;
+        n = l3_wal__list_segments(base, &seqs);
+        kept = 0;
+        for (int i = 0; i < n; i++) {
+            char name[4096];
+            struct stat st;
+            if (seqs[i] < seq && l3_wal__seg_name(name, sizeof name, base, seqs[i]) == 0 &&
+                stat(name, &st) == 0)
+                kept += (uint64_t)st.st_size;
+        }
+        if (kept <= o.retain_bytes)
+            break;
+        usleep(5000);
+    }
+    CHECK(n > 0 && seqs[0] > 1 && seqs[0] < seq); /* older ones deleted, some covered kept */
+    CHECK(kept > 0 && kept <= o.retain_bytes);
+    for (int i = 1; i < n; i++)
+        CHECK(seqs[i] == seqs[i - 1] + 1); /* the kept range has no gap */
+    /* one more covered segment would not have fitted */
+    char prev[4096];
+    CHECK(l3_wal__seg_name(prev, sizeof prev, base, seqs[0] - 1) == 0 && access(prev, F_OK) != 0);
+    free(seqs);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    walt_log_t l = {0};
+    l3_wal_replay_report_t rep;
+    CHECK_EQ_INT(l3_wal_replay_from(base, seq, walt_collect, &l, &rep), 0);
+    CHECK(l.n >= 100 && l.n < N && l.v[l.n - 1].lsn == N + 100);
+    walt_log_free(&l);
+    l3_wal_ring_detach(r);
+}
+
 static void test_rotation_checkpoint(void)
 {
     enum { N = 4000 };
@@ -498,12 +560,7 @@ static void test_rotation_checkpoint(void)
     l3_wal_writer_opts_t o = {
         .ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED, .segment_bytes = 256 * 1024};
     pid_t w = walt_writer(&o, NULL);
-    for (uint64_t i = 1; i <= N / 2; i++) {
-        int rc;
-        while ((rc = append(r, i)) == -EAGAIN) {
-        }
-        CHECK_EQ_INT(rc, 0);
-    }
+    append_all(r, 1, N / 2);
     CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
     uint64_t seq = 0;
     CHECK_EQ_INT(l3_wal_checkpoint_begin(r, 10000, &seq), 0);
@@ -513,12 +570,7 @@ static void test_rotation_checkpoint(void)
     int n = l3_wal__list_segments(base, &seqs);
     CHECK(n > 0 && seqs[0] == 5 && seqs[n - 1] == seq);
     free(seqs);
-    for (uint64_t i = N / 2 + 1; i <= N; i++) {
-        int rc;
-        while ((rc = append(r, i)) == -EAGAIN) {
-        }
-        CHECK_EQ_INT(rc, 0);
-    }
+    append_all(r, N / 2 + 1, N);
     CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
     /* everything below seq is in older segments: replay from seq sees only later records */
     walt_log_t l = {0};
@@ -574,6 +626,7 @@ int main(void)
     test_short_writes(L3_WAL_FSYNC);
     test_writer_restart(&seed);
     test_rotation_checkpoint();
+    test_checkpoint_retention();
     t_rmtree(d);
     free(d);
     return t_done();
