@@ -19,7 +19,7 @@
  * by the document parser (numbers and strings kept exactly, its depth limit applies) and
  * each value handed on is its JSON text.
  * Access: the route needs the read or the write scope; a batch with a write operation (in
- * any branch) needs write (routes.c decides the first, l3_routes_require the second).
+ * any branch) needs write (routes.c decides the first, l3_scope_require the second).
  * Bounds: server.max_body_bytes for the body and for the results (a read whose document
  * would pass it gets its own 413); server.max_batch_ops operations and compares; a
  * transaction's keys, undo bytes and WAL group as txn.c and the WAL allow (413 beyond).
@@ -35,7 +35,7 @@
 #include "auth.h"
 #include "l3kv/error.h"
 #include "route.h"
-#include "routes.h"
+#include "scope.h"
 
 #define BATCH_DEFAULT_OPS 1000u
 #define BATCH_DETAIL 256u
@@ -623,7 +623,7 @@ int l3_route_batch(l3_rq_t *rq, h2o_iovec_t unused)
     shape_t sh;
     if (check_shape(&b, &sh) != 0)
         return 0;
-    if (l3_routes_require(rq, sh.writes ? L3_SCOPE_WRITE : L3_SCOPE_READ) != 0)
+    if (l3_scope_require(rq, sh.writes ? L3_SCOPE_WRITE : L3_SCOPE_READ) != 0)
         return 0;
     bool succeeded = false;
     uint64_t t = l3_now_ns();

@@ -32,8 +32,4 @@ int l3_routes_match(const char *path, size_t len, h2o_iovec_t *ret_rest);
  *  "checkpoint", "backup", "batch", "changes"), or NULL past the end. */
 const char *l3_routes_name(int idx);
 
-/** Inside a handler: does the request hold scope `need` (L3_SCOPE_*)? 0, or 1 after
- *  answering 401 / 403 as the route check would. */
-int l3_routes_require(l3_rq_t *rq, unsigned need);
-
 #endif

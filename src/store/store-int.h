@@ -110,7 +110,12 @@ void l3_store__multi_unlock(l3_store_t *st);
 /* begin the transaction record over every listed stripe (after l3_store__multi_lock) */
 void l3_store__tx_begin_multi(l3_store_t *st);
 /* bytes of the undo area neither the physical log nor the tail list uses */
-uint64_t l3_store__undo_free(const l3_store_t *st);
+static inline uint64_t l3_store__undo_free(const l3_store_t *st)
+{
+    const l3_proc_slot_t *ps = st->ps;
+    uint64_t used = ps->tx_used + 8ull * ps->tx_ntail;
+    return used < st->hdr->ah_undo_bytes ? st->hdr->ah_undo_bytes - used : 0;
+}
 
 /* ---- alloc.c (caller holds no allocator lock; these take it) */
 void l3_store__alloc_format(l3_store_t *st, uint64_t heap_off, uint64_t heap_bytes);

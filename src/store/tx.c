@@ -268,13 +268,6 @@ void l3_store__stripe_unlock(l3_store_t *st, uint32_t s)
 
 /* ---------------------------------------------------------------- multi-key records */
 
-uint64_t l3_store__undo_free(const l3_store_t *st)
-{
-    const l3_proc_slot_t *ps = st->ps;
-    uint64_t used = ps->tx_used + 8ull * ps->tx_ntail;
-    return used < st->hdr->ah_undo_bytes ? st->hdr->ah_undo_bytes - used : 0;
-}
-
 /* Append v to our tail list (outside an allocator section). 0 or L3_STORE__EUNDO. */
 static int tail_push(l3_store_t *st, uint64_t v)
 {
