@@ -344,24 +344,8 @@ static void multi_gen(l3_store_t *st, bool begin)
     }
 }
 
-void l3_store__tx_begin_multi(l3_store_t *st)
-{
-    l3_proc_slot_t *ps = st->ps;
-    ps->tx_used = 0;
-    ps->tx_nalloc = 0;
-    ps->tx_nfree = 0;
-    ps->tx_free_done = 0;
-    ps->tx_hooked = 0;
-    memset(ps->tx_alloc, 0, sizeof(ps->tx_alloc));
-    memset(ps->tx_free, 0, sizeof(ps->tx_free));
-    ps->tx_stripe = 0;
-    l3_store__fence();
-    ps->tx_state = L3_TX_ACTIVE;
-    multi_gen(st, true);
-    l3_store__fence();
-}
-
-void l3_store__tx_begin(l3_store_t *st, uint32_t s)
+/* An empty record for stripe s (0 for a multi-key one), not yet active. */
+static l3_proc_slot_t *tx_reset(l3_store_t *st, uint32_t s)
 {
     l3_proc_slot_t *ps = st->ps;
     ps->tx_used = 0;
@@ -372,6 +356,21 @@ void l3_store__tx_begin(l3_store_t *st, uint32_t s)
     memset(ps->tx_alloc, 0, sizeof(ps->tx_alloc));
     memset(ps->tx_free, 0, sizeof(ps->tx_free));
     ps->tx_stripe = s;
+    return ps;
+}
+
+void l3_store__tx_begin_multi(l3_store_t *st)
+{
+    l3_proc_slot_t *ps = tx_reset(st, 0);
+    l3_store__fence();
+    ps->tx_state = L3_TX_ACTIVE;
+    multi_gen(st, true);
+    l3_store__fence();
+}
+
+void l3_store__tx_begin(l3_store_t *st, uint32_t s)
+{
+    l3_proc_slot_t *ps = tx_reset(st, s);
     l3_store__fence();
     ps->tx_state = L3_TX_ACTIVE;
     __atomic_fetch_add(&st->stripes[s].sp_gen, 1, __ATOMIC_RELEASE); /* odd: changing */

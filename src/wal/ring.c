@@ -247,6 +247,27 @@ static int ring_lock(l3_wal_shm_t *sh)
 
 /* Reserve; prod >= 0 tags the slot with producer entry prod and records its position there
  * (under rh_lock, before rh_head moves: R5). */
+/* The ring is full (tail as read under rh_lock, which the caller holds): announce a
+ * waiter, release the lock, wake the writer and wait until it frees space or the deadline
+ * (*deadline, 0 = start it now with timeout_ms) passes. 0 to try again, 1 when the deadline
+ * passed with no space freed. */
+static int wait_space(l3_wal_shm_t *sh, uint64_t tail, uint64_t *deadline, unsigned timeout_ms)
+{
+    atomic_fetch_add(&sh->rh_space_waiters, 1);
+    uint32_t seq = atomic_load(&sh->rh_space_seq);
+    pthread_mutex_unlock(&sh->rh_lock);
+    if (*deadline == 0)
+        *deadline = l3_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    int left = ms_left(*deadline);
+    uint64_t tail2 = atomic_load(&sh->rh_tail);
+    if (tail2 == tail && left > 0) {
+        wake_writer(sh);
+        l3_wal__futex_wait(&sh->rh_space_seq, seq, left);
+    }
+    atomic_fetch_sub(&sh->rh_space_waiters, 1);
+    return tail2 == tail && ms_left(*deadline) == 0 && atomic_load(&sh->rh_tail) == tail;
+}
+
 static int reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned timeout_ms, int prod,
                    l3_wal_resv_t *ret)
 {
@@ -314,19 +335,7 @@ static int reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned time
             return 0;
         }
         /* full: announce, re-check after the announcement, then wait for the writer */
-        atomic_fetch_add(&sh->rh_space_waiters, 1);
-        uint32_t seq = atomic_load(&sh->rh_space_seq);
-        pthread_mutex_unlock(&sh->rh_lock);
-        if (deadline == 0)
-            deadline = l3_now_ns() + (uint64_t)timeout_ms * 1000000u;
-        int left = ms_left(deadline);
-        uint64_t tail2 = atomic_load(&sh->rh_tail);
-        if (tail2 == tail && left > 0) {
-            wake_writer(sh);
-            l3_wal__futex_wait(&sh->rh_space_seq, seq, left);
-        }
-        atomic_fetch_sub(&sh->rh_space_waiters, 1);
-        if (tail2 == tail && ms_left(deadline) == 0 && atomic_load(&sh->rh_tail) == tail)
+        if (wait_space(sh, tail, &deadline, timeout_ms) != 0)
             return -EAGAIN;
     }
 }
@@ -685,19 +694,7 @@ static int reserve_group(l3_wal_ring_t *r, const uint64_t *need, size_t n, int p
             pthread_mutex_unlock(&sh->rh_lock);
             return 0;
         }
-        atomic_fetch_add(&sh->rh_space_waiters, 1);
-        uint32_t seq = atomic_load(&sh->rh_space_seq);
-        pthread_mutex_unlock(&sh->rh_lock);
-        if (deadline == 0)
-            deadline = l3_now_ns() + (uint64_t)L3_WAL_FULL_WAIT_MS * 1000000u;
-        int left = ms_left(deadline);
-        uint64_t tail2 = atomic_load(&sh->rh_tail);
-        if (tail2 == tail && left > 0) {
-            wake_writer(sh);
-            l3_wal__futex_wait(&sh->rh_space_seq, seq, left);
-        }
-        atomic_fetch_sub(&sh->rh_space_waiters, 1);
-        if (tail2 == tail && ms_left(deadline) == 0 && atomic_load(&sh->rh_tail) == tail)
+        if (wait_space(sh, tail, &deadline, L3_WAL_FULL_WAIT_MS) != 0)
             return -EAGAIN;
     }
 }
