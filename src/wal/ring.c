@@ -245,8 +245,6 @@ static int ring_lock(l3_wal_shm_t *sh)
     return -rc;
 }
 
-/* Reserve; prod >= 0 tags the slot with producer entry prod and records its position there
- * (under rh_lock, before rh_head moves: R5). */
 /* The ring is full (tail as read under rh_lock, which the caller holds): announce a
  * waiter, release the lock, wake the writer and wait until it frees space or the deadline
  * (*deadline, 0 = start it now with timeout_ms) passes. 0 to try again, 1 when the deadline
@@ -268,6 +266,8 @@ static int wait_space(l3_wal_shm_t *sh, uint64_t tail, uint64_t *deadline, unsig
     return tail2 == tail && ms_left(*deadline) == 0 && atomic_load(&sh->rh_tail) == tail;
 }
 
+/* Reserve; prod >= 0 tags the slot with producer entry prod and records its position there
+ * (under rh_lock, before rh_head moves: R5). */
 static int reserve(l3_wal_ring_t *r, uint32_t klen, uint32_t plen, unsigned timeout_ms, int prod,
                    l3_wal_resv_t *ret)
 {
