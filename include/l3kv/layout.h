@@ -35,7 +35,7 @@
 #include <stdint.h>
 
 #define L3_ARENA_MAGIC 0x414E5241564B334CULL /* bytes "L3KVARNA" */
-#define L3_ARENA_LAYOUT 3u                   /* bump on any change in this file (3: tx_multi, tx_ntail) */
+#define L3_ARENA_LAYOUT 4u /* bump on any change in this file (3: tx_multi, tx_ntail; 4: expiry) */
 #define L3_ARENA_HDR_BYTES 4096u
 #define L3_ARENA_ALIGN 4096u
 
@@ -91,7 +91,9 @@ static_assert(offsetof(l3_lock_t, lk_owner) == 48, "lk_owner offset");
  * 280   8  ah_compactions  documents compacted
  * 288   8  ah_index_slots  hash table slots over all stripes
  * 296   8  ah_rollforwards dead processes' mutations kept (WAL probe said the record was in)
- * 304      reserved (zero) up to 4096
+ * 304   8  ah_exp_cursor   next stripe the expiry sweep visits (fetch-add by every sweeper)
+ * 312   8  ah_expired      keys removed because their deadline passed
+ * 320      reserved (zero) up to 4096
  */
 typedef struct {
     uint64_t ah_magic;
@@ -130,7 +132,9 @@ typedef struct {
     uint64_t ah_compactions;
     uint64_t ah_index_slots;
     uint64_t ah_rollforwards;
-    uint8_t ah_reserved[L3_ARENA_HDR_BYTES - 304];
+    uint64_t ah_exp_cursor;
+    uint64_t ah_expired;
+    uint8_t ah_reserved[L3_ARENA_HDR_BYTES - 320];
 } l3_arena_hdr_t;
 static_assert(sizeof(l3_arena_hdr_t) == L3_ARENA_HDR_BYTES, "header size");
 static_assert(offsetof(l3_arena_hdr_t, ah_sipkey) == 136, "ah_sipkey offset");
@@ -256,7 +260,11 @@ static_assert(sizeof(l3_undo_ent_t) == 16, "undo entry header");
  *   80   4  sp_tomb   tombstones
  *   84   4  sp_pad
  *   88   8  sp_gen    bumped by every change to the stripe (lets lock-free readers retry)
- *   96  32  reserved
+ *   96   8  sp_exp_min no entry's deadline is below this: the expiry sweep skips the stripe
+ *                     until it passes (0 at creation: visit once). Lowered by whoever sets a
+ *                     deadline, raised only by a sweep that looked at every entry
+ *                     (UINT64_MAX: no deadline), always under the stripe lock
+ *  104  24  reserved
  */
 typedef struct {
     l3_lock_t sp_lock;
@@ -266,7 +274,8 @@ typedef struct {
     uint32_t sp_tomb;
     uint32_t sp_pad;
     uint64_t sp_gen;
-    uint64_t sp_reserved[4];
+    uint64_t sp_exp_min;
+    uint64_t sp_reserved[3];
 } l3_stripe_t;
 static_assert(sizeof(l3_stripe_t) == 128, "stripe size");
 static_assert(offsetof(l3_stripe_t, sp_table) == 64, "sp_table offset");
@@ -283,7 +292,10 @@ static_assert(sizeof(l3_ix_slot_t) == 16, "index slot");
 /* Index entry (a block payload), one per key:
  *    0  8  ie_hash   SipHash of the key
  *    8  8  ie_doc    offset of the document (a block payload), 8-byte aligned
- *   16  8  ie_cap    bytes available at ie_doc (the document's capacity)
+ *   16  8  ie_expire the key's deadline, ms since the Unix epoch (CLOCK_REALTIME); 0 = none.
+ *                    A key whose deadline has passed is absent to every reader and is
+ *                    removed (with a logged record) by the next write or the expiry sweep.
+ *                    The document's capacity is its block's payload size (alloc.c)
  *   24  4  ie_klen   key length, 1..L3_STORE_KEY_MAX
  *   28  4  ie_magic  L3_IX_ENTRY_MAGIC
  *   32     key bytes
@@ -292,7 +304,7 @@ static_assert(sizeof(l3_ix_slot_t) == 16, "index slot");
 typedef struct {
     uint64_t ie_hash;
     uint64_t ie_doc;
-    uint64_t ie_cap;
+    uint64_t ie_expire;
     uint32_t ie_klen;
     uint32_t ie_magic;
     uint8_t ie_key[];

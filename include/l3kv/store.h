@@ -185,10 +185,18 @@ int l3_store_get_json(l3_store_t *st, const void *key, size_t klen, const char *
  *  l3_doc_to_json, under the lock; 0 for a read-only store, which is not timed). */
 int l3_store_get_json_timed(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
                             unsigned flags, l3_buf_t *out, uint64_t *ret_lsn, uint64_t *ret_ser_ns);
+/** l3_store_get_json_timed, and *ret_expire_ms (may be NULL) gets the key's deadline (0: none). */
+int l3_store_get_json_exp(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
+                          unsigned flags, l3_buf_t *out, uint64_t *ret_lsn, uint64_t *ret_ser_ns,
+                          uint64_t *ret_expire_ms);
 
 /** Copy the binary document into a new malloc'd buffer (*ret_buf, free()). 0, -ENOENT, -ENOMEM. */
 int l3_store_get_bin(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
                      uint64_t *ret_lsn);
+
+/** l3_store_get_bin, and *ret_expire_ms (may be NULL) gets the key's deadline (0: none). */
+int l3_store_get_bin_exp(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
+                         uint64_t *ret_lsn, uint64_t *ret_expire_ms);
 
 /** LSN of a document without copying it. 0, -ENOENT. */
 int l3_store_get_lsn(l3_store_t *st, const void *key, size_t klen, uint64_t *ret_lsn);
@@ -209,6 +217,36 @@ int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t
 
 /** Delete a document. 0, -ENOENT. */
 int l3_store_delete(l3_store_t *st, const void *key, size_t klen, uint64_t if_match, uint64_t *ret_lsn);
+
+/* ---------------------------------------------------------------- expiry
+ * A key may carry a deadline: wall-clock milliseconds since the Unix epoch (CLOCK_REALTIME,
+ * so it survives a restart). From the deadline on the key is absent to every read, listing
+ * and scan; the next write to it, or the expiry sweep, removes it with a logged DELETE
+ * marked L3_WAL_RF_EXPIRED (the change feed's "expire"). A PUT sets the deadline it is given
+ * and clears any other (0); set, incr, patches keep it. */
+
+/** Wall-clock now in the deadlines' unit. */
+uint64_t l3_store_now_ms(void);
+/** l3_store_put_json / _bin that also set the deadline (0: none); one WAL record. */
+int l3_store_put_json_ttl(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen,
+                          uint64_t if_match, uint64_t expire_ms, uint64_t *ret_lsn, l3_doc_error_t *err);
+int l3_store_put_bin_ttl(l3_store_t *st, const void *key, size_t klen, const uint8_t *doc, size_t len,
+                         uint64_t if_match, uint64_t expire_ms, uint64_t *ret_lsn, l3_doc_error_t *err);
+/** Set (expire_ms > 0) or remove (0) the deadline of an existing key: a change with a new
+ *  LSN (WAL op EXPIRE). 0, -ENOENT, -ESTALE (if_match). */
+int l3_store_expire(l3_store_t *st, const void *key, size_t klen, uint64_t expire_ms, uint64_t if_match,
+                    uint64_t *ret_lsn);
+/** The key's deadline (0: none) and LSN. 0, -ENOENT (absent or expired). */
+int l3_store_get_expire(l3_store_t *st, const void *key, size_t klen, uint64_t *ret_expire_ms,
+                        uint64_t *ret_lsn);
+/**
+ * Background reclaim: visit up to max_stripes stripes from the shared sweep cursor (every
+ * process sweeping shares it, so together they go round the index once) and remove up to
+ * max_keys keys whose deadline has passed. A stripe none of whose deadlines has passed
+ * costs one load (sp_exp_min). *ret_removed gets the count. 0, or the first error (e.g.
+ * -EAGAIN when the WAL ring is full: the rest waits for the next call).
+ */
+int l3_store_expire_sweep(l3_store_t *st, uint32_t max_stripes, size_t max_keys, size_t *ret_removed);
 
 /**
  * Set the value at `path` to a scalar (flags: L3_DOC_SET_*). The document must exist.
@@ -276,6 +314,10 @@ int l3_store_txn_put_json(l3_store_txn_t *t, const void *key, size_t klen, const
                           uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err);
 int l3_store_txn_delete(l3_store_txn_t *t, const void *key, size_t klen, uint64_t if_match,
                         uint64_t *ret_lsn);
+int l3_store_txn_put_json_ttl(l3_store_txn_t *t, const void *key, size_t klen, const char *json, size_t jlen,
+                              uint64_t if_match, uint64_t expire_ms, uint64_t *ret_lsn, l3_doc_error_t *err);
+int l3_store_txn_expire(l3_store_txn_t *t, const void *key, size_t klen, uint64_t expire_ms,
+                        uint64_t if_match, uint64_t *ret_lsn);
 int l3_store_txn_set(l3_store_txn_t *t, const void *key, size_t klen, const char *path, size_t plen,
                      unsigned flags, const l3_doc_scalar_t *v, uint64_t if_match, uint64_t *ret_lsn);
 int l3_store_txn_incr(l3_store_txn_t *t, const void *key, size_t klen, const char *path, size_t plen,
@@ -312,7 +354,7 @@ int l3_store_keys(l3_store_t *st, const void *prefix, size_t plen, uint64_t *ino
 
 /** Called per document with a private, consistent copy (valid during the call). Non-zero stops. */
 typedef int (*l3_store_scan_fn)(void *ctx, const void *key, size_t klen, const uint8_t *doc, size_t len,
-                                uint64_t lsn);
+                                uint64_t lsn, uint64_t expire_ms);
 
 /**
  * Visit every document whose key starts with prefix (checkpoints, dumps). Each document
@@ -387,6 +429,7 @@ typedef struct {
     uint64_t repairs;      /* locks recovered from dead owners */
     uint64_t rollbacks;    /* mutations undone (repairs, hook failures, errors) */
     uint64_t rollforwards; /* dead processes' mutations kept: their WAL record was in */
+    uint64_t expired;      /* keys removed because their deadline passed */
     uint64_t grows;        /* documents moved to a larger block */
     uint64_t compactions;  /* documents rewritten without garbage */
     uint32_t procs;        /* registered process slots */

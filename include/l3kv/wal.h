@@ -62,7 +62,7 @@
  *
  *   header
  *     0     8  sn_magic      "L3KVSNP1"
- *     8     4  sn_version    1
+ *     8     4  sn_version    2 (1 is read too: no entry carries a deadline)
  *    12     4  sn_hdr_len    64
  *    16     8  sn_salt       random; every entry carries it as its wr_salt
  *    24     8  sn_wal_seq    first WAL segment that must be replayed on top of it
@@ -71,7 +71,8 @@
  *    48    12  sn_resv       0
  *    60     4  sn_crc        CRC32C of bytes [0, 60)
  *   entries: WAL records (format above) with wr_op = L3_WALOP_PUT, wr_lsn = the document's
- *     LSN, key, payload = the binary document, wr_salt = sn_salt
+ *     LSN, key, payload = the binary document, wr_salt = sn_salt; a key with a deadline has
+ *     wr_flags = L3_WAL_RF_EXPIRY and the deadline after the document (walhook.h)
  *   trailer
  *     0     8  st_magic      "L3KVSNPE"
  *     8     8  st_count      number of entries
@@ -131,13 +132,15 @@
 #define L3_WAL_REC_MAX (1u << 30) /* sanity bound for untrusted lengths */
 #define L3_WAL_SEG_MAGIC "L3KVWAL1"
 /* 2: wr_flags may carry L3_WAL_RF_INCR; 3: also the transaction group flags (RF_TX, TXFIRST,
- * TXLAST). Versions 1 and 2 are read too: the same layout with fewer flags in use. */
-#define L3_WAL_SEG_VERSION 3u
+ * TXLAST); 4: expiry (op EXPIRE, flags RF_EXPIRY and RF_EXPIRED). Versions 1 to 3 are read
+ * too: the same layout with fewer ops and flags in use. */
+#define L3_WAL_SEG_VERSION 4u
 #define L3_WAL_SEG_VERSION_MIN 1u
 #define L3_WAL_SEG_HDR 64u
 #define L3_WAL_SNAP_MAGIC "L3KVSNP1"
 #define L3_WAL_SNAP_END_MAGIC "L3KVSNPE"
-#define L3_WAL_SNAP_VERSION 1u
+#define L3_WAL_SNAP_VERSION 2u
+#define L3_WAL_SNAP_VERSION_MIN 1u
 #define L3_WAL_SNAP_HDR 64u
 #define L3_WAL_SNAP_TRAILER 32u
 #define L3_WAL_QUAR_MAGIC "L3KVQRN1"
@@ -431,6 +434,9 @@ int l3_wal_snapshot_begin(const char *path, uint64_t wal_seq, uint64_t lsn, l3_w
 /** Append one document (key, binary document, its LSN). Buffered; may block on disk. */
 int l3_wal_snapshot_add(l3_wal_snap_writer_t *w, const void *key, uint32_t klen, const void *doc,
                         uint32_t len, uint64_t lsn);
+/** l3_wal_snapshot_add for a key with a deadline (expire_ms, 0: none). */
+int l3_wal_snapshot_add_exp(l3_wal_snap_writer_t *w, const void *key, uint32_t klen, const void *doc,
+                            uint32_t len, uint64_t lsn, uint64_t expire_ms);
 /** Write the trailer, fdatasync, rename over path, fsync the directory, free w. 0, -errno
  *  (on failure the temp file is removed and path is untouched). */
 int l3_wal_snapshot_commit(l3_wal_snap_writer_t *w);
@@ -473,9 +479,10 @@ typedef struct {
     uint32_t crc_all;
 } l3_wal_snap_enc_t;
 void l3_wal_snap_enc_header(l3_wal_snap_enc_t *e, uint64_t wal_seq, uint64_t lsn, uint8_t *out);
-/** Encode one entry into out: its size, -ENOSPC (cap below l3_wal_rec_size), -EMSGSIZE. */
+/** Encode one entry into out: its size, -ENOSPC (cap below l3_wal_rec_size), -EMSGSIZE,
+ *  -EINVAL. flags: 0, or L3_WAL_RF_EXPIRY when the last 8 of the len bytes are a deadline. */
 int64_t l3_wal_snap_enc_add(l3_wal_snap_enc_t *e, uint8_t *out, size_t cap, const void *key, uint32_t klen,
-                            const void *doc, uint32_t len, uint64_t lsn);
+                            const void *doc, uint32_t len, uint64_t lsn, unsigned flags);
 void l3_wal_snap_enc_trailer(const l3_wal_snap_enc_t *e, uint8_t *out);
 
 /* ---------------------------------------------------------------- start-up and checkpoint helpers */

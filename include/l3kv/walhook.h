@@ -24,6 +24,7 @@ typedef enum {
     L3_WALOP_PATCH = 5,  /* payload: JSON Patch text */
     L3_WALOP_FRAG = 6,   /* WAL-internal: one piece of a record too large for one ring slot
                             (docs/wal.md 1.1); never passed to a hook or replay callback */
+    L3_WALOP_EXPIRE = 7, /* payload: u64 LE deadline, ms since the Unix epoch; 0 = persist */
     L3_WALOP_MAX
 } l3_walop_t;
 
@@ -32,7 +33,58 @@ typedef enum {
 #define L3_WAL_RF_TX 0x02u      /* one record of a transaction group (docs/wal.md 1.2): set by the */
 #define L3_WAL_RF_TXFIRST 0x04u /* group hook on every record, with TXFIRST on the first one and */
 #define L3_WAL_RF_TXLAST 0x08u  /* TXLAST on the last; replay applies a group whole or not at all */
-#define L3_WAL_RF_MASK 0x0Fu    /* every defined flag */
+#define L3_WAL_RF_EXPIRY                                                                                     \
+    0x10u                       /* a PUT that also sets the key's deadline: the payload's last 8             \
+                                   bytes are the deadline (u64 LE, ms since the Unix epoch) */
+#define L3_WAL_RF_EXPIRED 0x20u /* a DELETE of a key whose deadline had passed (feed: "expire") */
+#define L3_WAL_RF_MASK 0x3Fu    /* every defined flag */
+
+/* The deadline field of an EXPIRE payload or of an RF_EXPIRY PUT's trailer (u64 LE). */
+static inline void l3_wal_put_deadline(void *p, uint64_t ms)
+{
+    uint8_t *b = (uint8_t *)p;
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(ms >> (8 * i));
+}
+static inline uint64_t l3_wal_get_deadline(const void *p)
+{
+    const uint8_t *b = (const uint8_t *)p;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | b[i];
+    return v;
+}
+
+/* The record's op as the change feed and the tools name it (docs/api.md, "Change feed"):
+ * a SET written by incr is "incr", a DELETE of an expired key "expire", an EXPIRE record
+ * (deadline set or removed) "ttl". */
+static inline const char *l3_walop_name(unsigned op, unsigned flags)
+{
+    switch (op) {
+    case L3_WALOP_PUT:
+        return "put";
+    case L3_WALOP_DELETE:
+        return flags & L3_WAL_RF_EXPIRED ? "expire" : "delete";
+    case L3_WALOP_SET:
+        return flags & L3_WAL_RF_INCR ? "incr" : "set";
+    case L3_WALOP_MERGE:
+        return "merge";
+    case L3_WALOP_PATCH:
+        return "patch";
+    case L3_WALOP_FRAG:
+        return "frag";
+    case L3_WALOP_EXPIRE:
+        return "ttl";
+    default:
+        return "unknown";
+    }
+}
+
+/* A record op that changes a document (not NONE, not the WAL-internal FRAG). */
+static inline int l3_walop_is_change(unsigned op)
+{
+    return op >= L3_WALOP_PUT && op < L3_WALOP_MAX && op != L3_WALOP_FRAG;
+}
 
 typedef struct {
     uint8_t op;    /* l3_walop_t */

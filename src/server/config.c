@@ -87,6 +87,7 @@ static const key_t_ keys[] = {
     {"storage.checkpoint_bytes", T_U64, O(storage.checkpoint_bytes), 1 << 16, (double)(UINT64_C(1) << 50)},
     {"storage.max_document_bytes", T_U64, O(storage.max_document_bytes), 4096, 4294967288.0},
     {"storage.lock_timeout_ms", T_U32, O(storage.lock_timeout_ms), 1, 3600000},
+    {"storage.expiry_sweep_keys", T_U32, O(storage.expiry_sweep_keys), 1, 1000000},
     {"autoscale", T_SECTION, 0, 0, 0},
     {"autoscale.enabled", T_BOOL, O(autoscale.enabled), 0, 0},
     {"autoscale.interval_ms", T_U32, O(autoscale.interval_ms), 10, 60000},
@@ -147,6 +148,7 @@ int l3_srv_config_defaults(l3_srv_config_t *c)
     c->storage.checkpoint_bytes = 256ull << 20;
     c->storage.max_document_bytes = 64ull << 20;
     c->storage.lock_timeout_ms = L3_STORE_DEFAULT_LOCK_TIMEOUT_MS;
+    c->storage.expiry_sweep_keys = 1000;
     /* the autoscaler's documented defaults (l3_scale_params_default) */
     c->autoscale.enabled = true;
     c->autoscale.interval_ms = 100;

@@ -63,6 +63,7 @@ typedef struct {
                                         the data needs are gone (not a configuration key) */
         uint64_t max_document_bytes; /* binary size of one document a request may build */
         uint32_t lock_timeout_ms;    /* a document lock not obtained in time: 503 overloaded */
+        uint32_t expiry_sweep_keys;  /* expired keys one worker removes per 100 ms tick at most */
     } storage;
     struct {                      /* maps onto l3_scale_params_t (l3kv/scale.h) */
         bool enabled;             /* false: the worker count stays at min_workers (SIGUSR1/2 still work) */

@@ -120,6 +120,8 @@ int l3_q_parse(const char *s, size_t n, char *out, l3_query_t *q)
             q->multi = v;
         else if (is(k, "create_parents"))
             q->create_parents = v;
+        else if (is(k, "ttl"))
+            q->ttl = v;
     }
     return 0;
 }

@@ -21,6 +21,7 @@ typedef struct {
 typedef struct {
     l3_q_str_t op, field, val, prefix, limit, cursor;
     l3_q_str_t index, multi, create_parents; /* the array and path ops (route_arr.c) */
+    l3_q_str_t ttl;                          /* expiry: seconds (route_kv.c) */
     bool has_field, has_val;
 } l3_query_t;
 

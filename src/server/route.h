@@ -12,6 +12,9 @@
 
 #define L3_ALLOW_DOC "GET, HEAD, PUT, DELETE, POST, PATCH"
 #define L3_ALLOW_RO "GET, HEAD"
+/* Longest ttl a request may give (?ttl=, batch "ttl"), in seconds: ten years. */
+#define L3_TTL_MAX_S 315360000u
+#define L3_TTL_MAX_TEXT "315360000"
 
 /** /kv/{key}: GET, HEAD, PUT, DELETE, POST (?op=), PATCH. raw: the path after "/kv/",
  *  not decoded. */

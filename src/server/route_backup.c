@@ -141,17 +141,29 @@ static int add_doc(backup_t *b, const char *key, uint32_t klen)
 {
     uint8_t *doc;
     size_t len;
-    uint64_t lsn;
-    int rc = l3_store_get_bin(b->st, key, klen, &doc, &len, &lsn);
+    uint64_t lsn, exp = 0;
+    unsigned flags = 0;
+    int rc = l3_store_get_bin_exp(b->st, key, klen, &doc, &len, &lsn, &exp);
     if (rc == -ENOENT)
         return 0;
     if (rc < 0)
         return rc;
+    if (exp != 0) { /* the deadline follows the document (L3_WAL_RF_EXPIRY, wal.h) */
+        uint8_t *d2 = realloc(doc, len + 8);
+        if (d2 == NULL) {
+            free(doc);
+            return -ENOMEM;
+        }
+        doc = d2;
+        l3_wal_put_deadline(doc + len, exp);
+        len += 8;
+        flags = L3_WAL_RF_EXPIRY;
+    }
     uint64_t size = l3_wal_rec_size(klen, (uint32_t)len);
     rc = size > L3_WAL_REC_MAX ? -EMSGSIZE : grow(&b->buf, &b->cap, b->len + (size_t)size);
     int64_t n = rc < 0 ? rc
                        : l3_wal_snap_enc_add(&b->enc, b->buf + b->len, b->cap - b->len, key, klen, doc,
-                                             (uint32_t)len, lsn);
+                                             (uint32_t)len, lsn, flags);
     free(doc);
     if (n < 0)
         return (int)n;

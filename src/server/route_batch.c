@@ -196,18 +196,40 @@ static void run_get(batch_t *b, uint32_t op, h2o_iovec_t key)
     free(t.ptr);
 }
 
+/* The operation's "ttl" (seconds) as a deadline: 0 and *ret (0 when absent and not
+ * required), or -1 after recording a 400. */
+static int ttl_of(batch_t *b, uint32_t op, bool required, uint64_t *ret)
+{
+    uint32_t s;
+    l3_doc_val_t v;
+    *ret = 0;
+    if (!member(b->body, op, "ttl", &s) && !required)
+        return 0;
+    if (!member_of(b->body, op, "ttl", L3_DOC_INT, &v) || v.i < 1 || v.i > (int64_t)L3_TTL_MAX_S) {
+        res_err(b, true, 400, "bad_ttl", "\"ttl\" must be a whole number of seconds, 1 .. " L3_TTL_MAX_TEXT);
+        return -1;
+    }
+    *ret = l3_store_now_ms() + (uint64_t)v.i * 1000u;
+    return 0;
+}
+
 static void run_put(batch_t *b, uint32_t op, h2o_iovec_t key)
 {
     uint32_t ds;
+    uint64_t deadline;
     if (!member(b->body, op, "doc", &ds))
         return res_err(b, true, 400, "bad_op", "put needs \"doc\" (the document)");
+    if (ttl_of(b, op, false, &deadline) != 0)
+        return;
     h2o_iovec_t j = json_of(b, ds);
     if (j.base == NULL)
         return res_rc(b, true, -ENOMEM, NULL);
     uint64_t lsn = 0, im = if_match_of(b, op);
     l3_doc_error_t err = {0, NULL};
-    int rc = b->txn != NULL ? l3_store_txn_put_json(b->txn, key.base, key.len, j.base, j.len, im, &lsn, &err)
-                            : l3_store_put_json(b->st, key.base, key.len, j.base, j.len, im, &lsn, &err);
+    int rc =
+        b->txn != NULL
+            ? l3_store_txn_put_json_ttl(b->txn, key.base, key.len, j.base, j.len, im, deadline, &lsn, &err)
+            : l3_store_put_json_ttl(b->st, key.base, key.len, j.base, j.len, im, deadline, &lsn, &err);
     if (rc < 0)
         return res_rc(b, true, rc, &err);
     res_written(b, 200, lsn);
@@ -304,11 +326,18 @@ static void run_arr(batch_t *b, uint32_t op, h2o_iovec_t key)
     l3_arr_free(&r, &res);
 }
 
+/* expire ("ttl" seconds) or persist (no deadline): the single-key ?op=expire / ?op=persist. */
 static void run_expire(batch_t *b, uint32_t op, h2o_iovec_t key)
 {
-    (void)op;
-    (void)key;
-    res_err(b, true, 400, "bad_op", "expiry is not available");
+    h2o_iovec_t name = str_member(b->body, op, "op");
+    uint64_t deadline = 0, lsn = 0, im = if_match_of(b, op);
+    if (h2o_memis(name.base, name.len, H2O_STRLIT("expire")) && ttl_of(b, op, true, &deadline) != 0)
+        return;
+    int rc = b->txn != NULL ? l3_store_txn_expire(b->txn, key.base, key.len, deadline, im, &lsn)
+                            : l3_store_expire(b->st, key.base, key.len, deadline, im, &lsn);
+    if (rc < 0)
+        return res_rc(b, true, rc, NULL);
+    res_written(b, 200, lsn);
 }
 
 /* The operations a batch knows: one row each. */
@@ -316,7 +345,7 @@ static const op_def_t op_table[] = {
     {"get", false, run_get},    {"put", true, run_put},       {"delete", true, run_delete},
     {"patch", true, run_patch}, {"set", true, run_arr},       {"incr", true, run_incr},
     {"append", true, run_arr},  {"insert", true, run_arr},    {"pop", true, run_arr},
-    {"remove", true, run_arr},  {"expire", true, run_expire},
+    {"remove", true, run_arr},  {"expire", true, run_expire}, {"persist", true, run_expire},
 };
 
 static const op_def_t *op_find(h2o_iovec_t name)

@@ -95,24 +95,6 @@ typedef struct l3_feed {
     uint8_t ckeys[FEED_CACHE_KEY_BYTES];
 } l3_feed_t;
 
-static const char *op_name(uint8_t op, uint8_t flags)
-{
-    switch (op) {
-    case L3_WALOP_PUT:
-        return "put";
-    case L3_WALOP_DELETE:
-        return "delete";
-    case L3_WALOP_SET:
-        return flags & L3_WAL_RF_INCR ? "incr" : "set";
-    case L3_WALOP_MERGE:
-        return "merge";
-    case L3_WALOP_PATCH:
-        return "patch";
-    default:
-        return "unknown";
-    }
-}
-
 static void fmt_cursor(char *out, uint64_t epoch, uint64_t pos)
 {
     snprintf(out, CURSOR_LEN + 1, "%016" PRIx64 "%016" PRIx64, epoch, pos);
@@ -166,7 +148,7 @@ static int event_json(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, co
     l3_buf_t *b = &w->out;
     char num[64];
     if (cats(b, "{\"key\":") != 0 || l3_http_buf_str(b, (const char *)f->key, ev->klen) != 0 ||
-        cats(b, ",\"op\":\"") != 0 || cats(b, op_name(ev->op, ev->flags)) != 0)
+        cats(b, ",\"op\":\"") != 0 || cats(b, l3_walop_name(ev->op, ev->flags)) != 0)
         return -ENOMEM;
     snprintf(num, sizeof num, "\",\"version\":%" PRIu64, ev->lsn);
     if (cats(b, num) != 0)

@@ -47,6 +47,39 @@ static int resolve_if_match(l3_rq_t *rq, h2o_iovec_t key, uint64_t *ret)
     return 0;
 }
 
+static bool q_is(l3_q_str_t v, const char *lit)
+{
+    return v.base != NULL && v.len == strlen(lit) && memcmp(v.base, lit, v.len) == 0;
+}
+
+/* ?ttl=<seconds> into a deadline (l3_store_now_ms units): 0 and *ret set (0 when absent and
+ * not required), or -1 after answering 400. */
+static int parse_ttl(l3_rq_t *rq, const l3_query_t *q, bool required, uint64_t *ret_deadline)
+{
+    uint64_t s;
+    *ret_deadline = 0;
+    if (q->ttl.base == NULL && !required)
+        return 0;
+    if (q->ttl.base == NULL || !l3_q_u64(q->ttl.base, q->ttl.len, &s) || s == 0 || s > L3_TTL_MAX_S)
+        return l3_http_fail(rq, 400, "bad_ttl", "ttl must be a whole number of seconds, 1 .. %u",
+                            (unsigned)L3_TTL_MAX_S),
+               -1;
+    *ret_deadline = l3_store_now_ms() + s * 1000u;
+    return 0;
+}
+
+/* L3KV-TTL: the seconds left before the key expires (rounded up), when it has a deadline. */
+static void add_ttl_header(h2o_req_t *req, uint64_t expire_ms)
+{
+    if (expire_ms == 0)
+        return;
+    uint64_t now = l3_store_now_ms();
+    uint64_t left = expire_ms > now ? (expire_ms - now + 999u) / 1000u : 0;
+    char *p = h2o_mem_alloc_pool(&req->pool, 24);
+    size_t n = l3_http_u64_dec(p, left);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("l3kv-ttl"), 0, NULL, p, n);
+}
+
 static int on_get(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
 {
     h2o_req_t *req = rq->req;
@@ -66,26 +99,28 @@ static int on_get(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
     if (!q->has_field && accept.base != NULL && l3_q_contains_ci(accept.base, accept.len, L3_CT_BIN)) {
         uint8_t *buf;
         size_t len;
-        uint64_t lsn, t = l3_now_ns();
-        int rc = l3_store_get_bin(st, key.base, key.len, &buf, &len, &lsn);
+        uint64_t lsn, exp = 0, t = l3_now_ns();
+        int rc = l3_store_get_bin_exp(st, key.base, key.len, &buf, &len, &lsn, &exp);
         l3_http_doc_done(rq, t);
         if (rc < 0)
             return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
         l3_http_adopt(req, buf);
         l3_http_add_etag(req, lsn);
+        add_ttl_header(req, exp);
         l3_http_respond(rq, 200, L3_CT_BIN, h2o_iovec_init(buf, len));
         return 0;
     }
-    uint64_t lsn = 0, t = l3_now_ns(), ser_ns = 0;
+    uint64_t lsn = 0, t = l3_now_ns(), ser_ns = 0, exp = 0;
     rq->env->jbuf.len = 0;
-    int rc = l3_store_get_json_timed(st, key.base, key.len, q->has_field ? q->field.base : NULL,
-                                     q->has_field ? q->field.len : 0, 0, &rq->env->jbuf, &lsn, &ser_ns);
+    int rc = l3_store_get_json_exp(st, key.base, key.len, q->has_field ? q->field.base : NULL,
+                                   q->has_field ? q->field.len : 0, 0, &rq->env->jbuf, &lsn, &ser_ns, &exp);
     l3_http_doc_done(rq, t);
     rq->ser_ns += ser_ns;
     rq->ser_timed = rc == 0;
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
     l3_http_add_etag(req, lsn);
+    add_ttl_header(req, exp);
     l3_http_respond_jbuf(rq, 200, L3_CT_JSON);
     return 0;
 }
@@ -148,11 +183,12 @@ static int put_format(l3_rq_t *rq)
     return -1;
 }
 
-static int on_put(l3_rq_t *rq, h2o_iovec_t key)
+static int on_put(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
 {
     h2o_req_t *req = rq->req;
     l3_store_t *st = rq->env->store;
-    if (need_body(rq))
+    uint64_t deadline;
+    if (need_body(rq) || parse_ttl(rq, q, false, &deadline) != 0)
         return 0;
     int bin = put_format(rq);
     if (bin < 0)
@@ -178,20 +214,40 @@ static int on_put(l3_rq_t *rq, h2o_iovec_t key)
             if (copy == NULL)
                 return l3_http_fail_rc(rq, -ENOMEM, L3_CTX_WRITE, NULL);
             memcpy(copy, doc, req->entity.len);
-            rc = l3_store_put_bin(st, key.base, key.len, copy, req->entity.len, if_match, &lsn, &err);
+            rc = l3_store_put_bin_ttl(st, key.base, key.len, copy, req->entity.len, if_match, deadline, &lsn,
+                                      &err);
             free(copy);
         } else {
-            rc = l3_store_put_bin(st, key.base, key.len, doc, req->entity.len, if_match, &lsn, &err);
+            rc = l3_store_put_bin_ttl(st, key.base, key.len, doc, req->entity.len, if_match, deadline, &lsn,
+                                      &err);
         }
     } else {
-        rc =
-            l3_store_put_json(st, key.base, key.len, req->entity.base, req->entity.len, if_match, &lsn, &err);
+        rc = l3_store_put_json_ttl(st, key.base, key.len, req->entity.base, req->entity.len, if_match,
+                                   deadline, &lsn, &err);
     }
     l3_http_doc_done(rq, t);
     if (rc == -EEXIST)
         return l3_http_fail(rq, 412, "precondition_failed", "If-None-Match: * given but the document exists");
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, &err);
+    add_ttl_header(req, deadline);
+    return ok_version(rq, 200, lsn);
+}
+
+/* POST ?op=expire&ttl=<s> (set the deadline) or ?op=persist (remove it). */
+static int on_expire(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
+{
+    uint64_t deadline = 0, if_match, lsn = 0;
+    if (q_is(q->op, "expire") && parse_ttl(rq, q, true, &deadline) != 0)
+        return 0;
+    if (resolve_if_match(rq, key, &if_match))
+        return 0;
+    uint64_t t = l3_now_ns();
+    int rc = l3_store_expire(rq->env->store, key.base, key.len, deadline, if_match, &lsn);
+    l3_http_doc_done(rq, t);
+    if (rc < 0)
+        return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, NULL);
+    add_ttl_header(rq->req, deadline);
     return ok_version(rq, 200, lsn);
 }
 
@@ -206,11 +262,6 @@ static int on_delete(l3_rq_t *rq, h2o_iovec_t key)
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, NULL);
     return ok_version(rq, 200, lsn);
-}
-
-static bool q_is(l3_q_str_t v, const char *lit)
-{
-    return v.base != NULL && v.len == strlen(lit) && memcmp(v.base, lit, v.len) == 0;
 }
 
 static int on_incr(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
@@ -317,7 +368,9 @@ static int on_post(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
     if (q->op.base == NULL)
         return l3_http_fail(rq, 400, "bad_op",
                             "missing ?op= (set_int, set_double, set_str, set_bool, set_null, incr, set, "
-                            "append, insert, pop, remove)");
+                            "append, insert, pop, remove, expire, persist)");
+    if (q_is(q->op, "expire") || q_is(q->op, "persist"))
+        return on_expire(rq, key, q);
     if (!q->has_field)
         return l3_http_fail(rq, 400, "bad_path", "missing ?field= (dotted path or JSON Pointer)");
     if (l3_route_arr_is_op(q->op)) {
@@ -429,7 +482,7 @@ int l3_route_kv(l3_rq_t *rq, h2o_iovec_t raw)
     }
     if (L3_METHOD(req, "PUT")) {
         rq->route = L3_OBS_R_PUT;
-        return on_put(rq, key);
+        return on_put(rq, key, &q);
     }
     if (L3_METHOD(req, "DELETE")) {
         rq->route = L3_OBS_R_DELETE;

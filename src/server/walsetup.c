@@ -67,9 +67,10 @@ static uint64_t mono_ms(void)
  * covered segments. Workers keep running throughout; a crash at any point is safe (the
  * old snapshot and the segments stay until the new snapshot is renamed into place). */
 
-static int snap_doc(void *ctx, const void *key, size_t klen, const uint8_t *doc, size_t len, uint64_t lsn)
+static int snap_doc(void *ctx, const void *key, size_t klen, const uint8_t *doc, size_t len, uint64_t lsn,
+                    uint64_t expire_ms)
 {
-    return l3_wal_snapshot_add(ctx, key, (uint32_t)klen, doc, (uint32_t)len, lsn);
+    return l3_wal_snapshot_add_exp(ctx, key, (uint32_t)klen, doc, (uint32_t)len, lsn, expire_ms);
 }
 
 static int scan_all(void *ctx, l3_wal_snap_writer_t *w)
@@ -272,11 +273,10 @@ static void log_missing(const l3_wal_recover_report_t *rep, bool accepted)
 
 static void log_failed(const l3_wal_recover_report_t *rep, bool stopped, const char *qdir)
 {
-    static const char *const ops[] = {"none", "put", "delete", "set", "merge", "patch", "frag"};
     char key[80];
     key_text(key, sizeof(key), rep->failed_key, rep->failed_klen);
     const char *src = rep->failed_source == L3_WAL_QUAR_SNAPSHOT ? "snapshot entry" : "WAL record";
-    const char *op = rep->failed_op < L3_ARRAY_SIZE(ops) ? ops[rep->failed_op] : "?";
+    const char *op = l3_walop_name(rep->failed_op, 0);
     if (stopped)
         L3_LOG(L3_LOG_ERROR,
                "recovery stopped ('storage.recovery' \"strict\"): %s LSN %llu (%s, key \"%s\") passes its "

@@ -454,6 +454,18 @@ static void check_ctl(void)
     }
 }
 
+/* Background reclaim of expired keys (docs/store.md, "Expiry"): every tick, a share of
+ * the index from the cursor all workers advance, at most storage.expiry_sweep_keys keys. */
+#define EXPIRY_SWEEP_STRIPES 128u
+static void expiry_sweep(void)
+{
+    size_t removed = 0;
+    int rc =
+        l3_store_expire_sweep(srv->store, EXPIRY_SWEEP_STRIPES, srv->cfg.storage.expiry_sweep_keys, &removed);
+    if (rc < 0 && rc != -EAGAIN && rc != -ETIMEDOUT)
+        L3_LOG(L3_LOG_WARN, "worker %u: expiry sweep: %s", my_slot, l3_strerror(rc));
+}
+
 static void on_tick(h2o_timeout_entry_t *e)
 {
     check_ctl();
@@ -470,8 +482,10 @@ static void on_tick(h2o_timeout_entry_t *e)
         if ((rc = l3_access_reopen()) < 0)
             L3_LOG(L3_LOG_ERROR, "worker %u: cannot reopen log.access: %s", my_slot, strerror(-rc));
     }
-    if (srv->store != NULL)
+    if (srv->store != NULL) {
         l3_store_proc_heartbeat(srv->store);
+        expiry_sweep();
+    }
     if (l3_durable_pending(&api->env.durable) > 0) /* belt and braces: never rely on one wake-up alone */
         l3_durable_poll(&api->env.durable);
     h2o_timeout_link(ctx.loop, &tick_timeout, &tick_entry);

@@ -204,8 +204,8 @@ static void check_heap(l3_store_t *st, chk_t *c)
 
 static void check_doc(l3_store_t *st, chk_t *c, uint32_t s, const l3_ix_entry_t *ent)
 {
-    uint64_t doc = ent->ie_doc, cap = ent->ie_cap;
-    if (!used_block(st, doc, cap)) {
+    uint64_t doc = ent->ie_doc, cap = 0;
+    if (!used_block(st, doc, 0) || (cap = l3_store__doc_cap(st, doc)) == 0) {
         problem_in(c, (int)s,
                    "index: stripe %u key '%.*s': document %" PRIu64 "+%" PRIu64 " is not an allocated block",
                    s, (int)L3_MIN(ent->ie_klen, 64u), (const char *)ent->ie_key, doc, cap);
@@ -487,6 +487,7 @@ int l3_store_stats(l3_store_t *st, l3_store_stats_t *ret)
     ret->repairs = __atomic_load_n(&h->ah_repairs, __ATOMIC_RELAXED);
     ret->rollbacks = __atomic_load_n(&h->ah_rollbacks, __ATOMIC_RELAXED);
     ret->rollforwards = __atomic_load_n(&h->ah_rollforwards, __ATOMIC_RELAXED);
+    ret->expired = __atomic_load_n(&h->ah_expired, __ATOMIC_RELAXED);
     ret->grows = __atomic_load_n(&h->ah_grows, __ATOMIC_RELAXED);
     ret->compactions = __atomic_load_n(&h->ah_compactions, __ATOMIC_RELAXED);
     ret->nstripes = h->ah_nstripes;

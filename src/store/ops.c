@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ops.c - the store operations: get, put, delete, set/set_int/incr, merge patch, JSON
- * patch, key listing, scanning, WAL hook calls and WAL replay.
+ * patch, key deadlines (expire, the expiry sweep), key listing, scanning, WAL hook calls
+ * and WAL replay.
  *
  * Runs in: workers (HTTP requests), the supervisor (recovery), the writer (checkpoint
  * scans), tests.
@@ -25,6 +26,9 @@
  *  O5 no request makes a document larger than st->max_doc: the document layer refuses
  *     before allocating (l3_doc_t.limit, parse max_bytes); replay is exempt, so a lowered
  *     limit never stops recovery
+ *  O6 no write lands on an expired entry: a live write that finds its key past its
+ *     deadline first removes it with a logged DELETE marked EXPIRED (reap_locked); reads
+ *     treat it as absent; replay never reads the clock, so the log alone decides
  */
 #include <errno.h>
 #include <stdio.h>
@@ -72,8 +76,58 @@ int l3_store__key_ok(const void *key, size_t klen)
     return 0;
 }
 
-static int op_lock(l3_store_t *st, const void *key, size_t klen, bool tx, opctx_t *c)
+uint64_t l3_store_now_ms(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* How an operation looks at its key: a read (an expired key is absent), a write (an expired
+ * key is removed first, with its own logged record: O6), or replay (records apply as logged:
+ * deadlines are judged only by a live operation, never by recovery). */
+enum { OPM_READ, OPM_WRITE, OPM_REPLAY };
+
+static int op_abort(l3_store_t *st, opctx_t *c, int rc);
+static int op_log(l3_store_t *st, const l3_wal_rec_t *rec);
+static void op_count(l3_store_t *st, opctx_t *c);
+
+static void remove_entry(l3_store_t *st, opctx_t *c)
+{
+    c->dkeys -= 1;
+    c->dbytes -= (int64_t)l3_doc_size(c->doc);
+    l3_store__ix_remove(st, c->sp, c->pos);
+    l3_store__tx_defer_free(st, c->ent->ie_doc);
+    l3_store__tx_defer_free(st, c->entry);
+}
+
+/* O6: the write about to run on c's key finds it expired. Remove it as a transaction of
+ * its own, logged as a DELETE marked EXPIRED, and begin the write's transaction on the
+ * now absent key (still under the stripe lock). */
+static int reap_locked(l3_store_t *st, opctx_t *c, const void *key, size_t klen, bool resume)
+{
+    uint64_t lsn = l3_store__next_lsn(st, 0);
+    remove_entry(st, c);
+    l3_wal_rec_t rec = {
+        .op = L3_WALOP_DELETE, .flags = L3_WAL_RF_EXPIRED, .lsn = lsn, .key = key, .klen = (uint32_t)klen};
+    int rc = op_log(st, &rec);
+    if (rc != 0)
+        return rc;
+    l3_store__tx_commit(st);
+    op_count(st, c);
+    __atomic_fetch_add(&st->hdr->ah_expired, 1, __ATOMIC_RELAXED);
+    c->dkeys = c->dbytes = 0;
+    c->entry = 0;
+    c->ent = NULL;
+    c->doc = NULL;
+    if (resume)
+        l3_store__tx_begin(st, c->s);
+    return 0;
+}
+
+static int op_lock(l3_store_t *st, const void *key, size_t klen, int mode, opctx_t *c)
+{
+    bool tx = mode != OPM_READ;
     int rc = l3_store__check_registered(st);
     if (rc < 0)
         return rc;
@@ -96,6 +150,13 @@ static int op_lock(l3_store_t *st, const void *key, size_t klen, bool tx, opctx_
     if (c->entry) {
         c->ent = AT(st, c->entry, l3_ix_entry_t);
         c->doc = AT(st, c->ent->ie_doc, uint8_t);
+        if (mode != OPM_REPLAY && c->ent->ie_expire != 0 && c->ent->ie_expire <= l3_store_now_ms()) {
+            if (mode == OPM_WRITE)
+                return (rc = reap_locked(st, c, key, klen, true)) == 0 ? 0 : op_abort(st, c, rc);
+            c->entry = 0;
+            c->ent = NULL;
+            c->doc = NULL;
+        }
     }
     return 0;
 }
@@ -108,24 +169,35 @@ static int op_abort(l3_store_t *st, opctx_t *c, int rc)
     return rc;
 }
 
-static int op_finish(l3_store_t *st, opctx_t *c, const l3_wal_rec_t *rec)
+/* Hand the record to the WAL hook (none: nothing to do). 0, or the hook's refusal. */
+static int op_log(l3_store_t *st, const l3_wal_rec_t *rec)
 {
-    if (st->hook && rec) {
-        /* from here a repairer may keep this mutation if the WAL probe finds its record */
-        st->ps->tx_lsn = rec->lsn;
-        l3_store__fence();
-        st->ps->tx_hooked = 1;
-        l3_store__fence();
-        int rc = st->hook(st->hook_ctx, rec);
-        if (rc != 0)
-            return op_abort(st, c, rc);
-    }
-    l3_store__tx_commit(st);
-    l3_store__stripe_unlock(st, c->s);
+    if (!st->hook || !rec)
+        return 0;
+    /* from here a repairer may keep this mutation if the WAL probe finds its record */
+    st->ps->tx_lsn = rec->lsn;
+    l3_store__fence();
+    st->ps->tx_hooked = 1;
+    l3_store__fence();
+    return st->hook(st->hook_ctx, rec);
+}
+
+static void op_count(l3_store_t *st, opctx_t *c)
+{
     if (c->dkeys)
         __atomic_fetch_add(&st->hdr->ah_keys, (uint64_t)c->dkeys, __ATOMIC_RELAXED);
     if (c->dbytes)
         __atomic_fetch_add(&st->hdr->ah_doc_bytes, (uint64_t)c->dbytes, __ATOMIC_RELAXED);
+}
+
+static int op_finish(l3_store_t *st, opctx_t *c, const l3_wal_rec_t *rec)
+{
+    int rc = op_log(st, rec);
+    if (rc != 0)
+        return op_abort(st, c, rc);
+    l3_store__tx_commit(st);
+    l3_store__stripe_unlock(st, c->s);
+    op_count(st, c);
     return 0;
 }
 
@@ -161,8 +233,8 @@ static uint64_t doc_cap_fresh(uint64_t len)
 static void publish_doc(l3_store_t *st, opctx_t *c, uint64_t newdoc, uint64_t cap)
 {
     uint64_t old = c->ent->ie_doc;
+    (void)cap; /* the block's payload size (l3_store__doc_cap) */
     l3_store__tw64(st, &c->ent->ie_doc, newdoc);
-    l3_store__tw64(st, &c->ent->ie_cap, cap);
     l3_store__tx_defer_free(st, old);
     c->doc = AT(st, newdoc, uint8_t);
 }
@@ -177,7 +249,8 @@ static int insert_key(l3_store_t *st, opctx_t *c, const void *key, size_t klen, 
     l3_ix_entry_t *ent = AT(st, e, l3_ix_entry_t);
     ent->ie_hash = c->h;
     ent->ie_doc = doc;
-    ent->ie_cap = cap;
+    (void)cap;
+    ent->ie_expire = 0;
     ent->ie_klen = (uint32_t)klen;
     ent->ie_magic = L3_IX_ENTRY_MAGIC;
     memcpy(ent->ie_key, key, klen);
@@ -192,6 +265,14 @@ static int insert_key(l3_store_t *st, opctx_t *c, const void *key, size_t klen, 
 }
 
 /* Store a complete document (len bytes at buf, verified) under the key. */
+void l3_store__set_deadline(l3_store_t *st, opctx_t *c, uint64_t expire_ms)
+{
+    if (c->ent->ie_expire != expire_ms)
+        l3_store__tw64(st, &c->ent->ie_expire, expire_ms);
+    if (expire_ms != 0 && expire_ms < __atomic_load_n(&c->sp->sp_exp_min, __ATOMIC_RELAXED))
+        __atomic_store_n(&c->sp->sp_exp_min, expire_ms, __ATOMIC_RELAXED);
+}
+
 int l3_store__store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf,
                         size_t len, uint64_t lsn)
 {
@@ -234,7 +315,7 @@ static int ro_get_json(l3_store_t *st, const void *key, size_t klen, const char 
     int rc = l3_store__key_ok(key, klen);
     if (rc < 0)
         return rc;
-    rc = l3_store__ro_copy(st, key, klen, &b, &len, &lsn);
+    rc = l3_store__ro_copy(st, key, klen, &b, &len, &lsn, NULL);
     if (rc < 0)
         return rc;
     uint32_t slot = L3_DOC_ROOT;
@@ -258,11 +339,20 @@ int l3_store_get_json(l3_store_t *st, const void *key, size_t klen, const char *
 int l3_store_get_json_timed(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
                             unsigned flags, l3_buf_t *out, uint64_t *ret_lsn, uint64_t *ret_ser_ns)
 {
+    return l3_store_get_json_exp(st, key, klen, path, plen, flags, out, ret_lsn, ret_ser_ns, NULL);
+}
+
+int l3_store_get_json_exp(l3_store_t *st, const void *key, size_t klen, const char *path, size_t plen,
+                          unsigned flags, l3_buf_t *out, uint64_t *ret_lsn, uint64_t *ret_ser_ns,
+                          uint64_t *ret_expire_ms)
+{
     opctx_t c;
     *ret_ser_ns = 0;
+    if (ret_expire_ms)
+        *ret_expire_ms = 0;
     if (st->readonly)
         return ro_get_json(st, key, klen, path, plen, flags, out, ret_lsn);
-    int rc = op_lock(st, key, klen, false, &c);
+    int rc = op_lock(st, key, klen, OPM_READ, &c);
     if (rc < 0)
         return rc;
     if (!c.entry)
@@ -276,24 +366,26 @@ int l3_store_get_json_timed(l3_store_t *st, const void *key, size_t klen, const 
     uint64_t t0 = l3_now_ns();
     rc = l3_doc_to_json(c.doc, slot, out);
     *ret_ser_ns = l3_now_ns() - t0;
-    uint64_t lsn = l3_doc_lsn(c.doc);
+    uint64_t lsn = l3_doc_lsn(c.doc), exp = c.ent->ie_expire;
     l3_store__stripe_unlock(st, c.s);
     if (rc < 0)
         return rc;
     if (ret_lsn)
         *ret_lsn = lsn;
+    if (ret_expire_ms)
+        *ret_expire_ms = exp;
     return 0;
 }
 
-int l3_store_get_bin(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
-                     uint64_t *ret_lsn)
+int l3_store_get_bin_exp(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
+                         uint64_t *ret_lsn, uint64_t *ret_expire_ms)
 {
     opctx_t c;
     if (st->readonly) {
         int r = l3_store__key_ok(key, klen);
-        return r < 0 ? r : l3_store__ro_copy(st, key, klen, ret_buf, ret_len, ret_lsn);
+        return r < 0 ? r : l3_store__ro_copy(st, key, klen, ret_buf, ret_len, ret_lsn, ret_expire_ms);
     }
-    int rc = op_lock(st, key, klen, false, &c);
+    int rc = op_lock(st, key, klen, OPM_READ, &c);
     if (rc < 0)
         return rc;
     if (!c.entry)
@@ -303,19 +395,27 @@ int l3_store_get_bin(l3_store_t *st, const void *key, size_t klen, uint8_t **ret
     if (!b)
         return op_abort(st, &c, -ENOMEM);
     memcpy(b, c.doc, len);
-    uint64_t lsn = l3_doc_lsn(c.doc);
+    uint64_t lsn = l3_doc_lsn(c.doc), exp = c.ent->ie_expire;
     l3_store__stripe_unlock(st, c.s);
     *ret_buf = b;
     *ret_len = len;
     if (ret_lsn)
         *ret_lsn = lsn;
+    if (ret_expire_ms)
+        *ret_expire_ms = exp;
     return 0;
+}
+
+int l3_store_get_bin(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
+                     uint64_t *ret_lsn)
+{
+    return l3_store_get_bin_exp(st, key, klen, ret_buf, ret_len, ret_lsn, NULL);
 }
 
 int l3_store_get_lsn(l3_store_t *st, const void *key, size_t klen, uint64_t *ret_lsn)
 {
     opctx_t c;
-    int rc = op_lock(st, key, klen, false, &c);
+    int rc = op_lock(st, key, klen, OPM_READ, &c);
     if (rc < 0)
         return rc;
     if (!c.entry)
@@ -331,10 +431,10 @@ int l3_store_get_lsn(l3_store_t *st, const void *key, size_t klen, uint64_t *ret
 
 /* The WAL record of a PUT carries the binary document: replay only verifies and copies it. */
 static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_t *buf, size_t len,
-                      uint64_t if_match, uint64_t replay_lsn, uint64_t *ret_lsn)
+                      uint64_t if_match, uint64_t expire_ms, uint64_t replay_lsn, uint64_t *ret_lsn)
 {
     opctx_t c;
-    int rc = op_lock(st, key, klen, true, &c);
+    int rc = op_lock(st, key, klen, replay_lsn ? OPM_REPLAY : OPM_WRITE, &c);
     if (rc < 0)
         return rc;
     rc = check_match(&c, if_match);
@@ -347,13 +447,27 @@ static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_
     if (rc < 0)
         return op_abort(st, &c, rc);
     DEBUG_VERIFY(c.doc, "put");
+    l3_store__set_deadline(st, &c, expire_ms);
     l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
                         .lsn = lsn,
                         .key = key,
                         .klen = (uint32_t)klen,
                         .payload = c.doc,
                         .plen = (uint32_t)len};
+    /* with a deadline the record carries it after the document (L3_WAL_RF_EXPIRY): a copy
+     * for the record, so the arena's block holds no byte more than a PUT without one */
+    uint8_t *copy = NULL;
+    if (expire_ms && !replay_lsn && st->hook) {
+        if ((copy = malloc(len + 8)) == NULL)
+            return op_abort(st, &c, -ENOMEM);
+        memcpy(copy, c.doc, len);
+        l3_wal_put_deadline(copy + len, expire_ms);
+        rec.flags = L3_WAL_RF_EXPIRY;
+        rec.payload = copy;
+        rec.plen = (uint32_t)(len + 8);
+    }
     rc = op_finish(st, &c, replay_lsn ? NULL : &rec);
+    free(copy);
     if (rc < 0)
         return rc;
     if (ret_lsn)
@@ -363,6 +477,12 @@ static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_
 
 int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen,
                       uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err)
+{
+    return l3_store_put_json_ttl(st, key, klen, json, jlen, if_match, 0, ret_lsn, err);
+}
+
+int l3_store_put_json_ttl(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen,
+                          uint64_t if_match, uint64_t expire_ms, uint64_t *ret_lsn, l3_doc_error_t *err)
 {
     int rc = l3_store__key_ok(key, klen);
     if (rc < 0)
@@ -381,13 +501,19 @@ int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *
         return rc;
     }
     len = l3_doc_size(buf);
-    rc = put_common(st, key, klen, buf, len, if_match, 0, ret_lsn);
+    rc = put_common(st, key, klen, buf, len, if_match, expire_ms, 0, ret_lsn);
     free(buf);
     return rc;
 }
 
 int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t *doc, size_t len,
                      uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err)
+{
+    return l3_store_put_bin_ttl(st, key, klen, doc, len, if_match, 0, ret_lsn, err);
+}
+
+int l3_store_put_bin_ttl(l3_store_t *st, const void *key, size_t klen, const uint8_t *doc, size_t len,
+                         uint64_t if_match, uint64_t expire_ms, uint64_t *ret_lsn, l3_doc_error_t *err)
 {
     int rc = l3_store__key_ok(key, klen);
     if (rc < 0)
@@ -409,7 +535,7 @@ int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t
         }
         return L3_EDOCSIZE;
     }
-    return put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), if_match, 0, ret_lsn);
+    return put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), if_match, expire_ms, 0, ret_lsn);
 }
 
 /*
@@ -420,7 +546,7 @@ int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t
 static int lock_existing(l3_store_t *st, const void *key, size_t klen, uint64_t if_match, uint64_t replay_lsn,
                          opctx_t *c)
 {
-    int rc = op_lock(st, key, klen, true, c);
+    int rc = op_lock(st, key, klen, replay_lsn ? OPM_REPLAY : OPM_WRITE, c);
     if (rc < 0)
         return rc;
     if (!c->entry)
@@ -441,11 +567,7 @@ static int delete_common(l3_store_t *st, const void *key, size_t klen, uint64_t 
     if (rc != 0)
         return rc;
     uint64_t lsn = l3_store__next_lsn(st, replay_lsn);
-    c.dkeys = -1;
-    c.dbytes = -(int64_t)l3_doc_size(c.doc);
-    l3_store__ix_remove(st, c.sp, c.pos);
-    l3_store__tx_defer_free(st, c.ent->ie_doc);
-    l3_store__tx_defer_free(st, c.entry);
+    remove_entry(st, &c);
     l3_wal_rec_t rec = {.op = L3_WALOP_DELETE, .lsn = lsn, .key = key, .klen = (uint32_t)klen};
     rc = op_finish(st, &c, replay_lsn ? NULL : &rec);
     if (rc < 0)
@@ -458,6 +580,72 @@ static int delete_common(l3_store_t *st, const void *key, size_t klen, uint64_t 
 int l3_store_delete(l3_store_t *st, const void *key, size_t klen, uint64_t if_match, uint64_t *ret_lsn)
 {
     return delete_common(st, key, klen, if_match, 0, ret_lsn);
+}
+
+/* ---------------------------------------------------------------- expiry */
+
+/* Set or remove (0) the key's deadline: a change of its own (new LSN, EXPIRE record). */
+static int expire_common(l3_store_t *st, const void *key, size_t klen, uint64_t expire_ms, uint64_t if_match,
+                         uint64_t replay_lsn, uint64_t *ret_lsn)
+{
+    opctx_t c;
+    int rc = lock_existing(st, key, klen, if_match, replay_lsn, &c);
+    if (rc != 0)
+        return rc;
+    uint64_t lsn = l3_store__next_lsn(st, replay_lsn);
+    l3_doc_t d = {.buf = c.doc,
+                  .cap = l3_store__doc_cap(st, c.ent->ie_doc),
+                  .undo = l3_store__doc_undo_cb,
+                  .undo_ctx = st};
+    l3_doc_set_lsn(&d, lsn);
+    l3_store__set_deadline(st, &c, expire_ms);
+    uint8_t pl[8];
+    l3_wal_put_deadline(pl, expire_ms);
+    l3_wal_rec_t rec = {
+        .op = L3_WALOP_EXPIRE, .lsn = lsn, .key = key, .klen = (uint32_t)klen, .payload = pl, .plen = 8};
+    rc = op_finish(st, &c, replay_lsn ? NULL : &rec);
+    if (rc < 0)
+        return rc;
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return 0;
+}
+
+int l3_store_expire(l3_store_t *st, const void *key, size_t klen, uint64_t expire_ms, uint64_t if_match,
+                    uint64_t *ret_lsn)
+{
+    return expire_common(st, key, klen, expire_ms, if_match, 0, ret_lsn);
+}
+
+int l3_store_get_expire(l3_store_t *st, const void *key, size_t klen, uint64_t *ret_expire_ms,
+                        uint64_t *ret_lsn)
+{
+    opctx_t c;
+    int rc = op_lock(st, key, klen, OPM_READ, &c);
+    if (rc < 0)
+        return rc;
+    if (!c.entry)
+        return op_abort(st, &c, -ENOENT);
+    *ret_expire_ms = c.ent->ie_expire;
+    if (ret_lsn)
+        *ret_lsn = l3_doc_lsn(c.doc);
+    l3_store__stripe_unlock(st, c.s);
+    return 0;
+}
+
+int l3_store__reap_key(l3_store_t *st, const void *key, size_t klen, uint64_t now_ms)
+{
+    opctx_t c;
+    int rc = op_lock(st, key, klen, OPM_REPLAY, &c); /* judged here, against now_ms */
+    if (rc < 0)
+        return rc;
+    if (!c.entry || c.ent->ie_expire == 0 || c.ent->ie_expire > now_ms)
+        return op_abort(st, &c, 0);
+    rc = reap_locked(st, &c, key, klen, false);
+    if (rc != 0)
+        return op_abort(st, &c, rc);
+    l3_store__stripe_unlock(st, c.s);
+    return 1;
 }
 
 /* ---------------------------------------------------------------- in-place mutations */
@@ -713,8 +901,11 @@ static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint
     size_t old_size = l3_doc_size(c.doc);
     o->lsn = l3_store__next_lsn(st, replay_lsn);
     size_t limit = doc_limit(st, replay_lsn);
-    l3_doc_t d = {
-        .buf = c.doc, .cap = c.ent->ie_cap, .undo = l3_store__doc_undo_cb, .undo_ctx = st, .limit = limit};
+    l3_doc_t d = {.buf = c.doc,
+                  .cap = l3_store__doc_cap(st, c.ent->ie_doc),
+                  .undo = l3_store__doc_undo_cb,
+                  .undo_ctx = st,
+                  .limit = limit};
     rc = guarded_apply(st, &d, o);
     if (rc == L3_STORE__EUNDO || rc == L3_EREHASH) {
         /* too much to log, or a hash chain past its bound: undo what was changed and redo
@@ -806,7 +997,7 @@ static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge
     l3_doc_t hd = {0};
     l3_doc_error_t e = {0};
     int created = 0;
-    int rc = op_lock(st, key, klen, true, &c);
+    int rc = op_lock(st, key, klen, replay_lsn ? OPM_REPLAY : OPM_WRITE, &c);
     if (rc < 0)
         return rc;
     rc = check_match(&c, if_match);
@@ -900,19 +1091,32 @@ int l3_store_replay(l3_store_t *st, const l3_wal_rec_t *rec)
          * key's length left it unaligned (documents are read in place as 8-byte words) */
         const uint8_t *doc = rec->payload;
         uint8_t *tmp = NULL;
+        uint32_t dlen = rec->plen;
+        uint64_t expire_ms = 0;
+        if (rec->flags & L3_WAL_RF_EXPIRY) {
+            if (dlen < 8)
+                return L3_ECORRUPT;
+            dlen -= 8;
+            expire_ms = l3_wal_get_deadline((const uint8_t *)rec->payload + dlen);
+        }
         if ((uintptr_t)doc & 7u) {
-            if ((tmp = malloc(rec->plen ? rec->plen : 1)) == NULL)
+            if ((tmp = malloc(dlen ? dlen : 1)) == NULL)
                 return -ENOMEM;
-            memcpy(tmp, doc, rec->plen);
+            memcpy(tmp, doc, dlen);
             doc = tmp;
         }
-        rc = l3_doc_verify(doc, rec->plen, NULL) < 0 ? L3_ECORRUPT : l3_store__check_registered(st);
+        rc = l3_doc_verify(doc, dlen, NULL) < 0 ? L3_ECORRUPT : l3_store__check_registered(st);
         if (rc >= 0)
-            rc = put_common(st, rec->key, rec->klen, doc, L3_MIN(rec->plen, l3_doc_size(doc)), 0, rec->lsn,
-                            NULL);
+            rc = put_common(st, rec->key, rec->klen, doc, L3_MIN(dlen, l3_doc_size(doc)), 0, expire_ms,
+                            rec->lsn, NULL);
         free(tmp);
         break;
     }
+    case L3_WALOP_EXPIRE:
+        if (rec->plen != 8)
+            return L3_ECORRUPT;
+        rc = expire_common(st, rec->key, rec->klen, l3_wal_get_deadline(rec->payload), 0, rec->lsn, NULL);
+        break;
     case L3_WALOP_DELETE:
         rc = delete_common(st, rec->key, rec->klen, 0, rec->lsn, NULL);
         break;
@@ -962,10 +1166,11 @@ static bool range_ok(const l3_store_t *st, uint64_t off, uint64_t len)
     return off >= h->ah_off_heap && off <= st->size && len <= st->size - off;
 }
 
-/* Copy up to `max` matching keys of stripe s from table position *inout_pos on.
+/* Copy up to `max` matching keys of stripe s from table position *inout_pos on: the live
+ * ones, or (expired) only those whose deadline has passed at now_ms.
  * Locked for a registered handle; for a read-only one, read optimistically (sp_gen). */
 static int collect(l3_store_t *st, uint32_t s, const void *prefix, size_t plen, uint32_t *inout_pos,
-                   size_t max, keyrec_t **ret, size_t *ret_n, bool *ret_done)
+                   size_t max, uint64_t now_ms, bool expired, keyrec_t **ret, size_t *ret_n, bool *ret_done)
 {
     l3_stripe_t *sp = &st->stripes[s];
     bool locked = !st->readonly;
@@ -1009,6 +1214,9 @@ static int collect(l3_store_t *st, uint32_t s, const void *prefix, size_t plen, 
                     break;
                 }
                 if (kl < plen || (plen && memcmp(ent->ie_key, prefix, plen) != 0))
+                    continue;
+                uint64_t exp = ent->ie_expire;
+                if ((exp != 0 && exp <= now_ms) != expired)
                     continue;
                 if (max && n >= max) {
                     *ret_done = false;
@@ -1069,6 +1277,7 @@ int l3_store_keys(l3_store_t *st, const void *prefix, size_t plen, uint64_t *ino
             return rc;
     }
     uint32_t ns = st->hdr->ah_nstripes;
+    uint64_t now = l3_store_now_ms();
     uint32_t s = (uint32_t)(*inout_cursor >> 32);
     uint32_t pos = (uint32_t)*inout_cursor;
     size_t reported = 0;
@@ -1076,7 +1285,7 @@ int l3_store_keys(l3_store_t *st, const void *prefix, size_t plen, uint64_t *ino
         keyrec_t *k = NULL;
         size_t n = 0;
         bool done;
-        int rc = collect(st, s, prefix, plen, &pos, limit ? limit - reported : 0, &k, &n, &done);
+        int rc = collect(st, s, prefix, plen, &pos, limit ? limit - reported : 0, now, false, &k, &n, &done);
         if (rc < 0)
             return rc;
         for (size_t i = 0; i < n; i++) {
@@ -1102,10 +1311,68 @@ int l3_store_keys(l3_store_t *st, const void *prefix, size_t plen, uint64_t *ino
     return (int)reported;
 }
 
+/* ---------------------------------------------------------------- expiry sweep */
+
+/* Recompute stripe s's sp_exp_min from every entry (under its lock). */
+static int stripe_exp_min(l3_store_t *st, uint32_t s)
+{
+    int rc = l3_store__stripe_lock(st, s);
+    if (rc < 0)
+        return rc;
+    l3_stripe_t *sp = &st->stripes[s];
+    uint64_t min = UINT64_MAX;
+    const l3_ix_slot_t *t = sp->sp_table ? AT(st, sp->sp_table, l3_ix_slot_t) : NULL;
+    for (uint32_t i = 0; t != NULL && i < sp->sp_cap; i++) {
+        uint64_t e = t[i].ix_entry;
+        if (e <= L3_IX_TOMB)
+            continue;
+        uint64_t exp = AT(st, e, l3_ix_entry_t)->ie_expire;
+        if (exp != 0 && exp < min)
+            min = exp;
+    }
+    __atomic_store_n(&sp->sp_exp_min, min, __ATOMIC_RELAXED);
+    l3_store__stripe_unlock(st, s);
+    return 0;
+}
+
+int l3_store_expire_sweep(l3_store_t *st, uint32_t max_stripes, size_t max_keys, size_t *ret_removed)
+{
+    *ret_removed = 0;
+    int rc = l3_store__check_registered(st);
+    if (rc < 0)
+        return rc;
+    uint64_t now = l3_store_now_ms();
+    uint32_t ns = st->hdr->ah_nstripes;
+    size_t removed = 0;
+    for (uint32_t i = 0; i < L3_MIN(max_stripes, ns) && removed < max_keys && rc == 0; i++) {
+        uint32_t s = (uint32_t)__atomic_fetch_add(&st->hdr->ah_exp_cursor, 1, __ATOMIC_RELAXED) & st->smask;
+        if (__atomic_load_n(&st->stripes[s].sp_exp_min, __ATOMIC_RELAXED) > now)
+            continue; /* no deadline of this stripe has passed */
+        keyrec_t *k = NULL;
+        size_t n = 0;
+        uint32_t pos = 0;
+        bool done;
+        rc = collect(st, s, NULL, 0, &pos, max_keys - removed, now, true, &k, &n, &done);
+        for (size_t j = 0; j < n && rc == 0; j++) {
+            int r = l3_store__reap_key(st, k[j].key, k[j].klen, now);
+            if (r < 0)
+                rc = r;
+            else
+                removed += (size_t)r;
+        }
+        free_keys(k, n);
+        if (rc == 0 && done)
+            rc = stripe_exp_min(st, s);
+    }
+    *ret_removed = removed;
+    return rc;
+}
+
 /* Copy a document for a read-only handle: seqlock-style retry plus verification. */
 int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
-                      uint64_t *ret_lsn)
+                      uint64_t *ret_lsn, uint64_t *ret_expire_ms)
 {
+    uint64_t now = l3_store_now_ms();
     uint64_t h = l3_store__hash(st, key, klen);
     l3_stripe_t *sp = &st->stripes[h & st->smask];
     int last = -EAGAIN;
@@ -1145,11 +1412,17 @@ int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **re
             return -ENOENT;
         }
         const l3_ix_entry_t *ent = AT(st, found, l3_ix_entry_t);
-        uint64_t doc = ent->ie_doc, cap = ent->ie_cap;
+        uint64_t doc = ent->ie_doc, exp = ent->ie_expire, cap;
         uint32_t used;
-        if (!range_ok(st, doc, 32) || cap > st->size) {
+        if (!range_ok(st, doc - L3_BLOCK_HDR, 32 + L3_BLOCK_HDR) ||
+            (cap = l3_store__doc_cap(st, doc)) > st->size) {
             last = L3_ECORRUPT;
             continue;
+        }
+        if (exp != 0 && exp <= now) {
+            if (__atomic_load_n(&sp->sp_gen, __ATOMIC_ACQUIRE) != gen)
+                continue;
+            return -ENOENT;
         }
         memcpy(&used, st->base + doc + 8, 4);
         if (used < 32 || used > cap || !range_ok(st, doc, used)) {
@@ -1173,6 +1446,8 @@ int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **re
         *ret_len = used;
         if (ret_lsn)
             *ret_lsn = l3_doc_lsn(b);
+        if (ret_expire_ms)
+            *ret_expire_ms = exp;
         return 0;
     }
     return last;
@@ -1193,22 +1468,22 @@ int l3_store_scan(l3_store_t *st, const void *prefix, size_t plen, l3_store_scan
         size_t n = 0;
         uint32_t pos = 0;
         bool done;
-        int rc = collect(st, s, prefix, plen, &pos, 0, &k, &n, &done);
+        int rc = collect(st, s, prefix, plen, &pos, 0, l3_store_now_ms(), false, &k, &n, &done);
         if (rc < 0)
             return rc;
         for (size_t i = 0; i < n; i++) {
             uint8_t *doc;
             size_t len;
-            uint64_t lsn;
-            rc = st->readonly ? l3_store__ro_copy(st, k[i].key, k[i].klen, &doc, &len, &lsn)
-                              : l3_store_get_bin(st, k[i].key, k[i].klen, &doc, &len, &lsn);
+            uint64_t lsn, exp = 0;
+            rc = st->readonly ? l3_store__ro_copy(st, k[i].key, k[i].klen, &doc, &len, &lsn, &exp)
+                              : l3_store_get_bin_exp(st, k[i].key, k[i].klen, &doc, &len, &lsn, &exp);
             if (rc == -ENOENT)
                 continue;
             if (rc < 0) {
                 free_keys(k, n);
                 return rc;
             }
-            rc = fn(ctx, k[i].key, k[i].klen, doc, len, lsn);
+            rc = fn(ctx, k[i].key, k[i].klen, doc, len, lsn, exp);
             free(doc);
             if (rc != 0) {
                 free_keys(k, n);

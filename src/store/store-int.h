@@ -158,13 +158,26 @@ uint64_t l3_store__next_lsn(l3_store_t *st, uint64_t replay_lsn);
  * over the old one or inserted with a new entry; inside the caller's transaction */
 int l3_store__store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf,
                         size_t len, uint64_t lsn);
+/* set or clear (0) the deadline of c's entry, inside the caller's transaction */
+void l3_store__set_deadline(l3_store_t *st, opctx_t *c, uint64_t expire_ms);
+/* remove the key, with a logged record, if its deadline has passed at now_ms: 1 removed,
+ * 0 not (absent or live), < 0 error (e.g. the WAL refused the record) */
+int l3_store__reap_key(l3_store_t *st, const void *key, size_t klen, uint64_t now_ms);
 /* SET payload (store.h l3_store_encode_set): the length; written only when it fits cap */
 size_t l3_store__enc_set(uint8_t *dst, size_t cap, const char *path, size_t plen, unsigned flags,
                          const l3_doc_scalar_t *v);
 
 /* ---- ops.c: lock-free, verified copy of a document (read-only handles) */
 int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
-                      uint64_t *ret_lsn);
+                      uint64_t *ret_lsn, uint64_t *ret_expire_ms);
+
+/* A document block's capacity: its payload size (the block header precedes the payload). */
+static inline uint64_t l3_store__doc_cap(const l3_store_t *st, uint64_t doc)
+{
+    uint64_t h;
+    memcpy(&h, st->base + doc - L3_BLOCK_HDR, sizeof h);
+    return (h & ~(uint64_t)L3_BLOCK_FLAGS) - L3_BLOCK_HDR;
+}
 
 static inline void l3_store__fence(void)
 {

@@ -44,8 +44,10 @@ typedef struct {
     uint32_t klen;
     uint64_t h;
     uint32_t s;
-    int state;   /* K_*: the arena's version, a private one (hd), deleted */
-    bool dirty;  /* changed by the transaction */
+    int state;    /* K_*: the arena's version, a private one (hd), deleted */
+    bool dirty;   /* changed by the transaction */
+    bool exp_set; /* a put or expire decided the key's deadline: exp */
+    uint64_t exp;
     l3_doc_t hd; /* K_PRIV */
 } txkey_t;
 
@@ -64,6 +66,7 @@ struct l3_store_txn {
     txrec_t *recs;
     size_t nrecs, caprecs;
     size_t bytes, max_bytes;
+    uint64_t now_ms; /* the transaction's clock for deadlines (begin) */
 };
 
 static int key_cmp(const txkey_t *a, uint64_t h, const void *key, uint32_t klen)
@@ -143,6 +146,33 @@ static int prepare_keys(l3_store_txn_t *t, uint32_t **ret_s, size_t *ret_ns)
     return 0;
 }
 
+static const uint8_t *shared_doc(l3_store_txn_t *t, const txkey_t *k, opctx_t *c);
+
+/* Lock the stripes s[0..n) with no key of the transaction expired at its clock: an expired
+ * key is removed first, by a logged change of its own (O6 in ops.c), so no write of the
+ * transaction lands on an expired entry. A few rounds at most (-EAGAIN). */
+static int lock_live(l3_store_txn_t *t, const uint32_t *s, size_t n)
+{
+    for (int round = 0; round < 4; round++) {
+        int rc = l3_store__multi_lock(t->st, s, n);
+        if (rc < 0)
+            return rc;
+        bool expired = false;
+        for (size_t i = 0; i < t->nkeys && !expired; i++) {
+            opctx_t c;
+            if (shared_doc(t, &t->keys[i], &c) == NULL && c.entry != 0)
+                expired = true;
+        }
+        if (!expired)
+            return 0;
+        l3_store__multi_unlock(t->st);
+        for (size_t i = 0; i < t->nkeys; i++)
+            if ((rc = l3_store__reap_key(t->st, t->keys[i].key, t->keys[i].klen, t->now_ms)) < 0)
+                return rc;
+    }
+    return -EAGAIN;
+}
+
 int l3_store_txn_begin(l3_store_t *st, const void *const *keys, const size_t *klens, size_t n,
                        size_t max_bytes, l3_store_txn_t **ret)
 {
@@ -175,9 +205,10 @@ int l3_store_txn_begin(l3_store_t *st, const void *const *keys, const size_t *kl
     }
     uint32_t *s = NULL;
     size_t ns = 0;
+    t->now_ms = l3_store_now_ms();
     rc = prepare_keys(t, &s, &ns);
     if (rc == 0)
-        rc = l3_store__multi_lock(st, s, ns);
+        rc = lock_live(t, s, ns);
     free(s);
     if (rc < 0) {
         txn_free(t);
@@ -201,6 +232,8 @@ static const uint8_t *shared_doc(l3_store_txn_t *t, const txkey_t *k, opctx_t *c
         return NULL;
     c->ent = AT(st, c->entry, l3_ix_entry_t);
     c->doc = AT(st, c->ent->ie_doc, uint8_t);
+    if (c->ent->ie_expire != 0 && c->ent->ie_expire <= t->now_ms)
+        return NULL; /* expired: absent (c->entry stays set) */
     return c->doc;
 }
 
@@ -341,6 +374,12 @@ static void unqueue(l3_store_txn_t *t)
 int l3_store_txn_put_json(l3_store_txn_t *t, const void *key, size_t klen, const char *json, size_t jlen,
                           uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err)
 {
+    return l3_store_txn_put_json_ttl(t, key, klen, json, jlen, if_match, 0, ret_lsn, err);
+}
+
+int l3_store_txn_put_json_ttl(l3_store_txn_t *t, const void *key, size_t klen, const char *json, size_t jlen,
+                              uint64_t if_match, uint64_t expire_ms, uint64_t *ret_lsn, l3_doc_error_t *err)
+{
     txkey_t *k = find_key(t, key, klen);
     if (k == NULL)
         return -EINVAL;
@@ -363,13 +402,26 @@ int l3_store_txn_put_json(l3_store_txn_t *t, const void *key, size_t klen, const
     w.limit = t->st->max_doc;
     uint64_t lsn = l3_store__next_lsn(t->st, 0);
     l3_doc_set_lsn(&w, lsn);
-    rc = queue(t, k, L3_WALOP_PUT, 0, lsn, w.buf, len);
+    if (expire_ms == 0) {
+        rc = queue(t, k, L3_WALOP_PUT, 0, lsn, w.buf, len);
+    } else { /* the record carries the deadline after the document (L3_WAL_RF_EXPIRY) */
+        uint8_t *pl = malloc(len + 8);
+        rc = pl == NULL ? -ENOMEM : 0;
+        if (pl != NULL) {
+            memcpy(pl, w.buf, len);
+            l3_wal_put_deadline(pl + len, expire_ms);
+            rc = queue(t, k, L3_WALOP_PUT, L3_WAL_RF_EXPIRY, lsn, pl, len + 8);
+            free(pl);
+        }
+    }
     if (rc == 0 && (rc = install(t, k, &w, lsn)) < 0)
         unqueue(t);
     if (rc < 0) {
         l3_doc_heap_free(&w);
         return rc;
     }
+    k->exp = expire_ms;
+    k->exp_set = true;
     if (ret_lsn)
         *ret_lsn = lsn;
     return 0;
@@ -396,6 +448,37 @@ int l3_store_txn_delete(l3_store_txn_t *t, const void *key, size_t klen, uint64_
     }
     k->state = K_GONE;
     k->dirty = true;
+    k->exp_set = true; /* a later create in the transaction starts without a deadline */
+    k->exp = 0;
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return 0;
+}
+
+int l3_store_txn_expire(l3_store_txn_t *t, const void *key, size_t klen, uint64_t expire_ms,
+                        uint64_t if_match, uint64_t *ret_lsn)
+{
+    txkey_t *k = find_key(t, key, klen);
+    if (k == NULL)
+        return -EINVAL;
+    int rc = check_match(current(t, k), if_match);
+    if (rc < 0)
+        return rc;
+    l3_doc_t w;
+    if ((rc = working_copy(t, k, false, &w)) < 0)
+        return rc;
+    uint64_t lsn = l3_store__next_lsn(t->st, 0);
+    uint8_t pl[8];
+    l3_wal_put_deadline(pl, expire_ms);
+    rc = queue(t, k, L3_WALOP_EXPIRE, 0, lsn, pl, sizeof pl);
+    if (rc == 0 && (rc = install(t, k, &w, lsn)) < 0)
+        unqueue(t);
+    if (rc < 0) {
+        l3_doc_heap_free(&w);
+        return rc;
+    }
+    k->exp = expire_ms;
+    k->exp_set = true;
     if (ret_lsn)
         *ret_lsn = lsn;
     return 0;
@@ -537,6 +620,8 @@ static int store_key(l3_store_txn_t *t, txkey_t *k, int64_t *dkeys, int64_t *dby
         int rc = l3_store__store_doc(st, &c, k->key, k->klen, k->hd.buf, len, l3_doc_lsn(k->hd.buf));
         if (rc < 0)
             return rc;
+        if (k->exp_set)
+            l3_store__set_deadline(st, &c, k->exp);
         *dkeys += c.dkeys;
         *dbytes += c.dbytes;
         return 0;

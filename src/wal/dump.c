@@ -21,15 +21,6 @@
 #include "l3kv/walhook.h"
 #include "wal-int.h"
 
-/* The record's op as the change feed names it: a SET that an incr wrote is "incr". */
-static const char *op_name(const l3_wal_rec_t *rec)
-{
-    static const char *names[] = {"none", "put", "delete", "set", "merge", "patch", "frag"};
-    if (rec->op == L3_WALOP_SET && (rec->flags & L3_WAL_RF_INCR))
-        return "incr";
-    return rec->op < L3_ARRAY_SIZE(names) ? names[rec->op] : "?";
-}
-
 /* A record's place in a transaction group (docs/wal.md 1.1), NULL outside one. */
 static const char *tx_name(uint8_t flags)
 {
@@ -62,15 +53,15 @@ static void put_rec(FILE *out, uint64_t off, const l3_wal_rec_t *rec, int64_t le
     if (json) {
         fprintf(out,
                 "{\"offset\":%" PRIu64 ",\"len\":%" PRId64 ",\"op\":\"%s\",\"lsn\":%" PRIu64 ",\"key\":\"",
-                off, len, op_name(rec), rec->lsn);
+                off, len, l3_walop_name(rec->op, rec->flags), rec->lsn);
         put_key(out, rec->key, rec->klen, 1);
         fprintf(out, "\",\"payload_bytes\":%u", rec->plen);
         if (tx_name(rec->flags) != NULL)
             fprintf(out, ",\"tx\":\"%s\"", tx_name(rec->flags));
         fputs("}\n", out);
     } else {
-        fprintf(out, "%12" PRIu64 " %8" PRId64 " %-6s lsn=%-12" PRIu64 " key=", off, len, op_name(rec),
-                rec->lsn);
+        fprintf(out, "%12" PRIu64 " %8" PRId64 " %-6s lsn=%-12" PRIu64 " key=", off, len,
+                l3_walop_name(rec->op, rec->flags), rec->lsn);
         put_key(out, rec->key, rec->klen, 0);
         fprintf(out, " payload=%u", rec->plen);
         if (tx_name(rec->flags) != NULL)

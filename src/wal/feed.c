@@ -148,7 +148,7 @@ int l3_wal_feed_next(const l3_wal_ring_t *r, uint64_t pos, uint64_t limit, unsig
             plen = (uint32_t)rd(hdr + 16, 4);
             rec_ok = rd(hdr + 8, 2) == L3_WAL_REC_MAGIC && wlen <= len - L3_WAL_SLOT_HDR && klen > 0 &&
                      klen <= cap && (uint64_t)L3_WAL_REC_HDR + klen + plen + 8 <= wlen &&
-                     hdr[10] >= L3_WALOP_PUT && hdr[10] <= L3_WALOP_FRAG && (hdr[11] & ~L3_WAL_RF_MASK) == 0;
+                     hdr[10] >= L3_WALOP_PUT && hdr[10] < L3_WALOP_MAX && (hdr[11] & ~L3_WAL_RF_MASK) == 0;
             if (rec_ok && hdr[10] == L3_WALOP_FRAG && plen < L3_WAL_FRAG_HDR)
                 rec_ok = 0;
             if (rec_ok) {
@@ -176,7 +176,7 @@ int l3_wal_feed_next(const l3_wal_ring_t *r, uint64_t pos, uint64_t limit, unsig
             uint8_t op = hdr[10];
             if (op == L3_WALOP_FRAG) {
                 op = frag[0];
-                if (frag[1] != 1 || op < L3_WALOP_PUT || op > L3_WALOP_PATCH) {
+                if (frag[1] != 1 || !l3_walop_is_change(op)) {
                     pos = next; /* not the final piece: the change is reported at its end */
                     continue;
                 }

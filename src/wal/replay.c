@@ -237,7 +237,7 @@ static int asm_add(asms_t *as, const l3_wal_rec_t *rec, l3_wal_rec_t *ret, asm_t
             asm_drop(a);
         else
             a = free_a;
-        if (a == NULL || p[0] == L3_WALOP_NONE || p[0] >= L3_WALOP_FRAG || total > L3_WAL_REC_MAX)
+        if (a == NULL || !l3_walop_is_change(p[0]) || total > L3_WAL_REC_MAX)
             return 0;
         a->buf = malloc(total ? total : 1);
         if (a->buf == NULL)

@@ -611,7 +611,7 @@ static int put_fragments(l3_wal_ring_t *r, const l3_wal_rec_t *rec, int prod, l3
 int l3_wal_hook(void *ring_ctx, const l3_wal_rec_t *rec)
 {
     l3_wal_ring_t *r = ring_ctx;
-    if (rec->op == L3_WALOP_NONE || rec->op >= L3_WALOP_FRAG)
+    if (!l3_walop_is_change(rec->op))
         return -EINVAL;
     int prod = prod_entry(r);
     if (prod >= 0) {
@@ -709,7 +709,7 @@ static int group_sizes(const l3_wal_ring_t *r, const l3_wal_rec_t *recs, size_t 
 {
     uint64_t total = 0;
     for (size_t i = 0; i < n; i++) {
-        if (recs[i].op == L3_WALOP_NONE || recs[i].op >= L3_WALOP_FRAG)
+        if (!l3_walop_is_change(recs[i].op))
             return -EINVAL;
         need[i] = L3_ALIGN_UP(l3_wal_rec_size(recs[i].klen, recs[i].plen) + L3_WAL_SLOT_HDR, (uint64_t)16);
         total += need[i];

@@ -112,15 +112,22 @@ void l3_wal_snap_enc_header(l3_wal_snap_enc_t *e, uint64_t wal_seq, uint64_t lsn
 }
 
 int64_t l3_wal_snap_enc_add(l3_wal_snap_enc_t *e, uint8_t *out, size_t cap, const void *key, uint32_t klen,
-                            const void *doc, uint32_t len, uint64_t lsn)
+                            const void *doc, uint32_t len, uint64_t lsn, unsigned flags)
 {
     uint64_t size = l3_wal_rec_size(klen, len);
+    if ((flags & ~(unsigned)L3_WAL_RF_EXPIRY) != 0 || ((flags & L3_WAL_RF_EXPIRY) && len < 8))
+        return -EINVAL;
     if (size > L3_WAL_REC_MAX)
         return -EMSGSIZE;
     if (size > cap)
         return -ENOSPC;
-    l3_wal_rec_t rec = {
-        .op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = klen, .payload = doc, .plen = len};
+    l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
+                        .flags = (uint8_t)flags,
+                        .lsn = lsn,
+                        .key = key,
+                        .klen = klen,
+                        .payload = doc,
+                        .plen = len};
     int64_t n = l3_wal_rec_encode(out, cap, &rec, e->salt);
     if (n < 0)
         return n;
@@ -213,10 +220,39 @@ int l3_wal_snapshot_begin(const char *path, uint64_t wal_seq, uint64_t lsn, l3_w
 int l3_wal_snapshot_add(l3_wal_snap_writer_t *w, const void *key, uint32_t klen, const void *doc,
                         uint32_t len, uint64_t lsn)
 {
+    return l3_wal_snapshot_add_exp(w, key, klen, doc, len, lsn, 0);
+}
+
+static int add_rec(l3_wal_snap_writer_t *w, const l3_wal_rec_t *rec);
+
+int l3_wal_snapshot_add_exp(l3_wal_snap_writer_t *w, const void *key, uint32_t klen, const void *doc,
+                            uint32_t len, uint64_t lsn, uint64_t expire_ms)
+{
     if (w->err)
         return w->err;
     l3_wal_rec_t rec = {
         .op = L3_WALOP_PUT, .lsn = lsn, .key = key, .klen = klen, .payload = doc, .plen = len};
+    if (expire_ms == 0)
+        return add_rec(w, &rec);
+    if (len > UINT32_MAX - 8)
+        return w->err = -EMSGSIZE;
+    uint8_t *p = malloc((size_t)len + 8); /* the document, then its deadline (wal.h) */
+    if (p == NULL)
+        return w->err = -ENOMEM;
+    memcpy(p, doc, len);
+    l3_wal_put_deadline(p + len, expire_ms);
+    rec.flags = L3_WAL_RF_EXPIRY;
+    rec.payload = p;
+    rec.plen = len + 8;
+    int rc = add_rec(w, &rec);
+    free(p);
+    return rc;
+}
+
+static int add_rec(l3_wal_snap_writer_t *w, const l3_wal_rec_t *in)
+{
+    l3_wal_rec_t rec = *in;
+    uint32_t klen = rec.klen, len = rec.plen;
     uint64_t size = l3_wal_rec_size(klen, len);
     if (size > L3_WAL_REC_MAX)
         return w->err = -EMSGSIZE;
@@ -291,7 +327,7 @@ int l3_wal_snapshot_write(const char *path, uint64_t wal_seq, uint64_t lsn, l3_w
         rc = it(ctx, &rec);
         if (rc <= 0)
             break;
-        rc = l3_wal_snapshot_add(w, rec.key, rec.klen, rec.payload, rec.plen, rec.lsn);
+        rc = w->err ? w->err : add_rec(w, &rec); /* flags too: a deadline is in the payload */
         if (rc < 0)
             break;
     }
@@ -308,8 +344,8 @@ int l3_wal__snap_verify(const uint8_t *p, uint64_t size, l3_wal_snap_info_t *inf
     *ret_bad_off = 0;
     if (size < L3_WAL_SNAP_HDR + L3_WAL_SNAP_TRAILER)
         return -EBADMSG;
-    if (memcmp(p, L3_WAL_SNAP_MAGIC, 8) != 0 || l3_wal__ld32(p + 8) != L3_WAL_SNAP_VERSION ||
-        l3_wal__ld32(p + 12) != L3_WAL_SNAP_HDR)
+    if (memcmp(p, L3_WAL_SNAP_MAGIC, 8) != 0 || l3_wal__ld32(p + 8) > L3_WAL_SNAP_VERSION ||
+        l3_wal__ld32(p + 8) < L3_WAL_SNAP_VERSION_MIN || l3_wal__ld32(p + 12) != L3_WAL_SNAP_HDR)
         return -EBADMSG;
     if (l3_crc32c(0, p, 60) != l3_wal__ld32(p + 60))
         return L3_ECORRUPT;
@@ -322,7 +358,8 @@ int l3_wal__snap_verify(const uint8_t *p, uint64_t size, l3_wal_snap_info_t *inf
     while (off < end) {
         l3_wal_rec_t rec;
         int64_t len = l3_wal_rec_decode(p + off, end - off, salt, &rec);
-        if (len < 0 || rec.op != L3_WALOP_PUT) {
+        if (len < 0 || rec.op != L3_WALOP_PUT || (rec.flags & ~(unsigned)L3_WAL_RF_EXPIRY) != 0 ||
+            ((rec.flags & L3_WAL_RF_EXPIRY) && rec.plen < 8)) {
             *ret_bad_off = off;
             return len < 0 ? (int)len : -EBADMSG;
         }

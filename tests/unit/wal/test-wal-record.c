@@ -149,7 +149,7 @@ static void test_seg_hdr(void)
     l3_wal_seg_hdr_t in = {.salt = 0xdeadbeefcafef00dull, .seq = 42, .ctime_ns = 123456789, .ring_pos = 4096};
     l3_wal_seg_hdr_encode(h, &in);
     CHECK(memcmp(h, "L3KVWAL1", 8) == 0);
-    CHECK_EQ_INT(ld32(h + 8), 3);
+    CHECK_EQ_INT(ld32(h + 8), 4);
     CHECK_EQ_INT(ld32(h + 12), 64);
     CHECK(ld64(h + 16) == in.salt);
     CHECK(ld64(h + 24) == 42);
@@ -163,14 +163,14 @@ static void test_seg_hdr(void)
     h[20] ^= 1;
     h[0] = 'X';
     CHECK_EQ_INT(l3_wal_seg_hdr_decode(h, 64, &out), -EBADMSG);
-    /* version 1 and 2 files (same layout, fewer flags) are still read; 0 and 4 are not */
-    for (uint32_t v = 0; v < 5; v++) {
+    /* version 1 to 3 files (same layout, fewer ops and flags) are still read; 0 and 5 are not */
+    for (uint32_t v = 0; v < 6; v++) {
         l3_wal_seg_hdr_encode(h, &in);
         h[8] = (uint8_t)v;
         h[60] = h[61] = h[62] = h[63] = 0;
         uint32_t crc = walt_crc32c(h, 60);
         memcpy(h + 60, &crc, 4);
-        CHECK_EQ_INT(l3_wal_seg_hdr_decode(h, 64, &out), v >= 1 && v <= 3 ? 0 : -EBADMSG);
+        CHECK_EQ_INT(l3_wal_seg_hdr_decode(h, 64, &out), v >= 1 && v <= 4 ? 0 : -EBADMSG);
     }
 }
 
@@ -200,10 +200,14 @@ static void test_flags(void)
     n = l3_wal_rec_encode(buf, sizeof buf, &in, 77);
     CHECK_EQ_INT(l3_wal_rec_decode(buf, (size_t)n, 77, &out), n);
     CHECK_EQ_INT(out.flags, L3_WAL_RF_TX | L3_WAL_RF_TXLAST);
-    in.flags = 0x10; /* not defined: the encoder drops it, a decoder refuses it */
+    in.flags = L3_WAL_RF_EXPIRED; /* so do the expiry flags */
+    n = l3_wal_rec_encode(buf, sizeof buf, &in, 77);
+    CHECK_EQ_INT(l3_wal_rec_decode(buf, (size_t)n, 77, &out), n);
+    CHECK_EQ_INT(out.flags, L3_WAL_RF_EXPIRED);
+    in.flags = 0x40; /* not defined: the encoder drops it, a decoder refuses it */
     n = l3_wal_rec_encode(buf, sizeof buf, &in, 77);
     CHECK_EQ_INT(buf[11], 0);
-    buf[11] = 0x10;
+    buf[11] = 0x40;
     uint32_t crc = walt_crc32c(buf + 8, (size_t)n - 8);
     memcpy(buf + 4, &crc, 4);
     CHECK_EQ_INT(l3_wal_rec_decode(buf, (size_t)n, 77, &out), -EBADMSG);

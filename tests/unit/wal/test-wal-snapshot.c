@@ -439,10 +439,10 @@ static void test_encoder(void)
         char key[32];
         snprintf(key, sizeof key, "doc/%d", i);
         /* a piece too small is refused and changes nothing */
-        CHECK_EQ_INT(l3_wal_snap_enc_add(&e, out + len, 8, key, (uint32_t)strlen(key), docs[i], dlen[i], 1),
+        CHECK_EQ_INT(l3_wal_snap_enc_add(&e, out + len, 8, key, (uint32_t)strlen(key), docs[i], dlen[i], 1, 0),
                      -ENOSPC);
         int64_t n = l3_wal_snap_enc_add(&e, out + len, cap - len, key, (uint32_t)strlen(key), docs[i],
-                                        dlen[i], 10 + (uint64_t)i);
+                                        dlen[i], 10 + (uint64_t)i, 0);
         CHECK(n > 0);
         len += (size_t)n;
     }
