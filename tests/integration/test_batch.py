@@ -32,7 +32,8 @@ def batch(s, body, session=None, timeout=30):
 # ---------------------------------------------------------------- the model
 
 class Model:
-    """Documents and their versions as the server reported them."""
+    """Documents and their versions as the server reported them; a view also holds
+    ("ttl", key) for every key with a deadline (all far ahead: none expires here)."""
 
     def __init__(self):
         self.docs, self.ver = {}, {}
@@ -52,11 +53,16 @@ class Model:
             return 200, doc[op["field"]]
         if name == "put":
             view[k] = op["doc"]
+            if "ttl" in op:  # a PUT sets the deadline it gives and clears any other
+                view[("ttl", k)] = True
+            else:
+                view.pop(("ttl", k), None)
             return 200, None
         if name == "delete":
             if doc is None:
                 return 404, "not_found"
             del view[k]
+            view.pop(("ttl", k), None)
             return 200, None
         if name == "patch":
             created = doc is None
@@ -64,6 +70,12 @@ class Model:
             return (201 if created else 200), None
         if doc is None:
             return 404, "not_found"
+        if name in ("expire", "persist"):
+            if name == "expire":
+                view[("ttl", k)] = True
+            else:
+                view.pop(("ttl", k), None)
+            return 200, None
         f = op["field"]
         if name == "incr":
             if not isinstance(doc, dict) or f not in doc:
@@ -101,7 +113,8 @@ def merge(doc, patch):
 
 def random_op(rnd, writes=True):
     k = rnd.choice(KEYS)
-    names = ["get", "get", "put", "delete", "patch", "incr", "incr", "set", "append"] if writes else ["get"]
+    names = ["get", "get", "put", "delete", "patch", "incr", "incr", "set", "append", "expire",
+             "persist"] if writes else ["get"]
     name = rnd.choice(names)
     op = {"op": name, "key": k}
     if name == "get" and rnd.random() < 0.4:
@@ -109,6 +122,10 @@ def random_op(rnd, writes=True):
     elif name == "put":
         op["doc"] = rnd.choice([{"n": rnd.randint(-5, 5), "l": [], "s": "x"}, {"n": 1}, {"l": [1, {"a": None}]},
                                 {"big": 123456789012345678901234567890, "f": 0.1, "u": "\u00e9\n"}])
+        if rnd.random() < 0.3:
+            op["ttl"] = 3600
+    elif name == "expire":
+        op["ttl"] = rnd.choice([600, 3600])
     elif name == "patch":
         op["merge"] = rnd.choice([{"n": rnd.randint(0, 9)}, {"s": None}, {"l": ["m"], "o": {"p": 1}}])
     elif name in ("incr", "set", "append"):
@@ -140,7 +157,9 @@ def check_result(model, view, op, res, versions):
 def test_random_batches_match_the_model(srv):
     rnd = random.Random(int(os.environ.get("L3_BATCH_SEED", "14")))
     model, versions = Model(), {}
-    for _round in range(120):
+    for rnd_no in range(120):
+        if rnd_no % 10 == 9:
+            check_store(srv, model, versions)
         if rnd.random() < 0.5:
             ops = [random_op(rnd) for _ in range(rnd.randint(1, 12))]
             st, body = batch(srv, {"ops": ops})
@@ -182,12 +201,16 @@ def test_random_batches_match_the_model(srv):
         for op, res in zip(branch, body["results"]):
             check_result(model, view, op, res, vers)
         model.docs, versions = view, vers
-    # and the store agrees with the model at the end
+    check_store(srv, model, versions)  # and the store agrees with the model at the end
+
+
+def check_store(srv, model, versions):
     for k in KEYS:
         r = requests.get(srv.url("/kv/" + k), timeout=5)
         if k in model.docs:
             assert r.status_code == 200 and r.json() == model.docs[k], (k, r.text)
             assert r.headers["ETag"] == '"%d"' % versions[k]
+            assert ("L3KV-TTL" in r.headers) == (("ttl", k) in model.docs), (k, r.headers)
         else:
             assert r.status_code == 404
 
