@@ -35,7 +35,9 @@
 #include <stdint.h>
 
 #define L3_ARENA_MAGIC 0x414E5241564B334CULL /* bytes "L3KVARNA" */
-#define L3_ARENA_LAYOUT 4u /* bump on any change in this file (3: tx_multi, tx_ntail; 4: expiry) */
+#define L3_ARENA_LAYOUT                                                                                      \
+    4u /* bump on any change in this file (3: tx_multi, tx_ntail; 4: expiry, 8-byte index slots, 20-byte     \
+          entries) */
 #define L3_ARENA_HDR_BYTES 4096u
 #define L3_ARENA_ALIGN 4096u
 
@@ -280,36 +282,59 @@ typedef struct {
 static_assert(sizeof(l3_stripe_t) == 128, "stripe size");
 static_assert(offsetof(l3_stripe_t, sp_table) == 64, "sp_table offset");
 
-/* Index table slot: ix_entry 0 = empty, 1 = tombstone, else offset of an l3_ix_entry_t. */
+/* Index table slot, 8 bytes: 0 = empty, 1 = tombstone, else
+ *   bits  0..39  offset of the l3_ix_entry_t / 16 (entries are block payloads: 16-aligned)
+ *   bits 40..63  tag: bits 32..55 of the key's hash. The tag is also the slot's home: the
+ *                probe for a key starts at tag & (sp_cap - 1), so a table is rebuilt from
+ *                its slots alone and holds at most L3_IX_MAX_CAP slots.
+ * A slot is one aligned 8-byte word: lock-free readers load it whole. */
 #define L3_IX_EMPTY 0u
 #define L3_IX_TOMB 1u
+#define L3_IX_MAX_CAP (1u << 24)
 typedef struct {
-    uint64_t ix_hash;
-    uint64_t ix_entry;
+    uint64_t ix;
 } l3_ix_slot_t;
-static_assert(sizeof(l3_ix_slot_t) == 16, "index slot");
+static_assert(sizeof(l3_ix_slot_t) == 8, "index slot");
+
+static inline uint32_t l3_ix_tag(uint64_t hash)
+{
+    return (uint32_t)(hash >> 32) & 0xFFFFFFu;
+}
+static inline uint64_t l3_ix_slot(uint64_t hash, uint64_t entry)
+{
+    return ((uint64_t)l3_ix_tag(hash) << 40) | (entry >> 4);
+}
+static inline uint64_t l3_ix_slot_entry(uint64_t slot)
+{
+    return (slot & ((UINT64_C(1) << 40) - 1)) << 4;
+}
+static inline uint32_t l3_ix_slot_tag(uint64_t slot)
+{
+    return (uint32_t)(slot >> 40);
+}
 
 /* Index entry (a block payload), one per key:
- *    0  8  ie_hash   SipHash of the key
- *    8  8  ie_doc    offset of the document (a block payload), 8-byte aligned
- *   16  8  ie_expire the key's deadline, ms since the Unix epoch (CLOCK_REALTIME); 0 = none.
+ *    0  8  ie_doc    offset of the document (a block payload), 8-byte aligned
+ *    8  8  ie_expire the key's deadline, ms since the Unix epoch (CLOCK_REALTIME); 0 = none.
  *                    A key whose deadline has passed is absent to every reader and is
  *                    removed (with a logged record) by the next write or the expiry sweep.
  *                    The document's capacity is its block's payload size (alloc.c)
- *   24  4  ie_klen   key length, 1..L3_STORE_KEY_MAX
- *   28  4  ie_magic  L3_IX_ENTRY_MAGIC
- *   32     key bytes
+ *   16  2  ie_klen   key length, 1..L3_STORE_KEY_MAX
+ *   18  2  ie_magic  L3_IX_ENTRY_MAGIC
+ *   20     key bytes (the entry's block is L3_IX_ENTRY_HDR + klen bytes: a key of up to 12
+ *          bytes fits the smallest block, L3_BLOCK_MIN)
+ * The key's hash is not stored: the slot holds its tag, and a check recomputes it.
  */
-#define L3_IX_ENTRY_MAGIC 0x4E45334Cu /* "L3EN" */
+#define L3_IX_ENTRY_MAGIC 0x4E45u /* "EN" */
+#define L3_IX_ENTRY_HDR 20u
 typedef struct {
-    uint64_t ie_hash;
     uint64_t ie_doc;
     uint64_t ie_expire;
-    uint32_t ie_klen;
-    uint32_t ie_magic;
+    uint16_t ie_klen;
+    uint16_t ie_magic;
     uint8_t ie_key[];
 } l3_ix_entry_t;
-static_assert(sizeof(l3_ix_entry_t) == 32, "entry header");
+static_assert(offsetof(l3_ix_entry_t, ie_key) == L3_IX_ENTRY_HDR, "entry header");
 
 /* ---------------------------------------------------------------- allocator
  * Segregated-fit allocator with boundary tags over [al_heap_off, al_heap_off+al_heap_bytes).

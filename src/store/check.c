@@ -260,15 +260,15 @@ static void check_index(l3_store_t *st, chk_t *c, uint64_t *ret_keys)
         const l3_ix_slot_t *t = AT(st, table, l3_ix_slot_t);
         uint32_t live = 0, tomb = 0, mask = cap - 1;
         for (uint32_t i = 0; i < cap; i++) {
-            uint64_t e = t[i].ix_entry;
-            if (e == L3_IX_EMPTY)
+            uint64_t v = t[i].ix, e = l3_ix_slot_entry(v);
+            if (v == L3_IX_EMPTY)
                 continue;
-            if (e == L3_IX_TOMB) {
+            if (v == L3_IX_TOMB) {
                 tomb++;
                 continue;
             }
             live++;
-            if (!used_block(st, e, sizeof(l3_ix_entry_t))) {
+            if (!used_block(st, e, L3_IX_ENTRY_HDR)) {
                 problem_in(c, (int)s, "index: stripe %u slot %u: entry %" PRIu64 " is not an allocated block",
                            s, i, e);
                 continue;
@@ -277,17 +277,17 @@ static void check_index(l3_store_t *st, chk_t *c, uint64_t *ret_keys)
             const l3_ix_entry_t *ent = AT(st, e, l3_ix_entry_t);
             uint32_t kl = ent->ie_klen;
             if (ent->ie_magic != L3_IX_ENTRY_MAGIC || kl == 0 || kl > L3_STORE_KEY_MAX ||
-                !used_block(st, e, sizeof(*ent) + kl)) {
+                !used_block(st, e, L3_IX_ENTRY_HDR + kl)) {
                 problem_in(c, (int)s,
                            "index: stripe %u slot %u: entry %" PRIu64 " has a bad magic or key length", s, i,
                            e);
                 continue;
             }
             uint64_t h = l3_store__hash(st, ent->ie_key, kl);
-            if (h != ent->ie_hash || h != t[i].ix_hash || (h & st->smask) != s)
+            if (l3_ix_tag(h) != l3_ix_slot_tag(v) || (h & st->smask) != s)
                 problem_in(c, (int)s, "index: stripe %u slot %u: key hash mismatch", s, i);
-            for (uint32_t j = (uint32_t)(h >> 32) & mask; j != i; j = (j + 1) & mask) {
-                if (t[j].ix_entry == L3_IX_EMPTY) {
+            for (uint32_t j = l3_ix_tag(h) & mask; j != i; j = (j + 1) & mask) {
+                if (t[j].ix == L3_IX_EMPTY) {
                     problem_in(c, (int)s, "index: stripe %u slot %u: unreachable behind an empty slot", s, i);
                     break;
                 }

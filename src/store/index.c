@@ -5,7 +5,8 @@
  * Owns: the stripe tables (l3_ix_slot_t arrays) and l3_ix_entry_t blocks (layout.h).
  * Runs in: every mutating process, under the stripe lock with an active transaction.
  * Hashing: SipHash-2-4 with the arena's random 128-bit key, so crafted keys cannot force
- * collisions. The low bits pick the stripe, the high 32 bits the start of the probe.
+ * collisions. The low bits pick the stripe; bits 32..55, the slot's tag, the start of the
+ * probe (layout.h: a slot is the tag and the entry's offset in one 8-byte word).
  * Growth: a stripe whose table passes 3/4 load (live + tombstones) is rebuilt into a new,
  * private block sized for load <= 1/2, published by one logged store of sp_table; the old
  * table is freed when the transaction commits. Only that stripe waits, and for a time
@@ -30,13 +31,14 @@ uint64_t l3_store__ix_find(l3_store_t *st, l3_stripe_t *sp, uint64_t h, const vo
     if (sp->sp_table == 0)
         return 0;
     l3_ix_slot_t *t = AT(st, sp->sp_table, l3_ix_slot_t);
-    uint32_t mask = sp->sp_cap - 1;
-    uint32_t i = (uint32_t)(h >> 32) & mask;
+    uint32_t mask = sp->sp_cap - 1, tag = l3_ix_tag(h);
+    uint32_t i = tag & mask;
     for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
-        uint64_t e = t[i].ix_entry;
-        if (e == L3_IX_EMPTY)
+        uint64_t v = t[i].ix;
+        if (v == L3_IX_EMPTY)
             return 0;
-        if (e != L3_IX_TOMB && t[i].ix_hash == h) {
+        if (v != L3_IX_TOMB && l3_ix_slot_tag(v) == tag) {
+            uint64_t e = l3_ix_slot_entry(v);
             l3_ix_entry_t *ent = AT(st, e, l3_ix_entry_t);
             if (ent->ie_klen == klen && memcmp(ent->ie_key, key, klen) == 0) {
                 if (ret_pos)
@@ -48,13 +50,13 @@ uint64_t l3_store__ix_find(l3_store_t *st, l3_stripe_t *sp, uint64_t h, const vo
     return 0;
 }
 
-static void put_slot(l3_ix_slot_t *t, uint32_t mask, uint64_t h, uint64_t e)
+/* Place slot value v in a table being built (private: plain stores). */
+static void put_slot(l3_ix_slot_t *t, uint32_t mask, uint64_t v)
 {
-    uint32_t i = (uint32_t)(h >> 32) & mask;
-    while (t[i].ix_entry != L3_IX_EMPTY)
+    uint32_t i = l3_ix_slot_tag(v) & mask;
+    while (t[i].ix != L3_IX_EMPTY)
         i = (i + 1) & mask;
-    t[i].ix_hash = h;
-    t[i].ix_entry = e;
+    t[i].ix = v;
 }
 
 static int rebuild(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry)
@@ -62,7 +64,7 @@ static int rebuild(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry)
     uint64_t cap = 16;
     while ((uint64_t)(sp->sp_count + 1) * 2 > cap)
         cap *= 2;
-    if (cap > (1ull << 31))
+    if (cap > L3_IX_MAX_CAP)
         return -ENOSPC;
     uint64_t nt, ncap;
     int rc = l3_store__alloc(st, cap * sizeof(l3_ix_slot_t), &nt, &ncap);
@@ -74,11 +76,11 @@ static int rebuild(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry)
     if (sp->sp_table) {
         l3_ix_slot_t *o = AT(st, sp->sp_table, l3_ix_slot_t);
         for (uint32_t i = 0; i < sp->sp_cap; i++) {
-            if (o[i].ix_entry > L3_IX_TOMB)
-                put_slot(t, mask, o[i].ix_hash, o[i].ix_entry);
+            if (o[i].ix > L3_IX_TOMB)
+                put_slot(t, mask, o[i].ix);
         }
     }
-    put_slot(t, mask, h, entry);
+    put_slot(t, mask, l3_ix_slot(h, entry));
     uint64_t old = sp->sp_table;
     l3_store__tw64(st, &sp->sp_table, nt);
     l3_store__tw32(st, &sp->sp_cap, (uint32_t)cap);
@@ -95,15 +97,12 @@ int l3_store__ix_insert(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t en
         return rebuild(st, sp, h, entry);
     l3_ix_slot_t *t = AT(st, sp->sp_table, l3_ix_slot_t);
     uint32_t mask = sp->sp_cap - 1;
-    uint32_t i = (uint32_t)(h >> 32) & mask;
-    while (t[i].ix_entry > L3_IX_TOMB)
+    uint32_t i = l3_ix_tag(h) & mask;
+    while (t[i].ix > L3_IX_TOMB)
         i = (i + 1) & mask;
-    if (t[i].ix_entry == L3_IX_TOMB)
+    if (t[i].ix == L3_IX_TOMB)
         l3_store__tw32(st, &sp->sp_tomb, sp->sp_tomb - 1);
-    L3_ASSERT(l3_store__tlog(st, &t[i], sizeof(t[i])) == 0);
-    t[i].ix_hash = h;
-    l3_store__fence();
-    t[i].ix_entry = entry;
+    l3_store__tw64(st, &t[i].ix, l3_ix_slot(h, entry)); /* one word: readers see all or nothing */
     l3_store__tw32(st, &sp->sp_count, sp->sp_count + 1);
     return 0;
 }
@@ -111,7 +110,7 @@ int l3_store__ix_insert(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t en
 void l3_store__ix_remove(l3_store_t *st, l3_stripe_t *sp, uint32_t pos)
 {
     l3_ix_slot_t *t = AT(st, sp->sp_table, l3_ix_slot_t);
-    l3_store__tw64(st, &t[pos].ix_entry, L3_IX_TOMB);
+    l3_store__tw64(st, &t[pos].ix, L3_IX_TOMB);
     l3_store__tw32(st, &sp->sp_count, sp->sp_count - 1);
     l3_store__tw32(st, &sp->sp_tomb, sp->sp_tomb + 1);
 }

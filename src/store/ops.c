@@ -243,15 +243,14 @@ static void publish_doc(l3_store_t *st, opctx_t *c, uint64_t newdoc, uint64_t ca
 static int insert_key(l3_store_t *st, opctx_t *c, const void *key, size_t klen, uint64_t doc, uint64_t cap)
 {
     uint64_t e, ecap;
-    int rc = l3_store__alloc(st, sizeof(l3_ix_entry_t) + klen, &e, &ecap);
+    int rc = l3_store__alloc(st, L3_IX_ENTRY_HDR + klen, &e, &ecap);
     if (rc < 0)
         return rc;
     l3_ix_entry_t *ent = AT(st, e, l3_ix_entry_t);
-    ent->ie_hash = c->h;
     ent->ie_doc = doc;
     (void)cap;
     ent->ie_expire = 0;
-    ent->ie_klen = (uint32_t)klen;
+    ent->ie_klen = (uint16_t)klen;
     ent->ie_magic = L3_IX_ENTRY_MAGIC;
     memcpy(ent->ie_key, key, klen);
     rc = l3_store__ix_insert(st, c->sp, c->h, e);
@@ -1199,17 +1198,18 @@ static int collect(l3_store_t *st, uint32_t s, const void *prefix, size_t plen, 
         if (table != 0 && range_ok(st, table, (uint64_t)tcap * sizeof(l3_ix_slot_t))) {
             const l3_ix_slot_t *t = AT(st, table, l3_ix_slot_t);
             for (; pos < tcap; pos++) {
-                uint64_t e = __atomic_load_n(&t[pos].ix_entry, __ATOMIC_ACQUIRE);
-                if (e <= L3_IX_TOMB)
+                uint64_t v = __atomic_load_n(&t[pos].ix, __ATOMIC_ACQUIRE);
+                if (v <= L3_IX_TOMB)
                     continue;
-                if (!range_ok(st, e, sizeof(l3_ix_entry_t))) {
+                uint64_t e = l3_ix_slot_entry(v);
+                if (!range_ok(st, e, L3_IX_ENTRY_HDR)) {
                     bad = true;
                     break;
                 }
                 const l3_ix_entry_t *ent = AT(st, e, l3_ix_entry_t);
                 uint32_t kl = ent->ie_klen;
                 if (ent->ie_magic != L3_IX_ENTRY_MAGIC || kl == 0 || kl > L3_STORE_KEY_MAX ||
-                    !range_ok(st, e + sizeof(*ent), kl)) {
+                    !range_ok(st, e + L3_IX_ENTRY_HDR, kl)) {
                     bad = true;
                     break;
                 }
@@ -1323,10 +1323,10 @@ static int stripe_exp_min(l3_store_t *st, uint32_t s)
     uint64_t min = UINT64_MAX;
     const l3_ix_slot_t *t = sp->sp_table ? AT(st, sp->sp_table, l3_ix_slot_t) : NULL;
     for (uint32_t i = 0; t != NULL && i < sp->sp_cap; i++) {
-        uint64_t e = t[i].ix_entry;
-        if (e <= L3_IX_TOMB)
+        uint64_t v = t[i].ix;
+        if (v <= L3_IX_TOMB)
             continue;
-        uint64_t exp = AT(st, e, l3_ix_entry_t)->ie_expire;
+        uint64_t exp = AT(st, l3_ix_slot_entry(v), l3_ix_entry_t)->ie_expire;
         if (exp != 0 && exp < min)
             min = exp;
     }
@@ -1392,13 +1392,14 @@ int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **re
             continue;
         }
         const l3_ix_slot_t *t = AT(st, table, l3_ix_slot_t);
-        uint32_t mask = tcap - 1, i = (uint32_t)(h >> 32) & mask;
+        uint32_t mask = tcap - 1, tag = l3_ix_tag(h), i = tag & mask;
         uint64_t found = 0;
         for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
-            uint64_t e = t[i].ix_entry;
-            if (e == L3_IX_EMPTY)
+            uint64_t v = __atomic_load_n(&t[i].ix, __ATOMIC_ACQUIRE);
+            if (v == L3_IX_EMPTY)
                 break;
-            if (e == L3_IX_TOMB || t[i].ix_hash != h || !range_ok(st, e, sizeof(l3_ix_entry_t) + klen))
+            uint64_t e = l3_ix_slot_entry(v);
+            if (v == L3_IX_TOMB || l3_ix_slot_tag(v) != tag || !range_ok(st, e, L3_IX_ENTRY_HDR + klen))
                 continue;
             const l3_ix_entry_t *ent = AT(st, e, l3_ix_entry_t);
             if (ent->ie_klen == klen && memcmp(ent->ie_key, key, klen) == 0) {

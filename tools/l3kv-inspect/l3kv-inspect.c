@@ -249,20 +249,20 @@ static uint64_t block_size(const uint8_t *base, uint64_t arena, uint64_t off)
 static void bytes_entry(const uint8_t *base, uint64_t arena, uint64_t eoff, bytes_t *b)
 {
     uint64_t esz = block_size(base, arena, eoff);
-    if (esz < L3_BLOCK_HDR + sizeof(l3_ix_entry_t))
+    if (esz < L3_BLOCK_HDR + L3_IX_ENTRY_HDR)
         return;
     const l3_ix_entry_t *e = (const l3_ix_entry_t *)(const void *)(base + eoff);
     uint64_t klen = e->ie_klen, doc = e->ie_doc, dsz = block_size(base, arena, doc);
-    if (klen > esz - L3_BLOCK_HDR - sizeof(l3_ix_entry_t) || dsz < L3_BLOCK_HDR + 48)
+    if (klen > esz - L3_BLOCK_HDR - L3_IX_ENTRY_HDR || dsz < L3_BLOCK_HDR + 48)
         return;
     uint64_t used = l3_doc_size(base + doc);
     if (used > dsz - L3_BLOCK_HDR)
         return;
     b->keys++;
     b->entry_hdr += L3_BLOCK_HDR;
-    b->entry += sizeof(l3_ix_entry_t);
+    b->entry += L3_IX_ENTRY_HDR;
     b->entry_key += klen;
-    b->entry_round += esz - L3_BLOCK_HDR - sizeof(l3_ix_entry_t) - klen;
+    b->entry_round += esz - L3_BLOCK_HDR - L3_IX_ENTRY_HDR - klen;
     b->doc_hdr += L3_BLOCK_HDR;
     b->doc_used += used;
     b->doc_room += dsz - L3_BLOCK_HDR - used;
@@ -285,9 +285,9 @@ static void bytes_walk(l3_store_t *st, bytes_t *b)
         b->table_round += tsz - L3_BLOCK_HDR - cap * sizeof(l3_ix_slot_t);
         const l3_ix_slot_t *t = (const l3_ix_slot_t *)(const void *)(base + toff);
         for (uint64_t i = 0; i < cap; i++) {
-            uint64_t eoff = __atomic_load_n(&t[i].ix_entry, __ATOMIC_ACQUIRE);
-            if (eoff > L3_IX_TOMB)
-                bytes_entry(base, arena, eoff, b);
+            uint64_t v = __atomic_load_n(&t[i].ix, __ATOMIC_ACQUIRE);
+            if (v > L3_IX_TOMB)
+                bytes_entry(base, arena, l3_ix_slot_entry(v), b);
         }
     }
 }

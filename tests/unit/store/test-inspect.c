@@ -66,9 +66,9 @@ static l3_ix_entry_t *find_entry(l3_store_t *st, const char *key)
             continue;
         l3_ix_slot_t *t = (l3_ix_slot_t *)(base + sps[s].sp_table);
         for (uint32_t i = 0; i < sps[s].sp_cap; i++) {
-            if (t[i].ix_entry <= L3_IX_TOMB)
+            if (t[i].ix <= L3_IX_TOMB)
                 continue;
-            l3_ix_entry_t *e = (l3_ix_entry_t *)(base + t[i].ix_entry);
+            l3_ix_entry_t *e = (l3_ix_entry_t *)(base + l3_ix_slot_entry(t[i].ix));
             if (e->ie_klen == strlen(key) && memcmp(e->ie_key, key, e->ie_klen) == 0)
                 return e;
         }
@@ -103,11 +103,11 @@ static void check_bytes(l3_store_t *st, const char *name, char *out, size_t cap)
     CHECK_EQ_INT(l3_store_stats(st, &s), 0);
 #define JV(k) ((uint64_t)json_integer_value(json_object_get(j, k)))
     CHECK_EQ_INT(JV("keys"), 4);
-    CHECK_EQ_INT(JV("entry"), 4 * 32); /* l3_ix_entry_t */
+    CHECK_EQ_INT(JV("entry"), 4 * L3_IX_ENTRY_HDR); /* l3_ix_entry_t */
     CHECK_EQ_INT(JV("entry_key"), 6 + 6 + 3 + 8);
     CHECK_EQ_INT(JV("entry_hdr"), 4 * 16); /* a block header each */
-    /* blocks are multiples of 16: 32 + klen + 16 rounded up, so 10 + 10 + 13 + 8 spare */
-    CHECK_EQ_INT(JV("entry_round"), 10 + 10 + 13 + 8);
+    /* blocks are multiples of 16, at least 48: 20 + klen + 16 rounded up, so 6 + 6 + 9 + 4 spare */
+    CHECK_EQ_INT(JV("entry_round"), 6 + 6 + 9 + 4);
     CHECK_EQ_INT(JV("doc_hdr"), 4 * 16);
     CHECK_EQ_INT(JV("doc_used"), s.doc_bytes);
     CHECK_EQ_INT(JV("table_slots"), table_slot_bytes(st));
