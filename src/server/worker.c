@@ -459,11 +459,16 @@ static void check_ctl(void)
 #define EXPIRY_SWEEP_STRIPES 128u
 static void expiry_sweep(void)
 {
+    static int last_rc; /* a lasting failure (the WAL refusing writes) is logged once */
     size_t removed = 0;
     int rc =
         l3_store_expire_sweep(srv->store, EXPIRY_SWEEP_STRIPES, srv->cfg.storage.expiry_sweep_keys, &removed);
-    if (rc < 0 && rc != -EAGAIN && rc != -ETIMEDOUT)
-        L3_LOG(L3_LOG_WARN, "worker %u: expiry sweep: %s", my_slot, l3_strerror(rc));
+    if (rc == -EAGAIN || rc == -ETIMEDOUT)
+        return; /* ring full or a busy lock: the next tick goes on */
+    if (rc < 0 && rc != last_rc)
+        L3_LOG(L3_LOG_WARN, "worker %u: expiry sweep stopped: %s (expired keys stay hidden)", my_slot,
+               l3_strerror(rc));
+    last_rc = rc;
 }
 
 static void on_tick(h2o_timeout_entry_t *e)

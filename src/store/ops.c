@@ -1341,6 +1341,8 @@ int l3_store_expire_sweep(l3_store_t *st, uint32_t max_stripes, size_t max_keys,
     int rc = l3_store__check_registered(st);
     if (rc < 0)
         return rc;
+    if (__atomic_load_n(&st->hdr->ah_state, __ATOMIC_ACQUIRE) == L3_ARENA_POISONED)
+        return 0; /* takes no writes (store.md, "Poisoning"): expired keys stay hidden */
     uint64_t now = l3_store_now_ms();
     uint32_t ns = st->hdr->ah_nstripes;
     size_t removed = 0;
