@@ -313,16 +313,18 @@ static inline uint32_t l3_ix_slot_tag(uint64_t slot)
     return (uint32_t)(slot >> 40);
 }
 
-/* Index entry (a block payload), one per key:
- *    0  8  ie_doc    offset of the document (a block payload), 8-byte aligned
+/* Index entry, one per key, at the start of the key's one block (a block payload):
+ *    0  8  ie_doc    offset of the document: in the same block, right after the key, at
+ *                    entry + align8(L3_IX_ENTRY_HDR + klen). A document that outgrows its
+ *                    block moves with its entry and key to a new block (the slot is
+ *                    rewritten), so a key costs one block header
  *    8  8  ie_expire the key's deadline, ms since the Unix epoch (CLOCK_REALTIME); 0 = none.
  *                    A key whose deadline has passed is absent to every reader and is
  *                    removed (with a logged record) by the next write or the expiry sweep.
- *                    The document's capacity is its block's payload size (alloc.c)
  *   16  2  ie_klen   key length, 1..L3_STORE_KEY_MAX
  *   18  2  ie_magic  L3_IX_ENTRY_MAGIC
- *   20     key bytes (the entry's block is L3_IX_ENTRY_HDR + klen bytes: a key of up to 12
- *          bytes fits the smallest block, L3_BLOCK_MIN)
+ *   20     key bytes, zero or more padding bytes to a multiple of 8, then the document;
+ *          the document's capacity is the rest of the block
  * The key's hash is not stored: the slot holds its tag, and a check recomputes it.
  */
 #define L3_IX_ENTRY_MAGIC 0x4E45u /* "EN" */

@@ -204,14 +204,15 @@ static void check_heap(l3_store_t *st, chk_t *c)
 
 static void check_doc(l3_store_t *st, chk_t *c, uint32_t s, const l3_ix_entry_t *ent)
 {
-    uint64_t doc = ent->ie_doc, cap = 0;
-    if (!used_block(st, doc, 0) || (cap = l3_store__doc_cap(st, doc)) == 0) {
+    /* the document follows the entry and the key in the key's block (layout.h) */
+    uint64_t eo = OFF(st, ent), pre = l3_store__prefix(ent->ie_klen), doc = ent->ie_doc, cap = 0;
+    if (doc != eo + pre || !used_block(st, eo, pre + 32) || (cap = l3_store__doc_cap(st, ent)) == 0) {
         problem_in(c, (int)s,
-                   "index: stripe %u key '%.*s': document %" PRIu64 "+%" PRIu64 " is not an allocated block",
+                   "index: stripe %u key '%.*s': document %" PRIu64 "+%" PRIu64
+                   " is not inside its key's block",
                    s, (int)L3_MIN(ent->ie_klen, 64u), (const char *)ent->ie_key, doc, cap);
         return;
     }
-    push(&c->refs, &c->nrefs, &c->caprefs, doc);
     uint32_t used;
     memcpy(&used, st->base + doc + 8, 4);
     if (used < 32 || used > cap) {

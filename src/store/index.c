@@ -50,16 +50,17 @@ uint64_t l3_store__ix_find(l3_store_t *st, l3_stripe_t *sp, uint64_t h, const vo
     return 0;
 }
 
-/* Place slot value v in a table being built (private: plain stores). */
-static void put_slot(l3_ix_slot_t *t, uint32_t mask, uint64_t v)
+/* Place slot value v in a table being built (private: plain stores); its position. */
+static uint32_t put_slot(l3_ix_slot_t *t, uint32_t mask, uint64_t v)
 {
     uint32_t i = l3_ix_slot_tag(v) & mask;
     while (t[i].ix != L3_IX_EMPTY)
         i = (i + 1) & mask;
     t[i].ix = v;
+    return i;
 }
 
-static int rebuild(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry)
+static int rebuild(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry, uint32_t *ret_pos)
 {
     uint64_t cap = 16;
     while ((uint64_t)(sp->sp_count + 1) * 2 > cap)
@@ -80,7 +81,7 @@ static int rebuild(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry)
                 put_slot(t, mask, o[i].ix);
         }
     }
-    put_slot(t, mask, l3_ix_slot(h, entry));
+    *ret_pos = put_slot(t, mask, l3_ix_slot(h, entry));
     uint64_t old = sp->sp_table;
     l3_store__tw64(st, &sp->sp_table, nt);
     l3_store__tw32(st, &sp->sp_cap, (uint32_t)cap);
@@ -91,10 +92,10 @@ static int rebuild(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry)
     return 0;
 }
 
-int l3_store__ix_insert(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry)
+int l3_store__ix_insert(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry, uint32_t *ret_pos)
 {
     if (sp->sp_table == 0 || (uint64_t)(sp->sp_count + sp->sp_tomb + 1) * 4 > (uint64_t)sp->sp_cap * 3)
-        return rebuild(st, sp, h, entry);
+        return rebuild(st, sp, h, entry, ret_pos);
     l3_ix_slot_t *t = AT(st, sp->sp_table, l3_ix_slot_t);
     uint32_t mask = sp->sp_cap - 1;
     uint32_t i = l3_ix_tag(h) & mask;
@@ -104,6 +105,7 @@ int l3_store__ix_insert(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t en
         l3_store__tw32(st, &sp->sp_tomb, sp->sp_tomb - 1);
     l3_store__tw64(st, &t[i].ix, l3_ix_slot(h, entry)); /* one word: readers see all or nothing */
     l3_store__tw32(st, &sp->sp_count, sp->sp_count + 1);
+    *ret_pos = i;
     return 0;
 }
 

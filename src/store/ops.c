@@ -97,8 +97,7 @@ static void remove_entry(l3_store_t *st, opctx_t *c)
     c->dkeys -= 1;
     c->dbytes -= (int64_t)l3_doc_size(c->doc);
     l3_store__ix_remove(st, c->sp, c->pos);
-    l3_store__tx_defer_free(st, c->ent->ie_doc);
-    l3_store__tx_defer_free(st, c->entry);
+    l3_store__tx_defer_free(st, c->entry); /* the key's one block: entry, key and document */
 }
 
 /* O6: the write about to run on c's key finds it expired. Remove it as a transaction of
@@ -229,36 +228,48 @@ static uint64_t doc_cap_fresh(uint64_t len)
     return len < L3_DOC_TIGHT_BYTES ? L3_ALIGN_UP(len, (uint64_t)16) : doc_cap_for(len);
 }
 
-/* Make `newdoc` (a block allocated in this transaction) the document of the entry. */
-static void publish_doc(l3_store_t *st, opctx_t *c, uint64_t newdoc, uint64_t cap)
+/* A key's block for a document of up to `cap` bytes (layout.h, "index entry"): the entry
+ * and the key, then the document. The entry carries over c's deadline. The block is private
+ * to this transaction until published (freed by a rollback). */
+static int alloc_key_block(l3_store_t *st, opctx_t *c, const void *key, size_t klen, uint64_t cap,
+                           uint64_t *ret_entry, uint64_t *ret_cap)
 {
-    uint64_t old = c->ent->ie_doc;
-    (void)cap; /* the block's payload size (l3_store__doc_cap) */
-    l3_store__tw64(st, &c->ent->ie_doc, newdoc);
-    l3_store__tx_defer_free(st, old);
-    c->doc = AT(st, newdoc, uint8_t);
-}
-
-/* Create the entry for a new key with document block `doc`. */
-static int insert_key(l3_store_t *st, opctx_t *c, const void *key, size_t klen, uint64_t doc, uint64_t cap)
-{
-    uint64_t e, ecap;
-    int rc = l3_store__alloc(st, L3_IX_ENTRY_HDR + klen, &e, &ecap);
+    uint64_t pre = l3_store__prefix((uint32_t)klen), e, got;
+    int rc = l3_store__alloc(st, pre + cap, &e, &got);
     if (rc < 0)
         return rc;
     l3_ix_entry_t *ent = AT(st, e, l3_ix_entry_t);
-    ent->ie_doc = doc;
-    (void)cap;
-    ent->ie_expire = 0;
+    ent->ie_doc = e + pre;
+    ent->ie_expire = c->ent != NULL ? c->ent->ie_expire : 0;
     ent->ie_klen = (uint16_t)klen;
     ent->ie_magic = L3_IX_ENTRY_MAGIC;
-    memcpy(ent->ie_key, key, klen);
-    rc = l3_store__ix_insert(st, c->sp, c->h, e);
+    memmove(ent->ie_key, key, klen);
+    *ret_entry = e;
+    *ret_cap = got - pre;
+    return 0;
+}
+
+/* Make `entry` (a key block allocated in this transaction) the key's: one logged store of
+ * its index slot; the old block is freed when the transaction commits. */
+static void publish_doc(l3_store_t *st, opctx_t *c, uint64_t entry)
+{
+    l3_ix_slot_t *t = AT(st, c->sp->sp_table, l3_ix_slot_t);
+    l3_store__tw64(st, &t[c->pos].ix, l3_ix_slot(c->h, entry));
+    l3_store__tx_defer_free(st, c->entry);
+    c->entry = entry;
+    c->ent = AT(st, entry, l3_ix_entry_t);
+    c->doc = AT(st, c->ent->ie_doc, uint8_t);
+}
+
+/* Index the key block `entry` of a new key. */
+static int insert_key(l3_store_t *st, opctx_t *c, uint64_t entry)
+{
+    int rc = l3_store__ix_insert(st, c->sp, c->h, entry, &c->pos);
     if (rc < 0)
         return rc;
-    c->entry = e;
-    c->ent = ent;
-    c->doc = AT(st, doc, uint8_t);
+    c->entry = entry;
+    c->ent = AT(st, entry, l3_ix_entry_t);
+    c->doc = AT(st, c->ent->ie_doc, uint8_t);
     c->dkeys = 1;
     return 0;
 }
@@ -275,20 +286,21 @@ void l3_store__set_deadline(l3_store_t *st, opctx_t *c, uint64_t expire_ms)
 int l3_store__store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf,
                         size_t len, uint64_t lsn)
 {
-    uint64_t cap = doc_cap_fresh(len), off, got;
-    int rc = l3_store__alloc(st, cap, &off, &got);
+    uint64_t e, got;
+    int rc = alloc_key_block(st, c, key, klen, doc_cap_fresh(len), &e, &got);
     if (rc < 0)
         return rc;
-    memcpy(st->base + off, buf, len);
-    l3_doc_t d = {.buf = st->base + off, .cap = got};
+    uint8_t *doc = AT(st, AT(st, e, l3_ix_entry_t)->ie_doc, uint8_t);
+    memcpy(doc, buf, len);
+    l3_doc_t d = {.buf = doc, .cap = got};
     l3_doc_set_lsn(&d, lsn);
     if (c->entry) {
         c->dbytes = (int64_t)len - (int64_t)l3_doc_size(c->doc);
-        publish_doc(st, c, off, got);
+        publish_doc(st, c, e);
         return 0;
     }
     c->dbytes = (int64_t)len;
-    return insert_key(st, c, key, klen, off, got);
+    return insert_key(st, c, e);
 }
 
 static int check_match(const opctx_t *c, uint64_t if_match)
@@ -592,10 +604,8 @@ static int expire_common(l3_store_t *st, const void *key, size_t klen, uint64_t 
     if (rc != 0)
         return rc;
     uint64_t lsn = l3_store__next_lsn(st, replay_lsn);
-    l3_doc_t d = {.buf = c.doc,
-                  .cap = l3_store__doc_cap(st, c.ent->ie_doc),
-                  .undo = l3_store__doc_undo_cb,
-                  .undo_ctx = st};
+    l3_doc_t d = {
+        .buf = c.doc, .cap = l3_store__doc_cap(st, c.ent), .undo = l3_store__doc_undo_cb, .undo_ctx = st};
     l3_doc_set_lsn(&d, lsn);
     l3_store__set_deadline(st, &c, expire_ms);
     uint8_t pl[8];
@@ -708,39 +718,40 @@ static int grow_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t need, size_
     if (limit && want > limit)
         want = L3_MAX((uint64_t)limit, L3_MAX((uint64_t)need, size)); /* room() refuses past the limit */
     for (int tries = 0; tries < 6; tries++) {
-        uint64_t off, cap;
-        int rc = l3_store__alloc(st, want, &off, &cap);
+        uint64_t e, cap;
+        int rc = alloc_key_block(st, c, c->ent->ie_key, c->ent->ie_klen, want, &e, &cap);
         if (rc < 0)
             return rc;
+        uint8_t *nd = AT(st, AT(st, e, l3_ix_entry_t)->ie_doc, uint8_t);
         size_t got;
         if (reseed) {
             if (l3_doc_compact_bound(c->doc) > cap) {
-                l3_store__free_now(st, off);
+                l3_store__free_now(st, e);
                 want = L3_MAX(want * 2, (uint64_t)l3_doc_compact_bound(c->doc) + 256);
                 continue;
             }
-            rc = l3_doc_rebuild(c->doc, st->base + off, cap, &got);
+            rc = l3_doc_rebuild(c->doc, nd, cap, &got);
             if (rc < 0) {
-                l3_store__free_now(st, off);
+                l3_store__free_now(st, e);
                 return rc;
             }
         } else {
-            memcpy(st->base + off, c->doc, size);
+            memcpy(nd, c->doc, size);
         }
-        l3_doc_t d = {.buf = st->base + off, .cap = cap, .limit = limit};
+        l3_doc_t d = {.buf = nd, .cap = cap, .limit = limit};
         rc = docop_apply(&d, o);
         if (rc == -ENOBUFS || rc == L3_EREHASH) {
-            l3_store__free_now(st, off);
+            l3_store__free_now(st, e);
             if (rc == -ENOBUFS)
                 want = L3_MAX((uint64_t)d.need + d.need / 4, want * 2);
             reseed = reseed || rc == L3_EREHASH;
             continue;
         }
         if (rc < 0) {
-            l3_store__free_now(st, off);
+            l3_store__free_now(st, e);
             return rc;
         }
-        publish_doc(st, c, off, cap);
+        publish_doc(st, c, e);
         __atomic_fetch_add(&st->hdr->ah_grows, 1, __ATOMIC_RELAXED);
         return 0;
     }
@@ -752,15 +763,15 @@ static void maybe_compact(l3_store_t *st, opctx_t *c)
     if (!l3_doc_should_compact(c->doc))
         return;
     size_t bound = l3_doc_compact_bound(c->doc);
-    uint64_t off, cap;
+    uint64_t e, cap;
     size_t len;
-    if (l3_store__alloc(st, doc_cap_for(bound), &off, &cap) < 0)
+    if (alloc_key_block(st, c, c->ent->ie_key, c->ent->ie_klen, doc_cap_for(bound), &e, &cap) < 0)
         return; /* keep the garbage rather than fail the mutation */
-    if (l3_doc_compact(c->doc, st->base + off, cap, &len) < 0) {
-        l3_store__free_now(st, off);
+    if (l3_doc_compact(c->doc, AT(st, AT(st, e, l3_ix_entry_t)->ie_doc, uint8_t), cap, &len) < 0) {
+        l3_store__free_now(st, e);
         return;
     }
-    publish_doc(st, c, off, cap);
+    publish_doc(st, c, e);
     __atomic_fetch_add(&st->hdr->ah_compactions, 1, __ATOMIC_RELAXED);
 }
 
@@ -901,7 +912,7 @@ static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint
     o->lsn = l3_store__next_lsn(st, replay_lsn);
     size_t limit = doc_limit(st, replay_lsn);
     l3_doc_t d = {.buf = c.doc,
-                  .cap = l3_store__doc_cap(st, c.ent->ie_doc),
+                  .cap = l3_store__doc_cap(st, c.ent),
                   .undo = l3_store__doc_undo_cb,
                   .undo_ctx = st,
                   .limit = limit};
@@ -1417,8 +1428,10 @@ int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **re
         const l3_ix_entry_t *ent = AT(st, found, l3_ix_entry_t);
         uint64_t doc = ent->ie_doc, exp = ent->ie_expire, cap;
         uint32_t used;
-        if (!range_ok(st, doc - L3_BLOCK_HDR, 32 + L3_BLOCK_HDR) ||
-            (cap = l3_store__doc_cap(st, doc)) > st->size) {
+        if (found < L3_BLOCK_HDR ||
+            !range_ok(st, found - L3_BLOCK_HDR, L3_BLOCK_HDR + l3_store__prefix(klen)) ||
+            doc != found + l3_store__prefix(klen) || !range_ok(st, doc, 32) ||
+            (cap = l3_store__doc_cap(st, ent)) > st->size) {
             last = L3_ECORRUPT;
             continue;
         }

@@ -133,7 +133,8 @@ uint64_t l3_store__hash(const l3_store_t *st, const void *key, size_t klen);
 /* find: returns entry offset (0 = none), *ret_pos its table position */
 uint64_t l3_store__ix_find(l3_store_t *st, l3_stripe_t *sp, uint64_t h, const void *key, size_t klen,
                            uint32_t *ret_pos);
-int l3_store__ix_insert(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry);
+/* index a new entry; *ret_pos gets its slot */
+int l3_store__ix_insert(l3_store_t *st, l3_stripe_t *sp, uint64_t h, uint64_t entry, uint32_t *ret_pos);
 void l3_store__ix_remove(l3_store_t *st, l3_stripe_t *sp, uint32_t pos);
 
 /* ---- ops.c: one key's state under its stripe lock */
@@ -171,12 +172,21 @@ size_t l3_store__enc_set(uint8_t *dst, size_t cap, const char *path, size_t plen
 int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
                       uint64_t *ret_lsn, uint64_t *ret_expire_ms);
 
-/* A document block's capacity: its payload size (the block header precedes the payload). */
-static inline uint64_t l3_store__doc_cap(const l3_store_t *st, uint64_t doc)
+/* Bytes of a key's block before its document: the entry and the key, padded to 8. */
+static inline uint64_t l3_store__prefix(uint32_t klen)
 {
-    uint64_t h;
-    memcpy(&h, st->base + doc - L3_BLOCK_HDR, sizeof h);
-    return (h & ~(uint64_t)L3_BLOCK_FLAGS) - L3_BLOCK_HDR;
+    return ((uint64_t)L3_IX_ENTRY_HDR + klen + 7u) & ~(uint64_t)7u;
+}
+
+/* A key's document capacity: its block's payload size less the entry and key before it
+ * (the block header precedes the payload; 0 when the block is too small: corrupt). */
+static inline uint64_t l3_store__doc_cap(const l3_store_t *st, const l3_ix_entry_t *ent)
+{
+    uint64_t h, pre = l3_store__prefix(ent->ie_klen);
+    memcpy(&h, (const uint8_t *)ent - L3_BLOCK_HDR, sizeof h);
+    uint64_t payload = (h & ~(uint64_t)L3_BLOCK_FLAGS) - L3_BLOCK_HDR;
+    (void)st;
+    return payload > pre ? payload - pre : 0;
 }
 
 static inline void l3_store__fence(void)

@@ -631,7 +631,6 @@ static int store_key(l3_store_txn_t *t, txkey_t *k, int64_t *dkeys, int64_t *dby
     *dkeys -= 1;
     *dbytes -= (int64_t)l3_doc_size(old);
     l3_store__ix_remove(st, c.sp, c.pos);
-    l3_store__tx_defer_free(st, c.ent->ie_doc);
     l3_store__tx_defer_free(st, c.entry);
     return 0;
 }

@@ -246,26 +246,26 @@ static uint64_t block_size(const uint8_t *base, uint64_t arena, uint64_t off)
     return sz <= arena - off + L3_BLOCK_HDR ? sz : 0;
 }
 
+/* One key's block: block header, entry, key, padding to 8, then the document and its room. */
 static void bytes_entry(const uint8_t *base, uint64_t arena, uint64_t eoff, bytes_t *b)
 {
     uint64_t esz = block_size(base, arena, eoff);
     if (esz < L3_BLOCK_HDR + L3_IX_ENTRY_HDR)
         return;
     const l3_ix_entry_t *e = (const l3_ix_entry_t *)(const void *)(base + eoff);
-    uint64_t klen = e->ie_klen, doc = e->ie_doc, dsz = block_size(base, arena, doc);
-    if (klen > esz - L3_BLOCK_HDR - L3_IX_ENTRY_HDR || dsz < L3_BLOCK_HDR + 48)
+    uint64_t klen = e->ie_klen, pre = (L3_IX_ENTRY_HDR + klen + 7u) & ~(uint64_t)7u;
+    if (pre + 48 > esz - L3_BLOCK_HDR || e->ie_doc != eoff + pre)
         return;
-    uint64_t used = l3_doc_size(base + doc);
-    if (used > dsz - L3_BLOCK_HDR)
+    uint64_t used = l3_doc_size(base + e->ie_doc);
+    if (used > esz - L3_BLOCK_HDR - pre)
         return;
     b->keys++;
     b->entry_hdr += L3_BLOCK_HDR;
     b->entry += L3_IX_ENTRY_HDR;
     b->entry_key += klen;
-    b->entry_round += esz - L3_BLOCK_HDR - L3_IX_ENTRY_HDR - klen;
-    b->doc_hdr += L3_BLOCK_HDR;
+    b->entry_round += pre - L3_IX_ENTRY_HDR - klen;
     b->doc_used += used;
-    b->doc_room += dsz - L3_BLOCK_HDR - used;
+    b->doc_room += esz - L3_BLOCK_HDR - pre - used;
 }
 
 static void bytes_walk(l3_store_t *st, bytes_t *b)
