@@ -425,17 +425,8 @@ int l3_store_get_bin(l3_store_t *st, const void *key, size_t klen, uint8_t **ret
 
 int l3_store_get_lsn(l3_store_t *st, const void *key, size_t klen, uint64_t *ret_lsn)
 {
-    opctx_t c;
-    int rc = op_lock(st, key, klen, OPM_READ, &c);
-    if (rc < 0)
-        return rc;
-    if (!c.entry)
-        return op_abort(st, &c, -ENOENT);
-    uint64_t lsn = l3_doc_lsn(c.doc);
-    l3_store__stripe_unlock(st, c.s);
-    if (ret_lsn)
-        *ret_lsn = lsn;
-    return 0;
+    uint64_t exp;
+    return l3_store_get_expire(st, key, klen, &exp, ret_lsn);
 }
 
 /* ---------------------------------------------------------------- put, delete */

@@ -371,6 +371,24 @@ static void unqueue(l3_store_txn_t *t)
     free(r->payload);
 }
 
+/* The end of put and expire: install w with the operation's deadline once its record is
+ * queued (rc 0), or undo both. */
+static int install_deadline(l3_store_txn_t *t, txkey_t *k, l3_doc_t *w, uint64_t lsn, int rc,
+                            uint64_t expire_ms, uint64_t *ret_lsn)
+{
+    if (rc == 0 && (rc = install(t, k, w, lsn)) < 0)
+        unqueue(t);
+    if (rc < 0) {
+        l3_doc_heap_free(w);
+        return rc;
+    }
+    k->exp = expire_ms;
+    k->exp_set = true;
+    if (ret_lsn)
+        *ret_lsn = lsn;
+    return 0;
+}
+
 int l3_store_txn_put_json(l3_store_txn_t *t, const void *key, size_t klen, const char *json, size_t jlen,
                           uint64_t if_match, uint64_t *ret_lsn, l3_doc_error_t *err)
 {
@@ -414,17 +432,7 @@ int l3_store_txn_put_json_ttl(l3_store_txn_t *t, const void *key, size_t klen, c
             free(pl);
         }
     }
-    if (rc == 0 && (rc = install(t, k, &w, lsn)) < 0)
-        unqueue(t);
-    if (rc < 0) {
-        l3_doc_heap_free(&w);
-        return rc;
-    }
-    k->exp = expire_ms;
-    k->exp_set = true;
-    if (ret_lsn)
-        *ret_lsn = lsn;
-    return 0;
+    return install_deadline(t, k, &w, lsn, rc, expire_ms, ret_lsn);
 }
 
 int l3_store_txn_delete(l3_store_txn_t *t, const void *key, size_t klen, uint64_t if_match, uint64_t *ret_lsn)
@@ -471,17 +479,7 @@ int l3_store_txn_expire(l3_store_txn_t *t, const void *key, size_t klen, uint64_
     uint8_t pl[8];
     l3_wal_put_deadline(pl, expire_ms);
     rc = queue(t, k, L3_WALOP_EXPIRE, 0, lsn, pl, sizeof pl);
-    if (rc == 0 && (rc = install(t, k, &w, lsn)) < 0)
-        unqueue(t);
-    if (rc < 0) {
-        l3_doc_heap_free(&w);
-        return rc;
-    }
-    k->exp = expire_ms;
-    k->exp_set = true;
-    if (ret_lsn)
-        *ret_lsn = lsn;
-    return 0;
+    return install_deadline(t, k, &w, lsn, rc, expire_ms, ret_lsn);
 }
 
 /* set (o_incr false) or incr: the record is the SET a single-key call logs (ops.c). */
