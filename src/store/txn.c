@@ -312,6 +312,21 @@ static int working_copy(l3_store_txn_t *t, const txkey_t *k, bool create, l3_doc
     return 0;
 }
 
+/* The key of an in-place change (set, incr, expire): found, If-Match checked, and a working
+ * copy of its existing document in *w. 0, -EINVAL (not in the transaction), -ENOENT, -ESTALE. */
+static int copy_existing(l3_store_txn_t *t, const void *key, size_t klen, uint64_t if_match, txkey_t **ret_k,
+                         l3_doc_t *w)
+{
+    txkey_t *k = find_key(t, key, klen);
+    if (k == NULL)
+        return -EINVAL;
+    int rc = check_match(current(t, k), if_match);
+    if (rc == 0)
+        rc = working_copy(t, k, false, w);
+    *ret_k = k;
+    return rc;
+}
+
 /* Queue the record of one operation (payload copied). */
 static int queue(l3_store_txn_t *t, const txkey_t *k, uint8_t op, uint8_t flags, uint64_t lsn, const void *p,
                  size_t plen)
@@ -466,14 +481,10 @@ int l3_store_txn_delete(l3_store_txn_t *t, const void *key, size_t klen, uint64_
 int l3_store_txn_expire(l3_store_txn_t *t, const void *key, size_t klen, uint64_t expire_ms,
                         uint64_t if_match, uint64_t *ret_lsn)
 {
-    txkey_t *k = find_key(t, key, klen);
-    if (k == NULL)
-        return -EINVAL;
-    int rc = check_match(current(t, k), if_match);
-    if (rc < 0)
-        return rc;
+    txkey_t *k;
     l3_doc_t w;
-    if ((rc = working_copy(t, k, false, &w)) < 0)
+    int rc = copy_existing(t, key, klen, if_match, &k, &w);
+    if (rc < 0)
         return rc;
     uint64_t lsn = l3_store__next_lsn(t->st, 0);
     uint8_t pl[8];
@@ -487,13 +498,9 @@ static int scalar_op(l3_store_txn_t *t, const void *key, size_t klen, const char
                      unsigned flags, const l3_doc_scalar_t *v, int64_t delta, bool is_incr, uint64_t if_match,
                      int64_t *ret_new, uint64_t *ret_lsn)
 {
-    txkey_t *k = find_key(t, key, klen);
-    if (k == NULL)
-        return -EINVAL;
-    int rc = check_match(current(t, k), if_match);
+    txkey_t *k;
     l3_doc_t w;
-    if (rc == 0)
-        rc = working_copy(t, k, false, &w);
+    int rc = copy_existing(t, key, klen, if_match, &k, &w);
     if (rc < 0)
         return rc;
     int64_t nv = 0;
