@@ -149,7 +149,9 @@ static int op_lock(l3_store_t *st, const void *key, size_t klen, int mode, opctx
     if (c->entry) {
         c->ent = AT(st, c->entry, l3_ix_entry_t);
         c->doc = AT(st, c->ent->ie_doc, uint8_t);
-        if (mode != OPM_REPLAY && c->ent->ie_expire != 0 && c->ent->ie_expire <= l3_store_now_ms()) {
+        /* the clock is read only for a key that has a deadline */
+        if (mode != OPM_REPLAY && c->ent->ie_expire != 0 &&
+            l3_store__expired(c->ent->ie_expire, l3_store_now_ms())) {
             if (mode == OPM_WRITE)
                 return (rc = reap_locked(st, c, key, klen, true)) == 0 ? 0 : op_abort(st, c, rc);
             c->entry = 0;
@@ -639,7 +641,7 @@ int l3_store__reap_key(l3_store_t *st, const void *key, size_t klen, uint64_t no
     int rc = op_lock(st, key, klen, OPM_REPLAY, &c); /* judged here, against now_ms */
     if (rc < 0)
         return rc;
-    if (!c.entry || c.ent->ie_expire == 0 || c.ent->ie_expire > now_ms)
+    if (!c.entry || !l3_store__expired(c.ent->ie_expire, now_ms))
         return op_abort(st, &c, 0);
     rc = reap_locked(st, &c, key, klen, false);
     if (rc != 0)
@@ -1218,7 +1220,7 @@ static int collect(l3_store_t *st, uint32_t s, const void *prefix, size_t plen, 
                 if (kl < plen || (plen && memcmp(ent->ie_key, prefix, plen) != 0))
                     continue;
                 uint64_t exp = ent->ie_expire;
-                if ((exp != 0 && exp <= now_ms) != expired)
+                if (l3_store__expired(exp, now_ms) != expired)
                     continue;
                 if (max && n >= max) {
                     *ret_done = false;
@@ -1426,7 +1428,7 @@ int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **re
             last = L3_ECORRUPT;
             continue;
         }
-        if (exp != 0 && exp <= now) {
+        if (l3_store__expired(exp, now)) {
             if (__atomic_load_n(&sp->sp_gen, __ATOMIC_ACQUIRE) != gen)
                 continue;
             return -ENOENT;

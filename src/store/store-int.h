@@ -172,6 +172,12 @@ size_t l3_store__enc_set(uint8_t *dst, size_t cap, const char *path, size_t plen
 int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
                       uint64_t *ret_lsn, uint64_t *ret_expire_ms);
 
+/* Has the deadline expire_ms (0: none) passed at now_ms? The one test of expiry (O6). */
+static inline bool l3_store__expired(uint64_t expire_ms, uint64_t now_ms)
+{
+    return expire_ms != 0 && expire_ms <= now_ms;
+}
+
 /* Bytes of a key's block before its document: the entry and the key, padded to 8. */
 static inline uint64_t l3_store__prefix(uint32_t klen)
 {

@@ -232,7 +232,7 @@ static const uint8_t *shared_doc(l3_store_txn_t *t, const txkey_t *k, opctx_t *c
         return NULL;
     c->ent = AT(st, c->entry, l3_ix_entry_t);
     c->doc = AT(st, c->ent->ie_doc, uint8_t);
-    if (c->ent->ie_expire != 0 && c->ent->ie_expire <= t->now_ms)
+    if (l3_store__expired(c->ent->ie_expire, t->now_ms))
         return NULL; /* expired: absent (c->entry stays set) */
     return c->doc;
 }
