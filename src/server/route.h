@@ -16,6 +16,15 @@
 #define L3_TTL_MAX_S 315360000u
 #define L3_TTL_MAX_TEXT "315360000"
 
+/* A ttl of s seconds as a deadline (l3_store_now_ms units): false when s is out of range. */
+static inline bool l3_route_ttl_deadline(int64_t s, uint64_t *ret_deadline)
+{
+    if (s < 1 || s > (int64_t)L3_TTL_MAX_S)
+        return false;
+    *ret_deadline = l3_store_now_ms() + (uint64_t)s * 1000u;
+    return true;
+}
+
 /** /kv/{key}: GET, HEAD, PUT, DELETE, POST (?op=), PATCH. raw: the path after "/kv/",
  *  not decoded. */
 int l3_route_kv(l3_rq_t *rq, h2o_iovec_t raw);

@@ -205,11 +205,10 @@ static int ttl_of(batch_t *b, uint32_t op, bool required, uint64_t *ret)
     *ret = 0;
     if (!member(b->body, op, "ttl", &s) && !required)
         return 0;
-    if (!member_of(b->body, op, "ttl", L3_DOC_INT, &v) || v.i < 1 || v.i > (int64_t)L3_TTL_MAX_S) {
+    if (!member_of(b->body, op, "ttl", L3_DOC_INT, &v) || !l3_route_ttl_deadline(v.i, ret)) {
         res_err(b, true, 400, "bad_ttl", "\"ttl\" must be a whole number of seconds, 1 .. " L3_TTL_MAX_TEXT);
         return -1;
     }
-    *ret = l3_store_now_ms() + (uint64_t)v.i * 1000u;
     return 0;
 }
 

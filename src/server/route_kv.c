@@ -60,11 +60,11 @@ static int parse_ttl(l3_rq_t *rq, const l3_query_t *q, bool required, uint64_t *
     *ret_deadline = 0;
     if (q->ttl.base == NULL && !required)
         return 0;
-    if (q->ttl.base == NULL || !l3_q_u64(q->ttl.base, q->ttl.len, &s) || s == 0 || s > L3_TTL_MAX_S)
+    if (q->ttl.base == NULL || !l3_q_u64(q->ttl.base, q->ttl.len, &s) || s > (uint64_t)L3_TTL_MAX_S ||
+        !l3_route_ttl_deadline((int64_t)s, ret_deadline))
         return l3_http_fail(rq, 400, "bad_ttl", "ttl must be a whole number of seconds, 1 .. %u",
                             (unsigned)L3_TTL_MAX_S),
                -1;
-    *ret_deadline = l3_store_now_ms() + s * 1000u;
     return 0;
 }
 
