@@ -1378,7 +1378,6 @@ int l3_store_expire_sweep(l3_store_t *st, uint32_t max_stripes, size_t max_keys,
 int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **ret_buf, size_t *ret_len,
                       uint64_t *ret_lsn, uint64_t *ret_expire_ms)
 {
-    uint64_t now = l3_store_now_ms();
     uint64_t h = l3_store__hash(st, key, klen);
     l3_stripe_t *sp = &st->stripes[h & st->smask];
     int last = -EAGAIN;
@@ -1428,7 +1427,7 @@ int l3_store__ro_copy(l3_store_t *st, const void *key, size_t klen, uint8_t **re
             last = L3_ECORRUPT;
             continue;
         }
-        if (l3_store__expired(exp, now)) {
+        if (exp != 0 && l3_store__expired(exp, l3_store_now_ms())) { /* clock only with a deadline */
             if (__atomic_load_n(&sp->sp_gen, __ATOMIC_ACQUIRE) != gen)
                 continue;
             return -ENOENT;
