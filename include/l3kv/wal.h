@@ -345,6 +345,11 @@ typedef struct {
      * most this many bytes (older log for readers; recovery still starts at the snapshot's
      * segment); 0 = delete every covered segment */
     uint64_t retain_bytes;
+    /* with retain_bytes > 0: the unix socket over which the writer serves retained segments
+     * to the change feed (l3kv/walfeed.h; created 0600, removed at the stop); NULL = none */
+    const char *feed_sock;
+    /* optional: where the writer publishes what it retains (shared memory for /metrics) */
+    struct l3_wal_retain_info *retain_info;
     uint32_t batch_bytes;    /* largest single write; 0 = 1 MiB */
     unsigned abort_check_ms; /* a reservation stuck this long gets a liveness check; 0 = 50 */
     unsigned queue_depth;    /* io_uring entries; 0 = 8 */
@@ -354,6 +359,12 @@ typedef struct {
      * "l3kv-wal-writer: <line>" on stderr */
     void (*log)(int severity, const char *line);
 } l3_wal_writer_opts_t;
+
+/** What the writer retains for the change feed, published for readers (relaxed atomics). */
+typedef struct l3_wal_retain_info {
+    uint64_t oldest_epoch, oldest_pos; /* the oldest cursor it serves; epoch 0 = none */
+    uint64_t retained_bytes;           /* covered segments kept past the last checkpoint */
+} l3_wal_retain_info_t;
 
 /* the writer's log severities are the l3_log_level_t values (l3kv/base.h) */
 #define L3_WAL_LOG_INFO L3_LOG_INFO

@@ -53,4 +53,46 @@ int l3_wal_feed_next(const l3_wal_ring_t *r, uint64_t pos, uint64_t limit, unsig
 /** Has pos been (or can it be at any moment) overwritten? 1 yes, 0 still readable. */
 int l3_wal_feed_overrun(const l3_wal_ring_t *r, uint64_t pos);
 
+/* ---------------------------------------------------------------- retained segments
+ * Changes older than the ring holds are served by the writer from the segments a
+ * checkpoint retained (opts.retain_bytes), over a unix socket (opts.feed_sock): a worker
+ * sends a cursor and gets the changes after it. The protocol and the writer's position
+ * map are described in src/wal/feedlog.c. Calls block for at most 2 s (socket timeouts). */
+
+#define L3_WAL_LOG_VERSION 1u
+#define L3_WAL_LOG_BODY_MAX (256u * 1024u) /* largest answer body */
+
+typedef struct {
+    uint64_t epoch, pos; /* the cursor: ring epoch, ring position */
+    const void *prefix;  /* only keys that start with it (plen bytes, at most 16384) */
+    uint32_t plen;
+    uint32_t max_events; /* at most this many changes */
+    uint32_t max_bytes;  /* answer body bytes, at most L3_WAL_LOG_BODY_MAX */
+    int durable_only;    /* only changes below the durable position */
+} l3_wal_log_req_t;
+
+typedef struct {
+    int status;                    /* 0; -ESTALE: not retained (or a gap in the retained log);
+                                      L3_ECORRUPT: a retained segment failed its checks; -errno */
+    uint32_t count;                /* changes in body */
+    uint64_t next_epoch, next_pos; /* the cursor to go on from */
+    const uint8_t *body;
+    size_t body_len;
+} l3_wal_log_reply_t;
+
+typedef struct {
+    uint64_t epoch, end, lsn; /* (epoch, end) is the change's cursor */
+    uint32_t klen;
+    uint8_t op, flags;  /* as l3_wal_feed_ev_t */
+    const uint8_t *key; /* into the reply buffer */
+} l3_wal_log_ev_t;
+
+/** Connect to the writer's channel: a socket, or -errno (-ENOENT: no writer serves it). */
+int l3_wal_log_connect(const char *sock_path);
+/** One request; buf (cap >= 48 + max_bytes) receives the answer that *ret points into.
+ *  0 (see ret->status), -EPROTO (a malformed or damaged answer), -errno (I/O, timeout). */
+int l3_wal_log_query(int fd, const l3_wal_log_req_t *q, uint8_t *buf, size_t cap, l3_wal_log_reply_t *ret);
+/** The next change of an answer from *off: 1, 0 at the end, -EBADMSG. */
+int l3_wal_log_next(const l3_wal_log_reply_t *rep, size_t *off, l3_wal_log_ev_t *ev);
+
 #endif

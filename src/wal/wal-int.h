@@ -337,6 +337,26 @@ int l3_wal__list_segments(const char *wal_path, uint64_t **ret_seqs);
 /* fsync the directory containing path (plain syscall via shim) */
 int l3_wal__fsync_dir_of(const char *path);
 
+/* feedlog.c: the writer's position map of its segments and the feed channel */
+typedef struct l3_wal_fmap l3_wal_fmap_t;
+/* a map for ring epoch `epoch`, with the closed segments of "<wal_path>.feedmap" that still
+ * match their files; NULL on ENOMEM */
+l3_wal_fmap_t *l3_wal__fmap_new(const char *wal_path, uint64_t epoch, l3_wal_retain_info_t *info,
+                                void (*log)(int severity, const char *line));
+void l3_wal__fmap_free(l3_wal_fmap_t *m); /* stops the channel first; NULL allowed */
+/* writer: segment seq (salt) created at ring position first / a record of rlen bytes at
+ * file offset off, ring position pos / the active segment closed at bytes, ring end */
+void l3_wal__fmap_open(l3_wal_fmap_t *m, uint64_t seq, uint64_t salt, uint64_t first);
+void l3_wal__fmap_note(l3_wal_fmap_t *m, uint64_t off, uint64_t pos, uint32_t rlen);
+void l3_wal__fmap_close(l3_wal_fmap_t *m, uint64_t bytes, uint64_t end);
+/* after deletions: keep the maps of seqs[k] with !gone[k] only; retained = kept covered bytes */
+void l3_wal__fmap_prune(l3_wal_fmap_t *m, const uint64_t *seqs, const uint8_t *gone, int n,
+                        uint64_t retained);
+/* the map file's bytes (closed segments) in a malloc'd *ret_buf: length or -ENOMEM */
+int64_t l3_wal__fmap_encode(l3_wal_fmap_t *m, uint8_t **ret_buf);
+int l3_wal__fmap_serve_start(l3_wal_fmap_t *m, l3_wal_ring_t *ring, const char *sock_path);
+void l3_wal__fmap_serve_stop(l3_wal_fmap_t *m);
+
 /* Verify a mapped quarantine file (quarantine.c): 0 with *ret_rec pointing into p. */
 int l3_wal__quar_verify(const uint8_t *p, uint64_t size, l3_wal_rec_t *ret_rec);
 

@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "l3kv/error.h"
+#include "l3kv/walfeed.h"
 #include "wal-int.h"
 
 #define DRAIN_LIVE_WAIT_MS 5000u /* on stop: how long a live but silent producer is waited for */
@@ -78,6 +79,7 @@ typedef struct {
     uint64_t seg_bytes, batch;
     uint64_t deleted_below; /* last rh_delete_below acted upon */
     unsigned abort_ms;
+    l3_wal_fmap_t *fm; /* the change feed's position map (retain_bytes > 0), else NULL */
 } wr_t;
 
 static volatile sig_atomic_t sig_stop;
@@ -346,9 +348,43 @@ static int seg_open_new(wr_t *w, uint64_t seq)
     w->seg_off = L3_WAL_SEG_HDR;
     w->salt = salt;
     w->dirty = 0;
+    l3_wal__fmap_open(w->fm, seq, salt, w->cons);
     atomic_fetch_add_explicit(&w->sh->rh_st_disk_bytes, L3_WAL_SEG_HDR, memory_order_relaxed);
     commit_progress(w);
     return 0;
+}
+
+/* Save the position maps of the closed segments ("<wal_path>.feedmap", format in
+ * feedlog.c): temporary file, write and fdatasync, rename, directory fsync. Best effort: a
+ * map that is not saved only makes the cursors in its segments 410 after a restart. */
+static void fmap_save(wr_t *w)
+{
+    uint8_t *buf = NULL;
+    int64_t n = l3_wal__fmap_encode(w->fm, &buf);
+    char path[4200], tmp[4220];
+    int srs = 0, rc = n < 0 ? (int)n : 0;
+    snprintf(path, sizeof path, "%s.feedmap", w->o->wal_path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = rc < 0 ? rc : l3_wal_shim.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, L3_WAL_FILE_MODE);
+    if (fd >= 0) {
+        (void)fchmod(fd, L3_WAL_FILE_MODE);
+        rc = write_all(w, fd, buf, (size_t)n, 0, 1, &srs);
+        l3_wal_shim.close(fd);
+        if (rc == 0)
+            rc = srs;
+        if (rc == 0)
+            rc = l3_wal_shim.rename(tmp, path);
+        if (rc == 0)
+            rc = uring_fsync(w, w->dfd, 0);
+        if (rc < 0)
+            (void)l3_wal_shim.unlink(tmp);
+    } else {
+        rc = fd;
+    }
+    free(buf);
+    if (rc < 0)
+        wlog(w, L3_WAL_LOG_WARN, "cannot save %s (%s): feed cursors in its segments expire at a restart",
+             path, l3_strerror(rc));
 }
 
 /* Close the active segment (W4). Returns 0 or the fdatasync error (caller fail-stops). */
@@ -368,6 +404,10 @@ static int seg_close(wr_t *w)
     (void)l3_wal_shim.ftruncate(w->fd, (off_t)w->seg_off);
     l3_wal_shim.close(w->fd);
     w->fd = -1;
+    if (w->fm != NULL) {
+        l3_wal__fmap_close(w->fm, w->seg_off, w->cons);
+        fmap_save(w);
+    }
     return 0;
 }
 
@@ -414,9 +454,13 @@ static void delete_covered(wr_t *w)
     int64_t *sizes = n > 0 ? calloc((size_t)n, sizeof *sizes) : NULL;
     uint8_t *del = n > 0 ? calloc((size_t)n, 1) : NULL;
     int removed = 0;
+    uint64_t retained = 0;
     if (n > 0 && sizes && del) {
         covered_sizes(w, seqs, n, sizes);
         pick_covered(seqs, sizes, n, below, w->seg_seq, w->o->retain_bytes, del);
+        for (int i = 0; i < n; i++)
+            if (!del[i] && seqs[i] < below && seqs[i] != w->seg_seq && sizes[i] > 0)
+                retained += (uint64_t)sizes[i];
     }
     for (int i = 0; del && i < n; i++) {
         char name[4096];
@@ -431,6 +475,8 @@ static void delete_covered(wr_t *w)
     }
     if (n > 0 && (!sizes || !del))
         w->deleted_below = 0; /* out of memory: retried at the next checkpoint or pass */
+    else
+        l3_wal__fmap_prune(w->fm, seqs, del, n, retained);
     free(sizes);
     free(del);
     free(seqs);
@@ -494,6 +540,7 @@ static size_t gather(wr_t *w, uint64_t *ret_end, int *ret_blocked, uint64_t *ret
                 break;
             memcpy(w->buf + used, rec, rlen);
             l3_wal__rec_seal(w->buf + used, rlen, w->salt);
+            l3_wal__fmap_note(w->fm, w->seg_off + used, pos, rlen);
             note_published(w, s, pos);
             used += rlen;
             (*ret_records)++;
@@ -961,6 +1008,23 @@ static int run(wr_t *w)
     return rc;
 }
 
+/* The change feed's retained segments: the position map and the channel (feedlog.c). */
+static void feed_start(wr_t *w)
+{
+    if (w->o->retain_bytes == 0)
+        return;
+    l3_wal_feed_bounds_t b;
+    l3_wal_feed_bounds(w->r, &b);
+    w->fm = l3_wal__fmap_new(w->o->wal_path, b.epoch, w->o->retain_info, w->o->log);
+    if (w->fm == NULL || w->o->feed_sock == NULL)
+        return;
+    int rc = l3_wal__fmap_serve_start(w->fm, w->r, w->o->feed_sock);
+    if (rc < 0)
+        wlog(w, L3_WAL_LOG_WARN,
+             "feed: cannot serve retained segments on %s (%s): feed cursors older than the ring are 410",
+             w->o->feed_sock, l3_strerror(rc));
+}
+
 int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
 {
     wr_t w0 = {0}, *w = &w0;
@@ -981,8 +1045,10 @@ int l3_wal_writer_run(const l3_wal_writer_opts_t *opts)
         signals_install(&old_term, &old_int);
     int rc = setup(w);
     if (rc == 0) {
+        feed_start(w);
         atomic_store(&w->sh->rh_writer_pid, (uint32_t)getpid());
         rc = run(w);
+        l3_wal__fmap_free(w->fm);
         if (w->fd >= 0)
             l3_wal_shim.close(w->fd);
         if (w->dfd >= 0)
