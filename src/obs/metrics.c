@@ -572,8 +572,8 @@ static void render_changes(sb_t *b, const l3_obs_changes_t *c)
 {
     sb_printf(b,
               ",\"changes\":{\"watchers\":%" PRIu64 ",\"events_sent_total\":%" PRIu64
-              ",\"resets_total\":%" PRIu64 ",\"oldest_cursor\":\"%.32s\"}",
-              c->watchers, c->events_sent_total, c->resets_total, c->oldest_cursor);
+              ",\"resets_total\":%" PRIu64 ",\"oldest_cursor\":\"%.32s\",\"retained_bytes\":%" PRIu64 "}",
+              c->watchers, c->events_sent_total, c->resets_total, c->oldest_cursor, c->retained_bytes);
 }
 
 int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra,

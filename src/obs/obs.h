@@ -251,6 +251,7 @@ typedef struct {
     uint64_t events_sent_total; /* changes sent */
     uint64_t resets_total;      /* streams ended by a reset */
     char oldest_cursor[40];     /* the oldest cursor that can still be resumed (NUL-terminated) */
+    uint64_t retained_bytes;    /* WAL segment bytes kept past the last checkpoint for the feed */
 } l3_obs_changes_t;
 
 /**

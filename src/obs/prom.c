@@ -250,6 +250,8 @@ static void changes_figs(FILE *f, const l3_obs_changes_t *c)
     one_u(f, "changes_events_sent_total", "counter", "Change-feed events sent to watchers.",
           c->events_sent_total);
     one_u(f, "changes_resets_total", "counter", "Watchers reset for falling behind.", c->resets_total);
+    one_u(f, "changes_retained_bytes", "gauge",
+          "WAL segment bytes kept past the last checkpoint for the feed.", c->retained_bytes);
 }
 
 static void autoscale_figs(FILE *f, const l3_obs_t *o)

@@ -85,6 +85,8 @@ static const key_t_ keys[] = {
     {"storage.flush_interval_ms", T_U32, O(storage.flush_interval_ms), 0, 3600000},
     {"storage.recovery", T_RECOV, O(storage.recovery_strict), 0, 0},
     {"storage.checkpoint_bytes", T_U64, O(storage.checkpoint_bytes), 1 << 16, (double)(UINT64_C(1) << 50)},
+    {"storage.changes_retention_bytes", T_U64, O(storage.changes_retention_bytes), 0,
+     (double)(UINT64_C(1) << 50)},
     {"storage.max_document_bytes", T_U64, O(storage.max_document_bytes), 4096, 4294967288.0},
     {"storage.lock_timeout_ms", T_U32, O(storage.lock_timeout_ms), 1, 3600000},
     {"storage.expiry_sweep_keys", T_U32, O(storage.expiry_sweep_keys), 1, 1000000},
@@ -146,6 +148,7 @@ int l3_srv_config_defaults(l3_srv_config_t *c)
     c->storage.durability = L3_DURABILITY_BUFFERED;
     c->storage.flush_interval_ms = 10;
     c->storage.checkpoint_bytes = 256ull << 20;
+    c->storage.changes_retention_bytes = 64ull << 20;
     c->storage.max_document_bytes = 64ull << 20;
     c->storage.lock_timeout_ms = L3_STORE_DEFAULT_LOCK_TIMEOUT_MS;
     c->storage.expiry_sweep_keys = 1000;

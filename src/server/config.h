@@ -57,13 +57,15 @@ typedef struct {
         l3_srv_durability_t durability;
         uint32_t flush_interval_ms;
         uint64_t checkpoint_bytes;
-        bool recovery_strict;        /* storage.recovery "strict": a record recovery cannot apply stops
-                                        the start; "salvage" (default): it goes to <data_dir>/quarantine */
-        bool accept_data_loss;       /* command line --accept-data-loss: start although WAL segments
-                                        the data needs are gone (not a configuration key) */
-        uint64_t max_document_bytes; /* binary size of one document a request may build */
-        uint32_t lock_timeout_ms;    /* a document lock not obtained in time: 503 overloaded */
-        uint32_t expiry_sweep_keys;  /* expired keys one worker removes per 100 ms tick at most */
+        uint64_t changes_retention_bytes; /* log kept past checkpoints for the change feed; 0 = the
+                                             feed resumes only from what the WAL ring holds */
+        bool recovery_strict;             /* storage.recovery "strict": a record recovery cannot apply stops
+                                             the start; "salvage" (default): it goes to <data_dir>/quarantine */
+        bool accept_data_loss;            /* command line --accept-data-loss: start although WAL segments
+                                             the data needs are gone (not a configuration key) */
+        uint64_t max_document_bytes;      /* binary size of one document a request may build */
+        uint32_t lock_timeout_ms;         /* a document lock not obtained in time: 503 overloaded */
+        uint32_t expiry_sweep_keys;       /* expired keys one worker removes per 100 ms tick at most */
     } storage;
     struct {                      /* maps onto l3_scale_params_t (l3kv/scale.h) */
         bool enabled;             /* false: the worker count stays at min_workers (SIGUSR1/2 still work) */

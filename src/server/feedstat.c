@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -17,6 +18,7 @@
 
 _Static_assert(sizeof(l3_feed_slot_stats_t) == 64, "feed stats slot layout");
 _Static_assert(sizeof(l3_feed_stats_t) == 64 + 64 * L3_SRV_MAX_WORKERS, "feed stats layout");
+_Static_assert(offsetof(l3_feed_stats_t, fh_retain) == 40, "feed stats layout");
 
 static uint32_t hdr_crc(const l3_feed_stats_t *fs)
 {

@@ -8,14 +8,17 @@
  * A worker starting in a slot sets fs_watchers to 0 (the watchers of a dead predecessor
  * are gone) and keeps the totals, so they never go down while the server runs.
  *
- *   header (64 bytes, written by the supervisor before the first fork, then read-only)
+ *   header (64 bytes; [0, 36) written by the supervisor before the first fork, then read-only)
  *     0   8  fh_magic       "L3FEEDST"
- *     8   4  fh_version     1
+ *     8   4  fh_version     2 (2: fh_retain)
  *    12   4  fh_nslots      L3_SRV_MAX_WORKERS
  *    16   8  fh_prev_epoch  ring epoch of the previous run if it stopped gracefully, else 0
  *    24   8  fh_prev_end    that run's final ring head: its cursor resumes at position 0 here
  *    32   4  fh_crc         CRC32C of bytes [0, 32)
- *    36  28  zero
+ *    36   4  zero
+ *    40  24  fh_retain      written by the WAL writer (relaxed atomics, outside the CRC): what
+ *                           it retains for the feed (l3_wal_retain_info_t: oldest cursor's
+ *                           epoch and position, 0 = none; retained segment bytes)
  *
  * ---------------------------------------------------------------- feed position file
  * <data_dir>/feed.pos (64 bytes), written by the supervisor after a graceful stop in which
@@ -41,9 +44,10 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "l3kv/wal.h"
 
 #define L3_FEED_STATS_MAGIC 0x545344454546334cull /* "L3FEEDST" little-endian */
-#define L3_FEED_STATS_VERSION 1u
+#define L3_FEED_STATS_VERSION 2u
 
 typedef struct {
     int64_t fs_watchers;
@@ -59,7 +63,8 @@ typedef struct {
     uint64_t fh_prev_epoch;
     uint64_t fh_prev_end;
     uint32_t fh_crc;
-    uint8_t fh_resv[28];
+    uint32_t fh_resv;
+    l3_wal_retain_info_t fh_retain;
     l3_feed_slot_stats_t fh_slot[L3_SRV_MAX_WORKERS];
 } l3_feed_stats_t;
 

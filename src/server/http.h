@@ -51,6 +51,7 @@ typedef struct l3_route_env {
     struct l3_feed *feed;              /* this worker's change-feed watchers (route_feed.c), lazily made */
     const l3_feed_stats_t *feed_stats; /* every worker's feed counters (feedstat.h) or NULL */
     l3_feed_slot_stats_t *feed_slot;   /* this worker's block of them, or NULL */
+    const char *feed_sock;             /* the WAL writer's channel for retained segments, or NULL */
 } l3_route_env_t;
 
 /** The request being handled (on the stack of the dispatcher; handlers answer synchronously). */

@@ -32,7 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "l3kv/error.h"
 #include "l3kv/walfeed.h"
 #include "route_feed.h"
 
@@ -47,6 +49,8 @@
 #define FEED_DEFAULT_LIMIT 1000u
 #define FEED_MAX_LIMIT 10000u
 #define CURSOR_LEN 32u
+#define CURSOR_MARK (UINT64_C(1) << 63) /* set in the first word: the cursor format with retention */
+#define FEED_LOG_BYTES (64u * 1024u)    /* answer body asked from the writer per turn */
 #define FEED_CACHE_EVENTS 8192u
 #define FEED_CACHE_KEY_BYTES (1024u * 1024u)
 
@@ -65,6 +69,8 @@ typedef struct watcher {
     const char *prefix;
     size_t plen;
     uint64_t pos;            /* next ring position to read */
+    uint64_t epoch;          /* the ring instance pos belongs to (an older run's while from_log) */
+    bool from_log;           /* pos is older than the ring holds: read through the writer */
     uint64_t max, count;     /* changes to deliver (0 = no limit) and delivered */
     uint64_t staged;         /* changes in out, counted as sent once handed to h2o */
     uint64_t hb_ms, next_hb; /* heartbeat period, next heartbeat (h2o_now) */
@@ -86,6 +92,8 @@ typedef struct l3_feed {
     h2o_timeout_entry_t ent;
     l3_route_env_t *env;
     uint64_t events, resets, started;
+    int lfd;       /* connection to the writer's feed channel, -1 none */
+    uint8_t *lbuf; /* its answers */
     uint8_t key[L3_STORE_KEY_MAX];
     /* the decoded window (next_change) */
     bool cvalid;
@@ -97,10 +105,10 @@ typedef struct l3_feed {
 
 static void fmt_cursor(char *out, uint64_t epoch, uint64_t pos)
 {
-    snprintf(out, CURSOR_LEN + 1, "%016" PRIx64 "%016" PRIx64, epoch, pos);
+    snprintf(out, CURSOR_LEN + 1, "%016" PRIx64 "%016" PRIx64, epoch | CURSOR_MARK, pos);
 }
 
-/* 0 ok, -1 malformed */
+/* 0 ok, 1 a cursor of the format without the mark (an older version's), -1 malformed */
 static int parse_cursor(const char *s, size_t n, uint64_t *ret_epoch, uint64_t *ret_pos)
 {
     if (n != CURSOR_LEN)
@@ -117,16 +125,9 @@ static int parse_cursor(const char *s, size_t n, uint64_t *ret_epoch, uint64_t *
             return -1;
         v[i / 16] = v[i / 16] << 4 | d;
     }
-    *ret_epoch = v[0];
+    *ret_epoch = v[0] & ~CURSOR_MARK;
     *ret_pos = v[1];
-    return 0;
-}
-
-static uint64_t ring_epoch(l3_feed_t *f)
-{
-    l3_wal_feed_bounds_t b;
-    l3_wal_feed_bounds(f->env->wal_ring, &b);
-    return b.epoch;
+    return v[0] & CURSOR_MARK ? 0 : 1;
 }
 
 /* ------------------------------------------------------------------ events */
@@ -174,10 +175,10 @@ static int event_json(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, co
     return cats(b, "}");
 }
 
-static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev)
+static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, uint64_t epoch)
 {
     char cur[CURSOR_LEN + 1];
-    fmt_cursor(cur, ring_epoch(f), ev->end);
+    fmt_cursor(cur, epoch, ev->end);
     l3_buf_t *b = &w->out;
     int rc;
     switch (w->mode) {
@@ -274,10 +275,84 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
     return 1;
 }
 
+/* One question to the writer's channel (connected on first use, once more after a broken
+ * connection). 0 with *rep, or -EPIPE when the writer does not answer. Blocks the worker for
+ * one answer at most (bounded by the writer's read limit and the socket timeouts). */
+static int log_ask(l3_feed_t *f, const l3_wal_log_req_t *q, l3_wal_log_reply_t *rep)
+{
+    if (f->lbuf == NULL && (f->lbuf = malloc(64 + L3_WAL_LOG_BODY_MAX)) == NULL)
+        return -ENOMEM;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (f->lfd < 0)
+            f->lfd = l3_wal_log_connect(f->env->feed_sock);
+        if (f->lfd < 0)
+            return -EPIPE;
+        if (l3_wal_log_query(f->lfd, q, f->lbuf, 64 + L3_WAL_LOG_BODY_MAX, rep) == 0)
+            return 0;
+        close(f->lfd);
+        f->lfd = -1;
+    }
+    return -EPIPE;
+}
+
+/* Older changes than the ring holds, from the retained segments through the writer, into
+ * w->out; back to the ring once w->pos is readable there. As fill, and -EPIPE (no
+ * answer), L3_ECORRUPT (a retained segment failed its checks). */
+static int fill_log(l3_feed_t *f, watcher_t *w)
+{
+    if (w->out.len >= FEED_OUT_CAP || (w->max != 0 && w->count >= w->max))
+        return 0;
+    l3_wal_log_req_t q = {.epoch = w->epoch,
+                          .pos = w->pos,
+                          .prefix = w->prefix,
+                          .plen = (uint32_t)w->plen,
+                          .max_events = (uint32_t)(w->max != 0 ? w->max - w->count : FEED_MAX_LIMIT),
+                          .max_bytes = FEED_LOG_BYTES,
+                          .durable_only = w->durable_only};
+    l3_wal_log_reply_t rep;
+    int rc = log_ask(f, &q, &rep);
+    if (rc < 0)
+        return rc;
+    if (rep.status < 0)
+        return rep.status == -ESTALE || rep.status == L3_ECORRUPT ? rep.status : -EPIPE;
+    int added = 0;
+    size_t off = 0;
+    l3_wal_log_ev_t le;
+    while ((rc = l3_wal_log_next(&rep, &off, &le)) == 1) {
+        /* along the feed cursors only grow; the answer is checked, not trusted */
+        if (le.klen > L3_STORE_KEY_MAX || le.epoch < w->epoch || (le.epoch == w->epoch && le.end <= w->pos))
+            return -EPIPE;
+        memcpy(f->key, le.key, le.klen);
+        l3_wal_feed_ev_t ev = {.op = le.op, .flags = le.flags, .lsn = le.lsn, .klen = le.klen, .end = le.end};
+        size_t mark = w->out.len;
+        if ((rc = add_event(f, w, &ev, le.epoch)) < 0) {
+            w->out.len = mark;
+            return rc;
+        }
+        w->epoch = le.epoch;
+        w->pos = le.end;
+        w->count++;
+        w->staged++;
+        added = 1;
+    }
+    if (rc < 0 || rep.next_epoch < w->epoch || (rep.next_epoch == w->epoch && rep.next_pos < w->pos))
+        return -EPIPE;
+    w->epoch = rep.next_epoch;
+    w->pos = rep.next_pos;
+    l3_wal_feed_bounds_t b;
+    l3_wal_feed_bounds(f->env->wal_ring, &b);
+    if (w->epoch == b.epoch && w->pos <= b.head && !l3_wal_feed_overrun(f->env->wal_ring, w->pos))
+        w->from_log = false;
+    return added;
+}
+
 /* Read from the ring into w->out. 1 when something was added, 0 nothing, -ESTALE
- * (overrun), -EBADMSG (position not in this ring), -ENOMEM. */
+ * (overrun), -EBADMSG (position not in this ring), -ENOMEM; from the writer while
+ * w->from_log (fill_log). */
 static int fill(l3_feed_t *f, watcher_t *w)
 {
+    if (w->from_log)
+        return fill_log(f, w);
     l3_wal_feed_bounds_t b;
     l3_wal_feed_bounds(f->env->wal_ring, &b);
     uint64_t limit = w->durable_only ? b.durable : b.head;
@@ -298,7 +373,7 @@ static int fill(l3_feed_t *f, watcher_t *w)
             memcpy(f->key, key, ce.klen);
         l3_wal_feed_ev_t ev = {.op = ce.op, .flags = ce.flags, .lsn = ce.lsn, .klen = ce.klen, .end = ce.end};
         size_t mark = w->out.len;
-        rc = add_event(f, w, &ev);
+        rc = add_event(f, w, &ev, w->epoch);
         if (rc < 0) {
             w->out.len = mark;
             return rc;
@@ -360,7 +435,7 @@ static void record(watcher_t *w, int status)
 static void longpoll_answer(watcher_t *w)
 {
     char cur[CURSOR_LEN + 1], tail[96];
-    fmt_cursor(cur, ring_epoch(w->f), w->pos);
+    fmt_cursor(cur, w->epoch, w->pos);
     int n = snprintf(tail, sizeof tail, "],\"cursor\":\"%s\"}\n", cur);
     l3_buf_t *b = &w->sent;
     b->len = 0;
@@ -405,7 +480,7 @@ static void flush(watcher_t *w)
 static void prep_reset(watcher_t *w)
 {
     char cur[CURSOR_LEN + 1];
-    fmt_cursor(cur, ring_epoch(w->f), w->pos);
+    fmt_cursor(cur, w->epoch, w->pos);
     w->out.len = 0; /* staged events after pos are dropped: the client resumes from pos */
     w->staged = 0;
     if (w->mode == FEED_SSE)
@@ -423,7 +498,7 @@ static void prep_reset(watcher_t *w)
 static void progress(watcher_t *w)
 {
     char cur[CURSOR_LEN + 1];
-    fmt_cursor(cur, ring_epoch(w->f), w->pos);
+    fmt_cursor(cur, w->epoch, w->pos);
     (void)(cats(&w->out, "event: progress\ndata: {\"cursor\":\"") || cats(&w->out, cur) ||
            cats(&w->out, "\"}\n\n"));
 }
@@ -464,7 +539,7 @@ static void turn(watcher_t *w, uint64_t now)
         return;
     }
     int rc = fill(f, w);
-    if (rc == -ESTALE || rc == -EBADMSG) {
+    if (rc == -ESTALE || rc == -EBADMSG || (rc < 0 && rc != -ENOMEM)) {
         prep_reset(w);
         flush(w);
         return;
@@ -512,6 +587,7 @@ static l3_feed_t *feed_get(l3_route_env_t *env, h2o_loop_t *loop)
         if (f == NULL)
             return NULL;
         f->list.next = f->list.prev = &f->list;
+        f->lfd = -1;
         f->loop = loop;
         f->env = env;
         h2o_timeout_init(loop, &f->tmo, FEED_TICK_MS);
@@ -533,7 +609,16 @@ int l3_feed_metrics(const l3_route_env_t *env, l3_obs_changes_t *ret)
     ret->resets_total = t.resets;
     l3_wal_feed_bounds_t b;
     l3_wal_feed_bounds(env->wal_ring, &b);
-    fmt_cursor(ret->oldest_cursor, b.epoch, b.oldest);
+    uint64_t e = b.epoch, p = b.oldest;
+    const l3_wal_retain_info_t *ri = env->feed_stats != NULL ? &env->feed_stats->fh_retain : NULL;
+    if (ri != NULL && env->feed_sock != NULL) {
+        uint64_t re = __atomic_load_n(&ri->oldest_epoch, __ATOMIC_ACQUIRE);
+        uint64_t rp = __atomic_load_n(&ri->oldest_pos, __ATOMIC_RELAXED);
+        if (re != 0 && (re < e || (re == e && rp < p))) /* the retained segments reach further back */
+            e = re, p = rp;
+        ret->retained_bytes = __atomic_load_n(&ri->retained_bytes, __ATOMIC_RELAXED);
+    }
+    fmt_cursor(ret->oldest_cursor, e, p);
     return 0;
 }
 
@@ -544,7 +629,7 @@ void l3_feed_shutdown(l3_route_env_t *env)
         return;
     for (watcher_t *w = f->list.next, *nx; w != &f->list; w = nx) {
         nx = w->next;
-        if (w->mode == FEED_SSE && !w->sending && !w->finishing && fill(f, w) >= 0)
+        if (w->mode == FEED_SSE && !w->sending && !w->finishing && !w->from_log && fill(f, w) >= 0)
             progress(w); /* its cursor resumes after a restart when nothing was written since */
         w->finishing = true;
         if (!w->sending)
@@ -670,43 +755,79 @@ static int feed_params(l3_rq_t *rq, feed_params_t *p)
     return 0;
 }
 
-/* The ring position a watcher starts at: the head for "now" or no cursor, else the cursor's.
+/* Where a watcher starts. */
+typedef struct {
+    uint64_t epoch, pos;
+    bool from_log;
+} feed_origin_t;
+
+static int expired(l3_rq_t *rq, const char *why)
+{
+    return (l3_http_fail(rq, 410, "cursor_expired",
+                         "%s; list the documents and follow the feed from since=now", why),
+            -1); /* answered */
+}
+
+/* The position a watcher starts at: the head for "now" or no cursor, else the cursor's (in
+ * the ring, or through the writer when the ring no longer holds it and the log is retained).
  * 0, or -1 when the request was answered (400 bad_cursor, 410 cursor_expired). */
-static int feed_start(l3_rq_t *rq, l3_q_str_t since, uint64_t *ret_pos)
+static int feed_start(l3_rq_t *rq, l3_q_str_t since, feed_origin_t *o)
 {
     l3_wal_feed_bounds_t b;
     l3_wal_feed_bounds(rq->env->wal_ring, &b);
-    uint64_t pos = b.head;
-    if (since.base != NULL && !is_lit(since, "now")) {
-        uint64_t epoch;
-        if (parse_cursor(since.base, since.len, &epoch, &pos) != 0)
-            return (
-                l3_http_fail(rq, 400, "bad_cursor", "since must be \"now\" or a cursor this feed returned"),
+    *o = (feed_origin_t){.epoch = b.epoch, .pos = b.head};
+    if (since.base == NULL || is_lit(since, "now"))
+        return 0;
+    uint64_t epoch, pos;
+    int fmt = parse_cursor(since.base, since.len, &epoch, &pos);
+    if (fmt < 0 || pos % 16 != 0)
+        return (l3_http_fail(rq, 400, "bad_cursor", "since must be \"now\" or a cursor this feed returned"),
                 -1); /* answered */
-        uint64_t pe, pend;
-        if (epoch != b.epoch && l3_feed_stats_prev(rq->env->feed_stats, &pe, &pend) == 1 && epoch == pe &&
-            pos == pend)
-            epoch = b.epoch, pos = 0; /* the final cursor of the previous run: this ring's start */
-        if (epoch != b.epoch)
-            return l3_http_fail(rq, 410, "cursor_expired",
-                                "the cursor is from before the server restarted; list the documents and "
-                                "follow the feed from since=now") -
-                   1;
-        if (pos > b.head || pos % 16 != 0)
-            return (l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned"),
-                    -1); /* answered */
-        if (pos < b.head && l3_wal_feed_overrun(rq->env->wal_ring, pos))
-            return l3_http_fail(rq, 410, "cursor_expired",
-                                "the changes after this cursor are no longer retained; list the documents "
-                                "and follow the feed from since=now") -
-                   1;
-    }
-    *ret_pos = pos;
+    if (fmt == 1)
+        return expired(rq, "the cursor is of a format older versions of the server returned");
+    uint64_t pe, pend;
+    if (epoch != b.epoch && l3_feed_stats_prev(rq->env->feed_stats, &pe, &pend) == 1 && epoch == pe &&
+        pos == pend)
+        epoch = b.epoch, pos = 0; /* the final cursor of the previous run: this ring's start */
+    bool logged = rq->env->feed_sock != NULL;
+    if (epoch > b.epoch || (epoch == b.epoch && pos > b.head))
+        return (l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned"),
+                -1); /* answered */
+    if (epoch != b.epoch && !logged)
+        return expired(rq, "the cursor is from before the server restarted and the log is not retained "
+                           "('storage.changes_retention_bytes' 0)");
+    bool old = epoch != b.epoch || (pos < b.head && l3_wal_feed_overrun(rq->env->wal_ring, pos));
+    if (old && !logged)
+        return expired(rq, "the changes after this cursor are no longer retained");
+    *o = (feed_origin_t){.epoch = epoch, .pos = pos, .from_log = old};
     return 0;
 }
 
+/* The first read of a watcher: 1 when it failed and the request was answered, else 0. */
+static int first_fill(l3_rq_t *rq, watcher_t *w, int *ret_rc)
+{
+    int rc = *ret_rc = fill(w->f, w);
+    if (rc >= 0)
+        return 0;
+    if (rc == -ESTALE)
+        return (expired(rq, "the changes after this cursor are no longer retained"), 1);
+    if (rc == L3_ECORRUPT)
+        return (expired(rq,
+                        "a retained WAL segment after this cursor failed its checks (the server log names "
+                        "it), so its changes cannot be sent"),
+                1);
+    if (rc == -EBADMSG)
+        return (l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned"),
+                1); /* answered */
+    if (rc == -EPIPE)
+        return (l3_http_fail(rq, 503, "feed_unavailable",
+                             "the WAL writer does not answer for the retained log; retry the cursor later"),
+                1);                                         /* answered */
+    return (l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL), 1); /* answered */
+}
+
 /* A new watcher in the request's pool, not yet linked into its worker's feed. */
-static watcher_t *watcher_new(l3_rq_t *rq, l3_feed_t *f, const feed_params_t *p, uint64_t pos)
+static watcher_t *watcher_new(l3_rq_t *rq, l3_feed_t *f, const feed_params_t *p, const feed_origin_t *o)
 {
     h2o_req_t *req = rq->req;
     watcher_t *w = h2o_mem_alloc_shared(&req->pool, sizeof *w, watcher_dispose);
@@ -721,7 +842,9 @@ static watcher_t *watcher_new(l3_rq_t *rq, l3_feed_t *f, const feed_params_t *p,
     w->durable_only = p->donly == 1 || rq->env->durable.wait;
     w->prefix = p->prefix.base;
     w->plen = p->prefix.base ? p->prefix.len : 0;
-    w->pos = pos;
+    w->pos = o->pos;
+    w->epoch = o->epoch;
+    w->from_log = o->from_log;
     w->max = p->limit;
     w->hb_ms = p->hb;
     uint64_t now = h2o_now(f->loop);
@@ -733,16 +856,9 @@ static watcher_t *watcher_new(l3_rq_t *rq, l3_feed_t *f, const feed_params_t *p,
 /* Longpoll: answer now when changes are there (or no wait was asked). 1 when answered. */
 static int longpoll_first(l3_rq_t *rq, watcher_t *w, uint64_t tmo)
 {
-    int rc = fill(w->f, w);
-    if (rc == -ESTALE)
-        return (
-            l3_http_fail(rq, 410, "cursor_expired", "the changes after this cursor are no longer retained"),
-            1); /* answered */
-    if (rc == -EBADMSG)
-        return (l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned"),
-                1); /* answered */
-    if (rc < 0)
-        return (l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL), 1); /* answered */
+    int rc;
+    if (first_fill(rq, w, &rc) != 0)
+        return 1;
     if (rc > 0 || tmo == 0 || rq->head) {
         longpoll_answer(w);
         return 1;
@@ -784,8 +900,8 @@ int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
         return l3_http_fail(rq, 503, "feed_unavailable",
                             "this server runs without a WAL, so there is no feed");
     feed_params_t p;
-    uint64_t pos = 0;
-    if (feed_params(rq, &p) < 0 || feed_start(rq, p.since, &pos) < 0)
+    feed_origin_t o;
+    if (feed_params(rq, &p) < 0 || feed_start(rq, p.since, &o) < 0)
         return 0;
     l3_feed_t *f = feed_get(rq->env, req->conn->ctx->loop);
     if (f == NULL)
@@ -793,8 +909,13 @@ int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
     if (f->n >= FEED_MAX_WATCHERS)
         return l3_http_fail(rq, 503, "too_many_watchers", "this worker serves %u watchers already",
                             FEED_MAX_WATCHERS);
-    watcher_t *w = watcher_new(rq, f, &p, pos);
+    watcher_t *w = watcher_new(rq, f, &p, &o);
     f->started++;
+    int rc;
+    /* a stream from the retained log: its first answer before the head, so an expired or
+     * damaged range is an HTTP status, not a reset */
+    if (p.mode != FEED_LONGPOLL && w->from_log && first_fill(rq, w, &rc) != 0)
+        return 0;
     if ((p.mode == FEED_LONGPOLL ? longpoll_first(rq, w, p.tmo) : stream_start(rq, w)) != 0)
         return 0;
     w->prev = f->list.prev;

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,7 +43,7 @@
 #define CHECKPOINT_CHECK_MS 1000u   /* how often the WAL size is compared with checkpoint_bytes */
 #define CHECKPOINT_TIMEOUT_MS 30000 /* bound on waiting for the writer to rotate */
 
-static char wal_path[4096], snap_path[4096], feedpos_path[4200];
+static char wal_path[4096], snap_path[4096], feedpos_path[4200], feedsock_path[4200];
 
 /* The WAL role's state, handed to every hook as its arg. */
 typedef struct {
@@ -110,6 +111,11 @@ static void wal_tick(void *arg)
     w->ckpt_next_check_ms = now + CHECKPOINT_CHECK_MS;
     l3_wal_stats_t ws;
     l3_wal_ring_stats(w->ring, &ws);
+    /* segments kept for the change feed past the last checkpoint do not count: a checkpoint
+     * cannot shrink them, so counting them would start one checkpoint after another */
+    l3_feed_stats_t *fs = srv->feed_stats;
+    uint64_t kept = fs != NULL ? __atomic_load_n(&fs->fh_retain.retained_bytes, __ATOMIC_RELAXED) : 0;
+    ws.disk_bytes -= L3_MIN(kept, ws.disk_bytes);
     if (ws.writer_pid <= 0 || (!w->ckpt_requested && ws.disk_bytes < srv->cfg.storage.checkpoint_bytes))
         return;
     if (w->ckpt_requested)
@@ -186,6 +192,9 @@ static int writer_main(l3_srv_t *srv, void *arg)
         .wal_path = wal_path,
         .durability = srv->cfg.storage.durability == L3_DURABILITY_FSYNC ? L3_WAL_FSYNC : L3_WAL_BUFFERED,
         .flush_interval_ms = srv->cfg.storage.flush_interval_ms,
+        .retain_bytes = srv->cfg.storage.changes_retention_bytes,
+        .feed_sock = srv->feed_sock,
+        .retain_info = srv->feed_stats != NULL ? &((l3_feed_stats_t *)srv->feed_stats)->fh_retain : NULL,
         .install_signals = 1,
         .log = writer_log,
     };
@@ -304,6 +313,7 @@ static int set_paths(const l3_srv_config_t *c)
         return -ENAMETOOLONG;
     }
     snprintf(feedpos_path, sizeof(feedpos_path), "%s/feed.pos", c->storage.data_dir);
+    snprintf(feedsock_path, sizeof(feedsock_path), "%s/feed.sock", c->storage.data_dir);
     return 0;
 }
 
@@ -426,6 +436,23 @@ static void feed_continue(l3_srv_t *srv, l3_wal_ring_t *ring, bool clean)
         l3_feed_stats_set_prev(srv->feed_stats, epoch, end);
 }
 
+/* Older changes than the ring holds come from the writer, over a socket in the data
+ * directory (private: the directory is 0700), when the log is retained past checkpoints. */
+static void feed_channel(l3_srv_t *srv)
+{
+    srv->feed_sock = NULL;
+    if (srv->cfg.storage.changes_retention_bytes == 0)
+        return;
+    if (strlen(feedsock_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        L3_LOG(L3_LOG_WARN,
+               "feed: the socket path %s is too long for a unix socket: the feed resumes only from the "
+               "WAL ring (choose a shorter 'storage.data_dir')",
+               feedsock_path);
+        return;
+    }
+    srv->feed_sock = feedsock_path;
+}
+
 int l3_srv_wal_setup(l3_srv_t *srv)
 {
     int rc;
@@ -465,6 +492,8 @@ int l3_srv_wal_setup(l3_srv_t *srv)
     if (rep.missing_from != 0)
         wal_request(&wal_state); /* a snapshot of what is left closes the gap */
     l3_store_set_lsn_floor(srv->store, rep.max_lsn);
+    if (rep.have_snapshot) /* the writer applies storage.changes_retention_bytes to the covered segments */
+        l3_wal_checkpoint_commit(ring, rep.snap.wal_seq);
     l3_wal_ring_set_next_seq(ring, rep.wal.next_seq);
     l3_wal_ring_set_id(ring, l3_wal_path_id(wal_path)); /* lets the next start salvage this ring */
     /* a log cut short or with a gap lost changes a client may have seen: no continuation */
@@ -503,6 +532,7 @@ int l3_srv_wal_setup(l3_srv_t *srv)
     l3_store_set_wal_group_hook(srv->store, l3_wal_hook_group, ring); /* POST /batch transactions */
     l3_store_set_wal_probe(srv->store, l3_wal_probe, ring);           /* repair keeps a published mutation */
     srv->wal_ring = ring;
+    feed_channel(srv);
     wal_state.srv = srv;
     wal_state.ring = ring;
     return l3_srv_add_role(srv, &wal_role, &wal_state);

@@ -591,6 +591,7 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
                                 .cert_subject = conn_subject,
                                 .request_checkpoint = request_checkpoint,
                                 .feed_stats = s->feed_stats,
+                                .feed_sock = s->feed_sock,
                                 .feed_slot = l3_feed_stats_slot(s->feed_stats, slot)};
     if (api->env.feed_slot != NULL) /* the watchers of a dead predecessor in this slot are gone */
         __atomic_store_n(&api->env.feed_slot->fs_watchers, 0, __ATOMIC_RELAXED);

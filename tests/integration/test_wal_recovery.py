@@ -78,9 +78,14 @@ def _run(dir_, args=(), timeout=60):
     return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
 
 
+# a checkpoint deletes every covered segment (none kept for the change feed)
+NO_RETAIN = {"storage": {"changes_retention_bytes": 0}}
+
+
 def _checkpointed(n_before=80, n_after=10):
-    """A stopped instance whose first segments a checkpoint deleted; returns (server, docs)."""
-    s = Server(workers=1)
+    """A stopped instance whose first segments a checkpoint deleted (no log retained for the
+    change feed); returns (server, docs)."""
+    s = Server(workers=1, config=NO_RETAIN)
     docs = {}
     with requests.Session() as h:
         for i in range(n_before):
@@ -126,7 +131,7 @@ def test_missing_snapshot_is_refused_then_accepted():
 
 def test_older_snapshot_is_refused():
     """A snapshot older than the first remaining segment (e.g. restored from an old copy)."""
-    s = Server(workers=1)
+    s = Server(workers=1, config=NO_RETAIN)
     data = os.path.join(s.dir, "data")
     with requests.Session() as h:
         for rnd in range(2):
