@@ -57,10 +57,12 @@ int l3_wal_feed_overrun(const l3_wal_ring_t *r, uint64_t pos);
  * Changes older than the ring holds are served by the writer from the segments a
  * checkpoint retained (opts.retain_bytes), over a unix socket (opts.feed_sock): a worker
  * sends a cursor and gets the changes after it. The protocol and the writer's position
- * map are described in src/wal/feedlog.c. Calls block for at most 2 s (socket timeouts). */
+ * map are described in src/wal/feedlog.c. The writer answers one request per connection at
+ * a time; a worker keeps one non-blocking connection in its event loop (encode, decode). */
 
 #define L3_WAL_LOG_VERSION 1u
 #define L3_WAL_LOG_BODY_MAX (256u * 1024u) /* largest answer body */
+#define L3_WAL_LOG_REQ_MAX (40u + 16384u)  /* largest request: header and key prefix */
 
 typedef struct {
     uint64_t epoch, pos; /* the cursor: ring epoch, ring position */
@@ -89,9 +91,13 @@ typedef struct {
 
 /** Connect to the writer's channel: a socket, or -errno (-ENOENT: no writer serves it). */
 int l3_wal_log_connect(const char *sock_path);
-/** One request; buf (cap >= 48 + max_bytes) receives the answer that *ret points into.
- *  0 (see ret->status), -EPROTO (a malformed or damaged answer), -errno (I/O, timeout). */
-int l3_wal_log_query(int fd, const l3_wal_log_req_t *q, uint8_t *buf, size_t cap, l3_wal_log_reply_t *ret);
+/** The bytes of request q into out (cap >= L3_WAL_LOG_REQ_MAX): their count, or -EINVAL. */
+int l3_wal_log_encode(const l3_wal_log_req_t *q, uint8_t *out, size_t cap);
+/** The answer at the start of buf[0, len) to a request of q->max_bytes = max_bytes: 0 with
+ *  *ret (pointing into buf) and *ret_used its length; 1 when incomplete (read more);
+ *  -EPROTO when malformed or damaged (close the connection). */
+int l3_wal_log_decode(const uint8_t *buf, size_t len, uint32_t max_bytes, l3_wal_log_reply_t *ret,
+                      size_t *ret_used);
 /** The next change of an answer from *off: 1, 0 at the end, -EBADMSG. */
 int l3_wal_log_next(const l3_wal_log_reply_t *rep, size_t *off, l3_wal_log_ev_t *ev);
 

@@ -51,6 +51,7 @@
 #define CURSOR_LEN 32u
 #define CURSOR_MARK (UINT64_C(1) << 63) /* set in the first word: the cursor format with retention */
 #define FEED_LOG_BYTES (64u * 1024u)    /* answer body asked from the writer per turn */
+#define FEED_LOG_TIMEOUT_MS 5000u       /* the writer not answering in this time: 503 / reset */
 #define FEED_CACHE_EVENTS 8192u
 #define FEED_CACHE_KEY_BYTES (1024u * 1024u)
 
@@ -66,6 +67,11 @@ typedef struct watcher {
     uint64_t t0;
     feed_mode_t mode;
     bool linked, include_docs, durable_only, sending, finishing, ended;
+    bool head;       /* HEAD request */
+    bool nowait;     /* long poll with timeout=0 (or HEAD): answer after the first read */
+    bool unanswered; /* no status sent yet: waits for the writer's first answer (begin) */
+    bool log_ready;  /* the writer's answer has been applied: fill returns log_rc once */
+    int log_rc;
     const char *prefix;
     size_t plen;
     uint64_t pos;            /* next ring position to read */
@@ -92,8 +98,13 @@ typedef struct l3_feed {
     h2o_timeout_entry_t ent;
     l3_route_env_t *env;
     uint64_t events, resets, started;
-    int lfd;       /* connection to the writer's feed channel, -1 none */
-    uint8_t *lbuf; /* its answers */
+    /* the writer's feed channel: one connection, one question in flight */
+    h2o_socket_t *lsock;
+    bool lbusy;           /* a question is in flight */
+    watcher_t *lq;        /* who asked it (NULL: gone meanwhile, the answer is dropped) */
+    uint32_t lq_max;      /* its max_bytes */
+    uint64_t lq_deadline; /* h2o_now after which the writer is taken as not answering */
+    uint8_t lreq[L3_WAL_LOG_REQ_MAX];
     uint8_t key[L3_STORE_KEY_MAX];
     /* the decoded window (next_change) */
     bool cvalid;
@@ -275,50 +286,37 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
     return 1;
 }
 
-/* One question to the writer's channel (connected on first use, once more after a broken
- * connection). 0 with *rep, or -EPIPE when the writer does not answer. Blocks the worker for
- * one answer at most (bounded by the writer's read limit and the socket timeouts). */
-static int log_ask(l3_feed_t *f, const l3_wal_log_req_t *q, l3_wal_log_reply_t *rep)
+static void turn(watcher_t *w, uint64_t now);
+static void begin(watcher_t *w);
+
+/* The channel is broken (closed, a damaged answer, no answer in time): the watcher whose
+ * question was in flight gets -EPIPE; the next question connects again. */
+static void log_broken(l3_feed_t *f)
 {
-    if (f->lbuf == NULL && (f->lbuf = malloc(64 + L3_WAL_LOG_BODY_MAX)) == NULL)
-        return -ENOMEM;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (f->lfd < 0)
-            f->lfd = l3_wal_log_connect(f->env->feed_sock);
-        if (f->lfd < 0)
-            return -EPIPE;
-        if (l3_wal_log_query(f->lfd, q, f->lbuf, 64 + L3_WAL_LOG_BODY_MAX, rep) == 0)
-            return 0;
-        close(f->lfd);
-        f->lfd = -1;
+    if (f->lsock != NULL)
+        h2o_socket_close(f->lsock);
+    f->lsock = NULL;
+    watcher_t *w = f->lbusy ? f->lq : NULL;
+    f->lbusy = false;
+    f->lq = NULL;
+    if (w != NULL) {
+        w->log_rc = -EPIPE;
+        w->log_ready = true;
+        turn(w, h2o_now(f->loop));
     }
-    return -EPIPE;
 }
 
-/* Older changes than the ring holds, from the retained segments through the writer, into
- * w->out; back to the ring once w->pos is readable there. As fill, and -EPIPE (no
- * answer), L3_ECORRUPT (a retained segment failed its checks). */
-static int fill_log(l3_feed_t *f, watcher_t *w)
+/* Apply one answer to w: its events into w->out, its cursor into w's position; back to the
+ * ring once w->pos is readable there. As fill, and -EPIPE (a wrong answer), -ESTALE,
+ * L3_ECORRUPT (a retained segment failed its checks). */
+static int log_apply(l3_feed_t *f, watcher_t *w, const l3_wal_log_reply_t *rep)
 {
-    if (w->out.len >= FEED_OUT_CAP || (w->max != 0 && w->count >= w->max))
-        return 0;
-    l3_wal_log_req_t q = {.epoch = w->epoch,
-                          .pos = w->pos,
-                          .prefix = w->prefix,
-                          .plen = (uint32_t)w->plen,
-                          .max_events = (uint32_t)(w->max != 0 ? w->max - w->count : FEED_MAX_LIMIT),
-                          .max_bytes = FEED_LOG_BYTES,
-                          .durable_only = w->durable_only};
-    l3_wal_log_reply_t rep;
-    int rc = log_ask(f, &q, &rep);
-    if (rc < 0)
-        return rc;
-    if (rep.status < 0)
-        return rep.status == -ESTALE || rep.status == L3_ECORRUPT ? rep.status : -EPIPE;
-    int added = 0;
+    if (rep->status < 0)
+        return rep->status == -ESTALE || rep->status == L3_ECORRUPT ? rep->status : -EPIPE;
+    int rc, added = 0;
     size_t off = 0;
     l3_wal_log_ev_t le;
-    while ((rc = l3_wal_log_next(&rep, &off, &le)) == 1) {
+    while ((rc = l3_wal_log_next(rep, &off, &le)) == 1) {
         /* along the feed cursors only grow; the answer is checked, not trusted */
         if (le.klen > L3_STORE_KEY_MAX || le.epoch < w->epoch || (le.epoch == w->epoch && le.end <= w->pos))
             return -EPIPE;
@@ -335,10 +333,10 @@ static int fill_log(l3_feed_t *f, watcher_t *w)
         w->staged++;
         added = 1;
     }
-    if (rc < 0 || rep.next_epoch < w->epoch || (rep.next_epoch == w->epoch && rep.next_pos < w->pos))
+    if (rc < 0 || rep->next_epoch < w->epoch || (rep->next_epoch == w->epoch && rep->next_pos < w->pos))
         return -EPIPE;
-    w->epoch = rep.next_epoch;
-    w->pos = rep.next_pos;
+    w->epoch = rep->next_epoch;
+    w->pos = rep->next_pos;
     l3_wal_feed_bounds_t b;
     l3_wal_feed_bounds(f->env->wal_ring, &b);
     if (w->epoch == b.epoch && w->pos <= b.head && !l3_wal_feed_overrun(f->env->wal_ring, w->pos))
@@ -346,11 +344,89 @@ static int fill_log(l3_feed_t *f, watcher_t *w)
     return added;
 }
 
+static void on_log_read(h2o_socket_t *sock, const char *err)
+{
+    l3_feed_t *f = sock->data;
+    if (err != NULL || !f->lbusy)
+        return log_broken(f); /* closed, or bytes nobody asked for */
+    l3_wal_log_reply_t rep;
+    size_t used = 0;
+    int rc =
+        l3_wal_log_decode((const uint8_t *)sock->input->bytes, sock->input->size, f->lq_max, &rep, &used);
+    if (rc == 1)
+        return; /* more to come */
+    if (rc < 0)
+        return log_broken(f);
+    watcher_t *w = f->lq;
+    f->lbusy = false;
+    f->lq = NULL;
+    if (w != NULL) {
+        w->log_rc = log_apply(f, w, &rep);
+        w->log_ready = true;
+    }
+    h2o_buffer_consume(&sock->input, used);
+    if (w == NULL)
+        return;
+    if (w->linked) { /* to the back of the list: the next question is another watcher's */
+        w->prev->next = w->next;
+        w->next->prev = w->prev;
+        w->prev = f->list.prev;
+        w->next = &f->list;
+        f->list.prev->next = w;
+        f->list.prev = w;
+    }
+    turn(w, h2o_now(f->loop));
+}
+
+static void on_log_written(h2o_socket_t *sock, const char *err)
+{
+    if (err != NULL)
+        log_broken(sock->data);
+}
+
+/* Older changes than the ring holds, from the retained segments through the writer: ask
+ * (when no other question is in flight), and -EINPROGRESS until the answer is applied
+ * (on_log_read; fill then returns its result). -EPIPE when the writer cannot be reached. */
+static int fill_log(l3_feed_t *f, watcher_t *w)
+{
+    if (f->lbusy || w->out.len >= FEED_OUT_CAP || (w->max != 0 && w->count >= w->max))
+        return f->lbusy ? -EINPROGRESS : 0;
+    l3_wal_log_req_t q = {.epoch = w->epoch,
+                          .pos = w->pos,
+                          .prefix = w->prefix,
+                          .plen = (uint32_t)w->plen,
+                          .max_events = (uint32_t)(w->max != 0 ? w->max - w->count : FEED_MAX_LIMIT),
+                          .max_bytes = FEED_LOG_BYTES,
+                          .durable_only = w->durable_only};
+    int n = l3_wal_log_encode(&q, f->lreq, sizeof f->lreq);
+    if (n < 0)
+        return n;
+    if (f->lsock == NULL) {
+        int fd = l3_wal_log_connect(f->env->feed_sock);
+        if (fd < 0)
+            return -EPIPE;
+        f->lsock = h2o_evloop_socket_create(f->loop, fd, 0);
+        f->lsock->data = f;
+        h2o_socket_read_start(f->lsock, on_log_read);
+    }
+    f->lbusy = true;
+    f->lq = w;
+    f->lq_max = q.max_bytes;
+    f->lq_deadline = h2o_now(f->loop) + FEED_LOG_TIMEOUT_MS;
+    h2o_iovec_t iov = h2o_iovec_init(f->lreq, (size_t)n);
+    h2o_socket_write(f->lsock, &iov, 1, on_log_written);
+    return -EINPROGRESS;
+}
+
 /* Read from the ring into w->out. 1 when something was added, 0 nothing, -ESTALE
  * (overrun), -EBADMSG (position not in this ring), -ENOMEM; from the writer while
  * w->from_log (fill_log). */
 static int fill(l3_feed_t *f, watcher_t *w)
 {
+    if (w->log_ready) {
+        w->log_ready = false;
+        return w->log_rc;
+    }
     if (w->from_log)
         return fill_log(f, w);
     l3_wal_feed_bounds_t b;
@@ -420,6 +496,8 @@ static void unlink_watcher(watcher_t *w)
 static void watcher_dispose(void *p)
 {
     watcher_t *w = p;
+    if (w->f->lq == w)
+        w->f->lq = NULL; /* its answer, when it comes, is dropped */
     unlink_watcher(w);
     free(w->out.ptr);
     free(w->sent.ptr);
@@ -522,8 +600,14 @@ static void turn(watcher_t *w, uint64_t now)
     l3_feed_t *f = w->f;
     if (w->ended)
         return;
+    if (w->unanswered) {
+        begin(w);
+        return;
+    }
     if (w->mode == FEED_LONGPOLL) {
         int rc = fill(f, w);
+        if (rc == -EINPROGRESS)
+            rc = 0; /* the writer's answer comes later */
         if (rc != 0 || now >= w->deadline || w->finishing)
             longpoll_answer(w); /* an overrun ends it with what it has; the next request gets 410 */
         return;
@@ -539,7 +623,7 @@ static void turn(watcher_t *w, uint64_t now)
         return;
     }
     int rc = fill(f, w);
-    if (rc == -ESTALE || rc == -EBADMSG || (rc < 0 && rc != -ENOMEM)) {
+    if (rc < 0 && rc != -ENOMEM && rc != -EINPROGRESS) {
         prep_reset(w);
         flush(w);
         return;
@@ -552,6 +636,8 @@ static void on_tick(h2o_timeout_entry_t *e)
 {
     l3_feed_t *f = H2O_STRUCT_FROM_MEMBER(l3_feed_t, ent, e);
     uint64_t now = h2o_now(f->loop);
+    if (f->lbusy && now >= f->lq_deadline)
+        log_broken(f);
     /* turn() may unlink w (the answer or the final chunk): take next first */
     for (watcher_t *w = f->list.next, *nx; w != &f->list; w = nx) {
         nx = w->next;
@@ -587,7 +673,6 @@ static l3_feed_t *feed_get(l3_route_env_t *env, h2o_loop_t *loop)
         if (f == NULL)
             return NULL;
         f->list.next = f->list.prev = &f->list;
-        f->lfd = -1;
         f->loop = loop;
         f->env = env;
         h2o_timeout_init(loop, &f->tmo, FEED_TICK_MS);
@@ -629,6 +714,13 @@ void l3_feed_shutdown(l3_route_env_t *env)
         return;
     for (watcher_t *w = f->list.next, *nx; w != &f->list; w = nx) {
         nx = w->next;
+        if (w->unanswered) {
+            unlink_watcher(w);
+            w->ended = true;
+            l3_rq_t rq = {.req = w->req, .env = env, .t0 = w->t0, .route = L3_OBS_R_OTHER};
+            l3_http_fail(&rq, 503, "feed_unavailable", "the server is stopping; retry the cursor later");
+            continue;
+        }
         if (w->mode == FEED_SSE && !w->sending && !w->finishing && !w->from_log && fill(f, w) >= 0)
             progress(w); /* its cursor resumes after a restart when nothing was written since */
         w->finishing = true;
@@ -803,27 +895,21 @@ static int feed_start(l3_rq_t *rq, l3_q_str_t since, feed_origin_t *o)
     return 0;
 }
 
-/* The first read of a watcher: 1 when it failed and the request was answered, else 0. */
-static int first_fill(l3_rq_t *rq, watcher_t *w, int *ret_rc)
+/* Answer the status of a watcher whose first read failed with rc. */
+static void first_fail(l3_rq_t *rq, int rc)
 {
-    int rc = *ret_rc = fill(w->f, w);
-    if (rc >= 0)
-        return 0;
     if (rc == -ESTALE)
-        return (expired(rq, "the changes after this cursor are no longer retained"), 1);
-    if (rc == L3_ECORRUPT)
-        return (expired(rq,
-                        "a retained WAL segment after this cursor failed its checks (the server log names "
-                        "it), so its changes cannot be sent"),
-                1);
-    if (rc == -EBADMSG)
-        return (l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned"),
-                1); /* answered */
-    if (rc == -EPIPE)
-        return (l3_http_fail(rq, 503, "feed_unavailable",
-                             "the WAL writer does not answer for the retained log; retry the cursor later"),
-                1);                                         /* answered */
-    return (l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL), 1); /* answered */
+        expired(rq, "the changes after this cursor are no longer retained");
+    else if (rc == L3_ECORRUPT)
+        expired(rq, "a retained WAL segment after this cursor failed its checks (the server log names it), "
+                    "so its changes cannot be sent");
+    else if (rc == -EBADMSG)
+        l3_http_fail(rq, 400, "bad_cursor", "the cursor is not one this feed returned");
+    else if (rc == -EPIPE)
+        l3_http_fail(rq, 503, "feed_unavailable",
+                     "the WAL writer does not answer for the retained log; retry the cursor later");
+    else
+        l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
 }
 
 /* A new watcher in the request's pool, not yet linked into its worker's feed. */
@@ -850,20 +936,9 @@ static watcher_t *watcher_new(l3_rq_t *rq, l3_feed_t *f, const feed_params_t *p,
     uint64_t now = h2o_now(f->loop);
     w->next_hb = now + p->hb;
     w->deadline = now + p->tmo;
+    w->head = rq->head;
+    w->nowait = p->tmo == 0 || rq->head;
     return w;
-}
-
-/* Longpoll: answer now when changes are there (or no wait was asked). 1 when answered. */
-static int longpoll_first(l3_rq_t *rq, watcher_t *w, uint64_t tmo)
-{
-    int rc;
-    if (first_fill(rq, w, &rc) != 0)
-        return 1;
-    if (rc > 0 || tmo == 0 || rq->head) {
-        longpoll_answer(w);
-        return 1;
-    }
-    return 0;
 }
 
 /* SSE / NDJSON: the response head and a first chunk go at once. 1 when done (HEAD). */
@@ -892,6 +967,35 @@ static int stream_start(l3_rq_t *rq, watcher_t *w)
     return 0;
 }
 
+/* The first read of a linked watcher decides its status: an expired or damaged range is an
+ * HTTP status, not a reset. A read through the writer waits for its answer: the watcher
+ * stays unanswered and turn() calls this again. Long poll: the answer at once when there
+ * are changes or no wait was asked. Streams: the response head and a first chunk. */
+static void begin(watcher_t *w)
+{
+    int rc = fill(w->f, w);
+    w->unanswered = rc == -EINPROGRESS;
+    if (w->unanswered)
+        return;
+    l3_rq_t rq = {.req = w->req, .env = w->f->env, .t0 = w->t0, .route = L3_OBS_R_OTHER, .head = w->head};
+    if (rc < 0) {
+        unlink_watcher(w);
+        w->ended = true;
+        first_fail(&rq, rc);
+        return;
+    }
+    if (w->mode == FEED_LONGPOLL) {
+        if (rc > 0 || w->nowait)
+            longpoll_answer(w);
+        return;
+    }
+    if (stream_start(&rq, w) != 0) {
+        unlink_watcher(w);
+        return;
+    }
+    turn(w, h2o_now(w->f->loop));
+}
+
 int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
 {
     (void)unused;
@@ -911,13 +1015,6 @@ int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
                             FEED_MAX_WATCHERS);
     watcher_t *w = watcher_new(rq, f, &p, &o);
     f->started++;
-    int rc;
-    /* a stream from the retained log: its first answer before the head, so an expired or
-     * damaged range is an HTTP status, not a reset */
-    if (p.mode != FEED_LONGPOLL && w->from_log && first_fill(rq, w, &rc) != 0)
-        return 0;
-    if ((p.mode == FEED_LONGPOLL ? longpoll_first(rq, w, p.tmo) : stream_start(rq, w)) != 0)
-        return 0;
     w->prev = f->list.prev;
     w->next = &f->list;
     f->list.prev->next = w;
@@ -927,7 +1024,6 @@ int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
     STAT_ADD(f, fs_watchers, 1);
     if (!h2o_timeout_is_linked(&f->ent))
         h2o_timeout_link(f->loop, &f->tmo, &f->ent);
-    if (p.mode != FEED_LONGPOLL)
-        turn(w, h2o_now(f->loop));
+    begin(w);
     return 0;
 }

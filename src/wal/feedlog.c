@@ -512,14 +512,53 @@ typedef struct {
     uint32_t len, count;
     uint64_t ne, np; /* resume here */
     uint64_t scanned;
+    /* the transaction group being read (replay's rule W6): its events are kept only once its
+     * TXLAST record is read; the answer as it was before its TXFIRST */
+    int gopen, full;
+    uint32_t g_len, g_count;
+    uint64_t g_ne, g_np;
 } qs_t;
+
+/* Before a record with flags fl at ring position pos (epoch ep): a group the record
+ * interrupts (any record but the group's next one) is dropped, as replay drops it; a
+ * TXFIRST opens a group. TX records before any TXFIRST are the rest of a group the cursor
+ * is inside (or whose start is no longer retained): they are sent. */
+static void group_before(qs_t *q, uint8_t fl, uint64_t ep, uint64_t pos)
+{
+    if (q->gopen && (!(fl & L3_WAL_RF_TX) || (fl & L3_WAL_RF_TXFIRST))) {
+        q->len = q->g_len;
+        q->count = q->g_count;
+        q->gopen = 0;
+    }
+    if ((fl & L3_WAL_RF_TX) && (fl & L3_WAL_RF_TXFIRST)) {
+        q->gopen = 1;
+        q->g_len = q->len;
+        q->g_count = q->count;
+        q->g_ne = ep;
+        q->g_np = pos;
+    }
+}
+
+/* The end of an answer inside an open group (the log or the answer's room ends before its
+ * TXLAST): the answer ends before the group, which the next request reads again - unless
+ * the group starts the answer, which it then cannot fit; its events so far are sent. */
+static void group_end(qs_t *q, uint64_t start_pos)
+{
+    if (!q->gopen || (q->full && q->g_count == 0 && q->g_np == start_pos))
+        return;
+    q->len = q->g_len;
+    q->count = q->g_count;
+    q->ne = q->g_ne;
+    q->np = q->g_np;
+    q->gopen = 0;
+}
 
 /* append one event; 0, or 1 when it does not fit (the answer is full) */
 static int put_event(qs_t *q, uint64_t epoch, uint64_t end, const rec_t *rc, const uint8_t *key)
 {
     uint32_t need = FE_HDR + (uint32_t)L3_ALIGN_UP((uint64_t)rc->klen, (uint64_t)8);
     if (q->count >= q->max_events || q->len + need > q->max_bytes)
-        return 1;
+        return q->full = 1;
     uint8_t *p = q->body + q->len;
     memset(p, 0, need);
     l3_wal__st64(p, epoch);
@@ -573,8 +612,10 @@ static int scan_records(l3_wal_fmap_t *m, const fm_seg_t *s, qs_t *q, uint64_t f
     while (off < sc->limit_off) {
         if (ei < s->n && s->e[ei].off == off)
             pos = s->e[ei++].pos;
-        if ((ei < s->n && s->e[ei].off < off) || q->scanned >= FM_SCAN_MAX)
-            return ei < s->n && s->e[ei].off < off ? L3_ECORRUPT : 0;
+        if (ei < s->n && s->e[ei].off < off)
+            return L3_ECORRUPT;
+        if (q->scanned >= FM_SCAN_MAX && !q->gopen) /* a group is at most half the ring: read it whole */
+            return 0;
         rec_t rc;
         int e = rec_read(sc->r, off, sc->limit_off, s->salt, &rc, sc->key);
         if (e < 0) {
@@ -585,11 +626,15 @@ static int scan_records(l3_wal_fmap_t *m, const fm_seg_t *s, qs_t *q, uint64_t f
         uint64_t end = pos + slot_len(rc.len);
         if (end > sc->limit_pos)
             return 0;
+        if (pos >= from)
+            group_before(q, rc.flags, s->epoch, pos);
         int change = rc.op != L3_WALOP_FRAG ||
                      (rc.fr_last == 1 && rc.fr_op >= L3_WALOP_PUT && rc.fr_op <= L3_WALOP_PATCH);
         if (pos >= from && change && rc.klen >= q->plen && memcmp(sc->key, q->prefix, q->plen) == 0 &&
             put_event(q, s->epoch, end, &rc, sc->key) != 0)
             return 0;
+        if (rc.flags & L3_WAL_RF_TXLAST)
+            q->gopen = 0; /* the group is whole: its events stay */
         q->scanned += rc.len;
         off += rc.len;
         pos = end;
@@ -660,7 +705,7 @@ static int seg_copy(const l3_wal_fmap_t *m, size_t i, fm_seg_t *v)
     return 0;
 }
 
-static int query(l3_wal_fmap_t *m, uint64_t epoch, uint64_t pos, qs_t *q, scan_t *sc)
+static int query_segs(l3_wal_fmap_t *m, uint64_t epoch, uint64_t pos, qs_t *q, scan_t *sc)
 {
     q->ne = epoch;
     q->np = pos;
@@ -707,6 +752,15 @@ static int query(l3_wal_fmap_t *m, uint64_t epoch, uint64_t pos, qs_t *q, scan_t
     }
     pthread_mutex_unlock(&m->mu);
     return idx < 0 ? -ESTALE : 0;
+}
+
+/* The changes after (epoch, pos) into q: 0 (q->ne, q->np resume), -ESTALE, L3_ECORRUPT, -errno. */
+static int query(l3_wal_fmap_t *m, uint64_t epoch, uint64_t pos, qs_t *q, scan_t *sc)
+{
+    int rc = query_segs(m, epoch, pos, q, sc);
+    if (rc >= 0)
+        group_end(q, pos);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- the channel: writer side */
@@ -883,7 +937,6 @@ int l3_wal_log_connect(const char *sock_path)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    set_timeouts(fd);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         int e = -errno;
         close(fd);
@@ -892,34 +945,36 @@ int l3_wal_log_connect(const char *sock_path)
     return fd;
 }
 
-int l3_wal_log_query(int fd, const l3_wal_log_req_t *q, uint8_t *buf, size_t cap, l3_wal_log_reply_t *ret)
+int l3_wal_log_encode(const l3_wal_log_req_t *q, uint8_t *out, size_t cap)
 {
-    if (q->plen > FM_KEY_MAX || q->max_bytes > L3_WAL_LOG_BODY_MAX || cap < FR_HDR + (size_t)q->max_bytes)
+    if (q->plen > FM_KEY_MAX || q->max_bytes > L3_WAL_LOG_BODY_MAX || cap < FQ_HDR + (size_t)q->plen)
         return -EINVAL;
-    uint8_t h[FQ_HDR];
-    memset(h, 0, sizeof h);
-    l3_wal__st32(h, FQ_MAGIC);
-    h[4] = (uint8_t)L3_WAL_LOG_VERSION;
-    h[6] = q->durable_only ? 1 : 0;
-    l3_wal__st64(h + 8, q->epoch);
-    l3_wal__st64(h + 16, q->pos);
-    l3_wal__st32(h + 24, q->max_events);
-    l3_wal__st32(h + 28, q->max_bytes);
-    l3_wal__st32(h + 32, q->plen);
-    l3_wal__st32(h + 36, l3_crc32c(l3_crc32c(0, h, 36), q->prefix, q->plen));
-    int rc = io_full(fd, h, sizeof h, 1);
-    if (rc == 0 && q->plen)
-        rc = io_full(fd, (void *)(uintptr_t)q->prefix, q->plen, 1);
-    if (rc == 0)
-        rc = io_full(fd, buf, FR_HDR, 0);
-    if (rc < 0)
-        return rc;
+    memset(out, 0, FQ_HDR);
+    l3_wal__st32(out, FQ_MAGIC);
+    out[4] = (uint8_t)L3_WAL_LOG_VERSION;
+    out[6] = q->durable_only ? 1 : 0;
+    l3_wal__st64(out + 8, q->epoch);
+    l3_wal__st64(out + 16, q->pos);
+    l3_wal__st32(out + 24, q->max_events);
+    l3_wal__st32(out + 28, q->max_bytes);
+    l3_wal__st32(out + 32, q->plen);
+    l3_wal__st32(out + 36, l3_crc32c(l3_crc32c(0, out, 36), q->prefix, q->plen));
+    if (q->plen)
+        memcpy(out + FQ_HDR, q->prefix, q->plen);
+    return (int)(FQ_HDR + q->plen);
+}
+
+int l3_wal_log_decode(const uint8_t *buf, size_t len, uint32_t max_bytes, l3_wal_log_reply_t *ret,
+                      size_t *ret_used)
+{
+    if (len < FR_HDR)
+        return 1;
     uint32_t blen = l3_wal__ld32(buf + 32);
     if (l3_wal__ld32(buf) != FR_MAGIC || buf[4] != L3_WAL_LOG_VERSION ||
-        l3_wal__ld32(buf + 44) != l3_crc32c(0, buf, 44) || blen > q->max_bytes)
+        l3_wal__ld32(buf + 44) != l3_crc32c(0, buf, 44) || blen > max_bytes)
         return -EPROTO;
-    if ((rc = io_full(fd, buf + FR_HDR, blen, 0)) < 0)
-        return rc;
+    if (len - FR_HDR < blen)
+        return 1;
     if (l3_wal__ld32(buf + 36) != l3_crc32c(0, buf + FR_HDR, blen))
         return -EPROTO;
     ret->status = (int32_t)l3_wal__ld32(buf + 8);
@@ -928,6 +983,7 @@ int l3_wal_log_query(int fd, const l3_wal_log_req_t *q, uint8_t *buf, size_t cap
     ret->next_pos = l3_wal__ld64(buf + 24);
     ret->body = buf + FR_HDR;
     ret->body_len = blen;
+    *ret_used = FR_HDR + (size_t)blen;
     return 0;
 }
 
