@@ -1,20 +1,29 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * route_feed.c - GET /changes: the change feed, in WAL order, read by each worker from the
- * shared WAL ring (l3kv/walfeed.h). Workers never open the WAL files, and the write path
- * does nothing for the feed: a worker with watchers looks at the ring every FEED_TICK_MS
- * (one timer per worker, only while it has watchers) and at once when a stream's previous
- * chunk has been written.
+ * shared WAL ring (l3kv/walfeed.h), and older than the ring from the retained WAL segments
+ * through the writer process (feedlog.c's channel). Workers never open the WAL files, and
+ * the write path does nothing for the feed: a worker with watchers looks at the ring every
+ * FEED_TICK_MS (one timer per worker, only while it has watchers) and at once when a
+ * stream's previous chunk has been written.
  *
- * Cursor: 32 hex digits, the ring's epoch (its creation time) then the ring position after
- * the change (fixed width, so along one feed the cursor strictly increases, also as text).
- * A cursor of another epoch (the server restarted) or one the ring has overwritten is 410
- * cursor_expired; a malformed one, one ahead of the ring or not on a slot boundary is 400.
- * What is retained is what the ring still holds (docs/api.md states the bound). One cursor
- * of the previous run survives a graceful restart: its final position (feedstat.h, the
- * feed position file), which stands for this ring's position 0. Epochs are wall-clock
- * times, so cursors also increase across restarts. A graceful stop ends each SSE stream
- * with `event: progress` at the position it reached.
+ * Cursor: 32 hex digits, the ring's epoch (its creation time, top bit CURSOR_MARK set) then
+ * the ring position after the change (fixed width, so along one feed the cursor strictly
+ * increases, also as text; epochs are wall-clock times, so also across restarts). A cursor
+ * the ring no longer holds (overwritten, or of an earlier run) is read through the writer
+ * while the retained segments hold it (storage.changes_retention_bytes), else 410
+ * cursor_expired, as is one without the mark (an older version's format); a malformed one,
+ * one ahead of the ring or not on a slot boundary is 400. With no retention one cursor of
+ * the previous run survives a graceful restart: its final position (feedstat.h, the feed
+ * position file), which stands for this ring's position 0. A graceful stop ends each SSE
+ * stream with `event: progress` at the position it reached.
+ *
+ * The writer's channel: one non-blocking connection per worker in its event loop, one
+ * question in flight (fill_log asks, on_log_read applies the answer and turns the watcher
+ * that asked; the others wait their turn). A watcher that has not answered its request yet
+ * (unanswered: its first read goes to the writer) gets its status from that first answer
+ * (begin), so an expired or damaged range is a 410, not a reset. No answer within
+ * FEED_LOG_TIMEOUT_MS breaks the connection: 503 feed_unavailable, or a reset.
  *
  * Watchers: one per request, in the request's pool (h2o freeing the request - connection
  * gone - unlinks it). A stream stages at most FEED_OUT_CAP bytes of events (one event more

@@ -6,7 +6,10 @@ streams whose prefix matches nothing: heartbeats only) and with 10 active watche
 reading the whole SSE feed), interleaved for --rounds rounds in the same run, best round of
 each; prints req/s and the ratios against no watcher (target >= 0.9: PASS or MISS, a
 figure, not an assertion), how many active streams were reset, and the write -> watcher
-event latency p50/p99 of sequential PUTs seen by one SSE watcher.
+event latency p50/p99 of sequential PUTs seen by one SSE watcher. A fourth case,
+catchup10, has 10 watchers (NDJSON) reading from the cursor taken before the first write: the
+ring has long overwritten it, so they read the WAL segments the writer serves; and a long
+poll loop from that cursor gives the catch-up rate (changes per second from the log).
 
 usage: bench-feed.py [--l3kv BIN] [--duration S] [--rounds R] [--workers N]
 Exit code 0 when the run completed; 77 when wrk or curl is missing.
@@ -21,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "http"))
 import benchlib as B  # noqa: E402
@@ -35,12 +39,29 @@ def idle_watchers(port, n):
     return socks
 
 
-def active_watchers(url, n, tmp):
+def active_watchers(url, n, tmp, query="feed=sse"):
     procs = []
     for i in range(n):
         path = os.path.join(tmp, "active-%d.txt" % i)
-        procs.append((subprocess.Popen(["curl", "-sN", "-o", path, url + "/changes?feed=sse"]), path))
+        procs.append((subprocess.Popen(["curl", "-sN", "-o", path, url + "/changes?" + query]), path))
     return procs
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def catchup_rate(base, cursor, max_s=30.0):
+    """Changes per second a long poll loop reads from cursor until it has caught up."""
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < max_s:
+        j = get_json(base + "/changes?timeout=0&limit=10000&since=" + cursor)
+        n += len(j["changes"])
+        cursor = j["cursor"]
+        if not j["changes"]:
+            break
+    return n, n / (time.perf_counter() - t0)
 
 
 def count_active(procs):
@@ -125,13 +146,17 @@ def main():
         lua = B.write_lua(tmp, B.lua_keyed("PUT", 1000, 100, prefix="t"))
         best = {}
         resets = changes = 0
+        c_start = get_json(srv.base + "/changes?since=now&timeout=0")["cursor"]
+        cases = ("none", "idle100", "active10", "catchup10")
         for _ in range(a.rounds):
-            for case in ("none", "idle100", "active10"):
+            for case in cases:
                 socks, procs = [], []
                 if case == "idle100":
                     socks = idle_watchers(srv.port, 100)
                 elif case == "active10":
                     procs = active_watchers(srv.base, 10, tmp)
+                elif case == "catchup10":
+                    procs = active_watchers(srv.base, 10, tmp, "feed=continuous&since=" + c_start)
                 time.sleep(0.5)
                 r = B.wrk(srv.url("/"), a.duration, threads=2, conns=64, lua_path=lua)
                 if r["non2xx"] or r["errors"]:
@@ -139,22 +164,27 @@ def main():
                 time.sleep(0.5)
                 for s in socks:
                     s.close()
-                if procs:
+                if procs and case == "active10":
                     c, rs = count_active(procs)
                     changes += c
                     resets += rs
+                elif procs:
+                    count_active(procs)
                 if case not in best or r["rps"] > best[case]["rps"]:
                     best[case] = r
         base = best["none"]["rps"] or 1.0
         print("feed bench: %d workers, wrk 64 connections PUT ~100 B on 1,000 keys, %d s x %d rounds (best)"
               % (a.workers, a.duration, a.rounds))
-        for case in ("none", "idle100", "active10"):
+        for case in cases:
             r = best[case]
             ratio = r["rps"] / base
             print("  %-9s %10.0f req/s  p50 %s p99 %s  ratio %.3f %s" % (
                 case, r["rps"], B.fmt_s(r["p50"]), B.fmt_s(r["p99"]), ratio,
                 "" if case == "none" else ("PASS" if ratio >= 0.9 else "MISS")))
         print("  active watchers: %d change events received, %d streams reset" % (changes, resets))
+        n_log, rate = catchup_rate(srv.base, c_start)
+        print("  catch-up from the cursor before the first write (retained log, then the ring): "
+              "%d changes at %.0f changes/s" % (n_log, rate))
         p50, p99 = latency(srv)
         print("  write -> watcher latency (sequential PUTs, one SSE watcher): p50 %s p99 %s"
               % (B.fmt_s(p50), B.fmt_s(p99)))
@@ -162,6 +192,9 @@ def main():
                           "rps_active10": best["active10"]["rps"],
                           "ratio_idle100": best["idle100"]["rps"] / base,
                           "ratio_active10": best["active10"]["rps"] / base,
+                          "rps_catchup10": best["catchup10"]["rps"],
+                          "ratio_catchup10": best["catchup10"]["rps"] / base,
+                          "catchup_changes": n_log, "catchup_per_s": rate,
                           "active_resets": resets, "latency_p50_s": p50, "latency_p99_s": p99}))
     finally:
         srv.stop()
