@@ -42,6 +42,8 @@
 
 #define CHECKPOINT_CHECK_MS 1000u   /* how often the WAL size is compared with checkpoint_bytes */
 #define CHECKPOINT_TIMEOUT_MS 30000 /* bound on waiting for the writer to rotate */
+#define SEG_MIN_BYTES (256u << 10)  /* WAL segment size bounds with the feed's retention */
+#define SEG_MAX_BYTES (64u << 20)
 
 static char wal_path[4096], snap_path[4096], feedpos_path[4200], feedsock_path[4200];
 
@@ -184,6 +186,16 @@ static void writer_log(int severity, const char *line)
     L3_LOG(lvl, "wal writer: %s", line);
 }
 
+/* Segments are what a checkpoint keeps or deletes whole: with the change feed's retention they
+ * are a quarter of it (within [SEG_MIN_BYTES, SEG_MAX_BYTES]), so that the retained log is
+ * about the budget, not one segment that never fits it; without, the writer's default. */
+static uint64_t segment_bytes(uint64_t retention)
+{
+    if (retention == 0)
+        return 0;
+    return L3_MAX(SEG_MIN_BYTES, L3_MIN(SEG_MAX_BYTES, retention / 4));
+}
+
 static int writer_main(l3_srv_t *srv, void *arg)
 {
     const wal_role_t *w = arg;
@@ -193,6 +205,7 @@ static int writer_main(l3_srv_t *srv, void *arg)
         .durability = srv->cfg.storage.durability == L3_DURABILITY_FSYNC ? L3_WAL_FSYNC : L3_WAL_BUFFERED,
         .flush_interval_ms = srv->cfg.storage.flush_interval_ms,
         .retain_bytes = srv->cfg.storage.changes_retention_bytes,
+        .segment_bytes = segment_bytes(srv->cfg.storage.changes_retention_bytes),
         .feed_sock = srv->feed_sock,
         .retain_info = srv->feed_stats != NULL ? &((l3_feed_stats_t *)srv->feed_stats)->fh_retain : NULL,
         .install_signals = 1,

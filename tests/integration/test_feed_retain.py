@@ -140,7 +140,8 @@ def test_410_once_the_retention_has_passed():
         assert st.status == 410
         st.close()
         m = s.metrics()["changes"]
-        assert m["retained_bytes"] <= 2 << 20, m  # never more than the retention
+        # segments are a quarter of the retention, so about that much stays, never more
+        assert 1 << 20 <= m["retained_bytes"] <= 2 << 20, m
         assert m["oldest_cursor"] > c1
     finally:
         s.stop()

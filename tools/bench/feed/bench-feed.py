@@ -7,9 +7,10 @@ reading the whole SSE feed), interleaved for --rounds rounds in the same run, be
 each; prints req/s and the ratios against no watcher (target >= 0.9: PASS or MISS, a
 figure, not an assertion), how many active streams were reset, and the write -> watcher
 event latency p50/p99 of sequential PUTs seen by one SSE watcher. A fourth case,
-catchup10, has 10 watchers (NDJSON) reading from the cursor taken before the first write: the
-ring has long overwritten it, so they read the WAL segments the writer serves; and a long
-poll loop from that cursor gives the catch-up rate (changes per second from the log).
+catchup10, has 10 watchers (NDJSON) reading from the cursor taken before the round's active10
+case: the ring has overwritten it by then, so they read the WAL segments the writer serves;
+and after the rounds, a long poll loop from a cursor taken before a 3 s PUT flood gives the
+catch-up rate (changes per second from the log, then the ring).
 
 usage: bench-feed.py [--l3kv BIN] [--duration S] [--rounds R] [--workers N]
 Exit code 0 when the run completed; 77 when wrk or curl is missing.
@@ -146,7 +147,7 @@ def main():
         lua = B.write_lua(tmp, B.lua_keyed("PUT", 1000, 100, prefix="t"))
         best = {}
         resets = changes = 0
-        c_start = get_json(srv.base + "/changes?since=now&timeout=0")["cursor"]
+        c_back = None
         cases = ("none", "idle100", "active10", "catchup10")
         for _ in range(a.rounds):
             for case in cases:
@@ -154,9 +155,10 @@ def main():
                 if case == "idle100":
                     socks = idle_watchers(srv.port, 100)
                 elif case == "active10":
+                    c_back = get_json(srv.base + "/changes?since=now&timeout=0")["cursor"]
                     procs = active_watchers(srv.base, 10, tmp)
                 elif case == "catchup10":
-                    procs = active_watchers(srv.base, 10, tmp, "feed=continuous&since=" + c_start)
+                    procs = active_watchers(srv.base, 10, tmp, "feed=continuous&since=" + c_back)
                 time.sleep(0.5)
                 r = B.wrk(srv.url("/"), a.duration, threads=2, conns=64, lua_path=lua)
                 if r["non2xx"] or r["errors"]:
@@ -182,8 +184,10 @@ def main():
                 case, r["rps"], B.fmt_s(r["p50"]), B.fmt_s(r["p99"]), ratio,
                 "" if case == "none" else ("PASS" if ratio >= 0.9 else "MISS")))
         print("  active watchers: %d change events received, %d streams reset" % (changes, resets))
-        n_log, rate = catchup_rate(srv.base, c_start)
-        print("  catch-up from the cursor before the first write (retained log, then the ring): "
+        c_back = get_json(srv.base + "/changes?since=now&timeout=0")["cursor"]
+        B.wrk(srv.url("/"), 3, threads=2, conns=64, lua_path=lua)
+        n_log, rate = catchup_rate(srv.base, c_back)
+        print("  catch-up from a cursor before a 3 s PUT flood (retained log, then the ring): "
               "%d changes at %.0f changes/s" % (n_log, rate))
         p50, p99 = latency(srv)
         print("  write -> watcher latency (sequential PUTs, one SSE watcher): p50 %s p99 %s"
