@@ -63,7 +63,6 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -123,20 +122,7 @@ struct l3_wal_fmap {
     char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
-static void fm_log(const l3_wal_fmap_t *m, int sev, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fm_log(const l3_wal_fmap_t *m, int sev, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (m->log)
-        m->log(sev, line);
-    else
-        fprintf(stderr, "l3kv-wal-writer: %s\n", line);
-}
+#define fm_log(m, sev, ...) l3_wal__log((m)->log, sev, __VA_ARGS__)
 
 static uint64_t slot_len(uint64_t rlen)
 {

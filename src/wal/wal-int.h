@@ -240,6 +240,9 @@ static inline const l3_wal_commit_t *l3_wal__commit(const l3_wal_ring_t *r)
 
 /* 1 if pid no longer runs (ESRCH, or a zombie / dead task in /proc); pid 0 counts as dead */
 int l3_wal__pid_dead(uint32_t pid);
+/* One event line to log (the writer's opts.log), or to stderr when it is NULL. */
+void l3_wal__log(void (*log)(int severity, const char *line), int severity, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Test hooks (NULL in production): called inside l3_wal_hook after the record is filled,
  * just before / just after the PUBLISHED store. Tests fork, set one and _exit inside it. */
 extern void (*l3_wal__test_before_publish)(l3_wal_ring_t *r, const l3_wal_rec_t *rec);

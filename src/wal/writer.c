@@ -41,7 +41,6 @@
  *     record can only be the last one of the last segment after a crash.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <liburing.h>
@@ -223,20 +222,7 @@ static void commit_progress(wr_t *w)
     }
 }
 
-/* One event line, to the caller's logger or to stderr. */
-static void wlog(const wr_t *w, int severity, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void wlog(const wr_t *w, int severity, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (w->o->log)
-        w->o->log(severity, line);
-    else
-        fprintf(stderr, "l3kv-wal-writer: %s\n", line);
-}
+#define wlog(w, severity, ...) l3_wal__log((w)->o->log, severity, __VA_ARGS__)
 
 static void set_error(wr_t *w, int err)
 {
