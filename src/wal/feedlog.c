@@ -110,7 +110,8 @@ struct l3_wal_fmap {
     fm_seg_t *s; /* ascending seq */
     size_t n, cap;
     uint64_t total;
-    int active; /* index of the segment being written, -1 none */
+    int active;        /* index of the segment being written, -1 none */
+    uint64_t next_seq; /* the segment this run's writer creates next (l3_wal__fmap_expect) */
     /* writer thread only: where the next record continues the active segment's map */
     uint64_t next_off, next_pos, last_ent_off;
     l3_wal_retain_info_t *info;
@@ -186,6 +187,15 @@ static void publish_oldest(l3_wal_fmap_t *m)
     }
     __atomic_store_n(&m->info->oldest_pos, p, __ATOMIC_RELAXED);
     __atomic_store_n(&m->info->oldest_epoch, e, __ATOMIC_RELEASE);
+}
+
+void l3_wal__fmap_expect(l3_wal_fmap_t *m, uint64_t seq)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->mu);
+    m->next_seq = seq;
+    pthread_mutex_unlock(&m->mu);
 }
 
 void l3_wal__fmap_open(l3_wal_fmap_t *m, uint64_t seq, uint64_t salt, uint64_t first)
@@ -677,7 +687,9 @@ static long find_seg(const l3_wal_fmap_t *m, uint64_t epoch, uint64_t pos)
         if (m->s[i + 1].seq != m->s[i].seq + 1 || !m->s[i].closed)
             return -1;
     const fm_seg_t *last = &m->s[m->n - 1];
-    return last->epoch == m->epoch ? idx : -1;
+    /* the chain reaches this run: its segments, or (before this run's writer has created its
+     * first one) an earlier run's last segment that the next one to be created follows */
+    return last->epoch == m->epoch || (last->closed && last->seq + 1 == m->next_seq) ? idx : -1;
 }
 
 /* copy segment i with its entries (lock held) */
@@ -728,7 +740,13 @@ static int query_segs(l3_wal_fmap_t *m, uint64_t epoch, uint64_t pos, qs_t *q, s
             if (m->s[i].seq == v.seq + 1)
                 idx = (long)i;
         if (idx < 0) {
+            int ahead = v.epoch != m->epoch && v.seq + 1 == m->next_seq;
             pthread_mutex_unlock(&m->mu);
+            if (ahead) { /* the earlier run's log ends here; this run's starts in its ring at 0 */
+                q->ne = m->epoch;
+                q->np = 0;
+                return 0;
+            }
             return v.epoch == m->epoch ? 0 : -ESTALE; /* between two segments, or a gap */
         }
         if (m->s[idx].epoch != v.epoch) { /* the next run's log */

@@ -349,6 +349,7 @@ l3_wal_fmap_t *l3_wal__fmap_new(const char *wal_path, uint64_t epoch, l3_wal_ret
 void l3_wal__fmap_free(l3_wal_fmap_t *m); /* stops the channel first; NULL allowed */
 /* writer: segment seq (salt) created at ring position first / a record of rlen bytes at
  * file offset off, ring position pos / the active segment closed at bytes, ring end */
+void l3_wal__fmap_expect(l3_wal_fmap_t *m, uint64_t seq); /* the next segment's seq (run start) */
 void l3_wal__fmap_open(l3_wal_fmap_t *m, uint64_t seq, uint64_t salt, uint64_t first);
 void l3_wal__fmap_note(l3_wal_fmap_t *m, uint64_t off, uint64_t pos, uint32_t rlen);
 void l3_wal__fmap_close(l3_wal_fmap_t *m, uint64_t bytes, uint64_t end);

@@ -965,6 +965,7 @@ static int run(wr_t *w)
     step_t st = STEP_FAILSTOP;
     if (!atomic_load(&sh->rh_failstop)) {
         rc = adopt(w, &next_seq);
+        l3_wal__fmap_expect(w->fm, next_seq);
         /* a previous writer's segment that cannot be made durable: as a failed fdatasync
          * (W3), and no crash loop of restarts */
         st = rc < 0 ? STEP_FAILSTOP : run_loop(w, next_seq, &rc);
