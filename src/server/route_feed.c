@@ -41,7 +41,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "l3kv/error.h"
 #include "l3kv/walfeed.h"
@@ -195,7 +194,7 @@ static int event_json(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, co
     return cats(b, "}");
 }
 
-static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, uint64_t epoch)
+static int event_text(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, uint64_t epoch)
 {
     char cur[CURSOR_LEN + 1];
     fmt_cursor(cur, epoch, ev->end);
@@ -216,6 +215,21 @@ static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, uin
             return -ENOMEM;
         return event_json(f, w, ev, cur, true);
     }
+}
+
+/* Stage one change (the key in f->key) in w->out and count it; on failure w->out is as it
+ * was. */
+static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, uint64_t epoch)
+{
+    size_t mark = w->out.len;
+    int rc = event_text(f, w, ev, epoch);
+    if (rc < 0) {
+        w->out.len = mark;
+        return rc;
+    }
+    w->count++;
+    w->staged++;
+    return 0;
 }
 
 /* The worker's decoded window of the ring, shared by its watchers: most of them sit at the
@@ -298,6 +312,15 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
 static void turn(watcher_t *w, uint64_t now);
 static void begin(watcher_t *w);
 
+/* w at the back of f's watcher list (w is in no list) */
+static void list_append(l3_feed_t *f, watcher_t *w)
+{
+    w->prev = f->list.prev;
+    w->next = &f->list;
+    f->list.prev->next = w;
+    f->list.prev = w;
+}
+
 /* The channel is broken (closed, a damaged answer, no answer in time): the watcher whose
  * question was in flight gets -EPIPE; the next question connects again. */
 static void log_broken(l3_feed_t *f)
@@ -331,15 +354,10 @@ static int log_apply(l3_feed_t *f, watcher_t *w, const l3_wal_log_reply_t *rep)
             return -EPIPE;
         memcpy(f->key, le.key, le.klen);
         l3_wal_feed_ev_t ev = {.op = le.op, .flags = le.flags, .lsn = le.lsn, .klen = le.klen, .end = le.end};
-        size_t mark = w->out.len;
-        if ((rc = add_event(f, w, &ev, le.epoch)) < 0) {
-            w->out.len = mark;
+        if ((rc = add_event(f, w, &ev, le.epoch)) < 0)
             return rc;
-        }
         w->epoch = le.epoch;
         w->pos = le.end;
-        w->count++;
-        w->staged++;
         added = 1;
     }
     if (rc < 0 || rep->next_epoch < w->epoch || (rep->next_epoch == w->epoch && rep->next_pos < w->pos))
@@ -379,10 +397,7 @@ static void on_log_read(h2o_socket_t *sock, const char *err)
     if (w->linked) { /* to the back of the list: the next question is another watcher's */
         w->prev->next = w->next;
         w->next->prev = w->prev;
-        w->prev = f->list.prev;
-        w->next = &f->list;
-        f->list.prev->next = w;
-        f->list.prev = w;
+        list_append(f, w);
     }
     turn(w, h2o_now(f->loop));
 }
@@ -457,14 +472,8 @@ static int fill(l3_feed_t *f, watcher_t *w)
         if (key != f->key)
             memcpy(f->key, key, ce.klen);
         l3_wal_feed_ev_t ev = {.op = ce.op, .flags = ce.flags, .lsn = ce.lsn, .klen = ce.klen, .end = ce.end};
-        size_t mark = w->out.len;
-        rc = add_event(f, w, &ev, w->epoch);
-        if (rc < 0) {
-            w->out.len = mark;
+        if ((rc = add_event(f, w, &ev, w->epoch)) < 0)
             return rc;
-        }
-        w->count++;
-        w->staged++;
         added = 1;
     }
     return added;
@@ -1024,10 +1033,7 @@ int l3_route_changes(l3_rq_t *rq, h2o_iovec_t unused)
                             FEED_MAX_WATCHERS);
     watcher_t *w = watcher_new(rq, f, &p, &o);
     f->started++;
-    w->prev = f->list.prev;
-    w->next = &f->list;
-    f->list.prev->next = w;
-    f->list.prev = w;
+    list_append(f, w);
     w->linked = true;
     f->n++;
     STAT_ADD(f, fs_watchers, 1);
