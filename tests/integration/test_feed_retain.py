@@ -156,9 +156,9 @@ def test_retained_log_does_not_trigger_checkpoints_again():
         pad(s, 60)  # ~3.6 MiB written, checkpoint every 1 MiB
         wait_until(lambda: checkpoints(s) >= 1, "a checkpoint")
 
-        def settled():  # what is not kept for the feed is below checkpoint_bytes
+        def settled():  # all written, and what is not kept for the feed is below checkpoint_bytes
             m = s.metrics()
-            return m["wal"]["disk_bytes"] - m["changes"]["retained_bytes"] < 1 << 20
+            return m["wal"]["pending_bytes"] == 0 and m["wal"]["disk_bytes"] - m["changes"]["retained_bytes"] < 1 << 20
         wait_until(settled, "the log below checkpoint_bytes once the kept segments are left out")
         n = checkpoints(s)
         m = s.metrics()["changes"]
