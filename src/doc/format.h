@@ -7,6 +7,9 @@
  * All offsets are uint32 byte offsets from the start of the buffer, multiples of 8;
  * offset 0 means "none". A document is at most 4 GiB - 8.
  *
+ * Version 3 (version 2 differed only in hashed tables: a power of two >= 2 cap slots,
+ * home hash & (hcap - 1), probe bound 256; it is read through l3_doc_upgrade()).
+ *
  * Header (32 bytes) and root slot (16 bytes):
  *   off size field
  *     0    4 dh_magic    0x4344334c: the bytes 'L' '3' 'D' 'C'
@@ -40,16 +43,15 @@
  *   hcap, ooff. Two shapes:
  *   - small (hcap == 0, cap <= 8): eoff holds cap entries in insertion order, n used,
  *     scanned on lookup; ooff is 0.
- *   - hashed (hcap a power of two > cap): eoff holds hcap entries placed by linear
- *     probing on hash & (hcap - 1) - the table *is* the entry storage, so a lookup is
- *     one cache miss for names up to 12 bytes; free slots have type T_EMPTY. ooff holds
- *     cap uint32 table positions in insertion order (n used), for iteration.
- *   Deleting a member leaves a tombstone (type T_DELETED) in place and in the order
- *   array; tombstones are dropped when the object is next rewritten (growth, compaction).
- * Array node (16 bytes): count, cap, ioff (cap slots of 16 bytes), zero.
- * String block: uint32 cap, uint32 len, then cap bytes (len used), padded to 8. BIGNUM
- *   uses the same block holding the number's JSON text.
- * Name bytes (klen > 12): klen bytes padded to 8.
+ *   - hashed (hcap = cap + cap/4 + 1, any size: load < 0.8, one slot always free): eoff
+ *     holds hcap entries placed by linear probing from home (hash * hcap) >> 32, at most
+ *     L3_DOC_MAX_PROBE (512) slots past it, wrapping at hcap - the table *is* the entry storage, so a lookup
+ * is one cache miss for names up to 12 bytes; free slots have type T_EMPTY. ooff holds cap uint32 table
+ * positions in insertion order (n used), for iteration. Deleting a member leaves a tombstone (type T_DELETED)
+ * in place and in the order array; tombstones are dropped when the object is next rewritten (growth,
+ * compaction). Array node (16 bytes): count, cap, ioff (cap slots of 16 bytes), zero. String block: uint32
+ * cap, uint32 len, then cap bytes (len used), padded to 8. BIGNUM uses the same block holding the number's
+ * JSON text. Name bytes (klen > 12): klen bytes padded to 8.
  */
 #ifndef L3KV_DOC_FORMAT_H
 #define L3KV_DOC_FORMAT_H
