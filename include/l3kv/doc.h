@@ -155,6 +155,16 @@ int l3_doc_check_json(const char *json, size_t len, const l3_doc_parse_opts_t *o
  * nodes, depth. O(len). 0 or L3_ECORRUPT with *err (err may be NULL).
  */
 int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err);
+/** Like l3_doc_verify, and also accepts a document of the previous format version (2), checked
+ *  by that version's rules and then rewritten in place into the current version (its new
+ *  l3_doc_size() is at most len; the LSN and order are kept, the seal is not). Where bytes of
+ *  an older writer enter: WAL replay, snapshot load, PUT of the binary form. 0,
+ *  L3_ECORRUPT or -ENOMEM. */
+int l3_doc_upgrade(uint8_t *buf, size_t len, l3_doc_error_t *err);
+/** l3_doc_upgrade for read-only bytes: a current-version document is only verified (*ret_copy
+ *  = NULL); a version-2 one is verified and rebuilt into a malloc'd copy (*ret_copy, free()
+ *  it; its size is l3_doc_size(*ret_copy)). */
+int l3_doc_verify_upgrade(const uint8_t *doc, size_t len, uint8_t **ret_copy, l3_doc_error_t *err);
 
 /** Compute the document's CRC-32C and set its SEALED flag, for a copy leaving the process
  *  (binary transfer, snapshot): verify() then checks the checksum. Any change unseals. */

@@ -255,7 +255,7 @@ static uint32_t obj_index(const uint8_t *buf, const dobj_t *o, const void *key, 
 {
     const dentry_t *ents = AT(buf, o->eoff, const dentry_t);
     if (o->hcap) {
-        uint32_t mask = o->hcap - 1, h = hash & mask;
+        uint32_t hcap = o->hcap, h = l3_doc__home(hash, hcap);
         /* short names are compared as two words against a zero-padded copy (inline
          * names are stored zero padded) instead of calling memcmp */
         uint64_t k0 = 0;
@@ -286,7 +286,7 @@ static uint32_t obj_index(const uint8_t *buf, const dobj_t *o, const void *key, 
                     return h + 1;
                 }
             }
-            h = (h + 1) & mask;
+            h = l3_doc__probe_next(h, hcap);
         }
         return 0;
     }
@@ -1153,6 +1153,7 @@ static int compact_seeded(const uint8_t *buf, uint8_t *dst, size_t dst_cap, uint
     h->dh_used = DOC_DATA_OFF;
     h->dh_garbage = 0;
     h->dh_seed = seed;
+    h->dh_version = L3_DOC_FORMAT_VERSION; /* also rebuilds an older version (l3_doc_upgrade) */
     const dslot_t *root = SLOT(buf, L3_DOC_ROOT);
     uint64_t v;
     int rc = copy_value(&d, buf, root->val, root->type, true, &v);

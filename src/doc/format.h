@@ -7,6 +7,9 @@
  * All offsets are uint32 byte offsets from the start of the buffer, multiples of 8;
  * offset 0 means "none". A document is at most 4 GiB - 8.
  *
+ * Version 3 (version 2 differed only in hashed tables: a power of two >= 2 cap slots,
+ * home hash & (hcap - 1), probe bound 256; it is read through l3_doc_upgrade()).
+ *
  * Header (32 bytes) and root slot (16 bytes):
  *   off size field
  *     0    4 dh_magic    0x4344334c: the bytes 'L' '3' 'D' 'C'
@@ -40,16 +43,15 @@
  *   hcap, ooff. Two shapes:
  *   - small (hcap == 0, cap <= 8): eoff holds cap entries in insertion order, n used,
  *     scanned on lookup; ooff is 0.
- *   - hashed (hcap a power of two > cap): eoff holds hcap entries placed by linear
- *     probing on hash & (hcap - 1) - the table *is* the entry storage, so a lookup is
- *     one cache miss for names up to 12 bytes; free slots have type T_EMPTY. ooff holds
- *     cap uint32 table positions in insertion order (n used), for iteration.
- *   Deleting a member leaves a tombstone (type T_DELETED) in place and in the order
- *   array; tombstones are dropped when the object is next rewritten (growth, compaction).
- * Array node (16 bytes): count, cap, ioff (cap slots of 16 bytes), zero.
- * String block: uint32 cap, uint32 len, then cap bytes (len used), padded to 8. BIGNUM
- *   uses the same block holding the number's JSON text.
- * Name bytes (klen > 12): klen bytes padded to 8.
+ *   - hashed (hcap = cap + cap/4 + 1, any size: load < 0.8, one slot always free): eoff
+ *     holds hcap entries placed by linear probing from home (hash * hcap) >> 32, at most
+ *     L3_DOC_MAX_PROBE (512) slots past it, wrapping at hcap - the table *is* the entry storage, so a lookup
+ * is one cache miss for names up to 12 bytes; free slots have type T_EMPTY. ooff holds cap uint32 table
+ * positions in insertion order (n used), for iteration. Deleting a member leaves a tombstone (type T_DELETED)
+ * in place and in the order array; tombstones are dropped when the object is next rewritten (growth,
+ * compaction). Array node (16 bytes): count, cap, ioff (cap slots of 16 bytes), zero. String block: uint32
+ * cap, uint32 len, then cap bytes (len used), padded to 8. BIGNUM uses the same block holding the number's
+ * JSON text. Name bytes (klen > 12): klen bytes padded to 8.
  */
 #ifndef L3KV_DOC_FORMAT_H
 #define L3KV_DOC_FORMAT_H
@@ -62,7 +64,8 @@
 #include "l3kv/doc.h"
 
 #define L3_DOC_MAGIC 0x4344334cu /* "L3DC" */
-#define L3_DOC_FORMAT_VERSION 2u
+#define L3_DOC_FORMAT_VERSION 3u
+#define L3_DOC_FORMAT_V2 2u /* previous version: verified by its own rules and rebuilt (l3_doc_upgrade) */
 #define L3_DOC_FLAG_SEALED 0x1u
 #define DOC_DATA_OFF 48u
 #define DOC_MAX_SIZE 0xFFFFFFF8u
@@ -70,7 +73,7 @@
 #define T_EMPTY 0x81u /* free slot of a hashed object's entry table */
 #define KEY_INLINE_MAX 12u
 #define HASH_MIN_CAP 8u       /* objects with more entries than this get a hash table */
-#define L3_DOC_MAX_PROBE 256u /* longest displacement verify() accepts and any writer builds */
+#define L3_DOC_MAX_PROBE 512u /* longest displacement verify() accepts and any writer builds */
 
 typedef struct {
     uint32_t dh_magic;
@@ -171,18 +174,37 @@ static inline const uint8_t *l3_doc__ekey(const uint8_t *buf, const dentry_t *e)
     return e->klen <= KEY_INLINE_MAX ? e->kin : buf + e->koff;
 }
 
-static inline uint32_t l3_doc__pow2_atleast(uint64_t x)
-{
-    uint64_t p = 16;
-    while (p < x)
-        p <<= 1;
-    return (uint32_t)p;
-}
-
-/* Table slots for an object of capacity cap (0 = small, scanned): load stays <= 1/2. */
+/* Table slots for an object of capacity cap (0 = small, scanned): cap + cap/4 + 1, so the
+ * load stays below 0.8 and at least one slot is always free. Any size, not a power of two. */
 static inline uint32_t l3_doc__hcap_for(uint32_t cap)
 {
-    return cap > HASH_MIN_CAP ? l3_doc__pow2_atleast((uint64_t)cap * 2) : 0;
+    return cap > HASH_MIN_CAP ? cap + cap / 4 + 1 : 0;
+}
+
+/* Home slot of a hash in a table of hcap slots: multiply-shift range reduction (the high
+ * 32 bits of hash * hcap), uniform over [0, hcap) for any hcap. */
+static inline uint32_t l3_doc__home(uint32_t hash, uint32_t hcap)
+{
+    return (uint32_t)(((uint64_t)hash * hcap) >> 32);
+}
+
+/* The probe after slot h (linear probing, wrapping at hcap). */
+static inline uint32_t l3_doc__probe_next(uint32_t h, uint32_t hcap)
+{
+    return h + 1 == hcap ? 0 : h + 1;
+}
+
+/* Format version 2 (read only, to rebuild it into the current version): tables of a power of
+ * two >= 2 cap (at least 16) slots, home slot hash & (hcap - 1), probe bound 256. */
+#define L3_DOC_V2_MAX_PROBE 256u
+static inline uint32_t l3_doc__v2_hcap_for(uint32_t cap)
+{
+    if (cap <= HASH_MIN_CAP)
+        return 0;
+    uint64_t p = 16;
+    while (p < (uint64_t)cap * 2)
+        p <<= 1;
+    return (uint32_t)p;
 }
 
 /* Bytes of an object's node plus entry storage (and order array) for cap members. */
@@ -207,8 +229,8 @@ static inline void l3_doc__table_clear(dentry_t *tab, uint32_t hcap)
  * rather than build a table verify() refuses. */
 static inline uint32_t l3_doc__table_free_slot(const dentry_t *tab, uint32_t hcap, uint32_t hash)
 {
-    uint32_t mask = hcap - 1, h = hash & mask;
-    for (uint32_t dist = 0; dist <= L3_DOC_MAX_PROBE; dist++, h = (h + 1) & mask)
+    uint32_t h = l3_doc__home(hash, hcap);
+    for (uint32_t dist = 0; dist <= L3_DOC_MAX_PROBE; dist++, h = l3_doc__probe_next(h, hcap))
         if (tab[h].type == T_EMPTY)
             return h;
     return UINT32_MAX;

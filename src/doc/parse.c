@@ -685,13 +685,13 @@ static int finish_object(parser_t *ps, size_t base, const char *at, uint64_t *re
     if (o->hcap) {
         dentry_t *tab = AT(ps->buf, o->eoff, dentry_t);
         uint32_t *ord = AT(ps->buf, o->ooff, uint32_t);
-        uint32_t mask = o->hcap - 1;
+        uint32_t hcap = o->hcap;
         for (size_t i = 0; i < n; i++) {
             dentry_t *e = &ents[i];
             if (e->type == T_DELETED)
                 continue;
             const uint8_t *k = l3_doc__ekey(ps->buf, e);
-            uint32_t h = e->hash & mask, dist = 0;
+            uint32_t h = l3_doc__home(e->hash, hcap), dist = 0;
             bool dup = false;
             while (tab[h].type != T_EMPTY) {
                 /* past the probe bound: names crafted against this seed (or very bad
@@ -710,7 +710,7 @@ static int finish_object(parser_t *ps, size_t base, const char *at, uint64_t *re
                     dup = true;
                     break;
                 }
-                h = (h + 1) & mask;
+                h = l3_doc__probe_next(h, hcap);
             }
             if (dup)
                 continue;

@@ -44,7 +44,20 @@ typedef struct {
     uint64_t *map;    /* one bit per 8-byte granule */
     const char *msg;
     size_t at;
+    bool v2; /* format version 2: its table sizes, home slots and probe bound */
 } vctx_t;
+
+/* Home slot of a hash under the document's version (see format.h). */
+static uint32_t vhome(const vctx_t *v, uint32_t hash, uint32_t hcap)
+{
+    return v->v2 ? (hash & (hcap - 1)) : l3_doc__home(hash, hcap);
+}
+
+/* Distance from slot a forward to slot b in a table of hcap slots. */
+static uint32_t vdist(uint32_t a, uint32_t b, uint32_t hcap)
+{
+    return b >= a ? b - a : b + hcap - a;
+}
 
 static int bad(vctx_t *v, uint64_t at, const char *msg)
 {
@@ -188,9 +201,11 @@ static int check_small_object(vctx_t *v, uint64_t off, const dobj_t *o)
  * order array naming each occupied slot exactly once. */
 static int check_hashed_object(vctx_t *v, uint64_t off, const dobj_t *o)
 {
-    uint32_t n = o->n, cap = o->cap, hcap = o->hcap, mask = hcap - 1;
+    uint32_t n = o->n, cap = o->cap, hcap = o->hcap;
+    uint32_t max_probe = v->v2 ? L3_DOC_V2_MAX_PROBE : L3_DOC_MAX_PROBE;
     int rc;
-    if (hcap != l3_doc__hcap_for(cap)) /* the one size every writer uses (sizes derive from cap) */
+    /* the one size every writer uses (sizes derive from cap) */
+    if (hcap != (v->v2 ? l3_doc__v2_hcap_for(cap) : l3_doc__hcap_for(cap)))
         return bad(v, off, "bad object hash table size");
     if ((rc = claim(v, o->eoff, (uint64_t)hcap * sizeof(dentry_t), "object entry table out of bounds")) ||
         (rc = claim(v, o->ooff, (uint64_t)cap * 4, "object order array out of bounds")))
@@ -204,7 +219,6 @@ static int check_hashed_object(vctx_t *v, uint64_t off, const dobj_t *o)
     rc = 0;
     for (uint32_t i = 0; i < n && !rc; i++) {
         uint32_t p = ord[i];
-        uint64_t where = o->eoff + (uint64_t)(p & mask) * sizeof(dentry_t);
         if (p >= hcap || seen[p] || tab[p].type == T_EMPTY) {
             rc = bad(v, o->ooff + (uint64_t)i * 4, "bad member order slot");
             break;
@@ -213,7 +227,7 @@ static int check_hashed_object(vctx_t *v, uint64_t off, const dobj_t *o)
         if (tab[p].type == T_DELETED)
             continue;
         live++;
-        rc = check_member(v, &tab[p], where);
+        rc = check_member(v, &tab[p], o->eoff + (uint64_t)p * sizeof(dentry_t));
     }
     uint32_t occupied = 0, empty = UINT32_MAX;
     for (uint32_t i = 0; i < hcap && !rc; i++) {
@@ -235,22 +249,22 @@ static int check_hashed_object(vctx_t *v, uint64_t off, const dobj_t *o)
     if (occupied != n || empty == UINT32_MAX)
         return bad(v, o->eoff, "entry table does not match the member order");
     /* each entry must lie in the probe run that starts at or after its home slot */
-    uint32_t run_start = (empty + 1) & mask;
+    uint32_t run_start = l3_doc__probe_next(empty, hcap), i = empty;
     for (uint32_t k = 1; k <= hcap; k++) {
-        uint32_t i = (empty + k) & mask;
+        i = l3_doc__probe_next(i, hcap);
         uint64_t where = o->eoff + (uint64_t)i * sizeof(dentry_t);
         if (tab[i].type == T_EMPTY) {
-            run_start = (i + 1) & mask;
+            run_start = l3_doc__probe_next(i, hcap);
             continue;
         }
-        uint32_t home = tab[i].hash & mask;
-        if (((home - run_start) & mask) > ((i - run_start) & mask))
+        uint32_t home = vhome(v, tab[i].hash, hcap);
+        if (vdist(run_start, home, hcap) > vdist(run_start, i, hcap))
             return bad(v, where, "hash table entry out of probe order");
-        if (((i - home) & mask) > L3_DOC_MAX_PROBE)
+        if (vdist(home, i, hcap) > max_probe)
             return bad(v, where, "hash table probe sequence too long");
         /* V6: no live entry between the home slot and this one has the same name */
         if (tab[i].type != T_DELETED) {
-            for (uint32_t q = home; q != i; q = (q + 1) & mask)
+            for (uint32_t q = home; q != i; q = l3_doc__probe_next(q, hcap))
                 if (tab[q].type != T_DELETED && same_name(v->buf, &tab[q], &tab[i]))
                     return bad(v, where, "duplicate member name");
         }
@@ -373,9 +387,9 @@ static int walk(vctx_t *v, uint64_t val, uint8_t type, uint64_t where)
     return rc;
 }
 
-int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
+static int verify_version(const uint8_t *buf, size_t len, l3_doc_error_t *err, uint16_t version)
 {
-    vctx_t v = {.buf = buf, .len = len};
+    vctx_t v = {.buf = buf, .len = len, .v2 = version == L3_DOC_FORMAT_V2};
     int rc;
     if (!buf || ((uintptr_t)buf & 7)) {
         rc = bad(&v, 0, "buffer not 8-byte aligned");
@@ -390,7 +404,7 @@ int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
         rc = bad(&v, 0, "bad magic");
         goto out;
     }
-    if (h->dh_version != L3_DOC_FORMAT_VERSION) {
+    if (h->dh_version != version) {
         rc = bad(&v, 4, "unsupported format version");
         goto out;
     }
@@ -433,6 +447,59 @@ out:
         err->msg = v.msg ? v.msg : l3_strerror(rc);
     }
     return rc;
+}
+
+int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
+{
+    return verify_version(buf, len, err, L3_DOC_FORMAT_VERSION);
+}
+
+int l3_doc_upgrade(uint8_t *buf, size_t len, l3_doc_error_t *err)
+{
+    if (len < DOC_DATA_OFF || !buf || ((uintptr_t)buf & 7) || HDR(buf)->dh_magic != L3_DOC_MAGIC ||
+        HDR(buf)->dh_version != L3_DOC_FORMAT_V2)
+        return l3_doc_verify(buf, len, err);
+    int rc = verify_version(buf, len, err, L3_DOC_FORMAT_V2);
+    if (rc)
+        return rc;
+    /* a verified version-2 document walks like a current one (nodes, order arrays and
+     * entries are the same); compaction lays its tables out under the current rules, and
+     * its tables are never larger than version 2's (cap + cap/4 + 1 < 2 cap slots), so the
+     * result fits where the old one was */
+    size_t bound = l3_doc_compact_bound(buf), out_len = 0;
+    uint8_t *tmp = aligned_alloc(8, (bound + 7) & ~(size_t)7);
+    if (!tmp)
+        return -ENOMEM;
+    rc = l3_doc_compact(buf, tmp, bound, &out_len);
+    if (rc == 0 && out_len > len)
+        rc = -ENOBUFS;
+    if (rc == 0)
+        rc = verify_version(tmp, out_len, err, L3_DOC_FORMAT_VERSION);
+    if (rc == 0) {
+        memcpy(buf, tmp, out_len);
+        memset(buf + out_len, 0, len - out_len);
+    }
+    free(tmp);
+    return rc;
+}
+
+int l3_doc_verify_upgrade(const uint8_t *doc, size_t len, uint8_t **ret_copy, l3_doc_error_t *err)
+{
+    *ret_copy = NULL;
+    if (len < DOC_DATA_OFF || !doc || ((uintptr_t)doc & 7) || HDR(doc)->dh_magic != L3_DOC_MAGIC ||
+        HDR(doc)->dh_version != L3_DOC_FORMAT_V2)
+        return l3_doc_verify(doc, len, err);
+    uint8_t *copy = aligned_alloc(8, (len + 7) & ~(size_t)7);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, doc, len);
+    int rc = l3_doc_upgrade(copy, len, err);
+    if (rc) {
+        free(copy);
+        return rc;
+    }
+    *ret_copy = copy;
+    return 0;
 }
 
 void l3_doc_seal(uint8_t *buf)

@@ -526,20 +526,28 @@ int l3_store_put_bin_ttl(l3_store_t *st, const void *key, size_t klen, const uin
     if (rc < 0)
         return rc;
     l3_doc_error_t e = {0};
-    rc = l3_doc_verify(doc, len, &e);
+    uint8_t *upgraded = NULL; /* a document of the previous format version, rebuilt */
+    rc = l3_doc_verify_upgrade(doc, len, &upgraded, &e);
     if (rc < 0) {
         if (err)
             *err = e;
         return rc;
+    }
+    if (upgraded) {
+        doc = upgraded;
+        len = l3_doc_size(upgraded);
     }
     if (l3_doc_size(doc) > st->max_doc) {
         if (err) {
             err->offset = 8;
             err->msg = "document larger than storage.max_document_bytes";
         }
+        free(upgraded);
         return L3_EDOCSIZE;
     }
-    return put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), if_match, expire_ms, 0, ret_lsn);
+    rc = put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), if_match, expire_ms, 0, ret_lsn);
+    free(upgraded);
+    return rc;
 }
 
 /*
@@ -1108,10 +1116,18 @@ int l3_store_replay(l3_store_t *st, const l3_wal_rec_t *rec)
             memcpy(tmp, doc, dlen);
             doc = tmp;
         }
-        rc = l3_doc_verify(doc, dlen, NULL) < 0 ? L3_ECORRUPT : l3_store__check_registered(st);
+        /* a record of the previous document format version is rebuilt into the current one */
+        uint8_t *upgraded = NULL;
+        rc = l3_doc_verify_upgrade(doc, dlen, &upgraded, NULL);
+        rc = rc == -ENOMEM ? rc : rc < 0 ? L3_ECORRUPT : l3_store__check_registered(st);
+        if (upgraded) {
+            doc = upgraded;
+            dlen = (uint32_t)l3_doc_size(upgraded);
+        }
         if (rc >= 0)
             rc = put_common(st, rec->key, rec->klen, doc, L3_MIN(dlen, l3_doc_size(doc)), 0, expire_ms,
                             rec->lsn, NULL);
+        free(upgraded);
         free(tmp);
         break;
     }

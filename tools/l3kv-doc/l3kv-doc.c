@@ -136,7 +136,8 @@ static void report_parse_error(const l3_doc_error_t *e, int rc)
 
 /*
  * Load stdin as a heap document: JSON text, or with --binary a document checked by
- * l3_doc_verify() (T1). 0 or an exit status.
+ * l3_doc_verify() (T1; one of the previous format version is checked by its own rules and
+ * rebuilt, l3_doc_verify_upgrade). 0 or an exit status.
  */
 static int load_input(l3_doc_t *d)
 {
@@ -150,7 +151,8 @@ static int load_input(l3_doc_t *d)
     memset(d, 0, sizeof(*d));
     if (opt.binary) {
         l3_doc_error_t e = {0, NULL};
-        if (l3_doc_verify((const uint8_t *)in, len, &e) < 0) {
+        uint8_t *upgraded = NULL; /* a document of the previous format version, rebuilt */
+        if (l3_doc_verify_upgrade((const uint8_t *)in, len, &upgraded, &e) < 0) {
             fprintf(stderr, "%s: not a valid document: %s at byte %zu\n", prog, e.msg ? e.msg : "corrupt",
                     e.offset);
             free(in);
@@ -161,8 +163,14 @@ static int load_input(l3_doc_t *d)
         if (l3_doc_size((const uint8_t *)in) != len) {
             fprintf(stderr, "%s: not a valid document: %zu bytes after its end at byte %zu\n", prog,
                     len - l3_doc_size((const uint8_t *)in), l3_doc_size((const uint8_t *)in));
+            free(upgraded);
             free(in);
             return EXIT_DATA;
+        }
+        if (upgraded) {
+            free(in);
+            l3_doc_heap_adopt(d, upgraded, l3_doc_size(upgraded));
+            return 0;
         }
         l3_doc_heap_adopt(d, (uint8_t *)in, len);
         return 0;

@@ -209,5 +209,24 @@ checks=$((checks + 1))
 ver=$("$TOOL" --version) || fail "--version exited $?"
 echo "$ver" | grep -Eq '^l3kv-doc [0-9]+\.[0-9]+\.[0-9]+' || fail "--version printed '$ver'"
 
+# --- a binary document of the previous format version (2) is read and rebuilt
+FIX=$(dirname "$0")/../../tests/fixtures/doc-v2
+checks=$((checks + 1))
+got=$("$TOOL" --binary decode <"$FIX/doc.v2.bin") || fail "decode of a version-2 document exited $?"
+[ "$got" = "$(cat "$FIX/doc.json")" ] || fail "version-2 document decoded as: $got"
+checks=$((checks + 1))
+# a version-2 document whose table entry lies out of its version's probe order is refused
+python3 - "$FIX/doc.v2.bin" "$TMP/bad.bin" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+# flip the stored hash of every entry whose type byte says live int (offsets are 8-aligned)
+for off in range(48, len(b) - 32, 8):
+    if b[off + 8] == 2 and b[off + 9:off + 12] == b"\0\0\0":
+        b[off + 12] ^= 0x55
+        b[off + 15] ^= 0x80
+open(sys.argv[2], "wb").write(b)
+PY
+if "$TOOL" --binary decode <"$TMP/bad.bin" >/dev/null 2>&1; then fail "a damaged version-2 document was accepted"; fi
+
 echo "$checks checks, $fails failed"
 [ "$fails" -eq 0 ]

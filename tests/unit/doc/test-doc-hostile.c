@@ -25,15 +25,16 @@
 #include "l3kv/error.h"
 #include "t.h"
 
-#define NCOLL 300 /* names on one chain: more than L3_DOC_MAX_PROBE */
+#define NCOLL 600 /* names on one chain: more than L3_DOC_MAX_PROBE */
 
 static uint32_t seed_of(const uint8_t *buf)
 {
     return HDR(buf)->dh_seed;
 }
 
-/* NCOLL names of 10..14 bytes whose hash under seed agrees in the low 16 bits (one
- * probe chain for every table up to 65536 slots). names[i] is malloc'd. */
+/* NCOLL names of 10..14 bytes whose hash under seed agrees in the high 16 bits (home slots
+ * (hash * hcap) >> 32 at most one apart: one probe chain for every table up to 65536
+ * slots). names[i] is malloc'd. */
 static void craft(uint32_t seed, char **names)
 {
     uint64_t ctr = 0;
@@ -41,7 +42,7 @@ static void craft(uint32_t seed, char **names)
     for (int n = 0; n < NCOLL;) {
         char tmp[32];
         int len = snprintf(tmp, sizeof(tmp), "n%llx", (unsigned long long)ctr++);
-        uint32_t h = l3_doc__hash(seed, tmp, (size_t)len) & 0xFFFFu;
+        uint32_t h = l3_doc__hash(seed, tmp, (size_t)len) >> 16;
         if (n == 0)
             want = h;
         if (h != want)
@@ -258,8 +259,10 @@ static void test_depth_write_paths(void)
     size_t bl = (size_t)snprintf(bp, sizeof(bp), "/b");
     for (int i = 0; i < 20; i++)
         bl += (size_t)snprintf(bp + bl, sizeof(bp) - bl, "/0");
-    snprintf(patch, cap, "[{\"op\":\"add\",\"path\":\"/b\",\"value\":%s},{\"op\":\"move\",\"from\":\"/a\","
-                         "\"path\":\"%s\"}]", b20, bp);
+    snprintf(patch, cap,
+             "[{\"op\":\"add\",\"path\":\"/b\",\"value\":%s},{\"op\":\"move\",\"from\":\"/a\","
+             "\"path\":\"%s\"}]",
+             b20, bp);
     free(b20);
     l3_doc_t mv; /* the document layer is not atomic over several operations: use a copy */
     dt_parse(&mv, js);
@@ -413,7 +416,8 @@ static void *deep_walks(void *arg)
     l3_doc_heap_free(&d);
     t->ok = same && crc == 0 && stt.max_depth == L3_DOC_MAX_DEPTH && copied && verifies(c);
     if (!t->ok)
-        fprintf(stderr, "  deep walks: same %d compact %d depth %zu copy %d\n", same, crc, stt.max_depth, src);
+        fprintf(stderr, "  deep walks: same %d compact %d depth %zu copy %d\n", same, crc, stt.max_depth,
+                src);
     free(c);
     return NULL;
 }
@@ -461,8 +465,8 @@ static void test_size_limit(void)
     char patch[2048];
     size_t n = (size_t)snprintf(patch, sizeof(patch), "[");
     for (int i = 0; i < 19; i++)
-        n += (size_t)snprintf(patch + n, sizeof(patch) - n, "%s{\"op\":\"copy\",\"from\":\"\",\"path\":\"/c%d\"}",
-                              i ? "," : "", i);
+        n += (size_t)snprintf(patch + n, sizeof(patch) - n,
+                              "%s{\"op\":\"copy\",\"from\":\"\",\"path\":\"/c%d\"}", i ? "," : "", i);
     snprintf(patch + n, sizeof(patch) - n, "]");
     l3_doc_error_t e;
     l3_doc_t w;
