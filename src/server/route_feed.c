@@ -112,6 +112,7 @@ typedef struct l3_feed {
     watcher_t *lq;        /* who asked it (NULL: gone meanwhile, the answer is dropped) */
     uint32_t lq_max;      /* its max_bytes */
     uint64_t lq_deadline; /* h2o_now after which the writer is taken as not answering */
+    uint64_t lconn_since; /* h2o_now of the first failed connect of a run of them (0: none) */
     uint8_t lreq[L3_WAL_LOG_REQ_MAX];
     uint8_t key[L3_STORE_KEY_MAX];
     /* the decoded window (next_change) */
@@ -408,6 +409,24 @@ static void on_log_written(h2o_socket_t *sock, const char *err)
         log_broken(sock->data);
 }
 
+/* The writer's socket is not there or not listening: a writer that is still starting (its
+ * socket comes after its setup, and a worker may serve before that) or restarting. Ask again
+ * at the next turns for FEED_LOG_TIMEOUT_MS, then -EPIPE. */
+static int connect_failed(l3_feed_t *f, int rc)
+{
+    uint64_t now = h2o_now(f->loop);
+    if (rc != -ENOENT && rc != -ECONNREFUSED) {
+        f->lconn_since = 0;
+        return -EPIPE;
+    }
+    if (f->lconn_since == 0)
+        f->lconn_since = now;
+    if (now - f->lconn_since < FEED_LOG_TIMEOUT_MS)
+        return -EINPROGRESS;
+    f->lconn_since = 0;
+    return -EPIPE;
+}
+
 /* Older changes than the ring holds, from the retained segments through the writer: ask
  * (when no other question is in flight), and -EINPROGRESS until the answer is applied
  * (on_log_read; fill then returns its result). -EPIPE when the writer cannot be reached. */
@@ -428,7 +447,8 @@ static int fill_log(l3_feed_t *f, watcher_t *w)
     if (f->lsock == NULL) {
         int fd = l3_wal_log_connect(f->env->feed_sock);
         if (fd < 0)
-            return -EPIPE;
+            return connect_failed(f, fd);
+        f->lconn_since = 0;
         f->lsock = h2o_evloop_socket_create(f->loop, fd, 0);
         f->lsock->data = f;
         h2o_socket_read_start(f->lsock, on_log_read);

@@ -644,6 +644,36 @@ def test_cursor_from_before_graceful_restart_resumes():
         s.stop()
 
 
+def test_retained_read_waits_for_a_late_writer_socket():
+    """A worker can serve before the writer's feed socket listens (it comes after the writer's
+    setup): a cursor read through the writer waits for it a while instead of a 503."""
+    s = Server(workers=1)
+    d = s.dir
+    c0 = now_cursor(s)
+    requests.put(s.url("/kv/ws-a"), data="{}", timeout=10)
+    s.stop(keep_dir=True)
+    s = Server(workers=1, reuse_dir=d)
+    try:
+        sock = os.path.join(d, "data", "feed.sock")
+        wait_until(lambda: os.path.exists(sock), "the feed socket")
+        os.rename(sock, sock + ".away")
+        out = {}
+
+        def ask():
+            out["r"] = requests.get(s.url("/changes?since=%s&prefix=ws-&timeout=0" % c0), timeout=30)
+
+        t = threading.Thread(target=ask)
+        t.start()
+        time.sleep(1.0)
+        assert "r" not in out, out["r"].text  # not answered 503 while the socket is missing
+        os.rename(sock + ".away", sock)
+        t.join(30)
+        r = out["r"]
+        assert r.status_code == 200, r.text
+        assert [c["key"] for c in r.json()["changes"]] == ["ws-a"]
+    finally:
+        s.stop()
+
 def test_inspector_names_ops_as_the_feed_does(tmp_path):
     """l3kv-inspect wal names each record's op as the change feed does (an incr is "incr")."""
     inspect = os.path.join(os.path.dirname(os.environ["L3KV_BIN"]), "..", "..", "tools", "l3kv-inspect",
