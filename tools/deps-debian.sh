@@ -2,7 +2,7 @@
 # Install the Debian 12 packages needed to build, run and test L3KV. Run as root.
 # Quiet and idempotent: packages already present are left alone.
 set -eu
-PKGS="build-essential meson ninja-build pkg-config libh2o-evloop-dev libjansson-dev liburing-dev libssl-dev
+PKGS="build-essential meson ninja-build pkg-config libh2o-evloop-dev libjansson-dev liburing-dev libssl-dev libcurl4-openssl-dev
       python3 python3-pytest python3-requests curl"
 if [ "${1:-}" = "--all" ]; then
     # test and benchmark extras: clang/libFuzzer, load generators, reverse proxies (h2o; haproxy

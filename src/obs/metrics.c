@@ -576,9 +576,20 @@ static void render_changes(sb_t *b, const l3_obs_changes_t *c)
               c->watchers, c->events_sent_total, c->resets_total, c->oldest_cursor, c->retained_bytes);
 }
 
+static void render_repl(sb_t *b, const l3_obs_repl_t *r)
+{
+    sb_printf(b, ",\"replication\":{\"role\":\"%s\"", r->role);
+    if (r->primary != NULL)
+        sb_printf(b,
+                  ",\"primary\":\"%s\",\"state\":\"%s\",\"lag_records\":%" PRIu64 ",\"lag_ms\":%" PRIu64
+                  ",\"bootstraps_total\":%" PRIu64 ",\"applied_total\":%" PRIu64,
+                  r->primary, r->state, r->lag_records, r->lag_ms, r->bootstraps_total, r->applied_total);
+    sb_printf(b, "}");
+}
+
 int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra,
-                       const l3_wal_stats_t *wal, const l3_obs_changes_t *changes, char **ret,
-                       size_t *ret_len)
+                       const l3_wal_stats_t *wal, const l3_obs_changes_t *changes, const l3_obs_repl_t *repl,
+                       char **ret, size_t *ret_len)
 {
     static l3_obs_totals_t t; /* ~41 KiB: kept off the stack; one thread per process renders */
     sb_t b;
@@ -644,6 +655,8 @@ int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_q
         render_wal(&b, wal);
     if (changes != NULL)
         render_changes(&b, changes);
+    if (repl != NULL)
+        render_repl(&b, repl);
     sb_printf(&b, "}\n");
     return sb_finish(&b, ret, ret_len);
 }

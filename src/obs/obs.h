@@ -254,17 +254,26 @@ typedef struct {
     uint64_t retained_bytes;    /* WAL segment bytes kept past the last checkpoint for the feed */
 } l3_obs_changes_t;
 
+/** Replication (docs/scale-out.md): this node's role and, on a replica, how far it is. */
+typedef struct {
+    const char *role;  /* "primary", "replica", "promoted" */
+    const char *state; /* the follower's: "starting", "connecting", "bootstrapping", "following", "stopped" */
+    const char *primary; /* replication.primary or NULL (no JSON escaping needed: checked by config.c) */
+    uint64_t lag_records, lag_ms, bootstraps_total, applied_total;
+} l3_obs_repl_t;
+
 /**
  * Render the /metrics JSON document into a malloc'd buffer (*ret, *ret_len).
  * accept_queue: connections waiting in the listening sockets' queues (system.accept_queue).
  * `extra` (may be NULL) is a JSON object text inserted as member "store"; `wal` (may be
  * NULL: member omitted) the WAL figures from l3_wal_ring_stats, `changes` (may be NULL: member
- * omitted) the change feed's. The "autoscale" member comes from the region.
+ * omitted) the change feed's, `repl` (may be NULL: omitted) replication's. The "autoscale"
+ * member comes from the region.
  * 0 or -ENOMEM.
  */
 int l3_obs_render_json(const l3_obs_t *o, const char *version, uint64_t accept_queue, const char *extra,
-                       const l3_wal_stats_t *wal, const l3_obs_changes_t *changes, char **ret,
-                       size_t *ret_len);
+                       const l3_wal_stats_t *wal, const l3_obs_changes_t *changes, const l3_obs_repl_t *repl,
+                       char **ret, size_t *ret_len);
 /** Render the legacy /kv/metrics text ("name value" lines). 0 or -ENOMEM. */
 int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len);
 /**
@@ -275,7 +284,8 @@ int l3_obs_render_text(const l3_obs_t *o, char **ret, size_t *ret_len);
  */
 int l3_obs_render_prom(const l3_obs_t *o, const char *version, uint64_t accept_queue,
                        const struct l3_obs_store_figs *store, const l3_wal_stats_t *wal,
-                       const l3_obs_changes_t *changes, bool with_pids, char **ret, size_t *ret_len);
+                       const l3_obs_changes_t *changes, const l3_obs_repl_t *repl, bool with_pids, char **ret,
+                       size_t *ret_len);
 /** The static /dashboard HTML page. */
 const char *l3_obs_dashboard_html(size_t *ret_len);
 

@@ -254,6 +254,24 @@ static void changes_figs(FILE *f, const l3_obs_changes_t *c)
           "WAL segment bytes kept past the last checkpoint for the feed.", c->retained_bytes);
 }
 
+static void repl_figs(FILE *f, const l3_obs_repl_t *r)
+{
+    family(f, "replication_info", "gauge",
+           "Always 1; the node's replication role and follower state are labels.");
+    fprintf(f, "l3kv_replication_info{role=\"%s\",state=\"%s\"} 1\n", r->role,
+            r->primary ? r->state : "none");
+    if (r->primary == NULL)
+        return;
+    one_u(f, "replication_lag_records", "gauge", "Primary LSNs not yet applied by this replica.",
+          r->lag_records);
+    one_u(f, "replication_lag_ms", "gauge",
+          "Milliseconds since this replica was last caught up (0: caught up).", r->lag_ms);
+    one_u(f, "replication_bootstraps_total", "counter", "Full copies from the primary's backup.",
+          r->bootstraps_total);
+    one_u(f, "replication_applied_total", "counter", "Changes of the primary's feed applied.",
+          r->applied_total);
+}
+
 static void autoscale_figs(FILE *f, const l3_obs_t *o)
 {
     l3_obs_as_t a;
@@ -272,7 +290,8 @@ static void autoscale_figs(FILE *f, const l3_obs_t *o)
 
 int l3_obs_render_prom(const l3_obs_t *o, const char *version, uint64_t accept_queue,
                        const l3_obs_store_figs_t *store, const l3_wal_stats_t *wal,
-                       const l3_obs_changes_t *changes, bool with_pids, char **ret, size_t *ret_len)
+                       const l3_obs_changes_t *changes, const l3_obs_repl_t *repl, bool with_pids, char **ret,
+                       size_t *ret_len)
 {
     static l3_obs_totals_t t; /* ~41 KiB, off the stack */
     char *buf = NULL;
@@ -290,6 +309,8 @@ int l3_obs_render_prom(const l3_obs_t *o, const char *version, uint64_t accept_q
         wal_figs(f, wal, with_pids);
     if (changes != NULL)
         changes_figs(f, changes);
+    if (repl != NULL)
+        repl_figs(f, repl);
     autoscale_figs(f, o);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad || buf == NULL) {

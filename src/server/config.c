@@ -102,6 +102,11 @@ static const key_t_ keys[] = {
     {"autoscale.margin", T_DBL, O(autoscale.margin), 0, 10},
     {"autoscale.cooldown_ms", T_U32, O(autoscale.cooldown_ms), 0, 3600000},
     {"autoscale.max_step_up", T_U32, O(autoscale.max_step_up), 1, L3_SRV_MAX_WORKERS},
+    {"replication", T_SECTION, 0, 0, 0},
+    {"replication.primary", T_STR, O(replication.primary), 0, 0},
+    {"replication.token_file", T_STR, O(replication.token_file), 0, 0},
+    {"replication.retry_ms", T_U32, O(replication.retry_ms), 10, 600000},
+    {"replication.batch", T_U32, O(replication.batch), 1, 10000},
     {"log", T_SECTION, 0, 0, 0},
     {"log.level", T_LEVEL, O(log.level), 0, 0},
     {"log.file", T_STR, O(log.file), 0, 0},
@@ -148,6 +153,8 @@ int l3_srv_config_defaults(l3_srv_config_t *c)
     c->storage.durability = L3_DURABILITY_BUFFERED;
     c->storage.flush_interval_ms = 10;
     c->storage.checkpoint_bytes = 256ull << 20;
+    c->replication.retry_ms = 1000;
+    c->replication.batch = 1000;
     c->storage.changes_retention_bytes = 64ull << 20;
     c->storage.max_document_bytes = 64ull << 20;
     c->storage.lock_timeout_ms = L3_STORE_DEFAULT_LOCK_TIMEOUT_MS;
@@ -183,6 +190,8 @@ void l3_srv_config_free(l3_srv_config_t *c)
     free(c->storage.wal_path);
     free(c->log.file);
     free(c->log.access);
+    free(c->replication.primary);
+    free(c->replication.token_file);
     memset(c, 0, sizeof(*c));
 }
 
@@ -478,9 +487,35 @@ static int check_tls(const l3_srv_config_t *c, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* replication: an http(s) URL of a host (and port), nothing after it; a token file that
+ * is readable (its content is read by the follower at its start) */
+static int check_replication(const l3_srv_config_t *c, char *errbuf, size_t errlen)
+{
+    const char *u = c->replication.primary;
+    if (u == NULL) {
+        if (c->replication.token_file != NULL)
+            return fail(errbuf, errlen, -EINVAL,
+                        "config: 'replication.token_file' needs 'replication.primary'");
+        return 0;
+    }
+    const char *host = strncmp(u, "http://", 7) == 0 ? u + 7 : strncmp(u, "https://", 8) == 0 ? u + 8 : NULL;
+    size_t n = strlen(u);
+    if (host == NULL || host[0] == '\0' || host[0] == '/' || n > 400 ||
+        strcspn(host, "/?#@ \t\r\n\"\\") != strlen(host) - (host[strlen(host) - 1] == '/'))
+        return fail(errbuf, errlen, -EINVAL,
+                    "config: 'replication.primary' must be \"http://host:port\" or \"https://host:port\" "
+                    "(no path, no credentials; at most 400 bytes)");
+    if (c->replication.token_file != NULL && access(c->replication.token_file, R_OK) != 0)
+        return fail(errbuf, errlen, -EINVAL, "config: 'replication.token_file': cannot read %s: %s",
+                    c->replication.token_file, strerror(errno));
+    return 0;
+}
+
 static int check(const l3_srv_config_t *c, const seen_t *seen, char *errbuf, size_t errlen)
 {
     int rc;
+    if ((rc = check_replication(c, errbuf, errlen)) < 0)
+        return rc;
     if (c->server.min_workers > c->server.max_workers)
         return fail(errbuf, errlen, -EINVAL, "config: '%s' (%u) exceeds '%s' (%u)", min_key(seen),
                     c->server.min_workers, max_key(seen), c->server.max_workers);

@@ -81,6 +81,13 @@ typedef struct {
         uint32_t max_step_up;     /* max_step_up */
     } autoscale;
     struct {
+        char *primary;     /* replication.primary: "http(s)://host:port" of the node to follow; NULL =
+                              this node is a primary */
+        char *token_file;  /* a file holding the bearer token for the primary (scopes read and admin) */
+        uint32_t retry_ms; /* wait before asking an unreachable primary again */
+        uint32_t batch;    /* changes asked per request to the primary's feed */
+    } replication;
+    struct {
         l3_log_level_t level;
         char *file;   /* NULL = stderr only */
         char *access; /* log.access: access log file, NULL = none (access.c) */

@@ -52,6 +52,9 @@ typedef struct l3_route_env {
     const l3_feed_stats_t *feed_stats; /* every worker's feed counters (feedstat.h) or NULL */
     l3_feed_slot_stats_t *feed_slot;   /* this worker's block of them, or NULL */
     const char *feed_sock;             /* the WAL writer's channel for retained segments, or NULL */
+    struct l3_repl_block *repl;        /* the replication block (replica.h) or NULL */
+    const char *primary;               /* replication.primary, or NULL */
+    const char *data_dir;              /* storage.data_dir */
 } l3_route_env_t;
 
 /** The request being handled (on the stack of the dispatcher; handlers answer synchronously). */

@@ -27,6 +27,7 @@
 #include "auth.h"
 #include "autoscale.h"
 #include "config.h"
+#include "replica.h"
 #include "restore.h"
 #include "log.h"
 #include "supervisor.h"
@@ -148,7 +149,8 @@ int main(int argc, char **argv)
         return rc == -EINVAL ? 2 : 1; /* a TLS file that does not load: a refused configuration */
     }
     l3_srv_set_worker(&srv, l3_srv_worker_main);
-    if ((rc = l3_srv_wal_setup(&srv)) != 0 || l3_srv_autoscale_setup(&srv) != 0) {
+    if ((rc = l3_srv_wal_setup(&srv)) != 0 || (rc = l3_srv_replica_setup(&srv)) != 0 ||
+        l3_srv_autoscale_setup(&srv) != 0) {
         l3_store_unlink(srv.store);
         return rc == -ENOTRECOVERABLE ? 2 : 1; /* WAL data missing: refused, see the log */
     }

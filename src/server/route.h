@@ -86,6 +86,10 @@ int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused);
 int l3_route_dashboard(l3_rq_t *rq, h2o_iovec_t unused);
 /** POST /admin/checkpoint. */
 int l3_route_checkpoint(l3_rq_t *rq, h2o_iovec_t unused);
+/** POST /admin/promote: a replica becomes a primary (replica.h). */
+int l3_route_promote(l3_rq_t *rq, h2o_iovec_t unused);
+/** A replica refuses a write: 1 when the 403 read_only was sent, else 0. */
+int l3_route_read_only(l3_rq_t *rq);
 /** GET /admin/backup: the whole store streamed as a snapshot file (route_backup.c). */
 int l3_route_backup(l3_rq_t *rq, h2o_iovec_t unused);
 

@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 
 #include "auth.h"
+#include "replica.h"
 #include "route.h"
 #include "route_feed.h"
 
@@ -187,6 +188,25 @@ static int wants_prometheus(l3_rq_t *rq)
 
 #define L3_CT_PROM "text/plain; version=0.0.4; charset=utf-8"
 
+/* The replication figures (replica.h), NULL without the block. */
+static l3_obs_repl_t *repl_metrics(const l3_route_env_t *env, l3_obs_repl_t *o)
+{
+    const l3_repl_t *r = env->repl;
+    if (r == NULL)
+        return NULL;
+    uint32_t role = atomic_load(&r->rp_role);
+    uint64_t pv = atomic_load(&r->rp_primary_version), av = atomic_load(&r->rp_applied_version);
+    uint64_t since = atomic_load(&r->rp_behind_since_ms), now = l3_store_now_ms();
+    *o = (l3_obs_repl_t){.role = l3_repl_role_name(role),
+                         .state = l3_repl_state_name(atomic_load(&r->rp_state)),
+                         .primary = env->primary,
+                         .lag_records = role == L3_REPL_REPLICA && pv > av ? pv - av : 0,
+                         .lag_ms = role == L3_REPL_REPLICA && since != 0 && now > since ? now - since : 0,
+                         .bootstraps_total = atomic_load(&r->rp_bootstraps),
+                         .applied_total = atomic_load(&r->rp_applied_total)};
+    return o;
+}
+
 int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused)
 {
     (void)unused;
@@ -206,9 +226,10 @@ int l3_route_metrics(l3_rq_t *rq, h2o_iovec_t unused)
     l3_obs_changes_t ch, *chp = l3_feed_metrics(env, &ch) == 0 ? &ch : NULL;
     uint64_t aq = env->accept_queue != NULL ? env->accept_queue(env->accept_arg) : 0;
     bool admin = (rq->scopes & L3_SCOPE_ADMIN) != 0;
+    l3_obs_repl_t rp, *rpp = repl_metrics(env, &rp);
     int rc = prom ? l3_obs_render_prom(env->obs_all, L3KV_VERSION, aq, ex != NULL ? &figs : NULL, wsp, chp,
-                                       admin, &out, &len)
-                  : l3_obs_render_json(env->obs_all, L3KV_VERSION, aq, ex, wsp, chp, &out, &len);
+                                       rpp, admin, &out, &len)
+                  : l3_obs_render_json(env->obs_all, L3KV_VERSION, aq, ex, wsp, chp, rpp, &out, &len);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_READ, NULL);
     if (!prom && !admin) {
@@ -276,6 +297,33 @@ int l3_route_dashboard(l3_rq_t *rq, h2o_iovec_t unused)
                           H2O_STRLIT("no-referrer"));
     l3_http_add_header(req, H2O_TOKEN_CACHE_CONTROL, H2O_STRLIT("no-store"));
     l3_http_respond(rq, 200, "text/html; charset=utf-8", h2o_iovec_init(html, len));
+    return 0;
+}
+
+int l3_route_read_only(l3_rq_t *rq)
+{
+    if (!l3_repl_read_only(rq->env->repl))
+        return 0;
+    l3_http_fail(rq, 403, "read_only", "this node is a read replica of %s: send writes there",
+                 rq->env->primary != NULL ? rq->env->primary : "its primary");
+    return 1;
+}
+
+int l3_route_promote(l3_rq_t *rq, h2o_iovec_t unused)
+{
+    (void)unused;
+    int rc = l3_repl_promote(rq->env->repl, rq->env->data_dir);
+    if (rc == 1)
+        return l3_http_fail(rq, 409, "not_replica", "this node is a primary already");
+    if (rc < 0)
+        return l3_http_fail(rq, 500, "promoted_not_saved",
+                            "promoted for this run, but the state file could not be written (%s): a restart "
+                            "with the same configuration follows the primary again",
+                            strerror(-rc));
+    l3_http_respond_static(
+        rq, 200, L3_CT_JSON,
+        "{\"ok\":true,\"role\":\"promoted\",\"detail\":\"the primary is no longer followed; "
+        "writes are accepted\"}");
     return 0;
 }
 

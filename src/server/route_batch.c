@@ -651,7 +651,8 @@ int l3_route_batch(l3_rq_t *rq, h2o_iovec_t unused)
     shape_t sh;
     if (check_shape(&b, &sh) != 0)
         return 0;
-    if (l3_scope_require(rq, sh.writes ? L3_SCOPE_WRITE : L3_SCOPE_READ) != 0)
+    if (l3_scope_require(rq, sh.writes ? L3_SCOPE_WRITE : L3_SCOPE_READ) != 0 ||
+        (sh.writes && l3_route_read_only(rq)))
         return 0;
     bool succeeded = false;
     uint64_t t = l3_now_ns();

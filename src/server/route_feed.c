@@ -567,6 +567,11 @@ static void longpoll_answer(watcher_t *w)
     w->ended = true;
     count_sent(w);
     record(w, 200);
+    /* the primary's newest version: a replica's lag in records (follower.c) */
+    char *lv = h2o_mem_alloc_pool(&w->req->pool, 24);
+    int lvn = snprintf(lv, 24, "%" PRIu64, l3_store_last_lsn(w->f->env->store));
+    h2o_add_header_by_str(&w->req->pool, &w->req->res.headers, H2O_STRLIT("x-l3kv-last-version"), 0, NULL, lv,
+                          (size_t)lvn);
     l3_http_send(w->req, 200, L3_CT_JSON, h2o_iovec_init(b->ptr, b->len), 0);
 }
 

@@ -12,7 +12,8 @@
  * shadow them.
  *
  * Access control is decided here (scope.c), once, for every route: each entry names the scope its
- * read methods and its write methods need (0 = none: the dashboard's static page, which
+ * read methods and its write methods need (and for reads, maybe a second scope that also lets
+ * them in: `replicate`, what a replica reads from its primary) (0 = none: the dashboard's static page, which
  * holds no data and must load in a browser that has no token yet). Order of refusals:
  * 414, 400 token_in_query (a ?token= or ?access_token= parameter: tokens travel only in
  * the Authorization header), 404, then auth.c's verdict (403 protected_mode, 401, 403
@@ -46,6 +47,7 @@ typedef struct {
     route_fn fn;
     unsigned scope_r, scope_w; /* L3_SCOPE_* needed by read / write methods (0 = none) */
     bool either;               /* scope_r or scope_w lets a request in (the handler decides) */
+    unsigned alt_r;            /* another scope that lets read methods in (replicate: what a replica reads) */
 } route_t;
 
 #define R(lit) lit, sizeof(lit) - 1
@@ -55,21 +57,23 @@ static const route_t routes[] = {
     {"metrics_text", R("/kv/metrics"), false, M_READ, true, L3_OBS_R_OTHER, L3_ALLOW_RO,
      l3_route_metrics_text, L3_SCOPE_MONITOR, L3_SCOPE_WRITE},
     {"list", R("/kv/"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list, L3_SCOPE_READ,
-     L3_SCOPE_WRITE},
+     L3_SCOPE_WRITE, false, L3_SCOPE_REPLICATE},
     {"list", R("/kv"), false, M_READ, false, L3_OBS_R_LIST, L3_ALLOW_RO, l3_route_list, L3_SCOPE_READ,
-     L3_SCOPE_WRITE},
+     L3_SCOPE_WRITE, false, L3_SCOPE_REPLICATE},
     {"kv", R("/kv/"), true, M_READ | M_WRITE, false, L3_OBS_R_OTHER, L3_ALLOW_DOC, l3_route_kv, L3_SCOPE_READ,
-     L3_SCOPE_WRITE},
+     L3_SCOPE_WRITE, false, L3_SCOPE_REPLICATE},
     {"metrics", R("/metrics"), false, M_READ, false, L3_OBS_R_METRICS, L3_ALLOW_RO, l3_route_metrics,
      L3_SCOPE_MONITOR, L3_SCOPE_MONITOR},
     {"checkpoint", R("/admin/checkpoint"), false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_checkpoint,
      L3_SCOPE_ADMIN, L3_SCOPE_ADMIN},
-    {"backup", R("/admin/backup"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_backup,
+    {"promote", R("/admin/promote"), false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_promote,
      L3_SCOPE_ADMIN, L3_SCOPE_ADMIN},
+    {"backup", R("/admin/backup"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_backup,
+     L3_SCOPE_ADMIN, L3_SCOPE_ADMIN, false, L3_SCOPE_REPLICATE},
     {"batch", R("/batch"), false, M_POST, false, L3_OBS_R_OTHER, "POST", l3_route_batch, L3_SCOPE_READ,
      L3_SCOPE_WRITE, true},
     {"changes", R("/changes"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_changes,
-     L3_SCOPE_READ, L3_SCOPE_READ},
+     L3_SCOPE_READ, L3_SCOPE_READ, false, L3_SCOPE_REPLICATE},
     {"dashboard", R("/dashboard"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard, 0,
      0},
     {"dashboard", R("/dashboard/"), false, M_READ, false, L3_OBS_R_OTHER, L3_ALLOW_RO, l3_route_dashboard, 0,
@@ -129,6 +133,8 @@ static bool token_in_query(const h2o_req_t *req)
  * request needs (l3_scope_require). */
 static int check_access(l3_rq_t *rq, const route_t *r, unsigned m)
 {
+    if (r->alt_r != 0 && !(m & M_WRITE) && l3_scope_decide(rq, r->alt_r, false) == 0)
+        return 0;
     if (r->either && l3_scope_decide(rq, r->scope_r, false) == 0)
         return 0;
     return l3_scope_decide(rq, (m & M_WRITE) ? r->scope_w : r->scope_r, true);
@@ -176,6 +182,8 @@ static int dispatch(l3_rq_t *rq)
                             (int)(p.len - 4), p.base + 4);
     if ((m & r->methods) == 0)
         return l3_http_fail_405(rq, r->allow);
+    if (r->fn == l3_route_kv && (m & M_WRITE) && l3_route_read_only(rq))
+        return 0; /* a replica (POST /batch decides by its operations) */
     return r->fn(rq, rest);
 }
 

@@ -643,10 +643,20 @@ static void stop_roles(l3_srv_t *srv, const sigset_t *set)
         if (spawn_role(srv, ro) < 0)
             srv->sup->stop_failed = true;
     }
-    for (unsigned r = 0; r < srv->sup->nroles; r++)
-        if (srv->sup->roles[r].ch.pid > 0)
-            kill(srv->sup->roles[r].ch.pid, SIGTERM);
-    wait_children(srv, any_child, now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000, set);
+    /* in the reverse order of registration, each one gone before the next is asked: a role
+     * registered later may depend on an earlier one (the replication follower writes
+     * through the WAL writer) */
+    uint64_t deadline = now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000;
+    for (unsigned r = srv->sup->nroles; r-- > 0;) {
+        role_t *ro = &srv->sup->roles[r];
+        if (ro->ch.pid > 0)
+            kill(ro->ch.pid, SIGTERM);
+        while (ro->ch.pid > 0 && now_ms() < deadline) {
+            struct timespec ts = {0, 20 * 1000000L};
+            (void)sigtimedwait(set, NULL, &ts);
+            reap(srv, true);
+        }
+    }
     for (unsigned r = 0; r < srv->sup->nroles; r++)
         if (srv->sup->roles[r].ch.pid > 0) {
             L3_LOG(L3_LOG_WARN, "%s (pid %d) still running; killing it", srv->sup->roles[r].ops->name,

@@ -87,6 +87,7 @@ struct l3_srv {
     bool wal_wait;
     void *feed_stats;      /* l3_feed_stats_t *: the change feed's counters (feedstat.h) */
     const char *feed_sock; /* the WAL writer's socket for retained segments (walsetup.c) or NULL */
+    void *repl;            /* l3_repl_t *: the replication block (replica.h), or NULL */
     l3_srv_sup_t *sup;     /* worker table, roles, scaling target: created by l3_srv_init */
     /* Set by main before l3_srv_init (may be NULL): runs inside it, before the arenas of
      * dead instances are swept, so what they still hold can be saved (the WAL salvages their

@@ -592,7 +592,10 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
                                 .request_checkpoint = request_checkpoint,
                                 .feed_stats = s->feed_stats,
                                 .feed_sock = s->feed_sock,
-                                .feed_slot = l3_feed_stats_slot(s->feed_stats, slot)};
+                                .feed_slot = l3_feed_stats_slot(s->feed_stats, slot),
+                                .repl = s->repl,
+                                .primary = s->cfg.replication.primary,
+                                .data_dir = s->cfg.storage.data_dir};
     if (api->env.feed_slot != NULL) /* the watchers of a dead predecessor in this slot are gone */
         __atomic_store_n(&api->env.feed_slot->fs_watchers, 0, __ATOMIC_RELAXED);
     l3_durable_init(&api->env.durable, s->wal_ring, s->wal_wait, slot, my_obs);

@@ -67,14 +67,15 @@ def asrv():
     s.stop()
 
 
-# route table: (method, path, body, scope needed or None, statuses that mean "answered")
+# route table: (method, path, body, scope needed (or a tuple: any of them) or None, statuses that mean
+# "answered")
 ROUTES = [
     ("GET", "/kv/health", None, "health", {200}),
     ("GET", "/kv/metrics", None, "monitor", {200}),
-    ("GET", "/kv/", None, "read", {200}),
-    ("GET", "/kv", None, "read", {200}),
-    ("GET", "/kv/present", None, "read", {200}),
-    ("HEAD", "/kv/present", None, "read", {200}),
+    ("GET", "/kv/", None, ("read", "replicate"), {200}),
+    ("GET", "/kv", None, ("read", "replicate"), {200}),
+    ("GET", "/kv/present", None, ("read", "replicate"), {200}),
+    ("HEAD", "/kv/present", None, ("read", "replicate"), {200}),
     ("PUT", "/kv/w-{n}", '{"x":1}', "write", {200, 201}),
     ("POST", "/kv/w-{n}", '{"x":1}', "write", {200, 201, 400, 409}),
     ("DELETE", "/kv/absent-{n}", None, "write", {404}),
@@ -82,14 +83,16 @@ ROUTES = [
     ("GET", "/metrics", None, "monitor", {200}),
     ("POST", "/admin/checkpoint", None, "admin", {202, 503}),
     ("GET", "/admin/checkpoint", None, "admin", {405}),
-    ("GET", "/admin/backup", None, "admin", {200}),
+    ("GET", "/admin/backup", None, ("admin", "replicate"), {200}),
+    ("POST", "/admin/promote", None, "admin", {409}),  # a primary: not_replica
+    ("GET", "/admin/promote", None, "admin", {405}),
     ("POST", "/admin/backup", None, "admin", {405}),
     ("POST", "/batch", '{"ops":[{"op":"get","key":"present"}]}', "read", {200}),
     ("POST", "/batch", '{"ops":[{"op":"put","key":"w-{n}","doc":{"x":1}}]}', "write", {200}),
     ("POST", "/batch", '{"atomic":true,"compare":[{"key":"present","exists":true}],"success":[{"op":"get",'
                        '"key":"present"}],"failure":[{"op":"delete","key":"absent-{n}"}]}', "write", {200}),
     ("GET", "/batch", None, "read", {405}),
-    ("GET", "/changes?since=now&timeout=0", None, "read", {200}),
+    ("GET", "/changes?since=now&timeout=0", None, ("read", "replicate"), {200}),
     ("POST", "/changes", None, "read", {405}),
     ("GET", "/dashboard", None, None, {200}),
     ("GET", "/dashboard/", None, None, {200}),
@@ -98,10 +101,11 @@ ANON = {"health"}  # the default anonymous scopes once tokens exist
 
 CASES = []
 for (m, p, b, need, ok) in ROUTES:
-    CASES.append((m, p, b, None, ok if need is None or need in ANON else {401}))
+    needs = set(need) if isinstance(need, tuple) else {need}
+    CASES.append((m, p, b, None, ok if need is None or needs & ANON else {401}))
     CASES.append((m, p, b, WRONG, {401}))
     for s in SCOPES:
-        CASES.append((m, p, b, TOK[s], ok if need is None or need == s or need in ANON else {403}))
+        CASES.append((m, p, b, TOK[s], ok if need is None or s in needs or needs & ANON else {403}))
     CASES.append((m, p, b, ALL, ok))
 
 

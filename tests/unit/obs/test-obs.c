@@ -117,13 +117,13 @@ static void test_region_and_renderings(void)
     CHECK_EQ_INT(t.e2e[L3_OBS_R_GET].count, 0);
     char *out = NULL;
     size_t olen = 0;
-    CHECK(l3_obs_render_json(&o, "t", 0, NULL, NULL, NULL, &out, &olen) == 0);
+    CHECK(l3_obs_render_json(&o, "t", 0, NULL, NULL, NULL, NULL, &out, &olen) == 0);
     CHECK(out != NULL && strstr(out, "\"put\":{\"count\":2,\"mean_ns\":1500,") != NULL);
     CHECK(out != NULL && strstr(out, "\"e2e\":{\"count\":2,\"mean_ns\":4000000,") != NULL);
     CHECK(out != NULL && strstr(out, "\"stages\":{\"document_op\":{\"count\":0,") != NULL);
     CHECK(out != NULL && strstr(out, "\"serialize\":{\"count\":1,\"mean_ns\":700,") != NULL);
     free(out);
-    CHECK(l3_obs_render_prom(&o, "t\"1", 0, NULL, NULL, NULL, false, &out, &olen) == 0);
+    CHECK(l3_obs_render_prom(&o, "t\"1", 0, NULL, NULL, NULL, NULL, false, &out, &olen) == 0);
     CHECK(out != NULL && strlen(out) == olen);
     const char *want[] = {
         "l3kv_build_info{version=\"t\\\"1\"} 1\n",
