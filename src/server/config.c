@@ -83,6 +83,7 @@ static const key_t_ keys[] = {
      (double)(UINT64_C(1) << 40)},
     {"storage.durability", T_DUR, O(storage.durability), 0, 0},
     {"storage.flush_interval_ms", T_U32, O(storage.flush_interval_ms), 0, 3600000},
+    {"storage.replication_timeout_ms", T_U32, O(storage.replication_timeout_ms), 1, 600000},
     {"storage.recovery", T_RECOV, O(storage.recovery_strict), 0, 0},
     {"storage.checkpoint_bytes", T_U64, O(storage.checkpoint_bytes), 1 << 16, (double)(UINT64_C(1) << 50)},
     {"storage.changes_retention_bytes", T_U64, O(storage.changes_retention_bytes), 0,
@@ -153,6 +154,7 @@ int l3_srv_config_defaults(l3_srv_config_t *c)
     c->storage.durability = L3_DURABILITY_BUFFERED;
     c->storage.flush_interval_ms = 10;
     c->storage.checkpoint_bytes = 256ull << 20;
+    c->storage.replication_timeout_ms = 5000;
     c->replication.retry_ms = 1000;
     c->replication.batch = 1000;
     c->storage.changes_retention_bytes = 64ull << 20;
@@ -277,12 +279,16 @@ static int apply(l3_srv_config_t *c, const key_t_ *k, json_t *v, seen_t *seen, c
         return 0;
     case T_DUR: {
         const char *s = json_is_string(v) ? json_string_value(v) : NULL;
-        if (s != NULL && strcmp(s, "buffered") == 0)
-            c->storage.durability = L3_DURABILITY_BUFFERED;
-        else if (s != NULL && strcmp(s, "fsync") == 0)
+        c->storage.replicated = false;
+        if (s != NULL && (strcmp(s, "buffered") == 0 || strcmp(s, "replicated") == 0)) {
+            c->storage.durability = L3_DURABILITY_BUFFERED; /* replicated: the local WAL as in buffered */
+            c->storage.replicated = strcmp(s, "replicated") == 0;
+        } else if (s != NULL && strcmp(s, "fsync") == 0) {
             c->storage.durability = L3_DURABILITY_FSYNC;
-        else
-            return fail(errbuf, errlen, -EINVAL, "config: '%s' must be \"buffered\" or \"fsync\"", k->name);
+        } else {
+            return fail(errbuf, errlen, -EINVAL,
+                        "config: '%s' must be \"buffered\", \"fsync\" or \"replicated\"", k->name);
+        }
         return 0;
     }
     case T_RECOV: {

@@ -54,7 +54,10 @@ typedef struct {
         char *wal_path; /* "" = <data_dir>/data.wal */
         uint64_t arena_bytes;
         uint64_t wal_buffer_bytes;
-        l3_srv_durability_t durability;
+        l3_srv_durability_t durability;  /* of the local WAL */
+        bool replicated;                 /* durability "replicated": a write is answered once a replica holds
+                                            it durably (the local WAL as in "buffered") */
+        uint32_t replication_timeout_ms; /* replicated: longest wait for a replica's acknowledgement */
         uint32_t flush_interval_ms;
         uint64_t checkpoint_bytes;
         uint64_t changes_retention_bytes; /* log kept past checkpoints for the change feed; 0 = the

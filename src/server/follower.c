@@ -73,12 +73,14 @@ typedef struct {
     l3_buf_t body;
     size_t body_max;
     bool too_big;
-    FILE *sink;             /* the backup download, instead of body */
-    uint64_t last_version;  /* X-L3KV-Last-Version of the answer */
-    l3_repl_state_t state;  /* the position reached (saved lazily) */
-    uint64_t saved_ms;      /* when the state file was last written */
-    bool dirty;             /* applied since */
-    uint64_t warned_ms;     /* rate limit of "primary unreachable" lines */
+    FILE *sink;            /* the backup download, instead of body */
+    uint64_t last_version; /* X-L3KV-Last-Version of the answer */
+    bool replicated;       /* X-L3KV-Durability: replicated (the primary's writes wait for our ack) */
+    char acked[L3_REPL_CURSOR_LEN + 1]; /* the cursor up to which our WAL holds every change ("" none) */
+    l3_repl_state_t state;              /* the position reached (saved lazily) */
+    uint64_t saved_ms;                  /* when the state file was last written */
+    bool dirty;                         /* applied since */
+    uint64_t warned_ms;                 /* rate limit of "primary unreachable" lines */
 } fl_t;
 
 static volatile sig_atomic_t stop_flag;
@@ -133,9 +135,11 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
 {
     fl_t *f = arg;
     size_t len = sz * n;
-    static const char name[] = "x-l3kv-last-version:";
+    static const char name[] = "x-l3kv-last-version:", dur[] = "x-l3kv-durability:";
     if (len > sizeof name && strncasecmp(p, name, sizeof name - 1) == 0)
         f->last_version = strtoull(p + sizeof name - 1, NULL, 10);
+    if (len > sizeof dur && strncasecmp(p, dur, sizeof dur - 1) == 0)
+        f->replicated = memmem(p, len, "replicated", 10) != NULL;
     return len;
 }
 
@@ -155,6 +159,7 @@ static long http_get(fl_t *f, const char *path, long timeout_ms, bool binary, FI
     f->too_big = false;
     f->sink = sink;
     f->last_version = 0;
+    f->replicated = false;
     curl_easy_setopt(f->h, CURLOPT_URL, url);
     curl_easy_setopt(f->h, CURLOPT_HTTPHEADER, binary ? f->bin_hdrs : f->hdrs);
     curl_easy_setopt(f->h, CURLOPT_TIMEOUT_MS, timeout_ms);
@@ -166,7 +171,8 @@ static long http_get(fl_t *f, const char *path, long timeout_ms, bool binary, FI
         uint64_t t = now_ms();
         if (t - f->warned_ms >= 10000) {
             f->warned_ms = t;
-            L3_LOG(L3_LOG_WARN, "replication: GET %s: %s", url, f->too_big ? "answer too large" : curl_easy_strerror(c));
+            L3_LOG(L3_LOG_WARN, "replication: GET %s: %s", url,
+                   f->too_big ? "answer too large" : curl_easy_strerror(c));
         }
         return -EPIPE;
     }
@@ -231,14 +237,24 @@ static int http_init(fl_t *f)
 
 /* ------------------------------------------------------------------ the saved position */
 
+/* Wait until this node's WAL holds every change applied so far: the position reached is
+ * then what the next request acknowledges (?ack=). */
+static int make_durable(fl_t *f)
+{
+    l3_wal_feed_bounds_t b;
+    l3_wal_feed_bounds(f->ring, &b);
+    int rc = l3_wal_wait_durable(f->ring, b.head, DURABLE_WAIT_MS);
+    if (rc == 0 && f->state.have_cursor)
+        memcpy(f->acked, f->state.cursor, sizeof f->acked);
+    return rc;
+}
+
 /* Write the state file once this node's WAL holds every change applied so far. */
 static int save_durable(fl_t *f)
 {
     if (!f->state.have_cursor)
         return 0;
-    l3_wal_feed_bounds_t b;
-    l3_wal_feed_bounds(f->ring, &b);
-    int rc = l3_wal_wait_durable(f->ring, b.head, DURABLE_WAIT_MS);
+    int rc = make_durable(f);
     if (rc < 0)
         return rc;
     l3_repl_lock(f->r);
@@ -246,7 +262,8 @@ static int save_durable(fl_t *f)
         rc = l3_repl_state_save(f->srv->cfg.storage.data_dir, f->primary, &f->state);
     l3_repl_unlock(f->r);
     if (rc < 0)
-        L3_LOG(L3_LOG_ERROR, "replication: cannot save the position (%s): a restart repeats more", strerror(-rc));
+        L3_LOG(L3_LOG_ERROR, "replication: cannot save the position (%s): a restart repeats more",
+               strerror(-rc));
     f->saved_ms = now_ms();
     f->dirty = false;
     return rc;
@@ -286,8 +303,8 @@ static int apply_doc(fl_t *f, const char *key, size_t klen, const char *json, si
     if (rc == -ENOENT || rc == L3_ENOTFOUND)
         rc = 0;
     if (rc < 0)
-        L3_LOG(L3_LOG_ERROR, "replication: cannot apply the change of key '%.*s': %s", (int)L3_MIN(klen, 200), key,
-               l3_strerror(rc));
+        L3_LOG(L3_LOG_ERROR, "replication: cannot apply the change of key '%.*s': %s", (int)L3_MIN(klen, 200),
+               key, l3_strerror(rc));
     return rc;
 }
 
@@ -393,8 +410,11 @@ static void note_lag(fl_t *f, bool empty)
 static int poll_once(fl_t *f, bool fetch)
 {
     char path[256];
-    snprintf(path, sizeof path, "/changes?since=%s&include_docs=%s&timeout=%u&limit=%u", f->state.cursor,
-             fetch ? "false" : "true", POLL_WAIT_MS, fetch ? 100u : f->srv->cfg.replication.batch);
+    int n0 =
+        snprintf(path, sizeof path, "/changes?since=%s&include_docs=%s&timeout=%u&limit=%u", f->state.cursor,
+                 fetch ? "false" : "true", POLL_WAIT_MS, fetch ? 100u : f->srv->cfg.replication.batch);
+    if (f->acked[0] != '\0')
+        snprintf(path + n0, sizeof path - (size_t)n0, "&ack=%s", f->acked);
     long code = http_get(f, path, POLL_TIMEOUT_MS, false, NULL);
     if (code == 410)
         return NEED_BOOTSTRAP;
@@ -403,6 +423,7 @@ static int poll_once(fl_t *f, bool fetch)
         return code < 0 ? (int)code : -EPIPE;
     }
     uint64_t answer_version = f->last_version;
+    bool replicated = f->replicated;
     uint8_t *buf = NULL;
     size_t blen = 0;
     l3_doc_error_t e = {0};
@@ -413,8 +434,9 @@ static int poll_once(fl_t *f, bool fetch)
     uint32_t root = 0, arr, ch;
     const char *cur;
     uint32_t clen;
-    if (rc == 0 && (l3_doc_lookup(buf, "", 0, L3_DOC_PATH_POINTER, &root) != 0 ||
-                    l3_doc_obj_find(buf, root, "changes", 7, &arr) != 0 || !val_str(buf, root, "cursor", &cur, &clen)))
+    if (rc == 0 &&
+        (l3_doc_lookup(buf, "", 0, L3_DOC_PATH_POINTER, &root) != 0 ||
+         l3_doc_obj_find(buf, root, "changes", 7, &arr) != 0 || !val_str(buf, root, "cursor", &cur, &clen)))
         rc = -EBADMSG;
     l3_buf_t jb = {0};
     uint64_t n = 0;
@@ -426,12 +448,16 @@ static int poll_once(fl_t *f, bool fetch)
     free(buf);
     if (rc < 0) {
         if (rc != -ECANCELED)
-            L3_LOG(L3_LOG_ERROR, "replication: a feed answer of the primary was not applied whole: %s (retried)",
+            L3_LOG(L3_LOG_ERROR,
+                   "replication: a feed answer of the primary was not applied whole: %s (retried)",
                    l3_strerror(rc));
         return rc;
     }
     f->last_version = answer_version;
+    f->replicated = replicated;
     note_lag(f, n == 0);
+    if (n != 0 && f->replicated && make_durable(f) < 0) /* the primary's writes wait for the next ?ack= */
+        L3_LOG(L3_LOG_WARN, "replication: the WAL did not make the applied changes durable in time");
     atomic_store(&f->r->rp_state, L3_REPL_S_FOLLOWING);
     if (f->dirty && now_ms() - f->saved_ms >= SAVE_MS)
         (void)save_durable(f);
@@ -467,7 +493,7 @@ static int boot_put(void *ctx, const l3_wal_rec_t *rec)
 }
 
 typedef struct {
-    uint64_t below;     /* keys with an LSN at or below it were not in the backup */
+    uint64_t below; /* keys with an LSN at or below it were not in the backup */
     char keys[KEYS_BATCH][L3_STORE_KEY_MAX];
     uint32_t klen[KEYS_BATCH];
     size_t n;
@@ -500,7 +526,8 @@ static int drop_stale(fl_t *f, uint64_t below)
     } while (rc >= 0 && cursor != 0);
     free(s);
     if (dropped != 0)
-        L3_LOG(L3_LOG_INFO, "replication: %" PRIu64 " local keys the primary does not hold were deleted", dropped);
+        L3_LOG(L3_LOG_INFO, "replication: %" PRIu64 " local keys the primary does not hold were deleted",
+               dropped);
     return rc < 0 ? rc : 0;
 }
 
@@ -552,7 +579,8 @@ static int bootstrap(fl_t *f)
             L3_LOG(L3_LOG_ERROR, "replication: bootstrap failed: %s (retried)", l3_strerror(rc));
         return rc;
     }
-    L3_LOG(L3_LOG_INFO, "replication: bootstrap loaded %" PRIu64 " documents in %" PRIu64 " ms; following from %s",
+    L3_LOG(L3_LOG_INFO,
+           "replication: bootstrap loaded %" PRIu64 " documents in %" PRIu64 " ms; following from %s",
            info.count, now_ms() - t0, head);
     memcpy(f->state.cursor, head, sizeof head);
     f->state.have_cursor = true;
@@ -587,7 +615,11 @@ static void follow(fl_t *f)
 
 int l3_srv_follower_main(l3_srv_t *srv, void *arg)
 {
-    fl_t f0 = {.srv = srv, .r = arg, .st = srv->store, .ring = srv->wal_ring, .primary = srv->cfg.replication.primary};
+    fl_t f0 = {.srv = srv,
+               .r = arg,
+               .st = srv->store,
+               .ring = srv->wal_ring,
+               .primary = srv->cfg.replication.primary};
     fl_t *f = &f0;
     struct sigaction sa = {.sa_handler = on_stop};
     sigemptyset(&sa.sa_mask);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "l3kv/base.h"
@@ -35,7 +36,6 @@ static void st32(uint8_t *p, uint32_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-
 const char *l3_repl_role_name(uint32_t role)
 {
     return role == L3_REPL_REPLICA ? "replica" : role == L3_REPL_PROMOTED ? "promoted" : "primary";
@@ -50,6 +50,18 @@ const char *l3_repl_state_name(uint32_t state)
 bool l3_repl_read_only(const l3_repl_t *r)
 {
     return r != NULL && atomic_load_explicit(&r->rp_role, memory_order_acquire) == L3_REPL_REPLICA;
+}
+
+void l3_repl_ack(l3_repl_t *r, uint64_t pos)
+{
+    if (r == NULL)
+        return;
+    uint64_t cur = atomic_load(&r->rp_ack_pos);
+    while (pos > cur && !atomic_compare_exchange_weak(&r->rp_ack_pos, &cur, pos))
+        ;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    atomic_store(&r->rp_ack_ms, (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
 }
 
 void l3_repl_lock(l3_repl_t *r)
@@ -155,6 +167,7 @@ int l3_repl_promote(l3_repl_t *r, const char *data_dir)
                "configuration makes this node a replica again",
                data_dir, strerror(-rc));
     else
-        L3_LOG(L3_LOG_WARN, "replication: promoted to primary (writes accepted; the primary is no longer followed)");
+        L3_LOG(L3_LOG_WARN,
+               "replication: promoted to primary (writes accepted; the primary is no longer followed)");
     return rc < 0 ? rc : 0;
 }

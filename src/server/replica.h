@@ -10,7 +10,8 @@
  *   rp_magic "L3REPL01", rp_version 1; rp_mu a robust process-shared mutex held by the
  *   follower around each change it applies and by the promotion, so that once the role
  *   says "promoted" no replicated change lands on top of a client's write; rp_role
- *   (L3_REPL_*), rp_state (L3_REPL_S_*) and the counters: relaxed atomics.
+ *   (L3_REPL_*), rp_state (L3_REPL_S_*) and the counters: relaxed atomics. On a primary,
+ *   rp_ack_pos: how far a replica acknowledged (storage.durability "replicated").
  *
  * The state file <data_dir>/replica.state (64 bytes, written with tmp + fsync + rename +
  * directory fsync, only after every change it accounts for is durable in this node's WAL):
@@ -60,6 +61,10 @@ typedef struct l3_repl_block {
     _Atomic uint64_t rp_applied_version; /* the primary's LSN of the last change applied */
     _Atomic uint64_t rp_behind_since_ms; /* wall clock since which the replica is behind (0: caught up) */
     _Atomic uint64_t rp_caught_up;       /* 1 when the last answer left nothing to apply */
+    /* a primary: the WAL ring position up to which a replica said it holds every change
+     * durably (GET /changes?ack=, this run's ring only), and when it last said so */
+    _Atomic uint64_t rp_ack_pos;
+    _Atomic uint64_t rp_ack_ms;
 } l3_repl_t;
 
 /** The durable resume state (the state file above). */
@@ -82,6 +87,10 @@ bool l3_repl_read_only(const l3_repl_t *r);
  *  promoted before), < 0 the state file could not be written (the node is promoted anyway:
  *  in this run; the log says a restart would follow the primary again). */
 int l3_repl_promote(l3_repl_t *r, const char *data_dir);
+
+/** A primary: a replica holds every change up to ring position pos durably (keeps the
+ *  largest; any process). */
+void l3_repl_ack(l3_repl_t *r, uint64_t pos);
 
 /** Lock / unlock rp_mu (a dead holder's lock is taken over). */
 void l3_repl_lock(l3_repl_t *r);

@@ -44,6 +44,8 @@
 
 #include "l3kv/error.h"
 #include "l3kv/walfeed.h"
+#include "auth.h"
+#include "replica.h"
 #include "route_feed.h"
 
 #define FEED_TICK_MS 5u
@@ -572,6 +574,9 @@ static void longpoll_answer(watcher_t *w)
     int lvn = snprintf(lv, 24, "%" PRIu64, l3_store_last_lsn(w->f->env->store));
     h2o_add_header_by_str(&w->req->pool, &w->req->res.headers, H2O_STRLIT("x-l3kv-last-version"), 0, NULL, lv,
                           (size_t)lvn);
+    if (w->f->env->durable.ack != NULL) /* writes wait for a replica's ?ack= */
+        h2o_add_header_by_str(&w->req->pool, &w->req->res.headers, H2O_STRLIT("x-l3kv-durability"), 0, NULL,
+                              H2O_STRLIT("replicated"));
     l3_http_send(w->req, 200, L3_CT_JSON, h2o_iovec_init(b->ptr, b->len), 0);
 }
 
@@ -775,7 +780,7 @@ void l3_feed_shutdown(l3_route_env_t *env)
 /* ------------------------------------------------------------------ the request */
 
 typedef struct {
-    l3_q_str_t since, prefix, include_docs, feed, heartbeat, timeout, limit, durable_only;
+    l3_q_str_t since, prefix, include_docs, feed, heartbeat, timeout, limit, durable_only, ack;
 } feed_query_t;
 
 /* Split the query into the feed's parameters (values decoded into the request pool). */
@@ -808,6 +813,7 @@ static int feed_query(h2o_req_t *req, feed_query_t *q)
         P(timeout)
         P(limit)
         P(durable_only)
+        P(ack)
 #undef P
         s = e + 1;
     }
@@ -842,6 +848,24 @@ typedef struct {
 } feed_params_t;
 
 /* Read and check the parameters. 0, or -1 when the request was answered with an error. */
+/* ?ack=<cursor>: a replica holds every change up to it durably (replicated durability,
+ * durable.c). Taken from a token with scope replicate or admin only (a reader must not
+ * release other clients' writes); a cursor of an earlier run is ignored. 0, or -1 answered. */
+static int take_ack(l3_rq_t *rq, l3_q_str_t v)
+{
+    uint64_t epoch, pos;
+    if (parse_cursor(v.base, v.len, &epoch, &pos) != 0 || pos % 16 != 0)
+        return (l3_http_fail(rq, 400, "bad_value", "ack must be a cursor this feed returned"), -1);
+    l3_wal_feed_bounds_t b;
+    l3_wal_feed_bounds(rq->env->wal_ring, &b);
+    if (epoch != b.epoch || (rq->scopes & (L3_SCOPE_REPLICATE | L3_SCOPE_ADMIN)) == 0)
+        return 0;
+    l3_repl_ack(rq->env->repl, pos <= b.head ? pos : b.head);
+    if (rq->env->durable.ack != NULL)
+        l3_durable_poll(&rq->env->durable); /* this worker's own parked replies at once */
+    return 0;
+}
+
 static int feed_params(l3_rq_t *rq, feed_params_t *p)
 {
     h2o_req_t *req = rq->req;
@@ -880,6 +904,8 @@ static int feed_params(l3_rq_t *rq, feed_params_t *p)
     if (q.prefix.base != NULL && q.prefix.len > L3_STORE_KEY_MAX)
         return (l3_http_fail(rq, 400, "bad_value", "prefix longer than %u bytes", L3_STORE_KEY_MAX),
                 -1); /* answered */
+    if (q.ack.base != NULL && take_ack(rq, q.ack) != 0)
+        return -1; /* answered */
     p->prefix = q.prefix;
     p->since = q.since;
     if (p->since.base == NULL) {

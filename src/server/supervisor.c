@@ -743,7 +743,7 @@ int l3_srv_run(l3_srv_t *srv)
            srv->cfg.server.address, srv->port, srv->ssl_ctx ? "https" : "http", srv->nsock,
            srv->cfg.server.min_workers, srv->cfg.server.max_workers,
            (unsigned long long)(srv->cfg.storage.arena_bytes >> 20),
-           l3_srv_durability_name(srv->cfg.storage.durability));
+           srv->cfg.storage.replicated ? "replicated" : l3_srv_durability_name(srv->cfg.storage.durability));
     for (unsigned r = 0; r < srv->sup->nroles; r++)
         spawn_role(srv, &srv->sup->roles[r]);
     apply_scale(srv);

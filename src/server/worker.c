@@ -53,6 +53,7 @@
 #include "supervisor.h"
 #include "tls.h"
 #include "l3kv/store.h"
+#include "replica.h"
 #include "worker.h"
 
 /* Slack above server.max_body_bytes given to h2o's own limit: bodies up to it reach the
@@ -627,6 +628,9 @@ void l3_srv_worker_main(l3_srv_t *s, uint32_t slot)
         h2o_socket_t *ns = h2o_evloop_socket_create(ctx.loop, efd, H2O_SOCKET_FLAG_DONT_READ);
         h2o_socket_read_start(ns, on_wal_notify);
     }
+    if (s->wal_ring != NULL && s->cfg.storage.replicated && s->repl != NULL)
+        l3_durable_set_replicated(&api->env.durable, ctx.loop, &((l3_repl_t *)s->repl)->rp_ack_pos,
+                                  s->cfg.storage.replication_timeout_ms);
     h2o_timeout_init(ctx.loop, &tick_timeout, 100);
     h2o_timeout_init(ctx.loop, &pause_timeout, 100);
     h2o_timeout_init(ctx.loop, &linger_timeout, LINGER_MS);

@@ -276,3 +276,64 @@ def test_bad_replication_config_is_refused(tmp_path):
         res = subprocess.run([BIN, "--check", str(cfg)], capture_output=True, text=True, timeout=30)
         assert res.returncode == 2, (primary, res.stdout, res.stderr)
         assert "replication.primary" in res.stderr
+
+
+def test_replicated_durability_times_out_honestly_without_a_replica():
+    p = Server(config={"storage": {"durability": "replicated", "replication_timeout_ms": 300}}, workers=1)
+    try:
+        t = time.monotonic()
+        w = requests.put(p.url("/kv/lonely"), data='{"v":1}', timeout=10)
+        assert w.status_code == 503 and w.json()["error"] == "replication_timeout", w.text
+        assert time.monotonic() - t >= 0.25 and w.headers.get("Retry-After") == "1"
+        # the outcome the error states: applied on this node, only not known to be on a replica
+        assert requests.get(p.url("/kv/lonely"), timeout=10).json() == {"v": 1}
+    finally:
+        p.stop()
+
+
+def test_replicated_durability_loses_no_acknowledged_write():
+    """storage.durability "replicated": SIGKILL the primary at a random point of a write flood,
+    promote the replica: every write the primary acknowledged is there (>= 20 trials)."""
+    trials = int(os.environ.get("L3_REPL_TRIALS", "20"))
+    rnd = random.Random(int(os.environ.get("L3_SEED", "7")))
+    total = 0
+    for trial in range(trials):
+        p = Server(config={"storage": {"durability": "replicated", "replication_timeout_ms": 10000}}, workers=2)
+        r = replica_of(p)
+        try:
+            wait_until(lambda: repl(r)["state"] == "following", "following")
+            acked, lock, stop = {}, threading.Lock(), threading.Event()
+
+            def writer(tid):
+                n = 0
+                with requests.Session() as ses:
+                    while not stop.is_set():
+                        n += 1
+                        k = "t%d-%d-%d" % (trial, tid, n)
+                        try:
+                            resp = ses.put(p.url("/kv/" + k), data='{"n":%d}' % n, timeout=15)
+                        except requests.RequestException:
+                            return
+                        if resp.status_code == 200:
+                            with lock:
+                                acked[k] = n
+
+            ts = [threading.Thread(target=writer, args=(i,)) for i in range(3)]
+            for t in ts:
+                t.start()
+            time.sleep(rnd.uniform(0.2, 0.8))
+            p.kill_all()
+            stop.set()
+            for t in ts:
+                t.join()
+            assert requests.post(r.url("/admin/promote"), timeout=10).status_code == 200
+            with requests.Session() as ses:
+                for k, n in acked.items():
+                    g = ses.get(r.url("/kv/" + k), timeout=10)
+                    assert g.status_code == 200 and g.json() == {"n": n}, (trial, k, g.status_code, g.text)
+            total += len(acked)
+        finally:
+            r.stop()
+            if p.proc.poll() is None:
+                p.stop()
+    assert total > trials  # the trials did acknowledge writes
