@@ -4,8 +4,9 @@
  * shared WAL ring (l3kv/walfeed.h), and older than the ring from the retained WAL segments
  * through the writer process (feedlog.c's channel). Workers never open the WAL files, and
  * the write path does nothing for the feed: a worker with watchers looks at the ring every
- * FEED_TICK_MS (one timer per worker, only while it has watchers) and at once when a
- * stream's previous chunk has been written.
+ * FEED_TICK_MS (one timer per worker, only while it has watchers; FEED_TICK_REPLICATED_MS
+ * with replicated durability, where writers wait for a replica's next poll) and at once
+ * when a stream's previous chunk has been written.
  *
  * Cursor: 32 hex digits, the ring's epoch (its creation time, top bit CURSOR_MARK set) then
  * the ring position after the change (fixed width, so along one feed the cursor strictly
@@ -49,6 +50,7 @@
 #include "route_feed.h"
 
 #define FEED_TICK_MS 5u
+#define FEED_TICK_REPLICATED_MS 1u
 #define FEED_OUT_CAP (64u * 1024u)
 #define FEED_TICK_SLOTS 8192u /* ring reads per watcher per turn */
 #define FEED_CALL_SLOTS 256u  /* slots one read steps over at most (pads, aborted, pieces) */
@@ -723,7 +725,8 @@ static l3_feed_t *feed_get(l3_route_env_t *env, h2o_loop_t *loop)
         f->list.next = f->list.prev = &f->list;
         f->loop = loop;
         f->env = env;
-        h2o_timeout_init(loop, &f->tmo, FEED_TICK_MS);
+        /* replicated durability: writers wait for a replica's next poll, so look sooner */
+        h2o_timeout_init(loop, &f->tmo, env->durable.ack != NULL ? FEED_TICK_REPLICATED_MS : FEED_TICK_MS);
         f->ent.cb = on_tick;
         env->feed = f;
     }
