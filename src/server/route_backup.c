@@ -15,7 +15,9 @@
  * large backup takes a bounded share of a worker's time next to the requests it serves
  * (default BACKUP_DEFAULT_RATE; 0 = as fast as the client reads).
  * Every piece after the first is produced from a timer (0 ms without a rate), never inline
- * from h2o's proceed callback: the loop serves its other connections between pieces.
+ * from h2o's proceed callback; and one stream produces pieces for at most BACKUP_PASS_NS per
+ * loop iteration (a 0 ms timeout re-linked from its callback runs again in the same pass),
+ * then yields BACKUP_YIELD_MS: the loop serves its other connections between pieces.
  *
  * Consistency, the checkpoint's rule (walsetup.c): the header's sn_lsn is the store's last
  * LSN when the backup starts (also sent as X-L3KV-Backup-LSN); every document is copied under
@@ -49,6 +51,8 @@
 #define BACKUP_TICK_MS 2u        /* a throttled stream looks again after this long */
 #define BACKUP_MAX_RATE 65536u   /* ?rate_mib= upper bound (MiB/s) */
 #define BACKUP_DEFAULT_RATE 32u  /* MiB/s without ?rate_mib= (docs/api.md, /admin/backup) */
+#define BACKUP_PASS_NS 500000u   /* pieces one stream produces per loop iteration, at most this long */
+#define BACKUP_YIELD_MS 1u       /* then the next piece waits this long (the loop polls meanwhile) */
 
 typedef struct {
     h2o_generator_t gen; /* first: the callbacks find the stream from it */
@@ -65,7 +69,9 @@ typedef struct {
     uint64_t rate; /* ?rate_mib= in bytes per second, 0 = as fast as the client reads */
     uint64_t t_start_ns, sent;
     h2o_loop_t *loop;
-    h2o_timeout_entry_t ent; /* linked to one of the worker's two backup timeouts */
+    h2o_timeout_entry_t ent; /* linked to one of the worker's backup timeouts */
+    uint64_t pass_now;       /* h2o_now of the loop iteration the last piece was produced in */
+    uint64_t pass_ns;        /* l3_now_ns when that iteration's first piece was */
 } backup_t;
 
 /*
@@ -78,7 +84,7 @@ typedef struct {
  */
 static struct {
     h2o_loop_t *loop;
-    h2o_timeout_t now, wait;
+    h2o_timeout_t now, wait, yield;
 } tmos;
 
 static void tmos_init(h2o_loop_t *loop)
@@ -87,6 +93,7 @@ static void tmos_init(h2o_loop_t *loop)
         return;
     h2o_timeout_init(loop, &tmos.now, 0);
     h2o_timeout_init(loop, &tmos.wait, BACKUP_TICK_MS);
+    h2o_timeout_init(loop, &tmos.yield, BACKUP_YIELD_MS);
     tmos.loop = loop;
 }
 
@@ -237,9 +244,27 @@ static void on_tick(h2o_timeout_entry_t *e)
         h2o_timeout_link(b->loop, &tmos.wait, &b->ent);
         return;
     }
+    uint64_t now = h2o_now(b->loop);
+    if (b->pass_now != now) {
+        b->pass_now = now;
+        b->pass_ns = l3_now_ns();
+    }
     b->sent += b->len;
     b->len = 0;
     send_piece(b);
+}
+
+/* The timeout for the next piece: a 0 ms timeout re-linked from its own callback runs again
+ * in the same timer pass (h2o's loop time does not advance within an iteration), so a
+ * stream whose client reads as fast as pieces are made would keep the worker from polling
+ * its other connections; past BACKUP_PASS_NS in one iteration the next piece yields. */
+static h2o_timeout_t *next_timeout(const backup_t *b)
+{
+    if (!due(b))
+        return &tmos.wait;
+    if (b->pass_now == h2o_now(b->loop) && l3_now_ns() - b->pass_ns >= BACKUP_PASS_NS)
+        return &tmos.yield;
+    return &tmos.now;
 }
 
 static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
@@ -247,7 +272,7 @@ static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
     (void)req;
     backup_t *b = (backup_t *)g;
     if (!b->ended && !h2o_timeout_is_linked(&b->ent))
-        h2o_timeout_link(b->loop, due(b) ? &tmos.now : &tmos.wait, &b->ent);
+        h2o_timeout_link(b->loop, next_timeout(b), &b->ent);
 }
 
 static void on_stop(h2o_generator_t *g, h2o_req_t *req)

@@ -11,10 +11,12 @@ not an assertion), and the backup throughput alone and under the PUT load (MB/s 
 stream, the file verified once with l3kv-inspect).
 
 --rate N streams the backups under load with ?rate_mib=N (the server's throttle; default 0 =
-unthrottled; the backup alone is always unthrottled).
+unthrottled; the backup alone is always unthrottled). --sink null drops the backups under
+load instead of writing them to a file on the server's disk (whose writeback then competes
+with the WAL's).
 
 usage: bench-backup.py [--l3kv BIN] [--inspect BIN] [--mib M] [--rounds R] [--duration S]
-                       [--conns C] [--rate N]
+                       [--conns C] [--rate N] [--sink file|null]
 Exit code 0 when the run completed; 77 when wrk or curl is missing.
 """
 import argparse
@@ -48,11 +50,13 @@ end
 
 
 def one_backup(url, out, rate=0):
+    """One backup into the file out, or counted and dropped when out is None."""
     t = time.monotonic()
     q = "?rate_mib=%d" % rate
-    p = subprocess.run(["curl", "-sf", "-o", out, url + "/admin/backup" + q], timeout=3600)
+    p = subprocess.run(["curl", "-sf", "-o", out or "/dev/null", "-w", "%{size_download}", url + "/admin/backup" + q],
+                       timeout=3600, capture_output=True, text=True)
     dt = time.monotonic() - t
-    return (os.path.getsize(out) if p.returncode == 0 else 0), dt
+    return (int(p.stdout or 0) if p.returncode == 0 else 0), dt
 
 
 def backups_during(url, out, stop, res, rate):
@@ -73,6 +77,9 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--rate", type=int, default=0, help="rate_mib of the backups under load (0 = unthrottled)")
+    ap.add_argument("--sink", choices=("file", "null"), default="file",
+                    help="where the backups under load go: a file next to the server's data (its writeback "
+                         "shares the disk with the WAL) or /dev/null (a backup taken to another machine)")
     a = ap.parse_args()
     if not shutil.which("wrk") or not shutil.which("curl"):
         print("bench-backup: wrk and curl are needed (tools/deps-debian.sh)")
@@ -100,7 +107,8 @@ def main():
                 stop, res = threading.Event(), []
                 th = None
                 if mode == "backup":
-                    th = threading.Thread(target=backups_during, args=(s.url(""), out, stop, res, a.rate))
+                    th = threading.Thread(target=backups_during,
+                                          args=(s.url(""), out if a.sink == "file" else None, stop, res, a.rate))
                     th.start()
                     time.sleep(0.2)
                 w = B.wrk(s.url("/"), a.duration, threads=2, conns=a.conns, lua_path=put)
