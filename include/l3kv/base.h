@@ -47,6 +47,11 @@ uint64_t l3_wall_ns(void);
 /** fsync a directory (after a create, rename or unlink in it). 0 or -errno. The WAL's files
  * go through its own I/O layer instead (src/wal/shim.c). */
 int l3_fsync_dir(const char *dir);
+/** A stop handler for SIGTERM and SIGINT (the previous actions into *old_term / *old_int
+ *  when not NULL), then both unblocked: for a child forked with them blocked, so that no
+ *  early stop request is lost. */
+struct sigaction;
+void l3_stop_signals_install(void (*handler)(int), struct sigaction *old_term, struct sigaction *old_int);
 /** Fill buf with len bytes from the kernel's random source (getrandom); aborts if it cannot. */
 void l3_random_bytes(void *buf, size_t len);
 

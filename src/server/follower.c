@@ -45,6 +45,7 @@
 
 #include <curl/curl.h>
 
+#include "l3kv/base.h"
 #include "l3kv/doc.h"
 #include "l3kv/error.h"
 #include "l3kv/store.h"
@@ -621,15 +622,7 @@ int l3_srv_follower_main(l3_srv_t *srv, void *arg)
                .ring = srv->wal_ring,
                .primary = srv->cfg.replication.primary};
     fl_t *f = &f0;
-    struct sigaction sa = {.sa_handler = on_stop};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigset_t s;
-    sigemptyset(&s);
-    sigaddset(&s, SIGTERM);
-    sigaddset(&s, SIGINT);
-    sigprocmask(SIG_UNBLOCK, &s, NULL);
+    l3_stop_signals_install(on_stop, NULL, NULL);
     int rc = l3_store_proc_register(f->st, L3_STORE_ROLE_WORKER, NULL);
     if (rc < 0) {
         L3_LOG(L3_LOG_ERROR, "replication: cannot register in the store: %s", l3_strerror(rc));

@@ -133,14 +133,8 @@ int l3_repl_state_save(const char *data_dir, const char *primary, const l3_repl_
     close(fd);
     if (rc == 0 && rename(tmp, path) != 0)
         rc = -errno;
-    if (rc == 0) {
-        int dfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            if (fsync(dfd) != 0)
-                rc = -errno;
-            close(dfd);
-        }
-    }
+    if (rc == 0)
+        rc = l3_fsync_dir(data_dir);
     if (rc < 0)
         (void)unlink(tmp);
     return rc;

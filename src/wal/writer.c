@@ -941,18 +941,8 @@ static step_t run_loop(wr_t *w, uint64_t next_seq, int *rc)
 static void signals_install(struct sigaction *old_term, struct sigaction *old_int)
 {
     sig_stop = 0;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, old_term);
-    sigaction(SIGINT, &sa, old_int);
     /* the supervisor forks us with both blocked so no early signal is lost */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    l3_stop_signals_install(on_signal, old_term, old_int);
 }
 
 /* Start (W1: adopt the previous writer's state), run, and end in the state the loop left:
