@@ -337,3 +337,33 @@ def test_replicated_durability_loses_no_acknowledged_write():
             if p.proc.poll() is None:
                 p.stop()
     assert total > trials  # the trials did acknowledge writes
+
+
+def test_damaged_state_file_means_a_new_copy():
+    """replica.state is checked (magic, version, CRC): a damaged one is not trusted, the
+    replica copies the primary again and converges."""
+    p = Server(workers=1)
+    r = None
+    try:
+        for i in range(30):
+            requests.put(p.url("/kv/d-%d" % i), data='{"i":%d}' % i, timeout=10)
+        r = replica_of(p)
+        converged(p, r)
+        d = r.dir
+        r.stop(keep_dir=True)
+        path = os.path.join(d, "data", "replica.state")
+        with open(path, "r+b") as f:
+            f.seek(30)
+            b = f.read(1)
+            f.seek(30)
+            f.write(bytes([b[0] ^ 0x40]))
+        requests.delete(p.url("/kv/d-0"), timeout=10)
+        r = replica_of(p, reuse_dir=d)
+        converged(p, r)
+        assert repl(r)["bootstraps_total"] == 1
+        assert "replica.state is damaged" in r.logtext()
+        assert requests.get(r.url("/kv/d-0"), timeout=10).status_code == 404
+    finally:
+        if r is not None:
+            r.stop()
+        p.stop()
