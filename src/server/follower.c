@@ -82,6 +82,7 @@ typedef struct {
     uint64_t saved_ms;                  /* when the state file was last written */
     bool dirty;                         /* applied since */
     uint64_t warned_ms;                 /* rate limit of "primary unreachable" lines */
+    uint64_t apply_warned_ms;           /* rate limit of "cannot apply" lines (a change retried for good) */
 } fl_t;
 
 static volatile sig_atomic_t stop_flag;
@@ -303,9 +304,12 @@ static int apply_doc(fl_t *f, const char *key, size_t klen, const char *json, si
     l3_repl_unlock(f->r);
     if (rc == -ENOENT || rc == L3_ENOTFOUND)
         rc = 0;
-    if (rc < 0)
-        L3_LOG(L3_LOG_ERROR, "replication: cannot apply the change of key '%.*s': %s", (int)L3_MIN(klen, 200),
-               key, l3_strerror(rc));
+    uint64_t t = now_ms();
+    if (rc < 0 && rc != -ECANCELED && t - f->apply_warned_ms >= 10000) { /* retried: one line per 10 s */
+        f->apply_warned_ms = t;
+        L3_LOG(L3_LOG_ERROR, "replication: cannot apply the change of key '%.*s': %s (retried)",
+               (int)L3_MIN(klen, 200), key, l3_strerror(rc));
+    }
     return rc;
 }
 
@@ -448,10 +452,8 @@ static int poll_once(fl_t *f, bool fetch)
     free(jb.ptr);
     free(buf);
     if (rc < 0) {
-        if (rc != -ECANCELED)
-            L3_LOG(L3_LOG_ERROR,
-                   "replication: a feed answer of the primary was not applied whole: %s (retried)",
-                   l3_strerror(rc));
+        if (rc == -EBADMSG || rc == L3_ESYNTAX || rc == L3_EDEPTH) /* the answer itself */
+            http_fail(f, "GET /changes: an answer that is not a change list", 200);
         return rc;
     }
     f->last_version = answer_version;

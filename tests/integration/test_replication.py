@@ -367,3 +367,24 @@ def test_damaged_state_file_means_a_new_copy():
         if r is not None:
             r.stop()
         p.stop()
+
+
+def test_refused_by_the_primary_keeps_retrying(tmp_path):
+    """A primary that refuses the replica's token: the replica stays up, says "connecting",
+    logs the primary's answer and still refuses writes."""
+    auth = {"auth": {"tokens": [{"name": "admin", "token": "a" * 32, "scopes": ["read", "write", "monitor", "admin"]}],
+                     "anonymous": ["health", "monitor"]}}
+    p = Server(config=auth, workers=1)
+    r = None
+    try:
+        tf = tmp_path / "bad.token"
+        tf.write_text("b" * 32 + "\n")
+        r = replica_of(p, config={"replication": {"token_file": str(tf)}})
+        wait_until(lambda: repl(r)["state"] == "connecting", "the replica reporting the refusal")
+        assert "the primary answered 401" in r.logtext()
+        assert requests.put(r.url("/kv/x"), data="{}", timeout=10).status_code == 403
+        assert repl(r)["bootstraps_total"] == 0
+    finally:
+        if r is not None:
+            r.stop()
+        p.stop()
