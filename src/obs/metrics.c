@@ -582,8 +582,9 @@ static void render_repl(sb_t *b, const l3_obs_repl_t *r)
     if (r->primary != NULL)
         sb_printf(b,
                   ",\"primary\":\"%s\",\"state\":\"%s\",\"lag_records\":%" PRIu64 ",\"lag_ms\":%" PRIu64
-                  ",\"bootstraps_total\":%" PRIu64 ",\"applied_total\":%" PRIu64,
-                  r->primary, r->state, r->lag_records, r->lag_ms, r->bootstraps_total, r->applied_total);
+                  ",\"bootstraps\":%" PRIu64 ",\"bootstraps_total\":%" PRIu64 ",\"applied_total\":%" PRIu64,
+                  r->primary, r->state, r->lag_records, r->lag_ms, r->bootstraps_total, r->bootstraps_total,
+                  r->applied_total);
     sb_printf(b, "}");
 }
 
