@@ -22,6 +22,14 @@ def replica_of(primary, config=None, reuse_dir=None, workers=1):
     return Server(config=cfg, workers=workers, reuse_dir=reuse_dir)
 
 
+def stop_all(*servers):
+    """Stop every server given and check that it exits 0 (one that died by itself fails the
+    test); one killed on purpose (kill_all, which closes its log) or None is passed over."""
+    for s in servers:
+        if s is not None and not s.log.closed:
+            s.stop()
+
+
 def repl(s, headers=None):
     return requests.get(s.url("/metrics"), headers=headers, timeout=10).json()["replication"]
 
@@ -106,9 +114,7 @@ def test_replica_converges_under_a_write_flood():
         c = requests.get(r.url("/changes?since=now&timeout=0"), timeout=10)
         assert c.status_code == 200 and "cursor" in c.json()
     finally:
-        if r is not None:
-            r.stop()
-        p.stop()
+        stop_all(r, p)
 
 
 def test_replica_refuses_writes_and_serves_reads():
@@ -138,9 +144,7 @@ def test_replica_refuses_writes_and_serves_reads():
         assert pr.status_code == 409 and pr.json()["error"] == "not_replica"
         assert repl(p) == {"role": "primary"}
     finally:
-        if r is not None:
-            r.stop()
-        p.stop()
+        stop_all(r, p)
 
 
 def test_sigkill_replica_resumes_without_a_full_copy():
@@ -173,9 +177,7 @@ def test_sigkill_replica_resumes_without_a_full_copy():
         converged(p, r)
         assert repl(r)["bootstraps_total"] == 0
     finally:
-        if r is not None:
-            r.stop()
-        p.stop()
+        stop_all(r, p)
 
 
 def test_expired_position_bootstraps_again():
@@ -204,9 +206,7 @@ def test_expired_position_bootstraps_again():
         assert requests.get(r.url("/kv/e-0"), timeout=10).status_code == 404
         assert "no longer retains position" in r.logtext() or "belongs to another primary" in r.logtext()
     finally:
-        if r is not None:
-            r.stop()
-        p.stop()
+        stop_all(r, p)
 
 
 def test_promote_after_the_primary_dies():
@@ -233,10 +233,7 @@ def test_promote_after_the_primary_dies():
         assert requests.put(r.url("/kv/pm-new2"), data="{}", timeout=10).status_code == 200
         assert requests.get(r.url("/kv/pm-new"), timeout=10).json() == {"after": True}
     finally:
-        if r is not None:
-            r.stop()
-        if p.proc.poll() is None:
-            p.stop()
+        stop_all(r, p)
 
 
 def test_replica_with_a_replicate_token():
@@ -264,9 +261,7 @@ def test_replica_with_a_replicate_token():
         converged(p, r, ph=h)
         os.unlink(tf.name)
     finally:
-        if r is not None:
-            r.stop()
-        p.stop()
+        stop_all(r, p)
 
 
 def test_bad_replication_config_is_refused(tmp_path):
@@ -333,9 +328,7 @@ def test_replicated_durability_loses_no_acknowledged_write():
                     assert g.status_code == 200 and g.json() == {"n": n}, (trial, k, g.status_code, g.text)
             total += len(acked)
         finally:
-            r.stop()
-            if p.proc.poll() is None:
-                p.stop()
+            stop_all(r, p)
     assert total > trials  # the trials did acknowledge writes
 
 
@@ -364,9 +357,7 @@ def test_damaged_state_file_means_a_new_copy():
         assert "replica.state is damaged" in r.logtext()
         assert requests.get(r.url("/kv/d-0"), timeout=10).status_code == 404
     finally:
-        if r is not None:
-            r.stop()
-        p.stop()
+        stop_all(r, p)
 
 
 def test_refused_by_the_primary_keeps_retrying(tmp_path):
@@ -385,6 +376,4 @@ def test_refused_by_the_primary_keeps_retrying(tmp_path):
         assert requests.put(r.url("/kv/x"), data="{}", timeout=10).status_code == 403
         assert repl(r)["bootstraps_total"] == 0
     finally:
-        if r is not None:
-            r.stop()
-        p.stop()
+        stop_all(r, p)
