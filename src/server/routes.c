@@ -12,9 +12,10 @@
  * shadow them.
  *
  * Access control is decided here (scope.c), once, for every route: each entry names the scope its
- * read methods and its write methods need (and for reads, maybe a second scope that also lets
- * them in: `replicate`, what a replica reads from its primary) (0 = none: the dashboard's static page, which
- * holds no data and must load in a browser that has no token yet). Order of refusals:
+ * read methods and its write methods need (0 = none: the dashboard's static page, which
+ * holds no data and must load in a browser that has no token yet), and maybe a second scope
+ * that also lets its read methods in (`replicate`: what a replica reads from its primary).
+ * Order of refusals:
  * 414, 400 token_in_query (a ?token= or ?access_token= parameter: tokens travel only in
  * the Authorization header), 404, then auth.c's verdict (403 protected_mode, 401, 403
  * forbidden), then 400 reserved_key and 405. A loopback peer whose request carries an
