@@ -850,7 +850,6 @@ typedef struct {
     l3_q_str_t prefix, since;
 } feed_params_t;
 
-/* Read and check the parameters. 0, or -1 when the request was answered with an error. */
 /* ?ack=<cursor>: a replica holds every change up to it durably (replicated durability,
  * durable.c). Taken from a token with scope replicate or admin only (a reader must not
  * release other clients' writes); a cursor of an earlier run is ignored. 0, or -1 answered. */
@@ -869,6 +868,7 @@ static int take_ack(l3_rq_t *rq, l3_q_str_t v)
     return 0;
 }
 
+/* Read and check the parameters. 0, or -1 when the request was answered with an error. */
 static int feed_params(l3_rq_t *rq, feed_params_t *p)
 {
     h2o_req_t *req = rq->req;
