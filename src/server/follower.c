@@ -93,13 +93,6 @@ static void on_stop(int sig)
     stop_flag = 1;
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static bool following(const fl_t *f)
 {
     return !stop_flag && atomic_load(&f->r->rp_role) == L3_REPL_REPLICA;
@@ -170,7 +163,7 @@ static long http_get(fl_t *f, const char *path, long timeout_ms, bool binary, FI
     if (c == CURLE_ABORTED_BY_CALLBACK || stop_flag)
         return -ECANCELED;
     if (c != CURLE_OK) {
-        uint64_t t = now_ms();
+        uint64_t t = l3_store_now_ms();
         if (t - f->warned_ms >= 10000) {
             f->warned_ms = t;
             L3_LOG(L3_LOG_WARN, "replication: GET %s: %s", url,
@@ -185,7 +178,7 @@ static long http_get(fl_t *f, const char *path, long timeout_ms, bool binary, FI
 
 static void http_fail(fl_t *f, const char *what, long code)
 {
-    uint64_t t = now_ms();
+    uint64_t t = l3_store_now_ms();
     if (code == -EPIPE || t - f->warned_ms < 10000)
         return;
     f->warned_ms = t;
@@ -266,7 +259,7 @@ static int save_durable(fl_t *f)
     if (rc < 0)
         L3_LOG(L3_LOG_ERROR, "replication: cannot save the position (%s): a restart repeats more",
                strerror(-rc));
-    f->saved_ms = now_ms();
+    f->saved_ms = l3_store_now_ms();
     f->dirty = false;
     return rc;
 }
@@ -304,7 +297,7 @@ static int apply_doc(fl_t *f, const char *key, size_t klen, const char *json, si
     l3_repl_unlock(f->r);
     if (rc == -ENOENT || rc == L3_ENOTFOUND)
         rc = 0;
-    uint64_t t = now_ms();
+    uint64_t t = l3_store_now_ms();
     if (rc < 0 && rc != -ECANCELED && t - f->apply_warned_ms >= 10000) { /* retried: one line per 10 s */
         f->apply_warned_ms = t;
         L3_LOG(L3_LOG_ERROR, "replication: cannot apply the change of key '%.*s': %s (retried)",
@@ -405,7 +398,7 @@ static void note_lag(fl_t *f, bool empty)
         atomic_store(&r->rp_applied_version, av = pv);
     if (pv > av) {
         if (atomic_load(&r->rp_behind_since_ms) == 0)
-            atomic_store(&r->rp_behind_since_ms, now_ms());
+            atomic_store(&r->rp_behind_since_ms, l3_store_now_ms());
     } else {
         atomic_store(&r->rp_behind_since_ms, 0);
     }
@@ -462,7 +455,7 @@ static int poll_once(fl_t *f, bool fetch)
     if (n != 0 && f->replicated && make_durable(f) < 0) /* the primary's writes wait for the next ?ack= */
         L3_LOG(L3_LOG_WARN, "replication: the WAL did not make the applied changes durable in time");
     atomic_store(&f->r->rp_state, L3_REPL_S_FOLLOWING);
-    if (f->dirty && now_ms() - f->saved_ms >= SAVE_MS)
+    if (f->dirty && l3_store_now_ms() - f->saved_ms >= SAVE_MS)
         (void)save_durable(f);
     return 0;
 }
@@ -479,7 +472,7 @@ static int boot_put(void *ctx, const l3_wal_rec_t *rec)
         if (dlen < 8)
             return L3_ECORRUPT;
         dlen -= 8;
-        if (l3_wal_get_deadline((const uint8_t *)rec->payload + dlen) <= now_ms())
+        if (l3_wal_get_deadline((const uint8_t *)rec->payload + dlen) <= l3_store_now_ms())
             return 0; /* expired already: the primary's sweep deletes it */
     }
     uint8_t *copy = malloc(dlen ? dlen : 1);
@@ -567,7 +560,7 @@ static int bootstrap(fl_t *f)
         code = -EIO;
     uint64_t below = l3_store_last_lsn(f->st);
     l3_wal_snap_info_t info = {0};
-    uint64_t t0 = now_ms();
+    uint64_t t0 = l3_store_now_ms();
     if (code == 200)
         rc = l3_wal_snapshot_load(path, boot_put, f, &info);
     else
@@ -584,7 +577,7 @@ static int bootstrap(fl_t *f)
     }
     L3_LOG(L3_LOG_INFO,
            "replication: bootstrap loaded %" PRIu64 " documents in %" PRIu64 " ms; following from %s",
-           info.count, now_ms() - t0, head);
+           info.count, l3_store_now_ms() - t0, head);
     memcpy(f->state.cursor, head, sizeof head);
     f->state.have_cursor = true;
     f->dirty = true;

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "l3kv/base.h"
@@ -59,9 +58,6 @@ void l3_repl_ack(l3_repl_t *r, uint64_t pos)
     uint64_t cur = atomic_load(&r->rp_ack_pos);
     while (pos > cur && !atomic_compare_exchange_weak(&r->rp_ack_pos, &cur, pos))
         ;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    atomic_store(&r->rp_ack_ms, (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
 }
 
 void l3_repl_lock(l3_repl_t *r)

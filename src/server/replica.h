@@ -60,11 +60,9 @@ typedef struct l3_repl_block {
     _Atomic uint64_t rp_primary_version; /* the primary's last LSN, as of the last answer */
     _Atomic uint64_t rp_applied_version; /* the primary's LSN of the last change applied */
     _Atomic uint64_t rp_behind_since_ms; /* wall clock since which the replica is behind (0: caught up) */
-    _Atomic uint64_t rp_caught_up;       /* 1 when the last answer left nothing to apply */
     /* a primary: the WAL ring position up to which a replica said it holds every change
-     * durably (GET /changes?ack=, this run's ring only), and when it last said so */
+     * durably (GET /changes?ack=, this run's ring only) */
     _Atomic uint64_t rp_ack_pos;
-    _Atomic uint64_t rp_ack_ms;
 } l3_repl_t;
 
 /** The durable resume state (the state file above). */
