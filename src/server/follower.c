@@ -388,11 +388,12 @@ static int apply_change(fl_t *f, const uint8_t *buf, uint32_t ch, bool fetch, l3
     return 0;
 }
 
-static void note_lag(fl_t *f, bool empty)
+/* After an answer: version is its X-L3KV-Last-Version (0: none), empty whether it had no change. */
+static void note_lag(fl_t *f, uint64_t version, bool empty)
 {
     l3_repl_t *r = f->r;
-    if (f->last_version != 0)
-        atomic_store(&r->rp_primary_version, f->last_version);
+    if (version != 0)
+        atomic_store(&r->rp_primary_version, version);
     uint64_t pv = atomic_load(&r->rp_primary_version), av = atomic_load(&r->rp_applied_version);
     if (empty && pv > av) /* nothing left to send: the primary's head is reached */
         atomic_store(&r->rp_applied_version, av = pv);
@@ -420,6 +421,7 @@ static int poll_once(fl_t *f, bool fetch)
         http_fail(f, "GET /changes", code);
         return code < 0 ? (int)code : -EPIPE;
     }
+    /* this answer's headers: apply_fetched's requests below replace f's */
     uint64_t answer_version = f->last_version;
     bool replicated = f->replicated;
     uint8_t *buf = NULL;
@@ -449,10 +451,8 @@ static int poll_once(fl_t *f, bool fetch)
             http_fail(f, "GET /changes: an answer that is not a change list", 200);
         return rc;
     }
-    f->last_version = answer_version;
-    f->replicated = replicated;
-    note_lag(f, n == 0);
-    if (n != 0 && f->replicated && make_durable(f) < 0) /* the primary's writes wait for the next ?ack= */
+    note_lag(f, answer_version, n == 0);
+    if (n != 0 && replicated && make_durable(f) < 0) /* the primary's writes wait for the next ?ack= */
         L3_LOG(L3_LOG_WARN, "replication: the WAL did not make the applied changes durable in time");
     atomic_store(&f->r->rp_state, L3_REPL_S_FOLLOWING);
     if (f->dirty && l3_store_now_ms() - f->saved_ms >= SAVE_MS)
@@ -534,12 +534,23 @@ static int head_cursor(fl_t *f, char *out)
         http_fail(f, "GET /changes?since=now", code);
         return code < 0 ? (int)code : -EPIPE;
     }
-    const char *p = f->body.ptr ? strstr(f->body.ptr, "\"cursor\":\"") : NULL;
-    if (p == NULL || strspn(p + 10, "0123456789abcdef") != L3_REPL_CURSOR_LEN)
-        return -EBADMSG;
-    memcpy(out, p + 10, L3_REPL_CURSOR_LEN);
-    out[L3_REPL_CURSOR_LEN] = '\0';
-    return 0;
+    /* parsed like every feed answer (poll_once), not searched for */
+    uint8_t *buf = NULL;
+    size_t blen = 0;
+    uint32_t root, clen;
+    const char *cur;
+    l3_doc_parse_opts_t po = {.max_bytes = f->body_max * 4};
+    int rc = l3_doc_from_json(f->body.ptr, f->body.len, &po, &buf, &blen, NULL);
+    if (rc == 0 && (l3_doc_lookup(buf, "", 0, L3_DOC_PATH_POINTER, &root) != 0 ||
+                    !val_str(buf, root, "cursor", &cur, &clen) || clen != L3_REPL_CURSOR_LEN ||
+                    strspn(cur, "0123456789abcdef") < L3_REPL_CURSOR_LEN))
+        rc = -EBADMSG;
+    if (rc == 0) {
+        memcpy(out, cur, L3_REPL_CURSOR_LEN);
+        out[L3_REPL_CURSOR_LEN] = '\0';
+    }
+    free(buf);
+    return rc < 0 ? rc : 0;
 }
 
 static int bootstrap(fl_t *f)
