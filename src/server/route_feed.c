@@ -66,6 +66,7 @@
 #define FEED_LOG_TIMEOUT_MS 5000u       /* the writer not answering in this time: 503 / reset */
 #define FEED_CACHE_EVENTS 8192u
 #define FEED_CACHE_KEY_BYTES (1024u * 1024u)
+#define FEED_CACHE_TEXT_BYTES (4u * 1024u * 1024u) /* formatted events shared by the streams */
 
 typedef enum { FEED_LONGPOLL, FEED_SSE, FEED_CONTINUOUS } feed_mode_t;
 
@@ -83,10 +84,13 @@ typedef struct watcher {
     bool nowait;     /* long poll with timeout=0 (or HEAD): answer after the first read */
     bool unanswered; /* no status sent yet: waits for the writer's first answer (begin) */
     bool log_ready;  /* the writer's answer has been applied: fill returns log_rc once */
+    bool backlog;    /* the last fill stopped at a bound, not at the end of what is there */
     int log_rc;
     const char *prefix;
     size_t plen;
     uint64_t pos;            /* next ring position to read */
+    uint64_t cgen;           /* the window cnext belongs to */
+    uint32_t cnext;          /* the window entry after the last one this watcher took */
     uint64_t epoch;          /* the ring instance pos belongs to (an older run's while from_log) */
     bool from_log;           /* pos is older than the ring holds: read through the writer */
     uint64_t max, count;     /* changes to deliver (0 = no limit) and delivered */
@@ -96,9 +100,13 @@ typedef struct watcher {
     l3_buf_t out, sent;      /* staged events / the chunk h2o is writing */
 } watcher_t;
 
+/* the text forms a window entry can have cached: SSE, NDJSON (streams without documents) */
+enum { TEXT_SSE, TEXT_NDJSON, TEXT_FORMS };
+
 typedef struct {
     uint64_t from, end, lsn;
     uint32_t koff, klen;
+    uint32_t toff[TEXT_FORMS], tlen[TEXT_FORMS]; /* its text in l3_feed_t.ctext (tlen 0: none yet) */
     uint8_t op, flags;
 } feed_cev_t;
 
@@ -121,15 +129,26 @@ typedef struct l3_feed {
     uint8_t key[L3_STORE_KEY_MAX];
     /* the decoded window (next_change) */
     bool cvalid;
+    uint64_t cgen; /* bumped when a new window starts */
     size_t ncev, ckeys_len;
     uint64_t cfrom, cend;
     feed_cev_t cev[FEED_CACHE_EVENTS];
     uint8_t ckeys[FEED_CACHE_KEY_BYTES];
+    /* the window's events as the streams send them, formatted by the first watcher that
+     * sends one and copied by the others (their cursors carry ctext_epoch) */
+    l3_buf_t ctext;
+    uint64_t ctext_epoch;
 } l3_feed_t;
 
+/* 32 lower-case hex digits (epoch with the mark, position) and a NUL: every event carries
+ * one, so no printf */
 static void fmt_cursor(char *out, uint64_t epoch, uint64_t pos)
 {
-    snprintf(out, CURSOR_LEN + 1, "%016" PRIx64 "%016" PRIx64, epoch | CURSOR_MARK, pos);
+    static const char hex[16] = "0123456789abcdef";
+    uint64_t v[2] = {epoch | CURSOR_MARK, pos};
+    for (unsigned i = 0; i < CURSOR_LEN; i++)
+        out[i] = hex[(v[i / 16] >> (60 - 4 * (i % 16))) & 15];
+    out[CURSOR_LEN] = '\0';
 }
 
 /* 0 ok, 1 a cursor of the format without the mark (an older version's), -1 malformed */
@@ -166,23 +185,24 @@ static int cats(l3_buf_t *b, const char *s)
     return cat(b, s, strlen(s));
 }
 
+/* a string literal, its length known at compile time */
+#define CATL(b, lit) cat((b), "" lit, sizeof(lit) - 1)
+
 /* {"key":..,"op":..,"version":..[,"cursor":..][,"doc":..]} */
 static int event_json(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, const char *cursor,
                       bool with_cursor)
 {
     l3_buf_t *b = &w->out;
-    char num[64];
-    if (cats(b, "{\"key\":") != 0 || l3_http_buf_str(b, (const char *)f->key, ev->klen) != 0 ||
-        cats(b, ",\"op\":\"") != 0 || cats(b, l3_walop_name(ev->op, ev->flags)) != 0)
-        return -ENOMEM;
-    snprintf(num, sizeof num, "\",\"version\":%" PRIu64, ev->lsn);
-    if (cats(b, num) != 0)
+    char num[24];
+    if (CATL(b, "{\"key\":") != 0 || l3_http_buf_str(b, (const char *)f->key, ev->klen) != 0 ||
+        CATL(b, ",\"op\":\"") != 0 || cats(b, l3_walop_name(ev->op, ev->flags)) != 0 ||
+        CATL(b, "\",\"version\":") != 0 || cat(b, num, l3_http_u64_dec(num, ev->lsn)) != 0)
         return -ENOMEM;
     if (with_cursor &&
-        (cats(b, ",\"cursor\":\"") != 0 || cat(b, cursor, CURSOR_LEN) != 0 || cats(b, "\"") != 0))
+        (CATL(b, ",\"cursor\":\"") != 0 || cat(b, cursor, CURSOR_LEN) != 0 || CATL(b, "\"") != 0))
         return -ENOMEM;
     if (w->include_docs) {
-        if (cats(b, ",\"doc\":") != 0)
+        if (CATL(b, ",\"doc\":") != 0)
             return -ENOMEM;
         size_t mark = b->len;
         int rc = ev->op == L3_WALOP_DELETE
@@ -192,11 +212,11 @@ static int event_json(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, co
             b->len = mark;
             if (rc != -ENOENT && rc != L3_ENOTFOUND)
                 return rc;
-            if (cats(b, "null") != 0)
+            if (CATL(b, "null") != 0)
                 return -ENOMEM;
         }
     }
-    return cats(b, "}");
+    return CATL(b, "}");
 }
 
 static int event_text(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, uint64_t epoch)
@@ -207,30 +227,44 @@ static int event_text(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, ui
     int rc;
     switch (w->mode) {
     case FEED_SSE:
-        if (cats(b, "id: ") != 0 || cat(b, cur, CURSOR_LEN) != 0 || cats(b, "\nevent: change\ndata: ") != 0)
+        if (CATL(b, "id: ") != 0 || cat(b, cur, CURSOR_LEN) != 0 || CATL(b, "\nevent: change\ndata: ") != 0)
             return -ENOMEM;
         rc = event_json(f, w, ev, cur, false);
-        return rc < 0 ? rc : cats(b, "\n\n");
+        return rc < 0 ? rc : CATL(b, "\n\n");
     case FEED_CONTINUOUS:
         rc = event_json(f, w, ev, cur, true);
-        return rc < 0 ? rc : cats(b, "\n");
+        return rc < 0 ? rc : CATL(b, "\n");
     case FEED_LONGPOLL:
     default:
-        if (w->count > 0 && cats(b, ",") != 0)
+        if (w->count > 0 && CATL(b, ",") != 0)
             return -ENOMEM;
         return event_json(f, w, ev, cur, true);
     }
 }
 
 /* Stage one change (the key in f->key) in w->out and count it; on failure w->out is as it
- * was. */
-static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, uint64_t epoch)
+ * was. idx is the change's entry in the decoded window (-1: not in it): a stream without
+ * documents copies the text another stream formatted for it, or formats it and keeps it
+ * there, so N watchers of one worker format each change once. */
+static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, uint64_t epoch, int idx)
 {
+    bool shared = idx >= 0 && !w->include_docs && w->mode != FEED_LONGPOLL &&
+                  (f->ctext.len == 0 || f->ctext_epoch == epoch);
+    unsigned form = w->mode == FEED_SSE ? TEXT_SSE : TEXT_NDJSON;
+    feed_cev_t *c = shared ? &f->cev[idx] : NULL;
     size_t mark = w->out.len;
-    int rc = event_text(f, w, ev, epoch);
+    int rc = c != NULL && c->tlen[form] != 0 ? cat(&w->out, f->ctext.ptr + c->toff[form], c->tlen[form])
+                                             : event_text(f, w, ev, epoch);
     if (rc < 0) {
         w->out.len = mark;
         return rc;
+    }
+    size_t n = w->out.len - mark;
+    if (c != NULL && c->tlen[form] == 0 && f->ctext.len + n <= FEED_CACHE_TEXT_BYTES &&
+        cat(&f->ctext, w->out.ptr + mark, n) == 0) {
+        c->toff[form] = (uint32_t)(f->ctext.len - n);
+        c->tlen[form] = (uint32_t)n;
+        f->ctext_epoch = epoch;
     }
     w->count++;
     w->staged++;
@@ -243,8 +277,10 @@ static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, uin
  * true. Events [0, ncev) are consecutive changes: event i was found reading from
  * cev[i].from and ends at cev[i].end; cfrom is the end of the last one, and the slots in
  * [cfrom, cend) hold no change. Full: the next watcher at the end starts a new window. */
-static int cache_find(const l3_feed_t *f, uint64_t pos)
+static int cache_find(const l3_feed_t *f, const watcher_t *w, uint64_t pos)
 {
+    if (w->cgen == f->cgen && w->cnext < f->ncev && f->cev[w->cnext].from == pos)
+        return (int)w->cnext; /* a watcher mostly takes the window's entries one after another */
     size_t lo = 0, hi = f->ncev;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -256,18 +292,21 @@ static int cache_find(const l3_feed_t *f, uint64_t pos)
     return lo < f->ncev && f->cev[lo].from == pos ? (int)lo : -1;
 }
 
-/* The next change at w->pos below limit: 1 (*ret_ev, key in *ret_key), 0 none yet, < 0 as
- * l3_wal_feed_next. Advances w->pos. */
+/* The next change at w->pos below limit: 1 (*ret_ev, key in *ret_key, *ret_idx its window
+ * entry or -1), 0 none yet, < 0 as l3_wal_feed_next. Advances w->pos. */
 static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *ret_ev,
-                       const uint8_t **ret_key)
+                       const uint8_t **ret_key, int *ret_idx)
 {
-    int i = cache_find(f, w->pos);
+    int i = cache_find(f, w, w->pos);
+    *ret_idx = i;
     if (i >= 0) {
         if (f->cev[i].end > limit)
             return 0;
         *ret_ev = f->cev[i];
         *ret_key = f->ckeys + f->cev[i].koff;
         w->pos = f->cev[i].end;
+        w->cgen = f->cgen;
+        w->cnext = (uint32_t)i + 1;
         return 1;
     }
     bool at_end = f->cvalid && (w->pos == f->cfrom || w->pos == f->cend);
@@ -278,6 +317,8 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
             f->cvalid = true;
             f->ncev = 0;
             f->ckeys_len = 0;
+            f->ctext.len = 0;
+            f->cgen++;
             f->cfrom = f->cend = w->pos;
             at_end = true;
         }
@@ -299,6 +340,9 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
                                            .klen = ev.klen,
                                            .op = ev.op,
                                            .flags = ev.flags};
+            *ret_idx = (int)f->ncev;
+            w->cgen = f->cgen;
+            w->cnext = (uint32_t)f->ncev + 1;
             f->ncev++;
             f->ckeys_len += ev.klen;
             f->cfrom = f->cend = ev.end;
@@ -316,6 +360,34 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
 
 static void turn(watcher_t *w, uint64_t now);
 static void begin(watcher_t *w);
+
+/* The change at window entry idx (just taken by next_change, w->pos after it) and the ones
+ * after it, as far as their text is cached and contiguous, staged with one copy: a stream
+ * with no prefix and no documents that keeps up costs one memcpy per tick, not one
+ * formatting per change. false: not for this watcher or not cached (the caller stages it). */
+static bool take_run(l3_feed_t *f, watcher_t *w, int idx, uint64_t limit, int *added)
+{
+    unsigned form = w->mode == FEED_SSE ? TEXT_SSE : TEXT_NDJSON;
+    if (idx < 0 || w->plen != 0 || w->include_docs || w->mode == FEED_LONGPOLL || f->ctext.len == 0 ||
+        f->ctext_epoch != w->epoch || f->cev[idx].tlen[form] == 0)
+        return false;
+    const feed_cev_t *c = f->cev;
+    size_t i = (size_t)idx, j = i + 1;
+    uint64_t from = c[i].toff[form], to = from + c[i].tlen[form];
+    uint64_t room = w->max == 0 ? UINT64_MAX : w->max - w->count;
+    while (j < f->ncev && j - i < room && c[j].tlen[form] != 0 && c[j].toff[form] == to &&
+           c[j].end <= limit && w->out.len + (to - from) + c[j].tlen[form] <= FEED_OUT_CAP)
+        to += c[j++].tlen[form];
+    if (cat(&w->out, f->ctext.ptr + from, (size_t)(to - from)) != 0)
+        return false; /* the caller's own staging reports it */
+    w->pos = c[j - 1].end;
+    w->cgen = f->cgen;
+    w->cnext = (uint32_t)j;
+    w->count += j - i;
+    w->staged += j - i;
+    *added = 1;
+    return true;
+}
 
 /* w at the back of f's watcher list (w is in no list) */
 static void list_append(l3_feed_t *f, watcher_t *w)
@@ -359,7 +431,7 @@ static int log_apply(l3_feed_t *f, watcher_t *w, const l3_wal_log_reply_t *rep)
             return -EPIPE;
         memcpy(f->key, le.key, le.klen);
         l3_wal_feed_ev_t ev = {.op = le.op, .flags = le.flags, .lsn = le.lsn, .klen = le.klen, .end = le.end};
-        if ((rc = add_event(f, w, &ev, le.epoch)) < 0)
+        if ((rc = add_event(f, w, &ev, le.epoch, -1)) < 0)
             return rc;
         w->epoch = le.epoch;
         w->pos = le.end;
@@ -482,21 +554,27 @@ static int fill(l3_feed_t *f, watcher_t *w)
     uint64_t limit = w->durable_only ? b.durable : b.head;
     int added = 0;
     unsigned budget = FEED_TICK_SLOTS;
+    w->backlog = true;
     while (w->out.len < FEED_OUT_CAP && (w->max == 0 || w->count < w->max) && budget > 0) {
         feed_cev_t ce;
         const uint8_t *key;
-        int rc = next_change(f, w, limit, &ce, &key);
+        int idx;
+        int rc = next_change(f, w, limit, &ce, &key, &idx);
         if (rc < 0)
             return rc;
         budget--; /* so a turn looks at FEED_TICK_SLOTS x FEED_CALL_SLOTS slots at most */
-        if (rc == 0)
+        if (rc == 0) {
+            w->backlog = false;
             break;
+        }
         if (ce.klen < w->plen || memcmp(key, w->prefix, w->plen) != 0)
+            continue;
+        if (take_run(f, w, idx, limit, &added))
             continue;
         if (key != f->key)
             memcpy(f->key, key, ce.klen);
         l3_wal_feed_ev_t ev = {.op = ce.op, .flags = ce.flags, .lsn = ce.lsn, .klen = ce.klen, .end = ce.end};
-        if ((rc = add_event(f, w, &ev, w->epoch)) < 0)
+        if ((rc = add_event(f, w, &ev, w->epoch, idx)) < 0)
             return rc;
         added = 1;
     }
@@ -705,7 +783,10 @@ static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
     w->sent.len = 0;
     if (w->ended)
         return;
-    turn(w, h2o_now(w->f->loop));
+    /* a stream that has caught up waits for the tick, so its changes go out in one chunk
+     * per tick instead of one small write (and one wake-up of its client) per loop pass */
+    if (w->backlog || w->finishing || w->from_log)
+        turn(w, h2o_now(w->f->loop));
 }
 
 static void on_stop(h2o_generator_t *g, h2o_req_t *req)

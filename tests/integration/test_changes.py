@@ -304,6 +304,66 @@ def test_flood_exactly_once_and_resume(fsrv):
     assert resumed == got, "resume with Last-Event-ID: gap or duplicate"
 
 
+def test_unfiltered_streams_share_one_text_and_agree(fsrv):
+    """Several streams of one worker with no prefix and no documents send each change's text
+    as the first of them formatted it (copied, in runs): SSE and NDJSON streams, one with a
+    limit, must still each see every acknowledged change once, in the same order, with the
+    SSE ids equal to the NDJSON cursors; the limited one ends after exactly its limit."""
+    keys = ["sh-%d" % i for i in range(8)]
+    c0 = now_cursor(fsrv)
+    limit = 150
+    results = {}
+
+    def watch(name, mode, extra=""):
+        st = Stream(fsrv.port, "/changes?feed=%s&since=%s%s" % (mode, c0, extra))
+        got = []
+        while True:
+            if mode == "sse":
+                ev = st.sse()
+                if ev is None:
+                    break
+                if ev.get("event") != "change":
+                    continue
+                d = json.loads(ev["data"])
+                got.append((d["key"], d["version"], ev["id"]))
+            else:
+                line = st.take(b"\n")
+                if line is None:
+                    break
+                if not line.strip():
+                    continue
+                d = json.loads(line)
+                got.append((d["key"], d["version"], d["cursor"]))
+            if d["key"] == "sh-end":
+                break
+        st.close()
+        results[name] = got
+
+    specs = [("sse%d" % i, "sse", "") for i in range(3)] + [("nd%d" % i, "continuous", "") for i in range(2)]
+    specs.append(("limited", "sse", "&limit=%d" % limit))
+    ths = [threading.Thread(target=watch, args=sp) for sp in specs]
+    for t in ths:
+        t.start()
+    acked, lock = [], threading.Lock()
+    for t in flood(fsrv, keys, 200, 4, acked, lock):
+        t.join(120)
+    requests.put(fsrv.url("/kv/sh-end"), data="{}", timeout=10)
+    for t in ths:
+        t.join(120)
+    assert set(results) == {sp[0] for sp in specs}, "a watcher did not finish"
+    ref = results["sse0"]
+    for name, got in results.items():
+        if name == "limited":
+            assert got == ref[:limit], "the limited stream differs from the others' first %d" % limit
+            continue
+        assert got == ref, "%s differs from sse0" % name
+    kv = [(k, v) for k, v, _ in ref]
+    assert len(kv) == len(set(kv)), "duplicates"
+    assert set(acked) <= set(kv), "missing: %r" % sorted(set(acked) - set(kv))[:10]
+    ids = [i for _, _, i in ref]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
 def test_since_now_then_list_reaches_final_state(fsrv):
     keys = ["sn-%d" % i for i in range(20)]
     for k in keys[:10]:
