@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: MIT
 """Change-feed benchmark for l3kv: PUT throughput (wrk, 64 connections, ~100-byte
 documents on 1,000 keys) against one server with no watcher, with 100 idle watchers (SSE
-streams whose prefix matches nothing: heartbeats only) and with 10 active watchers (curl
-reading the whole SSE feed), interleaved for --rounds rounds in the same run, best round of
+streams whose prefix matches nothing: heartbeats only) and with 10 active watchers (reading
+the whole SSE feed: sockets read and counted by one thread, or with --watchers curl, curl
+processes writing it to files), interleaved for --rounds rounds in the same run, best round of
 each; prints req/s and the ratios against no watcher (target >= 0.9: PASS or MISS, a
 figure, not an assertion), how many active streams were reset, and the write -> watcher
 event latency p50/p99 of sequential PUTs seen by one SSE watcher. A fourth case,
@@ -12,12 +13,13 @@ case: the ring has overwritten it by then, so they read the WAL segments the wri
 and after the rounds, a long poll loop from a cursor taken before a 3 s PUT flood gives the
 catch-up rate (changes per second from the log, then the ring).
 
-usage: bench-feed.py [--l3kv BIN] [--duration S] [--rounds R] [--workers N]
-Exit code 0 when the run completed; 77 when wrk or curl is missing.
+usage: bench-feed.py [--l3kv BIN] [--duration S] [--rounds R] [--workers N] [--watchers socket|curl]
+Exit code 0 when the run completed; 77 when wrk (or curl, for --watchers curl) is missing.
 """
 import argparse
 import json
 import os
+import selectors
 import shutil
 import socket
 import subprocess
@@ -40,12 +42,91 @@ def idle_watchers(port, n):
     return socks
 
 
-def active_watchers(url, n, tmp, query="feed=sse"):
-    procs = []
-    for i in range(n):
-        path = os.path.join(tmp, "active-%d.txt" % i)
-        procs.append((subprocess.Popen(["curl", "-sN", "-o", path, url + "/changes?" + query]), path))
-    return procs
+class SocketWatchers:
+    """n watchers on raw keep-alive sockets, read by one thread that counts the change and
+    reset events as the bytes arrive (nothing is stored: the client costs what reading the
+    stream costs). A count is taken over the previous read's last bytes too, so an event
+    split between two reads is counted once."""
+    PATS = (b"event: change", b"event: reset", b'"reset":true')
+
+    def __init__(self, port, n, query):
+        self.socks = []
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /changes?%s HTTP/1.1\r\nHost: x\r\n\r\n" % query.encode())
+            s.setblocking(False)
+            self.socks.append(s)
+        self.counts = [0, 0]
+        self.stop_r, self.stop_w = os.pipe()
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    def _run(self):
+        sel = selectors.DefaultSelector()
+        tails = {}
+        for s in self.socks:
+            sel.register(s, selectors.EVENT_READ)
+            tails[s] = b""
+        sel.register(self.stop_r, selectors.EVENT_READ)
+        keep = max(len(p) for p in self.PATS) - 1
+        while True:
+            for k, _ in sel.select():
+                if k.fileobj == self.stop_r:
+                    sel.close()
+                    return
+                try:
+                    data = k.fileobj.recv(1 << 18)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    sel.unregister(k.fileobj)
+                    continue
+                t = tails[k.fileobj]
+                buf = t + data
+                # events whose first byte lies in the tail were counted with the last read
+                self.counts[0] += buf.count(self.PATS[0]) - t.count(self.PATS[0])
+                self.counts[1] += (buf.count(self.PATS[1]) - t.count(self.PATS[1]) +
+                                   buf.count(self.PATS[2]) - t.count(self.PATS[2]))
+                tails[k.fileobj] = buf[-keep:]
+
+    def stop(self):
+        os.write(self.stop_w, b"x")
+        self.th.join()
+        for s in self.socks:
+            s.close()
+        os.close(self.stop_r)
+        os.close(self.stop_w)
+        return self.counts[0], self.counts[1]
+
+
+class CurlWatchers:
+    """n curl processes writing the stream to files, counted when they stop."""
+
+    def __init__(self, url, n, tmp, query):
+        self.procs = []
+        for i in range(n):
+            path = os.path.join(tmp, "active-%d.txt" % i)
+            self.procs.append((subprocess.Popen(["curl", "-sN", "-o", path, url + "/changes?" + query]), path))
+
+    def stop(self):
+        changes = resets = 0
+        for p, path in self.procs:
+            p.terminate()
+            p.wait()
+            with open(path, "rb") as f:
+                for line in f:
+                    if line.startswith(b"event: change"):
+                        changes += 1
+                    elif line.startswith(b"event: reset") or line.startswith(b'{"reset":true'):
+                        resets += 1
+            os.unlink(path)
+        return changes, resets
+
+
+def active_watchers(kind, srv, n, tmp, query="feed=sse"):
+    if kind == "curl":
+        return CurlWatchers(srv.base, n, tmp, query)
+    return SocketWatchers(srv.port, n, query)
 
 
 def get_json(url):
@@ -63,21 +144,6 @@ def catchup_rate(base, cursor, max_s=30.0):
         if not j["changes"]:
             break
     return n, n / (time.perf_counter() - t0)
-
-
-def count_active(procs):
-    changes = resets = 0
-    for p, path in procs:
-        p.terminate()
-        p.wait()
-        with open(path, "rb") as f:
-            for line in f:
-                if line.startswith(b"event: change"):
-                    changes += 1
-                elif line.startswith(b"event: reset"):
-                    resets += 1
-        os.unlink(path)
-    return changes, resets
 
 
 def latency(srv, n=300):
@@ -136,9 +202,12 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--watchers", choices=("socket", "curl"), default="socket",
+                    help="active watchers: sockets read and counted by one thread of this script "
+                         "(default), or curl processes writing the streams to files")
     a = ap.parse_args()
-    if not shutil.which("wrk") or not shutil.which("curl"):
-        print("bench-feed: wrk and curl are needed; skipped")
+    if not shutil.which("wrk") or (a.watchers == "curl" and not shutil.which("curl")):
+        print("bench-feed: wrk (and curl for --watchers curl) needed; skipped")
         return 77
     a.l3kv = B.resolve_bin(a.l3kv)
     tmp = tempfile.mkdtemp(prefix="l3kv-feedbench-")
@@ -146,19 +215,19 @@ def main():
     try:
         lua = B.write_lua(tmp, B.lua_keyed("PUT", 1000, 100, prefix="t"))
         best = {}
-        resets = changes = 0
+        resets = changes = acked = 0
         c_back = None
         cases = ("none", "idle100", "active10", "catchup10")
         for _ in range(a.rounds):
             for case in cases:
-                socks, procs = [], []
+                socks, procs = [], None
                 if case == "idle100":
                     socks = idle_watchers(srv.port, 100)
                 elif case == "active10":
                     c_back = get_json(srv.base + "/changes?since=now&timeout=0")["cursor"]
-                    procs = active_watchers(srv.base, 10, tmp)
+                    procs = active_watchers(a.watchers, srv, 10, tmp)
                 elif case == "catchup10":
-                    procs = active_watchers(srv.base, 10, tmp, "feed=continuous&since=" + c_back)
+                    procs = active_watchers(a.watchers, srv, 10, tmp, "feed=continuous&since=" + c_back)
                 time.sleep(0.5)
                 r = B.wrk(srv.url("/"), a.duration, threads=2, conns=64, lua_path=lua)
                 if r["non2xx"] or r["errors"]:
@@ -166,24 +235,25 @@ def main():
                 time.sleep(0.5)
                 for s in socks:
                     s.close()
-                if procs and case == "active10":
-                    c, rs = count_active(procs)
-                    changes += c
-                    resets += rs
-                elif procs:
-                    count_active(procs)
+                if procs is not None:
+                    c, rs = procs.stop()
+                    if case == "active10":
+                        changes += c
+                        resets += rs
+                        acked += 10 * r["requests"]
                 if case not in best or r["rps"] > best[case]["rps"]:
                     best[case] = r
         base = best["none"]["rps"] or 1.0
-        print("feed bench: %d workers, wrk 64 connections PUT ~100 B on 1,000 keys, %d s x %d rounds (best)"
-              % (a.workers, a.duration, a.rounds))
+        print("feed bench: %d workers, wrk 64 connections PUT ~100 B on 1,000 keys, %d s x %d rounds (best), "
+              "watchers: %s" % (a.workers, a.duration, a.rounds, a.watchers))
         for case in cases:
             r = best[case]
             ratio = r["rps"] / base
             print("  %-9s %10.0f req/s  p50 %s p99 %s  ratio %.3f %s" % (
                 case, r["rps"], B.fmt_s(r["p50"]), B.fmt_s(r["p99"]), ratio,
                 "" if case == "none" else ("PASS" if ratio >= 0.9 else "MISS")))
-        print("  active watchers: %d change events received, %d streams reset" % (changes, resets))
+        print("  active watchers: %d change events received (10 x the PUTs wrk saw answered: %d), "
+              "%d streams reset" % (changes, acked, resets))
         c_back = get_json(srv.base + "/changes?since=now&timeout=0")["cursor"]
         B.wrk(srv.url("/"), 3, threads=2, conns=64, lua_path=lua)
         n_log, rate = catchup_rate(srv.base, c_back)
