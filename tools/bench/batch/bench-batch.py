@@ -23,19 +23,6 @@ import benchlib as B  # noqa: E402
 import time  # noqa: E402
 
 
-def cpu_ns(pids):
-    """CPU time of the processes (every thread), ns."""
-    total = 0
-    for pid in pids:
-        try:
-            for tid in os.listdir("/proc/%d/task" % pid):
-                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
-                    total += int(f.read().split()[0])
-        except OSError:
-            pass
-    return total
-
-
 def doc(i):
     return {"i": i, "name": "user-%d" % i, "tags": ["a", "b"], "score": i * 7 % 100}
 
@@ -79,12 +66,12 @@ def main():
         batches(conn, 300, 0, False)
         for rnd in range(a.rounds):
             for f in forms:
-                t0, c0 = time.perf_counter(), cpu_ns(pids)
+                t0, c0 = time.perf_counter(), B.cpu_ns(pids)
                 if f == "single":
                     singles(conn, a.puts, rnd * 7)
                 else:
                     batches(conn, a.puts, rnd * 7, f == "atomic")
-                us = (cpu_ns(pids) - c0) / 1e3 / a.puts
+                us = (B.cpu_ns(pids) - c0) / 1e3 / a.puts
                 w = (time.perf_counter() - t0) * 1e6 / a.puts
                 best[f] = us if best[f] is None else min(best[f], us)
                 wall[f] = w if wall[f] is None else min(wall[f], w)

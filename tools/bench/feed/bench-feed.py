@@ -6,7 +6,8 @@ streams whose prefix matches nothing: heartbeats only) and with 10 active watche
 the whole SSE feed: sockets read and counted by one thread, or with --watchers curl, curl
 processes writing it to files), interleaved for --rounds rounds in the same run, best round of
 each; prints req/s and the ratios against no watcher (target >= 0.9: PASS or MISS, a
-figure, not an assertion), how many active streams were reset, and the write -> watcher
+figure, not an assertion), the server's CPU time (every process and thread of the service)
+per answered PUT, median over the rounds and as a ratio to no watcher, how many active streams were reset, and the write -> watcher
 event latency p50/p99 of sequential PUTs seen by one SSE watcher. A fourth case,
 catchup10, has 10 watchers (NDJSON) reading from the cursor taken before the round's active10
 case: the ring has overwritten it by then, so they read the WAL segments the writer serves;
@@ -216,6 +217,7 @@ def main():
         lua = B.write_lua(tmp, B.lua_keyed("PUT", 1000, 100, prefix="t"))
         best = {}
         resets = changes = acked = 0
+        cpu = {}  # server CPU µs per answered PUT, every round
         c_back = None
         cases = ("none", "idle100", "active10", "catchup10")
         for _ in range(a.rounds):
@@ -229,7 +231,10 @@ def main():
                 elif case == "catchup10":
                     procs = active_watchers(a.watchers, srv, 10, tmp, "feed=continuous&since=" + c_back)
                 time.sleep(0.5)
+                pids = [srv.proc.pid] + B.descendants(srv.proc.pid)
+                c0 = B.cpu_ns(pids)
                 r = B.wrk(srv.url("/"), a.duration, threads=2, conns=64, lua_path=lua)
+                r["cpu_us"] = (B.cpu_ns(pids) - c0) / 1e3 / max(1, r["requests"])
                 if r["non2xx"] or r["errors"]:
                     print("    (%s: wrk non-2xx %d %s)" % (case, r["non2xx"], r["errors"] or ""))
                 time.sleep(0.5)
@@ -243,15 +248,18 @@ def main():
                         acked += 10 * r["requests"]
                 if case not in best or r["rps"] > best[case]["rps"]:
                     best[case] = r
+                cpu.setdefault(case, []).append(r["cpu_us"])
         base = best["none"]["rps"] or 1.0
         print("feed bench: %d workers, wrk 64 connections PUT ~100 B on 1,000 keys, %d s x %d rounds (best), "
               "watchers: %s" % (a.workers, a.duration, a.rounds, a.watchers))
+        cpu_med = {c: sorted(v)[len(v) // 2] for c, v in cpu.items()}
         for case in cases:
             r = best[case]
             ratio = r["rps"] / base
-            print("  %-9s %10.0f req/s  p50 %s p99 %s  ratio %.3f %s" % (
+            print("  %-9s %10.0f req/s  p50 %s p99 %s  ratio %.3f %-4s  server CPU %.1f us/PUT (%.2fx)" % (
                 case, r["rps"], B.fmt_s(r["p50"]), B.fmt_s(r["p99"]), ratio,
-                "" if case == "none" else ("PASS" if ratio >= 0.9 else "MISS")))
+                "" if case == "none" else ("PASS" if ratio >= 0.9 else "MISS"),
+                cpu_med[case], cpu_med[case] / cpu_med["none"]))
         print("  active watchers: %d change events received (10 x the PUTs wrk saw answered: %d), "
               "%d streams reset" % (changes, acked, resets))
         c_back = get_json(srv.base + "/changes?since=now&timeout=0")["cursor"]
@@ -269,7 +277,8 @@ def main():
                           "rps_catchup10": best["catchup10"]["rps"],
                           "ratio_catchup10": best["catchup10"]["rps"] / base,
                           "catchup_changes": n_log, "catchup_per_s": rate,
-                          "active_resets": resets, "latency_p50_s": p50, "latency_p99_s": p99}))
+                          "active_resets": resets, "latency_p50_s": p50, "latency_p99_s": p99,
+                          "server_cpu_us_per_put": cpu_med}))
     finally:
         srv.stop()
         srv.remove()

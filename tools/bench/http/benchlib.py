@@ -75,6 +75,19 @@ def wal_bytes(data_dir):
     return total
 
 
+def cpu_ns(pids):
+    """CPU time of the processes (every thread), ns."""
+    total = 0
+    for pid in pids:
+        try:
+            for tid in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
 def descendants(pid):
     """Every live process below pid (the l3kv roles run in their own process groups, so a
     killpg of the supervisor's group alone does not reach them)."""
