@@ -32,12 +32,16 @@
 #include <emmintrin.h>
 #endif
 
+/* Pending members a small document needs (32 entries) without a heap block of its own */
+#define SCR_LOCAL_BYTES 1024u
+
 typedef struct {
     const char *start, *p, *end;
     uint8_t *buf; /* output; NULL when only checking */
     size_t used, cap;
-    size_t max_bytes; /* largest output allowed (L3_EDOCSIZE beyond) */
-    uint8_t *scr;     /* scratch stack of pending members */
+    size_t max_bytes;   /* largest output allowed (L3_EDOCSIZE beyond) */
+    uint8_t *scr;       /* scratch stack of pending members: scr_local, or the heap once it outgrows it */
+    uint8_t *scr_local; /* SCR_LOCAL_BYTES on the caller's stack (not zeroed: only written before read) */
     size_t scr_len, scr_cap;
     unsigned depth, max_depth;
     uint32_t seed;
@@ -93,12 +97,21 @@ static int scr_reserve(parser_t *ps, size_t extra)
 {
     if (ps->scr_len + extra <= ps->scr_cap)
         return 0;
-    size_t ncap = ps->scr_cap ? ps->scr_cap * 2 : 4096;
+    if (ps->scr == NULL) {
+        ps->scr = ps->scr_local;
+        ps->scr_cap = SCR_LOCAL_BYTES;
+        if (ps->scr_len + extra <= ps->scr_cap)
+            return 0;
+    }
+    size_t ncap = ps->scr_cap * 2;
     while (ncap < ps->scr_len + extra)
         ncap *= 2;
-    uint8_t *n = realloc(ps->scr, ncap);
+    bool local = ps->scr == ps->scr_local;
+    uint8_t *n = realloc(local ? NULL : ps->scr, ncap);
     if (!n)
         return fail(ps, ps->p, -ENOMEM, "out of memory");
+    if (local)
+        memcpy(n, ps->scr_local, ps->scr_len);
     ps->scr = n;
     ps->scr_cap = ncap;
     return 0;
@@ -906,7 +919,8 @@ static int run(parser_t *ps, const l3_doc_parse_opts_t *opts, l3_doc_error_t *er
         if (p != ps->end)
             fail(ps, p, L3_ESYNTAX, "trailing characters after the JSON value");
     }
-    free(ps->scr);
+    if (ps->scr != ps->scr_local)
+        free(ps->scr);
     ps->scr = NULL;
     if (ps->rc) {
         if (err) {
@@ -931,7 +945,8 @@ static int run(parser_t *ps, const l3_doc_parse_opts_t *opts, l3_doc_error_t *er
 static int parse_seeded(const char *json, size_t len, const l3_doc_parse_opts_t *opts, uint32_t seed,
                         uint8_t **ret_buf, size_t *ret_len, l3_doc_error_t *err)
 {
-    parser_t ps = {.start = json, .p = json, .end = json + len, .seed = seed};
+    _Alignas(16) uint8_t scr_local[SCR_LOCAL_BYTES];
+    parser_t ps = {.start = json, .p = json, .end = json + len, .seed = seed, .scr_local = scr_local};
     ps.max_bytes = opts && opts->max_bytes && opts->max_bytes < DOC_MAX_SIZE ? opts->max_bytes : DOC_MAX_SIZE;
     if (ps.max_bytes < DOC_DATA_OFF) {
         if (err) {
@@ -982,6 +997,7 @@ int l3_doc_from_json(const char *json, size_t len, const l3_doc_parse_opts_t *op
 
 int l3_doc_check_json(const char *json, size_t len, const l3_doc_parse_opts_t *opts, l3_doc_error_t *err)
 {
-    parser_t ps = {.start = json, .p = json, .end = json + len};
+    _Alignas(16) uint8_t scr_local[SCR_LOCAL_BYTES];
+    parser_t ps = {.start = json, .p = json, .end = json + len, .scr_local = scr_local};
     return run(&ps, opts, err);
 }
