@@ -5,8 +5,12 @@
  * through the writer process (feedlog.c's channel). Workers never open the WAL files, and
  * the write path does nothing for the feed: a worker with watchers looks at the ring every
  * FEED_TICK_MS (one timer per worker, only while it has watchers; FEED_TICK_REPLICATED_MS
- * with replicated durability, where writers wait for a replica's next poll) and at once
- * when a stream's previous chunk has been written.
+ * with replicated durability, where writers wait for a replica's next poll), and again as
+ * soon as a stream's previous chunk has been written if it stopped at a bound (FEED_OUT_CAP,
+ * FEED_TICK_SLOTS) rather than at the end: a stream that keeps up gets one chunk per tick.
+ * The worker decodes each ring record once for all its watchers (the window, next_change),
+ * and streams with no prefix and no documents share each change's text: the first to send
+ * it formats it into the window's text (FEED_CACHE_TEXT_BYTES), the others copy it.
  *
  * Cursor: 32 hex digits, the ring's epoch (its creation time, top bit CURSOR_MARK set) then
  * the ring position after the change (fixed width, so along one feed the cursor strictly
