@@ -93,8 +93,7 @@ typedef struct watcher {
     const char *prefix;
     size_t plen;
     uint64_t pos;            /* next ring position to read */
-    uint64_t cgen;           /* the window cnext belongs to */
-    uint32_t cnext;          /* the window entry after the last one this watcher took */
+    uint32_t cnext;          /* the window entry after the last one this watcher took (a hint) */
     uint64_t epoch;          /* the ring instance pos belongs to (an older run's while from_log) */
     bool from_log;           /* pos is older than the ring holds: read through the writer */
     uint64_t max, count;     /* changes to deliver (0 = no limit) and delivered */
@@ -133,7 +132,6 @@ typedef struct l3_feed {
     uint8_t key[L3_STORE_KEY_MAX];
     /* the decoded window (next_change) */
     bool cvalid;
-    uint64_t cgen; /* bumped when a new window starts */
     size_t ncev, ckeys_len;
     uint64_t cfrom, cend;
     feed_cev_t cev[FEED_CACHE_EVENTS];
@@ -246,16 +244,25 @@ static int event_text(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, ui
     }
 }
 
+/* The window text form (TEXT_SSE, TEXT_NDJSON) w can share for window entry idx of epoch,
+ * or -1: not in the window, a long poll, documents included, or the window's text is of
+ * another epoch. */
+static int text_form(const l3_feed_t *f, const watcher_t *w, int idx, uint64_t epoch)
+{
+    if (idx < 0 || w->include_docs || w->mode == FEED_LONGPOLL ||
+        (f->ctext.len != 0 && f->ctext_epoch != epoch))
+        return -1;
+    return w->mode == FEED_SSE ? TEXT_SSE : TEXT_NDJSON;
+}
+
 /* Stage one change (the key in f->key) in w->out and count it; on failure w->out is as it
  * was. idx is the change's entry in the decoded window (-1: not in it): a stream without
  * documents copies the text another stream formatted for it, or formats it and keeps it
  * there, so N watchers of one worker format each change once. */
 static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, uint64_t epoch, int idx)
 {
-    bool shared = idx >= 0 && !w->include_docs && w->mode != FEED_LONGPOLL &&
-                  (f->ctext.len == 0 || f->ctext_epoch == epoch);
-    unsigned form = w->mode == FEED_SSE ? TEXT_SSE : TEXT_NDJSON;
-    feed_cev_t *c = shared ? &f->cev[idx] : NULL;
+    int form = text_form(f, w, idx, epoch);
+    feed_cev_t *c = form >= 0 ? &f->cev[idx] : NULL;
     size_t mark = w->out.len;
     int rc = c != NULL && c->tlen[form] != 0 ? cat(&w->out, f->ctext.ptr + c->toff[form], c->tlen[form])
                                              : event_text(f, w, ev, epoch);
@@ -283,8 +290,10 @@ static int add_event(l3_feed_t *f, watcher_t *w, const l3_wal_feed_ev_t *ev, uin
  * [cfrom, cend) hold no change. Full: the next watcher at the end starts a new window. */
 static int cache_find(const l3_feed_t *f, const watcher_t *w, uint64_t pos)
 {
-    if (w->cgen == f->cgen && w->cnext < f->ncev && f->cev[w->cnext].from == pos)
-        return (int)w->cnext; /* a watcher mostly takes the window's entries one after another */
+    /* a watcher mostly takes the window's entries one after another; the hint is checked
+     * against pos (entries start at distinct positions), so a stale one only costs the search */
+    if (w->cnext < f->ncev && f->cev[w->cnext].from == pos)
+        return (int)w->cnext;
     size_t lo = 0, hi = f->ncev;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -309,7 +318,6 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
         *ret_ev = f->cev[i];
         *ret_key = f->ckeys + f->cev[i].koff;
         w->pos = f->cev[i].end;
-        w->cgen = f->cgen;
         w->cnext = (uint32_t)i + 1;
         return 1;
     }
@@ -322,7 +330,6 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
             f->ncev = 0;
             f->ckeys_len = 0;
             f->ctext.len = 0;
-            f->cgen++;
             f->cfrom = f->cend = w->pos;
             at_end = true;
         }
@@ -345,7 +352,6 @@ static int next_change(l3_feed_t *f, watcher_t *w, uint64_t limit, feed_cev_t *r
                                            .op = ev.op,
                                            .flags = ev.flags};
             *ret_idx = (int)f->ncev;
-            w->cgen = f->cgen;
             w->cnext = (uint32_t)f->ncev + 1;
             f->ncev++;
             f->ckeys_len += ev.klen;
@@ -371,9 +377,8 @@ static void begin(watcher_t *w);
  * formatting per change. false: not for this watcher or not cached (the caller stages it). */
 static bool take_run(l3_feed_t *f, watcher_t *w, int idx, uint64_t limit, int *added)
 {
-    unsigned form = w->mode == FEED_SSE ? TEXT_SSE : TEXT_NDJSON;
-    if (idx < 0 || w->plen != 0 || w->include_docs || w->mode == FEED_LONGPOLL || f->ctext.len == 0 ||
-        f->ctext_epoch != w->epoch || f->cev[idx].tlen[form] == 0)
+    int form = text_form(f, w, idx, w->epoch);
+    if (form < 0 || w->plen != 0 || f->cev[idx].tlen[form] == 0) /* a cached text: ctext is of w's epoch */
         return false;
     const feed_cev_t *c = f->cev;
     size_t i = (size_t)idx, j = i + 1;
@@ -385,7 +390,6 @@ static bool take_run(l3_feed_t *f, watcher_t *w, int idx, uint64_t limit, int *a
     if (cat(&w->out, f->ctext.ptr + from, (size_t)(to - from)) != 0)
         return false; /* the caller's own staging reports it */
     w->pos = c[j - 1].end;
-    w->cgen = f->cgen;
     w->cnext = (uint32_t)j;
     w->count += j - i;
     w->staged += j - i;
