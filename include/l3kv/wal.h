@@ -378,12 +378,17 @@ typedef struct l3_wal_retain_info {
  * the file and the directory, returns 0. Returns -ENOSYS / -EPERM when io_uring is not
  * available, -EIO when it stopped after a failed fdatasync (fail-stop: it idles until the
  * stop request, a restarted writer too), the write error (-ENOSPC, -EIO) when a stop request
- * found the disk failing for more than 5 s (the segment is truncated to what was committed;
- * the rest of the ring is reported as lost on stderr), other -errno on setup failure.
+ * found the disk failing for more than L3_WAL_STOP_RETRY_MS (the segment is truncated to what
+ * was committed; the rest of the ring is reported as lost on stderr), other -errno on setup
+ * failure.
  * Fork it with SIGTERM and SIGINT blocked when install_signals is set: it unblocks them once
  * its handlers are in place, so an early stop request is not lost. Blocks.
  */
 int l3_wal_writer_run(const l3_wal_writer_opts_t *opts);
+
+/** On a stop request, how long a failing disk is retried (and a live but silent producer
+ *  waited for) before the writer gives up: whoever waits for the writer to exit waits longer. */
+#define L3_WAL_STOP_RETRY_MS 5000u
 
 /* ---------------------------------------------------------------- checkpoints */
 

@@ -646,9 +646,10 @@ static void stop_roles(l3_srv_t *srv, const sigset_t *set)
     /* in the reverse order of registration, each one gone before the next is asked: a role
      * registered later may depend on an earlier one (the replication follower writes
      * through the WAL writer) */
-    uint64_t deadline = now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000;
     for (unsigned r = srv->sup->nroles; r-- > 0;) {
         role_t *ro = &srv->sup->roles[r];
+        uint64_t deadline = now_ms() + L3_MAX(srv->cfg.server.shutdown_timeout_ms + 2000ull,
+                                              (unsigned long long)ro->ops->stop_ms);
         if (ro->ch.pid > 0)
             kill(ro->ch.pid, SIGTERM);
         while (ro->ch.pid > 0 && now_ms() < deadline) {

@@ -43,6 +43,10 @@ typedef int (*l3_srv_role_main_fn)(l3_srv_t *srv, void *arg);
  *                 (before its child is asked to stop)
  *   stopped       graceful stop, the role's child exited: 0 when all the role owed is done,
  *                 < 0 when not (the supervisor then exits non-zero)
+ *   stop_ms       how long the child may take to exit once asked to stop before it is killed
+ *                 (at least server.shutdown_timeout_ms + 2000; a role that gives up on its
+ *                 own after a bound of its own states it plus a margin, so it can say what
+ *                 it could not finish instead of being killed in the middle)
  */
 typedef struct {
     const char *name;
@@ -52,6 +56,7 @@ typedef struct {
     bool (*child_exited)(void *arg, pid_t pid, int status);
     void (*stop_tasks)(void *arg);
     int (*stopped)(void *arg);
+    unsigned stop_ms;
 } l3_srv_role_t;
 
 /** Body of a worker process (after fork); never returns. */

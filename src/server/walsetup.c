@@ -257,6 +257,7 @@ static const l3_srv_role_t wal_role = {
     .child_exited = wal_child_exited,
     .stop_tasks = wal_stop_tasks,
     .stopped = wal_stopped,
+    .stop_ms = L3_WAL_STOP_RETRY_MS + 3000, /* its retries of a failing disk, then its last words */
 };
 
 /* A record's key for a log line: printable ASCII kept, other bytes as '?', cut at 64. */

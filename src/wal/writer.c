@@ -54,9 +54,8 @@
 #include "l3kv/walfeed.h"
 #include "wal-int.h"
 
-#define DRAIN_LIVE_WAIT_MS 5000u /* on stop: how long a live but silent producer is waited for */
-#define RETRY_MS 100u            /* backoff between retries of a failed write */
-#define IDLE_MS 100u             /* longest sleep: bounds stop-flag latency */
+#define RETRY_MS 100u /* backoff between retries of a failed write */
+#define IDLE_MS 100u  /* longest sleep: bounds stop-flag latency */
 
 typedef struct {
     const l3_wal_writer_opts_t *o;
@@ -670,14 +669,14 @@ static int adopt(wr_t *w, uint64_t *ret_seq)
     return 0;
 }
 
-/* On stop, a failing disk is retried for DRAIN_LIVE_WAIT_MS, then the writer gives up
+/* On stop, a failing disk is retried for L3_WAL_STOP_RETRY_MS, then the writer gives up
  * (rather than hang the service's shutdown) and says how much it could not write. */
 static int stop_gave_up(wr_t *w, uint64_t *since)
 {
     uint64_t now = l3_now_ns();
     if (*since == 0)
         *since = now;
-    if (now - *since <= (uint64_t)DRAIN_LIVE_WAIT_MS * 1000000u)
+    if (now - *since <= (uint64_t)L3_WAL_STOP_RETRY_MS * 1000000u)
         return 0;
     wlog(w, L3_WAL_LOG_ERROR, "stopping with %" PRIu64 " ring bytes not written (%s)",
          atomic_load(&w->sh->rh_head) - w->cons, l3_strerror(atomic_load(&w->sh->rh_error)));
@@ -884,7 +883,7 @@ static step_t step_quiet(wr_t *w, const pass_t *p, int *rc)
         /* a live producer still holds a reservation: wait, bounded */
         if (*p->drain_since == 0)
             *p->drain_since = p->now;
-        if (p->now - *p->drain_since > (uint64_t)DRAIN_LIVE_WAIT_MS * 1000000u) {
+        if (p->now - *p->drain_since > (uint64_t)L3_WAL_STOP_RETRY_MS * 1000000u) {
             wlog(w, L3_WAL_LOG_ERROR, "stopping with %" PRIu64 " ring bytes of live producers",
                  head - w->cons);
             return STEP_STOPPED;
