@@ -298,13 +298,39 @@ typedef struct {
     size_t names;       /* member names longer than the inline limit */
     size_t name_pad;    /* their padding to 8 */
     size_t garbage;     /* unreferenced bytes (dh_garbage) */
-    int64_t other;      /* used minus all of the above: 0 for a well-formed document */
-    size_t used;        /* bytes in use (dh_used) */
+    /* packed form (src/doc/packed.h) only; str_bytes counts its string text */
+    size_t p_framing; /* value tags, lengths, counts and container sizes */
+    size_t p_names;   /* member name bytes */
+    size_t p_scalars; /* int and double payloads */
+    size_t p_pad;     /* padding of the root value to 8 */
+    int64_t other;    /* used minus all of the above: 0 for a well-formed document */
+    size_t used;      /* bytes in use (dh_used) */
 } l3_doc_breakdown_t;
 
 /** Fill *ret with the byte breakdown of a verified document. Iterative, bounded by the
  *  document depth limit (deeper parts are left in `other`). */
 void l3_doc_breakdown(const uint8_t *buf, l3_doc_breakdown_t *ret);
+
+/* ---------------------------------------------------------------- the packed form
+ *
+ * A small document can be kept packed (src/doc/packed.h): a byte-aligned depth-first
+ * encoding, a third to a half of the full form's size, read through the whole reading API
+ * above (lookups scan; slots are offsets of value tags), verified by l3_doc_verify(), but
+ * never changed in place: the set family, delete, incr and the patches return -EINVAL on
+ * it. l3_doc_unpack() gives the full form, which they change. */
+
+/** Largest packed document (dh_used) and the per-container bounds it packs within. */
+#define L3_DOC_PACK_MAX_BYTES 4096u
+/** True when buf (a verified document) is in the packed form. */
+bool l3_doc_is_packed(const uint8_t *buf);
+/** Pack the verified full-form document buf into dst (cap bytes, 8-byte aligned; the LSN
+ *  is kept, the seal is not). 0 and *ret_len; L3_ETOOBIG when it does not fit in cap or
+ *  L3_DOC_PACK_MAX_BYTES, or an object has more than 64 members or an array more than 256
+ *  elements (it stays in the full form); -EINVAL when buf is packed already. */
+int l3_doc_pack(const uint8_t *buf, uint8_t *dst, size_t cap, size_t *ret_len);
+/** The full form of the verified packed document buf, malloc'd (free() it), LSN kept.
+ *  0, -ENOMEM, -EINVAL (not packed). */
+int l3_doc_unpack(const uint8_t *buf, uint8_t **ret_buf, size_t *ret_len);
 
 /* ---------------------------------------------------------------- malloc-backed convenience */
 
@@ -312,6 +338,9 @@ void l3_doc_breakdown(const uint8_t *buf, l3_doc_breakdown_t *ret);
 int l3_doc_heap_new(l3_doc_t *d, size_t cap);
 /** Adopt a malloc'd buffer (e.g. from l3_doc_from_json) of `len` bytes. */
 void l3_doc_heap_adopt(l3_doc_t *d, uint8_t *buf, size_t len);
+/** As l3_doc_heap_adopt for a document in either form: a packed one is replaced by its full
+ *  form (buf is freed). 0, or -ENOMEM with buf freed and d empty. */
+int l3_doc_heap_adopt_any(l3_doc_t *d, uint8_t *buf, size_t len);
 /** realloc so that cap >= d->need (at least doubling). 0 or -ENOMEM. */
 int l3_doc_heap_grow(l3_doc_t *d);
 /** Compact in place (new allocation) if l3_doc_should_compact. 0 or -ENOMEM. */

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "format.h"
+#include "packed.h"
 #include "l3kv/error.h"
 
 /* ------------------------------------------------------------------ header */
@@ -300,6 +301,8 @@ static uint32_t obj_index(const uint8_t *buf, const dobj_t *o, const void *key, 
 
 int l3_doc_obj_find(const uint8_t *buf, uint32_t slot, const char *key, size_t klen, uint32_t *ret_slot)
 {
+    if (l3_doc__packed(buf))
+        return l3_doc__p_obj_find(buf, slot, key, klen, ret_slot);
     const dslot_t *s = SLOT(buf, slot);
     if (s->type != L3_DOC_OBJECT)
         return L3_ETYPE;
@@ -316,6 +319,8 @@ int l3_doc_obj_find(const uint8_t *buf, uint32_t slot, const char *key, size_t k
 
 int l3_doc_arr_at(const uint8_t *buf, uint32_t slot, uint64_t idx, uint32_t *ret_slot)
 {
+    if (l3_doc__packed(buf))
+        return l3_doc__p_arr_at(buf, slot, idx, ret_slot);
     const dslot_t *s = SLOT(buf, slot);
     if (s->type != L3_DOC_ARRAY)
         return L3_ETYPE;
@@ -329,10 +334,15 @@ int l3_doc_arr_at(const uint8_t *buf, uint32_t slot, uint64_t idx, uint32_t *ret
 /* One step down from a container slot by a path token. */
 static int step(const uint8_t *buf, uint32_t slot, const char *tok, size_t tlen, uint32_t *ret)
 {
-    const dslot_t *s = SLOT(buf, slot);
-    if (s->type == L3_DOC_OBJECT)
+    uint8_t type = SLOT(buf, slot)->type;
+    if (l3_doc__packed(buf)) {
+        l3_doc_val_t v;
+        l3_doc__p_val(buf, slot, &v);
+        type = (uint8_t)v.type;
+    }
+    if (type == L3_DOC_OBJECT)
         return l3_doc_obj_find(buf, slot, tok, tlen, ret);
-    if (s->type == L3_DOC_ARRAY) {
+    if (type == L3_DOC_ARRAY) {
         uint64_t idx;
         if (parse_index(tok, tlen, &idx))
             return L3_ENOTFOUND;
@@ -370,6 +380,10 @@ int l3_doc_lookup(const uint8_t *buf, const char *path, size_t len, int syntax, 
 
 void l3_doc_val(const uint8_t *buf, uint32_t slot, l3_doc_val_t *ret)
 {
+    if (l3_doc__packed(buf)) {
+        l3_doc__p_val(buf, slot, ret);
+        return;
+    }
     const dslot_t *s = SLOT(buf, slot);
     memset(ret, 0, sizeof(*ret));
     ret->type = (l3_doc_type_t)s->type;
@@ -415,6 +429,8 @@ int l3_doc_get(const uint8_t *buf, const char *path, size_t len, int syntax, l3_
 int l3_doc_obj_next(const uint8_t *buf, uint32_t slot, uint32_t *inout_pos, const char **ret_key,
                     uint32_t *ret_klen, uint32_t *ret_slot)
 {
+    if (l3_doc__packed(buf))
+        return l3_doc__p_obj_next(buf, slot, inout_pos, ret_key, ret_klen, ret_slot);
     const dslot_t *s = SLOT(buf, slot);
     if (s->type != L3_DOC_OBJECT)
         return L3_ETYPE;
@@ -1000,6 +1016,8 @@ out:
 
 int l3_doc_slot_set_int(l3_doc_t *d, uint32_t slot, int64_t v)
 {
+    if (l3_doc__packed(d->buf))
+        return -EINVAL;
     dslot_t *s = AT(d->buf, slot, dslot_t);
     if (s->type != L3_DOC_INT)
         return L3_ETYPE;
@@ -1010,6 +1028,8 @@ int l3_doc_slot_set_int(l3_doc_t *d, uint32_t slot, int64_t v)
 int l3_doc_set(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const l3_doc_scalar_t *v,
                uint32_t *ret_slot)
 {
+    if (l3_doc__packed(d->buf))
+        return -EINVAL;
     if (v->type == L3_DOC_DOUBLE && !isfinite(v->d))
         return L3_ERANGE; /* JSON has no NaN or infinity (verify refuses them) */
     if (!(flags & L3_DOC_SET_INSERT) &&
@@ -1034,6 +1054,8 @@ int l3_doc_set(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const
 int l3_doc_set_copy(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const uint8_t *src,
                     uint32_t src_slot, uint32_t *ret_slot)
 {
+    if (l3_doc__packed(d->buf) || l3_doc__packed(src))
+        return -EINVAL;
     newval_t nv = {.src = src, .src_slot = src_slot};
     return set_common(d, path, plen, flags, &nv, ret_slot);
 }
@@ -1054,6 +1076,8 @@ int l3_doc_set_json(l3_doc_t *d, const char *path, size_t plen, unsigned flags, 
 
 int l3_doc_delete(l3_doc_t *d, const char *path, size_t plen, unsigned flags)
 {
+    if (l3_doc__packed(d->buf))
+        return -EINVAL;
     target_t t;
     int rc = resolve_parent(d->buf, path, plen, flags, &t);
     if (rc)
@@ -1108,6 +1132,8 @@ out:
 
 int l3_doc_incr(l3_doc_t *d, const char *path, size_t plen, unsigned flags, int64_t delta, int64_t *ret_new)
 {
+    if (l3_doc__packed(d->buf))
+        return -EINVAL;
     int syntax = path_syntax(flags);
     uint32_t slot;
     int rc = l3_doc_lookup(d->buf, path, plen, syntax, &slot);
@@ -1129,12 +1155,14 @@ int l3_doc_incr(l3_doc_t *d, const char *path, size_t plen, unsigned flags, int6
 
 bool l3_doc_should_compact(const uint8_t *buf)
 {
-    const dhdr_t *h = HDR(buf);
+    const dhdr_t *h = HDR(buf); /* a packed document has none */
     return h->dh_garbage >= 4096 && (uint64_t)h->dh_garbage * 4 > h->dh_used;
 }
 
 size_t l3_doc_compact_bound(const uint8_t *buf)
 {
+    if (l3_doc__packed(buf))
+        return HDR(buf)->dh_used; /* not compacted: l3_doc_compact refuses it */
     const dslot_t *r = SLOT(buf, L3_DOC_ROOT);
     return DOC_DATA_OFF + (size_t)compact_size(buf, r->val, r->type, true);
 }
@@ -1173,6 +1201,8 @@ static int compact_seeded(const uint8_t *buf, uint8_t *dst, size_t dst_cap, uint
  * random source. */
 static int compact_retry(const uint8_t *buf, uint8_t *dst, size_t dst_cap, bool fresh, size_t *ret_len)
 {
+    if (l3_doc__packed(buf))
+        return -EINVAL;
     int rc = L3_EREHASH;
     for (int tries = 0; tries < 5 && rc == L3_EREHASH; tries++, fresh = true)
         rc = compact_seeded(buf, dst, dst_cap, fresh ? l3_doc__seed() : HDR(buf)->dh_seed, ret_len);
@@ -1191,6 +1221,10 @@ int l3_doc_rebuild(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret
 
 void l3_doc_stats(const uint8_t *buf, l3_doc_stats_t *ret)
 {
+    if (l3_doc__packed(buf)) {
+        l3_doc__p_stats(buf, ret);
+        return;
+    }
     memset(ret, 0, sizeof(*ret));
     ret->used = HDR(buf)->dh_used;
     ret->garbage = HDR(buf)->dh_garbage;
@@ -1287,6 +1321,8 @@ int l3_doc_heap_maybe_compact(l3_doc_t *d)
 
 int l3_doc_heap_reseed(l3_doc_t *d)
 {
+    if (l3_doc__packed(d->buf))
+        return -EINVAL;
     return heap_rewrite(d, true);
 }
 

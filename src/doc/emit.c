@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format.h"
+#include "packed.h"
 #include "l3kv/error.h"
 #include "l3kv/json.h"
 
@@ -277,12 +277,94 @@ static int emit(const uint8_t *buf, uint64_t val, uint8_t type, l3_buf_t *out)
     return 0;
 }
 
+/* One scalar of a packed document. */
+static int p_emit_scalar(const l3_doc__pval_t *v, l3_buf_t *out)
+{
+    switch (v->type) {
+    case L3_DOC_STRING: {
+        RESERVE((size_t)v->slen * 6 + 18);
+        char *o = put_string(out->ptr + out->len, v->s, v->slen);
+        out->len = (size_t)(o - out->ptr);
+        return 0;
+    }
+    case L3_DOC_BIGNUM:
+        RESERVE(v->slen);
+        memcpy(out->ptr + out->len, v->s, v->slen);
+        out->len += v->slen;
+        return 0;
+    case L3_DOC_DOUBLE: {
+        uint64_t bits;
+        memcpy(&bits, &v->d, 8);
+        return emit_scalar(NULL, bits, L3_DOC_DOUBLE, out);
+    }
+    default: /* NULL, BOOL, INT */
+        return emit_scalar(NULL, (uint64_t)v->i, v->type, out);
+    }
+}
+
+/* A packed value, in one pass over its bytes; the open containers' ends on a bounded stack. */
+int l3_doc__p_emit(const uint8_t *buf, uint32_t slot, l3_buf_t *out)
+{
+    struct {
+        uint32_t end;
+        bool object;
+    } open[L3_DOC_MAX_DEPTH];
+    unsigned depth = 0;
+    uint32_t off = slot;
+    bool first = true;
+    for (bool root = true;; root = false) {
+        while (depth > 0 && off >= open[depth - 1].end) {
+            RESERVE(1);
+            out->ptr[out->len++] = open[--depth].object ? '}' : ']';
+            first = false;
+        }
+        if (!root && depth == 0)
+            return 0;
+        RESERVE(2);
+        if (!first)
+            out->ptr[out->len++] = ',';
+        if (depth > 0 && open[depth - 1].object) {
+            const uint8_t *name;
+            uint32_t nl;
+            off = l3_doc__p_name(buf, off, &name, &nl);
+            RESERVE((size_t)nl * 6 + 4);
+            char *o = put_string(out->ptr + out->len, name, nl);
+            *o++ = ':';
+            out->len = (size_t)(o - out->ptr);
+        }
+        l3_doc__pval_t v;
+        uint32_t next = l3_doc__p_decode(buf, off, &v);
+        if (v.type == L3_DOC_OBJECT || v.type == L3_DOC_ARRAY) {
+            if (depth >= L3_DOC_MAX_DEPTH)
+                return L3_EDEPTH; /* a verified document never gets here */
+            RESERVE(1);
+            out->ptr[out->len++] = v.type == L3_DOC_OBJECT ? '{' : '[';
+            open[depth].end = v.end;
+            open[depth++].object = v.type == L3_DOC_OBJECT;
+            off = v.body;
+            first = true;
+            continue;
+        }
+        int rc = p_emit_scalar(&v, out);
+        if (rc)
+            return rc;
+        off = next;
+        first = false;
+    }
+}
+
 int l3_doc_to_json(const uint8_t *buf, uint32_t slot, l3_buf_t *out)
 {
-    const dslot_t *s = AT(buf, slot, dslot_t);
     size_t mark = out->len;
     if (slot == L3_DOC_ROOT && l3_buf_reserve(out, HDR(buf)->dh_used + 64))
         return -ENOMEM;
+    if (l3_doc__packed(buf)) {
+        int rc = l3_doc__p_emit(buf, slot, out);
+        if (rc)
+            out->len = mark;
+        return rc;
+    }
+    const dslot_t *s = AT(buf, slot, dslot_t);
     int rc = emit(buf, s->val, s->type, out);
     if (rc)
         out->len = mark;

@@ -7,8 +7,10 @@
  * All offsets are uint32 byte offsets from the start of the buffer, multiples of 8;
  * offset 0 means "none". A document is at most 4 GiB - 8.
  *
- * Version 3 (version 2 differed only in hashed tables: a power of two >= 2 cap slots,
- * home hash & (hcap - 1), probe bound 256; it is read through l3_doc_upgrade()).
+ * The full form, dh_version 3 (version 2 differed only in hashed tables: a power of two
+ * >= 2 cap slots, home hash & (hcap - 1), probe bound 256; it is read through
+ * l3_doc_upgrade()). Format version 4 adds the packed form of small documents, dh_version 4,
+ * with the same header and its own layout after it (packed.h).
  *
  * Header (32 bytes) and root slot (16 bytes):
  *   off size field
@@ -399,6 +401,8 @@ static inline int l3_doc__walk_next(l3_doc__walk_t *w, l3_doc__wstep_t *s)
 uint32_t l3_doc__seed(void);
 /* Shortest round-trip text of a finite double into out (>= 32 bytes); returns length. */
 size_t l3_doc__fmt_double(double d, char *out);
+/* Is [s, s+len) a JSON number (RFC 8259 grammar)? */
+bool l3_doc__number_valid(const char *s, size_t len);
 /* Is [p, p+len) valid UTF-8 (no overlongs, surrogates or values above U+10FFFF)? */
 bool l3_doc__utf8_valid(const uint8_t *p, size_t len);
 /* Walk a value and add up its storage outside its slot (measure.c): alloc = allocated

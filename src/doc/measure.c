@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format.h"
+#include "packed.h"
 
 /* The seed pool is per thread; a forked child must not replay its parent's pool. Only the
  * forking thread exists in the child, so the child handler empties that thread's pool:
@@ -132,6 +132,10 @@ static void breakdown_string(const uint8_t *buf, uint32_t off, l3_doc_breakdown_
 
 void l3_doc_breakdown(const uint8_t *buf, l3_doc_breakdown_t *ret)
 {
+    if (l3_doc__packed(buf)) {
+        l3_doc__p_breakdown(buf, ret);
+        return;
+    }
     memset(ret, 0, sizeof(*ret));
     ret->used = HDR(buf)->dh_used;
     ret->garbage = HDR(buf)->dh_garbage;

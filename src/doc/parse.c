@@ -127,6 +127,43 @@ static int scr_push(parser_t *ps, const void *item, size_t n)
     return 0;
 }
 
+/* Is [s, s+len) a JSON number (RFC 8259: -?int frac? exp?)? The text of a bignum. */
+bool l3_doc__number_valid(const char *s, size_t len)
+{
+    size_t i = 0;
+    if (i < len && s[i] == '-')
+        i++;
+    if (i >= len)
+        return false;
+    if (s[i] == '0') {
+        i++;
+    } else if (s[i] >= '1' && s[i] <= '9') {
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+    } else {
+        return false;
+    }
+    if (i < len && s[i] == '.') {
+        i++;
+        size_t st = i;
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == st)
+            return false;
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-'))
+            i++;
+        size_t st = i;
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == st)
+            return false;
+    }
+    return i == len;
+}
+
 /* ------------------------------------------------------------------ lexing helpers */
 
 static inline const char *skip_ws(const char *p, const char *end)

@@ -229,6 +229,8 @@ int l3_doc_merge_patch(l3_doc_t *d, const char *patch, size_t len, l3_doc_error_
 {
     uint8_t *p = NULL;
     size_t plen;
+    if (l3_doc_is_packed(d->buf))
+        return -EINVAL;
     l3_buf_t path = {0};
     int rc = l3_doc_from_json(patch, len, NULL, &p, &plen, err);
     if (rc < 0)
@@ -695,6 +697,8 @@ int l3_doc_json_patch(l3_doc_t *d, const char *patch, size_t len, l3_doc_error_t
 {
     uint8_t *p = NULL;
     size_t plen;
+    if (l3_doc_is_packed(d->buf))
+        return -EINVAL;
     int rc = l3_doc_from_json(patch, len, NULL, &p, &plen, err);
     if (rc < 0)
         return rc;

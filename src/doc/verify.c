@@ -30,10 +30,11 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "format.h"
+#include "packed.h"
 #include "l3kv/error.h"
 
 typedef struct {
@@ -84,42 +85,6 @@ static int claim(vctx_t *v, uint64_t off, uint64_t len, const char *what)
     return 0;
 }
 
-static bool number_text_valid(const char *s, size_t len)
-{
-    size_t i = 0;
-    if (i < len && s[i] == '-')
-        i++;
-    if (i >= len)
-        return false;
-    if (s[i] == '0') {
-        i++;
-    } else if (s[i] >= '1' && s[i] <= '9') {
-        while (i < len && s[i] >= '0' && s[i] <= '9')
-            i++;
-    } else {
-        return false;
-    }
-    if (i < len && s[i] == '.') {
-        i++;
-        size_t st = i;
-        while (i < len && s[i] >= '0' && s[i] <= '9')
-            i++;
-        if (i == st)
-            return false;
-    }
-    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
-        i++;
-        if (i < len && (s[i] == '+' || s[i] == '-'))
-            i++;
-        size_t st = i;
-        while (i < len && s[i] >= '0' && s[i] <= '9')
-            i++;
-        if (i == st)
-            return false;
-    }
-    return i == len;
-}
-
 typedef struct {
     uint32_t node, i;
     uint8_t type;
@@ -138,7 +103,7 @@ static int check_string(vctx_t *v, uint64_t off, bool bignum)
     if (rc)
         return rc;
     const uint8_t *p = (const uint8_t *)(s + 1);
-    if (bignum ? !number_text_valid((const char *)p, s->len) : !l3_doc__utf8_valid(p, s->len))
+    if (bignum ? !l3_doc__number_valid((const char *)p, s->len) : !l3_doc__utf8_valid(p, s->len))
         return bad(v, off, bignum ? "invalid number text" : "invalid UTF-8 in string");
     return 0;
 }
@@ -395,7 +360,8 @@ static int verify_version(const uint8_t *buf, size_t len, l3_doc_error_t *err, u
         rc = bad(&v, 0, "buffer not 8-byte aligned");
         goto out;
     }
-    if (len < DOC_DATA_OFF) {
+    size_t min_used = version == L3_DOC_PACKED_VERSION ? PACKED_MIN_USED : DOC_DATA_OFF;
+    if (len < min_used) {
         rc = bad(&v, 0, "too short for a document");
         goto out;
     }
@@ -408,7 +374,7 @@ static int verify_version(const uint8_t *buf, size_t len, l3_doc_error_t *err, u
         rc = bad(&v, 4, "unsupported format version");
         goto out;
     }
-    if (h->dh_used < DOC_DATA_OFF || h->dh_used > len || h->dh_used % 8) {
+    if (h->dh_used < min_used || h->dh_used > len || h->dh_used % 8) {
         rc = bad(&v, 8, "bad used size");
         goto out;
     }
@@ -431,6 +397,8 @@ static int verify_version(const uint8_t *buf, size_t len, l3_doc_error_t *err, u
             goto out;
         }
     }
+    if (version == L3_DOC_PACKED_VERSION)
+        return l3_doc__p_verify(buf, len, err);
     v.used = h->dh_used;
     v.map = calloc((v.used / 8 + 63) / 64 + 1, 8);
     if (!v.map)
@@ -451,7 +419,12 @@ out:
 
 int l3_doc_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
 {
-    return verify_version(buf, len, err, L3_DOC_FORMAT_VERSION);
+    uint16_t version = L3_DOC_FORMAT_VERSION;
+    if (buf && len >= sizeof(dhdr_t))
+        memcpy(&version, buf + offsetof(dhdr_t, dh_version), sizeof(version));
+    if (version != L3_DOC_PACKED_VERSION)
+        version = L3_DOC_FORMAT_VERSION; /* anything else is refused as not the current version */
+    return verify_version(buf, len, err, version);
 }
 
 int l3_doc_upgrade(uint8_t *buf, size_t len, l3_doc_error_t *err)

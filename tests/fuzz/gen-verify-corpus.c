@@ -4,8 +4,8 @@
  *
  *   gen-verify-corpus DIR
  *
- * For each of a set of JSON texts it writes the document as parsed ("NN-plain"), sealed
- * with its CRC ("NN-sealed"), and after a few mutations that leave appended nodes,
+ * For each of a set of JSON texts it writes the document as parsed ("NN-plain"), in the
+ * packed form ("NN-packed", "NN-packed-sealed"), sealed with its CRC ("NN-sealed"), and after a few mutations that leave appended nodes,
  * tombstones and garbage behind ("NN-mutated"); plus a few documents built from an empty
  * one through the API, and a handful of broken buffers (truncated, bad magic) so the
  * fuzzer starts next to the rejection paths too. The output is committed under
@@ -96,6 +96,15 @@ int main(int argc, char **argv)
         }
         snprintf(name, sizeof(name), "%02zu-plain", k);
         put(name, buf, l3_doc_size(buf));
+        static _Alignas(8) uint8_t packed[L3_DOC_PACK_MAX_BYTES];
+        size_t plen;
+        if (l3_doc_pack(buf, packed, sizeof(packed), &plen) == 0) {
+            snprintf(name, sizeof(name), "%02zu-packed", k);
+            put(name, packed, plen);
+            l3_doc_seal(packed);
+            snprintf(name, sizeof(name), "%02zu-packed-sealed", k);
+            put(name, packed, plen);
+        }
         l3_doc_t d;
         l3_doc_heap_adopt(&d, buf, len);
         mutate(&d);

@@ -216,6 +216,18 @@ static inline int dtex_mutate(const uint8_t *buf, size_t len, int which)
 }
 
 /** Run everything on a verified buffer of len bytes; returns the number of violations. */
+/* Do two documents serialise to the same bytes? */
+static inline bool dtex_same_json(const uint8_t *a, const uint8_t *b)
+{
+    char *ja = NULL, *jb = NULL;
+    size_t la = 0, lb = 0;
+    bool same = dtex_json(a, L3_DOC_ROOT, &ja, &la) == 0 && dtex_json(b, L3_DOC_ROOT, &jb, &lb) == 0 && la == lb &&
+                memcmp(ja, jb, la) == 0;
+    free(ja);
+    free(jb);
+    return same;
+}
+
 static inline int dt_exercise(const uint8_t *buf, size_t len)
 {
     int bad = 0;
@@ -299,6 +311,32 @@ static inline int dt_exercise(const uint8_t *buf, size_t len)
         (void)l3_doc_lookup(buf, "/0/a", 4, L3_DOC_PATH_POINTER, &s2);
     }
 
+    /* the other form: a packed document unpacks (and the rest runs on its full form), a
+     * full one that packs gives a packed one that verifies; both serialise the same */
+    uint8_t *full = NULL, *packed = NULL;
+    if (l3_doc_is_packed(buf)) {
+        size_t flen = 0;
+        if (l3_doc_unpack(buf, &full, &flen) != 0 || l3_doc_verify(full, flen, NULL) != 0) {
+            free(full);
+            DTEX_FAIL("packed document does not unpack to a valid full form");
+            return bad;
+        }
+        if (!dtex_same_json(buf, full))
+            DTEX_FAIL("unpacking changed the content");
+        buf = full;
+        len = flen;
+    } else if (posix_memalign((void **)&packed, 8, L3_DOC_PACK_MAX_BYTES) == 0) {
+        size_t plen = 0;
+        int rc = l3_doc_pack(buf, packed, L3_DOC_PACK_MAX_BYTES, &plen);
+        if (rc == 0 && l3_doc_verify(packed, plen, NULL) != 0)
+            DTEX_FAIL("packed copy fails verify");
+        else if (rc == 0 && !dtex_same_json(buf, packed))
+            DTEX_FAIL("packing changed the content");
+        else if (rc != 0 && rc != L3_ETOOBIG)
+            DTEX_FAIL("pack failed: %d", rc);
+        free(packed);
+    }
+
     /* compaction */
     size_t bound = l3_doc_compact_bound(buf);
     uint8_t *dst = NULL;
@@ -329,6 +367,7 @@ static inline int dt_exercise(const uint8_t *buf, size_t len)
     /* writes on copies */
     for (int which = 0; which < 6; which++)
         bad += dtex_mutate(buf, len, which);
+    free(full);
     return bad;
 }
 

@@ -8,7 +8,10 @@
  *   2. random JSON Pointer and dotted lookups, compared with the jansson subtree;
  *   3. random mutation sequences (set scalar, set_json subtree, delete, incr, array insert
  *      and append) applied to a document (through L3_DOC_HEAP_DO, so growth and automatic
- *      compaction run too) and to a jansson tree, compared after every step.
+ *      compaction run too) and to a jansson tree, compared after every step;
+ *   4. the packed form of every document of part 1 that packs: verifies, serialises to the
+ *      same bytes as the full form, answers the lookups of part 2, iterates the root's
+ *      members in the same order, and unpacks to a full form that serialises the same.
  * jansson cannot load NUL bytes inside object keys, so generated keys have none; NUL in
  * keys is covered by test-doc-lite3. Single-threaded; no files.
  */
@@ -436,6 +439,65 @@ static void check_lookups(json_t *v, const uint8_t *buf)
     }
 }
 
+/* ------------------------------------------------------------------ 4. the packed form */
+
+static unsigned long packed_cases;
+
+/* Members of the object at slot in both forms, in order: the same names, values that print the same. */
+static void check_same_members(const uint8_t *full, const uint8_t *packed)
+{
+    l3_doc_val_t v;
+    l3_doc_val(full, L3_DOC_ROOT, &v);
+    if (v.type != L3_DOC_OBJECT)
+        return;
+    uint32_t pa = 0, pb = 0, sa, sb, ka, kb;
+    const char *na, *nb;
+    int ra, rb;
+    while ((ra = l3_doc_obj_next(full, L3_DOC_ROOT, &pa, &na, &ka, &sa)) ==
+           (rb = l3_doc_obj_next(packed, L3_DOC_ROOT, &pb, &nb, &kb, &sb))) {
+        if (ra != 1)
+            return;
+        CHECK(ka == kb && memcmp(na, nb, ka) == 0);
+        char *ja = dt_json(full, sa), *jb = dt_json(packed, sb);
+        CHECK_EQ_STR(jb, ja);
+        free(ja);
+        free(jb);
+    }
+    CHECK_EQ_INT(rb, ra);
+}
+
+static void check_packed(json_t *v, const uint8_t *full)
+{
+    _Alignas(8) uint8_t p[L3_DOC_PACK_MAX_BYTES];
+    size_t plen;
+    int rc = l3_doc_pack(full, p, sizeof(p), &plen);
+    if (rc == L3_ETOOBIG)
+        return; /* too big (or a container too large) for the packed form */
+    CHECK_EQ_INT(rc, 0);
+    if (rc)
+        return;
+    packed_cases++;
+    CHECK(l3_doc_is_packed(p) && plen <= l3_doc_size(full) && plen == l3_doc_size(p));
+    DT_CHECK_VERIFY(p);
+    char *a = dt_json(full, L3_DOC_ROOT), *b = dt_json(p, L3_DOC_ROOT);
+    CHECK_EQ_STR(b, a);
+    check_lookups(v, p);
+    check_same_members(full, p);
+    uint8_t *u = NULL;
+    size_t ulen;
+    CHECK_EQ_INT(l3_doc_unpack(p, &u, &ulen), 0);
+    if (u) {
+        CHECK(!l3_doc_is_packed(u));
+        DT_CHECK_VERIFY(u);
+        char *c = dt_json(u, L3_DOC_ROOT);
+        CHECK_EQ_STR(c, a);
+        free(c);
+        free(u);
+    }
+    free(a);
+    free(b);
+}
+
 /* ------------------------------------------------------------------ 3. mutations */
 
 static int mutate(l3_doc_t *d, json_t *model, char *desc, size_t dcap)
@@ -672,6 +734,7 @@ int main(int argc, char **argv)
         l3_doc_t d;
         dt_parse(&d, text);
         check_lookups(v, d.buf);
+        check_packed(v, d.buf);
         l3_doc_heap_free(&d);
         free(text);
         json_decref(v);
@@ -680,5 +743,7 @@ int main(int argc, char **argv)
         run_sequence(40);
     fprintf(stderr, "undo journal checked on %lu mutations\n", undo_checked);
     CHECK(undo_checked > (unsigned long)cases);
+    fprintf(stderr, "packed form checked on %lu of %ld documents\n", packed_cases, cases);
+    CHECK(packed_cases > (unsigned long)cases / 4);
     return t_done();
 }

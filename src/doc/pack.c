@@ -1,0 +1,421 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pack.c - building, unpacking and verifying the packed form (layout in packed.h).
+ *
+ * Owns: l3_doc_pack (full form -> packed, one walk), l3_doc_unpack (packed -> full form,
+ * through its JSON text: correct by construction, and paid once, by a document's first
+ * change of a field), l3_doc_heap_adopt_any, and the packed verify(), which trusts nothing:
+ * every length is checked against its container, nesting is walked on an explicit stack
+ * bounded by L3_DOC_MAX_DEPTH and member and element counts are bounded, so the duplicate
+ * name check and every lookup scan a bounded list.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "l3kv/base.h"
+#include "l3kv/error.h"
+#include "packed.h"
+
+/* ------------------------------------------------------------------ packing */
+
+typedef struct {
+    uint8_t *dst;
+    uint32_t len, cap;
+    int err;
+} pout_t;
+
+static inline void put(pout_t *o, const void *p, uint32_t n)
+{
+    if (o->err)
+        return;
+    if (n > o->cap - o->len) {
+        o->err = L3_ETOOBIG;
+        return;
+    }
+    memcpy(o->dst + o->len, p, n);
+    o->len += n;
+}
+
+static inline void put_var(pout_t *o, uint32_t x)
+{
+    uint8_t b[5];
+    uint32_t n = 0;
+    do {
+        b[n] = (uint8_t)(x & 0x7f);
+        x >>= 7;
+        if (x)
+            b[n] |= 0x80;
+        n++;
+    } while (x);
+    put(o, b, n);
+}
+
+static inline void put_tag(pout_t *o, uint8_t tag)
+{
+    put(o, &tag, 1);
+}
+
+static void put_int(pout_t *o, int64_t x)
+{
+    if (x >= INT8_MIN && x <= INT8_MAX) {
+        int8_t v = (int8_t)x;
+        put_tag(o, PT_I8);
+        put(o, &v, 1);
+    } else if (x >= INT16_MIN && x <= INT16_MAX) {
+        int16_t v = (int16_t)x;
+        put_tag(o, PT_I16);
+        put(o, &v, 2);
+    } else if (x >= INT32_MIN && x <= INT32_MAX) {
+        int32_t v = (int32_t)x;
+        put_tag(o, PT_I32);
+        put(o, &v, 4);
+    } else {
+        put_tag(o, PT_I64);
+        put(o, &x, 8);
+    }
+}
+
+static void put_text(pout_t *o, uint8_t type, const dstr_t *s)
+{
+    if (type == L3_DOC_STRING && s->len < 64) {
+        put_tag(o, (uint8_t)(PT_SHORT | s->len));
+    } else {
+        put_tag(o, type == L3_DOC_STRING ? PT_STR : PT_BIGNUM);
+        put_var(o, s->len);
+    }
+    put(o, s + 1, s->len);
+}
+
+static void put_scalar(pout_t *o, const uint8_t *buf, uint64_t val, uint8_t type)
+{
+    switch (type) {
+    case L3_DOC_NULL:
+        put_tag(o, PT_NULL);
+        break;
+    case L3_DOC_BOOL:
+        put_tag(o, val ? PT_TRUE : PT_FALSE);
+        break;
+    case L3_DOC_INT:
+        put_int(o, (int64_t)val);
+        break;
+    case L3_DOC_DOUBLE:
+        put_tag(o, PT_DOUBLE);
+        put(o, &val, 8);
+        break;
+    default: /* STRING, BIGNUM */
+        put_text(o, type, AT(buf, (uint32_t)val, const dstr_t));
+        break;
+    }
+}
+
+/* Open a container: its tag, count and a size field filled in at its close. */
+static uint32_t put_open(pout_t *o, const uint8_t *buf, uint64_t node, uint8_t type)
+{
+    uint32_t count = type == L3_DOC_OBJECT ? AT(buf, (uint32_t)node, const dobj_t)->count
+                                           : AT(buf, (uint32_t)node, const darr_t)->count;
+    if (count > (type == L3_DOC_OBJECT ? L3_DOC_PACKED_MEMBERS : L3_DOC_PACKED_ITEMS))
+        o->err = L3_ETOOBIG;
+    put_tag(o, type == L3_DOC_OBJECT ? PT_OBJECT : PT_ARRAY);
+    put_var(o, count);
+    put(o, "\0\0", 2);
+    return o->len;
+}
+
+int l3_doc_pack(const uint8_t *buf, uint8_t *dst, size_t cap, size_t *ret_len)
+{
+    if (l3_doc__packed(buf))
+        return -EINVAL;
+    pout_t o = {.dst = dst, .len = 0, .cap = (uint32_t)L3_MIN(cap, (size_t)L3_DOC_PACKED_MAX)};
+    if (o.cap < PACKED_MIN_USED)
+        return L3_ETOOBIG;
+    put(&o, buf, (uint32_t)sizeof(dhdr_t));
+    uint32_t open[L3_DOC_MAX_DEPTH]; /* where each open container's members start */
+    const dslot_t *root = AT(buf, L3_DOC_ROOT, const dslot_t);
+    l3_doc__walk_t w;
+    l3_doc__wstep_t st;
+    l3_doc__walk_begin(&w, buf, root->val, root->type);
+    int ev;
+    while (!o.err && (ev = l3_doc__walk_next(&w, &st)) != L3_W_END) {
+        if (ev == L3_W_DEEP)
+            return L3_EDEPTH; /* a verified document never gets here */
+        if (ev == L3_W_CLOSE) {
+            uint32_t start = open[w.depth], size = o.len - start;
+            dst[start - 2] = (uint8_t)size;
+            dst[start - 1] = (uint8_t)(size >> 8);
+            continue;
+        }
+        if (st.e) {
+            put_var(&o, st.e->klen);
+            put(&o, l3_doc__ekey(buf, st.e), st.e->klen);
+        }
+        if (ev == L3_W_OPEN)
+            open[w.depth - 1] = put_open(&o, buf, st.val, st.type);
+        else
+            put_scalar(&o, buf, st.val, st.type);
+    }
+    uint32_t used = L3_MAX(a8(o.len), PACKED_MIN_USED);
+    if (!o.err && used > o.cap)
+        o.err = L3_ETOOBIG;
+    if (o.err)
+        return o.err;
+    memset(dst + o.len, 0, used - o.len);
+    dhdr_t *h = HDR(dst);
+    h->dh_version = L3_DOC_PACKED_VERSION;
+    h->dh_flags = 0;
+    h->dh_crc = 0;
+    h->dh_used = used;
+    h->dh_garbage = 0;
+    h->dh_seed = 0;
+    *ret_len = used;
+    return 0;
+}
+
+int l3_doc_unpack(const uint8_t *buf, uint8_t **ret_buf, size_t *ret_len)
+{
+    if (!l3_doc__packed(buf))
+        return -EINVAL;
+    l3_buf_t text = {0};
+    int rc = l3_doc_to_json(buf, L3_DOC_ROOT, &text);
+    if (rc == 0) {
+        l3_doc_error_t e;
+        rc = l3_doc_from_json(text.ptr, text.len, NULL, ret_buf, ret_len, &e);
+    }
+    free(text.ptr);
+    if (rc < 0)
+        return rc == L3_ESYNTAX ? L3_ECORRUPT : rc; /* a verified document always parses */
+    HDR(*ret_buf)->dh_lsn = HDR(buf)->dh_lsn;
+    return 0;
+}
+
+int l3_doc_heap_adopt_any(l3_doc_t *d, uint8_t *buf, size_t len)
+{
+    if (!l3_doc__packed(buf)) {
+        l3_doc_heap_adopt(d, buf, len);
+        return 0;
+    }
+    uint8_t *full;
+    size_t flen;
+    int rc = l3_doc_unpack(buf, &full, &flen);
+    free(buf);
+    memset(d, 0, sizeof(*d));
+    if (rc < 0)
+        return rc;
+    l3_doc_heap_adopt(d, full, flen);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ verify (untrusted) */
+
+typedef struct {
+    const uint8_t *buf;
+    uint32_t used;
+    size_t at;
+    const char *msg;
+} pv_t;
+
+static int pbad(pv_t *v, size_t at, const char *msg)
+{
+    v->at = at;
+    v->msg = msg;
+    return L3_ECORRUPT;
+}
+
+/* A var inside [*off, end): canonical enough (at most 5 bytes, < 2^32). */
+static int pv_var(pv_t *v, uint32_t *off, uint32_t end, uint32_t *ret)
+{
+    uint64_t x = 0;
+    for (unsigned i = 0; i < 5; i++) {
+        if (*off >= end)
+            return pbad(v, *off, "length runs past its container");
+        uint8_t b = v->buf[(*off)++];
+        x |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            if (x > UINT32_MAX)
+                return pbad(v, *off, "length too large");
+            *ret = (uint32_t)x;
+            return 0;
+        }
+    }
+    return pbad(v, *off, "length longer than 5 bytes");
+}
+
+typedef struct {
+    uint32_t end;  /* end of the container's members */
+    uint32_t left; /* members or elements still to read */
+    uint32_t body; /* first member (objects: for the duplicate check) */
+    bool object;
+} pframe_t;
+
+/* Is there an earlier member of the object starting at body, before `before`, named name? */
+static bool dup_name(const uint8_t *buf, uint32_t body, uint32_t before, const uint8_t *name, uint32_t nl)
+{
+    for (uint32_t off = body; off < before;) {
+        const uint8_t *n;
+        uint32_t l;
+        uint32_t vo = l3_doc__p_name(buf, off, &n, &l);
+        if (l == nl && memcmp(n, name, nl) == 0)
+            return true;
+        off = l3_doc__p_skip(buf, vo);
+    }
+    return false;
+}
+
+/* One scalar at *off inside [*off, end); containers are handled by the caller. */
+static int pv_scalar(pv_t *v, uint8_t tag, uint32_t *off, uint32_t end)
+{
+    static const uint8_t width[] = {[PT_I8] = 1, [PT_I16] = 2, [PT_I32] = 4, [PT_I64] = 8, [PT_DOUBLE] = 8};
+    uint32_t n;
+    if (tag <= PT_TRUE)
+        return 0;
+    if (tag <= PT_DOUBLE) {
+        n = width[tag];
+        if (end - *off < n)
+            return pbad(v, *off, "number runs past its container");
+        if (tag == PT_DOUBLE) {
+            double d;
+            memcpy(&d, v->buf + *off, 8);
+            if (d != d || d - d != 0)
+                return pbad(v, *off, "double is not finite");
+        }
+        *off += n;
+        return 0;
+    }
+    if (tag >= PT_SHORT) {
+        n = tag - PT_SHORT;
+    } else if (tag == PT_STR || tag == PT_BIGNUM) {
+        int rc = pv_var(v, off, end, &n);
+        if (rc)
+            return rc;
+    } else {
+        return pbad(v, *off - 1, "unknown value tag");
+    }
+    if (end - *off < n)
+        return pbad(v, *off, "string runs past its container");
+    const uint8_t *p = v->buf + *off;
+    if (tag == PT_BIGNUM ? !l3_doc__number_valid((const char *)p, n) : !l3_doc__utf8_valid(p, n))
+        return pbad(v, *off, tag == PT_BIGNUM ? "invalid number text" : "invalid UTF-8 in string");
+    *off += n;
+    return 0;
+}
+
+/* A member's name at *off of the object f: bounds, UTF-8, no earlier twin. */
+static int pv_name(pv_t *v, const pframe_t *f, uint32_t *off)
+{
+    uint32_t start = *off, nl;
+    int rc = pv_var(v, off, f->end, &nl);
+    if (rc)
+        return rc;
+    if (f->end - *off < nl)
+        return pbad(v, *off, "member name runs past its object");
+    const uint8_t *name = v->buf + *off;
+    if (!l3_doc__utf8_valid(name, nl))
+        return pbad(v, start, "invalid UTF-8 in member name");
+    if (dup_name(v->buf, f->body, start, name, nl))
+        return pbad(v, start, "duplicate member name");
+    *off += nl;
+    return 0;
+}
+
+/* A container's head at *off (tag read): count, size, bounds; pushes its frame. */
+static int pv_open(pv_t *v, uint8_t tag, uint32_t *off, uint32_t end, pframe_t *f)
+{
+    uint32_t count;
+    int rc = pv_var(v, off, end, &count);
+    if (rc)
+        return rc;
+    bool object = tag == PT_OBJECT;
+    if (count > (object ? L3_DOC_PACKED_MEMBERS : L3_DOC_PACKED_ITEMS))
+        return pbad(v, *off, object ? "too many members for a packed object" : "too many elements for a packed array");
+    if (end - *off < 2)
+        return pbad(v, *off, "container size runs past its container");
+    uint32_t size = l3_doc__rd_u16(v->buf + *off);
+    *off += 2;
+    if (end - *off < size)
+        return pbad(v, *off - 2, "container runs past its container");
+    /* each member or element takes at least one byte (two for a member) */
+    if ((uint64_t)count * (object ? 2u : 1u) > size)
+        return pbad(v, *off - 2, "container size too small for its count");
+    *f = (pframe_t){.end = *off + size, .left = count, .body = *off, .object = object};
+    return 0;
+}
+
+static int pv_walk(pv_t *v, uint32_t end, pframe_t *stack)
+{
+    unsigned depth = 0;
+    uint32_t off = L3_DOC_ROOT;
+    bool root = true;
+    for (;;) {
+        uint32_t lim = end;
+        if (!root) {
+            if (depth == 0)
+                return (int)off; /* the end of the root value */
+            pframe_t *f = &stack[depth - 1];
+            if (f->left == 0) {
+                if (off != f->end)
+                    return pbad(v, off, "container size does not match its members");
+                depth--;
+                continue;
+            }
+            f->left--;
+            lim = f->end;
+            if (f->object) {
+                int rc = pv_name(v, f, &off);
+                if (rc)
+                    return rc;
+            }
+        }
+        root = false;
+        if (off >= lim)
+            return pbad(v, off, "value runs past its container");
+        uint8_t tag = v->buf[off++];
+        int rc;
+        if (tag == PT_OBJECT || tag == PT_ARRAY) {
+            if (depth >= L3_DOC_MAX_DEPTH)
+                return pbad(v, off - 1, "nested deeper than the depth limit");
+            rc = pv_open(v, tag, &off, lim, &stack[depth]);
+            if (rc == 0)
+                depth++;
+        } else {
+            rc = pv_scalar(v, tag, &off, lim);
+        }
+        if (rc)
+            return rc;
+    }
+}
+
+int l3_doc__p_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
+{
+    pv_t v = {.buf = buf};
+    const dhdr_t *h = HDR(buf);
+    int rc = 0;
+    if (h->dh_used < PACKED_MIN_USED || h->dh_used > len || h->dh_used % 8 || h->dh_used > L3_DOC_PACKED_MAX)
+        rc = pbad(&v, 8, "bad used size");
+    else if (h->dh_garbage != 0)
+        rc = pbad(&v, 12, "packed document with garbage");
+    else if (h->dh_seed != 0)
+        rc = pbad(&v, 24, "packed document with a hash seed");
+    if (rc == 0) {
+        v.used = h->dh_used;
+        pframe_t *stack = malloc(sizeof(pframe_t) * L3_DOC_MAX_DEPTH);
+        if (!stack)
+            return -ENOMEM;
+        rc = pv_walk(&v, v.used, stack);
+        free(stack);
+        if (rc > 0) {
+            uint32_t end = (uint32_t)rc;
+            rc = 0;
+            if (L3_MAX(a8(end), PACKED_MIN_USED) != v.used)
+                rc = pbad(&v, end, "used size does not match the root value");
+            for (uint32_t z = end; rc == 0 && z < v.used; z++)
+                if (buf[z])
+                    rc = pbad(&v, z, "padding after the root value not zero");
+        }
+    }
+    if (rc && err) {
+        err->offset = v.at;
+        err->msg = v.msg ? v.msg : l3_strerror(rc);
+    }
+    return rc;
+}
+

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * packed.h - the packed form of a small document (internal to src/doc).
+ *
+ * A document the store keeps as it was written (a PUT, a patch result) and that is small
+ * is kept packed: one byte-aligned, depth-first encoding of its values, read where it lies
+ * and never changed in place. The first change of a single field turns it back into the
+ * full form of format.h (l3_doc_unpack), which is changed in place from then on.
+ *
+ * Header: the 32-byte header of format.h with dh_version L3_DOC_PACKED_VERSION, dh_seed 0
+ * and dh_garbage 0; dh_flags and dh_crc as in the full form (the CRC covers [0, dh_used)).
+ * The root value starts at L3_DOC_ROOT (32). dh_used = the end of the root value rounded up
+ * to 8, at least 40 and at most L3_DOC_PACKED_MAX; the bytes between are zero.
+ *
+ * Value: a tag byte, then its payload (integers little endian; var = LEB128, at most 5
+ * bytes, value < 2^32):
+ *   tag   payload                    value
+ *   0x00  -                          null
+ *   0x01  -                          false
+ *   0x02  -                          true
+ *   0x03  1 byte                     int (int8)
+ *   0x04  2 bytes                    int (int16)
+ *   0x05  4 bytes                    int (int32)
+ *   0x06  8 bytes                    int (int64)
+ *   0x07  8 bytes                    double (IEEE 754 bits)
+ *   0x08  var len, len bytes         string (UTF-8)
+ *   0x09  var len, len bytes         bignum (its JSON number text)
+ *   0x0a  var count, u16 size, ...   object: count members of (var klen, klen name bytes, value)
+ *   0x0b  var count, u16 size, ...   array: count values
+ *   0x40+n  n bytes (n < 64)         string of n bytes
+ * size = the bytes of the members or elements after the size field. Writers use the
+ * narrowest int and the short string tag; readers accept any.
+ *
+ * Bounds (verify() refuses what passes them, the packer never builds it): dh_used at most
+ * L3_DOC_PACKED_MAX (4 KiB), at most L3_DOC_PACKED_MEMBERS members per object (no two with
+ * the same name) and L3_DOC_PACKED_ITEMS elements per array, so a lookup scans a bounded
+ * list, and nesting at most L3_DOC_MAX_DEPTH.
+ *
+ * A slot (the uint32 the reading API passes around) of a packed document is the offset of
+ * a value's tag byte; the root's is L3_DOC_ROOT, as in the full form.
+ */
+#ifndef L3KV_DOC_PACKED_H
+#define L3KV_DOC_PACKED_H
+
+#include "format.h"
+
+#define L3_DOC_PACKED_VERSION 4u
+#define L3_DOC_PACKED_MAX L3_DOC_PACK_MAX_BYTES
+#define L3_DOC_PACKED_MEMBERS 64u
+#define L3_DOC_PACKED_ITEMS 256u
+#define PACKED_MIN_USED 40u
+
+enum {
+    PT_NULL = 0x00,
+    PT_FALSE = 0x01,
+    PT_TRUE = 0x02,
+    PT_I8 = 0x03,
+    PT_I16 = 0x04,
+    PT_I32 = 0x05,
+    PT_I64 = 0x06,
+    PT_DOUBLE = 0x07,
+    PT_STR = 0x08,
+    PT_BIGNUM = 0x09,
+    PT_OBJECT = 0x0a,
+    PT_ARRAY = 0x0b,
+    PT_SHORT = 0x40, /* 0x40 | n: string of n < 64 bytes */
+};
+
+static inline bool l3_doc__packed(const uint8_t *buf)
+{
+    return HDR(buf)->dh_version == L3_DOC_PACKED_VERSION;
+}
+
+/* A decoded value of a verified packed document. */
+typedef struct {
+    uint8_t type;        /* l3_doc_type_t */
+    uint32_t count;      /* OBJECT, ARRAY */
+    uint32_t body, end;  /* OBJECT, ARRAY: first member or element, end of the last */
+    int64_t i;           /* INT; BOOL: 0/1 */
+    double d;            /* DOUBLE */
+    const uint8_t *s;    /* STRING, BIGNUM */
+    uint32_t slen;       /* STRING, BIGNUM */
+} l3_doc__pval_t;
+
+static inline uint16_t l3_doc__rd_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (unsigned)p[1] << 8);
+}
+
+/* Decode the value whose tag is at off; returns the offset just past it. */
+uint32_t l3_doc__p_decode(const uint8_t *buf, uint32_t off, l3_doc__pval_t *v);
+/* The offset just past the value at off. */
+uint32_t l3_doc__p_skip(const uint8_t *buf, uint32_t off);
+/* The name of the member at off (*ret_klen, *ret_name); returns the offset of its value. */
+uint32_t l3_doc__p_name(const uint8_t *buf, uint32_t off, const uint8_t **ret_name, uint32_t *ret_klen);
+
+void l3_doc__p_val(const uint8_t *buf, uint32_t slot, l3_doc_val_t *ret);
+int l3_doc__p_obj_find(const uint8_t *buf, uint32_t slot, const char *key, size_t klen, uint32_t *ret_slot);
+int l3_doc__p_arr_at(const uint8_t *buf, uint32_t slot, uint64_t idx, uint32_t *ret_slot);
+int l3_doc__p_obj_next(const uint8_t *buf, uint32_t slot, uint32_t *inout_pos, const char **ret_key,
+                       uint32_t *ret_klen, uint32_t *ret_slot);
+/* The value at slot as JSON text (emit.c). */
+int l3_doc__p_emit(const uint8_t *buf, uint32_t slot, l3_buf_t *out);
+/* verify() of a packed document (the header's magic and version already checked). */
+int l3_doc__p_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err);
+void l3_doc__p_stats(const uint8_t *buf, l3_doc_stats_t *ret);
+void l3_doc__p_breakdown(const uint8_t *buf, l3_doc_breakdown_t *ret);
+
+#endif
