@@ -95,7 +95,8 @@ static_assert(offsetof(l3_lock_t, lk_owner) == 48, "lk_owner offset");
  * 296   8  ah_rollforwards dead processes' mutations kept (WAL probe said the record was in)
  * 304   8  ah_exp_cursor   next stripe the expiry sweep visits (fetch-add by every sweeper)
  * 312   8  ah_expired      keys removed because their deadline passed
- * 320      reserved (zero) up to 4096
+ * 320   8  ah_unpacks      packed documents turned into the full form by a change
+ * 328      reserved (zero) up to 4096
  */
 typedef struct {
     uint64_t ah_magic;
@@ -136,7 +137,8 @@ typedef struct {
     uint64_t ah_rollforwards;
     uint64_t ah_exp_cursor;
     uint64_t ah_expired;
-    uint8_t ah_reserved[L3_ARENA_HDR_BYTES - 320];
+    uint64_t ah_unpacks;
+    uint8_t ah_reserved[L3_ARENA_HDR_BYTES - 328];
 } l3_arena_hdr_t;
 static_assert(sizeof(l3_arena_hdr_t) == L3_ARENA_HDR_BYTES, "header size");
 static_assert(offsetof(l3_arena_hdr_t, ah_sipkey) == 136, "ah_sipkey offset");

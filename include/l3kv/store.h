@@ -431,6 +431,7 @@ typedef struct {
     uint64_t rollforwards; /* dead processes' mutations kept: their WAL record was in */
     uint64_t expired;      /* keys removed because their deadline passed */
     uint64_t grows;        /* documents moved to a larger block */
+    uint64_t unpacks;      /* packed documents turned into the full form by a change */
     uint64_t compactions;  /* documents rewritten without garbage */
     uint32_t procs;        /* registered process slots */
     uint32_t nstripes;

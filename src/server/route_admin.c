@@ -76,9 +76,10 @@ static bool store_json(l3_store_t *st, char *extra, size_t cap, l3_obs_store_fig
              "{\"keys\":%" PRIu64 ",\"doc_bytes\":%" PRIu64 ",\"heap_bytes\":%" PRIu64
              ",\"used_bytes\":%" PRIu64 ",\"free_bytes\":%" PRIu64 ",\"largest_free\":%" PRIu64
              ",\"fragmentation\":%.4f,\"last_lsn\":%" PRIu64 ",\"repairs\":%" PRIu64 ",\"rollbacks\":%" PRIu64
-             ",\"grows\":%" PRIu64 ",\"compactions\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"procs\":%u}",
+             ",\"grows\":%" PRIu64 ",\"unpacks\":%" PRIu64 ",\"compactions\":%" PRIu64 ",\"expired\":%" PRIu64
+             ",\"procs\":%u}",
              s.keys, s.doc_bytes, s.heap_bytes, s.used_bytes, s.free_bytes, s.largest_free, s.fragmentation,
-             s.last_lsn, s.repairs, s.rollbacks, s.grows, s.compactions, s.expired, s.procs);
+             s.last_lsn, s.repairs, s.rollbacks, s.grows, s.unpacks, s.compactions, s.expired, s.procs);
     return true;
 }
 

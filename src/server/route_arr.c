@@ -304,8 +304,9 @@ static void plan_free(arr_plan_t *pl)
 static int dry_run(const arr_req_t *r, uint8_t *doc, size_t len, arr_plan_t *pl, l3_doc_error_t *e)
 {
     l3_doc_t hd = {0};
-    l3_doc_heap_adopt(&hd, doc, len);
-    int rc = l3_doc_json_patch(&hd, pl->patch.ptr, pl->patch.len, e);
+    int rc = l3_doc_heap_adopt_any(&hd, doc, len);
+    if (rc == 0)
+        rc = l3_doc_json_patch(&hd, pl->patch.ptr, pl->patch.len, e);
     uint32_t slot;
     if (rc == 0 && r->op != L3_ARR_POP && r->op != L3_ARR_REMOVE) {
         rc = l3_doc_lookup(hd.buf, r->ptr.ptr, r->ptr.len, L3_DOC_PATH_POINTER, &slot);

@@ -490,6 +490,7 @@ int l3_store_stats(l3_store_t *st, l3_store_stats_t *ret)
     ret->rollforwards = __atomic_load_n(&h->ah_rollforwards, __ATOMIC_RELAXED);
     ret->expired = __atomic_load_n(&h->ah_expired, __ATOMIC_RELAXED);
     ret->grows = __atomic_load_n(&h->ah_grows, __ATOMIC_RELAXED);
+    ret->unpacks = __atomic_load_n(&h->ah_unpacks, __ATOMIC_RELAXED);
     ret->compactions = __atomic_load_n(&h->ah_compactions, __ATOMIC_RELAXED);
     ret->nstripes = h->ah_nstripes;
     for (uint32_t i = 0; i < h->ah_max_procs; i++)

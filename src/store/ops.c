@@ -285,10 +285,27 @@ void l3_store__set_deadline(l3_store_t *st, opctx_t *c, uint64_t expire_ms)
         __atomic_store_n(&c->sp->sp_exp_min, expire_ms, __ATOMIC_RELAXED);
 }
 
+/* A small full-form document is kept packed (l3kv/doc.h): a third to a half of the bytes,
+ * read in place, unpacked by the first change of a field (unpack_apply). *ret_len 0: it
+ * stays as it is (packed already, large, or a container too big to pack). */
+static void pack_small(const uint8_t *buf, size_t len, uint8_t *tmp, size_t *ret_len)
+{
+    *ret_len = 0;
+    if (len < L3_DOC_TIGHT_BYTES && !l3_doc_is_packed(buf) && l3_doc_pack(buf, tmp, len, ret_len) < 0)
+        *ret_len = 0;
+}
+
 int l3_store__store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf,
                         size_t len, uint64_t lsn)
 {
     uint64_t e, got;
+    _Alignas(8) uint8_t packed[L3_DOC_TIGHT_BYTES];
+    size_t plen;
+    pack_small(buf, len, packed, &plen);
+    if (plen) {
+        buf = packed;
+        len = plen;
+    }
     int rc = alloc_key_block(st, c, key, klen, doc_cap_fresh(len), &e, &got);
     if (rc < 0)
         return rc;
@@ -451,6 +468,7 @@ static int put_common(l3_store_t *st, const void *key, size_t klen, const uint8_
     if (rc < 0)
         return op_abort(st, &c, rc);
     DEBUG_VERIFY(c.doc, "put");
+    len = l3_doc_size(c.doc); /* the record carries the document as stored (packed or not) */
     l3_store__set_deadline(st, &c, expire_ms);
     l3_wal_rec_t rec = {.op = L3_WALOP_PUT,
                         .lsn = lsn,
@@ -710,11 +728,13 @@ static int guarded_apply(l3_store_t *st, l3_doc_t *d, docop_t *o)
     return rc;
 }
 
-/* Apply on a private, larger copy of the document, then publish it. reseed: the copy is
- * rebuilt under a fresh hash seed (the answer to L3_EREHASH) instead of copied. */
-static int grow_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t need, size_t limit, bool reseed)
+/* Apply on a private, larger copy of the document (src: c->doc or its full form), then
+ * publish it. reseed: the copy is rebuilt under a fresh hash seed (the answer to
+ * L3_EREHASH) instead of copied. */
+static int grow_into(l3_store_t *st, opctx_t *c, const uint8_t *src, docop_t *o, size_t need, size_t limit,
+                     bool reseed)
 {
-    uint64_t size = l3_doc_size(c->doc);
+    uint64_t size = l3_doc_size(src);
     uint64_t want = L3_MAX((uint64_t)need + need / 4, size + size / 2) + 256;
     if (limit && want > limit)
         want = L3_MAX((uint64_t)limit, L3_MAX((uint64_t)need, size)); /* room() refuses past the limit */
@@ -726,18 +746,18 @@ static int grow_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t need, size_
         uint8_t *nd = AT(st, AT(st, e, l3_ix_entry_t)->ie_doc, uint8_t);
         size_t got;
         if (reseed) {
-            if (l3_doc_compact_bound(c->doc) > cap) {
+            if (l3_doc_compact_bound(src) > cap) {
                 l3_store__free_now(st, e);
-                want = L3_MAX(want * 2, (uint64_t)l3_doc_compact_bound(c->doc) + 256);
+                want = L3_MAX(want * 2, (uint64_t)l3_doc_compact_bound(src) + 256);
                 continue;
             }
-            rc = l3_doc_rebuild(c->doc, nd, cap, &got);
+            rc = l3_doc_rebuild(src, nd, cap, &got);
             if (rc < 0) {
                 l3_store__free_now(st, e);
                 return rc;
             }
         } else {
-            memcpy(nd, c->doc, size);
+            memcpy(nd, src, size);
         }
         l3_doc_t d = {.buf = nd, .cap = cap, .limit = limit};
         rc = docop_apply(&d, o);
@@ -757,6 +777,27 @@ static int grow_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t need, size_
         return 0;
     }
     return -ENOSPC;
+}
+
+static int grow_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t need, size_t limit, bool reseed)
+{
+    return grow_into(st, c, c->doc, o, need, limit, reseed);
+}
+
+/* The first change of a packed document: applied to its full form in a new block, with the
+ * room a grown document gets; it is changed in place from then on. */
+static int unpack_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t limit)
+{
+    uint8_t *full;
+    size_t len;
+    int rc = l3_doc_unpack(c->doc, &full, &len);
+    if (rc < 0)
+        return rc;
+    rc = grow_into(st, c, full, o, len, limit, false);
+    free(full);
+    if (rc == 0)
+        __atomic_fetch_add(&st->hdr->ah_unpacks, 1, __ATOMIC_RELAXED);
+    return rc;
 }
 
 static void maybe_compact(l3_store_t *st, opctx_t *c)
@@ -917,7 +958,10 @@ static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint
                   .undo = l3_store__doc_undo_cb,
                   .undo_ctx = st,
                   .limit = limit};
-    rc = guarded_apply(st, &d, o);
+    if (l3_doc_is_packed(c.doc))
+        rc = unpack_apply(st, &c, o, limit);
+    else
+        rc = guarded_apply(st, &d, o);
     if (rc == L3_STORE__EUNDO || rc == L3_EREHASH) {
         /* too much to log, or a hash chain past its bound: undo what was changed and redo
          * on a private copy (rebuilt under a fresh seed for the latter) */
@@ -1022,7 +1066,8 @@ static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge
         if (!copy)
             return op_abort(st, &c, -ENOMEM);
         memcpy(copy, c.doc, size);
-        l3_doc_heap_adopt(&hd, copy, size);
+        if ((rc = l3_doc_heap_adopt_any(&hd, copy, size)) < 0)
+            return op_abort(st, &c, rc);
         hd.limit = doc_limit(st, replay_lsn);
     } else if (merge) {
         rc = l3_doc_heap_new(&hd, 256);

@@ -306,7 +306,8 @@ static int working_copy(l3_store_txn_t *t, const txkey_t *k, bool create, l3_doc
         if (b == NULL)
             return -ENOMEM;
         memcpy(b, cur, size);
-        l3_doc_heap_adopt(w, b, size);
+        if ((rc = l3_doc_heap_adopt_any(w, b, size)) < 0)
+            return rc;
     }
     w->limit = t->st->max_doc;
     return 0;

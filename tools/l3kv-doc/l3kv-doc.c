@@ -34,6 +34,7 @@ static const char *prog = "l3kv-doc";
 static struct {
     bool binary; /* stdin holds a binary document, not JSON text */
     bool raw;    /* get: print strings without quotes */
+    bool packed; /* encode, stats: the packed form (what the store keeps of a small document) */
     bool json;   /* stats: one JSON object */
     unsigned max_depth;
 } opt;
@@ -58,6 +59,9 @@ static void usage(FILE *f)
             "Options:\n"
             "  -b, --binary       stdin is a binary document (get, set, merge, patch, stats)\n"
             "  -r, --raw          get: print a string value without quotes or escapes\n"
+            "  -p, --packed       encode, stats: the packed form the store keeps of a small document\n"
+            "                     (the full form when it does not pack: over 4 KiB, an object of more\n"
+            "                     than 64 members or an array of more than 256 elements)\n"
             "  -j, --json         stats: print one JSON object\n"
             "      --max-depth N  nesting limit for JSON input (default %u, at most %u)\n"
             "  -h, --help         this text\n"
@@ -231,12 +235,47 @@ static int path_error(const char *cmd, const char *path, int rc)
     return EXIT_DATA;
 }
 
+/* --packed: replace d's document by its packed form when it packs. 0 or an exit status. */
+static int maybe_pack(l3_doc_t *d)
+{
+    if (!opt.packed || l3_doc_is_packed(d->buf))
+        return 0;
+    uint8_t *p = aligned_alloc(8, L3_DOC_PACK_MAX_BYTES);
+    size_t len;
+    if (p == NULL) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        return EXIT_DATA;
+    }
+    if (l3_doc_pack(d->buf, p, L3_DOC_PACK_MAX_BYTES, &len) < 0) {
+        free(p); /* it does not pack: the full form stays */
+        return 0;
+    }
+    l3_doc_heap_free(d);
+    l3_doc_heap_adopt(d, p, len);
+    return 0;
+}
+
+/* A command that changes the document: a packed input becomes its full form. */
+static int load_mutable(l3_doc_t *d)
+{
+    int st = load_input(d);
+    if (st || !l3_doc_is_packed(d->buf))
+        return st;
+    if (l3_doc_heap_adopt_any(d, d->buf, l3_doc_size(d->buf)) < 0) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        return EXIT_DATA;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- commands */
 
 static int cmd_encode(void)
 {
     l3_doc_t d;
     int st = load_input(&d);
+    if (st == 0 && (st = maybe_pack(&d)) != 0)
+        l3_doc_heap_free(&d);
     if (st)
         return st;
     st = write_all(d.buf, l3_doc_size(d.buf)) < 0 ? EXIT_DATA : finish_output();
@@ -302,7 +341,7 @@ static int cmd_get(const char *path)
 static int cmd_set(const char *path, const char *value)
 {
     l3_doc_t d;
-    int st = load_input(&d);
+    int st = load_mutable(&d);
     if (st)
         return st;
     l3_doc_error_t e = {0, NULL};
@@ -326,7 +365,7 @@ static int cmd_set(const char *path, const char *value)
 static int cmd_patch(const char *cmd, const char *patch)
 {
     l3_doc_t d;
-    int st = load_input(&d);
+    int st = load_mutable(&d);
     if (st)
         return st;
     l3_doc_error_t e = {0, NULL};
@@ -344,42 +383,52 @@ static int cmd_patch(const char *cmd, const char *patch)
     return st;
 }
 
-/* The byte breakdown of stats: every byte of `used` in one row. */
+/* The byte breakdown of stats: every byte of `used` in one row (the rows of the document's
+ * form: full or packed). */
 static void print_breakdown(const uint8_t *buf)
 {
     l3_doc_breakdown_t b;
     l3_doc_breakdown(buf, &b);
+    enum { BOTH, FULL, PACKED };
     const struct {
         const char *name;
         size_t v;
+        int form;
     } rows[] = {
-        {"header", b.header},
-        {"root", b.root},
-        {"obj_nodes", b.obj_nodes},
-        {"entries", b.entries},
-        {"entry_slack", b.entry_slack},
-        {"order", b.order},
-        {"arr_nodes", b.arr_nodes},
-        {"items", b.items},
-        {"item_slack", b.item_slack},
-        {"str_heads", b.str_heads},
-        {"str_bytes", b.str_bytes},
-        {"str_pad", b.str_pad},
-        {"names", b.names},
-        {"name_pad", b.name_pad},
-        {"garbage", b.garbage},
+        {"header", b.header, BOTH},
+        {"root", b.root, FULL},
+        {"obj_nodes", b.obj_nodes, FULL},
+        {"entries", b.entries, FULL},
+        {"entry_slack", b.entry_slack, FULL},
+        {"order", b.order, FULL},
+        {"arr_nodes", b.arr_nodes, FULL},
+        {"items", b.items, FULL},
+        {"item_slack", b.item_slack, FULL},
+        {"str_heads", b.str_heads, FULL},
+        {"str_bytes", b.str_bytes, BOTH},
+        {"str_pad", b.str_pad, FULL},
+        {"names", b.names, FULL},
+        {"name_pad", b.name_pad, FULL},
+        {"garbage", b.garbage, FULL},
+        {"p_framing", b.p_framing, PACKED},
+        {"p_names", b.p_names, PACKED},
+        {"p_scalars", b.p_scalars, PACKED},
+        {"p_pad", b.p_pad, PACKED},
     };
+    int other_form = l3_doc_is_packed(buf) ? FULL : PACKED;
     if (opt.json) {
         printf("\"bytes\":{");
         for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
-            printf("\"%s\":%zu,", rows[i].name, rows[i].v);
+            if (rows[i].form != other_form)
+                printf("\"%s\":%zu,", rows[i].name, rows[i].v);
         printf("\"other\":%lld}", (long long)b.other);
         return;
     }
     printf("bytes      (of used)\n");
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
-        printf("  %-12s %8zu %5.1f%%\n", rows[i].name, rows[i].v,
-               b.used ? 100.0 * (double)rows[i].v / (double)b.used : 0.0);
+        if (rows[i].form != other_form)
+            printf("  %-12s %8zu %5.1f%%\n", rows[i].name, rows[i].v,
+                   b.used ? 100.0 * (double)rows[i].v / (double)b.used : 0.0);
     printf("  %-12s %8lld\n", "other", (long long)b.other);
 }
 
@@ -387,6 +436,8 @@ static int cmd_stats(void)
 {
     l3_doc_t d;
     int st = load_input(&d);
+    if (st == 0 && (st = maybe_pack(&d)) != 0)
+        l3_doc_heap_free(&d);
     if (st)
         return st;
     l3_doc_stats_t s;
@@ -423,6 +474,7 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"binary", no_argument, NULL, 'b'},
         {"raw", no_argument, NULL, 'r'},
+        {"packed", no_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
         {"max-depth", required_argument, NULL, OPT_MAX_DEPTH},
         {"help", no_argument, NULL, 'h'},
@@ -431,13 +483,16 @@ int main(int argc, char **argv)
     };
     int c;
     /* "+": stop at the command, so a VALUE such as "-1" is not taken for an option. */
-    while ((c = getopt_long(argc, argv, "+brjhV", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+brpjhV", longopts, NULL)) != -1) {
         switch (c) {
         case 'b':
             opt.binary = true;
             break;
         case 'r':
             opt.raw = true;
+            break;
+        case 'p':
+            opt.packed = true;
             break;
         case 'j':
             opt.json = true;
