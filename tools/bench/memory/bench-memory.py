@@ -7,14 +7,19 @@ Loads N copies of the sample document
 under keys user:K into one l3kv instance (PUT over keep-alive HTTP) and, when redis-server
 is installed, the same JSON text as string values into one Redis instance (SET through
 redis-cli --pipe). Prints arena bytes per key (/metrics store.used_bytes / keys), Redis's
-used_memory delta per key, their ratio, and l3kv-inspect's breakdown of the arena.
+used_memory delta per key, their ratio, and l3kv-inspect's breakdown of the arena. Then
+(unless --no-recovery) the time to recover the keys: a restart replaying the WAL, and after a
+checkpoint one loading the snapshot, each as the server's "recovered in" figure and per million
+documents.
 
     bench-memory.py [--keys N] [--bin build/src/server/l3kv] [--inspect build/tools/l3kv-inspect/l3kv-inspect]
+                    [--no-recovery]
 """
 import argparse
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -91,15 +96,47 @@ def redis_per_key(n, tmp):
         rd.wait(30)
 
 
+def recovery(binary, srv, cfg, n):
+    """Restart srv's data directory twice: from the WAL, then from a snapshot."""
+    rc = srv.stop()
+    if rc != 0:
+        print("(graceful stop exited %s)" % rc)
+    s2 = benchlib.Server(binary, workers=1, config=cfg, reuse_dir=srv.dir)
+    try:
+        r = s2.recovered_ms()
+        if r:
+            print("recovery from the WAL: %.1f ms for %d records (%.1f ms per million documents)"
+                  % (r[0], r[1], r[0] * 1e6 / n))
+        t0 = time.time()
+        benchlib.http("POST", s2.url("/admin/checkpoint"))
+        while "checkpoint done" not in s2.logtext() and time.time() < t0 + 300:
+            time.sleep(0.2)
+    finally:
+        s2.stop()
+    s3 = benchlib.Server(binary, workers=1, config=cfg, reuse_dir=srv.dir)
+    try:
+        r = s3.recovered_ms()
+        m = re.search(r"snapshot \S+ \((\d+) documents\)", s3.logtext())
+        if r and m:
+            print("recovery from the snapshot: %.1f ms for %s documents (%.1f ms per million documents)"
+                  % (r[0], m.group(1), r[0] * 1e6 / n))
+        return s3
+    except BaseException:
+        s3.stop()
+        raise
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=int(os.environ.get("L3KV_BENCH_KEYS", "200000")))
     ap.add_argument("--bin", default=os.environ.get("L3KV_BIN", "build/src/server/l3kv"))
     ap.add_argument("--inspect", default=os.environ.get("L3KV_INSPECT", ""))
+    ap.add_argument("--no-recovery", action="store_true", help="skip the restarts")
     a = ap.parse_args()
     n = a.keys
-    srv = benchlib.Server(benchlib.resolve_bin(a.bin), workers=1,
-                          config={"storage": {"arena_bytes": max(256 << 20, n * 1024)}})
+    binary = benchlib.resolve_bin(a.bin)
+    cfg = {"storage": {"arena_bytes": max(256 << 20, n * 1024)}}
+    srv = benchlib.Server(binary, workers=1, config=cfg)
     tmp = tempfile.mkdtemp(prefix="l3kv-bench-mem-")
     try:
         srv.wait_ready(60)
@@ -119,6 +156,8 @@ def main():
             print("ratio l3kv / redis: %.2f" % (l3 / rp))
         else:
             print("redis-server not installed: no comparison")
+        if not a.no_recovery:
+            srv = recovery(binary, srv, cfg, n)
     finally:
         srv.stop()
         srv.remove()
