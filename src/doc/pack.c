@@ -326,7 +326,8 @@ static int pv_open(pv_t *v, uint8_t tag, uint32_t *off, uint32_t end, pframe_t *
         return rc;
     bool object = tag == PT_OBJECT;
     if (count > (object ? L3_DOC_PACKED_MEMBERS : L3_DOC_PACKED_ITEMS))
-        return pbad(v, *off, object ? "too many members for a packed object" : "too many elements for a packed array");
+        return pbad(v, *off,
+                    object ? "too many members for a packed object" : "too many elements for a packed array");
     if (end - *off < 2)
         return pbad(v, *off, "container size runs past its container");
     uint32_t size = l3_doc__rd_u16(v->buf + *off);
@@ -340,7 +341,11 @@ static int pv_open(pv_t *v, uint8_t tag, uint32_t *off, uint32_t end, pframe_t *
     return 0;
 }
 
-static int pv_walk(pv_t *v, uint32_t end, pframe_t *stack)
+/* Frames of the first containers live on the C stack; a deeper document moves them to
+ * one heap block of L3_DOC_MAX_DEPTH frames (*heap, freed by the caller). */
+#define PV_LOCAL_FRAMES 32u
+
+static int pv_walk(pv_t *v, uint32_t end, pframe_t *stack, pframe_t **heap)
 {
     unsigned depth = 0;
     uint32_t off = L3_DOC_ROOT;
@@ -373,6 +378,12 @@ static int pv_walk(pv_t *v, uint32_t end, pframe_t *stack)
         if (tag == PT_OBJECT || tag == PT_ARRAY) {
             if (depth >= L3_DOC_MAX_DEPTH)
                 return pbad(v, off - 1, "nested deeper than the depth limit");
+            if (depth == PV_LOCAL_FRAMES && *heap == NULL) {
+                if ((*heap = malloc(sizeof(pframe_t) * L3_DOC_MAX_DEPTH)) == NULL)
+                    return -ENOMEM;
+                memcpy(*heap, stack, sizeof(pframe_t) * PV_LOCAL_FRAMES);
+                stack = *heap;
+            }
             rc = pv_open(v, tag, &off, lim, &stack[depth]);
             if (rc == 0)
                 depth++;
@@ -397,11 +408,9 @@ int l3_doc__p_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
         rc = pbad(&v, 24, "packed document with a hash seed");
     if (rc == 0) {
         v.used = h->dh_used;
-        pframe_t *stack = malloc(sizeof(pframe_t) * L3_DOC_MAX_DEPTH);
-        if (!stack)
-            return -ENOMEM;
-        rc = pv_walk(&v, v.used, stack);
-        free(stack);
+        pframe_t local[PV_LOCAL_FRAMES], *heap = NULL;
+        rc = pv_walk(&v, v.used, local, &heap);
+        free(heap);
         if (rc > 0) {
             uint32_t end = (uint32_t)rc;
             rc = 0;
@@ -418,4 +427,3 @@ int l3_doc__p_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
     }
     return rc;
 }
-

@@ -16,90 +16,6 @@
 
 /* ------------------------------------------------------------------ decoding (trusted) */
 
-static inline uint32_t rd_var(const uint8_t *buf, uint32_t *off)
-{
-    uint32_t v = 0;
-    for (unsigned shift = 0;; shift += 7) {
-        uint8_t b = buf[(*off)++];
-        v |= (uint32_t)(b & 0x7f) << shift;
-        if (!(b & 0x80))
-            return v;
-    }
-}
-
-uint32_t l3_doc__p_decode(const uint8_t *buf, uint32_t off, l3_doc__pval_t *v)
-{
-    uint8_t tag = buf[off++];
-    v->i = 0;
-    if (tag >= PT_SHORT) {
-        v->type = L3_DOC_STRING;
-        v->slen = tag - PT_SHORT;
-        v->s = buf + off;
-        return off + v->slen;
-    }
-    switch (tag) {
-    case PT_NULL:
-        v->type = L3_DOC_NULL;
-        return off;
-    case PT_FALSE:
-    case PT_TRUE:
-        v->type = L3_DOC_BOOL;
-        v->i = tag == PT_TRUE;
-        return off;
-    case PT_I8:
-        v->type = L3_DOC_INT;
-        v->i = (int8_t)buf[off];
-        return off + 1;
-    case PT_I16: {
-        int16_t x;
-        memcpy(&x, buf + off, 2);
-        v->type = L3_DOC_INT;
-        v->i = x;
-        return off + 2;
-    }
-    case PT_I32: {
-        int32_t x;
-        memcpy(&x, buf + off, 4);
-        v->type = L3_DOC_INT;
-        v->i = x;
-        return off + 4;
-    }
-    case PT_I64:
-        v->type = L3_DOC_INT;
-        memcpy(&v->i, buf + off, 8);
-        return off + 8;
-    case PT_DOUBLE:
-        v->type = L3_DOC_DOUBLE;
-        memcpy(&v->d, buf + off, 8);
-        return off + 8;
-    case PT_STR:
-    case PT_BIGNUM:
-        v->type = tag == PT_STR ? L3_DOC_STRING : L3_DOC_BIGNUM;
-        v->slen = rd_var(buf, &off);
-        v->s = buf + off;
-        return off + v->slen;
-    default: /* PT_OBJECT, PT_ARRAY */
-        v->type = tag == PT_OBJECT ? L3_DOC_OBJECT : L3_DOC_ARRAY;
-        v->count = rd_var(buf, &off);
-        v->body = off + 2;
-        v->end = v->body + l3_doc__rd_u16(buf + off);
-        return v->end;
-    }
-}
-
-uint32_t l3_doc__p_name(const uint8_t *buf, uint32_t off, const uint8_t **ret_name, uint32_t *ret_klen)
-{
-    *ret_klen = rd_var(buf, &off);
-    *ret_name = buf + off;
-    return off + *ret_klen;
-}
-
-uint32_t l3_doc__p_skip(const uint8_t *buf, uint32_t off)
-{
-    l3_doc__pval_t v;
-    return l3_doc__p_decode(buf, off, &v);
-}
-
 bool l3_doc_is_packed(const uint8_t *buf)
 {
     return l3_doc__packed(buf);
@@ -145,14 +61,17 @@ int l3_doc__p_obj_find(const uint8_t *buf, uint32_t slot, const char *key, size_
     if (o.type != L3_DOC_OBJECT)
         return L3_ETYPE;
     for (uint32_t off = o.body; off < o.end;) {
-        const uint8_t *name;
         uint32_t nl;
-        uint32_t vo = l3_doc__p_name(buf, off, &name, &nl);
-        if (nl == klen && memcmp(name, key, klen) == 0) {
-            *ret_slot = vo;
+        if (buf[off] < 0x80) { /* a name under 128 bytes: its length is one byte */
+            nl = buf[off++];
+        } else {
+            nl = l3_doc__rd_var(buf, &off);
+        }
+        if (nl == klen && memcmp(buf + off, key, klen) == 0) {
+            *ret_slot = off + nl;
             return 0;
         }
-        off = l3_doc__p_skip(buf, vo);
+        off = l3_doc__p_skip(buf, off + nl);
     }
     return L3_ENOTFOUND;
 }

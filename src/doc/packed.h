@@ -73,13 +73,13 @@ static inline bool l3_doc__packed(const uint8_t *buf)
 
 /* A decoded value of a verified packed document. */
 typedef struct {
-    uint8_t type;        /* l3_doc_type_t */
-    uint32_t count;      /* OBJECT, ARRAY */
-    uint32_t body, end;  /* OBJECT, ARRAY: first member or element, end of the last */
-    int64_t i;           /* INT; BOOL: 0/1 */
-    double d;            /* DOUBLE */
-    const uint8_t *s;    /* STRING, BIGNUM */
-    uint32_t slen;       /* STRING, BIGNUM */
+    uint8_t type;       /* l3_doc_type_t */
+    uint32_t count;     /* OBJECT, ARRAY */
+    uint32_t body, end; /* OBJECT, ARRAY: first member or element, end of the last */
+    int64_t i;          /* INT; BOOL: 0/1 */
+    double d;           /* DOUBLE */
+    const uint8_t *s;   /* STRING, BIGNUM */
+    uint32_t slen;      /* STRING, BIGNUM */
 } l3_doc__pval_t;
 
 static inline uint16_t l3_doc__rd_u16(const uint8_t *p)
@@ -87,12 +87,101 @@ static inline uint16_t l3_doc__rd_u16(const uint8_t *p)
     return (uint16_t)(p[0] | (unsigned)p[1] << 8);
 }
 
+/* A var (LEB128) at *off of a verified document. */
+static inline uint32_t l3_doc__rd_var(const uint8_t *buf, uint32_t *off)
+{
+    uint32_t v = 0;
+    for (unsigned shift = 0;; shift += 7) {
+        uint8_t b = buf[(*off)++];
+        v |= (uint32_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return v;
+    }
+}
+
 /* Decode the value whose tag is at off; returns the offset just past it. */
-uint32_t l3_doc__p_decode(const uint8_t *buf, uint32_t off, l3_doc__pval_t *v);
-/* The offset just past the value at off. */
-uint32_t l3_doc__p_skip(const uint8_t *buf, uint32_t off);
+static inline uint32_t l3_doc__p_decode(const uint8_t *buf, uint32_t off, l3_doc__pval_t *v)
+{
+    uint8_t tag = buf[off++];
+    v->i = 0;
+    if (tag >= PT_SHORT) {
+        v->type = L3_DOC_STRING;
+        v->slen = tag - PT_SHORT;
+        v->s = buf + off;
+        return off + v->slen;
+    }
+    switch (tag) {
+    case PT_NULL:
+        v->type = L3_DOC_NULL;
+        return off;
+    case PT_FALSE:
+    case PT_TRUE:
+        v->type = L3_DOC_BOOL;
+        v->i = tag == PT_TRUE;
+        return off;
+    case PT_I8:
+        v->type = L3_DOC_INT;
+        v->i = (int8_t)buf[off];
+        return off + 1;
+    case PT_I16: {
+        int16_t x;
+        memcpy(&x, buf + off, 2);
+        v->type = L3_DOC_INT;
+        v->i = x;
+        return off + 2;
+    }
+    case PT_I32: {
+        int32_t x;
+        memcpy(&x, buf + off, 4);
+        v->type = L3_DOC_INT;
+        v->i = x;
+        return off + 4;
+    }
+    case PT_I64:
+        v->type = L3_DOC_INT;
+        memcpy(&v->i, buf + off, 8);
+        return off + 8;
+    case PT_DOUBLE:
+        v->type = L3_DOC_DOUBLE;
+        memcpy(&v->d, buf + off, 8);
+        return off + 8;
+    case PT_STR:
+    case PT_BIGNUM:
+        v->type = tag == PT_STR ? L3_DOC_STRING : L3_DOC_BIGNUM;
+        v->slen = l3_doc__rd_var(buf, &off);
+        v->s = buf + off;
+        return off + v->slen;
+    default: /* PT_OBJECT, PT_ARRAY */
+        v->type = tag == PT_OBJECT ? L3_DOC_OBJECT : L3_DOC_ARRAY;
+        v->count = l3_doc__rd_var(buf, &off);
+        v->body = off + 2;
+        v->end = v->body + l3_doc__rd_u16(buf + off);
+        return v->end;
+    }
+}
+
 /* The name of the member at off (*ret_klen, *ret_name); returns the offset of its value. */
-uint32_t l3_doc__p_name(const uint8_t *buf, uint32_t off, const uint8_t **ret_name, uint32_t *ret_klen);
+static inline uint32_t l3_doc__p_name(const uint8_t *buf, uint32_t off, const uint8_t **ret_name,
+                                      uint32_t *ret_klen)
+{
+    *ret_klen = l3_doc__rd_var(buf, &off);
+    *ret_name = buf + off;
+    return off + *ret_klen;
+}
+
+/* The offset just past the value at off: one table load for the fixed-size tags. */
+static inline uint32_t l3_doc__p_skip(const uint8_t *buf, uint32_t off)
+{
+    static const uint8_t fixed[PT_ARRAY + 1] = {1, 1, 1, 2, 3, 5, 9, 9, 0, 0, 0, 0};
+    uint8_t tag = buf[off];
+    if (tag >= PT_SHORT)
+        return off + 1 + (tag - PT_SHORT);
+    if (fixed[tag])
+        return off + fixed[tag];
+    off++;
+    uint32_t n = l3_doc__rd_var(buf, &off);
+    return tag <= PT_BIGNUM ? off + n : off + 2 + l3_doc__rd_u16(buf + off);
+}
 
 void l3_doc__p_val(const uint8_t *buf, uint32_t slot, l3_doc_val_t *ret);
 int l3_doc__p_obj_find(const uint8_t *buf, uint32_t slot, const char *key, size_t klen, uint32_t *ret_slot);

@@ -193,6 +193,30 @@ bsize=$("$TOOL" -b -j stats <"$TMP/doc.bin" | sed -n 's/.*"size":\([0-9]*\).*/\1
 [ "$bsize" = "$size" ] || fail "stats --binary size $bsize, file has $size bytes"
 expect stats_corrupt 1 '' 'garbage' -b stats
 
+# --- the packed form (--packed): smaller, decodes the same, reads and changes like the full form
+SAMPLE='{"id":123456,"name":"user123456","email":"u123456@example.com","tags":["a","b"],"score":456}'
+checks=$((checks + 1))
+printf '%s' "$SAMPLE" | "$TOOL" --packed encode >"$TMP/p.bin" || fail "packed encode exited $?"
+printf '%s' "$SAMPLE" | "$TOOL" encode >"$TMP/f.bin" || fail "encode exited $?"
+[ "$(wc -c <"$TMP/p.bin")" -eq 112 ] || fail "packed sample is $(wc -c <"$TMP/p.bin") bytes, want 112"
+[ "$(wc -c <"$TMP/f.bin")" -eq 368 ] || fail "full sample is $(wc -c <"$TMP/f.bin") bytes, want 368"
+[ "$(od -An -tu2 -j4 -N2 "$TMP/p.bin" | tr -d ' ')" = 4 ] || fail "packed sample is not format version 4"
+[ "$("$TOOL" decode <"$TMP/p.bin")" = "$SAMPLE" ] || fail "packed sample decodes differently"
+checks=$((checks + 1))
+[ "$("$TOOL" -b get tags.1 <"$TMP/p.bin")" = '"b"' ] || fail "get on a packed document"
+checks=$((checks + 1))
+got=$("$TOOL" -b set /score 7 <"$TMP/p.bin")
+[ "$got" = "${SAMPLE%456\}}7}" ] || fail "set on a packed document: '$got'"
+got=$("$TOOL" --packed -b -j stats <"$TMP/f.bin" 2>&1)
+echo "$got" | grep -q '"used":112' || fail "--packed stats used: $got"
+echo "$got" | grep -q '"p_names":20' || fail "--packed stats names: $got"
+echo "$got" | grep -q '"other":0}' || fail "--packed stats other: $got"
+# a document that does not pack (an object of 65 members) stays in the full form
+checks=$((checks + 1))
+WIDE=$(python3 -c 'import json; print(json.dumps({"k%d" % i: i for i in range(65)}, separators=(",", ":")))')
+[ "$(printf '%s' "$WIDE" | "$TOOL" --packed encode | od -An -tu2 -j4 -N2 | tr -d ' ')" = 3 ] ||
+    fail "a 65-member object was packed"
+
 # --- usage errors, help, version
 expect no_command 2 '' '' 
 expect unknown_command 2 '' '' frobnicate
