@@ -19,147 +19,140 @@
 
 /* ------------------------------------------------------------------ packing */
 
-typedef struct {
-    uint8_t *dst;
-    uint32_t len, cap;
-    int err;
-} pout_t;
+/* The packer writes through a cursor; before each value it checks once that the value's
+ * largest encoding fits (PACK_VALUE_MAX past its name and text), so the stores below need
+ * no checks of their own. */
+#define PACK_VALUE_MAX 16u /* name length (5), tag, var length (5) or count + size, payload 8 */
 
-static inline void put(pout_t *o, const void *p, uint32_t n)
+static inline uint8_t *w_var(uint8_t *p, uint32_t x)
 {
-    if (o->err)
-        return;
-    if (n > o->cap - o->len) {
-        o->err = L3_ETOOBIG;
-        return;
-    }
-    memcpy(o->dst + o->len, p, n);
-    o->len += n;
-}
-
-static inline void put_var(pout_t *o, uint32_t x)
-{
-    uint8_t b[5];
-    uint32_t n = 0;
-    do {
-        b[n] = (uint8_t)(x & 0x7f);
+    while (x >= 0x80) {
+        *p++ = (uint8_t)(x | 0x80);
         x >>= 7;
-        if (x)
-            b[n] |= 0x80;
-        n++;
-    } while (x);
-    put(o, b, n);
+    }
+    *p++ = (uint8_t)x;
+    return p;
 }
 
-static inline void put_tag(pout_t *o, uint8_t tag)
+static inline uint8_t *w_bytes(uint8_t *p, const void *src, uint32_t n)
 {
-    put(o, &tag, 1);
+    memcpy(p, src, n);
+    return p + n;
 }
 
-static void put_int(pout_t *o, int64_t x)
+static uint8_t *w_int(uint8_t *p, int64_t x)
 {
     if (x >= INT8_MIN && x <= INT8_MAX) {
-        int8_t v = (int8_t)x;
-        put_tag(o, PT_I8);
-        put(o, &v, 1);
-    } else if (x >= INT16_MIN && x <= INT16_MAX) {
+        *p++ = PT_I8;
+        *p++ = (uint8_t)x;
+        return p;
+    }
+    if (x >= INT16_MIN && x <= INT16_MAX) {
         int16_t v = (int16_t)x;
-        put_tag(o, PT_I16);
-        put(o, &v, 2);
-    } else if (x >= INT32_MIN && x <= INT32_MAX) {
+        *p++ = PT_I16;
+        return w_bytes(p, &v, 2);
+    }
+    if (x >= INT32_MIN && x <= INT32_MAX) {
         int32_t v = (int32_t)x;
-        put_tag(o, PT_I32);
-        put(o, &v, 4);
-    } else {
-        put_tag(o, PT_I64);
-        put(o, &x, 8);
+        *p++ = PT_I32;
+        return w_bytes(p, &v, 4);
     }
+    *p++ = PT_I64;
+    return w_bytes(p, &x, 8);
 }
 
-static void put_text(pout_t *o, uint8_t type, const dstr_t *s)
-{
-    if (type == L3_DOC_STRING && s->len < 64) {
-        put_tag(o, (uint8_t)(PT_SHORT | s->len));
-    } else {
-        put_tag(o, type == L3_DOC_STRING ? PT_STR : PT_BIGNUM);
-        put_var(o, s->len);
-    }
-    put(o, s + 1, s->len);
-}
-
-static void put_scalar(pout_t *o, const uint8_t *buf, uint64_t val, uint8_t type)
+/* A scalar (its room checked by the caller). */
+static uint8_t *w_scalar(uint8_t *p, const uint8_t *buf, uint64_t val, uint8_t type)
 {
     switch (type) {
     case L3_DOC_NULL:
-        put_tag(o, PT_NULL);
-        break;
+        *p++ = PT_NULL;
+        return p;
     case L3_DOC_BOOL:
-        put_tag(o, val ? PT_TRUE : PT_FALSE);
-        break;
+        *p++ = val ? PT_TRUE : PT_FALSE;
+        return p;
     case L3_DOC_INT:
-        put_int(o, (int64_t)val);
-        break;
+        return w_int(p, (int64_t)val);
     case L3_DOC_DOUBLE:
-        put_tag(o, PT_DOUBLE);
-        put(o, &val, 8);
-        break;
-    default: /* STRING, BIGNUM */
-        put_text(o, type, AT(buf, (uint32_t)val, const dstr_t));
-        break;
+        *p++ = PT_DOUBLE;
+        return w_bytes(p, &val, 8);
+    default: { /* STRING, BIGNUM */
+        const dstr_t *s = AT(buf, (uint32_t)val, const dstr_t);
+        if (type == L3_DOC_STRING && s->len < 64) {
+            *p++ = (uint8_t)(PT_SHORT | s->len);
+        } else {
+            *p++ = type == L3_DOC_STRING ? PT_STR : PT_BIGNUM;
+            p = w_var(p, s->len);
+        }
+        return w_bytes(p, s + 1, s->len);
+    }
     }
 }
 
-/* Open a container: its tag, count and a size field filled in at its close. */
-static uint32_t put_open(pout_t *o, const uint8_t *buf, uint64_t node, uint8_t type)
+/* Bytes of text a value brings beyond PACK_VALUE_MAX (a string's or bignum's). */
+static inline uint32_t text_len(const uint8_t *buf, uint64_t val, uint8_t type)
 {
-    uint32_t count = type == L3_DOC_OBJECT ? AT(buf, (uint32_t)node, const dobj_t)->count
-                                           : AT(buf, (uint32_t)node, const darr_t)->count;
-    if (count > (type == L3_DOC_OBJECT ? L3_DOC_PACKED_MEMBERS : L3_DOC_PACKED_ITEMS))
-        o->err = L3_ETOOBIG;
-    put_tag(o, type == L3_DOC_OBJECT ? PT_OBJECT : PT_ARRAY);
-    put_var(o, count);
-    put(o, "\0\0", 2);
-    return o->len;
+    return type == L3_DOC_STRING || type == L3_DOC_BIGNUM ? AT(buf, (uint32_t)val, const dstr_t)->len : 0;
+}
+
+/* Open a container: tag, count and a size field filled in at its close; 0 when it has more
+ * members or elements than the packed form holds. */
+static uint8_t *w_open(uint8_t *p, const uint8_t *buf, uint64_t node, uint8_t type)
+{
+    bool object = type == L3_DOC_OBJECT;
+    uint32_t count =
+        object ? AT(buf, (uint32_t)node, const dobj_t)->count : AT(buf, (uint32_t)node, const darr_t)->count;
+    if (count > (object ? L3_DOC_PACKED_MEMBERS : L3_DOC_PACKED_ITEMS))
+        return NULL;
+    *p++ = object ? PT_OBJECT : PT_ARRAY;
+    p = w_var(p, count);
+    *p++ = 0;
+    *p++ = 0;
+    return p;
 }
 
 int l3_doc_pack(const uint8_t *buf, uint8_t *dst, size_t cap, size_t *ret_len)
 {
     if (l3_doc__packed(buf))
         return -EINVAL;
-    pout_t o = {.dst = dst, .len = 0, .cap = (uint32_t)L3_MIN(cap, (size_t)L3_DOC_PACKED_MAX)};
-    if (o.cap < PACKED_MIN_USED)
+    uint32_t limit = (uint32_t)L3_MIN(cap, (size_t)L3_DOC_PACKED_MAX);
+    if (limit < PACKED_MIN_USED)
         return L3_ETOOBIG;
-    put(&o, buf, (uint32_t)sizeof(dhdr_t));
+    uint8_t *p = w_bytes(dst, buf, (uint32_t)sizeof(dhdr_t)), *end = dst + limit;
     uint32_t open[L3_DOC_MAX_DEPTH]; /* where each open container's members start */
     const dslot_t *root = AT(buf, L3_DOC_ROOT, const dslot_t);
     l3_doc__walk_t w;
     l3_doc__wstep_t st;
     l3_doc__walk_begin(&w, buf, root->val, root->type);
     int ev;
-    while (!o.err && (ev = l3_doc__walk_next(&w, &st)) != L3_W_END) {
+    while ((ev = l3_doc__walk_next(&w, &st)) != L3_W_END) {
         if (ev == L3_W_DEEP)
             return L3_EDEPTH; /* a verified document never gets here */
         if (ev == L3_W_CLOSE) {
-            uint32_t start = open[w.depth], size = o.len - start;
+            uint32_t start = open[w.depth], size = (uint32_t)(p - dst) - start;
             dst[start - 2] = (uint8_t)size;
             dst[start - 1] = (uint8_t)(size >> 8);
             continue;
         }
+        uint64_t room = PACK_VALUE_MAX + (st.e ? st.e->klen : 0) + (uint64_t)text_len(buf, st.val, st.type);
+        if (room > (uint64_t)(end - p))
+            return L3_ETOOBIG;
         if (st.e) {
-            put_var(&o, st.e->klen);
-            put(&o, l3_doc__ekey(buf, st.e), st.e->klen);
+            p = w_var(p, st.e->klen);
+            p = w_bytes(p, l3_doc__ekey(buf, st.e), st.e->klen);
         }
-        if (ev == L3_W_OPEN)
-            open[w.depth - 1] = put_open(&o, buf, st.val, st.type);
-        else
-            put_scalar(&o, buf, st.val, st.type);
+        if (ev == L3_W_SCALAR) {
+            p = w_scalar(p, buf, st.val, st.type);
+        } else if ((p = w_open(p, buf, st.val, st.type)) == NULL) {
+            return L3_ETOOBIG;
+        } else {
+            open[w.depth - 1] = (uint32_t)(p - dst);
+        }
     }
-    uint32_t used = L3_MAX(a8(o.len), PACKED_MIN_USED);
-    if (!o.err && used > o.cap)
-        o.err = L3_ETOOBIG;
-    if (o.err)
-        return o.err;
-    memset(dst + o.len, 0, used - o.len);
+    uint32_t len = (uint32_t)(p - dst), used = L3_MAX(a8(len), PACKED_MIN_USED);
+    if (used > limit)
+        return L3_ETOOBIG;
+    memset(p, 0, used - len);
     dhdr_t *h = HDR(dst);
     h->dh_version = L3_DOC_PACKED_VERSION;
     h->dh_flags = 0;
