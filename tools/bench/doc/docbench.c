@@ -490,9 +490,9 @@ static pair_t measure(measure_t m, l3_doc_t *d, json_t *root, const char *hotkey
 }
 
 typedef struct {
-    size_t json_1k, bin_1k, json_10mb, bin_10mb;
-    pair_t parse_1k, parse_10mb, ser_1k, ser_10mb;
-    pair_t get_rand, set_rand, get_hot, set_hot, nested, get_hot_1k, set_hot_1k;
+    size_t json_1k, bin_1k, packed_1k, json_10mb, bin_10mb;
+    pair_t parse_1k, parse_10mb, ser_1k, ser_10mb, ser_1k_packed;
+    pair_t get_rand, set_rand, get_hot, set_hot, nested, get_hot_1k, set_hot_1k, get_1k_packed;
     double set_generic;
 } results_t;
 
@@ -542,6 +542,30 @@ static void bench_1k_hot(l3_doc_t *d, json_t *root, results_t *r)
         free(v[i]);
 }
 
+/* Hot get of "id" in the packed form of the 1k document (read only: no set). */
+static void bench_1k_packed(const uint8_t *p, results_t *r)
+{
+    unsigned nb = cfg.batches;
+    double *v = xmalloc(nb * sizeof(double));
+    uint64_t acc = 0;
+    for (unsigned b = 0; b < nb; b++) {
+        uint64_t t0 = now_ns();
+        for (unsigned i = 0; i < cfg.batch; i++) {
+            uint32_t slot;
+            int rc = l3_doc_lookup(p, "id", 2, L3_DOC_PATH_DOTTED, &slot);
+            if (L3_UNLIKELY(rc < 0))
+                die_rc("lookup id (packed)", rc);
+            l3_doc_val_t val;
+            l3_doc_val(p, slot, &val);
+            acc += (uint64_t)val.i;
+        }
+        v[b] = (double)(now_ns() - t0) / cfg.batch;
+    }
+    sink += acc;
+    r->get_1k_packed = (pair_t){median(v, nb), r->get_hot_1k.jansson};
+    free(v);
+}
+
 /* ---------------------------------------------------------------- main */
 
 static const char *mark(bool pass)
@@ -553,8 +577,9 @@ static void print_table(const results_t *r)
 {
     printf("l3kv-docbench %s%s: medians; MB/s of JSON text, ns per op (path lookup + store/read)\n",
            L3KV_VERSION, cfg.quick ? " (quick)" : "");
-    printf("documents: 1k = %zu B JSON / %zu B binary; 10mb = %.2f MB JSON / %.2f MB binary\n\n", r->json_1k,
-           r->bin_1k, (double)r->json_10mb / 1e6, (double)r->bin_10mb / 1e6);
+    printf(
+        "documents: 1k = %zu B JSON / %zu B binary / %zu B packed; 10mb = %.2f MB JSON / %.2f MB binary\n\n",
+        r->json_1k, r->bin_1k, r->packed_1k, (double)r->json_10mb / 1e6, (double)r->bin_10mb / 1e6);
     printf("%-34s %12s %12s %9s  %-12s %s\n", "measure", "l3kv", "jansson", "ratio", "target", "");
     struct {
         const char *name;
@@ -577,6 +602,8 @@ static void print_table(const results_t *r)
         {"get nested a.b.c.d 10mb (ns)", r->nested, false, "", -1},
         {"get int 1k hot key (ns)", r->get_hot_1k, false, "", -1},
         {"set int 1k hot key (ns)", r->set_hot_1k, false, "", -1},
+        {"serialize 1k packed (MB/s)", r->ser_1k_packed, true, "", -1},
+        {"get int 1k packed, hot key (ns)", r->get_1k_packed, false, "", -1},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         /* ratio: how many times better than jansson (speed-up for both kinds of figure) */
@@ -617,6 +644,8 @@ static void print_json(const results_t *r)
            "\"jansson_set_int_1k_hot_ns\":%.1f,\"set_int_10mb_generic_ns\":%.1f,",
            r->get_hot_1k.ours, r->get_hot_1k.jansson, r->set_hot_1k.ours, r->set_hot_1k.jansson,
            r->set_generic);
+    printf("\"doc_1k_packed_bytes\":%zu,\"serialize_1k_packed_mbps\":%.1f,\"get_int_1k_packed_ns\":%.1f,",
+           r->packed_1k, r->ser_1k_packed.ours, r->get_1k_packed.ours);
     printf("\"parse_10mb_ratio\":%.2f,\"parse_1k_ratio\":%.2f,\"serialize_10mb_ratio\":%.2f,\"serialize_1k_"
            "ratio\":%.2f,"
            "\"set_int_10mb_ratio\":%.2f,\"set_int_10mb_hot_ratio\":%.2f,\"get_int_10mb_ratio\":%.2f,"
@@ -705,6 +734,15 @@ int main(int argc, char **argv)
     r.parse_10mb = bench_parse(&t10, cfg.big_samples, 1);
     r.ser_1k = bench_serialize(b1k, j1k, t1k.len, cfg.small_samples, cfg.small_loop);
     r.ser_10mb = bench_serialize(b10, j10, t10.len, cfg.big_samples, 1);
+    /* the packed form the store keeps of a small document */
+    uint8_t *p1k = xmalloc(L3_DOC_PACK_MAX_BYTES);
+    int prc = l3_doc_pack(b1k, p1k, L3_DOC_PACK_MAX_BYTES, &r.packed_1k);
+    if (prc < 0 || !same_as_jansson(&t1k, p1k)) {
+        fprintf(stderr, "l3kv-docbench: the 1k document does not pack (%d) or its packed form differs\n",
+                prc);
+        return 1;
+    }
+    r.ser_1k_packed = bench_serialize(p1k, j1k, t1k.len, cfg.small_samples, cfg.small_loop);
 
     /* Random int-field keys: k%05d with index % 3 == 0. */
     keys = xmalloc(KEY_POOL * sizeof(*keys));
@@ -727,6 +765,7 @@ int main(int argc, char **argv)
     r.nested = measure(M_NESTED, &d10, j10, NULL);
     r.set_generic = measure(M_SET_GENERIC, &d10, j10, NULL).ours;
     bench_1k_hot(&d1k, j1k, &r);
+    bench_1k_packed(p1k, &r);
 
     /* The sets really happened: the hot key holds the last value written, the doc is still valid. */
     if (l3_doc_verify(d10.buf, l3_doc_size(d10.buf), NULL) < 0 ||
@@ -743,6 +782,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "\n");
 
     l3_doc_heap_free(&d10);
+    free(p1k);
     l3_doc_heap_free(&d1k);
     json_decref(j1k);
     json_decref(j10);
