@@ -120,27 +120,17 @@ static inline uint32_t l3_doc__p_decode(const uint8_t *buf, uint32_t off, l3_doc
         v->i = tag == PT_TRUE;
         return off;
     case PT_I8:
+    case PT_I16:
+    case PT_I32:
+    case PT_I64: {
+        /* little endian, sign-extended from the top byte of its width */
+        unsigned w = 1u << (tag - PT_I8);
+        uint64_t x = 0;
+        memcpy(&x, buf + off, w);
         v->type = L3_DOC_INT;
-        v->i = (int8_t)buf[off];
-        return off + 1;
-    case PT_I16: {
-        int16_t x;
-        memcpy(&x, buf + off, 2);
-        v->type = L3_DOC_INT;
-        v->i = x;
-        return off + 2;
+        v->i = w == 8 ? (int64_t)x : (int64_t)(x << (64 - 8 * w)) >> (64 - 8 * w);
+        return off + w;
     }
-    case PT_I32: {
-        int32_t x;
-        memcpy(&x, buf + off, 4);
-        v->type = L3_DOC_INT;
-        v->i = x;
-        return off + 4;
-    }
-    case PT_I64:
-        v->type = L3_DOC_INT;
-        memcpy(&v->i, buf + off, 8);
-        return off + 8;
     case PT_DOUBLE:
         v->type = L3_DOC_DOUBLE;
         memcpy(&v->d, buf + off, 8);

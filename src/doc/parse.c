@@ -127,28 +127,26 @@ static int scr_push(parser_t *ps, const void *item, size_t n)
     return 0;
 }
 
+/* The index after the run of decimal digits starting at i. */
+static inline size_t digits_end(const char *s, size_t i, size_t len)
+{
+    while (i < len && s[i] >= '0' && s[i] <= '9')
+        i++;
+    return i;
+}
+
 /* Is [s, s+len) a JSON number (RFC 8259: -?int frac? exp?)? The text of a bignum. */
 bool l3_doc__number_valid(const char *s, size_t len)
 {
     size_t i = 0;
     if (i < len && s[i] == '-')
         i++;
-    if (i >= len)
+    if (i >= len || s[i] < '0' || s[i] > '9')
         return false;
-    if (s[i] == '0') {
-        i++;
-    } else if (s[i] >= '1' && s[i] <= '9') {
-        while (i < len && s[i] >= '0' && s[i] <= '9')
-            i++;
-    } else {
-        return false;
-    }
+    i = s[i] == '0' ? i + 1 : digits_end(s, i, len);
     if (i < len && s[i] == '.') {
-        i++;
-        size_t st = i;
-        while (i < len && s[i] >= '0' && s[i] <= '9')
-            i++;
-        if (i == st)
+        size_t st = i + 1;
+        if ((i = digits_end(s, st, len)) == st)
             return false;
     }
     if (i < len && (s[i] == 'e' || s[i] == 'E')) {
@@ -156,9 +154,7 @@ bool l3_doc__number_valid(const char *s, size_t len)
         if (i < len && (s[i] == '+' || s[i] == '-'))
             i++;
         size_t st = i;
-        while (i < len && s[i] >= '0' && s[i] <= '9')
-            i++;
-        if (i == st)
+        if ((i = digits_end(s, st, len)) == st)
             return false;
     }
     return i == len;
