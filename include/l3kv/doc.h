@@ -328,6 +328,15 @@ bool l3_doc_is_packed(const uint8_t *buf);
  *  L3_DOC_PACK_MAX_BYTES, or an object has more than 64 members or an array more than 256
  *  elements (it stays in the full form); -EINVAL when buf is packed already. */
 int l3_doc_pack(const uint8_t *buf, uint8_t *dst, size_t cap, size_t *ret_len);
+/** The largest full form of a packed document (at most 32 bytes of it per packed byte). */
+#define L3_DOC_PACK_FULL_BOUND (32u * L3_DOC_PACK_MAX_BYTES + 64u)
+/** Parse JSON text straight into the packed form in dst (cap bytes, 8-byte aligned): the
+ *  bytes l3_doc_pack(l3_doc_from_json(...)) gives, without building the full form. 0 and
+ *  *ret_len; < 0 when it does not pack (too large, a container past the bounds, a duplicate
+ *  member name) or the text is not valid, or opts->max_bytes is below L3_DOC_PACK_FULL_BOUND:
+ *  the caller then parses with l3_doc_from_json, which reports errors. */
+int l3_doc_pack_json(const char *json, size_t len, const l3_doc_parse_opts_t *opts, uint8_t *dst, size_t cap,
+                     size_t *ret_len);
 /** The full form of the verified packed document buf, malloc'd (free() it), LSN kept.
  *  0, -ENOMEM, -EINVAL (not packed). */
 int l3_doc_unpack(const uint8_t *buf, uint8_t **ret_buf, size_t *ret_len);

@@ -24,16 +24,6 @@
  * no checks of their own. */
 #define PACK_VALUE_MAX 16u /* name length (5), tag, var length (5) or count + size, payload 8 */
 
-static inline uint8_t *w_var(uint8_t *p, uint32_t x)
-{
-    while (x >= 0x80) {
-        *p++ = (uint8_t)(x | 0x80);
-        x >>= 7;
-    }
-    *p++ = (uint8_t)x;
-    return p;
-}
-
 static inline uint8_t *w_bytes(uint8_t *p, const void *src, uint32_t n)
 {
     memcpy(p, src, n);
@@ -82,7 +72,7 @@ static uint8_t *w_scalar(uint8_t *p, const uint8_t *buf, uint64_t val, uint8_t t
             *p++ = (uint8_t)(PT_SHORT | s->len);
         } else {
             *p++ = type == L3_DOC_STRING ? PT_STR : PT_BIGNUM;
-            p = w_var(p, s->len);
+            p = l3_doc__put_var(p, s->len);
         }
         return w_bytes(p, s + 1, s->len);
     }
@@ -105,7 +95,7 @@ static uint8_t *w_open(uint8_t *p, const uint8_t *buf, uint64_t node, uint8_t ty
     if (count > (object ? L3_DOC_PACKED_MEMBERS : L3_DOC_PACKED_ITEMS))
         return NULL;
     *p++ = object ? PT_OBJECT : PT_ARRAY;
-    p = w_var(p, count);
+    p = l3_doc__put_var(p, count);
     *p++ = 0;
     *p++ = 0;
     return p;
@@ -138,7 +128,7 @@ int l3_doc_pack(const uint8_t *buf, uint8_t *dst, size_t cap, size_t *ret_len)
         if (room > (uint64_t)(end - p))
             return L3_ETOOBIG;
         if (st.e) {
-            p = w_var(p, st.e->klen);
+            p = l3_doc__put_var(p, st.e->klen);
             p = w_bytes(p, l3_doc__ekey(buf, st.e), st.e->klen);
         }
         if (ev == L3_W_SCALAR) {

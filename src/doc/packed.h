@@ -87,6 +87,23 @@ static inline uint16_t l3_doc__rd_u16(const uint8_t *p)
     return (uint16_t)(p[0] | (unsigned)p[1] << 8);
 }
 
+/* Bytes of the var (LEB128) encoding of x. */
+static inline uint32_t l3_doc__var_len(uint32_t x)
+{
+    return x < 0x80u ? 1 : x < 0x4000u ? 2 : x < 0x200000u ? 3 : x < 0x10000000u ? 4 : 5;
+}
+
+/* Write x as a var at p; returns the byte after it. */
+static inline uint8_t *l3_doc__put_var(uint8_t *p, uint32_t x)
+{
+    while (x >= 0x80) {
+        *p++ = (uint8_t)(x | 0x80);
+        x >>= 7;
+    }
+    *p++ = (uint8_t)x;
+    return p;
+}
+
 /* A var (LEB128) at *off of a verified document. */
 static inline uint32_t l3_doc__rd_var(const uint8_t *buf, uint32_t *off)
 {

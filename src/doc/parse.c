@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format.h"
 #include "l3kv/error.h"
+#include "packed.h"
 #include "l3kv/json.h"
 
 #if defined(__SSE2__)
@@ -46,6 +46,7 @@ typedef struct {
     unsigned depth, max_depth;
     uint32_t seed;
     uint64_t garbage; /* bytes lost to duplicate names */
+    bool packed;      /* writing the packed form (l3_doc_pack_json) into buf, cap bytes */
     int rc;
     const char *msg;
     size_t err_off;
@@ -67,6 +68,8 @@ static int out_reserve(parser_t *ps, size_t extra)
 {
     if (ps->used + extra <= ps->cap)
         return 0;
+    if (ps->packed) /* the caller's fixed buffer: it does not pack */
+        return fail(ps, ps->p, L3_ETOOBIG, "larger than the packed form holds");
     size_t need = ps->used + extra;
     if (need > DOC_MAX_SIZE)
         return fail(ps, ps->p, L3_ETOOBIG, "document exceeds 4 GiB");
@@ -465,7 +468,16 @@ static const char *number_bignum(parser_t *ps, const char *s, size_t tlen, const
 {
     /* BIGNUM: keep the text (integers beyond int64 always land here, so they print as integers) */
     *ret_type = L3_DOC_BIGNUM;
-    if (ps->buf) {
+    if (ps->packed) {
+        if (tlen > L3_DOC_PACKED_MAX || out_reserve(ps, 1 + l3_doc__var_len((uint32_t)tlen) + tlen))
+            return fail(ps, s, L3_ETOOBIG, "larger than the packed form holds"), NULL;
+        ps->buf[ps->used] = PT_BIGNUM;
+        l3_doc__put_var(ps->buf + ps->used + 1, (uint32_t)tlen);
+        ps->used += 1 + l3_doc__var_len((uint32_t)tlen);
+        memcpy(ps->buf + ps->used, s, tlen);
+        ps->used += tlen;
+        *ret_val = 0;
+    } else if (ps->buf) {
         if (tlen > UINT32_MAX - 16 || out_reserve(ps, 8 + a8(tlen)))
             return fail(ps, s, L3_ETOOBIG, "number too long"), NULL;
         uint32_t off = out_alloc(ps, 8 + a8(tlen));
@@ -585,6 +597,124 @@ static const char *parse_number(parser_t *ps, const char *p, uint64_t *ret_val, 
     return number_bignum(ps, s, tlen, p, ret_val, ret_type);
 }
 
+/* ------------------------------------------------------------------ packed output
+ *
+ * l3_doc_pack_json writes the packed form (packed.h) as it reads, into a fixed buffer: a
+ * value's bytes follow its tag at once, a container's count and size are filled in at its
+ * close. Whatever the packed form cannot hold (more than L3_DOC_PACKED_MAX bytes, or
+ * members or elements than its bounds, or a duplicate name, whose "last value wins at the
+ * first position" the full form's builder applies) fails the attempt; so does any error,
+ * and the caller then parses with l3_doc_from_json, which reports it. */
+
+/* A string body [p+1, q) (clean: copied as is) as packed text: a member name (var length,
+ * bytes) or a string value (short tag, or tag and var length, then the bytes). Its header
+ * is sized for the raw length and moved down when decoding shortened it. *ret_name gets the
+ * offset of the decoded bytes and *ret_n their length. */
+static int pk_text(parser_t *ps, const char *p, const char *q, bool clean, bool name, uint32_t *ret_name,
+                   uint32_t *ret_n)
+{
+    size_t raw = (size_t)(q - (p + 1));
+    if (raw > L3_DOC_PACKED_MAX)
+        return fail(ps, p, L3_ETOOBIG, "larger than the packed form holds");
+    uint32_t hdr = name ? l3_doc__var_len((uint32_t)raw) : raw < 64 ? 1 : 1 + l3_doc__var_len((uint32_t)raw);
+    if (out_reserve(ps, hdr + raw))
+        return ps->rc;
+    uint8_t *dst = ps->buf + ps->used + hdr;
+    long n = (long)raw;
+    if (clean)
+        memcpy(dst, p + 1, raw);
+    else if ((n = decode_string(ps, p + 1, q, dst)) < 0)
+        return ps->rc;
+    uint32_t len = (uint32_t)n, h2 = name ? l3_doc__var_len(len) : len < 64 ? 1 : 1 + l3_doc__var_len(len);
+    uint8_t *at = ps->buf + ps->used;
+    if (h2 < hdr)
+        memmove(at + h2, dst, len);
+    if (name) {
+        l3_doc__put_var(at, len);
+    } else if (len < 64) {
+        at[0] = (uint8_t)(PT_SHORT | len);
+    } else {
+        at[0] = PT_STR;
+        l3_doc__put_var(at + 1, len);
+    }
+    *ret_name = (uint32_t)ps->used + h2;
+    *ret_n = len;
+    ps->used += h2 + len;
+    return 0;
+}
+
+/* A scalar the token parser left as a value (null, bool, int, double). */
+static int pk_scalar(parser_t *ps, uint64_t val, uint8_t type)
+{
+    if (out_reserve(ps, 9))
+        return ps->rc;
+    uint8_t *o = ps->buf + ps->used;
+    int64_t x = (int64_t)val;
+    unsigned w = 0;
+    if (type == L3_DOC_NULL) {
+        o[0] = PT_NULL;
+    } else if (type == L3_DOC_BOOL) {
+        o[0] = val ? PT_TRUE : PT_FALSE;
+    } else if (type == L3_DOC_DOUBLE) {
+        o[0] = PT_DOUBLE;
+        w = 8;
+    } else { /* the narrowest width, as l3_doc_pack writes it */
+        w = x >= INT8_MIN && x <= INT8_MAX     ? 1
+            : x >= INT16_MIN && x <= INT16_MAX ? 2
+            : x >= INT32_MIN && x <= INT32_MAX ? 4
+                                               : 8;
+        o[0] = (uint8_t)(PT_I8 + (w == 1 ? 0 : w == 2 ? 1 : w == 4 ? 2 : 3));
+    }
+    memcpy(o + 1, &val, w); /* little endian: the low bytes */
+    ps->used += 1 + w;
+    return 0;
+}
+
+/* Open a packed container: tag, a one-byte count and the size, filled in by pk_close. */
+static int pk_open(parser_t *ps, uint8_t tag, uint32_t *ret_body)
+{
+    if (out_reserve(ps, 4))
+        return ps->rc;
+    ps->buf[ps->used] = tag;
+    ps->used += 4;
+    *ret_body = (uint32_t)ps->used;
+    return 0;
+}
+
+static int pk_close(parser_t *ps, uint32_t body, uint32_t count)
+{
+    if (count >= 0x80) { /* a two-byte count (at most L3_DOC_PACKED_ITEMS): the members move up one */
+        if (out_reserve(ps, 1))
+            return ps->rc;
+        memmove(ps->buf + body + 1, ps->buf + body, ps->used - body);
+        ps->used++;
+        body++;
+        l3_doc__put_var(ps->buf + body - 4, count);
+    } else {
+        ps->buf[body - 3] = (uint8_t)count;
+    }
+    uint32_t size = (uint32_t)ps->used - body;
+    ps->buf[body - 2] = (uint8_t)size;
+    ps->buf[body - 1] = (uint8_t)(size >> 8);
+    return 0;
+}
+
+/* Is there a member named like the one at [name, name + n) before it in the object whose
+ * members start at body? (at most L3_DOC_PACKED_MEMBERS of them) */
+static bool pk_dup(const parser_t *ps, uint32_t body, uint32_t name, uint32_t n)
+{
+    uint32_t before = name - l3_doc__var_len(n);
+    for (uint32_t off = body; off < before;) {
+        const uint8_t *k;
+        uint32_t kl;
+        uint32_t vo = l3_doc__p_name(ps->buf, off, &k, &kl);
+        if (kl == n && memcmp(k, ps->buf + name, n) == 0)
+            return true;
+        off = l3_doc__p_skip(ps->buf, vo);
+    }
+    return false;
+}
+
 /* ------------------------------------------------------------------ values */
 
 static const char *parse_value(parser_t *ps, const char *p, uint64_t *ret_val, uint8_t *ret_type);
@@ -597,6 +727,11 @@ static const char *parse_string_value(parser_t *ps, const char *p, uint64_t *ret
     if (!q)
         return NULL;
     size_t raw = (size_t)(q - (p + 1));
+    if (ps->packed) {
+        uint32_t at, n;
+        *ret_val = 0;
+        return pk_text(ps, p, q, clean, false, &at, &n) ? NULL : q + 1;
+    }
     if (!ps->buf) {
         if (!clean) {
             uint8_t small[256];
@@ -643,6 +778,10 @@ static const char *parse_name(parser_t *ps, const char *p, dentry_t *e)
     if (!q)
         return NULL;
     size_t raw = (size_t)(q - (p + 1));
+    if (ps->packed) { /* e->koff, e->klen: where the name went */
+        memset(e, 0, sizeof(*e));
+        return pk_text(ps, p, q, clean, true, &e->koff, &e->klen) ? NULL : q + 1;
+    }
     uint8_t small[KEY_INLINE_MAX + 8];
     uint8_t *dst;
     uint32_t off = 0;
@@ -803,6 +942,9 @@ static const char *parse_object(parser_t *ps, const char *p, uint64_t *ret_val)
     if (++ps->depth > ps->max_depth)
         return fail(ps, p, L3_EDEPTH, "nesting too deep"), NULL;
     size_t base = ps->scr_len;
+    uint32_t body = 0, count = 0;
+    if (ps->packed && pk_open(ps, PT_OBJECT, &body))
+        return NULL;
     p = skip_ws(p + 1, ps->end);
     if (p < ps->end && *p == '}') {
         p++;
@@ -816,6 +958,8 @@ static const char *parse_object(parser_t *ps, const char *p, uint64_t *ret_val)
         p = parse_name(ps, p, &e);
         if (!p)
             return NULL;
+        if (ps->packed && (++count > L3_DOC_PACKED_MEMBERS || pk_dup(ps, body, e.koff, e.klen)))
+            return fail(ps, p, L3_ETOOBIG, "does not pack"), NULL;
         p = skip_ws(p, ps->end);
         if (p >= ps->end || *p != ':')
             return fail(ps, p, L3_ESYNTAX, "':' expected"), NULL;
@@ -825,7 +969,7 @@ static const char *parse_object(parser_t *ps, const char *p, uint64_t *ret_val)
         p = parse_value(ps, p, &v, &t);
         if (!p)
             return NULL;
-        if (ps->buf) {
+        if (ps->buf && !ps->packed) {
             e.val = v;
             e.type = t;
             if (scr_push(ps, &e, sizeof(e)))
@@ -839,7 +983,7 @@ static const char *parse_object(parser_t *ps, const char *p, uint64_t *ret_val)
             break;
     }
 done:
-    if (finish_object(ps, base, open, ret_val))
+    if (ps->packed ? pk_close(ps, body, count) : finish_object(ps, base, open, ret_val))
         return NULL;
     ps->depth--;
     return p;
@@ -850,6 +994,9 @@ static const char *parse_array(parser_t *ps, const char *p, uint64_t *ret_val)
     if (++ps->depth > ps->max_depth)
         return fail(ps, p, L3_EDEPTH, "nesting too deep"), NULL;
     size_t base = ps->scr_len;
+    uint32_t body = 0, count = 0;
+    if (ps->packed && pk_open(ps, PT_ARRAY, &body))
+        return NULL;
     p = skip_ws(p + 1, ps->end);
     if (p < ps->end && *p == ']') {
         p++;
@@ -858,10 +1005,12 @@ static const char *parse_array(parser_t *ps, const char *p, uint64_t *ret_val)
     for (;;) {
         uint64_t v;
         uint8_t t;
+        if (ps->packed && ++count > L3_DOC_PACKED_ITEMS)
+            return fail(ps, p, L3_ETOOBIG, "does not pack"), NULL;
         p = parse_value(ps, p, &v, &t);
         if (!p)
             return NULL;
-        if (ps->buf) {
+        if (ps->buf && !ps->packed) {
             dslot_t s = {.val = v, .type = t};
             if (scr_push(ps, &s, sizeof(s)))
                 return NULL;
@@ -874,7 +1023,11 @@ static const char *parse_array(parser_t *ps, const char *p, uint64_t *ret_val)
             break;
     }
 done:
-    if (ps->buf) {
+    if (ps->packed) {
+        if (pk_close(ps, body, count))
+            return NULL;
+        *ret_val = 0;
+    } else if (ps->buf) {
         size_t n = (ps->scr_len - base) / sizeof(dslot_t);
         size_t bytes = sizeof(darr_t) + n * sizeof(dslot_t);
         if (out_reserve(ps, bytes))
@@ -895,7 +1048,8 @@ done:
     return p;
 }
 
-static const char *parse_value(parser_t *ps, const char *p, uint64_t *ret_val, uint8_t *ret_type)
+/* One value of any kind (the token decides). */
+static const char *parse_token(parser_t *ps, const char *p, uint64_t *ret_val, uint8_t *ret_type)
 {
     const char *end = ps->end;
     if (p >= end)
@@ -939,6 +1093,15 @@ static const char *parse_value(parser_t *ps, const char *p, uint64_t *ret_val, u
     return fail(ps, p, L3_ESYNTAX, "unexpected character"), NULL;
 }
 
+/* A value; in the packed form the scalars the token parser returns are written here. */
+static const char *parse_value(parser_t *ps, const char *p, uint64_t *ret_val, uint8_t *ret_type)
+{
+    p = parse_token(ps, p, ret_val, ret_type);
+    if (p && ps->packed && *ret_type <= L3_DOC_DOUBLE && pk_scalar(ps, *ret_val, *ret_type))
+        return NULL;
+    return p;
+}
+
 static int run(parser_t *ps, const l3_doc_parse_opts_t *opts, l3_doc_error_t *err)
 {
     unsigned md = opts && opts->max_depth ? opts->max_depth : L3_DOC_MAX_DEPTH;
@@ -962,7 +1125,14 @@ static int run(parser_t *ps, const l3_doc_parse_opts_t *opts, l3_doc_error_t *er
         }
         return ps->rc;
     }
-    if (ps->buf) {
+    if (ps->packed) {
+        size_t used = L3_MAX((size_t)a8(ps->used), (size_t)PACKED_MIN_USED);
+        if (used > ps->cap)
+            return L3_ETOOBIG;
+        memset(ps->buf + ps->used, 0, used - ps->used);
+        ps->used = used;
+        HDR(ps->buf)->dh_used = (uint32_t)used;
+    } else if (ps->buf) {
         dslot_t *root = AT(ps->buf, L3_DOC_ROOT, dslot_t);
         memset(root, 0, sizeof(*root));
         root->val = v;
@@ -1026,6 +1196,34 @@ int l3_doc_from_json(const char *json, size_t len, const l3_doc_parse_opts_t *op
     for (int tries = 0; tries < 4 && rc == L3_EREHASH; tries++)
         rc = parse_seeded(json, len, opts, l3_doc__seed(), ret_buf, ret_len, err);
     return rc == L3_EREHASH ? -EAGAIN : rc;
+}
+
+int l3_doc_pack_json(const char *json, size_t len, const l3_doc_parse_opts_t *opts, uint8_t *dst, size_t cap,
+                     size_t *ret_len)
+{
+    /* a size limit too small for the full form of every packed document: the full parse
+     * decides (it may refuse the text) */
+    if (opts && opts->max_bytes && opts->max_bytes < L3_DOC_PACK_FULL_BOUND)
+        return L3_EDOCSIZE;
+    _Alignas(16) uint8_t scr_local[SCR_LOCAL_BYTES];
+    parser_t ps = {.start = json,
+                   .p = json,
+                   .end = json + len,
+                   .scr_local = scr_local,
+                   .packed = true,
+                   .buf = dst,
+                   .cap = L3_MIN(cap, (size_t)L3_DOC_PACKED_MAX),
+                   .used = sizeof(dhdr_t)};
+    if (ps.cap < PACKED_MIN_USED)
+        return L3_ETOOBIG;
+    memset(dst, 0, sizeof(dhdr_t));
+    HDR(dst)->dh_magic = L3_DOC_MAGIC;
+    HDR(dst)->dh_version = L3_DOC_PACKED_VERSION;
+    int rc = run(&ps, opts, NULL);
+    if (rc)
+        return rc;
+    *ret_len = ps.used;
+    return 0;
 }
 
 int l3_doc_check_json(const char *json, size_t len, const l3_doc_parse_opts_t *opts, l3_doc_error_t *err)

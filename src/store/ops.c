@@ -516,6 +516,12 @@ int l3_store_put_json_ttl(l3_store_t *st, const void *key, size_t klen, const ch
     size_t len;
     l3_doc_error_t e = {0};
     l3_doc_parse_opts_t po = {.max_bytes = st->max_doc};
+    /* a small document is parsed straight into the packed form it is stored in; the full
+     * parse takes whatever does not pack (and reports errors) */
+    _Alignas(8) uint8_t packed[L3_DOC_PACK_MAX_BYTES];
+    if (jlen <= 2 * L3_DOC_PACK_MAX_BYTES &&
+        l3_doc_pack_json(json, jlen, &po, packed, sizeof(packed), &len) == 0)
+        return put_common(st, key, klen, packed, len, if_match, expire_ms, 0, ret_lsn);
     rc = l3_doc_from_json(json, jlen, &po, &buf, &len, &e);
     if (rc < 0) {
         if (err)

@@ -6,7 +6,9 @@
  * offset, offset inside the input). When the input is accepted: the document verifies,
  * to_json emits text that parses again, and serialising that second document gives the
  * very same bytes (the output is a fixed point); every reader/compaction/write invariant
- * of dt_exercise holds. jansson, a second strict RFC 8259 parser, must agree on validity
+ * of dt_exercise holds. l3_doc_pack_json (JSON straight to the packed form) never accepts
+ * what from_json refuses, and what it writes is what l3_doc_pack writes of the parsed
+ * document, byte for byte (where both pack). jansson, a second strict RFC 8259 parser, must agree on validity
  * except where jansson has limits of its own (numbers beyond int64/double, NUL in keys,
  * nesting beyond its 2048) or the input nests deeper than our limit. Any violation aborts, which libFuzzer reports as a crash.
  * Built with -fsanitize=fuzzer,address when -Dfuzzing=true; always built with replay.c as
@@ -48,6 +50,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = l3_doc_from_json(json, size, NULL, &buf, &len, &err);
     int rc2 = l3_doc_check_json(json, size, NULL, &err2);
     FUZZ_ASSERT(rc == rc2, "from_json %d, check_json %d", rc, rc2);
+    static _Alignas(8) uint8_t direct[L3_DOC_PACK_MAX_BYTES], packed[L3_DOC_PACK_MAX_BYTES];
+    size_t dlen = 0, plen = 0;
+    int dr = l3_doc_pack_json(json, size, NULL, direct, sizeof(direct), &dlen);
+    FUZZ_ASSERT(dr != 0 || rc == 0, "pack_json accepts what from_json refuses (%d)", rc);
+    if (rc == 0 && dr == 0) {
+        int pr = l3_doc_pack(buf, packed, sizeof(packed), &plen);
+        FUZZ_ASSERT(pr == 0 || dlen > L3_DOC_PACK_MAX_BYTES - 64, "pack refuses (%d) what pack_json packs", pr);
+        FUZZ_ASSERT(pr != 0 || (plen == dlen && memcmp(packed, direct, plen) == 0), "the two packed forms differ");
+    }
 
     /* differential: jansson's verdict */
     json_error_t je;

@@ -8,6 +8,9 @@
  * document past 4 KiB); the deepest allowed nesting packs, verifies and serialises.
  * Read only: every change of a packed document is refused (-EINVAL), its full form
  * (l3_doc_unpack, l3_doc_heap_adopt_any) takes it.
+ * Direct: l3_doc_pack_json writes the same bytes as l3_doc_pack of the parsed text, across
+ * the encoding's boundaries (two-byte counts and lengths, escapes that shorten a string past
+ * one), and gives up where the full form must decide (duplicate names, bounds, bad text).
  * Hostile bytes: every single-byte change and every truncation of a set of packed documents
  * is either refused by verify() or reads without fault (the ASan build runs this), and
  * hand-made documents with each kind of damage are refused with a message.
@@ -307,12 +310,74 @@ static void test_damage_refused(void)
     CHECK_EQ_INT(l3_doc_verify(p, 40, NULL), L3_ECORRUPT);
 }
 
+/* The direct packer agrees with pack(parse(json)) on json (both must pack). */
+static void same_direct(const char *json)
+{
+    _Alignas(8) uint8_t a[L3_DOC_PACK_MAX_BYTES], b[L3_DOC_PACK_MAX_BYTES];
+    size_t al = 0, bl = 0;
+    CHECK_EQ_INT(pack_json(json, a, &al), 0);
+    int rc = l3_doc_pack_json(json, strlen(json), NULL, b, sizeof(b), &bl);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_INT(bl, al);
+    if (rc == 0 && bl == al && memcmp(a, b, al) != 0)
+        fprintf(stderr, "direct packing differs for %.80s\n", json);
+    CHECK(bl == al && memcmp(a, b, al) == 0);
+}
+
+static void test_direct(void)
+{
+    same_direct(SAMPLE);
+    for (unsigned n = 126; n <= 130; n++) { /* one- and two-byte element counts */
+        char *s = wide(n, false);
+        same_direct(s);
+        free(s);
+    }
+    char *s = wide(L3_DOC_PACKED_ITEMS, false);
+    same_direct(s);
+    free(s);
+    /* escapes that shorten a string below 64 bytes and names below 128 (one-byte headers) */
+    char buf[1024], *o = buf;
+    o += sprintf(o, "{\"");
+    for (int i = 0; i < 120; i++)
+        *o++ = 'n';
+    o += sprintf(o, "\\u0041\\u0042\":\"");
+    for (int i = 0; i < 58; i++)
+        *o++ = 's';
+    o += sprintf(o, "\\u0041\\u0042\\u0043\",\""); /* raw 76, decoded 61 */
+    for (int i = 0; i < 125; i++)
+        *o++ = 'm';
+    o += sprintf(o, "\\u00e9\":[\"\\ud83d\\ude00\",\"x\\\"y\",-0.0,1e400,123456789012345678901234567890,-9223372036854775808]}");
+    same_direct(buf);
+    same_direct("[[[[[]]]],{},[{}],{\"a\":{\"b\":{}}}]");
+    same_direct("\"\"");
+    same_direct("  7  ");
+    /* where it gives up: a duplicate name, a 65-member object, 257 elements, bad text, a limit */
+    _Alignas(8) uint8_t q[L3_DOC_PACK_MAX_BYTES];
+    size_t ql;
+    CHECK(l3_doc_pack_json("{\"a\":1,\"b\":2,\"a\":3}", 19, NULL, q, sizeof(q), &ql) < 0);
+    s = wide(L3_DOC_PACKED_MEMBERS + 1, true);
+    CHECK(l3_doc_pack_json(s, strlen(s), NULL, q, sizeof(q), &ql) < 0);
+    free(s);
+    s = wide(L3_DOC_PACKED_ITEMS + 1, false);
+    CHECK(l3_doc_pack_json(s, strlen(s), NULL, q, sizeof(q), &ql) < 0);
+    free(s);
+    CHECK(l3_doc_pack_json("{\"a\":}", 6, NULL, q, sizeof(q), &ql) < 0);
+    CHECK(l3_doc_pack_json("[1,]", 4, NULL, q, sizeof(q), &ql) < 0);
+    CHECK(l3_doc_pack_json("\"\\ud800\"", 8, NULL, q, sizeof(q), &ql) < 0);
+    l3_doc_parse_opts_t small = {.max_bytes = 1024};
+    CHECK(l3_doc_pack_json("[]", 2, &small, q, sizeof(q), &ql) < 0);
+    l3_doc_parse_opts_t shallow = {.max_depth = 2};
+    CHECK(l3_doc_pack_json("[[[]]]", 6, &shallow, q, sizeof(q), &ql) < 0);
+    CHECK_EQ_INT(l3_doc_pack_json("[[]]", 4, &shallow, q, sizeof(q), &ql), 0);
+}
+
 int main(void)
 {
     test_sample_layout();
     test_scalars();
     test_bounds();
     test_read_only();
+    test_direct();
     test_hostile_bytes();
     test_damage_refused();
     return t_done();

@@ -441,7 +441,27 @@ static void check_lookups(json_t *v, const uint8_t *buf)
 
 /* ------------------------------------------------------------------ 4. the packed form */
 
-static unsigned long packed_cases;
+static unsigned long packed_cases, direct_cases;
+
+/* l3_doc_pack_json of the text gives the bytes l3_doc_pack gave (rc, p, plen) of its full form. */
+static void check_direct(const char *text, int rc, const uint8_t *p, size_t plen)
+{
+    _Alignas(8) uint8_t q[L3_DOC_PACK_MAX_BYTES];
+    size_t qlen = 0;
+    int dr = l3_doc_pack_json(text, strlen(text), NULL, q, sizeof(q), &qlen);
+    if (rc == 0) {
+        /* jansson writes no duplicate names: the direct packer must not give up */
+        CHECK_EQ_INT(dr, 0);
+        if (dr == 0) {
+            CHECK_EQ_INT(qlen, plen);
+            CHECK(qlen == plen && memcmp(q, p, plen) == 0);
+            direct_cases++;
+        }
+    } else if (dr == 0) {
+        /* l3_doc_pack reserves a value's largest encoding: it may give up a few bytes early */
+        CHECK(qlen > L3_DOC_PACK_MAX_BYTES - 64);
+    }
+}
 
 /* Members of the object at slot in both forms, in order: the same names, values that print the same. */
 static void check_same_members(const uint8_t *full, const uint8_t *packed)
@@ -466,13 +486,15 @@ static void check_same_members(const uint8_t *full, const uint8_t *packed)
     CHECK_EQ_INT(rb, ra);
 }
 
-static void check_packed(json_t *v, const uint8_t *full)
+static void check_packed(json_t *v, const char *text, const uint8_t *full)
 {
     _Alignas(8) uint8_t p[L3_DOC_PACK_MAX_BYTES];
     size_t plen;
     int rc = l3_doc_pack(full, p, sizeof(p), &plen);
+    check_direct(text, rc, p, plen);
     if (rc == L3_ETOOBIG)
         return; /* too big (or a container too large) for the packed form */
+    CHECK(l3_doc_size(full) <= 32 * plen + 64); /* L3_DOC_PACK_FULL_BOUND holds */
     CHECK_EQ_INT(rc, 0);
     if (rc)
         return;
@@ -734,7 +756,7 @@ int main(int argc, char **argv)
         l3_doc_t d;
         dt_parse(&d, text);
         check_lookups(v, d.buf);
-        check_packed(v, d.buf);
+        check_packed(v, text, d.buf);
         l3_doc_heap_free(&d);
         free(text);
         json_decref(v);
@@ -745,5 +767,7 @@ int main(int argc, char **argv)
     CHECK(undo_checked > (unsigned long)cases);
     fprintf(stderr, "packed form checked on %lu of %ld documents\n", packed_cases, cases);
     CHECK(packed_cases > (unsigned long)cases / 4);
+    fprintf(stderr, "direct packing (l3_doc_pack_json) agreed on %lu documents\n", direct_cases);
+    CHECK_EQ_INT(direct_cases, packed_cases);
     return t_done();
 }
