@@ -307,6 +307,13 @@ def test_killed_worker_is_replaced_under_load():
 def test_connections_spread_across_workers():
     s = Server(workers=4)
     try:
+        # until every worker runs, the running ones serve the sockets of the others; each
+        # takes its own back at its next tick (100 ms) after the last one started
+        deadline = time.time() + 30
+        while len(s.worker_pids()) < 4 and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(s.worker_pids()) == 4, s.metrics()["workers"]
+        time.sleep(0.3)
         before = {w["slot"]: w["connections_accepted_total"] for w in s.metrics()["workers"]}
         conns = []
         for _ in range(64):
