@@ -595,8 +595,9 @@ static void apply_scale(l3_srv_t *srv)
     l3_obs_set_workers(&srv->obs, running);
 }
 
-static bool any_child(const l3_srv_t *srv)
+static bool any_child(const l3_srv_t *srv, const void *arg)
 {
+    (void)arg;
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
         if (srv->sup->workers[i].pid > 0)
             return true;
@@ -606,20 +607,28 @@ static bool any_child(const l3_srv_t *srv)
     return false;
 }
 
-static bool any_worker(const l3_srv_t *srv)
+static bool any_worker(const l3_srv_t *srv, const void *arg)
 {
+    (void)arg;
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
         if (srv->sup->workers[i].pid > 0)
             return true;
     return false;
 }
 
-/* Wait for children (reaping) until `pred` is false or the deadline passes. */
-static void wait_children(l3_srv_t *srv, bool (*pred)(const l3_srv_t *), uint64_t deadline,
-                          const sigset_t *set)
+/* The role `arg` (a role_t) still has its child. */
+static bool role_alive(const l3_srv_t *srv, const void *arg)
 {
-    while (pred(srv) && now_ms() < deadline) {
-        struct timespec ts = {0, 50 * 1000000L};
+    (void)srv;
+    return ((const role_t *)arg)->ch.pid > 0;
+}
+
+/* Wait for children (reaping) until pred(srv, arg) is false or the deadline passes. */
+static void wait_children(l3_srv_t *srv, bool (*pred)(const l3_srv_t *, const void *), const void *arg,
+                          uint64_t deadline, const sigset_t *set)
+{
+    while (pred(srv, arg) && now_ms() < deadline) {
+        struct timespec ts = {0, 20 * 1000000L};
         (void)sigtimedwait(set, NULL, &ts);
         reap(srv, true);
     }
@@ -652,11 +661,7 @@ static void stop_roles(l3_srv_t *srv, const sigset_t *set)
                                               (unsigned long long)ro->ops->stop_ms);
         if (ro->ch.pid > 0)
             kill(ro->ch.pid, SIGTERM);
-        while (ro->ch.pid > 0 && now_ms() < deadline) {
-            struct timespec ts = {0, 20 * 1000000L};
-            (void)sigtimedwait(set, NULL, &ts);
-            reap(srv, true);
-        }
+        wait_children(srv, role_alive, ro, deadline, set);
     }
     for (unsigned r = 0; r < srv->sup->nroles; r++)
         if (srv->sup->roles[r].ch.pid > 0) {
@@ -664,7 +669,7 @@ static void stop_roles(l3_srv_t *srv, const sigset_t *set)
                    (int)srv->sup->roles[r].ch.pid);
             kill(srv->sup->roles[r].ch.pid, SIGKILL);
         }
-    wait_children(srv, any_child, now_ms() + 2000, set);
+    wait_children(srv, any_child, NULL, now_ms() + 2000, set);
     for (unsigned r = 0; r < srv->sup->nroles; r++)
         if (srv->sup->roles[r].ops->stopped != NULL &&
             srv->sup->roles[r].ops->stopped(srv->sup->roles[r].arg) < 0)
@@ -684,14 +689,14 @@ static void graceful_stop(l3_srv_t *srv, const sigset_t *set)
         if (srv->sup->workers[i].pid > 0)
             kill(srv->sup->workers[i].pid, SIGTERM);
     uint64_t deadline = now_ms() + srv->cfg.server.shutdown_timeout_ms + 2000;
-    wait_children(srv, any_worker, deadline, set);
+    wait_children(srv, any_worker, NULL, deadline, set);
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
         if (srv->sup->workers[i].pid > 0) {
             L3_LOG(L3_LOG_WARN, "worker %u (pid %d) still running; killing it", i,
                    (int)srv->sup->workers[i].pid);
             kill(srv->sup->workers[i].pid, SIGKILL);
         }
-    wait_children(srv, any_worker, now_ms() + 2000, set);
+    wait_children(srv, any_worker, NULL, now_ms() + 2000, set);
     for (unsigned r = 0; r < srv->sup->nroles;
          r++) /* e.g. a running checkpoint is abandoned (safe at any point) */
         if (srv->sup->roles[r].ops->stop_tasks != NULL)
