@@ -334,11 +334,13 @@ int l3_doc_arr_at(const uint8_t *buf, uint32_t slot, uint64_t idx, uint32_t *ret
 /* One step down from a container slot by a path token. */
 static int step(const uint8_t *buf, uint32_t slot, const char *tok, size_t tlen, uint32_t *ret)
 {
-    uint8_t type = SLOT(buf, slot)->type;
-    if (l3_doc__packed(buf)) {
+    uint8_t type;
+    if (l3_doc__packed(buf)) { /* a packed slot is a tag byte's offset: not aligned */
         l3_doc_val_t v;
         l3_doc__p_val(buf, slot, &v);
         type = (uint8_t)v.type;
+    } else {
+        type = SLOT(buf, slot)->type;
     }
     if (type == L3_DOC_OBJECT)
         return l3_doc_obj_find(buf, slot, tok, tlen, ret);
