@@ -540,6 +540,21 @@ int l3_store_put_bin(l3_store_t *st, const void *key, size_t klen, const uint8_t
     return l3_store_put_bin_ttl(st, key, klen, doc, len, if_match, 0, ret_lsn, err);
 }
 
+/* A packed document's full form, which its first change of a field builds, must fit the
+ * document limit too (S9); a limit of at least L3_DOC_PACK_FULL_BOUND holds every one. */
+static int packed_full_fits(const l3_store_t *st, const uint8_t *doc)
+{
+    if (!l3_doc_is_packed(doc) || st->max_doc >= L3_DOC_PACK_FULL_BOUND)
+        return 0;
+    uint8_t *full;
+    size_t len;
+    int rc = l3_doc_unpack(doc, &full, &len);
+    if (rc < 0)
+        return rc;
+    free(full);
+    return len > st->max_doc ? L3_EDOCSIZE : 0;
+}
+
 int l3_store_put_bin_ttl(l3_store_t *st, const void *key, size_t klen, const uint8_t *doc, size_t len,
                          uint64_t if_match, uint64_t expire_ms, uint64_t *ret_lsn, l3_doc_error_t *err)
 {
@@ -561,13 +576,13 @@ int l3_store_put_bin_ttl(l3_store_t *st, const void *key, size_t klen, const uin
         doc = upgraded;
         len = l3_doc_size(upgraded);
     }
-    if (l3_doc_size(doc) > st->max_doc) {
+    if (l3_doc_size(doc) > st->max_doc || (rc = packed_full_fits(st, doc)) < 0) {
         if (err) {
             err->offset = 8;
             err->msg = "document larger than storage.max_document_bytes";
         }
         free(upgraded);
-        return L3_EDOCSIZE;
+        return rc < 0 && rc != L3_EDOCSIZE ? rc : L3_EDOCSIZE;
     }
     rc = put_common(st, key, klen, doc, L3_MIN(len, l3_doc_size(doc)), if_match, expire_ms, 0, ret_lsn);
     free(upgraded);
@@ -799,6 +814,12 @@ static int unpack_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t limit)
     int rc = l3_doc_unpack(c->doc, &full, &len);
     if (rc < 0)
         return rc;
+    /* a packed document PUT in binary may have a full form past the limit (S9): refused
+     * like any change that would make the document too large */
+    if (limit && len > limit) {
+        free(full);
+        return L3_EDOCSIZE;
+    }
     rc = grow_into(st, c, full, o, len, limit, false);
     free(full);
     if (rc == 0)

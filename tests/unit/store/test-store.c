@@ -818,9 +818,63 @@ static void test_large_doc(void)
     sth_destroy(st);
 }
 
+/* A small document is stored packed, read in place, unpacked once by its first change of a
+ * field (counted), packed again by a whole PUT; a binary packed document whose full form is
+ * past a small document limit is refused at the PUT. */
+static void test_packed(void)
+{
+    l3_store_t *st = sth_create(64 << 20, 16, 0);
+    const char *json = "{\"id\":123456,\"name\":\"user123456\",\"tags\":[\"a\",\"b\"],\"n\":1}";
+    CHECK_EQ_INT(l3_store_put_json(st, "p", 1, json, strlen(json), 0, NULL, NULL), 0);
+    uint8_t *bin;
+    size_t len;
+    CHECK_EQ_INT(l3_store_get_bin(st, "p", 1, &bin, &len, NULL), 0);
+    CHECK(l3_doc_is_packed(bin));
+    free(bin);
+    char *j = sth_json(st, "p");
+    CHECK_EQ_STR(j, json);
+    free(j);
+    l3_store_stats_t a, b;
+    l3_store_stats(st, &a);
+    CHECK_EQ_INT(l3_store_set_int(st, "p", 1, "n", 1, L3_DOC_SET_PATH_DOTTED, 7, NULL), 0);
+    CHECK_EQ_INT(l3_store_set_int(st, "p", 1, "n", 1, L3_DOC_SET_PATH_DOTTED, 8, NULL), 0);
+    l3_store_stats(st, &b);
+    CHECK_EQ_INT(b.unpacks, a.unpacks + 1); /* the second change is in place */
+    CHECK_EQ_INT(l3_store_get_bin(st, "p", 1, &bin, &len, NULL), 0);
+    CHECK(!l3_doc_is_packed(bin));
+    free(bin);
+    j = sth_json(st, "p");
+    CHECK_EQ_STR(j, "{\"id\":123456,\"name\":\"user123456\",\"tags\":[\"a\",\"b\"],\"n\":8}");
+    free(j);
+    CHECK_EQ_INT(l3_store_put_json(st, "p", 1, json, strlen(json), 0, NULL, NULL), 0);
+    CHECK_EQ_INT(l3_store_get_bin(st, "p", 1, &bin, &len, NULL), 0);
+    CHECK(l3_doc_is_packed(bin));
+    /* 256 nulls: 264 bytes packed, 4 KiB and more in the full form */
+    char arr[2048], *o = arr;
+    *o++ = '[';
+    for (int i = 0; i < 256; i++)
+        o += sprintf(o, i ? ",null" : "null");
+    strcpy(o, "]");
+    uint8_t *nulls;
+    size_t nlen;
+    CHECK_EQ_INT(l3_store_put_json(st, "z", 1, arr, strlen(arr), 0, NULL, NULL), 0);
+    CHECK_EQ_INT(l3_store_get_bin(st, "z", 1, &nulls, &nlen, NULL), 0);
+    CHECK(l3_doc_is_packed(nulls) && nlen < 512);
+    l3_store_set_max_doc_bytes(st, 2048);
+    l3_doc_error_t e = {0};
+    CHECK_EQ_INT(l3_store_put_bin(st, "q", 1, nulls, nlen, 0, NULL, &e), L3_EDOCSIZE);
+    CHECK_EQ_INT(l3_store_put_bin(st, "q", 1, bin, len, 0, NULL, &e), 0); /* its full form fits */
+    CHECK_EQ_INT(l3_store_put_json(st, "r", 1, arr, strlen(arr), 0, NULL, &e), L3_EDOCSIZE);
+    free(nulls);
+    free(bin);
+    CHECK_EQ_INT(l3_store_check(st, 0, sth_report, NULL), 0);
+    sth_destroy(st);
+}
+
 int main(void)
 {
     test_basic();
+    test_packed();
     test_errors();
     test_keys();
     test_enospc();
