@@ -6,7 +6,8 @@
  * delete / incr family, copying values between documents, compaction, statistics and
  * the malloc-backed helpers (hash seeds and size accounting are in measure.c, which the
  * parser shares; this file uses the parser for l3_doc_set_json, never the reverse). Runs in any process on
- * caller-owned buffers; callers serialise writers (see doc.h).
+ * caller-owned buffers; callers serialise writers (see doc.h). Every reading entry point
+ * hands a packed document (packed.h) to packed.c; every writing one refuses it (-EINVAL).
  *
  * Invariants kept by every mutation (format.h draws the bytes):
  *  D1 nothing is written before the space check passes: -ENOBUFS changes nothing;

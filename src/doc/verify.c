@@ -27,6 +27,8 @@
  * Cost O(len). The walk is iterative: each container's node, names and tables are checked
  * when it is reached, then its values are walked from an explicit stack of at most
  * L3_DOC_MAX_DEPTH frames, so no input decides how deep the C stack goes.
+ * A packed document (dh_version L3_DOC_PACKED_VERSION, packed.h) shares the header checks
+ * (V1 with 40 <= used) and is then walked by l3_doc__p_verify (pack.c), its own rules.
  */
 #include <errno.h>
 #include <math.h>
