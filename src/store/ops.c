@@ -503,6 +503,33 @@ int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *
     return l3_store_put_json_ttl(st, key, klen, json, jlen, if_match, 0, ret_lsn, err);
 }
 
+int l3_store__parse_put(const l3_store_t *st, const char *json, size_t jlen, uint8_t **ret_buf,
+                        size_t *ret_len, l3_doc_error_t *err)
+{
+    l3_doc_error_t e = {0};
+    l3_doc_parse_opts_t po = {.max_bytes = st->max_doc};
+    /* a small document is parsed straight into the packed form it is stored in; the full
+     * parse takes whatever does not pack (and reports errors) */
+    _Alignas(8) uint8_t packed[L3_DOC_PACK_MAX_BYTES];
+    size_t len;
+    if (jlen <= 2 * L3_DOC_PACK_MAX_BYTES &&
+        l3_doc_pack_json(json, jlen, &po, packed, sizeof(packed), &len) == 0) {
+        if ((*ret_buf = malloc(len)) == NULL)
+            return -ENOMEM;
+        memcpy(*ret_buf, packed, len);
+        *ret_len = len;
+        return 0;
+    }
+    int rc = l3_doc_from_json(json, jlen, &po, ret_buf, ret_len, &e);
+    if (rc < 0) {
+        if (err)
+            *err = e;
+        return rc;
+    }
+    *ret_len = l3_doc_size(*ret_buf);
+    return 0;
+}
+
 int l3_store_put_json_ttl(l3_store_t *st, const void *key, size_t klen, const char *json, size_t jlen,
                           uint64_t if_match, uint64_t expire_ms, uint64_t *ret_lsn, l3_doc_error_t *err)
 {
@@ -514,21 +541,9 @@ int l3_store_put_json_ttl(l3_store_t *st, const void *key, size_t klen, const ch
         return rc;
     uint8_t *buf;
     size_t len;
-    l3_doc_error_t e = {0};
-    l3_doc_parse_opts_t po = {.max_bytes = st->max_doc};
-    /* a small document is parsed straight into the packed form it is stored in; the full
-     * parse takes whatever does not pack (and reports errors) */
-    _Alignas(8) uint8_t packed[L3_DOC_PACK_MAX_BYTES];
-    if (jlen <= 2 * L3_DOC_PACK_MAX_BYTES &&
-        l3_doc_pack_json(json, jlen, &po, packed, sizeof(packed), &len) == 0)
-        return put_common(st, key, klen, packed, len, if_match, expire_ms, 0, ret_lsn);
-    rc = l3_doc_from_json(json, jlen, &po, &buf, &len, &e);
-    if (rc < 0) {
-        if (err)
-            *err = e;
+    rc = l3_store__parse_put(st, json, jlen, &buf, &len, err);
+    if (rc < 0)
         return rc;
-    }
-    len = l3_doc_size(buf);
     rc = put_common(st, key, klen, buf, len, if_match, expire_ms, 0, ret_lsn);
     free(buf);
     return rc;

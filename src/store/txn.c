@@ -420,17 +420,11 @@ int l3_store_txn_put_json_ttl(l3_store_txn_t *t, const void *key, size_t klen, c
     int rc = check_match(current(t, k), if_match);
     if (rc < 0)
         return rc;
-    uint8_t *buf;
+    uint8_t *buf; /* packed when it packs: a later change in this transaction unpacks its copy */
     size_t len;
-    l3_doc_error_t e = {0};
-    l3_doc_parse_opts_t po = {.max_bytes = t->st->max_doc};
-    rc = l3_doc_from_json(json, jlen, &po, &buf, &len, &e);
-    if (rc < 0) {
-        if (err)
-            *err = e;
+    rc = l3_store__parse_put(t->st, json, jlen, &buf, &len, err);
+    if (rc < 0)
         return rc;
-    }
-    len = l3_doc_size(buf);
     l3_doc_t w = {0};
     l3_doc_heap_adopt(&w, buf, len);
     w.limit = t->st->max_doc;

@@ -399,9 +399,34 @@ static void test_opposite_orders(void)
     sth_destroy(st);
 }
 
+/* A PUT in a transaction is held packed; a change of the same key later in the same
+ * transaction works on its full form; both land, and the stored document is the last. */
+static void test_put_then_change(void)
+{
+    l3_store_t *st = fixture();
+    l3_store_set_wal_group_hook(st, cap_group, NULL);
+    cap_clear();
+    static const char *const keys[] = {"c"};
+    l3_store_txn_t *t = begin(st, keys, 1);
+    CHECK(t != NULL);
+    int64_t nv = 0;
+    CHECK_EQ_INT(l3_store_txn_put_json(t, "c", 1, "{\"x\":1,\"s\":\"y\"}", 15, 0, NULL, NULL), 0);
+    const uint8_t *doc;
+    uint64_t lsn;
+    CHECK_EQ_INT(l3_store_txn_get(t, "c", 1, &doc, &lsn), 0);
+    CHECK(l3_doc_is_packed(doc));
+    CHECK_EQ_INT(l3_store_txn_incr(t, "c", 1, "x", 1, 0, 41, &nv, NULL), 0);
+    CHECK_EQ_INT(nv, 42);
+    CHECK_EQ_INT(l3_store_txn_commit(t), 0);
+    CHECK_EQ_INT(num(st, "c", "x"), 42);
+    CHECK_EQ_INT(ncap, 2);
+    sth_destroy(st);
+}
+
 int main(void)
 {
     test_basic();
+    test_put_then_change();
     test_nothing_changes();
     test_many_keys();
     test_crash();
