@@ -30,53 +30,14 @@ static inline uint8_t *w_bytes(uint8_t *p, const void *src, uint32_t n)
     return p + n;
 }
 
-static uint8_t *w_int(uint8_t *p, int64_t x)
-{
-    if (x >= INT8_MIN && x <= INT8_MAX) {
-        *p++ = PT_I8;
-        *p++ = (uint8_t)x;
-        return p;
-    }
-    if (x >= INT16_MIN && x <= INT16_MAX) {
-        int16_t v = (int16_t)x;
-        *p++ = PT_I16;
-        return w_bytes(p, &v, 2);
-    }
-    if (x >= INT32_MIN && x <= INT32_MAX) {
-        int32_t v = (int32_t)x;
-        *p++ = PT_I32;
-        return w_bytes(p, &v, 4);
-    }
-    *p++ = PT_I64;
-    return w_bytes(p, &x, 8);
-}
-
 /* A scalar (its room checked by the caller). */
 static uint8_t *w_scalar(uint8_t *p, const uint8_t *buf, uint64_t val, uint8_t type)
 {
-    switch (type) {
-    case L3_DOC_NULL:
-        *p++ = PT_NULL;
-        return p;
-    case L3_DOC_BOOL:
-        *p++ = val ? PT_TRUE : PT_FALSE;
-        return p;
-    case L3_DOC_INT:
-        return w_int(p, (int64_t)val);
-    case L3_DOC_DOUBLE:
-        *p++ = PT_DOUBLE;
-        return w_bytes(p, &val, 8);
-    default: { /* STRING, BIGNUM */
-        const dstr_t *s = AT(buf, (uint32_t)val, const dstr_t);
-        if (type == L3_DOC_STRING && s->len < 64) {
-            *p++ = (uint8_t)(PT_SHORT | s->len);
-        } else {
-            *p++ = type == L3_DOC_STRING ? PT_STR : PT_BIGNUM;
-            p = l3_doc__put_var(p, s->len);
-        }
-        return w_bytes(p, s + 1, s->len);
-    }
-    }
+    if (type != L3_DOC_STRING && type != L3_DOC_BIGNUM)
+        return l3_doc__put_scalar(p, val, type);
+    const dstr_t *s = AT(buf, (uint32_t)val, const dstr_t);
+    p = l3_doc__put_text_head(p, type == L3_DOC_STRING, s->len);
+    return w_bytes(p, s + 1, s->len);
 }
 
 /* Bytes of text a value brings beyond PACK_VALUE_MAX (a string's or bignum's). */
@@ -230,20 +191,6 @@ typedef struct {
     bool object;
 } pframe_t;
 
-/* Is there an earlier member of the object starting at body, before `before`, named name? */
-static bool dup_name(const uint8_t *buf, uint32_t body, uint32_t before, const uint8_t *name, uint32_t nl)
-{
-    for (uint32_t off = body; off < before;) {
-        const uint8_t *n;
-        uint32_t l;
-        uint32_t vo = l3_doc__p_name(buf, off, &n, &l);
-        if (l == nl && memcmp(n, name, nl) == 0)
-            return true;
-        off = l3_doc__p_skip(buf, vo);
-    }
-    return false;
-}
-
 /* One scalar at *off inside [*off, end); containers are handled by the caller. */
 static int pv_scalar(pv_t *v, uint8_t tag, uint32_t *off, uint32_t end)
 {
@@ -294,7 +241,7 @@ static int pv_name(pv_t *v, const pframe_t *f, uint32_t *off)
     const uint8_t *name = v->buf + *off;
     if (!l3_doc__utf8_valid(name, nl))
         return pbad(v, start, "invalid UTF-8 in member name");
-    if (dup_name(v->buf, f->body, start, name, nl))
+    if (l3_doc__p_named(v->buf, f->body, start, name, nl))
         return pbad(v, start, "duplicate member name");
     *off += nl;
     return 0;

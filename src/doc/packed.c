@@ -61,19 +61,27 @@ int l3_doc__p_obj_find(const uint8_t *buf, uint32_t slot, const char *key, size_
     if (o.type != L3_DOC_OBJECT)
         return L3_ETYPE;
     for (uint32_t off = o.body; off < o.end;) {
-        uint32_t nl;
-        if (buf[off] < 0x80) { /* a name under 128 bytes: its length is one byte */
-            nl = buf[off++];
-        } else {
-            nl = l3_doc__rd_var(buf, &off);
-        }
-        if (nl == klen && memcmp(buf + off, key, klen) == 0) {
-            *ret_slot = off + nl;
+        const uint8_t *name;
+        uint32_t nl, vo = l3_doc__p_name(buf, off, &name, &nl);
+        if (nl == klen && memcmp(name, key, klen) == 0) {
+            *ret_slot = vo;
             return 0;
         }
-        off = l3_doc__p_skip(buf, off + nl);
+        off = l3_doc__p_skip(buf, vo);
     }
     return L3_ENOTFOUND;
+}
+
+bool l3_doc__p_named(const uint8_t *buf, uint32_t body, uint32_t before, const uint8_t *name, uint32_t nl)
+{
+    for (uint32_t off = body; off < before;) {
+        const uint8_t *n;
+        uint32_t l, vo = l3_doc__p_name(buf, off, &n, &l);
+        if (l == nl && memcmp(n, name, nl) == 0)
+            return true;
+        off = l3_doc__p_skip(buf, vo);
+    }
+    return false;
 }
 
 int l3_doc__p_arr_at(const uint8_t *buf, uint32_t slot, uint64_t idx, uint32_t *ret_slot)

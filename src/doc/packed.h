@@ -104,6 +104,48 @@ static inline uint8_t *l3_doc__put_var(uint8_t *p, uint32_t x)
     return p;
 }
 
+/* Bytes of a text value's head: a short string's tag, or a tag and a var length. */
+static inline uint32_t l3_doc__text_head_len(bool string, uint32_t len)
+{
+    return string && len < 64 ? 1 : 1 + l3_doc__var_len(len);
+}
+
+/* Write a string's or bignum's head (its bytes follow); returns the byte after it. */
+static inline uint8_t *l3_doc__put_text_head(uint8_t *p, bool string, uint32_t len)
+{
+    if (string && len < 64) {
+        *p++ = (uint8_t)(PT_SHORT | len);
+        return p;
+    }
+    *p++ = string ? PT_STR : PT_BIGNUM;
+    return l3_doc__put_var(p, len);
+}
+
+/* Write a null, bool, int (the narrowest width that holds it) or double (at most 9 bytes);
+ * returns the byte after it. */
+static inline uint8_t *l3_doc__put_scalar(uint8_t *p, uint64_t val, uint8_t type)
+{
+    int64_t x = (int64_t)val;
+    unsigned w = 0;
+    if (type == L3_DOC_NULL) {
+        *p++ = PT_NULL;
+    } else if (type == L3_DOC_BOOL) {
+        *p++ = val ? PT_TRUE : PT_FALSE;
+    } else if (type == L3_DOC_DOUBLE) {
+        *p++ = PT_DOUBLE;
+        w = 8;
+    } else {
+        unsigned lg = x >= INT8_MIN && x <= INT8_MAX     ? 0
+                      : x >= INT16_MIN && x <= INT16_MAX ? 1
+                      : x >= INT32_MIN && x <= INT32_MAX ? 2
+                                                         : 3;
+        *p++ = (uint8_t)(PT_I8 + lg);
+        w = 1u << lg;
+    }
+    memcpy(p, &val, w); /* little endian: the low bytes */
+    return p + w;
+}
+
 /* A var (LEB128) at *off of a verified document. */
 static inline uint32_t l3_doc__rd_var(const uint8_t *buf, uint32_t *off)
 {
@@ -191,6 +233,8 @@ static inline uint32_t l3_doc__p_skip(const uint8_t *buf, uint32_t off)
 }
 
 void l3_doc__p_val(const uint8_t *buf, uint32_t slot, l3_doc_val_t *ret);
+/* Is one of the members in [body, before) of a (verified) object named [name, name + nl)? */
+bool l3_doc__p_named(const uint8_t *buf, uint32_t body, uint32_t before, const uint8_t *name, uint32_t nl);
 int l3_doc__p_obj_find(const uint8_t *buf, uint32_t slot, const char *key, size_t klen, uint32_t *ret_slot);
 int l3_doc__p_arr_at(const uint8_t *buf, uint32_t slot, uint64_t idx, uint32_t *ret_slot);
 int l3_doc__p_obj_next(const uint8_t *buf, uint32_t slot, uint32_t *inout_pos, const char **ret_key,

@@ -469,11 +469,9 @@ static const char *number_bignum(parser_t *ps, const char *s, size_t tlen, const
     /* BIGNUM: keep the text (integers beyond int64 always land here, so they print as integers) */
     *ret_type = L3_DOC_BIGNUM;
     if (ps->packed) {
-        if (tlen > L3_DOC_PACKED_MAX || out_reserve(ps, 1 + l3_doc__var_len((uint32_t)tlen) + tlen))
+        if (tlen > L3_DOC_PACKED_MAX || out_reserve(ps, l3_doc__text_head_len(false, (uint32_t)tlen) + tlen))
             return fail(ps, s, L3_ETOOBIG, "larger than the packed form holds"), NULL;
-        ps->buf[ps->used] = PT_BIGNUM;
-        l3_doc__put_var(ps->buf + ps->used + 1, (uint32_t)tlen);
-        ps->used += 1 + l3_doc__var_len((uint32_t)tlen);
+        ps->used = (size_t)(l3_doc__put_text_head(ps->buf + ps->used, false, (uint32_t)tlen) - ps->buf);
         memcpy(ps->buf + ps->used, s, tlen);
         ps->used += tlen;
         *ret_val = 0;
@@ -616,7 +614,7 @@ static int pk_text(parser_t *ps, const char *p, const char *q, bool clean, bool 
     size_t raw = (size_t)(q - (p + 1));
     if (raw > L3_DOC_PACKED_MAX)
         return fail(ps, p, L3_ETOOBIG, "larger than the packed form holds");
-    uint32_t hdr = name ? l3_doc__var_len((uint32_t)raw) : raw < 64 ? 1 : 1 + l3_doc__var_len((uint32_t)raw);
+    uint32_t hdr = name ? l3_doc__var_len((uint32_t)raw) : l3_doc__text_head_len(true, (uint32_t)raw);
     if (out_reserve(ps, hdr + raw))
         return ps->rc;
     uint8_t *dst = ps->buf + ps->used + hdr;
@@ -625,18 +623,14 @@ static int pk_text(parser_t *ps, const char *p, const char *q, bool clean, bool 
         memcpy(dst, p + 1, raw);
     else if ((n = decode_string(ps, p + 1, q, dst)) < 0)
         return ps->rc;
-    uint32_t len = (uint32_t)n, h2 = name ? l3_doc__var_len(len) : len < 64 ? 1 : 1 + l3_doc__var_len(len);
+    uint32_t len = (uint32_t)n, h2 = name ? l3_doc__var_len(len) : l3_doc__text_head_len(true, len);
     uint8_t *at = ps->buf + ps->used;
     if (h2 < hdr)
         memmove(at + h2, dst, len);
-    if (name) {
+    if (name)
         l3_doc__put_var(at, len);
-    } else if (len < 64) {
-        at[0] = (uint8_t)(PT_SHORT | len);
-    } else {
-        at[0] = PT_STR;
-        l3_doc__put_var(at + 1, len);
-    }
+    else
+        l3_doc__put_text_head(at, true, len);
     *ret_name = (uint32_t)ps->used + h2;
     *ret_n = len;
     ps->used += h2 + len;
@@ -648,25 +642,7 @@ static int pk_scalar(parser_t *ps, uint64_t val, uint8_t type)
 {
     if (out_reserve(ps, 9))
         return ps->rc;
-    uint8_t *o = ps->buf + ps->used;
-    int64_t x = (int64_t)val;
-    unsigned w = 0;
-    if (type == L3_DOC_NULL) {
-        o[0] = PT_NULL;
-    } else if (type == L3_DOC_BOOL) {
-        o[0] = val ? PT_TRUE : PT_FALSE;
-    } else if (type == L3_DOC_DOUBLE) {
-        o[0] = PT_DOUBLE;
-        w = 8;
-    } else { /* the narrowest width, as l3_doc_pack writes it */
-        w = x >= INT8_MIN && x <= INT8_MAX     ? 1
-            : x >= INT16_MIN && x <= INT16_MAX ? 2
-            : x >= INT32_MIN && x <= INT32_MAX ? 4
-                                               : 8;
-        o[0] = (uint8_t)(PT_I8 + (w == 1 ? 0 : w == 2 ? 1 : w == 4 ? 2 : 3));
-    }
-    memcpy(o + 1, &val, w); /* little endian: the low bytes */
-    ps->used += 1 + w;
+    ps->used = (size_t)(l3_doc__put_scalar(ps->buf + ps->used, val, type) - ps->buf);
     return 0;
 }
 
@@ -697,22 +673,6 @@ static int pk_close(parser_t *ps, uint32_t body, uint32_t count)
     ps->buf[body - 2] = (uint8_t)size;
     ps->buf[body - 1] = (uint8_t)(size >> 8);
     return 0;
-}
-
-/* Is there a member named like the one at [name, name + n) before it in the object whose
- * members start at body? (at most L3_DOC_PACKED_MEMBERS of them) */
-static bool pk_dup(const parser_t *ps, uint32_t body, uint32_t name, uint32_t n)
-{
-    uint32_t before = name - l3_doc__var_len(n);
-    for (uint32_t off = body; off < before;) {
-        const uint8_t *k;
-        uint32_t kl;
-        uint32_t vo = l3_doc__p_name(ps->buf, off, &k, &kl);
-        if (kl == n && memcmp(k, ps->buf + name, n) == 0)
-            return true;
-        off = l3_doc__p_skip(ps->buf, vo);
-    }
-    return false;
 }
 
 /* ------------------------------------------------------------------ values */
@@ -958,7 +918,9 @@ static const char *parse_object(parser_t *ps, const char *p, uint64_t *ret_val)
         p = parse_name(ps, p, &e);
         if (!p)
             return NULL;
-        if (ps->packed && (++count > L3_DOC_PACKED_MEMBERS || pk_dup(ps, body, e.koff, e.klen)))
+        if (ps->packed &&
+            (++count > L3_DOC_PACKED_MEMBERS ||
+             l3_doc__p_named(ps->buf, body, e.koff - l3_doc__var_len(e.klen), ps->buf + e.koff, e.klen)))
             return fail(ps, p, L3_ETOOBIG, "does not pack"), NULL;
         p = skip_ws(p, ps->end);
         if (p >= ps->end || *p != ':')
