@@ -503,30 +503,25 @@ int l3_store_put_json(l3_store_t *st, const void *key, size_t klen, const char *
     return l3_store_put_json_ttl(st, key, klen, json, jlen, if_match, 0, ret_lsn, err);
 }
 
-int l3_store__parse_put(const l3_store_t *st, const char *json, size_t jlen, uint8_t **ret_buf,
-                        size_t *ret_len, l3_doc_error_t *err)
+int l3_store__parse_put(const l3_store_t *st, const char *json, size_t jlen, uint8_t *small,
+                        uint8_t **ret_doc, size_t *ret_len, l3_doc_error_t *err)
 {
     l3_doc_error_t e = {0};
     l3_doc_parse_opts_t po = {.max_bytes = st->max_doc};
     /* a small document is parsed straight into the packed form it is stored in; the full
      * parse takes whatever does not pack (and reports errors) */
-    _Alignas(8) uint8_t packed[L3_DOC_PACK_MAX_BYTES];
-    size_t len;
     if (jlen <= 2 * L3_DOC_PACK_MAX_BYTES &&
-        l3_doc_pack_json(json, jlen, &po, packed, sizeof(packed), &len) == 0) {
-        if ((*ret_buf = malloc(len)) == NULL)
-            return -ENOMEM;
-        memcpy(*ret_buf, packed, len);
-        *ret_len = len;
+        l3_doc_pack_json(json, jlen, &po, small, L3_DOC_PACK_MAX_BYTES, ret_len) == 0) {
+        *ret_doc = small;
         return 0;
     }
-    int rc = l3_doc_from_json(json, jlen, &po, ret_buf, ret_len, &e);
+    int rc = l3_doc_from_json(json, jlen, &po, ret_doc, ret_len, &e);
     if (rc < 0) {
         if (err)
             *err = e;
         return rc;
     }
-    *ret_len = l3_doc_size(*ret_buf);
+    *ret_len = l3_doc_size(*ret_doc);
     return 0;
 }
 
@@ -539,13 +534,15 @@ int l3_store_put_json_ttl(l3_store_t *st, const void *key, size_t klen, const ch
     rc = l3_store__check_registered(st);
     if (rc < 0)
         return rc;
+    _Alignas(8) uint8_t small[L3_DOC_PACK_MAX_BYTES];
     uint8_t *buf;
     size_t len;
-    rc = l3_store__parse_put(st, json, jlen, &buf, &len, err);
+    rc = l3_store__parse_put(st, json, jlen, small, &buf, &len, err);
     if (rc < 0)
         return rc;
     rc = put_common(st, key, klen, buf, len, if_match, expire_ms, 0, ret_lsn);
-    free(buf);
+    if (buf != small)
+        free(buf);
     return rc;
 }
 

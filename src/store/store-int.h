@@ -155,12 +155,14 @@ typedef struct {
 int l3_store__key_ok(const void *key, size_t klen);
 /* the next LSN (replay_lsn != 0: that one, raising the floor) */
 uint64_t l3_store__next_lsn(l3_store_t *st, uint64_t replay_lsn);
+/* the document of a PUT's JSON body in *ret_doc: packed when it packs (parsed straight into
+ * that form, in `small`, L3_DOC_PACK_MAX_BYTES 8-aligned bytes of the caller's), else the
+ * full form under the document limit, malloc'd (free it when it is not `small`).
+ * 0, or the parser's error (*err) */
+int l3_store__parse_put(const l3_store_t *st, const char *json, size_t jlen, uint8_t *small,
+                        uint8_t **ret_doc, size_t *ret_len, l3_doc_error_t *err);
 /* store a complete document (verified, len bytes) under c's key: a new block, published
  * over the old one or inserted with a new entry; inside the caller's transaction */
-/* The document of a PUT's JSON body, malloc'd: packed when it packs (parsed straight into
- * that form), else the full form under the document limit. 0, or the parser's error (*err). */
-int l3_store__parse_put(const l3_store_t *st, const char *json, size_t jlen, uint8_t **ret_buf,
-                        size_t *ret_len, l3_doc_error_t *err);
 int l3_store__store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf,
                         size_t len, uint64_t lsn);
 /* set or clear (0) the deadline of c's entry, inside the caller's transaction */

@@ -420,11 +420,17 @@ int l3_store_txn_put_json_ttl(l3_store_txn_t *t, const void *key, size_t klen, c
     int rc = check_match(current(t, k), if_match);
     if (rc < 0)
         return rc;
+    _Alignas(8) uint8_t small[L3_DOC_PACK_MAX_BYTES];
     uint8_t *buf; /* packed when it packs: a later change in this transaction unpacks its copy */
     size_t len;
-    rc = l3_store__parse_put(t->st, json, jlen, &buf, &len, err);
+    rc = l3_store__parse_put(t->st, json, jlen, small, &buf, &len, err);
     if (rc < 0)
         return rc;
+    if (buf == small) { /* the transaction holds its documents on the heap */
+        if ((buf = malloc(len)) == NULL)
+            return -ENOMEM;
+        memcpy(buf, small, len);
+    }
     l3_doc_t w = {0};
     l3_doc_heap_adopt(&w, buf, len);
     w.limit = t->st->max_doc;
