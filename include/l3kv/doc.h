@@ -319,7 +319,7 @@ void l3_doc_breakdown(const uint8_t *buf, l3_doc_breakdown_t *ret);
  * never changed in place: the set family, delete, incr and the patches return -EINVAL on
  * it. l3_doc_unpack() gives the full form, which they change. */
 
-/** Largest packed document (dh_used) and the per-container bounds it packs within. */
+/** Largest packed document (dh_used); an object of it holds at most 64 members, an array 256 elements. */
 #define L3_DOC_PACK_MAX_BYTES 4096u
 /** True when buf (a verified document) is in the packed form. */
 bool l3_doc_is_packed(const uint8_t *buf);
