@@ -9,6 +9,7 @@
  */
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <stdbool.h>
 
 #include "l3kv/layout.h"
@@ -186,14 +187,22 @@ int main(int argc, char **argv)
     CHECK_EQ_INT(run(out, sizeof(out), "--pid", "abc", "info", NULL, NULL, NULL), 2);
     CHECK_EQ_INT(run(out, sizeof(out), "--name", "no-such-instance", "info", NULL, NULL, NULL), 1);
 
-    /* check while another process writes: must not report anything */
+    /* check while another process writes: must not report anything. The writer runs until
+     * the parent closes its pipe (a 60 s deadline guards a lost parent), so the checks below
+     * overlap its writes however the two processes are scheduled. */
+    int stop[2];
+    CHECK_EQ_INT(pipe(stop), 0);
     pid_t w = fork();
     if (w == 0) {
+        close(stop[1]);
         if (l3_store_proc_register(st, L3_STORE_ROLE_WORKER, NULL) != 0)
             _exit(3);
-        uint64_t end = l3_now_ns() + 1500000000ull;
+        uint64_t end = l3_now_ns() + 60000000000ull;
         char k[32], v[256];
+        struct pollfd pf = {.fd = stop[0], .events = POLLIN};
         for (uint64_t i = 0; l3_now_ns() < end; i++) {
+            if (i % 64 == 0 && poll(&pf, 1, 0) != 0)
+                break; /* the parent closed its end */
             snprintf(k, sizeof(k), "w%" PRIu64, i % 200);
             int n = snprintf(v, sizeof(v), "{\"i\":%" PRIu64 ",\"pad\":\"%0*d\"}", i, (int)(i % 150), 0);
             if (l3_store_put_json(st, k, strlen(k), v, (size_t)n, 0, NULL, NULL) < 0)
@@ -203,14 +212,16 @@ int main(int argc, char **argv)
         }
         _exit(0);
     }
-    /* the scenario: the writer is running before the first check (its changes move the
-     * store's LSN; generous deadline 10 s) and writes during at least one check */
+    close(stop[0]);
+    /* the writer is running before the first check (its changes move the store's LSN;
+     * generous deadline 10 s); checks go on until two of them ran while it wrote (at most
+     * 200 checks) */
     uint64_t lsn0 = l3_store_last_lsn(st);
     for (int i = 0; i < 10000 && l3_store_last_lsn(st) == lsn0; i++)
         usleep(1000);
     CHECK(l3_store_last_lsn(st) > lsn0);
     int overlapped = 0;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 200 && (i < 4 || overlapped < 2); i++) {
         uint64_t before = l3_store_last_lsn(st);
         int rc = run(out, sizeof(out), "--name", name, "check", NULL, NULL, NULL);
         overlapped += l3_store_last_lsn(st) > before;
@@ -220,7 +231,8 @@ int main(int argc, char **argv)
         CHECK_EQ_INT(run(out, sizeof(out), "--name", name, "get", "user:1", NULL, NULL), 0);
         CHECK_EQ_STR(out, "{\"name\":\"ann\",\"age\":31}\n");
     }
-    CHECK(overlapped > 0); /* a check ran while the writer changed the store */
+    CHECK(overlapped >= 2); /* checks ran while the writer changed the store */
+    close(stop[1]);
     CHECK_EQ_INT(sth_wait(w), 0);
     CHECK_EQ_INT(l3_store_proc_reap(st, w), 1);
 
