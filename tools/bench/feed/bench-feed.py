@@ -2,19 +2,22 @@
 # SPDX-License-Identifier: MIT
 """Change-feed benchmark for l3kv: PUT throughput (wrk, 64 connections, ~100-byte
 documents on 1,000 keys) against one server with no watcher, with 100 idle watchers (SSE
-streams whose prefix matches nothing: heartbeats only) and with 10 active watchers (reading
-the whole SSE feed: sockets read and counted by one thread, or with --watchers curl, curl
-processes writing it to files), interleaved for --rounds rounds in the same run, best round of
-each; prints req/s and the ratios against no watcher (target >= 0.9: PASS or MISS, a
-figure, not an assertion), the server's CPU time (every process and thread of the service)
-per answered PUT, median over the rounds and as a ratio to no watcher, how many active streams were reset, and the write -> watcher
-event latency p50/p99 of sequential PUTs seen by one SSE watcher. A fourth case,
-catchup10, has 10 watchers (NDJSON) reading from the cursor taken before the round's active10
-case: the ring has overwritten it by then, so they read the WAL segments the writer serves;
-and after the rounds, a long poll loop from a cursor taken before a 3 s PUT flood gives the
-catch-up rate (changes per second from the log, then the ring).
+streams whose prefix matches nothing: heartbeats only) and with 10 active watchers reading
+the whole SSE feed, interleaved for --rounds rounds in the same run, best round of each.
+The active watchers are read and counted by one l3kv-feedwatch process in C (the default
+when built; its own CPU time per PUT is printed too), by one thread of this script
+(--watchers socket) or by curl processes writing the streams to files (--watchers curl).
+Prints req/s and the ratios against no watcher (target >= 0.9: PASS or MISS, a figure, not
+an assertion), the server's CPU time (every process and thread of the service) per
+answered PUT, median over the rounds and as a ratio to no watcher, how many active streams
+were reset, and the write -> watcher event latency p50/p99 of sequential PUTs seen by one
+SSE watcher. A fourth case, catchup10, has 10 watchers (NDJSON) reading from the cursor
+taken before the round's active10 case: the ring has overwritten it by then, so they read
+the WAL segments the writer serves; and after the rounds, a long poll loop from a cursor
+taken before a 3 s PUT flood gives the catch-up rate (changes per second from the log,
+then the ring).
 
-usage: bench-feed.py [--l3kv BIN] [--duration S] [--rounds R] [--workers N] [--watchers socket|curl]
+usage: bench-feed.py [--l3kv BIN] [--duration S] [--rounds R] [--workers N] [--watchers c|socket|curl]
 Exit code 0 when the run completed; 77 when wrk (or curl, for --watchers curl) is missing.
 """
 import argparse
@@ -124,9 +127,40 @@ class CurlWatchers:
         return changes, resets
 
 
+class CWatchers:
+    """n watchers read and counted by one l3kv-feedwatch process (C, one epoll loop): the
+    lightest client, so the figure shows what the server spends on the streams rather than
+    what a Python reader spends on this machine's two cores. cpu_us: its own CPU time."""
+
+    def __init__(self, binary, port, n, query):
+        self.p = subprocess.Popen([binary, str(port), str(n), query], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        if self.p.stdout.readline().strip() != "ready":
+            raise SystemExit("bench-feed: l3kv-feedwatch did not connect")
+        self.cpu_us = 0
+
+    def stop(self):
+        out, _ = self.p.communicate("stop\n", timeout=30)
+        changes, resets, cpu_us, _open = (int(x) for x in out.split())
+        self.cpu_us = cpu_us
+        return changes, resets
+
+
+def feedwatch_bin():
+    """l3kv-feedwatch from $L3KV_FEEDWATCH_BIN or a build directory next to this checkout."""
+    env = os.environ.get("L3KV_FEEDWATCH_BIN")
+    if env and os.access(env, os.X_OK):
+        return env
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+    cand = os.path.join(root, "build", "tools", "bench", "feed", "l3kv-feedwatch")
+    return cand if os.access(cand, os.X_OK) else None
+
+
 def active_watchers(kind, srv, n, tmp, query="feed=sse"):
     if kind == "curl":
         return CurlWatchers(srv.base, n, tmp, query)
+    if kind == "c":
+        return CWatchers(feedwatch_bin(), srv.port, n, query)
     return SocketWatchers(srv.port, n, query)
 
 
@@ -203,10 +237,16 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--watchers", choices=("socket", "curl"), default="socket",
-                    help="active watchers: sockets read and counted by one thread of this script "
-                         "(default), or curl processes writing the streams to files")
+    ap.add_argument("--watchers", choices=("c", "socket", "curl"), default=None,
+                    help="active watchers: read and counted by one l3kv-feedwatch process (C; the "
+                         "default when built), by one thread of this script (socket), or by curl "
+                         "processes writing the streams to files")
     a = ap.parse_args()
+    if a.watchers is None:
+        a.watchers = "c" if feedwatch_bin() else "socket"
+    if a.watchers == "c" and not feedwatch_bin():
+        print("bench-feed: l3kv-feedwatch not built (ninja -C build tools/bench/feed/l3kv-feedwatch)")
+        return 2
     if not shutil.which("wrk") or (a.watchers == "curl" and not shutil.which("curl")):
         print("bench-feed: wrk (and curl for --watchers curl) needed; skipped")
         return 77
@@ -218,6 +258,7 @@ def main():
         best = {}
         resets = changes = acked = 0
         cpu = {}  # server CPU µs per answered PUT, every round
+        ccpu = {}  # the C watchers' own CPU µs per answered PUT, every round
         c_back = None
         cases = ("none", "idle100", "active10", "catchup10")
         for _ in range(a.rounds):
@@ -242,6 +283,8 @@ def main():
                     s.close()
                 if procs is not None:
                     c, rs = procs.stop()
+                    if a.watchers == "c":
+                        ccpu.setdefault(case, []).append(procs.cpu_us / max(1, r["requests"]))
                     if case == "active10":
                         changes += c
                         resets += rs
@@ -259,7 +302,8 @@ def main():
             print("  %-9s %10.0f req/s  p50 %s p99 %s  ratio %.3f %-4s  server CPU %.1f us/PUT (%.2fx)" % (
                 case, r["rps"], B.fmt_s(r["p50"]), B.fmt_s(r["p99"]), ratio,
                 "" if case == "none" else ("PASS" if ratio >= 0.9 else "MISS"),
-                cpu_med[case], cpu_med[case] / cpu_med["none"]))
+                cpu_med[case], cpu_med[case] / cpu_med["none"])
+                + ("  client CPU %.1f us/PUT" % sorted(ccpu[case])[len(ccpu[case]) // 2] if case in ccpu else ""))
         print("  active watchers: %d change events received (10 x the PUTs wrk saw answered: %d), "
               "%d streams reset" % (changes, acked, resets))
         c_back = get_json(srv.base + "/changes?since=now&timeout=0")["cursor"]
@@ -278,7 +322,8 @@ def main():
                           "ratio_catchup10": best["catchup10"]["rps"] / base,
                           "catchup_changes": n_log, "catchup_per_s": rate,
                           "active_resets": resets, "latency_p50_s": p50, "latency_p99_s": p99,
-                          "server_cpu_us_per_put": cpu_med}))
+                          "server_cpu_us_per_put": cpu_med, "watchers": a.watchers,
+                          "client_cpu_us_per_put": {c: sorted(v)[len(v) // 2] for c, v in ccpu.items()}}))
     finally:
         srv.stop()
         srv.remove()
