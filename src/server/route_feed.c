@@ -142,14 +142,20 @@ typedef struct l3_feed {
     uint64_t ctext_epoch;
 } l3_feed_t;
 
+/* v as 16 lower-case hex digits */
+static void hex16(char *out, uint64_t v)
+{
+    static const char hex[16] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = hex[v & 15];
+}
+
 /* 32 lower-case hex digits (epoch with the mark, position) and a NUL: every event carries
  * one, so no printf */
 static void fmt_cursor(char *out, uint64_t epoch, uint64_t pos)
 {
-    static const char hex[16] = "0123456789abcdef";
-    uint64_t v[2] = {epoch | CURSOR_MARK, pos};
-    for (unsigned i = 0; i < CURSOR_LEN; i++)
-        out[i] = hex[(v[i / 16] >> (60 - 4 * (i % 16))) & 15];
+    hex16(out, epoch | CURSOR_MARK);
+    hex16(out + 16, pos);
     out[CURSOR_LEN] = '\0';
 }
 
@@ -575,7 +581,7 @@ static int fill(l3_feed_t *f, watcher_t *w)
             w->backlog = false;
             break;
         }
-        if (ce.klen < w->plen || memcmp(key, w->prefix, w->plen) != 0)
+        if (w->plen != 0 && (ce.klen < w->plen || memcmp(key, w->prefix, w->plen) != 0))
             continue;
         if (take_run(f, w, idx, limit, &added))
             continue;
