@@ -142,8 +142,8 @@ int main(int argc, char **argv)
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    long long cpu_us = (long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL + ru.ru_utime.tv_usec +
-                       ru.ru_stime.tv_usec;
+    long long cpu_us = (long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL +
+                       ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
     printf("%lu %lu %lld %d\n", ch, rs, cpu_us, open);
     for (int i = 0; i < n; i++)
         if (ws[i].fd >= 0)
