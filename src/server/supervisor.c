@@ -595,23 +595,21 @@ static void apply_scale(l3_srv_t *srv)
     l3_obs_set_workers(&srv->obs, running);
 }
 
-static bool any_child(const l3_srv_t *srv, const void *arg)
-{
-    (void)arg;
-    for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
-        if (srv->sup->workers[i].pid > 0)
-            return true;
-    for (unsigned r = 0; r < srv->sup->nroles; r++)
-        if (srv->sup->roles[r].ch.pid > 0)
-            return true;
-    return false;
-}
-
 static bool any_worker(const l3_srv_t *srv, const void *arg)
 {
     (void)arg;
     for (uint32_t i = 0; i < L3_SRV_MAX_WORKERS; i++)
         if (srv->sup->workers[i].pid > 0)
+            return true;
+    return false;
+}
+
+static bool any_child(const l3_srv_t *srv, const void *arg)
+{
+    if (any_worker(srv, arg))
+        return true;
+    for (unsigned r = 0; r < srv->sup->nroles; r++)
+        if (srv->sup->roles[r].ch.pid > 0)
             return true;
     return false;
 }
