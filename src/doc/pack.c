@@ -100,15 +100,13 @@ int l3_doc_pack(const uint8_t *buf, uint8_t *dst, size_t cap, size_t *ret_len)
             open[w.depth - 1] = (uint32_t)(p - dst);
         }
     }
-    uint32_t len = (uint32_t)(p - dst), used = L3_MAX(a8(len), PACKED_MIN_USED);
-    if (used > limit)
+    uint32_t used = l3_doc__p_finish(dst, (uint32_t)(p - dst), limit);
+    if (used == 0)
         return L3_ETOOBIG;
-    memset(p, 0, used - len);
     dhdr_t *h = HDR(dst);
     h->dh_version = L3_DOC_PACKED_VERSION;
     h->dh_flags = 0;
     h->dh_crc = 0;
-    h->dh_used = used;
     h->dh_garbage = 0;
     h->dh_seed = 0;
     *ret_len = used;
@@ -344,7 +342,7 @@ int l3_doc__p_verify(const uint8_t *buf, size_t len, l3_doc_error_t *err)
         if (rc > 0) {
             uint32_t end = (uint32_t)rc;
             rc = 0;
-            if (L3_MAX(a8(end), PACKED_MIN_USED) != v.used)
+            if (l3_doc__p_used(end) != v.used)
                 rc = pbad(&v, end, "used size does not match the root value");
             for (uint32_t z = end; rc == 0 && z < v.used; z++)
                 if (buf[z])

@@ -146,6 +146,25 @@ static inline uint8_t *l3_doc__put_scalar(uint8_t *p, uint64_t val, uint8_t type
     return p + w;
 }
 
+/* The used size of a packed document whose root value ends at end: padded to 8, at least
+ * PACKED_MIN_USED. */
+static inline uint32_t l3_doc__p_used(uint32_t end)
+{
+    return end < PACKED_MIN_USED ? PACKED_MIN_USED : a8(end);
+}
+
+/* Finish a packed document whose root value ends at end: zero its padding and record its
+ * used size in the header. The used size, or 0 when it passes cap (nothing written). */
+static inline uint32_t l3_doc__p_finish(uint8_t *buf, uint32_t end, size_t cap)
+{
+    uint32_t used = l3_doc__p_used(end);
+    if (used > cap)
+        return 0;
+    memset(buf + end, 0, used - end);
+    HDR(buf)->dh_used = used;
+    return used;
+}
+
 /* A var (LEB128) at *off of a verified document. */
 static inline uint32_t l3_doc__rd_var(const uint8_t *buf, uint32_t *off)
 {

@@ -1088,12 +1088,10 @@ static int run(parser_t *ps, const l3_doc_parse_opts_t *opts, l3_doc_error_t *er
         return ps->rc;
     }
     if (ps->packed) {
-        size_t used = L3_MAX((size_t)a8(ps->used), (size_t)PACKED_MIN_USED);
-        if (used > ps->cap)
+        uint32_t used = l3_doc__p_finish(ps->buf, (uint32_t)ps->used, ps->cap);
+        if (used == 0)
             return L3_ETOOBIG;
-        memset(ps->buf + ps->used, 0, used - ps->used);
         ps->used = used;
-        HDR(ps->buf)->dh_used = (uint32_t)used;
     } else if (ps->buf) {
         dslot_t *root = AT(ps->buf, L3_DOC_ROOT, dslot_t);
         memset(root, 0, sizeof(*root));
