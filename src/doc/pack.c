@@ -81,8 +81,7 @@ int l3_doc_pack(const uint8_t *buf, uint8_t *dst, size_t cap, size_t *ret_len)
             return L3_EDEPTH; /* a verified document never gets here */
         if (ev == L3_W_CLOSE) {
             uint32_t start = open[w.depth], size = (uint32_t)(p - dst) - start;
-            dst[start - 2] = (uint8_t)size;
-            dst[start - 1] = (uint8_t)(size >> 8);
+            l3_doc__put_u16(dst + start - 2, size);
             continue;
         }
         uint64_t room = PACK_VALUE_MAX + (st.e ? st.e->klen : 0) + (uint64_t)text_len(buf, st.val, st.type);

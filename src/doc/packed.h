@@ -87,6 +87,13 @@ static inline uint16_t l3_doc__rd_u16(const uint8_t *p)
     return (uint16_t)(p[0] | (unsigned)p[1] << 8);
 }
 
+/* A container's 16-bit size, little endian. */
+static inline void l3_doc__put_u16(uint8_t *p, uint32_t x)
+{
+    p[0] = (uint8_t)x;
+    p[1] = (uint8_t)(x >> 8);
+}
+
 /* Bytes of the var (LEB128) encoding of x. */
 static inline uint32_t l3_doc__var_len(uint32_t x)
 {

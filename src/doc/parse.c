@@ -670,8 +670,7 @@ static int pk_close(parser_t *ps, uint32_t body, uint32_t count)
         ps->buf[body - 3] = (uint8_t)count;
     }
     uint32_t size = (uint32_t)ps->used - body;
-    ps->buf[body - 2] = (uint8_t)size;
-    ps->buf[body - 1] = (uint8_t)(size >> 8);
+    l3_doc__put_u16(ps->buf + body - 2, size);
     return 0;
 }
 
