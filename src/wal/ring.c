@@ -202,11 +202,13 @@ uint64_t l3_wal_ring_max_payload(const l3_wal_ring_t *r)
  *   L3_WAL_WS_IDLE: nothing unwritten; any publish wakes the writer (the first record after
  *     a quiet spell must start the flush timer).
  *   L3_WAL_WS_HOLD (buffered mode with flush_interval_ms): records are waiting and the
- *     writer sleeps until their flush is due; a publish wakes it only once the unwritten
- *     bytes reach l3_wal__wake_fill(). Durability requests (notify_arm, wait_durable), ring
- *     space waiters and checkpoint requests wake it in every state.
- * So under a steady stream of buffered writes no producer makes a syscall: the writer
- * flushes on its timer, one io_uring submission per flush interval.
+ *     writer sleeps until their flush is due, or (lingering, for a second after its last
+ *     write) the ring is empty and it looks again after one flush interval; a publish wakes
+ *     it only once the unwritten bytes reach l3_wal__wake_fill(). Durability requests
+ *     (notify_arm, wait_durable), ring space waiters and checkpoint requests wake it in
+ *     every state.
+ * So under a steady stream of buffered writes, or a trickle of them, no producer makes a
+ * syscall: the writer flushes on its timer, one io_uring submission per flush interval.
  */
 static void wake_writer(l3_wal_shm_t *sh)
 {

@@ -8,7 +8,7 @@
  * only process that opens WAL segments for writing (S4 in docs/invariants.md).
  * Concurrency: single-threaded; talks to producers only through the ring's atomics
  * (ring.c). Sleeps on the rh_pub_seq futex when idle or holding a buffered batch for its
- * flush (wake-up protocol in ring.c); never spins.
+ * flush, or lingering after a write (wake-up protocol in ring.c); never spins.
  *
  * Segment state machine (per file):
  *
@@ -56,6 +56,9 @@
 
 #define RETRY_MS 100u /* backoff between retries of a failed write */
 #define IDLE_MS 100u  /* longest sleep: bounds stop-flag latency */
+/* buffered hold: after a write the writer keeps checking the ring once per flush interval
+ * for this long (sleeping as "holding", so publishes do not wake it), then sleeps idle */
+#define LINGER_NS (1000u * 1000000ull)
 
 typedef struct {
     const l3_wal_writer_opts_t *o;
@@ -73,6 +76,8 @@ typedef struct {
     uint64_t last_sync_ns;
     uint64_t hold_ns;   /* buffered hold: flush delay (flush_interval_ms), 0 = write at once */
     uint64_t oldest_ns; /* buffered hold: when the oldest record not yet synced was seen */
+    uint64_t polled_ns; /* buffered hold: when a lingering sleep began with the ring empty */
+    uint64_t wrote_ns;  /* when the last batch was written (the linger runs from it) */
     uint64_t stuck_pos, stuck_since;
     uint64_t seg_bytes, batch;
     uint64_t deleted_below; /* last rh_delete_below acted upon */
@@ -727,8 +732,9 @@ static int hold_batch(wr_t *w, int stopping, uint64_t now, int *ret_ms)
     uint64_t head = atomic_load(&sh->rh_head);
     if (head == w->cons)
         return 0;
-    if (w->oldest_ns == 0)
-        w->oldest_ns = now;
+    if (w->oldest_ns == 0) /* after a lingering sleep: published since it began at the latest */
+        w->oldest_ns = w->polled_ns != 0 && w->polled_ns < now ? w->polled_ns : now;
+    w->polled_ns = 0;
     uint64_t due = w->oldest_ns + w->hold_ns;
     if (now >= due || head - w->cons >= l3_wal__wake_fill(w->r->size) ||
         atomic_load(&sh->rh_sync_want) > atomic_load(&sh->rh_durable) || atomic_load(&sh->rh_space_waiters) ||
@@ -840,6 +846,7 @@ static step_t step_write(wr_t *w, const pass_t *p, int *rc)
     w->seg_off += p->used;
     w->cons = p->end;
     w->dirty = 1;
+    w->wrote_ns = p->now;
     atomic_fetch_add_explicit(&sh->rh_st_disk_bytes, p->used, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->rh_st_bytes, p->used, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->rh_st_records, p->nrec, memory_order_relaxed);
@@ -857,6 +864,21 @@ static step_t step_write(wr_t *w, const pass_t *p, int *rc)
 }
 
 /* Nothing to write: skip pads and aborted slots, sync if due, finish a stop, or sleep. */
+/* Buffered hold, nothing unwritten, a batch written less than LINGER_NS ago: sleep as
+ * "holding" for one flush interval (*tmo) instead of idle, so that the next records of a
+ * trickle of writes wait for the writer's timer and no producer wakes it (the first record
+ * after a quiet spell of LINGER_NS does). The records published meanwhile count from the
+ * sleep's start (hold_batch): none waits longer than the flush interval. */
+static int linger(const wr_t *w, const pass_t *p, int *tmo)
+{
+    if (w->hold_ns == 0 || p->stopping || p->blocked || w->dirty || w->wrote_ns == 0 ||
+        p->now - w->wrote_ns >= LINGER_NS)
+        return 0;
+    uint64_t ms = (w->hold_ns + 999999u) / 1000000u;
+    *tmo = (int)L3_MIN(ms, (uint64_t)IDLE_MS);
+    return 1;
+}
+
 static step_t step_quiet(wr_t *w, const pass_t *p, int *rc)
 {
     if (p->end > w->cons) { /* only pads / aborted slots */
@@ -899,6 +921,12 @@ static step_t step_quiet(wr_t *w, const pass_t *p, int *rc)
     }
     if (p->stopping)
         tmo = L3_MIN(tmo, 10);
+    if (linger(w, p, &tmo)) {
+        w->polled_ns = p->now;
+        sleep_until_work(w, tmo, 1);
+        return STEP_AGAIN;
+    }
+    w->polled_ns = 0;
     sleep_until_work(w, tmo, 0);
     return STEP_AGAIN;
 }

@@ -305,6 +305,45 @@ static void test_buffered_hold(void)
     l3_wal_ring_detach(r);
 }
 
+/* after a batch the writer lingers: it checks the ring once per flush interval sleeping as
+ * "holding", so a trickle of writes makes no producer wake it (rh_pub_seq stays), and each
+ * record is still durable within about one flush interval of its publish */
+static void test_buffered_linger(void)
+{
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {
+        .ring = r, .wal_path = base, .durability = L3_WAL_BUFFERED, .flush_interval_ms = 20};
+    pid_t w = walt_writer(&o, NULL);
+    uint64_t n = 0;
+    CHECK_EQ_INT(append(r, ++n), 0);
+    uint64_t t = l3_wal_last_ticket();
+    for (int i = 0; i < 400 && l3_wal_durable_ticket(r) < t; i++)
+        usleep(5000);
+    CHECK(l3_wal_durable_ticket(r) >= t);
+    uint32_t seq = atomic_load(&r->sh->rh_pub_seq);
+    uint64_t worst_ns = 0;
+    for (int k = 0; k < 10; k++) {
+        usleep(7000);
+        CHECK_EQ_INT(append(r, ++n), 0);
+        t = l3_wal_last_ticket();
+        uint64_t t0 = l3_now_ns();
+        for (int i = 0; i < 4000 && l3_wal_durable_ticket(r) < t; i++)
+            usleep(500);
+        CHECK(l3_wal_durable_ticket(r) >= t);
+        worst_ns = L3_MAX(worst_ns, l3_now_ns() - t0);
+    }
+    CHECK_EQ_INT(atomic_load(&r->sh->rh_pub_seq), seq); /* nobody woke the writer */
+    CHECK(worst_ns < 1000u * 1000000u); /* one flush interval, with room for a loaded machine */
+    /* past the linger (1 s) it sleeps idle again: the next publish wakes it */
+    usleep(1300000);
+    CHECK_EQ_INT(append(r, ++n), 0);
+    CHECK(atomic_load(&r->sh->rh_pub_seq) != seq);
+    CHECK_EQ_INT(walt_stop(w), 0);
+    check_replay(n);
+    l3_wal_ring_detach(r);
+}
+
 /* ---------------------------------------------------------------- injected failures */
 
 static int inj_enospc(int op, uint64_t off, uint32_t len, int res)
@@ -618,6 +657,7 @@ int main(void)
     test_notify();
     test_flush_interval();
     test_buffered_hold();
+    test_buffered_linger();
     test_write_error(1, -ENOSPC);
     test_write_error(3, -EIO);
     test_enospc_stop();
