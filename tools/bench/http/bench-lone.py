@@ -5,11 +5,13 @@ a 10 MB document against set_int on a 100-byte one, each l3kv binary given on th
 measured in turn, for --rounds alternating rounds (compare two builds in one run).
 
 Per binary and round, one worker, `buffered` mode: --n PUTs of a 100-byte document and GETs of
-another, in turn with a 0.5 ms pause, then the `put` and `get` handler medians of /metrics
-and their ratio (target: within 2x); then --n/4 set_int on the 100-byte and on a 9.9 MB
-document in turn and the ratio of the client-side medians (target: within 10 %).
+another, in turn with a pause (--pause-ms, 0.5 ms by default), then the `put` and `get`
+handler medians of /metrics and their ratio (target: within 2x); then --n/2 set_int on a
+100-byte document and GETs in turn, and the `post` (set_int) handler median against the
+GET's; then --n/4 set_int on the 100-byte and on a 9.9 MB document in turn and the ratio of
+the client-side medians (target: within 10 %). The PUT's handler p99 is printed too.
 
-usage: bench-lone.py [--n N] [--rounds R] BIN [BIN...]
+usage: bench-lone.py [--n N] [--rounds R] [--pause-ms MS] BIN [BIN...]
 """
 import argparse
 import http.client
@@ -23,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 
 
-def one(binary, n):
+def one(binary, n, pause):
     srv = benchlib.Server(binary, workers=1, log_level="warn", config={"storage": {"durability": "buffered"}})
     try:
         c = http.client.HTTPConnection("127.0.0.1", srv.port)
@@ -45,18 +47,27 @@ def one(binary, n):
         req("PUT", "/kv/big", json.dumps(big, separators=(",", ":")).encode())
         for i in range(n):
             req("PUT", "/kv/p%d" % (i % 100), st)
-            time.sleep(0.0005)
+            time.sleep(pause)
             req("GET", "/kv/small")
-            time.sleep(0.0005)
+            time.sleep(pause)
         h = srv.metrics()["handlers"]
-        g, p = h["get"]["median_ns"], h["put"]["median_ns"]
+        g, p, p99 = h["get"]["median_ns"], h["put"]["median_ns"], h["put"]["p99_ns"]
+        for i in range(max(1, n // 2)):
+            req("POST", "/kv/s%d?op=set_int&field=n&val=%d" % (i % 100, i)) if i >= 100 else \
+                req("PUT", "/kv/s%d" % i, st)
+            time.sleep(pause)
+            req("GET", "/kv/small")
+            time.sleep(pause)
+        h = srv.metrics()["handlers"]
+        si, g2 = h["post"]["median_ns"], h["get"]["median_ns"]
         cs, cb = [], []
         for i in range(max(1, n // 4)):
             cs.append(req("POST", "/kv/small?op=set_int&field=n&val=%d" % i))
-            time.sleep(0.0005)
+            time.sleep(pause)
             cb.append(req("POST", "/kv/big?op=set_int&field=n&val=%d" % i))
-            time.sleep(0.0005)
-        return p, g, statistics.median(cs), statistics.median(cb)
+            time.sleep(pause)
+        return {"put": p, "put_p99": p99, "get": g, "set_int": si, "get2": g2,
+                "client_set_int": statistics.median(cs), "client_big": statistics.median(cb)}
     finally:
         srv.kill_all()
         srv.remove()
@@ -66,16 +77,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pause-ms", type=float, default=0.5, help="pause between requests (default 0.5)")
     ap.add_argument("binaries", nargs="+")
     a = ap.parse_args()
     print("load average at start: %.2f %.2f %.2f" % os.getloadavg())
-    print("%-5s %-40s %9s %9s %6s %11s %11s %6s" % ("round", "binary", "PUT us", "GET us", "ratio",
-                                                   "set_int us", "10 MB us", "ratio"))
+    print("handler medians (us) from /metrics; set_int/GET: the set_int phase's medians; client: round trips")
+    print("%-5s %-32s %7s %7s %7s %6s %8s %7s %6s %10s %10s %6s" % (
+        "round", "binary", "PUT", "p99", "GET", "ratio", "set_int", "GET", "ratio", "client si", "10 MB", "ratio"))
     for r in range(a.rounds):
         for b in a.binaries:
-            p, g, s, big = one(os.path.abspath(b), a.n)
-            print("%-5d %-40s %9.2f %9.2f %6.2f %11.1f %11.1f %6.2f" % (r + 1, b[-40:], p / 1e3, g / 1e3, p / g,
-                                                                       s / 1e3, big / 1e3, big / s))
+            m = one(os.path.abspath(b), a.n, a.pause_ms / 1e3)
+            print("%-5d %-32s %7.2f %7.1f %7.2f %6.2f %8.2f %7.2f %6.2f %10.1f %10.1f %6.2f" % (
+                r + 1, b[-32:], m["put"] / 1e3, m["put_p99"] / 1e3, m["get"] / 1e3, m["put"] / m["get"],
+                m["set_int"] / 1e3, m["get2"] / 1e3, m["set_int"] / m["get2"], m["client_set_int"] / 1e3,
+                m["client_big"] / 1e3, m["client_big"] / m["client_set_int"]))
     print("load average at end: %.2f %.2f %.2f" % os.getloadavg())
     return 0
 
