@@ -91,6 +91,14 @@ size_t l3_http_u64_dec(char *out, uint64_t v)
     return n;
 }
 
+size_t l3_http_i64_dec(char *out, int64_t v)
+{
+    if (v >= 0)
+        return l3_http_u64_dec(out, (uint64_t)v);
+    out[0] = '-';
+    return 1 + l3_http_u64_dec(out + 1, -(uint64_t)v); /* INT64_MIN: 2^63, no overflow */
+}
+
 void l3_http_add_etag(h2o_req_t *req, uint64_t lsn)
 {
     char *p = h2o_mem_alloc_pool(&req->pool, 24);

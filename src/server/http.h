@@ -86,6 +86,8 @@ int l3_http_query(h2o_req_t *req, l3_query_t *q);
 
 /** Write v in decimal to out (room for 20 characters, no NUL); returns the length. */
 size_t l3_http_u64_dec(char *out, uint64_t v);
+/** Write v in decimal, with a '-' when negative, to out (room for 20 characters); the length. */
+size_t l3_http_i64_dec(char *out, int64_t v);
 void l3_http_add_etag(h2o_req_t *req, uint64_t lsn);
 /** Hand a malloc'd buffer to the request: freed when the request is done. */
 void l3_http_adopt(h2o_req_t *req, void *buf);

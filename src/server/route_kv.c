@@ -141,11 +141,16 @@ static int ok_version(l3_rq_t *rq, int status, uint64_t lsn)
 /* Answer {"value":<json>,"version":n}. */
 static int ok_value(l3_rq_t *rq, const char *json, size_t jlen, uint64_t lsn)
 {
-    size_t cap = jlen + 64;
-    char *p = h2o_mem_alloc_pool(&rq->req->pool, cap);
-    int n = snprintf(p, cap, "{\"value\":%.*s,\"version\":%" PRIu64 "}\n", (int)jlen, json, lsn);
+    static const char head[] = "{\"value\":", mid[] = ",\"version\":";
+    char *p = h2o_mem_alloc_pool(&rq->req->pool, jlen + 64), *o = p;
+    o = mempcpy(o, head, sizeof(head) - 1);
+    o = mempcpy(o, json, jlen);
+    o = mempcpy(o, mid, sizeof(mid) - 1);
+    o += l3_http_u64_dec(o, lsn);
+    *o++ = '}';
+    *o++ = '\n';
     l3_http_add_etag(rq->req, lsn);
-    l3_http_respond_write(rq, 200, L3_CT_JSON, h2o_iovec_init(p, (size_t)n));
+    l3_http_respond_write(rq, 200, L3_CT_JSON, h2o_iovec_init(p, (size_t)(o - p)));
     return 0;
 }
 
@@ -280,8 +285,7 @@ static int on_incr(l3_rq_t *rq, h2o_iovec_t key, const l3_query_t *q)
     l3_http_doc_done(rq, t);
     if (rc < 0)
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, NULL);
-    int n = snprintf(numbuf, sizeof(numbuf), "%" PRId64, nv);
-    return ok_value(rq, numbuf, (size_t)n, lsn);
+    return ok_value(rq, numbuf, l3_http_i64_dec(numbuf, nv), lsn);
 }
 
 /* The scalar a set_* op stores, from ?op= and ?val=. 0, or -1 after answering 400. */
@@ -345,8 +349,7 @@ static int echo_scalar(l3_rq_t *rq, const l3_doc_scalar_t *v, uint64_t lsn)
     l3_buf_t out = {0};
     switch (v->type) {
     case L3_DOC_INT:
-        n = snprintf(numbuf, sizeof(numbuf), "%" PRId64, v->i);
-        return ok_value(rq, numbuf, (size_t)n, lsn);
+        return ok_value(rq, numbuf, l3_http_i64_dec(numbuf, v->i), lsn);
     case L3_DOC_DOUBLE:
         n = snprintf(numbuf, sizeof(numbuf), "%.17g", v->d);
         return ok_value(rq, numbuf, (size_t)n, lsn);

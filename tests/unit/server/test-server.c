@@ -145,6 +145,15 @@ static void test_u64_dec(void)
         snprintf(want, sizeof(want), "%" PRIu64, vals[i]);
         CHECK_EQ_STR(got, want);
     }
+    static const int64_t ivals[] = {0, 1, -1, 9, -10, 123456789, -4294967296LL, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof(ivals) / sizeof(ivals[0]); i++) {
+        char got[24], want[24];
+        size_t n = l3_http_i64_dec(got, ivals[i]);
+        CHECK(n <= 20);
+        got[n] = 0;
+        snprintf(want, sizeof(want), "%" PRId64, ivals[i]);
+        CHECK_EQ_STR(got, want);
+    }
 }
 
 static void test_media_type(void)
