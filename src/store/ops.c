@@ -295,6 +295,28 @@ static void pack_small(const uint8_t *buf, size_t len, uint8_t *tmp, size_t *ret
         *ret_len = 0;
 }
 
+/* A small document replacing one whose block it fits about as tightly as a fresh block
+ * would: written over the old one in place, the old bytes in the undo log (a rollback or
+ * a repair puts them back), so the overwrite of a key allocates and frees nothing. 1 when
+ * done, 0 to take a new block (no fit, or no room in the undo log). */
+static int overwrite_in_place(l3_store_t *st, opctx_t *c, const uint8_t *buf, size_t len, uint64_t lsn)
+{
+    if (!c->entry || len >= L3_DOC_TIGHT_BYTES)
+        return 0;
+    uint64_t cap = l3_store__doc_cap(st, c->ent);
+    /* as a fresh block would: len rounded to 16, plus a rest too small to split off */
+    if (len > cap || cap - L3_ALIGN_UP(len, (uint64_t)16) >= L3_BLOCK_MIN)
+        return 0;
+    uint64_t old = l3_doc_size(c->doc);
+    if (l3_store__tlog(st, c->doc, len) != 0) /* the bytes overwritten */
+        return 0;
+    memcpy(c->doc, buf, len);
+    l3_doc_t d = {.buf = c->doc, .cap = cap};
+    l3_doc_set_lsn(&d, lsn);
+    c->dbytes = (int64_t)len - (int64_t)old;
+    return 1;
+}
+
 int l3_store__store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf,
                         size_t len, uint64_t lsn)
 {
@@ -306,6 +328,8 @@ int l3_store__store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen
         buf = packed;
         len = plen;
     }
+    if (overwrite_in_place(st, c, buf, len, lsn))
+        return 0;
     int rc = alloc_key_block(st, c, key, klen, doc_cap_fresh(len), &e, &got);
     if (rc < 0)
         return rc;
