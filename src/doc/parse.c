@@ -52,7 +52,9 @@ typedef struct {
     size_t err_off;
 } parser_t;
 
-static int fail(parser_t *ps, const char *at, int rc, const char *msg)
+/* cold, like the full form's object builder below (noinline): both stay out of the packed
+ * path's code, which a small PUT runs with cold caches */
+__attribute__((cold)) static int fail(parser_t *ps, const char *at, int rc, const char *msg)
 {
     if (ps->rc == 0) {
         ps->rc = rc;
@@ -787,7 +789,8 @@ static const char *parse_name(parser_t *ps, const char *p, dentry_t *e)
     return q + 1;
 }
 
-static int finish_object(parser_t *ps, size_t base, const char *at, uint64_t *ret_val)
+__attribute__((noinline)) static int finish_object(parser_t *ps, size_t base, const char *at,
+                                                   uint64_t *ret_val)
 {
     dentry_t *ents = (dentry_t *)(void *)(ps->scr + base);
     size_t n = (ps->scr_len - base) / sizeof(dentry_t);
