@@ -276,7 +276,7 @@ static int insert_key(l3_store_t *st, opctx_t *c, uint64_t entry)
     return 0;
 }
 
-/* Store a complete document (len bytes at buf, verified) under the key. */
+/* Give the key the deadline expire_ms (0: none), logged; the stripe's earliest follows. */
 void l3_store__set_deadline(l3_store_t *st, opctx_t *c, uint64_t expire_ms)
 {
     if (c->ent->ie_expire != expire_ms)
@@ -317,6 +317,7 @@ static int overwrite_in_place(l3_store_t *st, opctx_t *c, const uint8_t *buf, si
     return 1;
 }
 
+/* Store a complete document (len bytes at buf, verified) under the key. */
 int l3_store__store_doc(l3_store_t *st, opctx_t *c, const void *key, size_t klen, const uint8_t *buf,
                         size_t len, uint64_t lsn)
 {
