@@ -174,8 +174,8 @@ static int need_body(l3_rq_t *rq)
 static int put_format(l3_rq_t *rq)
 {
     h2o_iovec_t ct = l3_http_header(rq->req, H2O_TOKEN_CONTENT_TYPE);
-    if (ct.base == NULL)
-        return 0;
+    if (ct.base == NULL || (ct.len == 16 && memcmp(ct.base, "application/json", 16) == 0))
+        return 0; /* the common spelling, without the media type's copy */
     h2o_iovec_t mt = l3_http_media_type(rq->req, ct);
     if (l3_http_ieq(mt, H2O_STRLIT(L3_CT_BIN)))
         return 1;
