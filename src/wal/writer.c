@@ -863,7 +863,6 @@ static step_t step_write(wr_t *w, const pass_t *p, int *rc)
     return STEP_AGAIN;
 }
 
-/* Nothing to write: skip pads and aborted slots, sync if due, finish a stop, or sleep. */
 /* Buffered hold, nothing unwritten, a batch written less than LINGER_NS ago: sleep as
  * "holding" for one flush interval (*tmo) instead of idle, so that the next records of a
  * trickle of writes wait for the writer's timer and no producer wakes it (the first record
@@ -879,6 +878,7 @@ static int linger(const wr_t *w, const pass_t *p, int *tmo)
     return 1;
 }
 
+/* Nothing to write: skip pads and aborted slots, sync if due, finish a stop, or sleep. */
 static step_t step_quiet(wr_t *w, const pass_t *p, int *rc)
 {
     if (p->end > w->cons) { /* only pads / aborted slots */
