@@ -127,7 +127,11 @@ def loaded():
         pytest.skip("chromium is not installed (tools/deps-debian.sh --all)")
     s = Server(workers=1, config={"server": {"min_workers": 1, "max_workers": 3, "max_connections": 24},
                                   "autoscale": {"worker_capacity": 1, "cooldown_ms": 500, "interval_ms": 100,
-                                                "horizon_ms": 400, "margin": 0, "measurement_noise": 1}})
+                                                "horizon_ms": 400, "margin": 0, "measurement_noise": 1},
+                                  # records wait in the ring up to 200 ms (buffered hold), so a
+                                  # poll sees WAL bytes pending and not only the rare poll that
+                                  # lands within the default 10 ms of a write
+                                  "storage": {"flush_interval_ms": 200}})
     load = Load(s)
     b = cdp.Browser()
     try:
