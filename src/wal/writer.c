@@ -99,13 +99,40 @@ static int stop_requested(const wr_t *w)
 
 /* ---------------------------------------------------------------- io_uring */
 
-/* Submit and wait for exactly `want` completions; results in res[] by user_data index. */
-static int ring_run(wr_t *w, int want, int *res)
+static int ring_submit(wr_t *w)
 {
-    int got = 0, rc;
+    int rc;
     do {
         rc = io_uring_submit(&w->ur);
     } while (rc == -EINTR || rc == -EAGAIN);
+    return rc < 0 ? rc : 0;
+}
+
+/* Wait until the completions named in `want` (bit 1 << user_data index) have arrived: each
+ * result in res[index], *got collects the bits seen (in whichever order they come). */
+static int ring_reap(wr_t *w, unsigned want, unsigned *got, int *res)
+{
+    while ((*got & want) != want) {
+        struct io_uring_cqe *cqe;
+        int rc = io_uring_wait_cqe(&w->ur, &cqe);
+        if (rc == -EINTR || rc == -EAGAIN)
+            continue;
+        if (rc < 0)
+            return rc;
+        uint64_t idx = io_uring_cqe_get_data64(cqe);
+        if (idx < 2) {
+            res[idx] = cqe->res;
+            *got |= 1u << idx;
+        }
+        io_uring_cqe_seen(&w->ur, cqe);
+    }
+    return 0;
+}
+
+/* Submit and wait for exactly `want` completions; results in res[] by user_data index. */
+static int ring_run(wr_t *w, int want, int *res)
+{
+    int got = 0, rc = ring_submit(w);
     if (rc < 0)
         return rc;
     while (got < want) {
@@ -129,10 +156,13 @@ static int uring_fsync(wr_t *w, int fd, int datasync);
 /*
  * Write len bytes at file offset off; if sync, an fdatasync is linked after the final
  * write (group commit in one submission). Short writes are resubmitted for the remainder
- * before any fdatasync that must cover them (W2). Returns 0, a negative write error
+ * before any fdatasync that must cover them (W2). Once all len bytes are in the file,
+ * written(w, arg) runs (if given) - before the linked fdatasync has completed, so that the
+ * ring space a batch held is free while the disk syncs. Returns 0, a negative write error
  * (retryable by the caller), or sets *ret_sync to the fdatasync result.
  */
-static int write_all(wr_t *w, int fd, const uint8_t *buf, size_t len, uint64_t off, int sync, int *ret_sync)
+static int write_all(wr_t *w, int fd, const uint8_t *buf, size_t len, uint64_t off, int sync, int *ret_sync,
+                     void (*written)(wr_t *, void *), void *arg)
 {
     size_t done = 0;
     if (ret_sync)
@@ -143,12 +173,10 @@ static int write_all(wr_t *w, int fd, const uint8_t *buf, size_t len, uint64_t o
         if (sub == 0 || sub > chunk)
             sub = chunk;
         int res[2] = {0, 0};
-        int want = 0;
         if (chunk) {
             struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ur);
             io_uring_prep_write(sqe, fd, buf + done, sub, off + done);
             io_uring_sqe_set_data64(sqe, 0);
-            want++;
             /* link the sync only if this submission covers everything */
             if (sync && done + sub == len)
                 sqe->flags |= IOSQE_IO_LINK;
@@ -158,24 +186,34 @@ static int write_all(wr_t *w, int fd, const uint8_t *buf, size_t len, uint64_t o
             struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ur);
             io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
             io_uring_sqe_set_data64(sqe, 1);
-            want++;
         }
-        int rc = ring_run(w, want, res);
+        unsigned got = 0;
+        int rc = ring_submit(w);
         if (rc < 0)
             return rc;
         if (chunk) {
+            if ((rc = ring_reap(w, 1u, &got, res)) < 0)
+                return rc;
             int wres = l3_wal_shim.io_result(L3_WAL_IO_WRITE, off + done, sub, res[0]);
+            if (wres >= 0 && (uint32_t)wres < chunk)
+                atomic_fetch_add_explicit(&w->sh->rh_st_short, 1, memory_order_relaxed);
+            if (wres > 0)
+                done += (uint32_t)wres;
+            if (wres > 0 && done == len && written != NULL)
+                written(w, arg);
+            /* the linked sync's completion (-ECANCELED if the write fell short) */
+            if (with_sync && (rc = ring_reap(w, 2u, &got, res)) < 0)
+                return rc;
             if (wres == -EINTR || wres == -EAGAIN)
                 continue;
             if (wres < 0)
                 return wres;
-            if ((uint32_t)wres < chunk)
-                atomic_fetch_add_explicit(&w->sh->rh_st_short, 1, memory_order_relaxed);
             if (wres == 0)
                 return -EIO; /* no progress at all: treat as an I/O error, retried later */
-            done += (uint32_t)wres;
             if (done < len)
                 continue; /* the linked sync (if any) was cancelled or does not count */
+        } else if (with_sync && (rc = ring_reap(w, 2u, &got, res)) < 0) {
+            return rc;
         }
         if (with_sync) {
             int sres = l3_wal_shim.io_result(L3_WAL_IO_FSYNC, off, (uint32_t)len, res[1]);
@@ -314,7 +352,7 @@ static int seg_open_new(wr_t *w, uint64_t seq)
         w->linked = 1;
     }
     int srs = 0;
-    int rc = write_all(w, fd, hdr, sizeof hdr, 0, 1, &srs);
+    int rc = write_all(w, fd, hdr, sizeof hdr, 0, 1, &srs, NULL, NULL);
     if (rc == 0 && srs == 0)
         rc = uring_fsync(w, w->dfd, 0);
     else if (rc == 0)
@@ -358,7 +396,7 @@ static void fmap_save(wr_t *w)
     int fd = rc < 0 ? rc : l3_wal_shim.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, L3_WAL_FILE_MODE);
     if (fd >= 0) {
         (void)fchmod(fd, L3_WAL_FILE_MODE);
-        rc = write_all(w, fd, buf, (size_t)n, 0, 1, &srs);
+        rc = write_all(w, fd, buf, (size_t)n, 0, 1, &srs, NULL, NULL);
         l3_wal_shim.close(fd);
         if (rc == 0)
             rc = srs;
@@ -822,27 +860,11 @@ static step_t step_rotate(wr_t *w, int *rc)
     return STEP_ON;
 }
 
-/* Write the gathered batch, with a linked fdatasync when someone needs it (W1, W2). */
-static step_t step_write(wr_t *w, const pass_t *p, int *rc)
+/* The batch of pass `arg` is in the file: its ring space is free (W1), the file is dirty. */
+static void batch_written(wr_t *w, void *arg)
 {
+    const pass_t *p = arg;
     l3_wal_shm_t *sh = w->sh;
-    int sync = w->o->durability == L3_WAL_FSYNC || p->want || p->periodic || p->stopping;
-    int srs = 0;
-    if (!w->linked) {
-        link_current(w);
-        w->linked = 1;
-    }
-    *rc = write_all(w, w->fd, w->buf, p->used, w->seg_off, sync, &srs);
-    if (*rc < 0) {
-        atomic_fetch_add_explicit(&sh->rh_st_errors, 1, memory_order_relaxed);
-        set_error(w, *rc);
-        if (p->stopping && stop_gave_up(w, p->drain_since))
-            return STEP_FAIL;
-        sleep_until_work(w, RETRY_MS, 0);
-        return STEP_AGAIN;
-    }
-    if (atomic_load(&sh->rh_error) && !atomic_load(&sh->rh_failstop))
-        set_error(w, 0);
     w->seg_off += p->used;
     w->cons = p->end;
     w->dirty = 1;
@@ -853,6 +875,31 @@ static step_t step_write(wr_t *w, const pass_t *p, int *rc)
     atomic_fetch_add_explicit(&sh->rh_st_aborted, p->nab, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->rh_st_batches, 1, memory_order_relaxed);
     commit_progress(w);
+}
+
+/* Write the gathered batch, with a linked fdatasync when someone needs it (W1, W2). */
+static step_t step_write(wr_t *w, const pass_t *p, int *rc)
+{
+    l3_wal_shm_t *sh = w->sh;
+    int sync = w->o->durability == L3_WAL_FSYNC || p->want || p->periodic || p->stopping;
+    int srs = 0;
+    if (!w->linked) {
+        link_current(w);
+        w->linked = 1;
+    }
+    *rc = write_all(w, w->fd, w->buf, p->used, w->seg_off, sync, &srs, batch_written, (void *)p);
+    if (*rc < 0) {
+        atomic_fetch_add_explicit(&sh->rh_st_errors, 1, memory_order_relaxed);
+        set_error(w, *rc);
+        if (w->cons == p->end) /* written, the sync's completion lost: dirty, a later sync */
+            return STEP_AGAIN;
+        if (p->stopping && stop_gave_up(w, p->drain_since))
+            return STEP_FAIL;
+        sleep_until_work(w, RETRY_MS, 0);
+        return STEP_AGAIN;
+    }
+    if (atomic_load(&sh->rh_error) && !atomic_load(&sh->rh_failstop))
+        set_error(w, 0);
     if (sync) {
         if (srs < 0) {
             *rc = srs;

@@ -462,6 +462,47 @@ static void test_fsync_eio(void)
     l3_wal_ring_detach(r);
 }
 
+static int inj_slow_sync(int op, uint64_t off, uint32_t len, int res)
+{
+    (void)off;
+    if (op == L3_WAL_IO_FSYNC && len != 0 && *inject == 4)
+        usleep(300000); /* a slow disk: a batch's linked fdatasync takes 300 ms */
+    return res;
+}
+static void setup_slow_sync(void)
+{
+    l3_wal_shim.io_result = inj_slow_sync;
+}
+
+/* A batch's ring space is free once the batch is in the file, while its fdatasync still
+ * runs: producers waiting for space do not wait for the disk's sync as well. */
+static void test_space_during_sync(void)
+{
+    fresh_dir();
+    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
+    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_FSYNC};
+    *inject = 0;
+    pid_t w = walt_writer(&o, setup_slow_sync);
+    CHECK_EQ_INT(append(r, 1), 0);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    *inject = 4;
+    CHECK_EQ_INT(append(r, 2), 0);
+    l3_wal_stats_t s;
+    int freed = 0;
+    for (int i = 0; i < 200 && !freed; i++) {
+        l3_wal_ring_stats(r, &s);
+        freed = s.tail == s.head && s.durable < s.head;
+        if (!freed)
+            usleep(10000);
+    }
+    CHECK(freed); /* seen within the 300 ms of the sync */
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    *inject = 0;
+    CHECK_EQ_INT(walt_stop(w), 0);
+    check_replay(2);
+    l3_wal_ring_detach(r);
+}
+
 static uint32_t inj_short_len(uint64_t off, uint32_t len)
 {
     (void)off;
@@ -662,6 +703,7 @@ int main(void)
     test_write_error(3, -EIO);
     test_enospc_stop();
     test_fsync_eio();
+    test_space_during_sync();
     test_short_writes(L3_WAL_BUFFERED);
     test_short_writes(L3_WAL_FSYNC);
     test_writer_restart(&seed);
