@@ -516,6 +516,8 @@ static const char *path_msg(int rc, bool from)
         return "array index out of range";
     case L3_ETYPE:
         return "path goes through a value that is not an object or array";
+    case L3_EDEPTH:
+        return "the result would nest deeper than the depth limit (512)";
     default:
         return l3_strerror(rc);
     }

@@ -444,6 +444,8 @@ static int on_patch(l3_rq_t *rq, h2o_iovec_t key)
     if (rc < 0) {
         if (rc == L3_ESYNTAX && err.msg != NULL && err.offset == 0 && !merge)
             return l3_http_fail(rq, 400, "invalid_patch", "%s", err.msg);
+        if (rc == L3_EDEPTH && err.msg != NULL && !merge) /* the text, or an operation's result */
+            return l3_http_fail(rq, 400, "too_deep", "patch at byte offset %zu: %s", err.offset, err.msg);
         return l3_http_fail_rc(rq, rc, L3_CTX_WRITE, &err);
     }
     return ok_version(rq, rc == 1 ? 201 : 200, lsn);

@@ -165,6 +165,11 @@ def test_nesting_through_patch_is_refused():
             for patch in cases:
                 r = h.patch(s.url("/kv/deep"), data=json.dumps(patch), headers=JSON_PATCH)
                 assert r.status_code == 400 and r.json()["error"] == "too_deep", (patch[-1]["op"], r.text)
+                # the detail names the failing operation (its byte offset in the patch text, which
+                # is valid JSON) and the limit
+                off = 1 if len(patch) == 1 else len(json.dumps(patch[0])) + 3  # '[', op 0, ', '
+                want = "patch at byte offset %d: the result would nest deeper than the depth limit (512)" % off
+                assert r.json()["detail"] == want, (patch[-1]["op"], r.text)
                 assert h.get(s.url("/kv/deep")).text == before
             # ~500 more levels per request, repeated, as an attacker would
             for _ in range(3):
