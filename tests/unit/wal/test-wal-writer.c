@@ -418,28 +418,40 @@ static void test_enospc_stop(void)
     l3_wal_ring_detach(r);
 }
 
-static int inj_fsync_eio(int op, uint64_t off, uint32_t len, int res)
+/* fdatasync faults chosen by *inject: 2 = EIO, 4 = a slow disk (a batch's linked fdatasync
+ * takes 300 ms) */
+static int inj_fsync(int op, uint64_t off, uint32_t len, int res)
 {
     (void)off;
-    (void)len;
     if (op == L3_WAL_IO_FSYNC && *inject == 2)
         return -EIO;
+    if (op == L3_WAL_IO_FSYNC && len != 0 && *inject == 4)
+        usleep(300000);
     return res;
 }
-static void setup_fsync_eio(void)
+static void setup_fsync_inject(void)
 {
-    l3_wal_shim.io_result = inj_fsync_eio;
+    l3_wal_shim.io_result = inj_fsync;
+}
+
+/* A fresh fsync-mode ring (*ret_r) and writer with the fdatasync injector, record 1 durable. */
+static pid_t fsync_writer_started(l3_wal_ring_t **ret_r, l3_wal_writer_opts_t *o)
+{
+    fresh_dir();
+    l3_wal_ring_t *r = *ret_r = walt_ring(4096 + 1024 * 1024, NULL);
+    *o = (l3_wal_writer_opts_t){.ring = r, .wal_path = base, .durability = L3_WAL_FSYNC};
+    *inject = 0;
+    pid_t w = walt_writer(o, setup_fsync_inject);
+    CHECK_EQ_INT(append(r, 1), 0);
+    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    return w;
 }
 
 static void test_fsync_eio(void)
 {
-    fresh_dir();
-    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
-    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_FSYNC};
-    *inject = 0;
-    pid_t w = walt_writer(&o, setup_fsync_eio);
-    CHECK_EQ_INT(append(r, 1), 0);
-    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    l3_wal_ring_t *r;
+    l3_wal_writer_opts_t o;
+    pid_t w = fsync_writer_started(&r, &o);
     uint64_t durable_before = l3_wal_durable_ticket(r);
     *inject = 2;
     CHECK_EQ_INT(append(r, 2), 0);
@@ -462,29 +474,13 @@ static void test_fsync_eio(void)
     l3_wal_ring_detach(r);
 }
 
-static int inj_slow_sync(int op, uint64_t off, uint32_t len, int res)
-{
-    (void)off;
-    if (op == L3_WAL_IO_FSYNC && len != 0 && *inject == 4)
-        usleep(300000); /* a slow disk: a batch's linked fdatasync takes 300 ms */
-    return res;
-}
-static void setup_slow_sync(void)
-{
-    l3_wal_shim.io_result = inj_slow_sync;
-}
-
 /* A batch's ring space is free once the batch is in the file, while its fdatasync still
  * runs: producers waiting for space do not wait for the disk's sync as well. */
 static void test_space_during_sync(void)
 {
-    fresh_dir();
-    l3_wal_ring_t *r = walt_ring(4096 + 1024 * 1024, NULL);
-    l3_wal_writer_opts_t o = {.ring = r, .wal_path = base, .durability = L3_WAL_FSYNC};
-    *inject = 0;
-    pid_t w = walt_writer(&o, setup_slow_sync);
-    CHECK_EQ_INT(append(r, 1), 0);
-    CHECK_EQ_INT(l3_wal_wait_durable(r, l3_wal_last_ticket(), 10000), 0);
+    l3_wal_ring_t *r;
+    l3_wal_writer_opts_t o;
+    pid_t w = fsync_writer_started(&r, &o);
     *inject = 4;
     CHECK_EQ_INT(append(r, 2), 0);
     l3_wal_stats_t s;
