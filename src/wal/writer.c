@@ -99,6 +99,7 @@ static int stop_requested(const wr_t *w)
 
 /* ---------------------------------------------------------------- io_uring */
 
+/* Submit what is queued (retried on EINTR / EAGAIN). */
 static int ring_submit(wr_t *w)
 {
     int rc;
@@ -129,26 +130,12 @@ static int ring_reap(wr_t *w, unsigned want, unsigned *got, int *res)
     return 0;
 }
 
-/* Submit and wait for exactly `want` completions; results in res[] by user_data index. */
-static int ring_run(wr_t *w, int want, int *res)
+/* Submit what is queued and wait for the completions named in `want` (as ring_reap). */
+static int ring_run(wr_t *w, unsigned want, int *res)
 {
-    int got = 0, rc = ring_submit(w);
-    if (rc < 0)
-        return rc;
-    while (got < want) {
-        struct io_uring_cqe *cqe;
-        rc = io_uring_wait_cqe(&w->ur, &cqe);
-        if (rc == -EINTR || rc == -EAGAIN)
-            continue;
-        if (rc < 0)
-            return rc;
-        uint64_t idx = io_uring_cqe_get_data64(cqe);
-        if (idx < 2)
-            res[idx] = cqe->res;
-        io_uring_cqe_seen(&w->ur, cqe);
-        got++;
-    }
-    return 0;
+    unsigned got = 0;
+    int rc = ring_submit(w);
+    return rc < 0 ? rc : ring_reap(w, want, &got, res);
 }
 
 static int uring_fsync(wr_t *w, int fd, int datasync);
@@ -235,7 +222,7 @@ static int uring_fsync(wr_t *w, int fd, int datasync)
     struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ur);
     io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
     io_uring_sqe_set_data64(sqe, 1);
-    int rc = ring_run(w, 1, res);
+    int rc = ring_run(w, 1u << 1, res);
     if (rc < 0)
         return rc;
     atomic_fetch_add_explicit(&w->sh->rh_st_fsyncs, 1, memory_order_relaxed);
@@ -369,7 +356,7 @@ static int seg_open_new(wr_t *w, uint64_t seq)
         int res[2] = {0, 0};
         io_uring_prep_fallocate(sqe, fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)w->seg_bytes);
         io_uring_sqe_set_data64(sqe, 0);
-        (void)ring_run(w, 1, res);
+        (void)ring_run(w, 1u << 0, res);
     }
     w->fd = fd;
     w->seg_seq = seq;
