@@ -76,6 +76,11 @@ typedef struct l3_doc {
      * A change that would pass it returns L3_EDOCSIZE before anything is allocated or
      * written, and l3_doc_heap_grow() never allocates more than it. */
     size_t limit;
+    /* Set with L3_EDOCSIZE when the change had to grow a full object or array (0 = not a
+     * growth): that container's offset and type, for l3_doc_heap_compact_for(). Inside a
+     * compaction, grow_cap is the capacity the copy of that container gets. */
+    uint32_t grow_node, grow_cap;
+    uint8_t grow_type;
 } l3_doc_t;
 
 /** A read-only view of one value. Pointers point into the document buffer. */
@@ -356,17 +361,34 @@ int l3_doc_heap_grow(l3_doc_t *d);
 int l3_doc_heap_maybe_compact(l3_doc_t *d);
 /** Rebuild under a fresh hash seed (new allocation; LSN, undo hook and limit kept). 0 or -ENOMEM. */
 int l3_doc_heap_reseed(l3_doc_t *d);
+/** After L3_EDOCSIZE: compact (new allocation) so that the change may fit the limit after
+ *  all - the garbage dropped and, when the change had to grow a full container
+ *  (d->grow_node), that container given room: twice, 1/8 more or one more than its count,
+ *  the most that fits. 0, L3_EDOCSIZE (nothing to gain), -ENOMEM or -EAGAIN. */
+int l3_doc_heap_compact_for(l3_doc_t *d);
+/** The compaction l3_doc_heap_compact_for makes, for a document in any buffer: planned from
+ *  `failed` (the handle of a change that returned L3_EDOCSIZE: its grow_node, grow_type and
+ *  limit) into *ret_plan. Returns the bytes the compacted copy needs, or 0 when compacting
+ *  cannot help (no garbage, no growth that fits the limit; or a packed document). */
+size_t l3_doc_compact_plan(const uint8_t *buf, const l3_doc_t *failed, l3_doc_t *ret_plan);
+/** Compact buf into dst as planned (fresh: under a new hash seed). 0, -ENOBUFS (dst_cap
+ *  below the planned bytes), -EAGAIN, -EINVAL (packed). */
+int l3_doc_compact_planned(const uint8_t *buf, const l3_doc_t *plan, bool fresh, uint8_t *dst, size_t dst_cap,
+                           size_t *ret_len);
 void l3_doc_heap_free(l3_doc_t *d);
 
-/** Run a mutation, growing a heap document on -ENOBUFS and rebuilding it under a fresh
- *  seed on L3_EREHASH (a few times at most), then compacting if garbage warrants it. */
+/** Run a mutation, growing a heap document on -ENOBUFS, compacting it once on L3_EDOCSIZE
+ *  (l3_doc_heap_compact_for) and rebuilding it under a fresh seed on L3_EREHASH (a few
+ *  times at most), then compacting if garbage warrants it. */
 #define L3_DOC_HEAP_DO(d, call)                                                                              \
     ({                                                                                                       \
         int rc__;                                                                                            \
-        unsigned reseeds__ = 0;                                                                              \
+        unsigned reseeds__ = 0, compacts__ = 0;                                                              \
         for (;;) {                                                                                           \
             rc__ = (call);                                                                                   \
             if (rc__ == -ENOBUFS && l3_doc_heap_grow(d) == 0)                                                \
+                continue;                                                                                    \
+            if (rc__ == L3_EDOCSIZE && compacts__++ == 0 && l3_doc_heap_compact_for(d) == 0)                 \
                 continue;                                                                                    \
             if (rc__ == L3_EREHASH && reseeds__++ < 4 && l3_doc_heap_reseed(d) == 0)                         \
                 continue;                                                                                    \

@@ -486,12 +486,19 @@ static uint32_t copy_string(l3_doc_t *d, const uint8_t *src, uint64_t val)
     return off;
 }
 
+/* The capacity a compaction gives the copy of the container node of src: kept, or more
+ * for the one container a compaction for growth names (l3_doc_heap_compact_for). */
+static uint32_t kept_cap(const l3_doc_t *d, uint32_t node, uint8_t type, uint32_t cap)
+{
+    return node == d->grow_node && type == d->grow_type ? L3_MAX(cap, d->grow_cap) : cap;
+}
+
 /* Lay out an empty copy of the container node of src at fresh storage of d. */
 static uint32_t copy_node(l3_doc_t *d, const uint8_t *src, uint32_t node, uint8_t type, bool keep)
 {
     if (type == L3_DOC_ARRAY) {
         const darr_t *a = AT(src, node, const darr_t);
-        uint32_t cnt = a->count, cap = keep ? a->cap : a->count;
+        uint32_t cnt = a->count, cap = keep ? kept_cap(d, node, type, a->cap) : a->count;
         uint32_t off = bump(d, sizeof(darr_t) + (uint64_t)cap * sizeof(dslot_t));
         darr_t *t = AT(d->buf, off, darr_t);
         t->count = cnt;
@@ -503,7 +510,7 @@ static uint32_t copy_node(l3_doc_t *d, const uint8_t *src, uint32_t node, uint8_
         return off;
     }
     const dobj_t *o = AT(src, node, const dobj_t);
-    uint32_t cap = keep ? o->cap : o->count;
+    uint32_t cap = keep ? kept_cap(d, node, type, o->cap) : o->count;
     uint32_t off = bump(d, l3_doc__obj_bytes(cap));
     l3_doc__obj_layout(d->buf, AT(d->buf, off, dobj_t), off + (uint32_t)sizeof(dobj_t), cap);
     return off;
@@ -957,6 +964,7 @@ static int set_locate(const uint8_t *buf, const target_t *t, unsigned flags, int
 static int set_common(l3_doc_t *d, const char *path, size_t plen, unsigned flags, const newval_t *nv,
                       uint32_t *ret_slot)
 {
+    d->grow_node = 0;
     int rc = nv_check(nv);
     if (rc)
         return rc;
@@ -973,12 +981,15 @@ static int set_common(l3_doc_t *d, const char *path, size_t plen, unsigned flags
         goto out;
     const dslot_t *old = how == SET_REPLACE ? SLOT(buf, slot) : NULL;
     uint64_t extra = 0;
+    bool grows = false;
     if (how == SET_MEMBER) {
         const dobj_t *o = AT(buf, (uint32_t)SLOT(buf, t.parent)->val, const dobj_t);
-        extra = (t.last_len > KEY_INLINE_MAX ? a8(t.last_len) : 0) + (o->n == o->cap ? obj_grow_bytes(o) : 0);
+        grows = o->n == o->cap;
+        extra = (t.last_len > KEY_INLINE_MAX ? a8(t.last_len) : 0) + (grows ? obj_grow_bytes(o) : 0);
     } else if (how == SET_INSERT) {
         const darr_t *a = AT(buf, (uint32_t)SLOT(buf, t.parent)->val, const darr_t);
-        extra = a->count == a->cap ? (uint64_t)arr_grow_cap(a) * sizeof(dslot_t) : 0;
+        grows = a->count == a->cap;
+        extra = grows ? (uint64_t)arr_grow_cap(a) * sizeof(dslot_t) : 0;
     } else {
         uint8_t nt = nv_type(nv);
         if ((flags & L3_DOC_SET_SAME_TYPE) && old->type != nt) {
@@ -990,8 +1001,13 @@ static int set_common(l3_doc_t *d, const char *path, size_t plen, unsigned flags
             goto done;
         }
     }
-    if ((rc = set_check(d, &t, nv, old, extra)))
+    if ((rc = set_check(d, &t, nv, old, extra))) {
+        if (rc == L3_EDOCSIZE && grows) { /* l3_doc_heap_compact_for may make room */
+            d->grow_node = (uint32_t)SLOT(buf, t.parent)->val;
+            d->grow_type = SLOT(buf, t.parent)->type;
+        }
         goto out;
+    }
     uint8_t saved[16]; /* header bytes a failed build restores (appended bytes are dropped) */
     memcpy(saved, h, sizeof(saved));
     jr(d, base, h, 16);
@@ -1170,13 +1186,33 @@ size_t l3_doc_compact_bound(const uint8_t *buf)
     return DOC_DATA_OFF + (size_t)compact_size(buf, r->val, r->type, true);
 }
 
-/* Rewrite buf into dst under the given seed: 0, -ENOBUFS or L3_EREHASH. */
-static int compact_seeded(const uint8_t *buf, uint8_t *dst, size_t dst_cap, uint32_t seed, size_t *ret_len)
+/* The bytes a compaction adds when it gives the container node (type) of buf capacity cap
+ * instead of keeping its own. */
+static uint64_t grow_delta(const uint8_t *buf, uint32_t node, uint8_t type, uint32_t cap)
+{
+    if (type == L3_DOC_ARRAY) {
+        const darr_t *a = AT(buf, node, const darr_t);
+        return cap > a->cap ? (uint64_t)(cap - a->cap) * sizeof(dslot_t) : 0;
+    }
+    const dobj_t *o = AT(buf, node, const dobj_t);
+    return cap > o->cap ? l3_doc__obj_bytes(cap) - l3_doc__obj_bytes(o->cap) : 0;
+}
+
+/* Rewrite buf into dst under the given seed; grow (its grow_node, grow_type, grow_cap; node
+ * 0 = none) gives one container more room. 0, -ENOBUFS or L3_EREHASH. */
+static int compact_seeded(const uint8_t *buf, uint8_t *dst, size_t dst_cap, uint32_t seed,
+                          const l3_doc_t *grow, size_t *ret_len)
 {
     size_t need = l3_doc_compact_bound(buf);
+    if (grow->grow_node)
+        need += grow_delta(buf, grow->grow_node, grow->grow_type, grow->grow_cap);
     if (need > dst_cap)
         return -ENOBUFS;
-    l3_doc_t d = {.buf = dst, .cap = dst_cap};
+    l3_doc_t d = {.buf = dst,
+                  .cap = dst_cap,
+                  .grow_node = grow->grow_node,
+                  .grow_cap = grow->grow_cap,
+                  .grow_type = grow->grow_type};
     memcpy(dst, buf, DOC_DATA_OFF);
     dhdr_t *h = HDR(dst);
     h->dh_flags = 0;
@@ -1202,24 +1238,27 @@ static int compact_seeded(const uint8_t *buf, uint8_t *dst, size_t dst_cap, uint
  * same names land in a table without tombstones in another order) takes a fresh seed.
  * A fresh random seed makes that next to impossible; four in a row would mean a broken
  * random source. */
-static int compact_retry(const uint8_t *buf, uint8_t *dst, size_t dst_cap, bool fresh, size_t *ret_len)
+static int compact_retry(const uint8_t *buf, uint8_t *dst, size_t dst_cap, bool fresh, const l3_doc_t *grow,
+                         size_t *ret_len)
 {
     if (l3_doc__packed(buf))
         return -EINVAL;
     int rc = L3_EREHASH;
     for (int tries = 0; tries < 5 && rc == L3_EREHASH; tries++, fresh = true)
-        rc = compact_seeded(buf, dst, dst_cap, fresh ? l3_doc__seed() : HDR(buf)->dh_seed, ret_len);
+        rc = compact_seeded(buf, dst, dst_cap, fresh ? l3_doc__seed() : HDR(buf)->dh_seed, grow, ret_len);
     return rc == L3_EREHASH ? -EAGAIN : rc;
 }
 
+static const l3_doc_t no_growth;
+
 int l3_doc_compact(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret_len)
 {
-    return compact_retry(buf, dst, dst_cap, false, ret_len);
+    return compact_retry(buf, dst, dst_cap, false, &no_growth, ret_len);
 }
 
 int l3_doc_rebuild(const uint8_t *buf, uint8_t *dst, size_t dst_cap, size_t *ret_len)
 {
-    return compact_retry(buf, dst, dst_cap, true, ret_len);
+    return compact_retry(buf, dst, dst_cap, true, &no_growth, ret_len);
 }
 
 void l3_doc_stats(const uint8_t *buf, l3_doc_stats_t *ret)
@@ -1294,9 +1333,10 @@ int l3_doc_heap_grow(l3_doc_t *d)
     return 0;
 }
 
-static int heap_rewrite(l3_doc_t *d, bool fresh)
+/* Compact d into a new allocation with room to spare (within the limit); grow as in
+ * compact_seeded, its bytes included in bound. */
+static int heap_rewrite_grow(l3_doc_t *d, bool fresh, const l3_doc_t *grow, size_t bound)
 {
-    size_t bound = l3_doc_compact_bound(d->buf);
     size_t cap = bound + bound / 4 + 64;
     if (d->limit && cap > d->limit)
         cap = L3_MAX(bound, d->limit);
@@ -1304,7 +1344,7 @@ static int heap_rewrite(l3_doc_t *d, bool fresh)
     if (!n)
         return -ENOMEM;
     size_t len;
-    int rc = compact_retry(d->buf, n, cap, fresh, &len);
+    int rc = compact_retry(d->buf, n, cap, fresh, grow, &len);
     if (rc) {
         free(n);
         return rc == -ENOBUFS ? -ENOMEM : rc;
@@ -1313,6 +1353,63 @@ static int heap_rewrite(l3_doc_t *d, bool fresh)
     d->buf = n;
     d->cap = cap;
     return 0;
+}
+
+static int heap_rewrite(l3_doc_t *d, bool fresh)
+{
+    return heap_rewrite_grow(d, fresh, &no_growth, l3_doc_compact_bound(d->buf));
+}
+
+size_t l3_doc_compact_plan(const uint8_t *buf, const l3_doc_t *failed, l3_doc_t *ret_plan)
+{
+    memset(ret_plan, 0, sizeof(*ret_plan));
+    if (l3_doc__packed(buf))
+        return 0;
+    size_t bound = l3_doc_compact_bound(buf), limit = failed->limit;
+    uint32_t node = failed->grow_node;
+    uint8_t type = failed->grow_type;
+    if (node) {
+        uint32_t count, cap;
+        if (type == L3_DOC_ARRAY) {
+            count = AT(buf, node, const darr_t)->count;
+            cap = AT(buf, node, const darr_t)->cap;
+        } else {
+            count = AT(buf, node, const dobj_t)->count;
+            cap = AT(buf, node, const dobj_t)->cap;
+        }
+        /* (a table without tombstones may have room already: then nothing grows) */
+        const uint64_t want[3] = {(uint64_t)count * 2 + 2, (uint64_t)count + count / 8 + 1,
+                                  (uint64_t)count + 1};
+        for (int i = 0; i < 3 && !ret_plan->grow_cap; i++) {
+            uint64_t c = L3_MAX(want[i], (uint64_t)cap);
+            if (c > UINT32_MAX / 64)
+                continue;
+            uint64_t b = bound + grow_delta(buf, node, type, (uint32_t)c);
+            if (b <= DOC_MAX_SIZE && (!limit || b <= limit)) {
+                ret_plan->grow_node = node;
+                ret_plan->grow_type = type;
+                ret_plan->grow_cap = (uint32_t)c;
+                bound = (size_t)b;
+            }
+        }
+    }
+    if (!ret_plan->grow_node && HDR(buf)->dh_garbage == 0)
+        return 0; /* no garbage to drop, no room that fits: nothing to gain */
+    return bound;
+}
+
+int l3_doc_compact_planned(const uint8_t *buf, const l3_doc_t *plan, bool fresh, uint8_t *dst, size_t dst_cap,
+                           size_t *ret_len)
+{
+    return compact_retry(buf, dst, dst_cap, fresh, plan, ret_len);
+}
+
+int l3_doc_heap_compact_for(l3_doc_t *d)
+{
+    l3_doc_t plan;
+    size_t bound = l3_doc_compact_plan(d->buf, d, &plan);
+    d->grow_node = 0;
+    return bound ? heap_rewrite_grow(d, false, &plan, bound) : L3_EDOCSIZE;
 }
 
 int l3_doc_heap_maybe_compact(l3_doc_t *d)

@@ -788,9 +788,10 @@ static int guarded_apply(l3_store_t *st, l3_doc_t *d, docop_t *o)
 
 /* Apply on a private, larger copy of the document (src: c->doc or its full form), then
  * publish it. reseed: the copy is rebuilt under a fresh hash seed (the answer to
- * L3_EREHASH) instead of copied. */
+ * L3_EREHASH) instead of copied; plan (or NULL): the copy is compacted as planned
+ * (l3_doc_compact_plan: the answer to L3_EDOCSIZE). */
 static int grow_into(l3_store_t *st, opctx_t *c, const uint8_t *src, docop_t *o, size_t need, size_t limit,
-                     bool reseed)
+                     bool reseed, const l3_doc_t *plan)
 {
     uint64_t size = l3_doc_size(src);
     uint64_t want = L3_MAX((uint64_t)need + need / 4, size + size / 2) + 256;
@@ -803,7 +804,13 @@ static int grow_into(l3_store_t *st, opctx_t *c, const uint8_t *src, docop_t *o,
             return rc;
         uint8_t *nd = AT(st, AT(st, e, l3_ix_entry_t)->ie_doc, uint8_t);
         size_t got;
-        if (reseed) {
+        if (plan) {
+            rc = l3_doc_compact_planned(src, plan, reseed, nd, cap, &got);
+            if (rc < 0) {
+                l3_store__free_now(st, e);
+                return rc == -ENOBUFS ? L3_EDOCSIZE : rc; /* the plan's bytes are within the limit */
+            }
+        } else if (reseed) {
             if (l3_doc_compact_bound(src) > cap) {
                 l3_store__free_now(st, e);
                 want = L3_MAX(want * 2, (uint64_t)l3_doc_compact_bound(src) + 256);
@@ -839,7 +846,7 @@ static int grow_into(l3_store_t *st, opctx_t *c, const uint8_t *src, docop_t *o,
 
 static int grow_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t need, size_t limit, bool reseed)
 {
-    return grow_into(st, c, c->doc, o, need, limit, reseed);
+    return grow_into(st, c, c->doc, o, need, limit, reseed, NULL);
 }
 
 /* The first change of a packed document: applied to its full form in a new block, with the
@@ -857,7 +864,7 @@ static int unpack_apply(l3_store_t *st, opctx_t *c, docop_t *o, size_t limit)
         free(full);
         return L3_EDOCSIZE;
     }
-    rc = grow_into(st, c, full, o, len, limit, false);
+    rc = grow_into(st, c, full, o, len, limit, false, NULL);
     free(full);
     if (rc == 0)
         __atomic_fetch_add(&st->hdr->ah_unpacks, 1, __ATOMIC_RELAXED);
@@ -1033,6 +1040,13 @@ static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint
         rc = grow_apply(st, &c, o, old_size, limit, rc == L3_EREHASH);
     } else if (rc == -ENOBUFS) {
         rc = grow_apply(st, &c, o, d.need, limit, false);
+    } else if (rc == L3_EDOCSIZE && !l3_doc_is_packed(c.doc)) {
+        /* nothing changed: a compacted copy (garbage dropped, room for a growing container)
+         * may take the change within the limit after all */
+        l3_doc_t plan;
+        size_t need = l3_doc_compact_plan(c.doc, &d, &plan);
+        if (need)
+            rc = grow_into(st, &c, c.doc, o, need, limit, false, &plan);
     }
     if (rc < 0)
         return op_abort(st, &c, rc);

@@ -191,11 +191,72 @@ static void test_bounded_churn(void)
     l3_doc_heap_free(&d);
 }
 
+/* A full container of a document past a third of its limit: doubling its table in
+ * appended space would pass the limit (L3_EDOCSIZE, grow_node set, nothing changed), a
+ * compaction that gives it room takes the change; heap (L3_DOC_HEAP_DO) and planned. */
+static void test_growth_near_limit(void)
+{
+    enum { N = 10000 };
+    for (int arr = 0; arr < 2; arr++) {
+        char *js = malloc(N * 24 + 16);
+        size_t n = (size_t)sprintf(js, arr ? "[" : "{");
+        for (int i = 0; i < N; i++)
+            n += (size_t)(arr ? sprintf(js + n, "%s%d", i ? "," : "", i)
+                              : sprintf(js + n, "%s\"m%d\":%d", i ? "," : "", i, i));
+        n += (size_t)sprintf(js + n, arr ? "]" : "}");
+        l3_doc_t d;
+        dt_parse(&d, js);
+        free(js);
+        d.limit = arr ? 3 * l3_doc_size(d.buf) / 2 : 5 * l3_doc_size(d.buf) / 2;
+        const char *path = arr ? "/-" : "/new";
+        l3_doc_scalar_t v = {.type = L3_DOC_INT, .i = 7};
+        size_t before = l3_doc_size(d.buf);
+        CHECK_EQ_INT(l3_doc_set(&d, path, strlen(path), L3_DOC_SET_PATH_POINTER, &v, NULL), L3_EDOCSIZE);
+        CHECK(d.grow_node != 0);
+        CHECK_EQ_INT(l3_doc_size(d.buf), before); /* refused: nothing changed */
+        /* the plan for a buffer the caller owns */
+        l3_doc_t plan;
+        size_t need = l3_doc_compact_plan(d.buf, &d, &plan);
+        CHECK(need > 0 && need <= d.limit);
+        CHECK_EQ_INT(plan.grow_node, d.grow_node);
+        uint8_t *dst = dt_aligned_copy(d.buf, 0, d.limit);
+        size_t len = 0;
+        CHECK_EQ_INT(l3_doc_compact_planned(d.buf, &plan, false, dst, need - 1, &len), -ENOBUFS);
+        CHECK_EQ_INT(l3_doc_compact_planned(d.buf, &plan, false, dst, d.limit, &len), 0);
+        CHECK(len <= need);
+        l3_doc_t c = {.buf = dst, .cap = d.limit, .limit = d.limit};
+        CHECK_EQ_INT(l3_doc_set(&c, path, strlen(path), L3_DOC_SET_PATH_POINTER, &v, NULL), 0);
+        DT_CHECK_VERIFY(c.buf);
+        free(dst);
+        /* the heap document: the same change through L3_DOC_HEAP_DO, then many more */
+        int added = 0;
+        for (int i = 0; i < 2000; i++) {
+            char p2[32];
+            snprintf(p2, sizeof p2, arr ? "/-" : "/new%d", i);
+            int rc = L3_DOC_HEAP_DO(&d, l3_doc_set(&d, p2, strlen(p2), L3_DOC_SET_PATH_POINTER, &v, NULL));
+            CHECK(rc == 0 || rc == L3_EDOCSIZE);
+            if (rc)
+                break;
+            added++;
+            CHECK(l3_doc_size(d.buf) <= d.limit);
+        }
+        CHECK(added >= 100);
+        DT_CHECK_VERIFY(d.buf);
+        l3_doc_val_t root;
+        l3_doc_val(d.buf, L3_DOC_ROOT, &root);
+        CHECK_EQ_INT(root.count, N + added);
+        fprintf(stderr, "growth near the limit (%s): %d more, %zu of %zu bytes\n", arr ? "array" : "object", added,
+                l3_doc_size(d.buf), d.limit);
+        l3_doc_heap_free(&d);
+    }
+}
+
 int main(void)
 {
     test_garbage_and_compact();
     test_should_compact();
     test_heap_helpers();
     test_bounded_churn();
+    test_growth_near_limit();
     return t_done();
 }

@@ -201,6 +201,38 @@ static void test_size(void)
     v.str.len = (60 << 10);
     CHECK_EQ_INT(l3_store_set(st, "k", 1, "t", 1, 0, &v, 0, NULL), 0);
     CHECK(stored_verifies(st, "k"));
+    /* an object of 1000 members (two thirds of the limit): doubling its full table in
+     * appended space would pass the limit; a compacted copy with room takes new members,
+     * set in place and by JSON Patch, until the document itself is at the limit */
+    n = (size_t)sprintf(s, "{");
+    for (int i = 0; i < 1000; i++)
+        n += (size_t)sprintf(s + n, "%s\"m%d\":%d", i ? "," : "", i, i);
+    sprintf(s + n, "}");
+    for (int patch_path = 0; patch_path < 2; patch_path++) {
+        const char *key = patch_path ? "h" : "g";
+        CHECK_EQ_INT(l3_store_put_json(st, key, 1, s, strlen(s), 0, NULL, NULL), 0);
+        int added = 0;
+        rc = 0;
+        for (int i = 0; i < 4000 && rc == 0; i++) {
+            char member[32], op[96];
+            snprintf(member, sizeof member, "new%d", i);
+            l3_doc_scalar_t one = {.type = L3_DOC_INT, .i = i};
+            if (!patch_path) /* in place in the arena */
+                rc = l3_store_set(st, key, 1, member, strlen(member), 0, &one, 0, NULL);
+            else /* on a private copy (L3_DOC_HEAP_DO) */
+                rc = l3_store_json_patch(
+                    st, key, 1, op,
+                    (size_t)snprintf(op, sizeof op, "[{\"op\":\"add\",\"path\":\"/%s\",\"value\":%d}]", member, i),
+                    0, NULL, NULL);
+            CHECK(rc == 0 || rc == L3_EDOCSIZE);
+            added += rc == 0;
+        }
+        CHECK(added >= 100); /* before: none */
+        CHECK(stored_verifies(st, key));
+        char *g = sth_json(st, key);
+        CHECK(g != NULL && strstr(g, "\"new0\":0") != NULL && strstr(g, "\"m999\":999") != NULL);
+        free(g);
+    }
     free(s);
     free(before);
     sth_destroy(st);
