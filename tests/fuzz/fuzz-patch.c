@@ -5,7 +5,9 @@
  *
  * Input: one mode byte, then the target document's JSON text, a NUL byte, and the patch
  * text. Mode bit 0 picks merge patch over JSON Patch; bits 1..3 pick the document size
- * limit (l3_doc_t.limit, 0 = none, else 512 << n bytes); bit 4 applies the patch twice.
+ * limit (l3_doc_t.limit: 512 << n bytes, n = 0 meaning 4 MiB - never none, as in the server:
+ * without one, a patch of twenty copies of "" doubles the document twenty times); bit 4
+ * applies the patch twice.
  * Whatever a patch does - succeed or fail half way (the document layer is not atomic) -
  * the document must still pass l3_doc_verify(), stay within its limit and nesting bound,
  * and round-trip: its JSON parses back to a document whose JSON is the same text. A
@@ -105,9 +107,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     l3_doc_t d;
     l3_doc_heap_adopt(&d, buf, len);
     unsigned lim = (mode >> 1) & 7;
-    d.limit = lim ? (size_t)512 << lim : 0;
-    if (d.limit && len > d.limit)
-        d.limit = 0; /* the starting document must fit its limit */
+    d.limit = (size_t)512 << (lim ? lim : 13);
+    if (len > d.limit)
+        d.limit = len; /* the starting document must fit its limit */
     for (int round = 0; round < ((mode & 0x10) ? 2 : 1); round++) {
         int rc = (mode & 1) ? l3_doc_merge_patch(&d, patch, plen, &e) : l3_doc_json_patch(&d, patch, plen, &e);
         if (!documented(rc)) {
