@@ -25,7 +25,9 @@
  *     off in the default build so a single-field change stays O(path)
  *  O5 no request makes a document larger than st->max_doc: the document layer refuses
  *     before allocating (l3_doc_t.limit, parse max_bytes); replay is exempt, so a lowered
- *     limit never stops recovery
+ *     limit never stops recovery - it applies a record under the limit first (building
+ *     what the live change built: the same growth, the same compaction) and without one
+ *     only when the limit refuses it
  *  O6 no write lands on an expired entry: a live write that finds its key past its
  *     deadline first removes it with a logged DELETE marked EXPIRED (reap_locked); reads
  *     treat it as absent; replay never reads the clock, so the log alone decides
@@ -59,12 +61,6 @@ static void debug_verify(const uint8_t *doc, const char *what)
 void l3_store_set_max_doc_bytes(l3_store_t *st, size_t max_doc_bytes)
 {
     st->max_doc = max_doc_bytes ? max_doc_bytes : L3_STORE_DEFAULT_MAX_DOC_BYTES;
-}
-
-/* The size limit a change is held to: none in replay (O5). */
-static size_t doc_limit(const l3_store_t *st, uint64_t replay_lsn)
-{
-    return replay_lsn ? 0 : st->max_doc;
 }
 
 int l3_store__key_ok(const void *key, size_t klen)
@@ -1014,6 +1010,34 @@ int l3_store_decode_set(const uint8_t *buf, size_t len, const char **ret_path, s
     return 0;
 }
 
+/* Apply o to c's document held to limit (0: none): in place under the undo log, or on a
+ * grown, rebuilt or compacted copy in a new block. 0 or the change's error, nothing changed. */
+static int apply_limited(l3_store_t *st, opctx_t *c, docop_t *o, size_t limit, size_t old_size)
+{
+    l3_doc_t d = {.buf = c->doc,
+                  .cap = l3_store__doc_cap(st, c->ent),
+                  .undo = l3_store__doc_undo_cb,
+                  .undo_ctx = st,
+                  .limit = limit};
+    int rc = l3_doc_is_packed(c->doc) ? unpack_apply(st, c, o, limit) : guarded_apply(st, &d, o);
+    if (rc == L3_STORE__EUNDO || rc == L3_EREHASH) {
+        /* too much to log, or a hash chain past its bound: undo what was changed and redo
+         * on a private copy (rebuilt under a fresh seed for the latter) */
+        l3_store__tx_undo_phys(st);
+        rc = grow_apply(st, c, o, old_size, limit, rc == L3_EREHASH);
+    } else if (rc == -ENOBUFS) {
+        rc = grow_apply(st, c, o, d.need, limit, false);
+    } else if (rc == L3_EDOCSIZE && !l3_doc_is_packed(c->doc)) {
+        /* nothing changed: a compacted copy (garbage dropped, room for a growing container)
+         * may take the change within the limit after all */
+        l3_doc_t plan;
+        size_t need = l3_doc_compact_plan(c->doc, &d, &plan);
+        if (need)
+            rc = grow_into(st, c, c->doc, o, need, limit, false, &plan);
+    }
+    return rc;
+}
+
 static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint64_t if_match,
                   uint64_t replay_lsn, uint64_t *ret_lsn)
 {
@@ -1023,31 +1047,12 @@ static int mutate(l3_store_t *st, const void *key, size_t klen, docop_t *o, uint
         return rc;
     size_t old_size = l3_doc_size(c.doc);
     o->lsn = l3_store__next_lsn(st, replay_lsn);
-    size_t limit = doc_limit(st, replay_lsn);
-    l3_doc_t d = {.buf = c.doc,
-                  .cap = l3_store__doc_cap(st, c.ent),
-                  .undo = l3_store__doc_undo_cb,
-                  .undo_ctx = st,
-                  .limit = limit};
-    if (l3_doc_is_packed(c.doc))
-        rc = unpack_apply(st, &c, o, limit);
-    else
-        rc = guarded_apply(st, &d, o);
-    if (rc == L3_STORE__EUNDO || rc == L3_EREHASH) {
-        /* too much to log, or a hash chain past its bound: undo what was changed and redo
-         * on a private copy (rebuilt under a fresh seed for the latter) */
-        l3_store__tx_undo_phys(st);
-        rc = grow_apply(st, &c, o, old_size, limit, rc == L3_EREHASH);
-    } else if (rc == -ENOBUFS) {
-        rc = grow_apply(st, &c, o, d.need, limit, false);
-    } else if (rc == L3_EDOCSIZE && !l3_doc_is_packed(c.doc)) {
-        /* nothing changed: a compacted copy (garbage dropped, room for a growing container)
-         * may take the change within the limit after all */
-        l3_doc_t plan;
-        size_t need = l3_doc_compact_plan(c.doc, &d, &plan);
-        if (need)
-            rc = grow_into(st, &c, c.doc, o, need, limit, false, &plan);
-    }
+    /* replay holds the change to the limit first too, so that it builds what the live change
+     * built (the same growth, the same compaction); only a record that limit refuses (it
+     * was lowered since) is applied without one (O5) */
+    rc = apply_limited(st, &c, o, st->max_doc, old_size);
+    if (rc == L3_EDOCSIZE && replay_lsn)
+        rc = apply_limited(st, &c, o, 0, old_size);
     if (rc < 0)
         return op_abort(st, &c, rc);
     maybe_compact(st, &c);
@@ -1122,6 +1127,26 @@ int l3_store_incr(l3_store_t *st, const void *key, size_t klen, const char *path
 
 /* ---------------------------------------------------------------- patches */
 
+/* A heap copy of c's document to patch (an empty document when there is none). */
+static int patch_copy(const opctx_t *c, l3_doc_t *hd)
+{
+    memset(hd, 0, sizeof(*hd));
+    if (!c->entry) {
+        int rc = l3_doc_heap_new(hd, 256);
+        if (rc == 0)
+            rc = l3_doc_init(hd);
+        if (rc < 0)
+            l3_doc_heap_free(hd);
+        return rc < 0 && rc != -ENOBUFS ? rc : rc < 0 ? -ENOMEM : 0;
+    }
+    size_t size = l3_doc_size(c->doc);
+    uint8_t *copy = malloc(size);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, c->doc, size);
+    return l3_doc_heap_adopt_any(hd, copy, size);
+}
+
 static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge, const char *patch,
                         size_t len, uint64_t if_match, uint64_t replay_lsn, uint64_t *ret_lsn,
                         l3_doc_error_t *err)
@@ -1136,33 +1161,25 @@ static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge
     rc = check_match(&c, if_match);
     if (rc < 0)
         return op_abort(st, &c, rc);
-    if (c.entry) {
-        if (replay_lsn && l3_doc_lsn(c.doc) >= replay_lsn)
-            return op_abort(st, &c, 1);
-        size_t size = l3_doc_size(c.doc);
-        uint8_t *copy = malloc(size);
-        if (!copy)
-            return op_abort(st, &c, -ENOMEM);
-        memcpy(copy, c.doc, size);
-        if ((rc = l3_doc_heap_adopt_any(&hd, copy, size)) < 0)
-            return op_abort(st, &c, rc);
-        hd.limit = doc_limit(st, replay_lsn);
-    } else if (merge) {
-        rc = l3_doc_heap_new(&hd, 256);
-        if (rc == 0)
-            rc = l3_doc_init(&hd);
-        if (rc < 0) {
-            l3_doc_heap_free(&hd);
-            return op_abort(st, &c, rc < 0 && rc != -ENOBUFS ? rc : -ENOMEM);
-        }
-        hd.limit = doc_limit(st, replay_lsn);
-        created = 1;
-    } else {
+    if (!c.entry && !merge)
         return op_abort(st, &c, replay_lsn ? 1 : -ENOENT);
-    }
-    rc = merge ? l3_doc_merge_patch(&hd, patch, len, &e) : l3_doc_json_patch(&hd, patch, len, &e);
-    if (rc < 0) {
+    if (c.entry && replay_lsn && l3_doc_lsn(c.doc) >= replay_lsn)
+        return op_abort(st, &c, 1);
+    /* replay holds the patch to the limit first too (as mutate does), on a fresh copy
+     * without one only if the limit refuses it (lowered since: O5) */
+    for (int pass = 0; pass < (replay_lsn ? 2 : 1); pass++) {
+        if ((rc = patch_copy(&c, &hd)) < 0)
+            return op_abort(st, &c, rc);
+        created = c.entry == 0;
+        hd.limit = pass ? 0 : st->max_doc;
+        rc = merge ? l3_doc_merge_patch(&hd, patch, len, &e) : l3_doc_json_patch(&hd, patch, len, &e);
+        if (rc >= 0)
+            break;
         l3_doc_heap_free(&hd);
+        if (rc != L3_EDOCSIZE)
+            break;
+    }
+    if (rc < 0) {
         if (err)
             *err = e;
         return op_abort(st, &c, rc);
