@@ -1135,9 +1135,11 @@ static int patch_copy(const opctx_t *c, l3_doc_t *hd)
         int rc = l3_doc_heap_new(hd, 256);
         if (rc == 0)
             rc = l3_doc_init(hd);
-        if (rc < 0)
+        if (rc < 0) {
             l3_doc_heap_free(hd);
-        return rc < 0 && rc != -ENOBUFS ? rc : rc < 0 ? -ENOMEM : 0;
+            return rc == -ENOBUFS ? -ENOMEM : rc;
+        }
+        return 0;
     }
     size_t size = l3_doc_size(c->doc);
     uint8_t *copy = malloc(size);
@@ -1165,12 +1167,12 @@ static int patch_common(l3_store_t *st, const void *key, size_t klen, bool merge
         return op_abort(st, &c, replay_lsn ? 1 : -ENOENT);
     if (c.entry && replay_lsn && l3_doc_lsn(c.doc) >= replay_lsn)
         return op_abort(st, &c, 1);
+    created = c.entry == 0;
     /* replay holds the patch to the limit first too (as mutate does), on a fresh copy
      * without one only if the limit refuses it (lowered since: O5) */
     for (int pass = 0; pass < (replay_lsn ? 2 : 1); pass++) {
         if ((rc = patch_copy(&c, &hd)) < 0)
             return op_abort(st, &c, rc);
-        created = c.entry == 0;
         hd.limit = pass ? 0 : st->max_doc;
         rc = merge ? l3_doc_merge_patch(&hd, patch, len, &e) : l3_doc_json_patch(&hd, patch, len, &e);
         if (rc >= 0)
