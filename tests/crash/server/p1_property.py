@@ -829,7 +829,7 @@ class Trial:
                 headers["If-Match"] = '"999999999"'
                 must = False
         if must is True and not self.within_limits(doc):
-            # a new member may relocate its object's table at twice the size: near
+            # a new member may need its object's table grown, even on a compacted copy: near
             # storage.max_document_bytes a refusal (413, nothing changed) is as right as success
             must = None
         st, h, data = self.req("POST", self.target(key) + q, b"", headers, "POST " + q)
